@@ -1,0 +1,76 @@
+// Package algorithms holds the rate-limiting algorithms. Each one is a single
+// atomic Lua script on Redis that reads the clock with TIME, so every service
+// instance sharing a Redis agrees on windows and refills.
+package algorithms
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// An Algorithm decides whether one more request for key may proceed, and records it if so.
+type Algorithm interface {
+	Allow(ctx context.Context, key string) (Decision, error)
+}
+
+// Decision is the outcome of one Allow call. Durations are relative to Now.
+type Decision struct {
+	Allowed    bool
+	Limit      int           // requests per window; token bucket: capacity
+	Window     time.Duration // the span Limit applies to
+	Remaining  int           // left after this request, never negative
+	ResetAfter time.Duration // until the quota is fully restored
+	RetryAfter time.Duration // until a denied request could pass; 0 when Allowed
+	Now        time.Time     // Redis's clock at the decision, so Reset does not wobble with ours
+}
+
+// Limit is the quota of one algorithm: Requests per Window.
+type Limit struct {
+	Requests int
+	Window   time.Duration
+}
+
+// ErrUnknown is returned by New for a name that is not an algorithm.
+var ErrUnknown = errors.New("unknown algorithm")
+
+// Names lists the algorithm names New accepts.
+func Names() []string {
+	return []string{"fixed_window"}
+}
+
+// New returns the algorithm called name (hyphens or underscores), keeping its
+// state in rdb under keys that start with prefix.
+func New(name string, rdb redis.Scripter, prefix string, l Limit) (Algorithm, error) {
+	switch strings.ReplaceAll(name, "-", "_") {
+	case "fixed_window":
+		return NewFixedWindow(rdb, prefix, l), nil
+	default:
+		return nil, fmt.Errorf("%w %q: want one of %s", ErrUnknown, name, strings.Join(Names(), ", "))
+	}
+}
+
+// decide runs script for key and turns its reply
+// {allowed, remaining, reset_ms, retry_ms, now_ms} into a Decision.
+func decide(ctx context.Context, rdb redis.Scripter, s *redis.Script, key string, l Limit, args ...any) (Decision, error) {
+	reply, err := s.Run(ctx, rdb, []string{key}, args...).Int64Slice()
+	if err != nil {
+		return Decision{}, fmt.Errorf("run script: %w", err)
+	}
+	if len(reply) != 5 {
+		return Decision{}, fmt.Errorf("run script: got %d values, want 5", len(reply))
+	}
+	return Decision{
+		Allowed:    reply[0] == 1,
+		Limit:      l.Requests,
+		Window:     l.Window,
+		Remaining:  int(max(reply[1], 0)),
+		ResetAfter: time.Duration(reply[2]) * time.Millisecond,
+		RetryAfter: time.Duration(reply[3]) * time.Millisecond,
+		Now:        time.UnixMilli(reply[4]),
+	}, nil
+}

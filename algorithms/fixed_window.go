@@ -1,0 +1,36 @@
+package algorithms
+
+import (
+	"context"
+	_ "embed"
+
+	"github.com/redis/go-redis/v9"
+)
+
+//go:embed lua/fixed_window.lua
+var fixedWindowLua string
+
+var fixedWindowScript = redis.NewScript(fixedWindowLua)
+
+// FixedWindow admits Limit.Requests per window, windows aligned to multiples of
+// Limit.Window on Redis's clock. Up to twice the limit can pass across a window
+// edge (the end of one window and the start of the next).
+type FixedWindow struct {
+	rdb    redis.Scripter
+	prefix string
+	limit  Limit
+}
+
+var _ Algorithm = (*FixedWindow)(nil)
+
+// NewFixedWindow returns a fixed window limiter keeping its counters in rdb
+// under prefix + "fixed_window:".
+func NewFixedWindow(rdb redis.Scripter, prefix string, l Limit) *FixedWindow {
+	return &FixedWindow{rdb: rdb, prefix: prefix + "fixed_window:", limit: l}
+}
+
+// Allow admits one request for key if the current window has room.
+func (fw *FixedWindow) Allow(ctx context.Context, key string) (Decision, error) {
+	return decide(ctx, fw.rdb, fixedWindowScript, fw.prefix+key, fw.limit,
+		fw.limit.Requests, fw.limit.Window.Milliseconds())
+}

@@ -1,0 +1,29 @@
+-- Fixed window: windows aligned to multiples of the window length on Redis's
+-- clock, so every instance agrees where a window starts and ends.
+-- KEYS[1]: hash of the identity {w = window start ms, n = admitted in it}
+-- ARGV[1]: limit (requests per window), ARGV[2]: window in ms
+-- reply:   {allowed (0/1), remaining, reset_ms, retry_ms, now_ms}
+local limit = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local start = now - (now % window)
+local reset = start + window - now
+
+-- The stored window start, not the key's TTL, decides whether the count is
+-- current: expiry only collects garbage.
+local state = redis.call('HMGET', KEYS[1], 'w', 'n')
+local used = 0
+if tonumber(state[1]) == start then
+  used = tonumber(state[2]) or 0
+end
+
+if used >= limit then
+  return {0, 0, reset, reset, now}
+end
+
+used = used + 1
+redis.call('HSET', KEYS[1], 'w', start, 'n', used)
+redis.call('PEXPIRE', KEYS[1], reset)
+return {1, limit - used, reset, 0, now}
