@@ -12,9 +12,10 @@ var fixedWindowLua string
 
 var fixedWindowScript = redis.NewScript(fixedWindowLua)
 
-// FixedWindow admits Limit.Requests per window, windows aligned to multiples of
-// Limit.Window on Redis's clock. Up to twice the limit can pass across a window
-// edge (the end of one window and the start of the next).
+// FixedWindow admits Limit.Requests per window; a window opens with the first
+// request after the previous one closed. Up to twice the limit can pass within
+// one window length across a window edge (the end of one window and the start
+// of the next).
 type FixedWindow struct {
 	rdb    redis.Scripter
 	prefix string
