@@ -1,0 +1,181 @@
+// Package config reads the service's settings from the environment, applies
+// defaults and validates them all at start-up.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ErrInvalid is wrapped by every error Load returns.
+var ErrInvalid = errors.New("invalid configuration")
+
+// User is one account to seed at start-up.
+type User struct {
+	Name     string
+	Password string
+}
+
+// Config is every setting the service reads.
+type Config struct {
+	Port           int
+	RedisURL       string // empty: embedded Redis
+	DBDriver       string // sqlite or mysql
+	DBDSN          string
+	Enabled        bool
+	Algorithm      string
+	Limit          int
+	Window         time.Duration
+	FailOpen       bool
+	Timeout        time.Duration
+	TrustedProxies []netip.Prefix
+	KeyPrefix      string
+	SeedUsers      []User
+}
+
+// Load reads the configuration through getenv. Every problem is reported at
+// once, each naming the variable, its value and what is wanted.
+func Load(getenv func(string) string) (Config, error) {
+	p := parser{getenv: getenv}
+	c := Config{
+		Port:      p.int("PORT", "8080", 0, 65535),
+		RedisURL:  p.redisURL("REDIS_URL"),
+		DBDriver:  p.oneOf("DB_DRIVER", "sqlite", "sqlite", "mysql"),
+		Enabled:   p.bool("RATE_LIMIT_ENABLED", "true"),
+		Algorithm: strings.ReplaceAll(p.str("RATE_LIMIT_ALGORITHM", "fixed_window"), "-", "_"),
+		Limit:     p.int("RATE_LIMIT_LIMIT", "5", 1, 1_000_000_000),
+		Window:    p.duration("RATE_LIMIT_WINDOW", "60s", time.Millisecond, 366*24*time.Hour),
+		FailOpen:  p.bool("RATE_LIMIT_FAIL_OPEN", "true"),
+		Timeout:   p.duration("RATE_LIMIT_TIMEOUT", "100ms", time.Millisecond, time.Minute),
+		KeyPrefix: p.str("REDIS_KEY_PREFIX", "ratelimit:"),
+	}
+	c.TrustedProxies = p.prefixes("TRUSTED_PROXIES")
+	dsnDefault := ""
+	usersDefault := ""
+	if c.DBDriver == "sqlite" {
+		dsnDefault = "countries.db"
+		usersDefault = "john_doe:EXAMPLE_PASSWORD"
+	}
+	c.DBDSN = p.str("DB_DSN", dsnDefault)
+	if c.DBDSN == "" {
+		p.fail("DB_DSN", "", "want a DSN such as api_user:EXAMPLE_PASSWORD@tcp(127.0.0.1:3306)/countries?parseTime=true when DB_DRIVER=mysql")
+	}
+	c.SeedUsers = p.users("SEED_USERS", usersDefault)
+	if len(p.errs) > 0 {
+		return Config{}, fmt.Errorf("%w: %w", ErrInvalid, errors.Join(p.errs...))
+	}
+	return c, nil
+}
+
+// parser collects the errors of every variable it reads.
+type parser struct {
+	getenv func(string) string
+	errs   []error
+}
+
+func (p *parser) str(name, def string) string {
+	if v := strings.TrimSpace(p.getenv(name)); v != "" {
+		return v
+	}
+	return def
+}
+
+func (p *parser) fail(name, value, want string) {
+	p.errs = append(p.errs, fmt.Errorf("%s=%q: %s", name, value, want))
+}
+
+func (p *parser) int(name, def string, lo, hi int) int {
+	v := p.str(name, def)
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo || n > hi {
+		p.fail(name, v, fmt.Sprintf("want an integer from %d to %d", lo, hi))
+	}
+	return n
+}
+
+func (p *parser) bool(name, def string) bool {
+	v := p.str(name, def)
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		p.fail(name, v, "want true or false")
+	}
+	return b
+}
+
+func (p *parser) duration(name, def string, lo, hi time.Duration) time.Duration {
+	v := p.str(name, def)
+	d, err := time.ParseDuration(v)
+	if err != nil || d < lo || d > hi {
+		p.fail(name, v, fmt.Sprintf("want a Go duration such as 60s, from %v to %v", lo, hi))
+	}
+	return d
+}
+
+func (p *parser) oneOf(name, def string, valid ...string) string {
+	v := p.str(name, def)
+	for _, ok := range valid {
+		if v == ok {
+			return v
+		}
+	}
+	p.fail(name, v, "want one of "+strings.Join(valid, ", "))
+	return v
+}
+
+func (p *parser) redisURL(name string) string {
+	v := p.str(name, "")
+	if v == "" {
+		return ""
+	}
+	u, err := url.Parse(v)
+	if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
+		// The value may hold a password: name the variable, not the value.
+		p.errs = append(p.errs, fmt.Errorf("%s: want a URL such as redis://127.0.0.1:6379/0", name))
+	}
+	return v
+}
+
+func (p *parser) prefixes(name string) []netip.Prefix {
+	v := p.str(name, "")
+	if v == "" {
+		return nil
+	}
+	var out []netip.Prefix
+	for _, s := range strings.Split(v, ",") {
+		s = strings.TrimSpace(s)
+		pf, err := netip.ParsePrefix(s)
+		if err != nil {
+			addr, aerr := netip.ParseAddr(s)
+			if aerr != nil {
+				p.fail(name, v, fmt.Sprintf("%q: want a comma list of CIDRs such as 10.0.0.0/8,::1/128", s))
+				continue
+			}
+			pf = netip.PrefixFrom(addr, addr.BitLen())
+		}
+		out = append(out, pf.Masked())
+	}
+	return out
+}
+
+func (p *parser) users(name, def string) []User {
+	v := p.str(name, def)
+	if v == "" {
+		return nil
+	}
+	var out []User
+	for i, s := range strings.Split(v, ",") {
+		user, pass, ok := strings.Cut(strings.TrimSpace(s), ":")
+		if !ok || user == "" || pass == "" || len(pass) > 72 {
+			// Never echo the value: it holds passwords.
+			p.errs = append(p.errs, fmt.Errorf("%s: entry %d: want user:password (password 1 to 72 bytes)", name, i+1))
+			continue
+		}
+		out = append(out, User{Name: user, Password: pass})
+	}
+	return out
+}

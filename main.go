@@ -1,0 +1,183 @@
+// Command tollgate serves continent data from a database behind a Redis rate
+// limiter. See README.md for its settings.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/gin-gonic/gin"
+	"github.com/joho/godotenv"
+	"github.com/redis/go-redis/v9"
+
+	"tollgate/algorithms"
+	"tollgate/config"
+	"tollgate/middleware"
+	"tollgate/models"
+	"tollgate/routes"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := godotenv.Load(); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		fmt.Fprintln(os.Stderr, "read .env:", err) // the process environment wins over .env
+		os.Exit(2)
+	}
+	if err := run(ctx, os.Getenv, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "server:", err)
+		if errors.Is(err, config.ErrInvalid) || errors.Is(err, algorithms.ErrUnknown) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+// run starts the service with the settings getenv gives and serves until ctx
+// is done, then shuts down gracefully.
+func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
+	cfg, err := config.Load(getenv)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	log := slog.New(slog.NewJSONHandler(stdout, nil))
+
+	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	rdb, redisName, closeRedis, err := openRedis(startCtx, log, cfg.RedisURL, cfg.Timeout)
+	if err != nil {
+		return err
+	}
+	defer closeRedis()
+
+	db, err := models.Open(startCtx, log, cfg.DBDriver, cfg.DBDSN)
+	if err != nil {
+		return err
+	}
+	if sqlDB, err := db.DB(); err == nil {
+		defer sqlDB.Close()
+	}
+	if err := models.Migrate(startCtx, db); err != nil {
+		return err
+	}
+	seed := make([]models.Credential, len(cfg.SeedUsers))
+	for i, u := range cfg.SeedUsers {
+		seed[i] = models.Credential{Name: u.Name, Password: u.Password}
+	}
+	if err := models.Seed(startCtx, db, seed); err != nil {
+		return err
+	}
+	store := models.NewStore(db)
+	continents, err := store.Continents(startCtx)
+	if err != nil {
+		return err
+	}
+
+	guards := []gin.HandlerFunc{middleware.Identify(log, store, 2*time.Second, 5*time.Minute)}
+	if cfg.Enabled {
+		alg, err := algorithms.New(cfg.Algorithm, rdb, cfg.KeyPrefix,
+			algorithms.Limit{Requests: cfg.Limit, Window: cfg.Window})
+		if err != nil {
+			return fmt.Errorf("config: RATE_LIMIT_ALGORITHM: %w", err)
+		}
+		guards = append(guards, middleware.RateLimit(log, alg, cfg.Algorithm, cfg.Timeout, cfg.FailOpen))
+	}
+	checks := map[string]routes.Check{
+		"redis":    func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
+		"database": store.Ping,
+	}
+	handler, err := routes.New(log, continents, checks, cfg.TrustedProxies, guards...)
+	if err != nil {
+		return fmt.Errorf("config: TRUSTED_PROXIES: %w", err)
+	}
+
+	ln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(cfg.Port)))
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      15 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	log.Info("serving", "addr", ln.Addr().String(),
+		"rate_limit_enabled", cfg.Enabled, "algorithm", cfg.Algorithm,
+		"limit", cfg.Limit, "window", cfg.Window.String(), "fail_open", cfg.FailOpen,
+		"redis", redisName, "database", cfg.DBDriver)
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	select {
+	case err := <-serveErr:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	// In-flight requests get up to 10s to finish.
+	shutCtx, cancelShut := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancelShut()
+	if err := srv.Shutdown(shutCtx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// openRedis connects to the Redis at url, or starts an in-process one when url
+// is empty. Client timeouts match the limiter's deadline, so a dead Redis
+// costs a request at most that long.
+func openRedis(ctx context.Context, log *slog.Logger, url string, timeout time.Duration) (redis.UniversalClient, string, func(), error) {
+	var opt *redis.Options
+	closeServer := func() {}
+	name := "embedded"
+	if url == "" {
+		m := miniredis.NewMiniRedis()
+		if err := m.Start(); err != nil {
+			return nil, "", nil, fmt.Errorf("start embedded redis: %w", err)
+		}
+		m.ClockTTL(true) // keys expire as the wall clock moves, as on a real Redis
+		closeServer = m.Close
+		log.Warn("using embedded in-process redis: for development only; set REDIS_URL for production")
+		opt = &redis.Options{Addr: m.Addr()}
+	} else {
+		var err error
+		if opt, err = redis.ParseURL(url); err != nil {
+			return nil, "", nil, fmt.Errorf("config: REDIS_URL: %w", err)
+		}
+		name = opt.Addr
+	}
+	opt.DialTimeout = max(timeout, time.Second)
+	opt.ReadTimeout = timeout
+	opt.WriteTimeout = timeout
+	opt.PoolTimeout = timeout
+	opt.ContextTimeoutEnabled = true
+	opt.MaxRetries = 1
+	rdb := redis.NewClient(opt)
+	closeAll := func() {
+		rdb.Close()
+		closeServer()
+	}
+	pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := rdb.Ping(pingCtx).Err(); err != nil {
+		closeAll()
+		return nil, "", nil, fmt.Errorf("ping redis at %s: %w", name, err)
+	}
+	return rdb, name, closeAll, nil
+}

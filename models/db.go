@@ -1,0 +1,122 @@
+package models
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/glebarez/sqlite"
+	"golang.org/x/crypto/bcrypt"
+	"gorm.io/driver/mysql"
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+	"gorm.io/gorm/logger"
+)
+
+// Open connects to the database (driver "sqlite" or "mysql"), sets pool
+// limits and checks that it answers before ctx is done.
+func Open(ctx context.Context, log *slog.Logger, driver, dsn string) (*gorm.DB, error) {
+	var dialector gorm.Dialector
+	switch driver {
+	case "mysql":
+		dialector = mysql.Open(dsn)
+	case "sqlite":
+		if !strings.Contains(dsn, "?") {
+			// One writer at a time: wait for the lock instead of failing.
+			dsn += "?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)"
+		}
+		dialector = sqlite.Open(dsn)
+	default:
+		return nil, fmt.Errorf("open database: unknown driver %q", driver)
+	}
+	db, err := gorm.Open(dialector, &gorm.Config{
+		Logger: logger.NewSlogLogger(log, logger.Config{
+			SlowThreshold:             200 * time.Millisecond,
+			LogLevel:                  logger.Warn,
+			IgnoreRecordNotFoundError: true,
+			ParameterizedQueries:      true, // never log values (password hashes)
+		}),
+		TranslateError: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open %s database: %w", driver, err)
+	}
+	sqlDB, err := db.DB()
+	if err != nil {
+		return nil, fmt.Errorf("open %s database: %w", driver, err)
+	}
+	if driver == "sqlite" {
+		sqlDB.SetMaxOpenConns(1)
+	} else {
+		sqlDB.SetMaxOpenConns(20)
+		sqlDB.SetMaxIdleConns(10)
+	}
+	sqlDB.SetConnMaxLifetime(30 * time.Minute)
+	sqlDB.SetConnMaxIdleTime(5 * time.Minute)
+	if err := sqlDB.PingContext(ctx); err != nil {
+		sqlDB.Close()
+		return nil, fmt.Errorf("ping %s database: %w", driver, err)
+	}
+	return db, nil
+}
+
+// Migrate creates or updates the tables.
+func Migrate(ctx context.Context, db *gorm.DB) error {
+	if err := db.WithContext(ctx).AutoMigrate(&Continent{}, &User{}); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	return nil
+}
+
+// Seed writes the seven continents (ids 1..7, names as in the tutorial) and
+// the given users. It is idempotent: running it again, from any number of
+// instances at once, leaves the same rows. A seeded user whose password
+// changed gets the new hash.
+func Seed(ctx context.Context, db *gorm.DB, users []Credential) error {
+	db = db.WithContext(ctx)
+	var err error
+	// Concurrent upserts from instances starting together can deadlock on
+	// MySQL; the loser of a deadlock simply tries again.
+	for attempt := range 3 {
+		err = db.Clauses(clause.OnConflict{
+			Columns:   []clause.Column{{Name: "continent_id"}},
+			DoUpdates: clause.AssignmentColumns([]string{"continent_name"}),
+		}).Create(&continents).Error
+		if err == nil {
+			break
+		}
+		time.Sleep(time.Duration(attempt+1) * 50 * time.Millisecond)
+	}
+	if err != nil {
+		return fmt.Errorf("seed continents: %w", err)
+	}
+	for _, u := range users {
+		if err := seedUser(db, u); err != nil {
+			return fmt.Errorf("seed user %q: %w", u.Name, err)
+		}
+	}
+	return nil
+}
+
+func seedUser(db *gorm.DB, c Credential) error {
+	var u User
+	err := db.Where("username = ?", c.Name).Take(&u).Error
+	if err == nil && bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), []byte(c.Password)) == nil {
+		return nil
+	}
+	if err != nil && !errors.Is(err, gorm.ErrRecordNotFound) {
+		return err
+	}
+	hash, herr := bcrypt.GenerateFromPassword([]byte(c.Password), bcrypt.DefaultCost)
+	if herr != nil {
+		return herr
+	}
+	if err == nil {
+		return db.Model(&u).Update("password_hash", string(hash)).Error
+	}
+	return db.Clauses(clause.OnConflict{DoNothing: true}).
+		Create(&User{Username: c.Name, PasswordHash: string(hash)}).Error
+}

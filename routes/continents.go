@@ -1,0 +1,54 @@
+package routes
+
+import (
+	"net/http"
+	"strconv"
+
+	"github.com/gin-gonic/gin"
+
+	"tollgate/middleware"
+	"tollgate/models"
+)
+
+// continent is the API shape of a continent, as in the tutorial.
+type continent struct {
+	ContinentID   int64  `json:"continent_id"`
+	ContinentName string `json:"continent_name"`
+}
+
+func toContinents(cs []models.Continent) []continent {
+	out := make([]continent, len(cs))
+	for i, c := range cs {
+		out[i] = continent{ContinentID: c.ContinentID, ContinentName: c.ContinentName}
+	}
+	return out
+}
+
+// listContinents serves the continents loaded at start-up: reference data
+// that only changes with a new release (Seed), so no query per request.
+func listContinents(cs []models.Continent) gin.HandlerFunc {
+	body := toContinents(cs)
+	return func(c *gin.Context) {
+		c.JSON(http.StatusOK, body)
+	}
+}
+
+func getContinent(cs []models.Continent) gin.HandlerFunc {
+	byID := make(map[int64]continent, len(cs))
+	for _, ct := range toContinents(cs) {
+		byID[ct.ContinentID] = ct
+	}
+	return func(c *gin.Context) {
+		id, err := strconv.ParseInt(c.Param("id"), 10, 64)
+		if err != nil {
+			middleware.Abort(c, http.StatusBadRequest, "continent id must be an integer", nil)
+			return
+		}
+		ct, ok := byID[id]
+		if !ok {
+			middleware.Abort(c, http.StatusNotFound, "continent not found", nil)
+			return
+		}
+		c.JSON(http.StatusOK, ct)
+	}
+}
