@@ -1,0 +1,93 @@
+package algorithms
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+)
+
+// ErrCircuitOpen is returned by a Breaker while it keeps calls away from a
+// failing Redis.
+var ErrCircuitOpen = errors.New("rate limiter circuit open")
+
+// Breaker is a circuit breaker around an Algorithm. After Failures
+// consecutive errors it opens: calls fail at once with ErrCircuitOpen instead
+// of each waiting for its timeout on a dead Redis. After Cooldown one call is
+// let through as a probe; its success closes the circuit, its failure opens it
+// for another Cooldown.
+type Breaker struct {
+	next     Algorithm
+	failures int
+	cooldown time.Duration
+	now      func() time.Time
+
+	mu        sync.Mutex
+	failed    int       // consecutive failures while closed
+	openUntil time.Time // zero while closed
+	probing   bool      // a probe is under way
+}
+
+var _ Algorithm = (*Breaker)(nil)
+
+// NewBreaker wraps next in a circuit breaker that opens after failures
+// consecutive errors and probes again after cooldown.
+func NewBreaker(next Algorithm, failures int, cooldown time.Duration) *Breaker {
+	return &Breaker{next: next, failures: max(failures, 1), cooldown: cooldown, now: time.Now}
+}
+
+// Allow asks the wrapped algorithm, unless the circuit is open.
+func (b *Breaker) Allow(ctx context.Context, key string) (Decision, error) {
+	probe, err := b.admit()
+	if err != nil {
+		return Decision{}, err
+	}
+	d, err := b.next.Allow(ctx, key)
+	// A caller that went away says nothing about Redis's health; a probe is
+	// settled either way, or the circuit would wait for it forever.
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil && !probe {
+		return d, err
+	}
+	b.record(probe, err)
+	return d, err
+}
+
+// Open reports whether calls are currently refused.
+func (b *Breaker) Open() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return !b.openUntil.IsZero()
+}
+
+func (b *Breaker) admit() (probe bool, err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.openUntil.IsZero() {
+		return false, nil
+	}
+	if b.probing || b.now().Before(b.openUntil) {
+		return false, ErrCircuitOpen
+	}
+	b.probing = true
+	return true, nil
+}
+
+func (b *Breaker) record(probe bool, err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if probe {
+		b.probing = false
+	}
+	if err == nil {
+		b.failed, b.openUntil = 0, time.Time{}
+		return
+	}
+	if probe {
+		b.openUntil = b.now().Add(b.cooldown)
+		return
+	}
+	b.failed++
+	if b.failed >= b.failures && b.openUntil.IsZero() {
+		b.openUntil = b.now().Add(b.cooldown)
+	}
+}
