@@ -92,6 +92,9 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		if err != nil {
 			return fmt.Errorf("config: RATE_LIMIT_ALGORITHM: %w", err)
 		}
+		// While Redis is down, answer at once instead of waiting out the
+		// timeout on every request; probe again every second.
+		alg = algorithms.NewBreaker(alg, 5, time.Second)
 		guards = append(guards, middleware.RateLimit(log, alg, cfg.Algorithm, cfg.Timeout, cfg.FailOpen))
 	}
 	checks := map[string]routes.Check{
