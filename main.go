@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/joho/godotenv"
 	"github.com/redis/go-redis/v9"
+	"gorm.io/gorm"
 
 	"tollgate/algorithms"
 	"tollgate/config"
@@ -54,18 +56,18 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	}
 	log := slog.New(slog.NewJSONHandler(stdout, nil))
 
-	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	rdb, redisName, closeRedis, err := openRedis(startCtx, log, cfg.RedisURL, cfg.Timeout)
+	rdb, redisName, closeRedis, err := openRedis(ctx, log, cfg.RedisURL, cfg.RedisCluster, cfg.Timeout)
 	if err != nil {
 		return err
 	}
 	defer closeRedis()
 
-	db, err := models.Open(startCtx, log, cfg.DBDriver, cfg.DBDSN)
+	db, err := openDB(ctx, log, cfg.DBDriver, cfg.DBDSN, cfg.DBConnect)
 	if err != nil {
 		return err
 	}
+	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
 	if sqlDB, err := db.DB(); err == nil {
 		defer sqlDB.Close()
 	}
@@ -88,7 +90,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	guards := []gin.HandlerFunc{middleware.Identify(log, store, 2*time.Second, 5*time.Minute)}
 	if cfg.Enabled {
 		alg, err := algorithms.New(cfg.Algorithm, rdb, cfg.KeyPrefix,
-			algorithms.Limit{Requests: cfg.Limit, Window: cfg.Window})
+			algorithms.Limit{Requests: cfg.Limit, Window: cfg.Window, Burst: cfg.Burst})
 		if err != nil {
 			return fmt.Errorf("config: RATE_LIMIT_ALGORITHM: %w", err)
 		}
@@ -132,8 +134,8 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	case <-ctx.Done():
 	}
 	log.Info("shutting down")
-	// In-flight requests get up to 10s to finish.
-	shutCtx, cancelShut := context.WithTimeout(context.Background(), 10*time.Second)
+	// In-flight requests get up to SHUTDOWN_TIMEOUT to finish.
+	shutCtx, cancelShut := context.WithTimeout(context.Background(), cfg.Shutdown)
 	defer cancelShut()
 	if err := srv.Shutdown(shutCtx); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
@@ -142,14 +144,53 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	return nil
 }
 
-// openRedis connects to the Redis at url, or starts an in-process one when url
-// is empty. Client timeouts match the limiter's deadline, so a dead Redis
-// costs a request at most that long.
-func openRedis(ctx context.Context, log *slog.Logger, url string, timeout time.Duration) (redis.UniversalClient, string, func(), error) {
-	var opt *redis.Options
+// openDB connects to the database, retrying with backoff for up to within:
+// at start-up the database may still be coming up.
+func openDB(ctx context.Context, log *slog.Logger, driver, dsn string, within time.Duration) (*gorm.DB, error) {
+	ctx, cancel := context.WithTimeout(ctx, within)
+	defer cancel()
+	wait := 250 * time.Millisecond
+	for {
+		attemptCtx, cancelAttempt := context.WithTimeout(ctx, 5*time.Second)
+		db, err := models.Open(attemptCtx, log, driver, dsn)
+		cancelAttempt()
+		if err == nil {
+			return db, nil
+		}
+		log.Warn("database unavailable, retrying", "err", err, "retry_in", wait.String())
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("database not reachable within %v (DB_CONNECT_TIMEOUT): %w", within, err)
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, 5*time.Second)
+	}
+}
+
+// openRedis connects to the Redis Cluster of the seed nodes in cluster, or to
+// the Redis at url, or starts an in-process one when both are empty. Client
+// timeouts match the limiter's deadline, so a dead Redis costs a request at
+// most that long.
+func openRedis(ctx context.Context, log *slog.Logger, url string, cluster []string, timeout time.Duration) (redis.UniversalClient, string, func(), error) {
+	opt := &redis.UniversalOptions{}
 	closeServer := func() {}
-	name := "embedded"
-	if url == "" {
+	var name string
+	switch {
+	case len(cluster) > 0:
+		opt.Addrs = cluster
+		opt.IsClusterMode = true
+		name = "cluster " + strings.Join(cluster, ",")
+	case url != "":
+		one, err := redis.ParseURL(url)
+		if err != nil {
+			return nil, "", nil, fmt.Errorf("config: REDIS_URL: %w", err)
+		}
+		opt.Addrs = []string{one.Addr}
+		opt.DB = one.DB
+		opt.Username, opt.Password = one.Username, one.Password
+		opt.TLSConfig = one.TLSConfig
+		name = one.Addr
+	default:
 		m := miniredis.NewMiniRedis()
 		if err := m.Start(); err != nil {
 			return nil, "", nil, fmt.Errorf("start embedded redis: %w", err)
@@ -157,13 +198,8 @@ func openRedis(ctx context.Context, log *slog.Logger, url string, timeout time.D
 		m.ClockTTL(true) // keys expire as the wall clock moves, as on a real Redis
 		closeServer = m.Close
 		log.Warn("using embedded in-process redis: for development only; set REDIS_URL for production")
-		opt = &redis.Options{Addr: m.Addr()}
-	} else {
-		var err error
-		if opt, err = redis.ParseURL(url); err != nil {
-			return nil, "", nil, fmt.Errorf("config: REDIS_URL: %w", err)
-		}
-		name = opt.Addr
+		opt.Addrs = []string{m.Addr()}
+		name = "embedded"
 	}
 	opt.DialTimeout = max(timeout, time.Second)
 	opt.ReadTimeout = timeout
@@ -171,7 +207,7 @@ func openRedis(ctx context.Context, log *slog.Logger, url string, timeout time.D
 	opt.PoolTimeout = timeout
 	opt.ContextTimeoutEnabled = true
 	opt.MaxRetries = 1
-	rdb := redis.NewClient(opt)
+	rdb := redis.NewUniversalClient(opt)
 	closeAll := func() {
 		rdb.Close()
 		closeServer()

@@ -5,6 +5,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"net/url"
 	"strconv"
@@ -24,18 +25,22 @@ type User struct {
 // Config is every setting the service reads.
 type Config struct {
 	Port           int
-	RedisURL       string // empty: embedded Redis
-	DBDriver       string // sqlite or mysql
+	RedisURL       string   // empty: embedded Redis, unless RedisCluster
+	RedisCluster   []string // seed nodes host:port; empty: not a cluster
+	DBDriver       string   // sqlite or mysql
 	DBDSN          string
 	Enabled        bool
 	Algorithm      string
 	Limit          int
+	Burst          int // token_bucket, gcra: capacity
 	Window         time.Duration
 	FailOpen       bool
 	Timeout        time.Duration
 	TrustedProxies []netip.Prefix
 	KeyPrefix      string
 	SeedUsers      []User
+	DBConnect      time.Duration // how long start-up retries the database
+	Shutdown       time.Duration // how long in-flight requests get at shutdown
 }
 
 // Load reads the configuration through getenv. Every problem is reported at
@@ -53,6 +58,13 @@ func Load(getenv func(string) string) (Config, error) {
 		FailOpen:  p.bool("RATE_LIMIT_FAIL_OPEN", "true"),
 		Timeout:   p.duration("RATE_LIMIT_TIMEOUT", "100ms", time.Millisecond, time.Minute),
 		KeyPrefix: p.str("REDIS_KEY_PREFIX", "ratelimit:"),
+		DBConnect: p.duration("DB_CONNECT_TIMEOUT", "30s", time.Second, time.Hour),
+		Shutdown:  p.duration("SHUTDOWN_TIMEOUT", "10s", 0, time.Hour),
+	}
+	c.Burst = p.int("RATE_LIMIT_BURST", strconv.Itoa(c.Limit), 1, 1_000_000_000)
+	c.RedisCluster = p.addrs("REDIS_CLUSTER_ADDRS")
+	if len(c.RedisCluster) > 0 && c.RedisURL != "" {
+		p.errs = append(p.errs, errors.New("REDIS_URL and REDIS_CLUSTER_ADDRS: set one of them, not both"))
 	}
 	c.TrustedProxies = p.prefixes("TRUSTED_PROXIES")
 	dsnDefault := ""
@@ -138,6 +150,28 @@ func (p *parser) redisURL(name string) string {
 		p.errs = append(p.errs, fmt.Errorf("%s: want a URL such as redis://127.0.0.1:6379/0", name))
 	}
 	return v
+}
+
+func (p *parser) addrs(name string) []string {
+	v := p.str(name, "")
+	if v == "" {
+		return nil
+	}
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		s = strings.TrimSpace(s)
+		host, port, err := net.SplitHostPort(s)
+		if err != nil || host == "" {
+			p.fail(name, v, fmt.Sprintf("%q: want a comma list of host:port such as 10.0.0.1:7000,10.0.0.2:7000", s))
+			continue
+		}
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			p.fail(name, v, fmt.Sprintf("%q: want a port from 1 to 65535", s))
+			continue
+		}
+		out = append(out, s)
+	}
+	return out
 }
 
 func (p *parser) prefixes(name string) []netip.Prefix {

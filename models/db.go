@@ -39,7 +39,8 @@ func Open(ctx context.Context, log *slog.Logger, driver, dsn string) (*gorm.DB, 
 			IgnoreRecordNotFoundError: true,
 			ParameterizedQueries:      true, // never log values (password hashes)
 		}),
-		TranslateError: true,
+		TranslateError:       true,
+		DisableAutomaticPing: true, // pinged below, under ctx
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open %s database: %w", driver, err)
