@@ -29,10 +29,20 @@ type Decision struct {
 	Now        time.Time     // Redis's clock at the decision, so Reset does not wobble with ours
 }
 
-// Limit is the quota of one algorithm: Requests per Window.
+// Limit is the quota of one algorithm: Requests per Window. For token_bucket
+// and gcra, Requests per Window is the refill rate and Burst the capacity.
 type Limit struct {
 	Requests int
 	Window   time.Duration
+	Burst    int // token_bucket, gcra: bucket capacity; 0 means Requests
+}
+
+// capacity is the most requests a token bucket or GCRA admits at once.
+func (l Limit) capacity() int {
+	if l.Burst > 0 {
+		return l.Burst
+	}
+	return l.Requests
 }
 
 // ErrUnknown is returned by New for a name that is not an algorithm.
@@ -40,7 +50,7 @@ var ErrUnknown = errors.New("unknown algorithm")
 
 // Names lists the algorithm names New accepts.
 func Names() []string {
-	return []string{"fixed_window"}
+	return []string{"fixed_window", "sliding_log", "sliding_window", "token_bucket", "gcra"}
 }
 
 // New returns the algorithm called name (hyphens or underscores), keeping its
@@ -49,13 +59,22 @@ func New(name string, rdb redis.Scripter, prefix string, l Limit) (Algorithm, er
 	switch strings.ReplaceAll(name, "-", "_") {
 	case "fixed_window":
 		return NewFixedWindow(rdb, prefix, l), nil
+	case "sliding_log":
+		return NewSlidingLog(rdb, prefix, l), nil
+	case "sliding_window":
+		return NewSlidingWindow(rdb, prefix, l), nil
+	case "token_bucket":
+		return NewTokenBucket(rdb, prefix, l), nil
+	case "gcra":
+		return NewGCRA(rdb, prefix, l), nil
 	default:
 		return nil, fmt.Errorf("%w %q: want one of %s", ErrUnknown, name, strings.Join(Names(), ", "))
 	}
 }
 
 // decide runs script for key and turns its reply
-// {allowed, remaining, reset_ms, retry_ms, now_ms} into a Decision.
+// {allowed, remaining, reset_ms, retry_ms, now_ms} into a Decision whose
+// Limit is l.Requests (pass the capacity there for bucket algorithms).
 func decide(ctx context.Context, rdb redis.Scripter, s *redis.Script, key string, l Limit, args ...any) (Decision, error) {
 	reply, err := s.Run(ctx, rdb, []string{key}, args...).Int64Slice()
 	if err != nil {

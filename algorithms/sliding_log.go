@@ -1,0 +1,42 @@
+package algorithms
+
+import (
+	"context"
+	_ "embed"
+	"math/rand/v2"
+	"strconv"
+
+	"github.com/redis/go-redis/v9"
+)
+
+//go:embed lua/sliding_log.lua
+var slidingLogLua string
+
+var slidingLogScript = redis.NewScript(slidingLogLua)
+
+// SlidingLog admits Limit.Requests in any Limit.Window-long span, exactly: it
+// keeps the time of every admitted request of the last window in a sorted set,
+// so memory grows with the limit (at most Limit.Requests members per identity).
+type SlidingLog struct {
+	rdb    redis.Scripter
+	prefix string
+	limit  Limit
+}
+
+var _ Algorithm = (*SlidingLog)(nil)
+
+// NewSlidingLog returns a sliding log limiter keeping its sorted sets in rdb
+// under prefix + "sliding_log:".
+func NewSlidingLog(rdb redis.Scripter, prefix string, l Limit) *SlidingLog {
+	return &SlidingLog{rdb: rdb, prefix: prefix + "sliding_log:", limit: l}
+}
+
+// Allow admits one request for key if fewer than Limit.Requests were admitted
+// during the last window.
+func (sl *SlidingLog) Allow(ctx context.Context, key string) (Decision, error) {
+	// 64 random bits keep members unique when requests from any number of
+	// instances share a microsecond.
+	nonce := strconv.FormatUint(rand.Uint64(), 16)
+	return decide(ctx, sl.rdb, slidingLogScript, sl.prefix+key, sl.limit,
+		sl.limit.Requests, sl.limit.Window.Milliseconds(), nonce)
+}

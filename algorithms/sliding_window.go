@@ -1,0 +1,40 @@
+package algorithms
+
+import (
+	"context"
+	_ "embed"
+
+	"github.com/redis/go-redis/v9"
+)
+
+//go:embed lua/sliding_window.lua
+var slidingWindowLua string
+
+var slidingWindowScript = redis.NewScript(slidingWindowLua)
+
+// SlidingWindow approximates a sliding log with two counters per identity, the
+// current and the previous fixed window, weighting the previous one by how much
+// of it the last Limit.Window still covers. No aligned window ever admits more
+// than Limit.Requests; a window-long span straddling two windows admits at most
+// 2×Limit.Requests-1 when traffic bunches at window ends, and about
+// Limit.Requests when traffic is even (see docs/algorithms.md).
+type SlidingWindow struct {
+	rdb    redis.Scripter
+	prefix string
+	limit  Limit
+}
+
+var _ Algorithm = (*SlidingWindow)(nil)
+
+// NewSlidingWindow returns a sliding window limiter keeping its counters in rdb
+// under prefix + "sliding_window:".
+func NewSlidingWindow(rdb redis.Scripter, prefix string, l Limit) *SlidingWindow {
+	return &SlidingWindow{rdb: rdb, prefix: prefix + "sliding_window:", limit: l}
+}
+
+// Allow admits one request for key if the weighted count of the last window
+// plus this request stays within Limit.Requests.
+func (sw *SlidingWindow) Allow(ctx context.Context, key string) (Decision, error) {
+	return decide(ctx, sw.rdb, slidingWindowScript, sw.prefix+key, sw.limit,
+		sw.limit.Requests, sw.limit.Window.Milliseconds())
+}
