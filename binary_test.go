@@ -1,0 +1,230 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"tollgate/algorithms"
+)
+
+// buildBinary builds the service as users run it.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "tollgate")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// process is one running service binary.
+type process struct {
+	cmd  *exec.Cmd
+	base string
+	logs *syncBuffer
+	done chan error
+}
+
+// startBinary starts bin with env (and only env, besides PATH and HOME) on a
+// free port and waits until /healthz answers.
+func startBinary(t *testing.T, bin string, env map[string]string) *process {
+	t.Helper()
+	port := freePort(t)
+	cmd := exec.Command(bin)
+	cmd.Dir = t.TempDir() // no .env file there
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "PORT=" + strconv.Itoa(port)}
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	p := &process{cmd: cmd, base: fmt.Sprintf("http://127.0.0.1:%d", port), logs: &syncBuffer{}, done: make(chan error, 1)}
+	cmd.Stdout, cmd.Stderr = p.logs, p.logs
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", bin, err)
+	}
+	go func() { p.done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-p.done
+		if t.Failed() {
+			t.Logf("log of %s:\n%s", p.base, p.logs.String())
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-p.done:
+			p.done <- err
+			t.Fatalf("service exited before serving: %v\n%s", err, p.logs.String())
+		default:
+		}
+		if resp, err := http.Get(p.base + "/healthz"); err == nil {
+			resp.Body.Close()
+			return p
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("service did not answer /healthz within 30s\n%s", p.logs.String())
+	return nil
+}
+
+func TestThreeInstancesShareOneLimit(t *testing.T) {
+	bin := buildBinary(t)
+	r := sharedRedis(t)
+	for _, name := range algorithms.Names() {
+		t.Run(name, func(t *testing.T) {
+			env := baseEnv(t, r)
+			env["RATE_LIMIT_ALGORITHM"] = name
+			env["RATE_LIMIT_LIMIT"] = "50"
+			env["RATE_LIMIT_WINDOW"] = "1h" // refills during the test stay far below one request
+			env["RATE_LIMIT_FAIL_OPEN"] = "false"
+			env["RATE_LIMIT_TIMEOUT"] = "5s"
+			var instances [3]*process
+			var wg sync.WaitGroup
+			for i := range instances {
+				wg.Go(func() { instances[i] = startBinary(t, bin, env) })
+			}
+			wg.Wait()
+			if t.Failed() {
+				return
+			}
+			auth := basic("john_doe", "EXAMPLE_PASSWORD")
+			for _, p := range instances {
+				get(t, p.base+"/healthz", auth)
+			}
+			const total = 300
+			var mu sync.Mutex
+			counts := map[int]int{}
+			start := make(chan struct{})
+			for i := range total {
+				wg.Go(func() {
+					req, _ := http.NewRequest(http.MethodGet, instances[i%3].base+"/continents", nil)
+					req.Header = auth
+					<-start
+					resp, err := http.DefaultClient.Do(req)
+					if err != nil {
+						t.Errorf("GET: %v", err)
+						return
+					}
+					resp.Body.Close()
+					mu.Lock()
+					counts[resp.StatusCode]++
+					mu.Unlock()
+				})
+			}
+			close(start)
+			wg.Wait()
+			if counts[200] != 50 || counts[429] != total-50 {
+				t.Errorf("%d requests spread over 3 instances, limit 50: statuses %v; want 50 × 200, %d × 429", total, counts, total-50)
+			}
+		})
+	}
+}
+
+func TestShutdownUnderLoad(t *testing.T) {
+	bin := buildBinary(t)
+	own := startOwnRedis(t)
+	proxy := startProxy(t, mustParseURL(t, own.url).Addr)
+	env := baseEnv(t, testRedis{url: "redis://" + proxy.addr() + "/0"})
+	env["RATE_LIMIT_TIMEOUT"] = "5s"
+	env["RATE_LIMIT_LIMIT"] = "100"
+	env["SHUTDOWN_TIMEOUT"] = "5s"
+	p := startBinary(t, bin, env)
+	proxy.setDelay(time.Second) // every decision now takes a second: requests stay in flight
+
+	const inFlight = 10
+	statuses := make(chan int, inFlight)
+	for range inFlight {
+		go func() {
+			resp, err := http.Get(p.base + "/continents")
+			if err != nil {
+				t.Errorf("in-flight request: %v", err)
+				statuses <- 0
+				return
+			}
+			resp.Body.Close()
+			statuses <- resp.StatusCode
+		}()
+	}
+	time.Sleep(300 * time.Millisecond)
+	sent := time.Now()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatalf("SIGTERM: %v", err)
+	}
+	for range inFlight {
+		if s := <-statuses; s != http.StatusOK {
+			t.Errorf("in-flight request at SIGTERM: status %d, want 200", s)
+		}
+	}
+	select {
+	case err := <-p.done:
+		p.done <- err
+		if err != nil {
+			t.Errorf("exit after SIGTERM: %v, want status 0", err)
+		}
+		if took := time.Since(sent); took > 7*time.Second {
+			t.Errorf("exit %v after SIGTERM, want within SHUTDOWN_TIMEOUT (5s)", took)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("no exit 15s after SIGTERM")
+	}
+}
+
+func TestHostileClients(t *testing.T) {
+	base := service(t, baseEnv(t, sharedRedis(t)))
+	addr := strings.TrimPrefix(base, "http://")
+
+	t.Run("2 MB header gets 431", func(t *testing.T) {
+		h := http.Header{}
+		h.Set("X-Junk", strings.Repeat("a", 2<<20))
+		if r := get(t, base+"/continents", h); r.status != http.StatusRequestHeaderFieldsTooLarge {
+			t.Errorf("status %d, want 431", r.status)
+		}
+		if r := get(t, base+"/healthz", nil); r.status != http.StatusOK {
+			t.Errorf("after a 2 MB header: /healthz status %d, want 200", r.status)
+		}
+	})
+
+	t.Run("slowloris is cut off", func(t *testing.T) {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatalf("dial: %v", err)
+		}
+		defer conn.Close()
+		fmt.Fprint(conn, "GET /continents HTTP/1.1\r\nHost: x\r\n")
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				case <-time.After(500 * time.Millisecond):
+				}
+				// A header that never ends, a few bytes at a time.
+				if _, err := fmt.Fprintf(conn, "X-%d: y\r\n", i); err != nil {
+					return
+				}
+			}
+		}()
+		conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+		_, err = bufio.NewReader(conn).ReadByte()
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			t.Fatal("connection still open after 20s of trickled headers, want it closed by ReadHeaderTimeout")
+		}
+		if r := get(t, base+"/healthz", nil); r.status != http.StatusOK {
+			t.Errorf("after a slowloris client: /healthz status %d, want 200", r.status)
+		}
+	})
+}
