@@ -64,12 +64,32 @@ func Open(ctx context.Context, log *slog.Logger, driver, dsn string) (*gorm.DB, 
 	return db, nil
 }
 
-// Migrate creates or updates the tables.
+// Migrate creates or updates the tables. Instances starting together race to
+// create them; the losers see "already exists" and succeed on a retry.
 func Migrate(ctx context.Context, db *gorm.DB) error {
-	if err := db.WithContext(ctx).AutoMigrate(&Continent{}, &User{}); err != nil {
+	err := retry(ctx, func() error { return db.WithContext(ctx).AutoMigrate(&Continent{}, &User{}) })
+	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
 	return nil
+}
+
+// retry runs fn up to three times, pausing a little longer each time: for
+// start-up statements that collide with another instance's (a lost DDL race,
+// a deadlock between upserts).
+func retry(ctx context.Context, fn func() error) error {
+	var err error
+	for attempt := range 3 {
+		if err = fn(); err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Duration(attempt+1) * 50 * time.Millisecond):
+		}
+	}
+	return err
 }
 
 // Seed writes the seven continents (ids 1..7, names as in the tutorial) and
@@ -78,24 +98,17 @@ func Migrate(ctx context.Context, db *gorm.DB) error {
 // changed gets the new hash.
 func Seed(ctx context.Context, db *gorm.DB, users []Credential) error {
 	db = db.WithContext(ctx)
-	var err error
-	// Concurrent upserts from instances starting together can deadlock on
-	// MySQL; the loser of a deadlock simply tries again.
-	for attempt := range 3 {
-		err = db.Clauses(clause.OnConflict{
+	err := retry(ctx, func() error {
+		return db.Clauses(clause.OnConflict{
 			Columns:   []clause.Column{{Name: "continent_id"}},
 			DoUpdates: clause.AssignmentColumns([]string{"continent_name"}),
 		}).Create(&continents).Error
-		if err == nil {
-			break
-		}
-		time.Sleep(time.Duration(attempt+1) * 50 * time.Millisecond)
-	}
+	})
 	if err != nil {
 		return fmt.Errorf("seed continents: %w", err)
 	}
 	for _, u := range users {
-		if err := seedUser(db, u); err != nil {
+		if err := retry(ctx, func() error { return seedUser(db, u) }); err != nil {
 			return fmt.Errorf("seed user %q: %w", u.Name, err)
 		}
 	}

@@ -17,17 +17,18 @@ import (
 	"gorm.io/gorm"
 )
 
-// databases returns a fresh database per backend: SQLite always, and a
-// database of its own on the MySQL server of TEST_MYSQL_DSN when set.
-func databases(t *testing.T) map[string]func(t *testing.T) *gorm.DB {
+// databases returns, per backend, a maker of fresh databases: SQLite always,
+// and a database of its own on the MySQL server of TEST_MYSQL_DSN when set.
+// It gives the driver and DSN, for tests that connect more than once.
+func databases(t *testing.T) map[string]func(t *testing.T) (driver, dsn string) {
 	t.Helper()
-	dbs := map[string]func(t *testing.T) *gorm.DB{
-		"sqlite": func(t *testing.T) *gorm.DB {
-			return open(t, "sqlite", filepath.Join(t.TempDir(), "test.db"))
+	dbs := map[string]func(t *testing.T) (string, string){
+		"sqlite": func(t *testing.T) (string, string) {
+			return "sqlite", filepath.Join(t.TempDir(), "test.db")
 		},
 	}
 	if dsn := os.Getenv("TEST_MYSQL_DSN"); dsn != "" {
-		dbs["mysql"] = func(t *testing.T) *gorm.DB { return open(t, "mysql", ownMySQLDatabase(t, dsn)) }
+		dbs["mysql"] = func(t *testing.T) (string, string) { return "mysql", ownMySQLDatabase(t, dsn) }
 	}
 	return dbs
 }
@@ -88,7 +89,8 @@ var wantContinents = []Continent{
 func TestSeedIsIdempotent(t *testing.T) {
 	for name, newDB := range databases(t) {
 		t.Run(name, func(t *testing.T) {
-			db := newDB(t)
+			driver, dsn := newDB(t)
+			db := open(t, driver, dsn)
 			john := Credential{Name: "john_doe", Password: "EXAMPLE_PASSWORD"}
 			seed(t, db, john)
 			seed(t, db, john)
@@ -108,23 +110,29 @@ func TestSeedIsIdempotent(t *testing.T) {
 	}
 }
 
-func TestSeedConcurrently(t *testing.T) {
+func TestMigrateAndSeedConcurrently(t *testing.T) {
 	for name, newDB := range databases(t) {
 		t.Run(name, func(t *testing.T) {
-			db := newDB(t)
-			seed(t, db)
-			// Several instances starting at once all seed the same rows.
+			driver, dsn := newDB(t)
+			// Several instances starting at once on an empty database, each
+			// with connections of its own, all create the tables and seed.
 			var wg sync.WaitGroup
 			for range 4 {
+				db := open(t, driver, dsn)
 				wg.Go(func() {
 					ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 					defer cancel()
+					if err := Migrate(ctx, db); err != nil {
+						t.Errorf("concurrent Migrate: %v", err)
+						return
+					}
 					if err := Seed(ctx, db, []Credential{{Name: "amy", Password: "pw"}}); err != nil {
 						t.Errorf("concurrent Seed: %v", err)
 					}
 				})
 			}
 			wg.Wait()
+			db := open(t, driver, dsn)
 			var continents, users int64
 			db.Model(&Continent{}).Count(&continents)
 			db.Model(&User{}).Count(&users)
@@ -138,7 +146,8 @@ func TestSeedConcurrently(t *testing.T) {
 func TestCheckPassword(t *testing.T) {
 	for name, newDB := range databases(t) {
 		t.Run(name, func(t *testing.T) {
-			db := newDB(t)
+			driver, dsn := newDB(t)
+			db := open(t, driver, dsn)
 			seed(t, db, Credential{Name: "john_doe", Password: "old"})
 			seed(t, db, Credential{Name: "john_doe", Password: "EXAMPLE_PASSWORD"}) // password changed
 			store := NewStore(db)
