@@ -21,6 +21,9 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/gin-gonic/gin"
 	"github.com/joho/godotenv"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 	"gorm.io/gorm"
 
@@ -54,7 +57,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
-	log := slog.New(slog.NewJSONHandler(stdout, nil))
+	log := newLogger(stdout, cfg.LogFormat, cfg.LogLevel)
 
 	rdb, redisName, closeRedis, err := openRedis(ctx, log, cfg.RedisURL, cfg.RedisCluster, cfg.Timeout)
 	if err != nil {
@@ -68,9 +71,11 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	}
 	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if sqlDB, err := db.DB(); err == nil {
-		defer sqlDB.Close()
-	}
+	defer func() {
+		if sqlDB, err := db.DB(); err == nil {
+			sqlDB.Close()
+		}
+	}()
 	if err := models.Migrate(startCtx, db); err != nil {
 		return err
 	}
@@ -87,6 +92,21 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		return err
 	}
 
+	reg := prometheus.NewRegistry()
+	metrics, err := middleware.NewMetrics(reg)
+	if err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	sqlDB, err := db.DB()
+	if err != nil {
+		return fmt.Errorf("database handle: %w", err)
+	}
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		collectors.NewDBStatsCollector(sqlDB, cfg.DBDriver),
+	)
+
 	guards := []gin.HandlerFunc{middleware.Identify(log, store, 2*time.Second, 5*time.Minute)}
 	if cfg.Enabled {
 		alg, err := algorithms.New(cfg.Algorithm, rdb, cfg.KeyPrefix,
@@ -96,14 +116,37 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		}
 		// While Redis is down, answer at once instead of waiting out the
 		// timeout on every request; probe again every second.
-		alg = algorithms.NewBreaker(alg, 5, time.Second)
-		guards = append(guards, middleware.RateLimit(log, alg, cfg.Algorithm, cfg.Timeout, cfg.FailOpen))
+		breaker := algorithms.NewBreaker(alg, 5, time.Second)
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "tollgate_ratelimit_circuit_open",
+			Help: "1 while the circuit breaker keeps limiter calls away from Redis.",
+		}, func() float64 {
+			if breaker.Open() {
+				return 1
+			}
+			return 0
+		}))
+		guards = append(guards, middleware.RateLimit(log, breaker, cfg.Algorithm, cfg.Algorithm, cfg.Timeout, cfg.FailOpen))
 	}
-	checks := map[string]routes.Check{
-		"redis":    func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
-		"database": store.Ping,
-	}
-	handler, err := routes.New(log, continents, checks, cfg.TrustedProxies, guards...)
+	metricsHandler := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	handler, err := routes.New(routes.Deps{
+		Log:        log,
+		Continents: continents,
+		Ready: map[string]routes.Check{
+			"redis":    func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
+			"database": store.Ping,
+		},
+		Proxies: cfg.TrustedProxies,
+		Metrics: metrics,
+		MetricsHandler: func() http.Handler {
+			if cfg.MetricsAddr != "" {
+				return nil
+			}
+			return metricsHandler
+		}(),
+		Policy: routes.Policy{Enabled: cfg.Enabled, Algorithm: cfg.Algorithm, Limit: cfg.Limit, Burst: cfg.Burst, Window: cfg.Window},
+		Guards: guards,
+	})
 	if err != nil {
 		return fmt.Errorf("config: TRUSTED_PROXIES: %w", err)
 	}
@@ -112,24 +155,33 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	srv := &http.Server{
-		Handler:           handler,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       10 * time.Second,
-		WriteTimeout:      15 * time.Second,
-		IdleTimeout:       60 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	servers := []*http.Server{newServer(handler, log)}
+	listeners := []net.Listener{ln}
+	if cfg.MetricsAddr != "" {
+		mln, err := net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("listen on METRICS_ADDR: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", metricsHandler)
+		servers = append(servers, newServer(mux, log))
+		listeners = append(listeners, mln)
 	}
-	log.Info("serving", "addr", ln.Addr().String(),
+	log.Info("serving", "addr", ln.Addr().String(), "metrics_addr", cfg.MetricsAddr,
 		"rate_limit_enabled", cfg.Enabled, "algorithm", cfg.Algorithm,
 		"limit", cfg.Limit, "window", cfg.Window.String(), "fail_open", cfg.FailOpen,
 		"redis", redisName, "database", cfg.DBDriver)
 
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
+	serveErr := make(chan error, len(servers))
+	for i, srv := range servers {
+		go func() { serveErr <- srv.Serve(listeners[i]) }()
+	}
 	select {
 	case err := <-serveErr:
+		for _, srv := range servers {
+			srv.Close()
+		}
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
@@ -137,11 +189,40 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	// In-flight requests get up to SHUTDOWN_TIMEOUT to finish.
 	shutCtx, cancelShut := context.WithTimeout(context.Background(), cfg.Shutdown)
 	defer cancelShut()
-	if err := srv.Shutdown(shutCtx); err != nil {
-		return fmt.Errorf("shutdown: %w", err)
+	var shutErr error
+	for _, srv := range servers {
+		if err := srv.Shutdown(shutCtx); err != nil {
+			shutErr = errors.Join(shutErr, err)
+		}
+	}
+	if shutErr != nil {
+		return fmt.Errorf("shutdown: %w", shutErr)
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// newServer returns an http.Server whose every phase has a deadline, so slow
+// or hostile clients cannot hold connections open.
+func newServer(h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      15 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+}
+
+// newLogger writes format ("json" or "text") lines at level and above.
+func newLogger(w io.Writer, format string, level slog.Level) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	if format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
 // openDB connects to the database, retrying with backoff for up to within:

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+	"github.com/gin-gonic/gin"
 	"github.com/redis/go-redis/v9"
 	"gorm.io/gorm"
 
@@ -122,6 +123,13 @@ func baseEnv(t *testing.T, r testRedis) map[string]string {
 // returns its base URL once /healthz answers.
 func service(t *testing.T, env map[string]string) string {
 	t.Helper()
+	base, _ := serviceWithLogs(t, env)
+	return base
+}
+
+// serviceWithLogs is service, also returning what the service logs.
+func serviceWithLogs(t *testing.T, env map[string]string) (string, *syncBuffer) {
+	t.Helper()
 	port := freePort(t)
 	env["PORT"] = strconv.Itoa(port)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -148,13 +156,13 @@ func service(t *testing.T, env map[string]string) string {
 		if resp, err := http.Get(base + "/healthz"); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return base
+				return base, logs
 			}
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatalf("service did not answer /healthz within 60s\n%s", logs.String())
-	return ""
+	return "", nil
 }
 
 type response struct {
@@ -560,9 +568,14 @@ func TestDeniedRequestsSkipDatabase(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
 	t.Cleanup(func() { rdb.Close() })
 	alg := algorithms.NewFixedWindow(rdb, "test:", algorithms.Limit{Requests: 1, Window: time.Minute})
-	h, err := routes.New(log, continents, nil, nil,
-		middleware.Identify(log, store, time.Second, time.Minute),
-		middleware.RateLimit(log, alg, "fixed_window", time.Second, false))
+	h, err := routes.New(routes.Deps{
+		Log:        log,
+		Continents: continents,
+		Guards: []gin.HandlerFunc{
+			middleware.Identify(log, store, time.Second, time.Minute),
+			middleware.RateLimit(log, alg, "fixed_window", "fixed_window", time.Second, false),
+		},
+	})
 	if err != nil {
 		t.Fatalf("routes.New: %v", err)
 	}

@@ -5,6 +5,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"net/url"
@@ -39,6 +40,9 @@ type Config struct {
 	TrustedProxies []netip.Prefix
 	KeyPrefix      string
 	SeedUsers      []User
+	MetricsAddr    string // empty: /metrics on the API's port
+	LogFormat      string // json or text
+	LogLevel       slog.Level
 	DBConnect      time.Duration // how long start-up retries the database
 	Shutdown       time.Duration // how long in-flight requests get at shutdown
 }
@@ -60,6 +64,15 @@ func Load(getenv func(string) string) (Config, error) {
 		KeyPrefix: p.str("REDIS_KEY_PREFIX", "ratelimit:"),
 		DBConnect: p.duration("DB_CONNECT_TIMEOUT", "30s", time.Second, time.Hour),
 		Shutdown:  p.duration("SHUTDOWN_TIMEOUT", "10s", 0, time.Hour),
+	}
+	c.LogFormat = p.oneOf("LOG_FORMAT", "json", "json", "text")
+	if err := c.LogLevel.UnmarshalText([]byte(p.oneOf("LOG_LEVEL", "info", "debug", "info", "warn", "error"))); err != nil {
+		c.LogLevel = slog.LevelInfo // already reported by oneOf
+	}
+	if c.MetricsAddr = p.str("METRICS_ADDR", ""); c.MetricsAddr != "" {
+		if _, port, err := net.SplitHostPort(c.MetricsAddr); err != nil || port == "" {
+			p.fail("METRICS_ADDR", c.MetricsAddr, "want host:port such as 127.0.0.1:9090 (or :9090)")
+		}
 	}
 	c.Burst = p.int("RATE_LIMIT_BURST", strconv.Itoa(c.Limit), 1, 1_000_000_000)
 	c.RedisCluster = p.addrs("REDIS_CLUSTER_ADDRS")

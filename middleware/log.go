@@ -1,27 +1,74 @@
 package middleware
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
 )
 
-// RequestLog writes one access line per request. It logs the route pattern,
-// not the raw path, and never headers (they may carry credentials).
-func RequestLog(log *slog.Logger) gin.HandlerFunc {
+// RequestIDHeader carries a request's id; a valid one from the client is
+// kept, else one is made, and it is echoed in the response.
+const RequestIDHeader = "X-Request-ID"
+
+// RequestLog writes one access line per request and records it in m (nil:
+// no metrics). It logs the route pattern, not the raw path, the kind of
+// identity (user or ip), never a credential or a header.
+func RequestLog(log *slog.Logger, m *Metrics) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		start := time.Now()
+		id := c.GetHeader(RequestIDHeader)
+		if !validRequestID(id) {
+			id = newRequestID()
+		}
+		c.Header(RequestIDHeader, id)
 		c.Next()
+		took := time.Since(start)
 		route := c.FullPath()
 		if route == "" {
 			route = "unmatched"
 		}
-		log.Info("request",
-			"method", c.Request.Method,
-			"route", route,
-			"status", c.Writer.Status(),
-			"duration_ms", float64(time.Since(start).Microseconds())/1000,
-		)
+		status := c.Writer.Status()
+		o, decided := OutcomeOf(c)
+		m.observe(c.Request.Method, route, status, took.Seconds(), o, decided)
+		attrs := []slog.Attr{
+			slog.String("method", c.Request.Method),
+			slog.String("route", route),
+			slog.Int("status", status),
+			slog.Float64("duration_ms", float64(took.Microseconds())/1000),
+			slog.String("request_id", id),
+		}
+		if kind, _, ok := strings.Cut(Identity(c), ":"); ok {
+			attrs = append(attrs, slog.String("identity", kind))
+		}
+		if decided {
+			attrs = append(attrs, slog.String("decision", o.Result), slog.Int("remaining", o.Remaining))
+		}
+		log.LogAttrs(c.Request.Context(), slog.LevelInfo, "request", attrs...)
 	}
+}
+
+// validRequestID accepts short ids of letters, digits and -_.: anything else
+// could forge log lines or bloat them.
+func validRequestID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for _, r := range id {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_', r == '.':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func newRequestID() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return hex.EncodeToString(b)
 }

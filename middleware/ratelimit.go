@@ -2,6 +2,7 @@ package middleware
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -16,28 +17,74 @@ import (
 	"tollgate/algorithms"
 )
 
+// Results of a rate-limit decision, as logged and counted.
+const (
+	ResultAllowed      = "allowed"
+	ResultLimited      = "limited"
+	ResultFailedOpen   = "failed_open"
+	ResultFailedClosed = "failed_closed"
+)
+
+// outcomeKey is where RateLimit leaves its Outcome in the gin context.
+const outcomeKey = "tollgate.outcome"
+
+// Outcome is what RateLimit decided for a request, for logs and metrics.
+type Outcome struct {
+	Policy     string
+	Algorithm  string
+	Result     string // one of the Result constants
+	Remaining  int
+	Took       time.Duration // the limiter call
+	RedisError bool          // the call failed on Redis (not refused by an open circuit)
+}
+
+// OutcomeOf returns the Outcome RateLimit left, if it ran.
+func OutcomeOf(c *gin.Context) (Outcome, bool) {
+	v, ok := c.Get(outcomeKey)
+	if !ok {
+		return Outcome{}, false
+	}
+	o, ok := v.(Outcome)
+	return o, ok
+}
+
 // RateLimit asks alg whether the caller (see Identity) may proceed, sets the
 // rate-limit headers and answers 429 when not. When the limiter cannot decide
 // in time (Redis down or slow), failOpen chooses between serving the request
 // unchecked, marked by "X-RateLimit-Checked: false", and answering 503:
 // availability of the API versus strictness of the limit.
-func RateLimit(log *slog.Logger, alg algorithms.Algorithm, policy string, timeout time.Duration, failOpen bool) gin.HandlerFunc {
+//
+// The policy name labels the headers; algorithm names alg in logs and metrics.
+func RateLimit(log *slog.Logger, alg algorithms.Algorithm, policy, algorithm string, timeout time.Duration, failOpen bool) gin.HandlerFunc {
 	warn := newThrottledLog(log, 10*time.Second)
 	return func(c *gin.Context) {
 		ctx, cancel := context.WithTimeout(c.Request.Context(), timeout)
+		start := time.Now()
 		d, err := alg.Allow(ctx, Identity(c))
+		took := time.Since(start)
 		cancel()
+		o := Outcome{Policy: policy, Algorithm: algorithm, Took: took, Remaining: max(d.Remaining, 0)}
 		if err != nil {
+			o.RedisError = !errors.Is(err, algorithms.ErrCircuitOpen)
 			warn.Warn("rate limiter unavailable", "err", err, "fail_open", failOpen)
 			if failOpen {
+				o.Result = ResultFailedOpen
+				c.Set(outcomeKey, o)
 				c.Header("X-RateLimit-Checked", "false")
 				c.Next()
 				return
 			}
+			o.Result = ResultFailedClosed
+			c.Set(outcomeKey, o)
 			c.Header("Retry-After", "1")
 			Abort(c, http.StatusServiceUnavailable, "rate limiter unavailable", nil)
 			return
 		}
+		o.Result = ResultAllowed
+		if !d.Allowed {
+			o.Result = ResultLimited
+		}
+		c.Set(outcomeKey, o)
 		setHeaders(c.Writer.Header(), policy, d, d.Now)
 		if !d.Allowed {
 			retry := retryAfterSeconds(d)

@@ -4,7 +4,9 @@ package routes
 import (
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/netip"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -12,15 +14,38 @@ import (
 	"tollgate/models"
 )
 
-// New returns the API's handler. Health routes answer before any guard runs;
-// every other route passes guards first, in order (identity, then rate limit).
-// ready names the checks /readyz runs.
-func New(log *slog.Logger, continents []models.Continent, ready map[string]Check, proxies []netip.Prefix, guards ...gin.HandlerFunc) (*gin.Engine, error) {
+// Deps is what the routes need.
+type Deps struct {
+	Log        *slog.Logger
+	Continents []models.Continent // served from memory
+	Ready      map[string]Check   // what /readyz checks
+	Proxies    []netip.Prefix     // peers whose X-Forwarded-For is believed
+	Metrics    *middleware.Metrics
+	// MetricsHandler serves /metrics; nil when metrics are on an address of
+	// their own (METRICS_ADDR).
+	MetricsHandler http.Handler
+	Policy         Policy // shown on the home page
+	// Guards run, in order, before every API handler: identity, rate limit.
+	Guards []gin.HandlerFunc
+}
+
+// Policy describes the active rate limit, for people reading the home page.
+type Policy struct {
+	Enabled   bool
+	Algorithm string
+	Limit     int
+	Burst     int
+	Window    time.Duration
+}
+
+// New returns the API's handler. Health and metrics routes answer before any
+// guard runs; every API route passes the guards first.
+func New(d Deps) (*gin.Engine, error) {
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
 	// gin trusts every proxy unless told otherwise; nil trusts none.
 	var trusted []string
-	for _, p := range proxies {
+	for _, p := range d.Proxies {
 		trusted = append(trusted, p.String())
 	}
 	if err := r.SetTrustedProxies(trusted); err != nil {
@@ -28,15 +53,18 @@ func New(log *slog.Logger, continents []models.Continent, ready map[string]Check
 	}
 	r.RemoteIPHeaders = []string{"X-Forwarded-For"}
 	r.HandleMethodNotAllowed = true
-	r.NoRoute(func(c *gin.Context) { middleware.Abort(c, 404, "not found", nil) })
-	r.NoMethod(func(c *gin.Context) { middleware.Abort(c, 405, "method not allowed", nil) })
-	r.Use(middleware.Recover(log), middleware.RequestLog(log))
+	r.NoRoute(func(c *gin.Context) { middleware.Abort(c, http.StatusNotFound, "not found", nil) })
+	r.NoMethod(func(c *gin.Context) { middleware.Abort(c, http.StatusMethodNotAllowed, "method not allowed", nil) })
+	r.Use(middleware.Recover(d.Log), middleware.RequestLog(d.Log, d.Metrics))
 
 	r.GET("/healthz", healthz)
-	r.GET("/readyz", readyz(log, ready))
+	r.GET("/readyz", readyz(d.Log, d.Ready))
+	if d.MetricsHandler != nil {
+		r.GET("/metrics", gin.WrapH(d.MetricsHandler))
+	}
 
-	api := r.Group("/", guards...)
-	api.GET("/continents", listContinents(continents))
-	api.GET("/continents/:id", getContinent(continents))
+	api := r.Group("/", d.Guards...)
+	api.GET("/continents", listContinents(d.Continents))
+	api.GET("/continents/:id", getContinent(d.Continents))
 	return r, nil
 }
