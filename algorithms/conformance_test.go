@@ -64,12 +64,25 @@ func realRedisHarness(t *testing.T, url string) harness {
 	if err != nil {
 		t.Fatalf("TEST_REDIS_URL: %v", err)
 	}
-	rdb := redis.NewClient(opt)
+	return sleepingHarness(t, redis.NewClient(opt), "TEST_REDIS_URL="+url)
+}
+
+// clusterHarness runs on the Redis Cluster of the seed nodes in addrs.
+func clusterHarness(t *testing.T, addrs string) harness {
+	t.Helper()
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: strings.Split(addrs, ",")})
+	return sleepingHarness(t, rdb, "TEST_REDIS_CLUSTER_ADDRS="+addrs)
+}
+
+// sleepingHarness runs on a real Redis (or Cluster), whose clock the test
+// cannot steer: it sleeps instead.
+func sleepingHarness(t *testing.T, rdb redis.UniversalClient, setting string) harness {
+	t.Helper()
 	t.Cleanup(func() { rdb.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	if err := rdb.Ping(ctx).Err(); err != nil {
-		t.Fatalf("TEST_REDIS_URL=%s is set but Redis does not answer: %v", url, err)
+		t.Fatalf("%s is set but Redis does not answer: %v", setting, err)
 	}
 	// untilEdge is how long until just after the next multiple of w on Redis's clock.
 	untilEdge := func(w time.Duration) time.Duration {
@@ -95,12 +108,17 @@ func realRedisHarness(t *testing.T, url string) harness {
 }
 
 // harnesses returns every backend available: the embedded one always, real
-// Redis when TEST_REDIS_URL is set (and then it must answer).
+// Redis when TEST_REDIS_URL is set and a Redis Cluster when
+// TEST_REDIS_CLUSTER_ADDRS is (.ci/redis-cluster starts one); a backend that
+// is set must answer.
 func harnesses(t *testing.T) map[string]func(*testing.T) harness {
 	t.Helper()
 	hs := map[string]func(*testing.T) harness{"miniredis": miniredisHarness}
 	if url := os.Getenv("TEST_REDIS_URL"); url != "" {
 		hs["redis"] = func(t *testing.T) harness { return realRedisHarness(t, url) }
+	}
+	if addrs := os.Getenv("TEST_REDIS_CLUSTER_ADDRS"); addrs != "" {
+		hs["cluster"] = func(t *testing.T) harness { return clusterHarness(t, addrs) }
 	}
 	return hs
 }
@@ -178,14 +196,31 @@ func allow(t *testing.T, a Algorithm, key string) Decision {
 	return d
 }
 
-// keysUnder lists the keys under the test's prefix.
+// keysUnder lists the keys under the test's prefix, on every master of a
+// cluster.
 func keysUnder(t *testing.T, h harness, prefix string) []string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	keys, err := h.rdb.Keys(ctx, prefix+"*").Result()
+	cc, ok := h.rdb.(*redis.ClusterClient)
+	if !ok {
+		keys, err := h.rdb.Keys(ctx, prefix+"*").Result()
+		if err != nil {
+			t.Fatalf("KEYS %s*: %v", prefix, err)
+		}
+		return keys
+	}
+	var mu sync.Mutex
+	var keys []string
+	err := cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+		ks, err := c.Keys(ctx, prefix+"*").Result()
+		mu.Lock()
+		defer mu.Unlock()
+		keys = append(keys, ks...)
+		return err
+	})
 	if err != nil {
-		t.Fatalf("KEYS %s*: %v", prefix, err)
+		t.Fatalf("KEYS %s* on every master: %v", prefix, err)
 	}
 	return keys
 }
@@ -199,8 +234,10 @@ func deleteKeys(t *testing.T, h harness, prefix string) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	if err := h.rdb.Del(ctx, keys...).Err(); err != nil {
-		t.Errorf("DEL %v: %v", keys, err)
+	for _, k := range keys { // one by one: keys of a cluster live in different slots
+		if err := h.rdb.Del(ctx, k).Err(); err != nil {
+			t.Errorf("DEL %s: %v", k, err)
+		}
 	}
 }
 
@@ -219,6 +256,28 @@ func maxInSpan(times []time.Time, w time.Duration) int {
 }
 
 var conformanceCases = []conformanceCase{
+	{"scripts are reloaded after Redis forgets them", func(t *testing.T, h harness, s subject) {
+		// As after a failover, a restart or SCRIPT FLUSH: EVALSHA answers
+		// NOSCRIPT and the call falls back to EVAL, which loads the script.
+		a := s.new(t, Limit{Requests: 5, Window: h.unit})
+		h.align(h.unit)
+		allow(t, a, "k")
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		flush := func(ctx context.Context, c *redis.Client) error { return c.ScriptFlush(ctx).Err() }
+		var err error
+		if cc, ok := h.rdb.(*redis.ClusterClient); ok {
+			err = cc.ForEachMaster(ctx, flush)
+		} else {
+			err = h.rdb.ScriptFlush(ctx).Err()
+		}
+		if err != nil {
+			t.Fatalf("SCRIPT FLUSH: %v", err)
+		}
+		if d := allow(t, a, "k"); !d.Allowed || d.Remaining != 3 {
+			t.Errorf("after SCRIPT FLUSH: Allow() = %+v, want allowed with remaining 3", d)
+		}
+	}},
 	{"first request is admitted with limit-1 remaining", func(t *testing.T, h harness, s subject) {
 		l := Limit{Requests: 5, Window: h.unit}
 		a := s.new(t, l)
