@@ -43,7 +43,7 @@ func main() {
 	}
 	if err := run(ctx, os.Getenv, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "server:", err)
-		if errors.Is(err, config.ErrInvalid) || errors.Is(err, algorithms.ErrUnknown) {
+		if errors.Is(err, config.ErrInvalid) || errors.Is(err, algorithms.ErrUnknown) || errors.Is(err, algorithms.ErrInvalidLimit) {
 			os.Exit(2)
 		}
 		os.Exit(1)
@@ -112,7 +112,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		alg, err := algorithms.New(cfg.Algorithm, rdb, cfg.KeyPrefix,
 			algorithms.Limit{Requests: cfg.Limit, Window: cfg.Window, Burst: cfg.Burst})
 		if err != nil {
-			return fmt.Errorf("config: RATE_LIMIT_ALGORITHM: %w", err)
+			return fmt.Errorf("config: RATE_LIMIT_ALGORITHM, RATE_LIMIT_LIMIT, RATE_LIMIT_BURST, RATE_LIMIT_WINDOW: %w", err)
 		}
 		// While Redis is down, answer at once instead of waiting out the
 		// timeout on every request; probe again every second.

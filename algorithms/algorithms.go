@@ -48,6 +48,30 @@ func (l Limit) capacity() int {
 // ErrUnknown is returned by New for a name that is not an algorithm.
 var ErrUnknown = errors.New("unknown algorithm")
 
+// ErrInvalidLimit is returned by New for a Limit no algorithm can keep exactly.
+var ErrInvalidLimit = errors.New("invalid limit")
+
+// maxExact is 2^53: the scripts compute in Lua numbers (doubles), exact for
+// integers up to here. Products of a count and a window in ms must stay below.
+const maxExact = 1 << 53
+
+// validate checks l's ranges, including that the scripts' integer arithmetic
+// (count × window in ms) stays exact.
+func (l Limit) validate() error {
+	ms := l.Window.Milliseconds()
+	switch {
+	case l.Requests < 1:
+		return fmt.Errorf("%w: %d requests, want at least 1", ErrInvalidLimit, l.Requests)
+	case l.Burst < 0:
+		return fmt.Errorf("%w: burst %d, want 0 (same as requests) or more", ErrInvalidLimit, l.Burst)
+	case ms < 1:
+		return fmt.Errorf("%w: window %v, want at least 1ms", ErrInvalidLimit, l.Window)
+	case int64(max(l.Requests, l.capacity())) > maxExact/ms:
+		return fmt.Errorf("%w: %d requests per %v is beyond exact arithmetic; use a smaller limit or window", ErrInvalidLimit, max(l.Requests, l.capacity()), l.Window)
+	}
+	return nil
+}
+
 // Names lists the algorithm names New accepts.
 func Names() []string {
 	return []string{"fixed_window", "sliding_log", "sliding_window", "token_bucket", "gcra"}
@@ -56,6 +80,9 @@ func Names() []string {
 // New returns the algorithm called name (hyphens or underscores), keeping its
 // state in rdb under keys that start with prefix.
 func New(name string, rdb redis.Scripter, prefix string, l Limit) (Algorithm, error) {
+	if err := l.validate(); err != nil {
+		return nil, err
+	}
 	switch strings.ReplaceAll(name, "-", "_") {
 	case "fixed_window":
 		return NewFixedWindow(rdb, prefix, l), nil

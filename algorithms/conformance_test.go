@@ -648,6 +648,27 @@ func TestNew(t *testing.T) {
 	}
 }
 
+func TestNewInvalidLimit(t *testing.T) {
+	tests := []struct {
+		name string
+		l    Limit
+	}{
+		{"no requests", Limit{Requests: 0, Window: time.Second}},
+		{"negative burst", Limit{Requests: 1, Burst: -1, Window: time.Second}},
+		{"sub-millisecond window", Limit{Requests: 1, Window: time.Microsecond}},
+		{"beyond exact arithmetic", Limit{Requests: 1_000_000_000, Window: 24 * time.Hour}},
+		{"burst beyond exact arithmetic", Limit{Requests: 1, Burst: 1_000_000_000, Window: 24 * time.Hour}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := New("token_bucket", redis.NewClient(&redis.Options{}), "p:", tt.l)
+			if !errors.Is(err, ErrInvalidLimit) {
+				t.Errorf("New(%+v) error = %v, want ErrInvalidLimit", tt.l, err)
+			}
+		})
+	}
+}
+
 func TestNewUnknown(t *testing.T) {
 	_, err := New("leaky", redis.NewClient(&redis.Options{}), "p:", Limit{Requests: 1, Window: time.Second})
 	if !errors.Is(err, ErrUnknown) {
