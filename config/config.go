@@ -74,7 +74,8 @@ func Load(getenv func(string) string) (Config, error) {
 			p.fail("METRICS_ADDR", c.MetricsAddr, "want host:port such as 127.0.0.1:9090 (or :9090)")
 		}
 	}
-	c.Burst = p.int("RATE_LIMIT_BURST", strconv.Itoa(c.Limit), 1, 1_000_000_000)
+	// max: a bad RATE_LIMIT_LIMIT is already reported; do not blame the burst too.
+	c.Burst = p.int("RATE_LIMIT_BURST", strconv.Itoa(max(c.Limit, 1)), 1, 1_000_000_000)
 	c.RedisCluster = p.addrs("REDIS_CLUSTER_ADDRS")
 	if len(c.RedisCluster) > 0 && c.RedisURL != "" {
 		p.errs = append(p.errs, errors.New("REDIS_URL and REDIS_CLUSTER_ADDRS: set one of them, not both"))

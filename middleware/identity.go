@@ -52,10 +52,20 @@ func Identify(log *slog.Logger, users userChecker, timeout, cacheTTL time.Durati
 		key := cache.key(name, password)
 		if !cache.has(key) {
 			// Concurrent requests with the same credentials share one check.
+			// The cache is read again and filled inside the flight: a request
+			// that missed the cache just as a flight ended must not start a
+			// second check.
 			v, err, _ := group.Do(string(key[:]), func() (any, error) {
+				if cache.has(key) {
+					return true, nil
+				}
 				ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request.Context()), timeout)
 				defer cancel()
-				return users.CheckPassword(ctx, name, password)
+				ok, err := users.CheckPassword(ctx, name, password)
+				if err == nil && ok {
+					cache.add(key)
+				}
+				return ok, err
 			})
 			if err != nil {
 				log.Warn("check credentials", "err", err)
@@ -66,7 +76,6 @@ func Identify(log *slog.Logger, users userChecker, timeout, cacheTTL time.Durati
 				unauthorized(c)
 				return
 			}
-			cache.add(key)
 		}
 		c.Set(identityKey, "user:"+name)
 	}

@@ -1,0 +1,274 @@
+package config
+
+import (
+	"errors"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// env turns a map into the getenv Load takes; a missing key reads as unset.
+func env(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+// prefixEqual lets cmp compare netip.Prefix, whose fields are unexported.
+var prefixEqual = cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })
+
+func TestLoadDefaults(t *testing.T) {
+	sqlite := Config{
+		Port:      8080,
+		DBDriver:  "sqlite",
+		DBDSN:     "countries.db",
+		Enabled:   true,
+		Algorithm: "fixed_window",
+		Limit:     5,
+		Burst:     5,
+		Window:    60 * time.Second,
+		FailOpen:  true,
+		Timeout:   100 * time.Millisecond,
+		KeyPrefix: "ratelimit:",
+		SeedUsers: []User{{Name: "john_doe", Password: "EXAMPLE_PASSWORD"}},
+		LogFormat: "json",
+		LogLevel:  slog.LevelInfo,
+		DBConnect: 30 * time.Second,
+		Shutdown:  10 * time.Second,
+	}
+	mysql := sqlite
+	mysql.DBDriver = "mysql"
+	mysql.DBDSN = "api_user:pw@tcp(127.0.0.1:3306)/countries"
+	mysql.SeedUsers = nil
+
+	tests := []struct {
+		name string
+		env  map[string]string
+		want Config
+	}{
+		{name: "empty environment", env: map[string]string{}, want: sqlite},
+		{name: "blank values", env: map[string]string{"PORT": " ", "RATE_LIMIT_LIMIT": "", "DB_DRIVER": "  "}, want: sqlite},
+		{name: "mysql seeds no users", env: map[string]string{"DB_DRIVER": "mysql", "DB_DSN": mysql.DBDSN}, want: mysql},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Load(env(tt.env))
+			if err != nil {
+				t.Fatalf("Load() error = %v, want nil", err)
+			}
+			if diff := cmp.Diff(tt.want, got, prefixEqual); diff != "" {
+				t.Errorf("Load() mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestLoadDefaultFields(t *testing.T) {
+	got, err := Load(env(nil))
+	if err != nil {
+		t.Fatalf("Load() error = %v, want nil", err)
+	}
+	if got.Port != 8080 {
+		t.Errorf("Load() Port = %d, want 8080", got.Port)
+	}
+	if got.RedisURL != "" {
+		t.Errorf("Load() RedisURL = %q, want empty", got.RedisURL)
+	}
+	if got.TrustedProxies != nil {
+		t.Errorf("Load() TrustedProxies = %v, want nil", got.TrustedProxies)
+	}
+	if got.KeyPrefix != "ratelimit:" {
+		t.Errorf("Load() KeyPrefix = %q, want %q", got.KeyPrefix, "ratelimit:")
+	}
+}
+
+func TestLoadValues(t *testing.T) {
+	tests := []struct {
+		name string
+		env  map[string]string
+		get  func(Config) any
+		want any
+	}{
+		{"port", map[string]string{"PORT": "9090"}, func(c Config) any { return c.Port }, 9090},
+		{"redis url", map[string]string{"REDIS_URL": "redis://:secret@127.0.0.1:6379/0"}, func(c Config) any { return c.RedisURL }, "redis://:secret@127.0.0.1:6379/0"},
+		{"rediss url", map[string]string{"REDIS_URL": "rediss://cache.example:6380"}, func(c Config) any { return c.RedisURL }, "rediss://cache.example:6380"},
+		{"disabled", map[string]string{"RATE_LIMIT_ENABLED": "false"}, func(c Config) any { return c.Enabled }, false},
+		{"fail closed", map[string]string{"RATE_LIMIT_FAIL_OPEN": "0"}, func(c Config) any { return c.FailOpen }, false},
+		{"window in minutes", map[string]string{"RATE_LIMIT_WINDOW": "2m"}, func(c Config) any { return c.Window }, 2 * time.Minute},
+		{"timeout", map[string]string{"RATE_LIMIT_TIMEOUT": "250ms"}, func(c Config) any { return c.Timeout }, 250 * time.Millisecond},
+		{"limit", map[string]string{"RATE_LIMIT_LIMIT": "100"}, func(c Config) any { return c.Limit }, 100},
+		{"burst follows limit", map[string]string{"RATE_LIMIT_LIMIT": "100"}, func(c Config) any { return c.Burst }, 100},
+		{"burst", map[string]string{"RATE_LIMIT_LIMIT": "100", "RATE_LIMIT_BURST": "20"}, func(c Config) any { return c.Burst }, 20},
+		{"key prefix", map[string]string{"REDIS_KEY_PREFIX": "rl:"}, func(c Config) any { return c.KeyPrefix }, "rl:"},
+		{"sqlite dsn", map[string]string{"DB_DSN": "/data/x.db"}, func(c Config) any { return c.DBDSN }, "/data/x.db"},
+		{"hyphenated sliding-log", map[string]string{"RATE_LIMIT_ALGORITHM": "sliding-log"}, func(c Config) any { return c.Algorithm }, "sliding_log"},
+		{"hyphenated token-bucket", map[string]string{"RATE_LIMIT_ALGORITHM": "token-bucket"}, func(c Config) any { return c.Algorithm }, "token_bucket"},
+		{"hyphenated fixed-window", map[string]string{"RATE_LIMIT_ALGORITHM": "fixed-window"}, func(c Config) any { return c.Algorithm }, "fixed_window"},
+		{"underscored kept", map[string]string{"RATE_LIMIT_ALGORITHM": "sliding_window"}, func(c Config) any { return c.Algorithm }, "sliding_window"},
+		{"seed users", map[string]string{"SEED_USERS": "a:pw1, b:pw:2"}, func(c Config) any { return c.SeedUsers }, []User{{"a", "pw1"}, {"b", "pw:2"}}},
+		{"cluster", map[string]string{"REDIS_CLUSTER_ADDRS": "10.0.0.1:7000, 10.0.0.2:7001"}, func(c Config) any { return c.RedisCluster }, []string{"10.0.0.1:7000", "10.0.0.2:7001"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Load(env(tt.env))
+			if err != nil {
+				t.Fatalf("Load() error = %v, want nil", err)
+			}
+			if diff := cmp.Diff(tt.want, tt.get(c)); diff != "" {
+				t.Errorf("Load() mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestLoadTrustedProxies(t *testing.T) {
+	tests := []struct {
+		name  string
+		value string
+		want  []netip.Prefix
+	}{
+		{"ipv4 address becomes /32", "10.1.2.3", []netip.Prefix{netip.MustParsePrefix("10.1.2.3/32")}},
+		{"ipv6 address becomes /128", "::1", []netip.Prefix{netip.MustParsePrefix("::1/128")}},
+		{"cidrs", "10.0.0.0/8, fd00::/8", []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("fd00::/8")}},
+		{"host bits masked", "192.168.1.7/24", []netip.Prefix{netip.MustParsePrefix("192.168.1.0/24")}},
+		{"mixed", "127.0.0.1,172.16.0.0/12", []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32"), netip.MustParsePrefix("172.16.0.0/12")}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Load(env(map[string]string{"TRUSTED_PROXIES": tt.value}))
+			if err != nil {
+				t.Fatalf("Load() error = %v, want nil", err)
+			}
+			if diff := cmp.Diff(tt.want, c.TrustedProxies, prefixEqual); diff != "" {
+				t.Errorf("Load() TrustedProxies mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestLoadInvalid(t *testing.T) {
+	tests := []struct {
+		name     string
+		env      map[string]string
+		variable string // the error must name it
+	}{
+		{"port not a number", map[string]string{"PORT": "abc"}, "PORT"},
+		{"port too large", map[string]string{"PORT": "70000"}, "PORT"},
+		{"port negative", map[string]string{"PORT": "-1"}, "PORT"},
+		{"limit zero", map[string]string{"RATE_LIMIT_LIMIT": "0"}, "RATE_LIMIT_LIMIT"},
+		{"limit negative", map[string]string{"RATE_LIMIT_LIMIT": "-1"}, "RATE_LIMIT_LIMIT"},
+		{"limit not a number", map[string]string{"RATE_LIMIT_LIMIT": "x"}, "RATE_LIMIT_LIMIT"},
+		{"window in words", map[string]string{"RATE_LIMIT_WINDOW": "1 minute"}, "RATE_LIMIT_WINDOW"},
+		{"window zero", map[string]string{"RATE_LIMIT_WINDOW": "0s"}, "RATE_LIMIT_WINDOW"},
+		{"window negative", map[string]string{"RATE_LIMIT_WINDOW": "-5s"}, "RATE_LIMIT_WINDOW"},
+		{"timeout zero", map[string]string{"RATE_LIMIT_TIMEOUT": "0"}, "RATE_LIMIT_TIMEOUT"},
+		{"timeout no unit", map[string]string{"RATE_LIMIT_TIMEOUT": "100"}, "RATE_LIMIT_TIMEOUT"},
+		{"enabled maybe", map[string]string{"RATE_LIMIT_ENABLED": "maybe"}, "RATE_LIMIT_ENABLED"},
+		{"fail open maybe", map[string]string{"RATE_LIMIT_FAIL_OPEN": "maybe"}, "RATE_LIMIT_FAIL_OPEN"},
+		{"driver postgres", map[string]string{"DB_DRIVER": "postgres"}, "DB_DRIVER"},
+		{"mysql without dsn", map[string]string{"DB_DRIVER": "mysql"}, "DB_DSN"},
+		{"redis url http", map[string]string{"REDIS_URL": "http://x"}, "REDIS_URL"},
+		{"redis url no host", map[string]string{"REDIS_URL": "redis://"}, "REDIS_URL"},
+		{"redis url and cluster", map[string]string{"REDIS_URL": "redis://a:6379", "REDIS_CLUSTER_ADDRS": "b:7000"}, "REDIS_CLUSTER_ADDRS"},
+		{"cluster without port", map[string]string{"REDIS_CLUSTER_ADDRS": "10.0.0.1"}, "REDIS_CLUSTER_ADDRS"},
+		{"proxies not a cidr", map[string]string{"TRUSTED_PROXIES": "not-a-cidr"}, "TRUSTED_PROXIES"},
+		{"proxies one bad", map[string]string{"TRUSTED_PROXIES": "10.0.0.0/8,10.0.0.0/33"}, "TRUSTED_PROXIES"},
+		{"seed users no colon", map[string]string{"SEED_USERS": "nocolon"}, "SEED_USERS"},
+		{"seed users empty password", map[string]string{"SEED_USERS": "a:"}, "SEED_USERS"},
+		{"seed users empty name", map[string]string{"SEED_USERS": ":pw"}, "SEED_USERS"},
+		{"burst zero", map[string]string{"RATE_LIMIT_BURST": "0"}, "RATE_LIMIT_BURST"},
+		{"metrics addr no port", map[string]string{"METRICS_ADDR": "localhost"}, "METRICS_ADDR"},
+		{"log format", map[string]string{"LOG_FORMAT": "xml"}, "LOG_FORMAT"},
+		{"log level", map[string]string{"LOG_LEVEL": "loud"}, "LOG_LEVEL"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Load(env(tt.env))
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("Load() error = %v, want one wrapping ErrInvalid", err)
+			}
+			if !strings.Contains(err.Error(), tt.variable) {
+				t.Errorf("Load() error = %q, want it to name %s", err, tt.variable)
+			}
+		})
+	}
+}
+
+func TestLoadReportsEveryProblem(t *testing.T) {
+	_, err := Load(env(map[string]string{
+		"PORT":                 "abc",
+		"RATE_LIMIT_LIMIT":     "0",
+		"RATE_LIMIT_WINDOW":    "1 minute",
+		"RATE_LIMIT_TIMEOUT":   "0",
+		"RATE_LIMIT_ENABLED":   "maybe",
+		"DB_DRIVER":            "postgres",
+		"REDIS_URL":            "http://x",
+		"TRUSTED_PROXIES":      "not-a-cidr",
+		"SEED_USERS":           "nocolon",
+		"RATE_LIMIT_FAIL_OPEN": "perhaps",
+	}))
+	if !errors.Is(err, ErrInvalid) {
+		t.Fatalf("Load() error = %v, want one wrapping ErrInvalid", err)
+	}
+	for _, v := range []string{
+		`PORT="abc"`, "RATE_LIMIT_LIMIT", `RATE_LIMIT_WINDOW="1 minute"`, "RATE_LIMIT_TIMEOUT",
+		"RATE_LIMIT_ENABLED", "DB_DRIVER", "REDIS_URL", "TRUSTED_PROXIES", "SEED_USERS", "RATE_LIMIT_FAIL_OPEN",
+	} {
+		if !strings.Contains(err.Error(), v) {
+			t.Errorf("Load() error = %q, want it to mention %s", err, v)
+		}
+	}
+}
+
+func TestLoadErrorsHideSecrets(t *testing.T) {
+	const secret = "s3cr3t-Pa55"
+	tests := []struct {
+		name string
+		env  map[string]string
+	}{
+		{"seed users bad entry", map[string]string{"SEED_USERS": "ok:" + secret + ",nocolon" + secret}},
+		{"seed users password too long", map[string]string{"SEED_USERS": "a:" + secret + strings.Repeat("x", 80)}},
+		{"seed users no name", map[string]string{"SEED_USERS": ":" + secret}},
+		{"redis url wrong scheme", map[string]string{"REDIS_URL": "http://:" + secret + "@127.0.0.1:6379"}},
+		{"redis url unparsable", map[string]string{"REDIS_URL": "redis://:" + secret + "@[::1"}},
+		{"redis url no host", map[string]string{"REDIS_URL": "redis://:" + secret + "@"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Load(env(tt.env))
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("Load() error = %v, want one wrapping ErrInvalid", err)
+			}
+			if strings.Contains(err.Error(), secret) {
+				t.Errorf("Load() error = %q, want it without the password", err)
+			}
+		})
+	}
+}
+
+func TestLoadNamesOnlyTheBadVariable(t *testing.T) {
+	tests := []struct {
+		name    string
+		env     map[string]string
+		notWant string // a variable the error must not blame
+	}{
+		// RATE_LIMIT_BURST defaults to RATE_LIMIT_LIMIT: a bad limit must not
+		// also be reported as a bad burst the user never set.
+		{"limit not a number", map[string]string{"RATE_LIMIT_LIMIT": "x"}, "RATE_LIMIT_BURST"},
+		{"limit zero", map[string]string{"RATE_LIMIT_LIMIT": "0"}, "RATE_LIMIT_BURST"},
+		{"limit negative", map[string]string{"RATE_LIMIT_LIMIT": "-1"}, "RATE_LIMIT_BURST"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Load(env(tt.env))
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("Load() error = %v, want one wrapping ErrInvalid", err)
+			}
+			if strings.Contains(err.Error(), tt.notWant) {
+				t.Errorf("Load() error = %q, want it not to blame %s", err, tt.notWant)
+			}
+		})
+	}
+}

@@ -1,0 +1,322 @@
+package middleware
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/google/go-cmp/cmp"
+)
+
+// fakeUsers is a userChecker that knows one user, counts its calls, can fail,
+// and can hold every call until release is closed.
+type fakeUsers struct {
+	name, password string
+	err            error
+	release        chan struct{} // nil: answer at once
+
+	mu    sync.Mutex
+	calls int
+}
+
+func (f *fakeUsers) CheckPassword(ctx context.Context, name, password string) (bool, error) {
+	f.mu.Lock()
+	f.calls++
+	f.mu.Unlock()
+	if f.release != nil {
+		select {
+		case <-f.release:
+		case <-ctx.Done():
+			return false, ctx.Err()
+		}
+	}
+	if f.err != nil {
+		return false, f.err
+	}
+	return name == f.name && password == f.password, nil
+}
+
+func (f *fakeUsers) Calls() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls
+}
+
+// identifyEngine serves GET /x behind Identify, answering with the identity.
+// proxies are the engine's trusted proxies (nil: none), set as routes.New does.
+func identifyEngine(t *testing.T, users userChecker, proxies []string) *gin.Engine {
+	t.Helper()
+	r := gin.New()
+	if err := r.SetTrustedProxies(proxies); err != nil {
+		t.Fatalf("SetTrustedProxies(%v): %v", proxies, err)
+	}
+	r.RemoteIPHeaders = []string{"X-Forwarded-For"}
+	r.GET("/x", Identify(discard(), users, time.Second, time.Minute), func(c *gin.Context) {
+		c.String(http.StatusOK, Identity(c))
+	})
+	return r
+}
+
+func basic(name, password string) string {
+	return "Basic " + base64.StdEncoding.EncodeToString([]byte(name+":"+password))
+}
+
+// serve sends GET /x from remoteAddr with header to r.
+func serve(t *testing.T, r http.Handler, remoteAddr string, header map[string]string) *httptest.ResponseRecorder {
+	t.Helper()
+	req := httptest.NewRequest(http.MethodGet, "/x", nil)
+	req.RemoteAddr = remoteAddr
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	w := httptest.NewRecorder()
+	r.ServeHTTP(w, req)
+	return w
+}
+
+func TestIdentifyClientIP(t *testing.T) {
+	tests := []struct {
+		name       string
+		proxies    []string
+		remoteAddr string
+		header     map[string]string
+		want       string
+	}{
+		{
+			name:       "no header",
+			remoteAddr: "192.0.2.1:1234",
+			want:       "ip:192.0.2.1",
+		},
+		{
+			name:       "ipv6 peer",
+			remoteAddr: "[2001:db8::1]:443",
+			want:       "ip:2001:db8::1",
+		},
+		{
+			name:       "forwarded for ignored without trusted proxies",
+			remoteAddr: "192.0.2.1:1234",
+			header:     map[string]string{"X-Forwarded-For": "203.0.113.9"},
+			want:       "ip:192.0.2.1",
+		},
+		{
+			name:       "forwarded for ignored from an untrusted peer",
+			proxies:    []string{"10.0.0.0/8"},
+			remoteAddr: "192.0.2.1:1234",
+			header:     map[string]string{"X-Forwarded-For": "203.0.113.9"},
+			want:       "ip:192.0.2.1",
+		},
+		{
+			name:       "forwarded for honoured from a trusted peer",
+			proxies:    []string{"192.0.2.0/24"},
+			remoteAddr: "192.0.2.1:1234",
+			header:     map[string]string{"X-Forwarded-For": "203.0.113.9"},
+			want:       "ip:203.0.113.9",
+		},
+		{
+			name:       "trusted hops in the chain are skipped",
+			proxies:    []string{"192.0.2.0/24"},
+			remoteAddr: "192.0.2.1:1234",
+			header:     map[string]string{"X-Forwarded-For": "198.51.100.7, 192.0.2.5"},
+			want:       "ip:198.51.100.7",
+		},
+		{
+			name:       "a spoofed hop before an untrusted one is not believed",
+			proxies:    []string{"192.0.2.0/24"},
+			remoteAddr: "192.0.2.1:1234",
+			header:     map[string]string{"X-Forwarded-For": "1.1.1.1, 198.51.100.7"},
+			want:       "ip:198.51.100.7",
+		},
+		{
+			name:       "x-real-ip is not read",
+			proxies:    []string{"192.0.2.0/24"},
+			remoteAddr: "192.0.2.1:1234",
+			header:     map[string]string{"X-Real-IP": "203.0.113.9"},
+			want:       "ip:192.0.2.1",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			users := &fakeUsers{name: "alice", password: "pw"}
+			r := identifyEngine(t, users, tt.proxies)
+
+			w := serve(t, r, tt.remoteAddr, tt.header)
+
+			if w.Code != http.StatusOK {
+				t.Fatalf("status = %d, want %d", w.Code, http.StatusOK)
+			}
+			if got := w.Body.String(); got != tt.want {
+				t.Errorf("Identity() = %q, want %q", got, tt.want)
+			}
+			if users.Calls() != 0 {
+				t.Errorf("CheckPassword() called %d times, want 0", users.Calls())
+			}
+		})
+	}
+}
+
+func TestIdentifyBasic(t *testing.T) {
+	users := &fakeUsers{name: "alice", password: "s3cret:with:colons"}
+	r := identifyEngine(t, users, []string{"192.0.2.0/24"})
+
+	w := serve(t, r, "192.0.2.1:1234", map[string]string{
+		"Authorization":   basic("alice", "s3cret:with:colons"),
+		"X-Forwarded-For": "203.0.113.9",
+	})
+
+	if w.Code != http.StatusOK {
+		t.Fatalf("status = %d, want %d", w.Code, http.StatusOK)
+	}
+	if got, want := w.Body.String(), "user:alice"; got != want {
+		t.Errorf("Identity() = %q, want %q", got, want)
+	}
+	if users.Calls() != 1 {
+		t.Errorf("CheckPassword() called %d times, want 1", users.Calls())
+	}
+}
+
+func TestIdentifyRejects(t *testing.T) {
+	b64 := base64.StdEncoding.EncodeToString
+	tests := []struct {
+		name          string
+		authorization string
+		wantCalls     int // the checker runs only for decodable credentials
+	}{
+		{"wrong password", basic("alice", "nope"), 1},
+		{"unknown user", basic("bob", "pw"), 1},
+		{"empty password", basic("alice", ""), 1},
+		{"scheme only", "Basic", 0},
+		{"scheme and space", "Basic ", 0},
+		{"not base64", "Basic !!!", 0},
+		{"base64 without colon", "Basic " + b64([]byte("alicepw")), 0},
+		{"empty user name", basic("", "pw"), 0},
+		{"non-utf-8 user name", "Basic " + b64([]byte("\xff\xfe:pw")), 0},
+		{"user name too long", basic(strings.Repeat("a", 65), "pw"), 0},
+		{"password too long", basic("alice", strings.Repeat("p", 73)), 0},
+		{"8 KB of junk", "Basic " + strings.Repeat("%$#@", 2048), 0},
+		{"8 KB of base64 junk", "Basic " + b64([]byte(strings.Repeat("x", 6144))), 0},
+		{"8 KB of anything", strings.Repeat("junk ", 1640), 0},
+		{"bearer token", "Bearer x", 0},
+		{"digest", `Digest username="alice"`, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			users := &fakeUsers{name: "alice", password: "pw"}
+			r := identifyEngine(t, users, nil)
+
+			w := serve(t, r, "192.0.2.1:1234", map[string]string{"Authorization": tt.authorization})
+
+			if w.Code != http.StatusUnauthorized {
+				t.Errorf("status = %d, want %d", w.Code, http.StatusUnauthorized)
+			}
+			if got := w.Header().Get("WWW-Authenticate"); !strings.HasPrefix(got, "Basic ") {
+				t.Errorf("WWW-Authenticate = %q, want a Basic challenge", got)
+			}
+			if diff := cmp.Diff(map[string]any{"error": "invalid credentials"}, decodeJSON(t, w)); diff != "" {
+				t.Errorf("body mismatch (-want +got):\n%s", diff)
+			}
+			if users.Calls() != tt.wantCalls {
+				t.Errorf("CheckPassword() called %d times, want %d", users.Calls(), tt.wantCalls)
+			}
+		})
+	}
+}
+
+func TestIdentifyConcurrentSameCredentials(t *testing.T) {
+	const n = 50
+	users := &fakeUsers{name: "alice", password: "pw", release: make(chan struct{})}
+	r := identifyEngine(t, users, nil)
+	header := map[string]string{"Authorization": basic("alice", "pw")}
+
+	var wg sync.WaitGroup
+	codes := make([]int, n)
+	bodies := make([]string, n)
+	for i := range n {
+		wg.Go(func() {
+			w := serve(t, r, "192.0.2.1:1234", header)
+			codes[i], bodies[i] = w.Code, w.Body.String()
+		})
+	}
+	close(users.release)
+	wg.Wait()
+
+	for i := range n {
+		if codes[i] != http.StatusOK || bodies[i] != "user:alice" {
+			t.Errorf("request %d = %d %q, want 200 %q", i, codes[i], bodies[i], "user:alice")
+		}
+	}
+	if got := users.Calls(); got != 1 {
+		t.Errorf("CheckPassword() called %d times for %d concurrent requests, want 1", got, n)
+	}
+
+	w := serve(t, r, "192.0.2.1:1234", header)
+	if w.Code != http.StatusOK {
+		t.Errorf("later request status = %d, want %d", w.Code, http.StatusOK)
+	}
+	if got := users.Calls(); got != 1 {
+		t.Errorf("CheckPassword() called %d times after a later request, want 1 (cached)", got)
+	}
+}
+
+func TestIdentifyDoesNotCacheFailures(t *testing.T) {
+	tests := []struct {
+		name       string
+		err        error
+		wantStatus int
+		wantBody   map[string]any
+	}{
+		{"wrong password", nil, http.StatusUnauthorized, map[string]any{"error": "invalid credentials"}},
+		{"checker error", errors.New("database is locked"), http.StatusServiceUnavailable, map[string]any{"error": "authentication unavailable"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			users := &fakeUsers{name: "alice", password: "right", err: tt.err}
+			r := identifyEngine(t, users, nil)
+			header := map[string]string{"Authorization": basic("alice", "wrong")}
+
+			for i := 1; i <= 2; i++ {
+				w := serve(t, r, "192.0.2.1:1234", header)
+				if w.Code != tt.wantStatus {
+					t.Errorf("request %d status = %d, want %d", i, w.Code, tt.wantStatus)
+				}
+				if diff := cmp.Diff(tt.wantBody, decodeJSON(t, w)); diff != "" {
+					t.Errorf("request %d body mismatch (-want +got):\n%s", i, diff)
+				}
+				if got := users.Calls(); got != i {
+					t.Errorf("after request %d CheckPassword() called %d times, want %d", i, got, i)
+				}
+			}
+		})
+	}
+}
+
+func TestIdentifyCacheIsPerCredential(t *testing.T) {
+	users := &fakeUsers{name: "alice", password: "pw"}
+	r := identifyEngine(t, users, nil)
+
+	steps := []struct {
+		auth       string
+		wantStatus int
+		wantCalls  int
+	}{
+		{basic("alice", "pw"), http.StatusOK, 1},
+		{basic("alice", "pw"), http.StatusOK, 1},
+		{basic("alice", "pw2"), http.StatusUnauthorized, 2}, // a cached name does not admit another password
+		{basic("alice", "pw"), http.StatusOK, 2},
+	}
+	for i, s := range steps {
+		w := serve(t, r, "192.0.2.1:1234", map[string]string{"Authorization": s.auth})
+		if w.Code != s.wantStatus {
+			t.Errorf("step %d status = %d, want %d", i, w.Code, s.wantStatus)
+		}
+		if got := users.Calls(); got != s.wantCalls {
+			t.Errorf("step %d CheckPassword() called %d times, want %d", i, got, s.wantCalls)
+		}
+	}
+}

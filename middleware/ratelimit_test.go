@@ -1,0 +1,472 @@
+package middleware
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/google/go-cmp/cmp"
+
+	"tollgate/algorithms"
+)
+
+func init() { gin.SetMode(gin.TestMode) }
+
+// discard is a logger for tests that do not look at logs.
+func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+func TestSetHeaders(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	tests := []struct {
+		name   string
+		policy string
+		d      algorithms.Decision
+		now    time.Time
+		want   map[string]string // "" means absent
+	}{
+		{
+			name:   "allowed, 3 used, 42s left",
+			policy: "fixed_window",
+			d:      algorithms.Decision{Allowed: true, Limit: 5, Window: time.Minute, Remaining: 2, ResetAfter: 42 * time.Second},
+			now:    now,
+			want: map[string]string{
+				"X-RateLimit-Limit":     "5",
+				"X-RateLimit-Remaining": "2",
+				"X-RateLimit-Reset":     "1700000042",
+				"RateLimit-Policy":      `"fixed_window";q=5;w=60`,
+				"RateLimit":             `"fixed_window";r=2;t=42`,
+				"Retry-After":           "",
+			},
+		},
+		{
+			name:   "denied, retry rounds up",
+			policy: "fixed_window",
+			d:      algorithms.Decision{Limit: 5, Window: time.Minute, ResetAfter: 41500 * time.Millisecond, RetryAfter: 41500 * time.Millisecond},
+			now:    now,
+			want: map[string]string{
+				"X-RateLimit-Limit":     "5",
+				"X-RateLimit-Remaining": "0",
+				"X-RateLimit-Reset":     "1700000042",
+				"RateLimit-Policy":      `"fixed_window";q=5;w=60`,
+				"RateLimit":             `"fixed_window";r=0;t=42`,
+				"Retry-After":           "42",
+			},
+		},
+		{
+			name:   "denied, retry under a second is 1",
+			policy: "token_bucket",
+			d:      algorithms.Decision{Limit: 10, Window: time.Second, ResetAfter: 900 * time.Millisecond, RetryAfter: 100 * time.Millisecond},
+			now:    now,
+			want: map[string]string{
+				"X-RateLimit-Limit":     "10",
+				"X-RateLimit-Remaining": "0",
+				"X-RateLimit-Reset":     "1700000001",
+				"RateLimit-Policy":      `"token_bucket";q=10;w=1`,
+				"RateLimit":             `"token_bucket";r=0;t=1`,
+				"Retry-After":           "1",
+			},
+		},
+		{
+			name:   "denied, zero retry is still 1",
+			policy: "fixed_window",
+			d:      algorithms.Decision{Limit: 5, Window: time.Minute},
+			now:    now,
+			want: map[string]string{
+				"X-RateLimit-Reset": "1700000000",
+				"RateLimit":         `"fixed_window";r=0;t=0`,
+				"Retry-After":       "1",
+			},
+		},
+		{
+			name:   "negative remaining shows 0",
+			policy: "fixed_window",
+			d:      algorithms.Decision{Limit: 5, Window: time.Minute, Remaining: -3, ResetAfter: 10 * time.Second, RetryAfter: 10 * time.Second},
+			now:    now,
+			want: map[string]string{
+				"X-RateLimit-Remaining": "0",
+				"RateLimit":             `"fixed_window";r=0;t=10`,
+				"Retry-After":           "10",
+			},
+		},
+		{
+			name:   "reset is the ceiling of now plus reset after",
+			policy: "fixed_window",
+			d:      algorithms.Decision{Allowed: true, Limit: 5, Window: time.Minute, Remaining: 4, ResetAfter: 59*time.Second + 700*time.Millisecond},
+			now:    now.Add(200 * time.Millisecond),
+			want: map[string]string{
+				"X-RateLimit-Reset": "1700000060",
+				"RateLimit":         `"fixed_window";r=4;t=60`,
+				"Retry-After":       "",
+			},
+		},
+		{
+			name:   "reset on a whole second is not rounded up",
+			policy: "fixed_window",
+			d:      algorithms.Decision{Allowed: true, Limit: 5, Window: time.Minute, Remaining: 4, ResetAfter: 59*time.Second + 500*time.Millisecond},
+			now:    now.Add(500 * time.Millisecond),
+			want: map[string]string{
+				"X-RateLimit-Reset": "1700000060",
+				"RateLimit":         `"fixed_window";r=4;t=60`,
+			},
+		},
+		{
+			name:   "sub-second window is w=1",
+			policy: "gcra",
+			d:      algorithms.Decision{Allowed: true, Limit: 3, Window: 500 * time.Millisecond, Remaining: 1, ResetAfter: 300 * time.Millisecond},
+			now:    now,
+			want: map[string]string{
+				"RateLimit-Policy": `"gcra";q=3;w=1`,
+				"RateLimit":        `"gcra";r=1;t=1`,
+			},
+		},
+		{
+			name:   "policy name is a quoted structured-field string",
+			policy: `a"b\c`,
+			d:      algorithms.Decision{Allowed: true, Limit: 1, Window: time.Hour, Remaining: 0, ResetAfter: time.Hour},
+			now:    now,
+			want: map[string]string{
+				"RateLimit-Policy": `"a\"b\\c";q=1;w=3600`,
+				"RateLimit":        `"a\"b\\c";r=0;t=3600`,
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := http.Header{}
+			setHeaders(h, tt.policy, tt.d, tt.now)
+			for name, want := range tt.want {
+				if got := h.Get(name); got != want {
+					t.Errorf("setHeaders() %s = %q, want %q", name, got, want)
+				}
+			}
+		})
+	}
+}
+
+// fakeAlg is an algorithms.Algorithm that returns a fixed decision or error,
+// or waits for ctx to end when block is set. It records what it was asked.
+type fakeAlg struct {
+	d     algorithms.Decision
+	err   error
+	block bool
+
+	mu          sync.Mutex
+	calls       int
+	keys        []string
+	hadDeadline bool
+	deadlineIn  time.Duration // deadline minus the time of the call
+}
+
+var _ algorithms.Algorithm = (*fakeAlg)(nil)
+
+func (f *fakeAlg) Allow(ctx context.Context, key string) (algorithms.Decision, error) {
+	f.mu.Lock()
+	f.calls++
+	f.keys = append(f.keys, key)
+	dl, ok := ctx.Deadline()
+	f.hadDeadline = ok
+	f.deadlineIn = time.Until(dl)
+	f.mu.Unlock()
+	if f.block {
+		<-ctx.Done()
+		return algorithms.Decision{}, ctx.Err()
+	}
+	return f.d, f.err
+}
+
+func (f *fakeAlg) Calls() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls
+}
+
+// limitedEngine serves GET /x behind a fixed identity and RateLimit(alg),
+// counting how often the handler runs.
+func limitedEngine(t *testing.T, alg algorithms.Algorithm, timeout time.Duration, failOpen bool) (*gin.Engine, *int) {
+	t.Helper()
+	ran := new(int)
+	r := gin.New()
+	r.GET("/x",
+		func(c *gin.Context) { c.Set(identityKey, "user:alice") },
+		RateLimit(discard(), alg, "fixed_window", "fixed_window", timeout, failOpen),
+		func(c *gin.Context) { *ran++; c.String(http.StatusOK, "ok") },
+	)
+	return r, ran
+}
+
+func get(t *testing.T, h http.Handler, path string, header http.Header) *httptest.ResponseRecorder {
+	t.Helper()
+	req := httptest.NewRequest(http.MethodGet, path, nil)
+	for k, vs := range header {
+		for _, v := range vs {
+			req.Header.Add(k, v)
+		}
+	}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, req)
+	return w
+}
+
+// decodeJSON decodes a response body into a map.
+func decodeJSON(t *testing.T, w *httptest.ResponseRecorder) map[string]any {
+	t.Helper()
+	if ct := w.Header().Get("Content-Type"); ct != "application/json; charset=utf-8" {
+		t.Errorf("Content-Type = %q, want application/json; charset=utf-8", ct)
+	}
+	var body map[string]any
+	if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil {
+		t.Fatalf("decode body %q: %v", w.Body.String(), err)
+	}
+	return body
+}
+
+func TestRateLimitAllowed(t *testing.T) {
+	alg := &fakeAlg{d: algorithms.Decision{
+		Allowed: true, Limit: 5, Window: time.Minute, Remaining: 4, ResetAfter: 60 * time.Second, Now: time.Unix(1_700_000_000, 0),
+	}}
+	r, ran := limitedEngine(t, alg, 100*time.Millisecond, true)
+
+	w := get(t, r, "/x", nil)
+
+	if w.Code != http.StatusOK {
+		t.Errorf("status = %d, want %d", w.Code, http.StatusOK)
+	}
+	if *ran != 1 {
+		t.Errorf("handler ran %d times, want 1", *ran)
+	}
+	if diff := cmp.Diff([]string{"user:alice"}, alg.keys); diff != "" {
+		t.Errorf("Allow() keys mismatch (-want +got):\n%s", diff)
+	}
+	want := map[string]string{
+		"X-RateLimit-Limit":     "5",
+		"X-RateLimit-Remaining": "4",
+		"X-RateLimit-Reset":     "1700000060",
+		"RateLimit-Policy":      `"fixed_window";q=5;w=60`,
+		"RateLimit":             `"fixed_window";r=4;t=60`,
+		"Retry-After":           "",
+		"X-RateLimit-Checked":   "",
+	}
+	for name, v := range want {
+		if got := w.Header().Get(name); got != v {
+			t.Errorf("header %s = %q, want %q", name, got, v)
+		}
+	}
+}
+
+func TestRateLimitDenied(t *testing.T) {
+	tests := []struct {
+		name        string
+		retryAfter  time.Duration
+		window      time.Duration
+		wantRetry   int
+		wantMessage string
+	}{
+		{"whole seconds", 42 * time.Second, time.Minute, 42, "Too many requests: 5 per 60s allowed. Try again in 42 seconds."},
+		{"rounded up", 1500 * time.Millisecond, time.Minute, 2, "Too many requests: 5 per 60s allowed. Try again in 2 seconds."},
+		{"at least one", 0, 10 * time.Second, 1, "Too many requests: 5 per 10s allowed. Try again in 1 seconds."},
+		{"sub-second window", 200 * time.Millisecond, 500 * time.Millisecond, 1, "Too many requests: 5 per 0.5s allowed. Try again in 1 seconds."},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			alg := &fakeAlg{d: algorithms.Decision{
+				Limit: 5, Window: tt.window, ResetAfter: tt.retryAfter, RetryAfter: tt.retryAfter, Now: time.Unix(1_700_000_000, 0),
+			}}
+			r, ran := limitedEngine(t, alg, 100*time.Millisecond, true)
+
+			w := get(t, r, "/x", nil)
+
+			if w.Code != http.StatusTooManyRequests {
+				t.Errorf("status = %d, want %d", w.Code, http.StatusTooManyRequests)
+			}
+			if *ran != 0 {
+				t.Errorf("handler ran %d times, want 0", *ran)
+			}
+			if got := w.Header().Get("Retry-After"); got != strconv.Itoa(tt.wantRetry) {
+				t.Errorf("Retry-After = %q, want %d", got, tt.wantRetry)
+			}
+			if got := w.Header().Get("X-RateLimit-Remaining"); got != "0" {
+				t.Errorf("X-RateLimit-Remaining = %q, want 0", got)
+			}
+			want := map[string]any{
+				"error":       "rate limit exceeded",
+				"retry_after": float64(tt.wantRetry),
+				"message":     tt.wantMessage,
+			}
+			if diff := cmp.Diff(want, decodeJSON(t, w)); diff != "" {
+				t.Errorf("body mismatch (-want +got):\n%s", diff)
+			}
+			// retry_after must be a JSON integer, not 42.0 or "42".
+			var raw map[string]json.RawMessage
+			if err := json.Unmarshal(w.Body.Bytes(), &raw); err != nil {
+				t.Fatalf("decode body: %v", err)
+			}
+			if got := string(raw["retry_after"]); got != strconv.Itoa(tt.wantRetry) {
+				t.Errorf("retry_after = %s, want the integer %d", got, tt.wantRetry)
+			}
+		})
+	}
+}
+
+func TestRateLimitLimiterError(t *testing.T) {
+	tests := []struct {
+		name         string
+		failOpen     bool
+		wantStatus   int
+		wantRan      int
+		wantChecked  string
+		wantRetry    string
+		wantResult   string
+		wantRedisErr bool
+		wantBody     string
+	}{
+		{
+			name: "fail open serves unchecked", failOpen: true,
+			wantStatus: http.StatusOK, wantRan: 1, wantChecked: "false", wantResult: ResultFailedOpen, wantRedisErr: true,
+			wantBody: "ok",
+		},
+		{
+			name: "fail closed answers 503", failOpen: false,
+			wantStatus: http.StatusServiceUnavailable, wantRan: 0, wantRetry: "1", wantResult: ResultFailedClosed, wantRedisErr: true,
+			wantBody: `{"error":"rate limiter unavailable"}`,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			alg := &fakeAlg{err: errors.New("dial tcp 127.0.0.1:6379: connection refused")}
+			var o Outcome
+			ran := 0
+			r := gin.New()
+			r.GET("/x",
+				func(c *gin.Context) { c.Next(); o, _ = OutcomeOf(c) },
+				RateLimit(discard(), alg, "fixed_window", "fixed_window", 100*time.Millisecond, tt.failOpen),
+				func(c *gin.Context) { ran++; c.String(http.StatusOK, "ok") },
+			)
+
+			w := get(t, r, "/x", nil)
+
+			if w.Code != tt.wantStatus {
+				t.Errorf("status = %d, want %d", w.Code, tt.wantStatus)
+			}
+			if ran != tt.wantRan {
+				t.Errorf("handler ran %d times, want %d", ran, tt.wantRan)
+			}
+			if got := w.Header().Get("X-RateLimit-Checked"); got != tt.wantChecked {
+				t.Errorf("X-RateLimit-Checked = %q, want %q", got, tt.wantChecked)
+			}
+			if got := w.Header().Get("Retry-After"); got != tt.wantRetry {
+				t.Errorf("Retry-After = %q, want %q", got, tt.wantRetry)
+			}
+			if got := w.Header().Get("X-RateLimit-Limit"); got != "" {
+				t.Errorf("X-RateLimit-Limit = %q, want none without a decision", got)
+			}
+			if got := w.Body.String(); got != tt.wantBody {
+				t.Errorf("body = %s, want %s", got, tt.wantBody)
+			}
+			if o.Result != tt.wantResult || o.RedisError != tt.wantRedisErr {
+				t.Errorf("Outcome = %+v, want Result %q RedisError %v", o, tt.wantResult, tt.wantRedisErr)
+			}
+		})
+	}
+}
+
+func TestRateLimitCircuitOpenIsNotARedisError(t *testing.T) {
+	var o Outcome
+	r := gin.New()
+	r.GET("/x",
+		func(c *gin.Context) { c.Next(); o, _ = OutcomeOf(c) },
+		RateLimit(discard(), &fakeAlg{err: algorithms.ErrCircuitOpen}, "fixed_window", "fixed_window", time.Second, true),
+		func(c *gin.Context) { c.Status(http.StatusNoContent) },
+	)
+
+	w := get(t, r, "/x", nil)
+
+	if w.Code != http.StatusNoContent {
+		t.Errorf("status = %d, want %d", w.Code, http.StatusNoContent)
+	}
+	if o.RedisError {
+		t.Errorf("Outcome RedisError = true for an open circuit, want false")
+	}
+}
+
+func TestRateLimitTimeout(t *testing.T) {
+	const timeout = 50 * time.Millisecond
+	tests := []struct {
+		name       string
+		failOpen   bool
+		wantStatus int
+	}{
+		{"fail open", true, http.StatusOK},
+		{"fail closed", false, http.StatusServiceUnavailable},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			alg := &fakeAlg{block: true}
+			r, _ := limitedEngine(t, alg, timeout, tt.failOpen)
+
+			w := get(t, r, "/x", nil)
+
+			if w.Code != tt.wantStatus {
+				t.Errorf("status = %d, want %d", w.Code, tt.wantStatus)
+			}
+			if alg.Calls() != 1 {
+				t.Fatalf("Allow() called %d times, want 1", alg.Calls())
+			}
+			if !alg.hadDeadline {
+				t.Fatalf("Allow() ctx has no deadline, want one within %v", timeout)
+			}
+			if alg.deadlineIn > timeout || alg.deadlineIn <= 0 {
+				t.Errorf("Allow() ctx deadline in %v, want within (0, %v]", alg.deadlineIn, timeout)
+			}
+		})
+	}
+}
+
+func TestRecover(t *testing.T) {
+	tests := []struct {
+		name    string
+		handler gin.HandlerFunc
+	}{
+		{"panic with a string", func(c *gin.Context) { panic("boom") }},
+		{"panic with an error", func(c *gin.Context) { panic(errors.New("boom")) }},
+		{"nil map write", func(c *gin.Context) {
+			var m map[string]int
+			m["x"] = 1
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := gin.New()
+			r.Use(Recover(discard()))
+			r.GET("/x", tt.handler)
+
+			w := get(t, r, "/x", nil)
+
+			if w.Code != http.StatusInternalServerError {
+				t.Errorf("status = %d, want %d", w.Code, http.StatusInternalServerError)
+			}
+			if diff := cmp.Diff(map[string]any{"error": "internal error"}, decodeJSON(t, w)); diff != "" {
+				t.Errorf("body mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestRecoverPassesThrough(t *testing.T) {
+	r := gin.New()
+	r.Use(Recover(discard()))
+	r.GET("/x", func(c *gin.Context) { c.String(http.StatusOK, "fine") })
+
+	w := get(t, r, "/x", nil)
+
+	if w.Code != http.StatusOK || w.Body.String() != "fine" {
+		t.Errorf("GET /x = %d %q, want 200 %q", w.Code, w.Body.String(), "fine")
+	}
+}

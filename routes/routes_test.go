@@ -1,0 +1,309 @@
+package routes
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/gin-gonic/gin"
+	"github.com/google/go-cmp/cmp"
+
+	"tollgate/models"
+)
+
+// sevenContinents is the reference data, ids 1..7 in the tutorial's order.
+var sevenContinents = []models.Continent{
+	{ContinentID: 1, ContinentName: "ASIA"},
+	{ContinentID: 2, ContinentName: "AFRICA"},
+	{ContinentID: 3, ContinentName: "NORTH AMERICA"},
+	{ContinentID: 4, ContinentName: "SOUTH AMERICA"},
+	{ContinentID: 5, ContinentName: "ANTARCTICA"},
+	{ContinentID: 6, ContinentName: "EUROPE"},
+	{ContinentID: 7, ContinentName: "AUSTRALIA"},
+}
+
+func ok(context.Context) error     { return nil }
+func broken(context.Context) error { return errors.New("connection refused") }
+
+// newAPI builds routes.New with the seven continents, checks, no proxies and
+// guards.
+func newAPI(t *testing.T, checks map[string]Check, guards ...gin.HandlerFunc) http.Handler {
+	t.Helper()
+	h, err := New(Deps{
+		Log:        slog.New(slog.DiscardHandler),
+		Continents: sevenContinents,
+		Ready:      checks,
+		Guards:     guards,
+	})
+	if err != nil {
+		t.Fatalf("New() error = %v", err)
+	}
+	return h
+}
+
+func do(t *testing.T, h http.Handler, method, path string) *httptest.ResponseRecorder {
+	t.Helper()
+	req := httptest.NewRequest(method, path, nil)
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, req)
+	return w
+}
+
+// decode decodes the JSON body of w into a value of type T, checking the
+// content type first.
+func decode[T any](t *testing.T, w *httptest.ResponseRecorder) T {
+	t.Helper()
+	if ct := w.Header().Get("Content-Type"); ct != "application/json; charset=utf-8" {
+		t.Errorf("Content-Type = %q, want application/json; charset=utf-8", ct)
+	}
+	var v T
+	if err := json.Unmarshal(w.Body.Bytes(), &v); err != nil {
+		t.Fatalf("decode body %q: %v", w.Body.String(), err)
+	}
+	return v
+}
+
+func TestListContinents(t *testing.T) {
+	h := newAPI(t, map[string]Check{"redis": ok})
+
+	w := do(t, h, http.MethodGet, "/continents")
+
+	if w.Code != http.StatusOK {
+		t.Fatalf("GET /continents status = %d, want %d", w.Code, http.StatusOK)
+	}
+	// A map per item, so an extra or renamed field shows up in the diff.
+	want := []map[string]any{
+		{"continent_id": float64(1), "continent_name": "ASIA"},
+		{"continent_id": float64(2), "continent_name": "AFRICA"},
+		{"continent_id": float64(3), "continent_name": "NORTH AMERICA"},
+		{"continent_id": float64(4), "continent_name": "SOUTH AMERICA"},
+		{"continent_id": float64(5), "continent_name": "ANTARCTICA"},
+		{"continent_id": float64(6), "continent_name": "EUROPE"},
+		{"continent_id": float64(7), "continent_name": "AUSTRALIA"},
+	}
+	if diff := cmp.Diff(want, decode[[]map[string]any](t, w)); diff != "" {
+		t.Errorf("GET /continents body mismatch (-want +got):\n%s", diff)
+	}
+}
+
+func TestGetContinent(t *testing.T) {
+	tests := []struct {
+		path       string
+		wantStatus int
+		wantBody   map[string]any
+	}{
+		{"/continents/1", http.StatusOK, map[string]any{"continent_id": float64(1), "continent_name": "ASIA"}},
+		{"/continents/3", http.StatusOK, map[string]any{"continent_id": float64(3), "continent_name": "NORTH AMERICA"}},
+		{"/continents/7", http.StatusOK, map[string]any{"continent_id": float64(7), "continent_name": "AUSTRALIA"}},
+		{"/continents/99", http.StatusNotFound, map[string]any{"error": "continent not found"}},
+		{"/continents/0", http.StatusNotFound, map[string]any{"error": "continent not found"}},
+		{"/continents/-1", http.StatusNotFound, map[string]any{"error": "continent not found"}},
+		{"/continents/abc", http.StatusBadRequest, map[string]any{"error": "continent id must be an integer"}},
+		{"/continents/1.5", http.StatusBadRequest, map[string]any{"error": "continent id must be an integer"}},
+		{"/continents/99999999999999999999", http.StatusBadRequest, map[string]any{"error": "continent id must be an integer"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.path, func(t *testing.T) {
+			h := newAPI(t, nil)
+
+			w := do(t, h, http.MethodGet, tt.path)
+
+			if w.Code != tt.wantStatus {
+				t.Errorf("GET %s status = %d, want %d", tt.path, w.Code, tt.wantStatus)
+			}
+			if diff := cmp.Diff(tt.wantBody, decode[map[string]any](t, w)); diff != "" {
+				t.Errorf("GET %s body mismatch (-want +got):\n%s", tt.path, diff)
+			}
+		})
+	}
+}
+
+func TestHealth(t *testing.T) {
+	tests := []struct {
+		name       string
+		path       string
+		checks     map[string]Check
+		wantStatus int
+		wantBody   map[string]any
+	}{
+		{"healthz", "/healthz", map[string]Check{"redis": broken}, http.StatusOK, map[string]any{"status": "ok"}},
+		{"readyz all pass", "/readyz", map[string]Check{"redis": ok, "database": ok}, http.StatusOK,
+			map[string]any{"redis": "ok", "database": "ok"}},
+		{"readyz one fails", "/readyz", map[string]Check{"redis": ok, "database": broken}, http.StatusServiceUnavailable,
+			map[string]any{"redis": "ok", "database": "unavailable"}},
+		{"readyz all fail", "/readyz", map[string]Check{"redis": broken, "database": broken}, http.StatusServiceUnavailable,
+			map[string]any{"redis": "unavailable", "database": "unavailable"}},
+		{"readyz no checks", "/readyz", nil, http.StatusOK, map[string]any{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newAPI(t, tt.checks)
+
+			w := do(t, h, http.MethodGet, tt.path)
+
+			if w.Code != tt.wantStatus {
+				t.Errorf("GET %s status = %d, want %d", tt.path, w.Code, tt.wantStatus)
+			}
+			if diff := cmp.Diff(tt.wantBody, decode[map[string]any](t, w)); diff != "" {
+				t.Errorf("GET %s body mismatch (-want +got):\n%s", tt.path, diff)
+			}
+		})
+	}
+}
+
+func TestReadyzChecksHaveADeadline(t *testing.T) {
+	var hadDeadline atomic.Bool
+	h := newAPI(t, map[string]Check{"redis": func(ctx context.Context) error {
+		_, ok := ctx.Deadline()
+		hadDeadline.Store(ok)
+		return nil
+	}})
+
+	do(t, h, http.MethodGet, "/readyz")
+
+	if !hadDeadline.Load() {
+		t.Errorf("readyz check ctx has no deadline, want one")
+	}
+}
+
+func TestGuards(t *testing.T) {
+	tests := []struct {
+		path       string
+		wantStatus int
+		wantGuards int32
+	}{
+		{"/healthz", http.StatusOK, 0},
+		{"/readyz", http.StatusOK, 0},
+		{"/continents", http.StatusTeapot, 1},
+		{"/continents/3", http.StatusTeapot, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.path, func(t *testing.T) {
+			var guarded atomic.Int32
+			deny := func(c *gin.Context) {
+				guarded.Add(1)
+				c.AbortWithStatusJSON(http.StatusTeapot, gin.H{"error": "guarded"})
+			}
+			h := newAPI(t, map[string]Check{"redis": ok}, deny)
+
+			w := do(t, h, http.MethodGet, tt.path)
+
+			if w.Code != tt.wantStatus {
+				t.Errorf("GET %s status = %d, want %d", tt.path, w.Code, tt.wantStatus)
+			}
+			if got := guarded.Load(); got != tt.wantGuards {
+				t.Errorf("GET %s ran the guard %d times, want %d", tt.path, got, tt.wantGuards)
+			}
+		})
+	}
+}
+
+func TestGuardsRunInOrder(t *testing.T) {
+	var order []string
+	guard := func(name string) gin.HandlerFunc {
+		return func(c *gin.Context) { order = append(order, name) }
+	}
+	h := newAPI(t, nil, guard("identify"), guard("limit"))
+
+	w := do(t, h, http.MethodGet, "/continents/1")
+
+	if w.Code != http.StatusOK {
+		t.Errorf("GET /continents/1 status = %d, want %d", w.Code, http.StatusOK)
+	}
+	if diff := cmp.Diff([]string{"identify", "limit"}, order); diff != "" {
+		t.Errorf("guards order mismatch (-want +got):\n%s", diff)
+	}
+}
+
+func TestUnmatched(t *testing.T) {
+	tests := []struct {
+		method     string
+		path       string
+		wantStatus int
+		wantError  string
+	}{
+		{http.MethodGet, "/nope", http.StatusNotFound, "not found"},
+		{http.MethodGet, "/continents/1/countries", http.StatusNotFound, "not found"},
+		{http.MethodPost, "/continents", http.StatusMethodNotAllowed, "method not allowed"},
+		{http.MethodDelete, "/continents/1", http.StatusMethodNotAllowed, "method not allowed"},
+		{http.MethodPost, "/healthz", http.StatusMethodNotAllowed, "method not allowed"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
+			var guarded atomic.Int32
+			h := newAPI(t, nil, func(c *gin.Context) { guarded.Add(1) })
+
+			w := do(t, h, tt.method, tt.path)
+
+			if w.Code != tt.wantStatus {
+				t.Errorf("%s %s status = %d, want %d", tt.method, tt.path, w.Code, tt.wantStatus)
+			}
+			if diff := cmp.Diff(map[string]any{"error": tt.wantError}, decode[map[string]any](t, w)); diff != "" {
+				t.Errorf("%s %s body mismatch (-want +got):\n%s", tt.method, tt.path, diff)
+			}
+			if got := guarded.Load(); got != 0 {
+				t.Errorf("%s %s ran the guard %d times, want 0", tt.method, tt.path, got)
+			}
+		})
+	}
+}
+
+func TestPanicIsInternalError(t *testing.T) {
+	h := newAPI(t, nil, func(c *gin.Context) { panic("guard bug") })
+
+	w := do(t, h, http.MethodGet, "/continents")
+
+	if w.Code != http.StatusInternalServerError {
+		t.Errorf("GET /continents status = %d, want %d", w.Code, http.StatusInternalServerError)
+	}
+	if diff := cmp.Diff(map[string]any{"error": "internal error"}, decode[map[string]any](t, w)); diff != "" {
+		t.Errorf("GET /continents body mismatch (-want +got):\n%s", diff)
+	}
+	if strings.Contains(w.Body.String(), "guard bug") {
+		t.Errorf("body %q leaks the panic value", w.Body.String())
+	}
+}
+
+func TestClientIP(t *testing.T) {
+	tests := []struct {
+		name    string
+		proxies []netip.Prefix
+		header  string // X-Forwarded-For
+		realIP  string // X-Real-IP
+		want    string
+	}{
+		{"no proxies: forwarded for ignored", nil, "203.0.113.9", "", "192.0.2.1"},
+		{"untrusted peer: forwarded for ignored", []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}, "203.0.113.9", "", "192.0.2.1"},
+		{"trusted peer: forwarded for honoured", []netip.Prefix{netip.MustParsePrefix("192.0.2.1/32")}, "203.0.113.9", "", "203.0.113.9"},
+		{"trusted peer: x-real-ip ignored", []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}, "", "203.0.113.9", "192.0.2.1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h, err := New(Deps{
+				Log:     slog.New(slog.DiscardHandler),
+				Proxies: tt.proxies,
+				Guards:  []gin.HandlerFunc{func(c *gin.Context) { c.AbortWithStatusJSON(http.StatusOK, gin.H{"ip": c.ClientIP()}) }},
+			})
+			if err != nil {
+				t.Fatalf("New() error = %v", err)
+			}
+			req := httptest.NewRequest(http.MethodGet, "/continents", nil)
+			req.RemoteAddr = "192.0.2.1:1234"
+			req.Header.Set("X-Forwarded-For", tt.header)
+			req.Header.Set("X-Real-IP", tt.realIP)
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, req)
+
+			if diff := cmp.Diff(map[string]any{"ip": tt.want}, decode[map[string]any](t, w)); diff != "" {
+				t.Errorf("ClientIP() mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
