@@ -62,6 +62,9 @@ func New(d Deps) (*gin.Engine, error) {
 	if d.MetricsHandler != nil {
 		r.GET("/metrics", gin.WrapH(d.MetricsHandler))
 	}
+	if err := addPage(r, d.Policy); err != nil {
+		return nil, err
+	}
 
 	api := r.Group("/", d.Guards...)
 	api.GET("/continents", listContinents(d.Continents))
