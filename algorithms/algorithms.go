@@ -1,12 +1,18 @@
-// Package algorithms holds the rate-limiting algorithms. Each one is a single
-// atomic Lua script on Redis that reads the clock with TIME, so every service
-// instance sharing a Redis agrees on windows and refills.
+// Package algorithms holds the rate-limiting algorithms. Each one is a Lua
+// module (lua/<name>.lua) that checks a request without writing and commits it
+// separately; scripts compose modules with a prelude that reads the clock with
+// TIME, so every service instance sharing a Redis agrees on windows and
+// refills, and a driver that records a request only if every rule admits it.
+// Every decision is one atomic script, one round trip.
 package algorithms
 
 import (
 	"context"
+	_ "embed"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"strconv"
 	"strings"
 	"time"
 
@@ -55,9 +61,10 @@ var ErrInvalidLimit = errors.New("invalid limit")
 // integers up to here. Products of a count and a window in ms must stay below.
 const maxExact = 1 << 53
 
-// validate checks l's ranges, including that the scripts' integer arithmetic
-// (count × window in ms) stays exact.
-func (l Limit) validate() error {
+// Validate reports whether l is a limit the algorithms can keep exactly: its
+// ranges, and that the scripts' integer arithmetic (count × window in ms)
+// stays below 2^53.
+func (l Limit) Validate() error {
 	ms := l.Window.Milliseconds()
 	switch {
 	case l.Requests < 1:
@@ -77,46 +84,145 @@ func Names() []string {
 	return []string{"fixed_window", "sliding_log", "sliding_window", "token_bucket", "gcra"}
 }
 
+// Known reports whether name (hyphens or underscores) is an algorithm.
+func Known(name string) bool {
+	_, ok := lookup(name)
+	return ok
+}
+
 // New returns the algorithm called name (hyphens or underscores), keeping its
 // state in rdb under keys that start with prefix.
 func New(name string, rdb redis.Scripter, prefix string, l Limit) (Algorithm, error) {
-	if err := l.validate(); err != nil {
+	if err := l.Validate(); err != nil {
 		return nil, err
 	}
-	switch strings.ReplaceAll(name, "-", "_") {
-	case "fixed_window":
-		return NewFixedWindow(rdb, prefix, l), nil
-	case "sliding_log":
-		return NewSlidingLog(rdb, prefix, l), nil
-	case "sliding_window":
-		return NewSlidingWindow(rdb, prefix, l), nil
-	case "token_bucket":
-		return NewTokenBucket(rdb, prefix, l), nil
-	case "gcra":
-		return NewGCRA(rdb, prefix, l), nil
-	default:
-		return nil, fmt.Errorf("%w %q: want one of %s", ErrUnknown, name, strings.Join(Names(), ", "))
+	s, ok := lookup(name)
+	if !ok {
+		return nil, unknown(name)
 	}
+	return s.new(rdb, prefix, l), nil
 }
 
-// decide runs script for key and turns its reply
-// {allowed, remaining, reset_ms, retry_ms, now_ms} into a Decision whose
-// Limit is l.Requests (pass the capacity there for bucket algorithms).
-func decide(ctx context.Context, rdb redis.Scripter, s *redis.Script, key string, l Limit, args ...any) (Decision, error) {
-	reply, err := s.Run(ctx, rdb, []string{key}, args...).Int64Slice()
+func unknown(name string) error {
+	return fmt.Errorf("%w %q: want one of %s", ErrUnknown, name, strings.Join(Names(), ", "))
+}
+
+// lookup is the one place that knows every algorithm by name: adding one is
+// a Go file (its type and spec), a Lua module in lua/, a case here and its
+// name in Names.
+func lookup(name string) (spec, bool) {
+	switch strings.ReplaceAll(name, "-", "_") {
+	case "fixed_window":
+		return fixedWindow, true
+	case "sliding_log":
+		return slidingLog, true
+	case "sliding_window":
+		return slidingWindow, true
+	case "token_bucket":
+		return tokenBucket, true
+	case "gcra":
+		return gcra, true
+	}
+	return spec{}, false
+}
+
+// spec is what the scripts need to know about one algorithm.
+type spec struct {
+	name string // the module's name in the scripts' algorithms table
+	// args are the module's ARGV entries under l, before the cost.
+	args func(l Limit) []any
+	// bucket: Decision.Limit is the capacity (Limit.Burst), not Limit.Requests.
+	bucket bool
+	// script is the prelude, this module and the driver: one algorithm's Allow.
+	script *redis.Script
+	new    func(rdb redis.Scripter, prefix string, l Limit) Algorithm
+}
+
+// quota is Decision.Limit under l.
+func (s spec) quota(l Limit) int {
+	if s.bucket {
+		return l.capacity()
+	}
+	return l.Requests
+}
+
+//go:embed lua/prelude.lua
+var preludeLua string
+
+//go:embed lua/driver.lua
+var driverLua string
+
+// compose builds a script from Lua modules (lua/<algorithm>.lua): the prelude
+// reads the clock and holds the table the modules register in by name, the
+// driver decides the rules of KEYS and ARGV with them. Each Allow runs a
+// script of its own module only; Multi runs one with every module.
+func compose(modules ...string) *redis.Script {
+	return redis.NewScript(preludeLua + strings.Join(modules, "\n") + "\n" + driverLua)
+}
+
+// rule is a Rule resolved for the scripts.
+type rule struct {
+	spec  spec
+	limit Limit
+	cost  int
+	key   string
+}
+
+// newNonce returns 64 random bits: they keep sliding_log members unique when
+// requests from any number of instances share a microsecond.
+func newNonce() string {
+	return strconv.FormatUint(rand.Uint64(), 16)
+}
+
+// decide runs s, composed with the modules of rules, on rules whose keys share
+// a hash slot, and turns its reply (per rule {allowed, remaining, reset_ms,
+// retry_ms}, then now_ms) into one Decision per rule.
+func decide(ctx context.Context, rdb redis.Scripter, s *redis.Script, rules []rule, nonce string, commit bool) ([]Decision, bool, error) {
+	keys := make([]string, len(rules))
+	flag := 0
+	if commit {
+		flag = 1
+	}
+	args := make([]any, 0, 2+6*len(rules))
+	args = append(args, flag, nonce)
+	for i, r := range rules {
+		keys[i] = r.key
+		args = append(args, r.spec.name)
+		args = append(args, r.spec.args(r.limit)...)
+		args = append(args, r.cost)
+	}
+	reply, err := s.Run(ctx, rdb, keys, args...).Int64Slice()
 	if err != nil {
-		return Decision{}, fmt.Errorf("run script: %w", err)
+		return nil, false, fmt.Errorf("run script: %w", err)
 	}
-	if len(reply) != 5 {
-		return Decision{}, fmt.Errorf("run script: got %d values, want 5", len(reply))
+	if want := 4*len(rules) + 1; len(reply) != want {
+		return nil, false, fmt.Errorf("run script: got %d values, want %d", len(reply), want)
 	}
-	return Decision{
-		Allowed:    reply[0] == 1,
-		Limit:      l.Requests,
-		Window:     l.Window,
-		Remaining:  int(max(reply[1], 0)),
-		ResetAfter: time.Duration(reply[2]) * time.Millisecond,
-		RetryAfter: time.Duration(reply[3]) * time.Millisecond,
-		Now:        time.UnixMilli(reply[4]),
-	}, nil
+	now := time.UnixMilli(reply[len(reply)-1])
+	ds := make([]Decision, len(rules))
+	allowed := true
+	for i, r := range rules {
+		v := reply[4*i : 4*i+4]
+		ds[i] = Decision{
+			Allowed:    v[0] == 1,
+			Limit:      r.spec.quota(r.limit),
+			Window:     r.limit.Window,
+			Remaining:  int(max(v[1], 0)),
+			ResetAfter: time.Duration(v[2]) * time.Millisecond,
+			RetryAfter: time.Duration(v[3]) * time.Millisecond,
+			Now:        now,
+		}
+		allowed = allowed && ds[i].Allowed
+	}
+	return ds, allowed, nil
+}
+
+// allowOne records one request for key under l if s admits it: the Allow of
+// every algorithm.
+func allowOne(ctx context.Context, rdb redis.Scripter, s spec, key string, l Limit) (Decision, error) {
+	ds, _, err := decide(ctx, rdb, s.script, []rule{{spec: s, limit: l, cost: 1, key: key}}, newNonce(), true)
+	if err != nil {
+		return Decision{}, err
+	}
+	return ds[0], nil
 }

@@ -10,7 +10,14 @@ import (
 //go:embed lua/fixed_window.lua
 var fixedWindowLua string
 
-var fixedWindowScript = redis.NewScript(fixedWindowLua)
+var fixedWindow = spec{
+	name:   "fixed_window",
+	args:   func(l Limit) []any { return []any{l.Requests, l.Window.Milliseconds()} },
+	script: compose(fixedWindowLua),
+	new: func(rdb redis.Scripter, prefix string, l Limit) Algorithm {
+		return NewFixedWindow(rdb, prefix, l)
+	},
+}
 
 // FixedWindow admits Limit.Requests per window; a window opens with the first
 // request after the previous one closed. Up to twice the limit can pass within
@@ -32,6 +39,5 @@ func NewFixedWindow(rdb redis.Scripter, prefix string, l Limit) *FixedWindow {
 
 // Allow admits one request for key if the current window has room.
 func (fw *FixedWindow) Allow(ctx context.Context, key string) (Decision, error) {
-	return decide(ctx, fw.rdb, fixedWindowScript, fw.prefix+key, fw.limit,
-		fw.limit.Requests, fw.limit.Window.Milliseconds())
+	return allowOne(ctx, fw.rdb, fixedWindow, fw.prefix+key, fw.limit)
 }

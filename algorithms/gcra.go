@@ -10,7 +10,21 @@ import (
 //go:embed lua/gcra.lua
 var gcraLua string
 
-var gcraScript = redis.NewScript(gcraLua)
+var gcra = spec{
+	name: "gcra",
+	args: func(l Limit) []any {
+		// Whole microseconds keep the script's arithmetic exact; rounding up
+		// makes the rate at most a microsecond per request slower, never faster.
+		requests := int64(max(l.Requests, 1))
+		interval := (l.Window.Microseconds() + requests - 1) / requests
+		return []any{max(interval, 1), l.capacity()}
+	},
+	bucket: true,
+	script: compose(gcraLua),
+	new: func(rdb redis.Scripter, prefix string, l Limit) Algorithm {
+		return NewGCRA(rdb, prefix, l)
+	},
+}
 
 // GCRA is the generic cell rate algorithm: a token bucket of capacity
 // Limit.Burst (Limit.Requests when Burst is 0) refilled at Limit.Requests per
@@ -32,12 +46,5 @@ func NewGCRA(rdb redis.Scripter, prefix string, l Limit) *GCRA {
 // Allow admits one request for key if it conforms to the rate and burst. The
 // Decision's Limit is the burst.
 func (g *GCRA) Allow(ctx context.Context, key string) (Decision, error) {
-	capacity := g.limit.capacity()
-	// Whole microseconds keep the script's arithmetic exact; rounding up makes
-	// the rate at most a microsecond per request slower, never faster.
-	requests := int64(max(g.limit.Requests, 1))
-	interval := (g.limit.Window.Microseconds() + requests - 1) / requests
-	return decide(ctx, g.rdb, gcraScript, g.prefix+key,
-		Limit{Requests: capacity, Window: g.limit.Window},
-		max(interval, 1), capacity)
+	return allowOne(ctx, g.rdb, gcra, g.prefix+key, g.limit)
 }

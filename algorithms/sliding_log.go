@@ -3,8 +3,6 @@ package algorithms
 import (
 	"context"
 	_ "embed"
-	"math/rand/v2"
-	"strconv"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -12,7 +10,14 @@ import (
 //go:embed lua/sliding_log.lua
 var slidingLogLua string
 
-var slidingLogScript = redis.NewScript(slidingLogLua)
+var slidingLog = spec{
+	name:   "sliding_log",
+	args:   func(l Limit) []any { return []any{l.Requests, l.Window.Milliseconds()} },
+	script: compose(slidingLogLua),
+	new: func(rdb redis.Scripter, prefix string, l Limit) Algorithm {
+		return NewSlidingLog(rdb, prefix, l)
+	},
+}
 
 // SlidingLog admits Limit.Requests in any Limit.Window-long span, exactly: it
 // keeps the time of every admitted request of the last window in a sorted set,
@@ -34,9 +39,5 @@ func NewSlidingLog(rdb redis.Scripter, prefix string, l Limit) *SlidingLog {
 // Allow admits one request for key if fewer than Limit.Requests were admitted
 // during the last window.
 func (sl *SlidingLog) Allow(ctx context.Context, key string) (Decision, error) {
-	// 64 random bits keep members unique when requests from any number of
-	// instances share a microsecond.
-	nonce := strconv.FormatUint(rand.Uint64(), 16)
-	return decide(ctx, sl.rdb, slidingLogScript, sl.prefix+key, sl.limit,
-		sl.limit.Requests, sl.limit.Window.Milliseconds(), nonce)
+	return allowOne(ctx, sl.rdb, slidingLog, sl.prefix+key, sl.limit)
 }

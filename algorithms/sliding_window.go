@@ -10,7 +10,14 @@ import (
 //go:embed lua/sliding_window.lua
 var slidingWindowLua string
 
-var slidingWindowScript = redis.NewScript(slidingWindowLua)
+var slidingWindow = spec{
+	name:   "sliding_window",
+	args:   func(l Limit) []any { return []any{l.Requests, l.Window.Milliseconds()} },
+	script: compose(slidingWindowLua),
+	new: func(rdb redis.Scripter, prefix string, l Limit) Algorithm {
+		return NewSlidingWindow(rdb, prefix, l)
+	},
+}
 
 // SlidingWindow approximates a sliding log with two counters per identity, the
 // current and the previous fixed window, weighting the previous one by how much
@@ -35,6 +42,5 @@ func NewSlidingWindow(rdb redis.Scripter, prefix string, l Limit) *SlidingWindow
 // Allow admits one request for key if the weighted count of the last window
 // plus this request stays within Limit.Requests.
 func (sw *SlidingWindow) Allow(ctx context.Context, key string) (Decision, error) {
-	return decide(ctx, sw.rdb, slidingWindowScript, sw.prefix+key, sw.limit,
-		sw.limit.Requests, sw.limit.Window.Milliseconds())
+	return allowOne(ctx, sw.rdb, slidingWindow, sw.prefix+key, sw.limit)
 }

@@ -10,7 +10,17 @@ import (
 //go:embed lua/token_bucket.lua
 var tokenBucketLua string
 
-var tokenBucketScript = redis.NewScript(tokenBucketLua)
+var tokenBucket = spec{
+	name: "token_bucket",
+	args: func(l Limit) []any {
+		return []any{l.Requests, l.Window.Milliseconds(), l.capacity()}
+	},
+	bucket: true,
+	script: compose(tokenBucketLua),
+	new: func(rdb redis.Scripter, prefix string, l Limit) Algorithm {
+		return NewTokenBucket(rdb, prefix, l)
+	},
+}
 
 // TokenBucket admits bursts of up to Limit.Burst requests (Limit.Requests when
 // Burst is 0) and refills Limit.Requests tokens per Limit.Window, continuously,
@@ -32,8 +42,5 @@ func NewTokenBucket(rdb redis.Scripter, prefix string, l Limit) *TokenBucket {
 // Allow admits one request for key if its bucket holds a whole token. The
 // Decision's Limit is the bucket capacity.
 func (tb *TokenBucket) Allow(ctx context.Context, key string) (Decision, error) {
-	capacity := tb.limit.capacity()
-	return decide(ctx, tb.rdb, tokenBucketScript, tb.prefix+key,
-		Limit{Requests: capacity, Window: tb.limit.Window},
-		tb.limit.Requests, tb.limit.Window.Milliseconds(), capacity)
+	return allowOne(ctx, tb.rdb, tokenBucket, tb.prefix+key, tb.limit)
 }

@@ -1,31 +1,43 @@
 -- Fixed window: a window opens with the first request after the previous one
 -- closed (as in the tutorial: a counter that lives for one window), and admits
 -- up to limit requests until it closes.
--- KEYS[1]: hash of the identity {w = window start ms, n = admitted in it}
--- ARGV[1]: limit (requests per window), ARGV[2]: window in ms
--- reply:   {allowed (0/1), remaining, reset_ms, retry_ms, now_ms}
-local limit = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
+-- key:  hash of the identity {w = window start ms, n = admitted in it}
+-- args: limit (requests per window), window in ms
+-- A cost above limit never passes: retry is one window.
+do
+  local m = {nargs = 2}
+  algorithms.fixed_window = m
 
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  function m.check(key, args, cost)
+    local limit, window = tonumber(args[1]), tonumber(args[2])
+    local now = clock.ms
+    -- The stored window start, not the key's TTL, decides whether the count is
+    -- current: expiry only collects garbage.
+    local state = redis.call('HMGET', key, 'w', 'n')
+    local start = tonumber(state[1])
+    local used = tonumber(state[2]) or 0
+    if start == nil or now >= start + window then
+      start, used = now, 0
+    end
+    local c = {start = start, used = used, remaining = limit - used, reset = 0, retry = 0}
+    if used > 0 then
+      c.reset = start + window - now
+    end
+    c.ok = cost <= limit - used
+    if cost > limit then
+      c.retry = window
+    elseif not c.ok then
+      c.retry = start + window - now
+    end
+    return c
+  end
 
--- The stored window start, not the key's TTL, decides whether the count is
--- current: expiry only collects garbage.
-local state = redis.call('HMGET', KEYS[1], 'w', 'n')
-local start = tonumber(state[1])
-local used = tonumber(state[2]) or 0
-if start == nil or now >= start + window then
-  start = now
-  used = 0
+  function m.commit(key, args, cost, c)
+    local limit, window = tonumber(args[1]), tonumber(args[2])
+    local used = c.used + cost
+    local reset = c.start + window - clock.ms
+    redis.call('HSET', key, 'w', c.start, 'n', used)
+    redis.call('PEXPIRE', key, reset)
+    return limit - used, reset
+  end
 end
-local reset = start + window - now
-
-if used >= limit then
-  return {0, 0, reset, reset, now}
-end
-
-used = used + 1
-redis.call('HSET', KEYS[1], 'w', start, 'n', used)
-redis.call('PEXPIRE', KEYS[1], reset)
-return {1, limit - used, reset, 0, now}

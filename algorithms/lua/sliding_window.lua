@@ -3,56 +3,69 @@
 -- of the window on Redis's clock and estimates the last window-long span as
 --   current + previous × (window - elapsed) / window,
 -- assuming the previous window's requests were spread evenly. A request is
--- admitted if the estimate plus it stays within the limit. Every comparison is
--- scaled by the window in ms, so the arithmetic is exact integers.
--- KEYS[1]: hash of the identity {w = current window start ms,
---          c = admitted in it, p = admitted in the window before}
--- ARGV[1]: limit (requests per window), ARGV[2]: window in ms
--- reply:   {allowed (0/1), remaining, reset_ms, retry_ms, now_ms}
-local limit = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
+-- admitted if the estimate plus its cost stays within the limit. Every
+-- comparison is scaled by the window in ms, so the arithmetic is exact integers.
+-- key:  hash of the identity {w = current window start ms,
+--       c = admitted in it, p = admitted in the window before}
+-- args: limit (requests per window), window in ms
+-- A cost above limit never passes: retry is two windows.
+do
+  local m = {nargs = 2}
+  algorithms.sliding_window = m
 
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local start = now - (now % window)
-local elapsed = now - start
+  function m.check(key, args, cost)
+    local limit, window = tonumber(args[1]), tonumber(args[2])
+    local now = clock.ms
+    local start = now - (now % window)
+    local elapsed = now - start
 
--- The stored window start, not the key's TTL, decides what the counts mean.
-local state = redis.call('HMGET', KEYS[1], 'w', 'c', 'p')
-local stored = tonumber(state[1])
-local cur, prev = 0, 0
-if stored == start then
-  cur = tonumber(state[2]) or 0
-  prev = tonumber(state[3]) or 0
-elseif stored == start - window then
-  prev = tonumber(state[2]) or 0
-end
+    -- The stored window start, not the key's TTL, decides what the counts mean.
+    local state = redis.call('HMGET', key, 'w', 'c', 'p')
+    local stored = tonumber(state[1])
+    local cur, prev = 0, 0
+    if stored == start then
+      cur = tonumber(state[2]) or 0
+      prev = tonumber(state[3]) or 0
+    elseif stored == start - window then
+      prev = tonumber(state[2]) or 0
+    end
 
--- Until the estimate is zero: this window's count weighs until the end of the
--- next window, the previous window's until the end of this one.
-local reset = 0
-if cur > 0 then
-  reset = start + 2 * window - now
-elseif prev > 0 then
-  reset = start + window - now
-end
+    -- Until the estimate is zero: this window's count weighs until the end of
+    -- the next window, the previous window's until the end of this one.
+    local reset = 0
+    if cur > 0 then
+      reset = start + 2 * window - now
+    elseif prev > 0 then
+      reset = start + window - now
+    end
 
--- budget: how far cur × window may go.
-local budget = limit * window - prev * (window - elapsed)
-if (cur + 1) * window > budget then
-  -- Denied requests are not counted. Next admission: later in this window,
-  -- once the previous window's weight has dropped enough, or else in the next
-  -- window, once this window's (then previous) weight has.
-  local retry
-  if prev > 0 and cur + 1 <= limit then
-    retry = window - math.floor((limit - cur - 1) * window / prev) - elapsed
-  else
-    retry = 2 * window - math.floor((limit - 1) * window / cur) - elapsed
+    -- budget: how far cur × window may go.
+    local budget = limit * window - prev * (window - elapsed)
+    local c = {start = start, cur = cur, prev = prev, budget = budget,
+      remaining = math.floor((budget - cur * window) / window), reset = reset, retry = 0}
+    -- cost × window against what is left: both sides stay below 2^53.
+    c.ok = cost <= limit and cost * window <= budget - cur * window
+    if cost > limit then
+      c.retry = 2 * window
+    elseif not c.ok then
+      -- Denied requests are not counted. Next admission: later in this window,
+      -- once the previous window's weight has dropped enough, or else in the
+      -- next window, once this window's (then previous) weight has.
+      if prev > 0 and cur + cost <= limit then
+        c.retry = window - math.floor((limit - cur - cost) * window / prev) - elapsed
+      else
+        c.retry = 2 * window - math.floor((limit - cost) * window / cur) - elapsed
+      end
+    end
+    return c
   end
-  return {0, 0, reset, retry, now}
-end
 
-cur = cur + 1
-redis.call('HSET', KEYS[1], 'w', start, 'c', cur, 'p', prev)
-redis.call('PEXPIRE', KEYS[1], start + 2 * window - now)
-return {1, math.floor((budget - cur * window) / window), start + 2 * window - now, 0, now}
+  function m.commit(key, args, cost, c)
+    local window = tonumber(args[2])
+    local cur = c.cur + cost
+    local reset = c.start + 2 * window - clock.ms
+    redis.call('HSET', key, 'w', c.start, 'c', cur, 'p', c.prev)
+    redis.call('PEXPIRE', key, reset)
+    return math.floor((c.budget - cur * window) / window), reset
+  end
+end

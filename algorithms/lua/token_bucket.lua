@@ -1,40 +1,51 @@
 -- Token bucket: the bucket holds up to capacity tokens and refills rate tokens
--- per window, continuously; a request takes one token. Tokens are stored scaled
--- by the window in ms (one token = window units, each ms adds rate units), so a
--- fractional refill is an exact integer and no float is ever stored.
--- KEYS[1]: hash of the identity {t = tokens × window_ms, ts = ms of t}
--- ARGV[1]: rate (tokens per window), ARGV[2]: window in ms, ARGV[3]: capacity
--- reply:   {allowed (0/1), remaining, reset_ms, retry_ms, now_ms}
-local rate = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-local full = tonumber(ARGV[3]) * window
+-- per window, continuously; a request takes cost tokens. Tokens are stored
+-- scaled by the window in ms (one token = window units, each ms adds rate
+-- units), so a fractional refill is an exact integer and no float is stored.
+-- key:  hash of the identity {t = tokens × window_ms, ts = ms of t}
+-- args: rate (tokens per window), window in ms, capacity
+-- A cost above capacity never passes: retry is the time to fill the bucket.
+do
+  local m = {nargs = 3}
+  algorithms.token_bucket = m
 
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  function m.check(key, args, cost)
+    local rate, window, capacity = tonumber(args[1]), tonumber(args[2]), tonumber(args[3])
+    local full = capacity * window
+    local now = clock.ms
+    -- A missing key is a full bucket: expiry only removes buckets that were full.
+    local state = redis.call('HMGET', key, 't', 'ts')
+    local tokens = full
+    local last = tonumber(state[2])
+    if last then
+      -- max(): if the clock steps back (failover), refill nothing rather than
+      -- refilling the same interval twice.
+      tokens = math.min(full, tonumber(state[1]) + math.max(0, now - last) * rate)
+      now = math.max(now, last)
+    end
+    -- ms until the bucket has gained units, rounded up.
+    local function after(units)
+      return math.ceil(units / rate)
+    end
+    local c = {tokens = tokens, now = now, remaining = math.floor(tokens / window),
+      reset = after(full - tokens), retry = 0}
+    c.ok = cost <= capacity and cost * window <= tokens
+    if cost > capacity then
+      c.retry = after(full)
+    elseif not c.ok then
+      -- Denied requests change nothing: the stored state already implies the refill.
+      c.retry = after(cost * window - tokens)
+    end
+    return c
+  end
 
--- A missing key is a full bucket: expiry only removes buckets that were full.
-local state = redis.call('HMGET', KEYS[1], 't', 'ts')
-local tokens = full
-local last = tonumber(state[2])
-if last then
-  -- max(): if the clock steps back (failover), refill nothing rather than
-  -- refilling the same interval twice.
-  tokens = math.min(full, tonumber(state[1]) + math.max(0, now - last) * rate)
-  now = math.max(now, last)
+  function m.commit(key, args, cost, c)
+    local rate, window, capacity = tonumber(args[1]), tonumber(args[2]), tonumber(args[3])
+    local tokens = c.tokens - cost * window
+    local reset = math.ceil((capacity * window - tokens) / rate)
+    redis.call('HSET', key, 't', tokens, 'ts', c.now)
+    -- Once full again the key carries no information.
+    redis.call('PEXPIRE', key, reset)
+    return math.floor(tokens / window), reset
+  end
 end
-
--- ms until the bucket has gained units, rounded up.
-local function after(units)
-  return math.ceil(units / rate)
-end
-
-if tokens < window then
-  -- Denied requests change nothing: the stored state already implies the refill.
-  return {0, 0, after(full - tokens), after(window - tokens), now}
-end
-
-tokens = tokens - window
-redis.call('HSET', KEYS[1], 't', tokens, 'ts', now)
--- Once full again the key carries no information.
-redis.call('PEXPIRE', KEYS[1], after(full - tokens))
-return {1, math.floor(tokens / window), after(full - tokens), 0, now}

@@ -1,0 +1,27 @@
+-- Prelude of every script (algorithms.go, compose): the table the algorithm
+-- modules register in, and Redis's clock, read once so that every rule of a
+-- call decides at the same instant.
+-- A module is a Lua file that adds itself as algorithms.<name> = m with
+--   m.nargs                        how many ARGV entries it takes (before cost)
+--   m.check(key, args, cost)       reads the state, writes nothing (sliding_log
+--                                  only trims entries that left the window) and
+--                                  returns c: c.ok (admits cost more requests),
+--                                  c.remaining and c.reset (ms) as they are now,
+--                                  c.retry (ms until c.ok; 0 when ok), plus
+--                                  whatever commit needs
+--   m.commit(key, args, cost, c, nonce)  records the request checked in c and
+--                                  returns remaining, reset_ms after it
+-- args are the module's ARGV entries as strings.
+local algorithms = {}
+local clock = {}
+do
+  local t = redis.call('TIME')
+  clock.sec, clock.usec = t[1], t[2]
+  clock.us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  clock.ms = math.floor(clock.us / 1000)
+end
+
+-- Durations go out in whole ms, rounded up, so a request sent at retry_ms passes.
+local function ms(us)
+  return math.ceil(us / 1000)
+end
