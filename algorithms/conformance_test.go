@@ -142,13 +142,24 @@ type subject struct {
 	h      harness
 	name   string
 	prefix string
+	// rdb is what the algorithm runs on; nil means h.rdb.
+	rdb redis.Scripter
+	// wrap, when set, wraps every algorithm under test (e.g. in a DenyCache).
+	wrap func(Algorithm) Algorithm
 }
 
 func (s subject) new(t *testing.T, l Limit) Algorithm {
 	t.Helper()
-	a, err := New(s.name, s.h.rdb, s.prefix, l)
+	var rdb redis.Scripter = s.h.rdb
+	if s.rdb != nil {
+		rdb = s.rdb
+	}
+	a, err := New(s.name, rdb, s.prefix, l)
 	if err != nil {
 		t.Fatalf("New(%q): %v", s.name, err)
+	}
+	if s.wrap != nil {
+		return s.wrap(a)
 	}
 	return a
 }
