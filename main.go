@@ -81,7 +81,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	}
 	seed := make([]models.Credential, len(cfg.SeedUsers))
 	for i, u := range cfg.SeedUsers {
-		seed[i] = models.Credential{Name: u.Name, Password: u.Password}
+		seed[i] = models.Credential{Name: u.Name, Password: u.Password, Tier: u.Tier}
 	}
 	if err := models.Seed(startCtx, db, seed); err != nil {
 		return err
@@ -107,7 +107,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		collectors.NewDBStatsCollector(sqlDB, cfg.DBDriver),
 	)
 
-	guards := []gin.HandlerFunc{middleware.Identify(log, store, 2*time.Second, 5*time.Minute)}
+	guards := []gin.HandlerFunc{middleware.Identify(log, store, 2*time.Second, 5*time.Minute, cfg.AuthKeyCacheTTL)}
 	if cfg.Enabled {
 		alg, err := algorithms.New(cfg.Algorithm, rdb, cfg.KeyPrefix,
 			algorithms.Limit{Requests: cfg.Limit, Window: cfg.Window, Burst: cfg.Burst})

@@ -581,7 +581,7 @@ func TestDeniedRequestsSkipDatabase(t *testing.T) {
 		Log:        log,
 		Continents: continents,
 		Guards: []gin.HandlerFunc{
-			middleware.Identify(log, store, time.Second, time.Minute),
+			middleware.Identify(log, store, time.Second, time.Minute, time.Minute),
 			middleware.RateLimit(log, alg, "fixed_window", "fixed_window", time.Second, false),
 		},
 	})

@@ -17,10 +17,12 @@ import (
 // ErrInvalid is wrapped by every error Load returns.
 var ErrInvalid = errors.New("invalid configuration")
 
-// User is one account to seed at start-up.
+// User is one account to seed at start-up. An empty Tier keeps an existing
+// user's tier (a new user gets "free").
 type User struct {
 	Name     string
 	Password string
+	Tier     string
 }
 
 // Config is every setting the service reads.
@@ -45,6 +47,10 @@ type Config struct {
 	LogLevel       slog.Level
 	DBConnect      time.Duration // how long start-up retries the database
 	Shutdown       time.Duration // how long in-flight requests get at shutdown
+
+	AuthKeyCacheTTL time.Duration // how long a checked API key is believed
+	AuthFailLimit   int           // failed credential checks per IP and per user name and window; 0: no guard
+	AuthFailWindow  time.Duration
 }
 
 // Load reads the configuration through getenv. Every problem is reported at
@@ -92,6 +98,9 @@ func Load(getenv func(string) string) (Config, error) {
 		p.fail("DB_DSN", "", "want a DSN such as api_user:EXAMPLE_PASSWORD@tcp(127.0.0.1:3306)/countries?parseTime=true when DB_DRIVER=mysql")
 	}
 	c.SeedUsers = p.users("SEED_USERS", usersDefault)
+	c.AuthKeyCacheTTL = p.duration("AUTH_KEY_CACHE_TTL", "10s", 0, time.Hour)
+	c.AuthFailLimit = p.int("AUTH_FAIL_LIMIT", "10", 0, 1_000_000)
+	c.AuthFailWindow = p.duration("AUTH_FAIL_WINDOW", "15m", time.Second, 7*24*time.Hour)
 	if len(p.errs) > 0 {
 		return Config{}, fmt.Errorf("%w: %w", ErrInvalid, errors.Join(p.errs...))
 	}
@@ -210,6 +219,10 @@ func (p *parser) prefixes(name string) []netip.Prefix {
 	return out
 }
 
+// users reads a comma list of user:password or user:password:tier. The part
+// after the last colon is a tier when it looks like one (a lowercase letter,
+// then lowercase letters, digits, _ or -); so a password that contains a
+// colon followed by such a word needs its tier written out: user:pa:ss:free.
 func (p *parser) users(name, def string) []User {
 	v := p.str(name, def)
 	if v == "" {
@@ -218,12 +231,30 @@ func (p *parser) users(name, def string) []User {
 	var out []User
 	for i, s := range strings.Split(v, ",") {
 		user, pass, ok := strings.Cut(strings.TrimSpace(s), ":")
-		if !ok || user == "" || pass == "" || len(pass) > 72 {
+		var tier string
+		if i := strings.LastIndexByte(pass, ':'); i >= 0 && isTier(pass[i+1:]) {
+			pass, tier = pass[:i], pass[i+1:]
+		}
+		if !ok || user == "" || pass == "" || len(pass) > 72 || len(user) > 64 {
 			// Never echo the value: it holds passwords.
-			p.errs = append(p.errs, fmt.Errorf("%s: entry %d: want user:password (password 1 to 72 bytes)", name, i+1))
+			p.errs = append(p.errs, fmt.Errorf("%s: entry %d: want user:password or user:password:tier (name 1 to 64 bytes, password 1 to 72 bytes)", name, i+1))
 			continue
 		}
-		out = append(out, User{Name: user, Password: pass})
+		out = append(out, User{Name: user, Password: pass, Tier: tier})
 	}
 	return out
+}
+
+// isTier reports whether s is a tier name: a lowercase letter, then up to 31
+// lowercase letters, digits, _ or -.
+func isTier(s string) bool {
+	if s == "" || len(s) > 32 || s[0] < 'a' || s[0] > 'z' {
+		return false
+	}
+	for _, r := range s {
+		if (r < 'a' || r > 'z') && (r < '0' || r > '9') && r != '_' && r != '-' {
+			return false
+		}
+	}
+	return true
 }

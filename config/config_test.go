@@ -37,6 +37,10 @@ func TestLoadDefaults(t *testing.T) {
 		LogLevel:  slog.LevelInfo,
 		DBConnect: 30 * time.Second,
 		Shutdown:  10 * time.Second,
+
+		AuthKeyCacheTTL: 10 * time.Second,
+		AuthFailLimit:   10,
+		AuthFailWindow:  15 * time.Minute,
 	}
 	mysql := sqlite
 	mysql.DBDriver = "mysql"
@@ -107,7 +111,14 @@ func TestLoadValues(t *testing.T) {
 		{"hyphenated token-bucket", map[string]string{"RATE_LIMIT_ALGORITHM": "token-bucket"}, func(c Config) any { return c.Algorithm }, "token_bucket"},
 		{"hyphenated fixed-window", map[string]string{"RATE_LIMIT_ALGORITHM": "fixed-window"}, func(c Config) any { return c.Algorithm }, "fixed_window"},
 		{"underscored kept", map[string]string{"RATE_LIMIT_ALGORITHM": "sliding_window"}, func(c Config) any { return c.Algorithm }, "sliding_window"},
-		{"seed users", map[string]string{"SEED_USERS": "a:pw1, b:pw:2"}, func(c Config) any { return c.SeedUsers }, []User{{"a", "pw1"}, {"b", "pw:2"}}},
+		{"seed users", map[string]string{"SEED_USERS": "a:pw1, b:pw:2"}, func(c Config) any { return c.SeedUsers }, []User{{"a", "pw1", ""}, {"b", "pw:2", ""}}},
+		{"seed users with tiers", map[string]string{"SEED_USERS": "a:pw1:pro,b:pw2,c:pw:3:free,d:pw:Gold,e:pw:team-2"}, func(c Config) any { return c.SeedUsers },
+			[]User{{"a", "pw1", "pro"}, {"b", "pw2", ""}, {"c", "pw:3", "free"}, {"d", "pw:Gold", ""}, {"e", "pw", "team-2"}}},
+		{"key cache ttl", map[string]string{"AUTH_KEY_CACHE_TTL": "200ms"}, func(c Config) any { return c.AuthKeyCacheTTL }, 200 * time.Millisecond},
+		{"key cache off", map[string]string{"AUTH_KEY_CACHE_TTL": "0s"}, func(c Config) any { return c.AuthKeyCacheTTL }, time.Duration(0)},
+		{"auth fail limit", map[string]string{"AUTH_FAIL_LIMIT": "3"}, func(c Config) any { return c.AuthFailLimit }, 3},
+		{"auth guard off", map[string]string{"AUTH_FAIL_LIMIT": "0"}, func(c Config) any { return c.AuthFailLimit }, 0},
+		{"auth fail window", map[string]string{"AUTH_FAIL_WINDOW": "1h"}, func(c Config) any { return c.AuthFailWindow }, time.Hour},
 		{"cluster", map[string]string{"REDIS_CLUSTER_ADDRS": "10.0.0.1:7000, 10.0.0.2:7001"}, func(c Config) any { return c.RedisCluster }, []string{"10.0.0.1:7000", "10.0.0.2:7001"}},
 	}
 	for _, tt := range tests {
@@ -178,6 +189,13 @@ func TestLoadInvalid(t *testing.T) {
 		{"seed users no colon", map[string]string{"SEED_USERS": "nocolon"}, "SEED_USERS"},
 		{"seed users empty password", map[string]string{"SEED_USERS": "a:"}, "SEED_USERS"},
 		{"seed users empty name", map[string]string{"SEED_USERS": ":pw"}, "SEED_USERS"},
+		{"seed users tier only", map[string]string{"SEED_USERS": "a::pro"}, "SEED_USERS"},
+		{"seed users long name", map[string]string{"SEED_USERS": strings.Repeat("a", 65) + ":pw"}, "SEED_USERS"},
+		{"key cache ttl negative", map[string]string{"AUTH_KEY_CACHE_TTL": "-1s"}, "AUTH_KEY_CACHE_TTL"},
+		{"key cache ttl no unit", map[string]string{"AUTH_KEY_CACHE_TTL": "10"}, "AUTH_KEY_CACHE_TTL"},
+		{"auth fail limit negative", map[string]string{"AUTH_FAIL_LIMIT": "-1"}, "AUTH_FAIL_LIMIT"},
+		{"auth fail limit words", map[string]string{"AUTH_FAIL_LIMIT": "ten"}, "AUTH_FAIL_LIMIT"},
+		{"auth fail window zero", map[string]string{"AUTH_FAIL_WINDOW": "0s"}, "AUTH_FAIL_WINDOW"},
 		{"burst zero", map[string]string{"RATE_LIMIT_BURST": "0"}, "RATE_LIMIT_BURST"},
 		{"metrics addr no port", map[string]string{"METRICS_ADDR": "localhost"}, "METRICS_ADDR"},
 		{"log format", map[string]string{"LOG_FORMAT": "xml"}, "LOG_FORMAT"},
@@ -231,6 +249,8 @@ func TestLoadErrorsHideSecrets(t *testing.T) {
 		{"seed users bad entry", map[string]string{"SEED_USERS": "ok:" + secret + ",nocolon" + secret}},
 		{"seed users password too long", map[string]string{"SEED_USERS": "a:" + secret + strings.Repeat("x", 80)}},
 		{"seed users no name", map[string]string{"SEED_USERS": ":" + secret}},
+		{"seed users with tier, no name", map[string]string{"SEED_USERS": ":" + secret + ":pro"}},
+		{"seed users with tier, password too long", map[string]string{"SEED_USERS": "a:" + secret + strings.Repeat("x", 80) + ":pro"}},
 		{"redis url wrong scheme", map[string]string{"REDIS_URL": "http://:" + secret + "@127.0.0.1:6379"}},
 		{"redis url unparsable", map[string]string{"REDIS_URL": "redis://:" + secret + "@[::1"}},
 		{"redis url no host", map[string]string{"REDIS_URL": "redis://:" + secret + "@"}},

@@ -5,6 +5,7 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/hex"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -15,92 +16,172 @@ import (
 	"golang.org/x/sync/singleflight"
 )
 
-// identityKey is where Identify leaves the caller's identity in the gin context.
-const identityKey = "tollgate.identity"
+// Where Identify leaves the caller's identity and tier in the gin context.
+const (
+	identityKey = "tollgate.identity"
+	tierKey     = "tollgate.tier"
+)
+
+// AnonymousTier is the tier of callers identified by their IP address.
+const AnonymousTier = "anonymous"
 
 // Identity returns the caller identity Identify set: "user:NAME" or "ip:ADDR".
 func Identity(c *gin.Context) string {
 	return c.GetString(identityKey)
 }
 
-type userChecker interface {
-	CheckPassword(ctx context.Context, name, password string) (bool, error)
+// Tier returns the tier of the user Identify found, or AnonymousTier for a
+// caller identified by IP address.
+func Tier(c *gin.Context) string {
+	if t := c.GetString(tierKey); t != "" {
+		return t
+	}
+	return AnonymousTier
 }
 
-// Identify names the caller: a user for valid HTTP Basic credentials, else the
-// client IP (gin's ClientIP, which honours X-Forwarded-For only from trusted
-// proxies). Wrong or malformed credentials get 401. Successful checks are
-// remembered for cacheTTL under a keyed hash of the credentials, so bcrypt runs
-// once per credential and period, not once per request.
-func Identify(log *slog.Logger, users userChecker, timeout, cacheTTL time.Duration) gin.HandlerFunc {
-	cache := newCredentialCache(cacheTTL, 10_000)
+type userChecker interface {
+	CheckPassword(ctx context.Context, name, password string) (tier string, ok bool, err error)
+	CheckAPIKey(ctx context.Context, key string) (name, tier string, ok bool, err error)
+}
+
+// maxKeyLen bounds the X-API-Key values worth looking up; real keys are 46 bytes.
+const maxKeyLen = 128
+
+// Identify names the caller: a user for valid HTTP Basic credentials or a
+// valid X-API-Key, else the client IP (gin's ClientIP, which honours
+// X-Forwarded-For only from trusted proxies). Both credentials kinds name the
+// same identity, "user:NAME", so a user's limits are the same whichever is
+// sent. Wrong, malformed or revoked credentials get 401; both kinds at once
+// get 400.
+//
+// Successful checks are remembered under a keyed hash of the credential, so
+// bcrypt runs once per credential and passwordTTL, not once per request; API
+// keys are remembered for keyTTL only, which bounds how long a revoked key
+// keeps working.
+func Identify(log *slog.Logger, users userChecker, timeout, passwordTTL, keyTTL time.Duration) gin.HandlerFunc {
+	passwords := newCredentialCache(passwordTTL, 10_000)
+	keys := newCredentialCache(keyTTL, 10_000)
 	var group singleflight.Group
+	// check runs fn once for concurrent requests with the same cache key. The
+	// cache is read again and filled inside the flight: a request that missed
+	// the cache just as a flight ended must not start a second check.
+	check := func(c *gin.Context, cache *credentialCache, k [sha256.Size]byte, fn func(ctx context.Context) (cached, bool, error)) (cached, bool, error) {
+		v, err, _ := group.Do(cache.kind+string(k[:]), func() (any, error) {
+			if who, ok := cache.get(k); ok {
+				return result{who, true}, nil
+			}
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request.Context()), timeout)
+			defer cancel()
+			who, ok, err := fn(ctx)
+			if err == nil && ok {
+				cache.add(k, who)
+			}
+			return result{who, ok}, err
+		})
+		if err != nil {
+			return cached{}, false, err
+		}
+		r := v.(result)
+		return r.who, r.ok, nil
+	}
 	return func(c *gin.Context) {
-		if c.GetHeader("Authorization") == "" {
+		authorization, apiKey := c.GetHeader("Authorization"), c.GetHeader("X-API-Key")
+		var (
+			who cached
+			ok  bool
+			err error
+		)
+		switch {
+		case authorization == "" && apiKey == "":
 			ip := c.ClientIP()
 			if ip == "" {
 				ip = "unknown"
 			}
 			c.Set(identityKey, "ip:"+ip)
 			return
-		}
-		name, password, ok := c.Request.BasicAuth()
-		if !ok || name == "" || len(name) > 64 || len(password) > 72 || !utf8.ValidString(name) {
-			unauthorized(c)
+		case authorization != "" && apiKey != "":
+			Abort(c, http.StatusBadRequest, "send one credential: Authorization or X-API-Key, not both", nil)
 			return
-		}
-		key := cache.key(name, password)
-		if !cache.has(key) {
-			// Concurrent requests with the same credentials share one check.
-			// The cache is read again and filled inside the flight: a request
-			// that missed the cache just as a flight ended must not start a
-			// second check.
-			v, err, _ := group.Do(string(key[:]), func() (any, error) {
-				if cache.has(key) {
-					return true, nil
-				}
-				ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request.Context()), timeout)
-				defer cancel()
-				ok, err := users.CheckPassword(ctx, name, password)
-				if err == nil && ok {
-					cache.add(key)
-				}
-				return ok, err
-			})
-			if err != nil {
-				log.Warn("check credentials", "err", err)
-				Abort(c, http.StatusServiceUnavailable, "authentication unavailable", nil)
-				return
-			}
-			if !v.(bool) {
+		case apiKey != "":
+			if len(apiKey) > maxKeyLen {
 				unauthorized(c)
 				return
 			}
+			k := keys.key(apiKey, "")
+			if who, ok = keys.get(k); !ok {
+				who, ok, err = check(c, keys, k, func(ctx context.Context) (cached, bool, error) {
+					name, tier, ok, err := users.CheckAPIKey(ctx, apiKey)
+					return cached{name: name, tier: tier}, ok, err
+				})
+			}
+		default:
+			name, password, basicOK := c.Request.BasicAuth()
+			if !basicOK || name == "" || len(name) > 64 || len(password) > 72 || !utf8.ValidString(name) {
+				unauthorized(c)
+				return
+			}
+			k := passwords.key(name, password)
+			if who, ok = passwords.get(k); !ok {
+				who, ok, err = check(c, passwords, k, func(ctx context.Context) (cached, bool, error) {
+					tier, ok, err := users.CheckPassword(ctx, name, password)
+					return cached{name: name, tier: tier}, ok, err
+				})
+			}
 		}
-		c.Set(identityKey, "user:"+name)
+		if err != nil {
+			log.Warn("check credentials", "err", err)
+			Abort(c, http.StatusServiceUnavailable, "authentication unavailable", nil)
+			return
+		}
+		if !ok {
+			unauthorized(c)
+			return
+		}
+		c.Set(identityKey, "user:"+who.name)
+		c.Set(tierKey, who.tier)
 	}
 }
 
+// unauthorized answers 401. The Basic challenge is sent for rejected API keys
+// too: it is the one scheme a browser can answer, and clients that send keys
+// ignore it.
 func unauthorized(c *gin.Context) {
 	c.Header("WWW-Authenticate", `Basic realm="tollgate", charset="UTF-8"`)
 	Abort(c, http.StatusUnauthorized, "invalid credentials", nil)
 }
 
-// credentialCache remembers credentials that passed the password check.
-// Entries are HMACs under a key made at start-up, so even the process memory
-// holds no password or reusable unsalted hash of one.
+// cached is who a credential that passed its check belongs to.
+type cached struct {
+	name, tier string
+}
+
+// result is what a credential check flight shares with its waiters.
+type result struct {
+	who cached
+	ok  bool
+}
+
+// credentialCache remembers credentials that passed their check, and whose
+// they are. Entries are HMACs under a key made at start-up, so even the
+// process memory holds no password, API key or reusable unsalted hash of one.
 type credentialCache struct {
+	kind    string // names the cache in singleflight keys
 	secret  []byte
 	ttl     time.Duration
 	max     int
 	mu      sync.Mutex
-	expires map[[sha256.Size]byte]time.Time
+	entries map[[sha256.Size]byte]cacheEntry
+}
+
+type cacheEntry struct {
+	who     cached
+	expires time.Time
 }
 
 func newCredentialCache(ttl time.Duration, size int) *credentialCache {
 	secret := make([]byte, 32)
 	rand.Read(secret)
-	return &credentialCache{secret: secret, ttl: ttl, max: size, expires: make(map[[sha256.Size]byte]time.Time)}
+	return &credentialCache{kind: hex.EncodeToString(secret[:4]), secret: secret, ttl: ttl, max: size, entries: make(map[[sha256.Size]byte]cacheEntry)}
 }
 
 func (cc *credentialCache) key(name, password string) [sha256.Size]byte {
@@ -113,18 +194,24 @@ func (cc *credentialCache) key(name, password string) [sha256.Size]byte {
 	return k
 }
 
-func (cc *credentialCache) has(k [sha256.Size]byte) bool {
+func (cc *credentialCache) get(k [sha256.Size]byte) (cached, bool) {
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
-	exp, ok := cc.expires[k]
-	return ok && time.Now().Before(exp)
+	e, ok := cc.entries[k]
+	if !ok || !time.Now().Before(e.expires) {
+		return cached{}, false
+	}
+	return e.who, true
 }
 
-func (cc *credentialCache) add(k [sha256.Size]byte) {
+func (cc *credentialCache) add(k [sha256.Size]byte, who cached) {
+	if cc.ttl <= 0 {
+		return
+	}
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
-	if len(cc.expires) >= cc.max {
-		clear(cc.expires) // rare; the next requests pay bcrypt once more
+	if len(cc.entries) >= cc.max {
+		clear(cc.entries) // rare; the next requests pay their checks once more
 	}
-	cc.expires[k] = time.Now().Add(cc.ttl)
+	cc.entries[k] = cacheEntry{who: who, expires: time.Now().Add(cc.ttl)}
 }

@@ -15,18 +15,50 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-// fakeUsers is a userChecker that knows one user, counts its calls, can fail,
-// and can hold every call until release is closed.
+// fakeUsers is a userChecker that knows one user (of tier, "free" when
+// empty) and that user's API keys; it counts its calls, can fail, and can hold
+// every call until release is closed.
 type fakeUsers struct {
-	name, password string
-	err            error
-	release        chan struct{} // nil: answer at once
+	name, password, tier string
+	err                  error
+	release              chan struct{} // nil: answer at once
 
 	mu    sync.Mutex
 	calls int
+	keys  map[string]bool // key: revoked
 }
 
-func (f *fakeUsers) CheckPassword(ctx context.Context, name, password string) (bool, error) {
+func (f *fakeUsers) CheckPassword(ctx context.Context, name, password string) (string, bool, error) {
+	if err := f.call(ctx); err != nil {
+		return "", false, err
+	}
+	if name != f.name || password != f.password {
+		return "", false, nil
+	}
+	return f.userTier(), true, nil
+}
+
+func (f *fakeUsers) CheckAPIKey(ctx context.Context, key string) (string, string, bool, error) {
+	if err := f.call(ctx); err != nil {
+		return "", "", false, err
+	}
+	f.mu.Lock()
+	revoked, ok := f.keys[key]
+	f.mu.Unlock()
+	if !ok || revoked {
+		return "", "", false, nil
+	}
+	return f.name, f.userTier(), true, nil
+}
+
+func (f *fakeUsers) userTier() string {
+	if f.tier == "" {
+		return "free"
+	}
+	return f.tier
+}
+
+func (f *fakeUsers) call(ctx context.Context) error {
 	f.mu.Lock()
 	f.calls++
 	f.mu.Unlock()
@@ -34,13 +66,20 @@ func (f *fakeUsers) CheckPassword(ctx context.Context, name, password string) (b
 		select {
 		case <-f.release:
 		case <-ctx.Done():
-			return false, ctx.Err()
+			return ctx.Err()
 		}
 	}
-	if f.err != nil {
-		return false, f.err
+	return f.err
+}
+
+// setKey adds key for the user, or revokes it.
+func (f *fakeUsers) setKey(key string, revoked bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.keys == nil {
+		f.keys = map[string]bool{}
 	}
-	return name == f.name && password == f.password, nil
+	f.keys[key] = revoked
 }
 
 func (f *fakeUsers) Calls() int {
@@ -49,16 +88,24 @@ func (f *fakeUsers) Calls() int {
 	return f.calls
 }
 
-// identifyEngine serves GET /x behind Identify, answering with the identity.
-// proxies are the engine's trusted proxies (nil: none), set as routes.New does.
+// identifyEngine serves GET /x behind Identify, answering with the identity
+// and the tier in X-Tier. proxies are the engine's trusted proxies (nil:
+// none), set as routes.New does.
 func identifyEngine(t *testing.T, users userChecker, proxies []string) *gin.Engine {
+	t.Helper()
+	return identifyEngineTTL(t, users, proxies, time.Minute)
+}
+
+// identifyEngineTTL is identifyEngine with keyTTL as the API key cache's TTL.
+func identifyEngineTTL(t *testing.T, users userChecker, proxies []string, keyTTL time.Duration) *gin.Engine {
 	t.Helper()
 	r := gin.New()
 	if err := r.SetTrustedProxies(proxies); err != nil {
 		t.Fatalf("SetTrustedProxies(%v): %v", proxies, err)
 	}
 	r.RemoteIPHeaders = []string{"X-Forwarded-For"}
-	r.GET("/x", Identify(discard(), users, time.Second, time.Minute), func(c *gin.Context) {
+	r.GET("/x", Identify(discard(), users, time.Second, time.Minute, keyTTL), func(c *gin.Context) {
+		c.Header("X-Tier", Tier(c))
 		c.String(http.StatusOK, Identity(c))
 	})
 	return r
@@ -154,6 +201,9 @@ func TestIdentifyClientIP(t *testing.T) {
 			if got := w.Body.String(); got != tt.want {
 				t.Errorf("Identity() = %q, want %q", got, tt.want)
 			}
+			if got := w.Header().Get("X-Tier"); got != "anonymous" {
+				t.Errorf("Tier() = %q, want %q", got, "anonymous")
+			}
 			if users.Calls() != 0 {
 				t.Errorf("CheckPassword() called %d times, want 0", users.Calls())
 			}
@@ -176,8 +226,97 @@ func TestIdentifyBasic(t *testing.T) {
 	if got, want := w.Body.String(), "user:alice"; got != want {
 		t.Errorf("Identity() = %q, want %q", got, want)
 	}
+	if got, want := w.Header().Get("X-Tier"), "free"; got != want {
+		t.Errorf("Tier() = %q, want %q", got, want)
+	}
 	if users.Calls() != 1 {
 		t.Errorf("CheckPassword() called %d times, want 1", users.Calls())
+	}
+}
+
+func TestIdentifyAPIKey(t *testing.T) {
+	tests := []struct {
+		name       string
+		header     map[string]string
+		wantStatus int
+		wantBody   string // on 200
+		wantTier   string // on 200
+		wantCalls  int
+	}{
+		{"valid key", map[string]string{"X-API-Key": "tg_good"}, http.StatusOK, "user:alice", "pro", 1},
+		{"revoked key", map[string]string{"X-API-Key": "tg_revoked"}, http.StatusUnauthorized, "", "", 1},
+		{"unknown key", map[string]string{"X-API-Key": "tg_nope"}, http.StatusUnauthorized, "", "", 1},
+		{"password as key", map[string]string{"X-API-Key": "pw"}, http.StatusUnauthorized, "", "", 1},
+		{"key too long", map[string]string{"X-API-Key": strings.Repeat("k", 129)}, http.StatusUnauthorized, "", "", 0},
+		{"key and basic", map[string]string{"X-API-Key": "tg_good", "Authorization": basic("alice", "pw")}, http.StatusBadRequest, "", "", 0},
+		{"key and wrong basic", map[string]string{"X-API-Key": "tg_good", "Authorization": basic("alice", "nope")}, http.StatusBadRequest, "", "", 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			users := &fakeUsers{name: "alice", password: "pw", tier: "pro"}
+			users.setKey("tg_good", false)
+			users.setKey("tg_revoked", true)
+			r := identifyEngine(t, users, nil)
+
+			w := serve(t, r, "192.0.2.1:1234", tt.header)
+
+			if w.Code != tt.wantStatus {
+				t.Fatalf("status = %d, want %d", w.Code, tt.wantStatus)
+			}
+			if tt.wantStatus == http.StatusOK {
+				if got := w.Body.String(); got != tt.wantBody {
+					t.Errorf("Identity() = %q, want %q", got, tt.wantBody)
+				}
+				if got := w.Header().Get("X-Tier"); got != tt.wantTier {
+					t.Errorf("Tier() = %q, want %q", got, tt.wantTier)
+				}
+			} else if _, ok := decodeJSON(t, w)["error"]; !ok {
+				t.Errorf("body = %s, want a JSON error", w.Body)
+			}
+			if users.Calls() != tt.wantCalls {
+				t.Errorf("checker called %d times, want %d", users.Calls(), tt.wantCalls)
+			}
+		})
+	}
+}
+
+func TestIdentifyRevokedKeyStopsAfterTTL(t *testing.T) {
+	const ttl = 50 * time.Millisecond
+	users := &fakeUsers{name: "alice", password: "pw", tier: "pro"}
+	users.setKey("tg_good", false)
+	r := identifyEngineTTL(t, users, nil, ttl)
+	header := map[string]string{"X-API-Key": "tg_good"}
+
+	for i := range 3 {
+		if w := serve(t, r, "192.0.2.1:1234", header); w.Code != http.StatusOK || w.Header().Get("X-Tier") != "pro" {
+			t.Fatalf("request %d = %d, tier %q; want 200, pro", i, w.Code, w.Header().Get("X-Tier"))
+		}
+	}
+	if got := users.Calls(); got != 1 {
+		t.Errorf("CheckAPIKey() called %d times for 3 requests, want 1 (cached)", got)
+	}
+	users.setKey("tg_good", true)
+	time.Sleep(2 * ttl)
+	if w := serve(t, r, "192.0.2.1:1234", header); w.Code != http.StatusUnauthorized {
+		t.Errorf("request after revoking and the TTL = %d, want %d", w.Code, http.StatusUnauthorized)
+	}
+}
+
+func TestIdentifyCacheKeepsTier(t *testing.T) {
+	users := &fakeUsers{name: "alice", password: "pw", tier: "pro"}
+	users.setKey("tg_good", false)
+	r := identifyEngine(t, users, nil)
+	for _, header := range []map[string]string{
+		{"Authorization": basic("alice", "pw")}, {"Authorization": basic("alice", "pw")},
+		{"X-API-Key": "tg_good"}, {"X-API-Key": "tg_good"},
+	} {
+		w := serve(t, r, "192.0.2.1:1234", header)
+		if w.Code != http.StatusOK || w.Body.String() != "user:alice" || w.Header().Get("X-Tier") != "pro" {
+			t.Errorf("%v = %d %q, tier %q; want 200 %q, tier pro", header, w.Code, w.Body, w.Header().Get("X-Tier"), "user:alice")
+		}
+	}
+	if got := users.Calls(); got != 2 {
+		t.Errorf("checker called %d times, want 2 (one per credential)", got)
 	}
 }
 

@@ -1,6 +1,7 @@
 package models
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -67,7 +68,7 @@ func Open(ctx context.Context, log *slog.Logger, driver, dsn string) (*gorm.DB, 
 // Migrate creates or updates the tables. Instances starting together race to
 // create them; the losers see "already exists" and succeed on a retry.
 func Migrate(ctx context.Context, db *gorm.DB) error {
-	err := retry(ctx, func() error { return db.WithContext(ctx).AutoMigrate(&Continent{}, &User{}) })
+	err := retry(ctx, func() error { return db.WithContext(ctx).AutoMigrate(&Continent{}, &User{}, &APIKey{}) })
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
@@ -95,7 +96,7 @@ func retry(ctx context.Context, fn func() error) error {
 // Seed writes the seven continents (ids 1..7, names as in the tutorial) and
 // the given users. It is idempotent: running it again, from any number of
 // instances at once, leaves the same rows. A seeded user whose password
-// changed gets the new hash.
+// changed gets the new hash; one seeded with a tier gets that tier.
 func Seed(ctx context.Context, db *gorm.DB, users []Credential) error {
 	db = db.WithContext(ctx)
 	err := retry(ctx, func() error {
@@ -118,19 +119,30 @@ func Seed(ctx context.Context, db *gorm.DB, users []Credential) error {
 func seedUser(db *gorm.DB, c Credential) error {
 	var u User
 	err := db.Where("username = ?", c.Name).Take(&u).Error
-	if err == nil && bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), []byte(c.Password)) == nil {
-		return nil
-	}
 	if err != nil && !errors.Is(err, gorm.ErrRecordNotFound) {
 		return err
 	}
-	hash, herr := bcrypt.GenerateFromPassword([]byte(c.Password), bcrypt.DefaultCost)
-	if herr != nil {
-		return herr
-	}
 	if err == nil {
-		return db.Model(&u).Update("password_hash", string(hash)).Error
+		changes := map[string]any{}
+		if c.Tier != "" && c.Tier != u.Tier {
+			changes["tier"] = c.Tier
+		}
+		if bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), []byte(c.Password)) != nil {
+			hash, err := bcrypt.GenerateFromPassword([]byte(c.Password), bcrypt.DefaultCost)
+			if err != nil {
+				return err
+			}
+			changes["password_hash"] = string(hash)
+		}
+		if len(changes) == 0 {
+			return nil
+		}
+		return db.Model(&u).Updates(changes).Error
+	}
+	hash, err := bcrypt.GenerateFromPassword([]byte(c.Password), bcrypt.DefaultCost)
+	if err != nil {
+		return err
 	}
 	return db.Clauses(clause.OnConflict{DoNothing: true}).
-		Create(&User{Username: c.Name, PasswordHash: string(hash)}).Error
+		Create(&User{Username: c.Name, PasswordHash: string(hash), Tier: cmp.Or(c.Tier, DefaultTier)}).Error
 }

@@ -3,11 +3,14 @@ package models
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -150,21 +153,24 @@ func TestCheckPassword(t *testing.T) {
 			db := open(t, driver, dsn)
 			seed(t, db, Credential{Name: "john_doe", Password: "old"})
 			seed(t, db, Credential{Name: "john_doe", Password: "EXAMPLE_PASSWORD"}) // password changed
+			seed(t, db, Credential{Name: "paula", Password: "pw", Tier: "pro"})
 			store := NewStore(db)
 			tests := []struct {
 				name, user, password string
-				want                 bool
+				wantTier             string
+				wantOK               bool
 			}{
-				{"right password", "john_doe", "EXAMPLE_PASSWORD", true},
-				{"old password", "john_doe", "old", false},
-				{"wrong password", "john_doe", "nope", false},
-				{"unknown user", "jane", "EXAMPLE_PASSWORD", false},
+				{"right password", "john_doe", "EXAMPLE_PASSWORD", "free", true},
+				{"old password", "john_doe", "old", "", false},
+				{"wrong password", "john_doe", "nope", "", false},
+				{"unknown user", "jane", "EXAMPLE_PASSWORD", "", false},
+				{"seeded with a tier", "paula", "pw", "pro", true},
 			}
 			for _, tt := range tests {
 				t.Run(tt.name, func(t *testing.T) {
-					got, err := store.CheckPassword(t.Context(), tt.user, tt.password)
-					if err != nil || got != tt.want {
-						t.Errorf("CheckPassword(%q, %q) = %v, %v; want %v, nil", tt.user, tt.password, got, err, tt.want)
+					tier, ok, err := store.CheckPassword(t.Context(), tt.user, tt.password)
+					if err != nil || tier != tt.wantTier || ok != tt.wantOK {
+						t.Errorf("CheckPassword(%q, %q) = %q, %v, %v; want %q, %v, nil", tt.user, tt.password, tier, ok, err, tt.wantTier, tt.wantOK)
 					}
 				})
 			}
@@ -174,6 +180,178 @@ func TestCheckPassword(t *testing.T) {
 				t.Errorf("stored password hash = %q, want a bcrypt hash", u.PasswordHash)
 			}
 		})
+	}
+}
+
+func TestSeedTiers(t *testing.T) {
+	for name, newDB := range databases(t) {
+		t.Run(name, func(t *testing.T) {
+			driver, dsn := newDB(t)
+			db := open(t, driver, dsn)
+			store := NewStore(db)
+			steps := []struct {
+				seed     Credential
+				wantTier string
+			}{
+				{Credential{Name: "amy", Password: "pw"}, "free"},
+				{Credential{Name: "amy", Password: "pw", Tier: "pro"}, "pro"},
+				{Credential{Name: "amy", Password: "pw"}, "pro"},                 // no tier: kept
+				{Credential{Name: "amy", Password: "pw2", Tier: "gold"}, "gold"}, // password and tier at once
+			}
+			for i, s := range steps {
+				seed(t, db, s.seed)
+				tier, ok, err := store.CheckPassword(t.Context(), s.seed.Name, s.seed.Password)
+				if err != nil || !ok || tier != s.wantTier {
+					t.Errorf("step %d: CheckPassword() = %q, %v, %v; want %q, true, nil", i, tier, ok, err, s.wantTier)
+				}
+			}
+		})
+	}
+}
+
+func TestCreateUser(t *testing.T) {
+	for name, newDB := range databases(t) {
+		t.Run(name, func(t *testing.T) {
+			driver, dsn := newDB(t)
+			db := open(t, driver, dsn)
+			seed(t, db)
+			store := NewStore(db)
+			if err := store.CreateUser(t.Context(), "amy", "pw", "pro"); err != nil {
+				t.Fatalf("CreateUser(amy) = %v, want nil", err)
+			}
+			if err := store.CreateUser(t.Context(), "bo", "pw", ""); err != nil {
+				t.Fatalf("CreateUser(bo) = %v, want nil", err)
+			}
+			tests := []struct {
+				name, user, password, tier string
+				want                       error
+			}{
+				{"taken name", "amy", "other", "free", ErrUserExists},
+				{"empty name", "", "pw", "free", ErrInvalid},
+				{"colon in name", "a:b", "pw", "free", ErrInvalid},
+				{"long name", strings.Repeat("a", 65), "pw", "free", ErrInvalid},
+				{"empty password", "cy", "", "free", ErrInvalid},
+				{"long password", "cy", strings.Repeat("p", 73), "free", ErrInvalid},
+				{"long tier", "cy", "pw", strings.Repeat("t", 33), ErrInvalid},
+			}
+			for _, tt := range tests {
+				t.Run(tt.name, func(t *testing.T) {
+					err := store.CreateUser(t.Context(), tt.user, tt.password, tt.tier)
+					if !errors.Is(err, tt.want) {
+						t.Errorf("CreateUser(%q) = %v, want an error wrapping %v", tt.user, err, tt.want)
+					}
+					if err != nil && tt.password != "" && strings.Contains(err.Error(), tt.password) {
+						t.Errorf("CreateUser(%q) error %q shows the password", tt.user, err)
+					}
+				})
+			}
+			for _, u := range []struct{ name, password, tier string }{{"amy", "pw", "pro"}, {"bo", "pw", "free"}} {
+				tier, ok, err := store.CheckPassword(t.Context(), u.name, u.password)
+				if err != nil || !ok || tier != u.tier {
+					t.Errorf("CheckPassword(%q) = %q, %v, %v; want %q, true, nil", u.name, tier, ok, err, u.tier)
+				}
+			}
+		})
+	}
+}
+
+func TestAPIKeys(t *testing.T) {
+	for name, newDB := range databases(t) {
+		t.Run(name, func(t *testing.T) {
+			driver, dsn := newDB(t)
+			db := open(t, driver, dsn)
+			seed(t, db, Credential{Name: "amy", Password: "pw", Tier: "pro"}, Credential{Name: "bo", Password: "pw"})
+			store := NewStore(db)
+			ctx := t.Context()
+
+			id1, key1, err := store.CreateAPIKey(ctx, "amy")
+			if err != nil {
+				t.Fatalf("CreateAPIKey(amy) = %v", err)
+			}
+			id2, key2, err := store.CreateAPIKey(ctx, "amy")
+			if err != nil {
+				t.Fatalf("CreateAPIKey(amy) again = %v", err)
+			}
+			_, key3, err := store.CreateAPIKey(ctx, "bo")
+			if err != nil {
+				t.Fatalf("CreateAPIKey(bo) = %v", err)
+			}
+			if id1 == id2 || key1 == key2 {
+				t.Errorf("two keys share id %d or key", id1)
+			}
+			if !strings.HasPrefix(key1, KeyPrefix) || len(key1) != len(KeyPrefix)+43 {
+				t.Errorf("key = %q, want %s and 43 base64url characters (32 bytes)", key1, KeyPrefix)
+			}
+			var rows []APIKey
+			db.Order("id").Find(&rows)
+			for i, key := range []string{key1, key2, key3} {
+				sum := sha256.Sum256([]byte(key))
+				if len(rows) != 3 || rows[i].Hash != hex.EncodeToString(sum[:]) {
+					t.Fatalf("stored keys = %+v, want 3 rows holding the hex SHA-256 of each key", rows)
+				}
+			}
+			for _, r := range rows {
+				if !strings.HasPrefix(r.Prefix, KeyPrefix) || len(r.Prefix) >= len(key1)/2 {
+					t.Errorf("stored prefix = %q, want a short start of the key", r.Prefix)
+				}
+			}
+
+			if err := store.RevokeAPIKey(ctx, id1); err != nil {
+				t.Fatalf("RevokeAPIKey(%d) = %v", id1, err)
+			}
+			if err := store.RevokeAPIKey(ctx, id1); err != nil {
+				t.Errorf("RevokeAPIKey(%d) again = %v, want nil", id1, err)
+			}
+			if err := store.RevokeAPIKey(ctx, 999999); !errors.Is(err, ErrNotFound) {
+				t.Errorf("RevokeAPIKey(999999) = %v, want an error wrapping ErrNotFound", err)
+			}
+			if _, _, err := store.CreateAPIKey(ctx, "nobody"); !errors.Is(err, ErrNotFound) {
+				t.Errorf("CreateAPIKey(nobody) = %v, want an error wrapping ErrNotFound", err)
+			}
+
+			tests := []struct {
+				name, key, wantName, wantTier string
+				wantOK                        bool
+			}{
+				{"revoked", key1, "", "", false},
+				{"live", key2, "amy", "pro", true},
+				{"another user's", key3, "bo", "free", true},
+				{"unknown", KeyPrefix + strings.Repeat("A", 43), "", "", false},
+				{"empty", "", "", "", false},
+				{"the stored hash itself", rows[1].Hash, "", "", false},
+			}
+			for _, tt := range tests {
+				t.Run(tt.name, func(t *testing.T) {
+					name, tier, ok, err := store.CheckAPIKey(ctx, tt.key)
+					if err != nil || name != tt.wantName || tier != tt.wantTier || ok != tt.wantOK {
+						t.Errorf("CheckAPIKey() = %q, %q, %v, %v; want %q, %q, %v, nil", name, tier, ok, err, tt.wantName, tt.wantTier, tt.wantOK)
+					}
+				})
+			}
+		})
+	}
+}
+
+func TestStoreHonoursContext(t *testing.T) {
+	db := open(t, "sqlite", filepath.Join(t.TempDir(), "test.db"))
+	seed(t, db, Credential{Name: "amy", Password: "pw"})
+	store := NewStore(db)
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if _, _, err := store.CheckPassword(ctx, "amy", "pw"); err == nil {
+		t.Error("CheckPassword(cancelled ctx) = nil error, want one")
+	}
+	if _, _, _, err := store.CheckAPIKey(ctx, "tg_x"); err == nil {
+		t.Error("CheckAPIKey(cancelled ctx) = nil error, want one")
+	}
+	if err := store.CreateUser(ctx, "bo", "pw", ""); err == nil {
+		t.Error("CreateUser(cancelled ctx) = nil error, want one")
+	}
+	if _, _, err := store.CreateAPIKey(ctx, "amy"); err == nil {
+		t.Error("CreateAPIKey(cancelled ctx) = nil error, want one")
+	}
+	if err := store.RevokeAPIKey(ctx, 1); err == nil {
+		t.Error("RevokeAPIKey(cancelled ctx) = nil error, want one")
 	}
 }
 

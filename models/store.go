@@ -1,13 +1,35 @@
 package models
 
 import (
+	"cmp"
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
 
 	"golang.org/x/crypto/bcrypt"
 	"gorm.io/gorm"
 )
+
+var (
+	// ErrNotFound is wrapped by errors about a row that does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrUserExists is wrapped by CreateUser's error when the name is taken.
+	ErrUserExists = errors.New("user already exists")
+	// ErrInvalid is wrapped by errors about a name, password or tier that
+	// cannot be stored.
+	ErrInvalid = errors.New("invalid")
+)
+
+// KeyPrefix starts every API key, so a key is recognisable (in logs that
+// should not hold it, in secret scanners).
+const KeyPrefix = "tg_"
 
 // dummyHash (of a password nobody has, at the default cost) is compared against
 // when a user does not exist, so unknown and known names take as long to reject.
@@ -32,18 +54,121 @@ func (s *Store) Continents(ctx context.Context) ([]Continent, error) {
 	return cs, nil
 }
 
-// CheckPassword reports whether name exists and password is its password.
-func (s *Store) CheckPassword(ctx context.Context, name, password string) (bool, error) {
+// CheckPassword reports whether name exists and password is its password,
+// and if so the user's tier.
+func (s *Store) CheckPassword(ctx context.Context, name, password string) (tier string, ok bool, err error) {
 	var u User
-	err := s.db.WithContext(ctx).Where("username = ?", name).Take(&u).Error
+	err = s.db.WithContext(ctx).Where("username = ?", name).Take(&u).Error
 	if errors.Is(err, gorm.ErrRecordNotFound) {
 		bcrypt.CompareHashAndPassword([]byte(dummyHash), []byte(password))
-		return false, nil
+		return "", false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("find user: %w", err)
+		return "", false, fmt.Errorf("find user: %w", err)
 	}
-	return bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), []byte(password)) == nil, nil
+	if bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), []byte(password)) != nil {
+		return "", false, nil
+	}
+	return u.Tier, true, nil
+}
+
+// CheckAPIKey reports whether key is a key that was created and not revoked,
+// and if so the name and tier of its user.
+func (s *Store) CheckAPIKey(ctx context.Context, key string) (name, tier string, ok bool, err error) {
+	var row struct {
+		Username string
+		Tier     string
+	}
+	err = s.db.WithContext(ctx).Table("api_keys").
+		Select("users.username, users.tier").
+		Joins("JOIN users ON users.id = api_keys.user_id").
+		Where("api_keys.hash = ? AND api_keys.revoked_at IS NULL", hashKey(key)).
+		Take(&row).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return "", "", false, nil
+	}
+	if err != nil {
+		return "", "", false, fmt.Errorf("find api key: %w", err)
+	}
+	return row.Username, row.Tier, true, nil
+}
+
+// CreateUser adds the user name with password (stored as a bcrypt hash) and
+// tier (empty: DefaultTier). A taken name is an error wrapping ErrUserExists.
+func (s *Store) CreateUser(ctx context.Context, name, password, tier string) error {
+	tier = cmp.Or(tier, DefaultTier)
+	// The limits are those of HTTP Basic (no colon in the name), bcrypt (72
+	// bytes) and the columns.
+	switch {
+	case name == "" || len(name) > 64 || !utf8.ValidString(name) || strings.ContainsAny(name, ":\x00"):
+		return fmt.Errorf("create user: name: want 1 to 64 bytes of UTF-8 without a colon: %w", ErrInvalid)
+	case password == "" || len(password) > 72:
+		return fmt.Errorf("create user %q: password: want 1 to 72 bytes: %w", name, ErrInvalid)
+	case len(tier) > 32:
+		return fmt.Errorf("create user %q: tier: want at most 32 bytes: %w", name, ErrInvalid)
+	}
+	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
+	if err != nil {
+		return fmt.Errorf("create user %q: hash password: %w", name, err)
+	}
+	err = s.db.WithContext(ctx).Create(&User{Username: name, PasswordHash: string(hash), Tier: tier}).Error
+	if errors.Is(err, gorm.ErrDuplicatedKey) {
+		return fmt.Errorf("create user %q: %w", name, ErrUserExists)
+	}
+	if err != nil {
+		return fmt.Errorf("create user %q: %w", name, err)
+	}
+	return nil
+}
+
+// CreateAPIKey makes a new key for the user userName and returns its id and
+// the key itself, which is stored only as a hash: it cannot be shown again.
+// An unknown user is an error wrapping ErrNotFound.
+func (s *Store) CreateAPIKey(ctx context.Context, userName string) (id uint, key string, err error) {
+	db := s.db.WithContext(ctx)
+	var u User
+	err = db.Where("username = ?", userName).Take(&u).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return 0, "", fmt.Errorf("create api key: user %q: %w", userName, ErrNotFound)
+	}
+	if err != nil {
+		return 0, "", fmt.Errorf("create api key: find user %q: %w", userName, err)
+	}
+	secret := make([]byte, 32)
+	rand.Read(secret) // never fails (crypto/rand panics rather than returning short)
+	key = KeyPrefix + base64.RawURLEncoding.EncodeToString(secret)
+	k := APIKey{UserID: u.ID, Hash: hashKey(key), Prefix: key[:len(KeyPrefix)+6]}
+	if err := db.Create(&k).Error; err != nil {
+		return 0, "", fmt.Errorf("create api key for %q: %w", userName, err)
+	}
+	return k.ID, key, nil
+}
+
+// RevokeAPIKey revokes the key with id; revoking it again changes nothing.
+// An unknown id is an error wrapping ErrNotFound.
+func (s *Store) RevokeAPIKey(ctx context.Context, id uint) error {
+	db := s.db.WithContext(ctx)
+	res := db.Model(&APIKey{}).Where("id = ? AND revoked_at IS NULL", id).Update("revoked_at", time.Now().UTC())
+	if res.Error != nil {
+		return fmt.Errorf("revoke api key %d: %w", id, res.Error)
+	}
+	if res.RowsAffected > 0 {
+		return nil
+	}
+	var n int64
+	if err := db.Model(&APIKey{}).Where("id = ?", id).Count(&n).Error; err != nil {
+		return fmt.Errorf("revoke api key %d: %w", id, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("revoke api key %d: %w", id, ErrNotFound)
+	}
+	return nil
+}
+
+// hashKey is the stored form of an API key: hex SHA-256.
+func hashKey(key string) string {
+	h := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(h[:])
 }
 
 // Ping reports whether the database answers before ctx is done.
