@@ -41,6 +41,21 @@ func main() {
 		fmt.Fprintln(os.Stderr, "read .env:", err) // the process environment wins over .env
 		os.Exit(2)
 	}
+	if len(os.Args) > 1 {
+		// An admin command (see cli.go) instead of the server.
+		if err := runCLI(ctx, os.Args[1:], os.Getenv, os.Stdin, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "tollgate:", err)
+			if errors.Is(err, errUsage) {
+				fmt.Fprint(os.Stderr, usage)
+				os.Exit(2)
+			}
+			if errors.Is(err, config.ErrInvalid) {
+				os.Exit(2)
+			}
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(ctx, os.Getenv, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "server:", err)
 		if errors.Is(err, config.ErrInvalid) || errors.Is(err, algorithms.ErrUnknown) || errors.Is(err, algorithms.ErrInvalidLimit) {
