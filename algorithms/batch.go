@@ -25,55 +25,52 @@ type pipelineClient interface {
 // trip each: Redis then reads and answers many scripts per system call, which
 // is where its time goes at one script per round trip.
 //
-// A fixed number of senders (conns) take calls from one queue. A free sender
-// sends at once whatever is queued, up to batch calls: a lone caller waits no
-// longer than without the Pipeline (one hand-over between goroutines), and
-// under load the calls that arrive during one round trip share the next. With
-// window > 0 a sender that found fewer than batch calls also waits up to window
-// for more (yielding the CPU meanwhile).
+// It starts no goroutines: callers take turns sending. A call that finds
+// fewer than conns batches under way sends at once, with whatever is queued,
+// up to batch calls: a lone caller pays no wait and no hand-over between
+// goroutines. Calls that arrive while conns batches are under way queue;
+// whoever finishes a batch hands the turn to the first of them, which sends
+// itself and the queue behind it as the next batch. With window > 0 a sender that finds
+// fewer than batch calls waits up to window for more (yielding the CPU).
 //
 // Each call keeps its own reply and error, so NOSCRIPT reaches Script.Run for
-// that call alone, which falls back to EVAL (sent directly). On a Redis
-// Cluster the pipeline is split by node by go-redis; every script has one key,
-// so each call goes to the master owning it. A call whose context is done
-// before its batch leaves is not sent.
+// that call alone, which falls back to EVAL (sent directly). A call whose
+// context is done before its batch leaves is not sent. On a Redis Cluster,
+// go-redis splits the pipeline by node; but Multi recognises a
+// *redis.ClusterClient to split rules by hash tag, which it cannot through a
+// Pipeline: do not put a Pipeline in front of a cluster client for Multi.
 type Pipeline struct {
 	rdb    pipelineClient
 	batch  int
 	window time.Duration
-	calls  chan *call
-	quit   chan struct{}
-	wg     sync.WaitGroup
+	conns  int
+
+	mu      sync.Mutex
+	queue   []*call
+	senders int // batches under way, at most conns
+	closed  bool
 }
 
-// call is one queued EVALSHA and the signal that its reply is in cmd.
+// call is one EVALSHA. wake says true when it is the call's turn to send a
+// batch (itself and what is queued behind it), then false when its reply is
+// in cmd.
 type call struct {
-	ctx  context.Context
-	cmd  *redis.Cmd
-	done chan struct{}
+	ctx     context.Context
+	cmd     *redis.Cmd
+	wake    chan bool
+	sending bool // handed the turn; guarded by Pipeline.mu
 }
 
 var _ redis.Scripter = (*Pipeline)(nil)
 
-// NewPipeline starts conns senders that pipeline up to batch script calls
-// at a time on rdb, each waiting up to window for a batch to fill. Close stops
-// them.
+// NewPipeline returns a Pipeline on rdb sending up to conns batches of up to
+// batch script calls at once, each waiting up to window for its batch to fill.
 func NewPipeline(rdb pipelineClient, batch int, window time.Duration, conns int) *Pipeline {
-	p := &Pipeline{
-		rdb:    rdb,
-		batch:  max(batch, 1),
-		window: window,
-		calls:  make(chan *call, max(batch, 1)*max(conns, 1)*4),
-		quit:   make(chan struct{}),
-	}
-	for range max(conns, 1) {
-		p.wg.Go(p.send)
-	}
-	return p
+	return &Pipeline{rdb: rdb, batch: max(batch, 1), window: window, conns: max(conns, 1)}
 }
 
-// EvalSha queues the call for the next batch and waits for its reply, or for
-// ctx to be done.
+// EvalSha queues the call and waits for its reply (sending a batch itself when
+// it is its turn), or for ctx to be done.
 func (p *Pipeline) EvalSha(ctx context.Context, sha1 string, keys []string, args ...any) *redis.Cmd {
 	cmdArgs := make([]any, 0, 3+len(keys)+len(args))
 	cmdArgs = append(cmdArgs, "evalsha", sha1, len(keys))
@@ -85,25 +82,102 @@ func (p *Pipeline) EvalSha(ctx context.Context, sha1 string, keys []string, args
 	if len(keys) > 0 {
 		cmd.SetFirstKeyPos(3) // a cluster pipeline routes by it
 	}
-	c := &call{ctx: ctx, cmd: cmd, done: make(chan struct{})}
-	select {
-	case <-p.quit:
-		return failedCmd(ctx, ErrPipelineClosed)
-	default:
+	if err := ctx.Err(); err != nil {
+		return failedCmd(ctx, err)
 	}
-	select {
-	case p.calls <- c:
-	case <-p.quit:
+	// Room for a turn and a reply: a sender never blocks on it.
+	c := &call{ctx: ctx, cmd: cmd, wake: make(chan bool, 2)}
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
 		return failedCmd(ctx, ErrPipelineClosed)
-	case <-ctx.Done():
-		return failedCmd(ctx, ctx.Err())
 	}
-	select {
-	case <-c.done:
-		return cmd
-	case <-ctx.Done():
-		// A sender may still fill cmd: hand back another one.
-		return failedCmd(ctx, ctx.Err())
+	send := p.senders < p.conns
+	if send {
+		p.senders++
+	} else {
+		p.queue = append(p.queue, c)
+	}
+	p.mu.Unlock()
+	if send {
+		p.send(c)
+	}
+	done := ctx.Done()
+	for {
+		select {
+		case turn := <-c.wake:
+			if !turn {
+				return cmd
+			}
+			p.send(c)
+		case <-done:
+			if p.abandon(c) {
+				return failedCmd(ctx, ctx.Err())
+			}
+			// In a batch under way, or handed the turn: its signal comes soon.
+			done = nil
+		}
+	}
+}
+
+// abandon takes c off the queue, unless it was taken into a batch or handed
+// the turn to send one.
+func (p *Pipeline) abandon(c *call) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c.sending {
+		return false
+	}
+	for i, q := range p.queue {
+		if q == c {
+			p.queue = append(p.queue[:i], p.queue[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
+// send sends own and the calls at the front of the queue as one batch, then
+// hands the turn to the first queued call (taking it off the queue, so it
+// sends itself) or, with nothing queued, ends the turn.
+func (p *Pipeline) send(own *call) {
+	if p.window > 0 {
+		p.await()
+	}
+	p.mu.Lock()
+	n := min(len(p.queue), p.batch-1)
+	batch := make([]*call, 0, n+1)
+	batch = append(batch, own)
+	batch = append(batch, p.queue[:n]...)
+	p.queue = append(p.queue[:0], p.queue[n:]...)
+	p.mu.Unlock()
+	p.exec(batch)
+	p.mu.Lock()
+	if len(p.queue) == 0 {
+		p.senders--
+		p.mu.Unlock()
+		return
+	}
+	next := p.queue[0]
+	p.queue = append(p.queue[:0], p.queue[1:]...)
+	next.sending = true
+	p.mu.Unlock()
+	next.wake <- true
+}
+
+// await waits up to window for the queue to hold a full batch. Timers below a
+// millisecond are not precise: it spins, yielding to the goroutines that are
+// about to call.
+func (p *Pipeline) await() {
+	deadline := time.Now().Add(p.window)
+	for time.Now().Before(deadline) {
+		p.mu.Lock()
+		full := len(p.queue) >= p.batch-1
+		p.mu.Unlock()
+		if full {
+			return
+		}
+		runtime.Gosched()
 	}
 }
 
@@ -132,96 +206,44 @@ func (p *Pipeline) ScriptLoad(ctx context.Context, script string) *redis.StringC
 	return p.rdb.ScriptLoad(ctx, script)
 }
 
-// Close stops the senders once their batches are answered; calls still queued
-// fail with ErrPipelineClosed. Call it after the last decision.
+// Close makes later calls fail with ErrPipelineClosed; calls under way finish.
 func (p *Pipeline) Close() {
-	close(p.quit)
-	p.wg.Wait()
-	for {
-		select {
-		case c := <-p.calls:
-			c.cmd.SetErr(ErrPipelineClosed)
-			close(c.done)
-		default:
-			return
-		}
-	}
-}
-
-// send is one sender's loop: take a batch, send it, hand out the replies.
-func (p *Pipeline) send() {
-	batch := make([]*call, 0, p.batch)
-	for {
-		select {
-		case c := <-p.calls:
-			batch = append(batch[:0], c)
-		case <-p.quit:
-			return
-		}
-		batch = p.fill(batch)
-		p.exec(batch)
-	}
-}
-
-// fill adds calls already queued, then, with a window, waits for more.
-func (p *Pipeline) fill(batch []*call) []*call {
-	var deadline time.Time
-	for len(batch) < p.batch {
-		select {
-		case c := <-p.calls:
-			batch = append(batch, c)
-			continue
-		default:
-		}
-		if p.window <= 0 {
-			return batch
-		}
-		// Timers below a millisecond are not precise: spin, yielding to the
-		// goroutines that are about to call.
-		now := time.Now()
-		if deadline.IsZero() {
-			deadline = now.Add(p.window)
-		}
-		if !now.Before(deadline) {
-			return batch
-		}
-		runtime.Gosched()
-	}
-	return batch
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = true
 }
 
 // exec sends batch as one pipeline under the latest of its deadlines; every
-// command gets its own reply or error.
+// command gets its own reply or error, and every caller its signal.
 func (p *Pipeline) exec(batch []*call) {
+	var live []redis.Cmder
 	var latest time.Time
-	live := 0
 	for _, c := range batch {
-		if c.ctx.Err() != nil {
-			continue // its caller has gone; do not spend Redis on it
+		if err := c.ctx.Err(); err != nil {
+			c.cmd.SetErr(err) // its caller has gone; do not spend Redis on it
+			continue
 		}
-		batch[live] = c
-		live++
+		live = append(live, c.cmd)
 		if dl, ok := c.ctx.Deadline(); ok && dl.After(latest) {
 			latest = dl
 		}
 	}
-	if live == 0 {
-		return
+	if len(live) > 0 {
+		ctx := context.Background()
+		if !latest.IsZero() {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithDeadline(ctx, latest)
+			defer cancel()
+		}
+		pipe := p.rdb.Pipeline()
+		for _, cmd := range live {
+			_ = pipe.Process(ctx, cmd) // only queues
+		}
+		// Errors are per command, on each cmd; Exec returns the first of them.
+		_, _ = pipe.Exec(ctx)
 	}
-	ctx := context.Background()
-	if !latest.IsZero() {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, latest)
-		defer cancel()
-	}
-	pipe := p.rdb.Pipeline()
-	for _, c := range batch[:live] {
-		_ = pipe.Process(ctx, c.cmd) // only queues
-	}
-	// Errors are per command, on each cmd; Exec returns the first of them.
-	_, _ = pipe.Exec(ctx)
-	for _, c := range batch[:live] {
-		close(c.done)
+	for _, c := range batch {
+		c.wake <- false
 	}
 }
 

@@ -34,9 +34,10 @@ type DenyCache struct {
 	swept  time.Time // last full sweep of expired entries
 }
 
-// denial is one cached denied Decision, valid until until.
+// denial is one cached denial (one Decision, or one per rule), valid until
+// until.
 type denial struct {
-	d     Decision
+	ds    []Decision
 	at    time.Time // local clock just before the call that denied
 	until time.Time
 }
@@ -52,13 +53,13 @@ func NewDenyCache(next Algorithm, size int) *DenyCache {
 // wrapped algorithm otherwise.
 func (dc *DenyCache) Allow(ctx context.Context, key string) (Decision, error) {
 	now := dc.now()
-	if d, ok := dc.lookup(key, now); ok {
-		return d, nil
+	if ds, ok := dc.lookupAll(key, now); ok {
+		return ds[0], nil
 	}
 	d, err := dc.next.Allow(ctx, key)
 	// Denials shorter than the safety margin are not worth remembering.
 	if err == nil && !d.Allowed && d.RetryAfter > time.Millisecond {
-		dc.store(key, denial{d: d, at: now, until: now.Add(d.RetryAfter - time.Millisecond)})
+		dc.store(key, denial{ds: []Decision{d}, at: now, until: now.Add(d.RetryAfter - time.Millisecond)})
 	}
 	return d, err
 }
@@ -70,8 +71,8 @@ func (dc *DenyCache) Len() int {
 	return len(dc.denied)
 }
 
-// lookup returns the cached denial of key aged to now, if it still holds.
-func (dc *DenyCache) lookup(key string, now time.Time) (Decision, bool) {
+// lookupAll returns the cached denial of key aged to now, if it still holds.
+func (dc *DenyCache) lookupAll(key string, now time.Time) ([]Decision, bool) {
 	dc.mu.Lock()
 	e, ok := dc.denied[key]
 	if ok && !now.Before(e.until) {
@@ -80,14 +81,17 @@ func (dc *DenyCache) lookup(key string, now time.Time) (Decision, bool) {
 	}
 	dc.mu.Unlock()
 	if !ok {
-		return Decision{}, false
+		return nil, false
 	}
 	elapsed := now.Sub(e.at)
-	d := e.d
-	d.RetryAfter -= elapsed
-	d.ResetAfter = max(d.ResetAfter-elapsed, d.RetryAfter)
-	d.Now = d.Now.Add(elapsed)
-	return d, true
+	ds := make([]Decision, len(e.ds))
+	for i, d := range e.ds {
+		d.RetryAfter = max(d.RetryAfter-elapsed, 0)
+		d.ResetAfter = max(d.ResetAfter-elapsed, d.RetryAfter)
+		d.Now = d.Now.Add(elapsed)
+		ds[i] = d
+	}
+	return ds, true
 }
 
 func (dc *DenyCache) store(key string, e denial) {
