@@ -1,0 +1,114 @@
+// Command bench measures Tollgate against Redis's own ceiling and against the
+// rate limiters users would otherwise pick (go-redis/redis_rate,
+// ulule/limiter), on one machine in one run, and writes docs/BENCHMARKS.md.
+// It is a module of its own so the peers never enter the service's
+// dependencies. Run it from the repository root with `make bench`.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// options are the command's flags.
+type options struct {
+	repo      string        // repository root (built and documented)
+	out       string        // the Markdown report
+	mysqlDSN  string        // server for the end-to-end runs (its own database is created)
+	database  string        // database the service uses on that server
+	decideDur time.Duration // one decisions-from-Go run
+	wrkDur    time.Duration // one wrk run
+	reps      int           // end-to-end repetitions
+	quick     bool
+	command   string // as the report quotes it
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.repo, "repo", "..", "repository root")
+	flag.StringVar(&o.out, "out", "", "report path (default <repo>/docs/BENCHMARKS.md)")
+	flag.StringVar(&o.mysqlDSN, "mysql", "root@tcp(127.0.0.1:3306)/test", "MariaDB/MySQL DSN (go-sql-driver) of a user that may create a database")
+	flag.StringVar(&o.database, "database", "tollgate_bench", "database the service under test uses (created if absent)")
+	flag.DurationVar(&o.decideDur, "decide", 10*time.Second, "duration of each decisions-from-Go run")
+	flag.DurationVar(&o.wrkDur, "wrk", 10*time.Second, "duration of each wrk run")
+	flag.IntVar(&o.reps, "reps", 3, "end-to-end repetitions (medians are reported)")
+	flag.BoolVar(&o.quick, "quick", false, "short runs to iterate (-decide 2s -wrk 3s -reps 1); figures are not for publishing")
+	serve := flag.String("serve-peer", "", "internal: serve the peer gin server on this address (ulule or bare)")
+	kind := flag.String("peer-kind", "ulule", "internal: ulule or bare")
+	redisURL := flag.String("peer-redis", "", "internal: Redis URL of the peer server")
+	bodyPath := flag.String("peer-body", "", "internal: the continents JSON the peer serves")
+	flag.Parse()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	if *serve != "" {
+		if err := servePeer(ctx, *serve, *kind, *redisURL, *bodyPath); err != nil {
+			fmt.Fprintln(os.Stderr, "peer:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if o.quick {
+		o.decideDur, o.wrkDur, o.reps = 2*time.Second, 3*time.Second, 1
+	}
+	if o.out == "" {
+		o.out = filepath.Join(o.repo, "docs", "BENCHMARKS.md")
+	}
+	o.command = "make bench"
+	if len(os.Args) > 1 {
+		o.command = "cd bench && go run . " + strings.Join(os.Args[1:], " ")
+	}
+	if err := run(ctx, log, o); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+// run measures everything in order and writes the report.
+func run(ctx context.Context, log *slog.Logger, o options) error {
+	started := time.Now()
+	tmp, err := os.MkdirTemp("", "tollgate-bench-")
+	if err != nil {
+		return fmt.Errorf("temp dir: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+	srv, err := startRedis(ctx, tmp)
+	if err != nil {
+		return err
+	}
+	defer srv.stop()
+	log.Info("redis started", "addr", srv.addr)
+
+	r := report{options: o, machine: describeMachine(ctx, srv)}
+	log.Info("ceiling: redis-benchmark")
+	if r.ceiling, err = measureCeiling(ctx, srv); err != nil {
+		return err
+	}
+	log.Info("decisions from Go")
+	if r.decisions, err = measureDecisions(ctx, log, srv, o.decideDur); err != nil {
+		return err
+	}
+	log.Info("allocations: go test -benchmem")
+	if r.allocs, err = measureAllocs(ctx, o.repo, srv); err != nil {
+		return err
+	}
+	log.Info("end to end")
+	if r.e2e, err = measureEndToEnd(ctx, log, o, srv, tmp, &r.machine); err != nil {
+		return err
+	}
+	r.took = time.Since(started)
+	if err := r.write(o.out); err != nil {
+		return err
+	}
+	log.Info("report written", "path", o.out, "took", r.took.Round(time.Second).String())
+	return nil
+}
