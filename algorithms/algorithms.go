@@ -129,6 +129,7 @@ func lookup(name string) (spec, bool) {
 // spec is what the scripts need to know about one algorithm.
 type spec struct {
 	name string // the module's name in the scripts' algorithms table
+	lua  string // the module: lua/<name>.lua
 	// args are the module's ARGV entries under l, before the cost.
 	args func(l Limit) []any
 	// bucket: Decision.Limit is the capacity (Limit.Burst), not Limit.Requests.

@@ -13,6 +13,7 @@ var fixedWindowLua string
 var fixedWindow = spec{
 	name:   "fixed_window",
 	args:   func(l Limit) []any { return []any{l.Requests, l.Window.Milliseconds()} },
+	lua:    fixedWindowLua,
 	script: compose(fixedWindowLua),
 	new: func(rdb redis.Scripter, prefix string, l Limit) Algorithm {
 		return NewFixedWindow(rdb, prefix, l)

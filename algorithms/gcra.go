@@ -20,6 +20,7 @@ var gcra = spec{
 		return []any{max(interval, 1), l.capacity()}
 	},
 	bucket: true,
+	lua:    gcraLua,
 	script: compose(gcraLua),
 	new: func(rdb redis.Scripter, prefix string, l Limit) Algorithm {
 		return NewGCRA(rdb, prefix, l)

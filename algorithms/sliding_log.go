@@ -13,6 +13,7 @@ var slidingLogLua string
 var slidingLog = spec{
 	name:   "sliding_log",
 	args:   func(l Limit) []any { return []any{l.Requests, l.Window.Milliseconds()} },
+	lua:    slidingLogLua,
 	script: compose(slidingLogLua),
 	new: func(rdb redis.Scripter, prefix string, l Limit) Algorithm {
 		return NewSlidingLog(rdb, prefix, l)

@@ -13,6 +13,7 @@ var slidingWindowLua string
 var slidingWindow = spec{
 	name:   "sliding_window",
 	args:   func(l Limit) []any { return []any{l.Requests, l.Window.Milliseconds()} },
+	lua:    slidingWindowLua,
 	script: compose(slidingWindowLua),
 	new: func(rdb redis.Scripter, prefix string, l Limit) Algorithm {
 		return NewSlidingWindow(rdb, prefix, l)

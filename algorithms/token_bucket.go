@@ -16,6 +16,7 @@ var tokenBucket = spec{
 		return []any{l.Requests, l.Window.Milliseconds(), l.capacity()}
 	},
 	bucket: true,
+	lua:    tokenBucketLua,
 	script: compose(tokenBucketLua),
 	new: func(rdb redis.Scripter, prefix string, l Limit) Algorithm {
 		return NewTokenBucket(rdb, prefix, l)

@@ -1,0 +1,372 @@
+package algorithms
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// multiCase is one property of Multi, checked on every backend.
+type multiCase struct {
+	name string
+	run  func(t *testing.T, h harness, m *Multi, prefix string)
+}
+
+// tagged is a key under prefix with hash tag tag: keys with the same tag are
+// decided in one script on a cluster too.
+func tagged(prefix, tag, name string) string { return prefix + "{" + tag + "}" + name }
+
+func decideT(t *testing.T, m *Multi, rules []Rule, commit bool) ([]Decision, bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ds, allowed, err := m.Decide(ctx, rules, commit)
+	if err != nil {
+		t.Fatalf("Decide(%+v, %v): %v", rules, commit, err)
+	}
+	if len(ds) != len(rules) {
+		t.Fatalf("Decide() returned %d decisions for %d rules", len(ds), len(rules))
+	}
+	return ds, allowed
+}
+
+// remaining peeks at one rule alone.
+func remaining(t *testing.T, m *Multi, r Rule) int {
+	t.Helper()
+	ds, _ := decideT(t, m, []Rule{r}, false)
+	return ds[0].Remaining
+}
+
+var multiCases = []multiCase{
+	{"a request denied by the second limit leaves the first untouched", func(t *testing.T, h harness, m *Multi, prefix string) {
+		w := 100 * h.unit
+		for _, name := range Names() {
+			t.Run(name, func(t *testing.T) {
+				first := Rule{Algorithm: name, Limit: Limit{Requests: 5, Window: w}, Key: tagged(prefix, name, "first")}
+				second := Rule{Algorithm: "fixed_window", Limit: Limit{Requests: 1, Window: w}, Key: tagged(prefix, name, "second")}
+				rules := []Rule{first, second}
+				if ds, ok := decideT(t, m, rules, true); !ok || ds[0].Remaining != 4 || ds[1].Remaining != 0 {
+					t.Fatalf("first request: Decide() = %+v, %v; want allowed with remaining 4 and 0", ds, ok)
+				}
+				before := remaining(t, m, first)
+				ds, ok := decideT(t, m, rules, true)
+				if ok || !ds[0].Allowed || ds[1].Allowed || ds[0].RetryAfter != 0 || ds[1].RetryAfter <= 0 {
+					t.Errorf("second request: Decide() = %+v, %v; want denied by the second rule only", ds, ok)
+				}
+				if ds[0].Remaining != before {
+					t.Errorf("second request: first rule remaining = %d, want %d (nothing consumed)", ds[0].Remaining, before)
+				}
+				if after := remaining(t, m, first); before != 4 || after != before {
+					t.Errorf("first rule remaining before the denied request = %d, after = %d; want 4, 4", before, after)
+				}
+			})
+		}
+	}},
+	{"10 per short window and 3 per long one admit exactly 3", func(t *testing.T, h harness, m *Multi, prefix string) {
+		for _, name := range Names() {
+			t.Run(name, func(t *testing.T) {
+				short := Rule{Algorithm: name, Limit: Limit{Requests: 10, Window: 100 * h.unit}, Key: tagged(prefix, name, "short")}
+				long := Rule{Algorithm: name, Limit: Limit{Requests: 3, Window: 1000 * h.unit}, Key: tagged(prefix, name, "long")}
+				admitted := 0
+				for range 10 {
+					if _, ok := decideT(t, m, []Rule{short, long}, true); ok {
+						admitted++
+					}
+				}
+				if admitted != 3 {
+					t.Errorf("admitted %d of 10, want 3", admitted)
+				}
+				if got := remaining(t, m, short); got != 7 {
+					t.Errorf("short limit remaining = %d, want 7", got)
+				}
+				if got := remaining(t, m, long); got != 0 {
+					t.Errorf("long limit remaining = %d, want 0", got)
+				}
+			})
+		}
+	}},
+	{"500 concurrent callers with two limits admit exactly the smaller", func(t *testing.T, h harness, m *Multi, prefix string) {
+		const callers, small, large = 500, 50, 80
+		w := 100 * h.unit
+		for _, name := range Names() {
+			t.Run(name, func(t *testing.T) {
+				// The other algorithm holds the larger limit, so a leak would show in its state.
+				other := Names()[(indexOf(name)+1)%len(Names())]
+				rules := []Rule{
+					{Algorithm: other, Limit: Limit{Requests: large, Window: w}, Key: tagged(prefix, name, "large")},
+					{Algorithm: name, Limit: Limit{Requests: small, Window: w}, Key: tagged(prefix, name, "small")},
+				}
+				var admitted atomic.Int64
+				var wg sync.WaitGroup
+				start := make(chan struct{})
+				for range callers {
+					wg.Go(func() {
+						<-start
+						ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+						defer cancel()
+						_, ok, err := m.Decide(ctx, rules, true)
+						switch {
+						case err != nil:
+							t.Errorf("Decide(): %v", err)
+						case ok:
+							admitted.Add(1)
+						}
+					})
+				}
+				close(start)
+				wg.Wait()
+				if admitted.Load() != small {
+					t.Errorf("%d concurrent callers: admitted %d, want %d", callers, admitted.Load(), small)
+				}
+				if got := remaining(t, m, rules[0]); got != large-small {
+					t.Errorf("larger limit remaining = %d, want %d: denied requests consumed it", got, large-small)
+				}
+				if got := remaining(t, m, rules[1]); got != 0 {
+					t.Errorf("smaller limit remaining = %d, want 0", got)
+				}
+			})
+		}
+	}},
+	{"every algorithm paired with every other in one call", func(t *testing.T, h harness, m *Multi, prefix string) {
+		w := 100 * h.unit
+		for _, a := range Names() {
+			for _, b := range Names() {
+				if a == b {
+					continue
+				}
+				t.Run(a+"+"+b, func(t *testing.T) {
+					rules := []Rule{
+						{Algorithm: a, Limit: Limit{Requests: 3, Window: w}, Key: tagged(prefix, a+b, "a")},
+						{Algorithm: b, Limit: Limit{Requests: 5, Window: w}, Key: tagged(prefix, a+b, "b")},
+					}
+					admitted := 0
+					for i := range 6 {
+						ds, ok := decideT(t, m, rules, true)
+						if ds[0].Now != ds[1].Now {
+							t.Errorf("request %d: decisions at %v and %v, want one clock", i+1, ds[0].Now, ds[1].Now)
+						}
+						if ok {
+							admitted++
+						}
+					}
+					if admitted != 3 {
+						t.Errorf("admitted %d of 6, want 3", admitted)
+					}
+					if got := remaining(t, m, rules[0]); got != 0 {
+						t.Errorf("%s remaining = %d, want 0", a, got)
+					}
+					if got := remaining(t, m, rules[1]); got != 2 {
+						t.Errorf("%s remaining = %d, want 2", b, got)
+					}
+				})
+			}
+		}
+	}},
+	{"cost 2 with limit 5 admits two requests", func(t *testing.T, h harness, m *Multi, prefix string) {
+		w := 100 * h.unit
+		for _, name := range Names() {
+			t.Run(name, func(t *testing.T) {
+				r := Rule{Algorithm: name, Limit: Limit{Requests: 5, Window: w}, Cost: 2, Key: tagged(prefix, name, "k")}
+				for i, want := range []int{3, 1} {
+					if ds, ok := decideT(t, m, []Rule{r}, true); !ok || ds[0].Remaining != want {
+						t.Fatalf("request %d: Decide() = %+v, %v; want allowed with remaining %d", i+1, ds, ok, want)
+					}
+				}
+				ds, ok := decideT(t, m, []Rule{r}, true)
+				if ok || ds[0].Remaining != 0 || ds[0].RetryAfter <= 0 {
+					t.Errorf("third request: Decide() = %+v, %v; want denied with remaining 0 and a retry", ds, ok)
+				}
+				if got := remaining(t, m, r); got != 1 {
+					t.Errorf("after the denied request: remaining = %d, want 1", got)
+				}
+				one := r
+				one.Cost = 1
+				if _, ok := decideT(t, m, []Rule{one}, true); !ok {
+					t.Errorf("cost 1 with one unit left: denied, want allowed")
+				}
+			})
+		}
+	}},
+	{"a cost above the capacity is always denied and records nothing", func(t *testing.T, h harness, m *Multi, prefix string) {
+		w := 100 * h.unit
+		for _, name := range Names() {
+			t.Run(name, func(t *testing.T) {
+				l := Limit{Requests: 5, Window: w}
+				r := Rule{Algorithm: name, Limit: l, Cost: 6, Key: tagged(prefix, name, "k")}
+				hz := subject{name: name}.horizon(t, l)
+				for _, commit := range []bool{false, true} {
+					ds, ok := decideT(t, m, []Rule{r}, commit)
+					if ok || ds[0].RetryAfter != hz {
+						t.Errorf("Decide(commit=%v) = %+v, %v; want denied with RetryAfter %v (the horizon)", commit, ds, ok, hz)
+					}
+				}
+				if got := remaining(t, m, r); got != 5 {
+					t.Errorf("after cost 6: remaining = %d, want 5", got)
+				}
+				if keys := keysUnder(t, h, prefix+"{"+name+"}"); len(keys) != 0 {
+					t.Errorf("keys after denied requests: %v, want none", keys)
+				}
+			})
+		}
+	}},
+	{"peeks never consume and report what is left now", func(t *testing.T, h harness, m *Multi, prefix string) {
+		w := 100 * h.unit
+		for _, name := range Names() {
+			t.Run(name, func(t *testing.T) {
+				r := Rule{Algorithm: name, Limit: Limit{Requests: 5, Window: w}, Key: tagged(prefix, name, "k")}
+				for i := range 100 {
+					ds, ok := decideT(t, m, []Rule{r}, false)
+					if !ok || ds[0].Remaining != 5 || ds[0].RetryAfter != 0 {
+						t.Fatalf("peek %d: Decide() = %+v, %v; want allowed with remaining 5", i+1, ds, ok)
+					}
+				}
+				if keys := keysUnder(t, h, prefix+"{"+name+"}"); len(keys) != 0 {
+					t.Errorf("keys after peeks only: %v, want none", keys)
+				}
+				admitted := 0
+				for i := range 8 {
+					if _, ok := decideT(t, m, []Rule{r}, true); ok {
+						admitted++
+						if got := remaining(t, m, r); got != 4-i {
+							t.Errorf("peek after %d admitted: remaining = %d, want %d", i+1, got, 4-i)
+						}
+					}
+				}
+				if admitted != 5 {
+					t.Errorf("burst after 100 peeks admitted %d, want 5", admitted)
+				}
+				ds, ok := decideT(t, m, []Rule{r}, false)
+				if ok || ds[0].Allowed || ds[0].Remaining != 0 || ds[0].RetryAfter <= 0 || ds[0].ResetAfter <= 0 {
+					t.Errorf("peek when exhausted: Decide() = %+v, %v; want denied, remaining 0, retry and reset > 0", ds, ok)
+				}
+			})
+		}
+	}},
+	{"rules under different hash tags", func(t *testing.T, h harness, m *Multi, prefix string) {
+		// One script on a single Redis; on a cluster, a peek per tag, then a
+		// commit per tag.
+		w := 100 * h.unit
+		first := Rule{Algorithm: "token_bucket", Limit: Limit{Requests: 5, Window: w}, Key: tagged(prefix, "a", "first")}
+		second := Rule{Algorithm: "sliding_log", Limit: Limit{Requests: 2, Window: w}, Key: tagged(prefix, "b", "second")}
+		untagged := Rule{Algorithm: "gcra", Limit: Limit{Requests: 4, Window: w}, Key: prefix + "untagged"}
+		rules := []Rule{first, second, untagged}
+		for i := range 2 {
+			if ds, ok := decideT(t, m, rules, true); !ok {
+				t.Fatalf("request %d: Decide() = %+v, %v; want allowed", i+1, ds, ok)
+			}
+		}
+		ds, ok := decideT(t, m, rules, true)
+		if ok || !ds[0].Allowed || ds[1].Allowed || !ds[2].Allowed || ds[1].Remaining != 0 {
+			t.Errorf("third request: Decide() = %+v, %v; want denied by the second rule only", ds, ok)
+		}
+		for _, tt := range []struct {
+			r    Rule
+			want int
+		}{{first, 3}, {second, 0}, {untagged, 2}} {
+			if got := remaining(t, m, tt.r); got != tt.want {
+				t.Errorf("%s remaining = %d, want %d", tt.r.Key, got, tt.want)
+			}
+		}
+	}},
+}
+
+func indexOf(name string) int {
+	for i, n := range Names() {
+		if n == name {
+			return i
+		}
+	}
+	return -1
+}
+
+func TestMulti(t *testing.T) {
+	for backend, newHarness := range harnesses(t) {
+		t.Run(backend, func(t *testing.T) {
+			for _, tc := range multiCases {
+				t.Run(tc.name, func(t *testing.T) {
+					t.Parallel()
+					h := newHarness(t)
+					prefix := uniquePrefix(t)
+					t.Cleanup(func() { deleteKeys(t, h, prefix) })
+					// Sliding windows are aligned: no case may straddle an edge by accident.
+					h.room(100*h.unit, 5*h.unit)
+					tc.run(t, h, NewMulti(h.rdb), prefix)
+				})
+			}
+		})
+	}
+}
+
+func TestMultiNoRules(t *testing.T) {
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+	t.Cleanup(func() { rdb.Close() })
+	m := NewMulti(rdb)
+	ds, allowed, err := m.Decide(context.Background(), nil, true)
+	if err != nil || !allowed || len(ds) != 0 {
+		t.Errorf("Decide(no rules) = %v, %v, %v; want none, true, nil", ds, allowed, err)
+	}
+}
+
+func TestMultiInvalidRules(t *testing.T) {
+	ok := Limit{Requests: 1, Window: time.Second}
+	tests := []struct {
+		name  string
+		rules []Rule
+		want  error
+	}{
+		{"unknown algorithm", []Rule{{Algorithm: "leaky", Limit: ok, Key: "a"}}, ErrUnknown},
+		{"invalid limit", []Rule{{Algorithm: "gcra", Limit: Limit{Window: time.Second}, Key: "a"}}, ErrInvalidLimit},
+		{"negative cost", []Rule{{Algorithm: "gcra", Limit: ok, Cost: -1, Key: "a"}}, ErrInvalidRule},
+		{"one key twice", []Rule{{Algorithm: "gcra", Limit: ok, Key: "a"}, {Algorithm: "gcra", Limit: ok, Key: "a"}}, ErrInvalidRule},
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+	t.Cleanup(func() { rdb.Close() })
+	m := NewMulti(rdb)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, _, err := m.Decide(context.Background(), tt.rules, true); !errors.Is(err, tt.want) {
+				t.Errorf("Decide() error = %v, want %v", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestKnown(t *testing.T) {
+	tests := []struct {
+		name string
+		want bool
+	}{
+		{"fixed_window", true},
+		{"sliding-log", true},
+		{"gcra", true},
+		{"leaky", false},
+		{"", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := Known(tt.name); got != tt.want {
+				t.Errorf("Known(%q) = %v, want %v", tt.name, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestHashTag(t *testing.T) {
+	tests := []struct{ key, want string }{
+		{"plain", "plain"},
+		{"p:{user}:a", "user"},
+		{"p:{}:a", "p:{}:a"},
+		{"p:{a}{b}", "a"},
+		{"p:{open", "p:{open"},
+	}
+	for _, tt := range tests {
+		if got := hashTag(tt.key); got != tt.want {
+			t.Errorf("hashTag(%q) = %q, want %q", tt.key, got, tt.want)
+		}
+	}
+}
