@@ -18,6 +18,7 @@ var ErrPipelineClosed = errors.New("redis pipeline closed")
 type pipelineClient interface {
 	redis.Scripter
 	Pipeline() redis.Pipeliner
+	Process(ctx context.Context, cmd redis.Cmder) error
 }
 
 // Pipeline is a redis.Scripter that sends the EVALSHA calls of concurrent
@@ -28,7 +29,7 @@ type pipelineClient interface {
 // It starts no goroutines: callers take turns sending. A call that finds
 // fewer than conns batches under way sends at once, with whatever is queued,
 // up to batch calls: a lone caller pays no wait and no hand-over between
-// goroutines. Calls that arrive while conns batches are under way queue;
+// goroutines, and a batch of one goes out as a plain command. Calls that arrive while conns batches are under way queue;
 // whoever finishes a batch hands the turn to the first of them, which sends
 // itself and the queue behind it as the next batch. With window > 0 a sender that finds
 // fewer than batch calls waits up to window for more (yielding the CPU).
@@ -235,12 +236,17 @@ func (p *Pipeline) exec(batch []*call) {
 			ctx, cancel = context.WithDeadline(ctx, latest)
 			defer cancel()
 		}
-		pipe := p.rdb.Pipeline()
-		for _, cmd := range live {
-			_ = pipe.Process(ctx, cmd) // only queues
+		if len(live) == 1 {
+			// Nothing to share the trip with: the plain path, as without a Pipeline.
+			_ = p.rdb.Process(ctx, live[0]) // the error is on the cmd
+		} else {
+			pipe := p.rdb.Pipeline()
+			for _, cmd := range live {
+				_ = pipe.Process(ctx, cmd) // only queues
+			}
+			// Errors are per command, on each cmd; Exec returns the first of them.
+			_, _ = pipe.Exec(ctx)
 		}
-		// Errors are per command, on each cmd; Exec returns the first of them.
-		_, _ = pipe.Exec(ctx)
 	}
 	for _, c := range batch {
 		c.wake <- false

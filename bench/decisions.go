@@ -32,6 +32,7 @@ type decisionRun struct {
 	errors     int64
 	perSec     float64
 	p50, p99   time.Duration
+	scriptUsec float64 // µs Redis spent per script call (EVALSHA), commands inside included
 }
 
 // decider is one limiter under test: decide once for key.
@@ -102,6 +103,13 @@ func measureDecisions(ctx context.Context, log *slog.Logger, s *redisServer, dur
 		defer done()
 		r := drive(ctx, dec, keys, goroutines, d)
 		r.subject = sub.name
+		calls, usec, err := s.commandStatsUsec(ctx)
+		if err != nil {
+			return err
+		}
+		if n := calls["evalsha"] + calls["eval"]; n > 0 {
+			r.scriptUsec = float64(usec["evalsha"]+usec["eval"]) / float64(n)
+		}
 		log.Info("decisions", "subject", sub.name, "keys", keys, "goroutines", goroutines, "per_sec", int(r.perSec), "p99", r.p99.String(), "errors", r.errors)
 		runs = append(runs, r)
 		return nil

@@ -80,13 +80,20 @@ func (s *redisServer) flush(ctx context.Context) error {
 
 // commandStats returns calls per command (lowercase) from INFO commandstats.
 func (s *redisServer) commandStats(ctx context.Context) (map[string]int64, error) {
+	calls, _, err := s.commandStatsUsec(ctx)
+	return calls, err
+}
+
+// commandStatsUsec returns calls and µs spent per command (lowercase) from
+// INFO commandstats. A script's µs include the commands it runs.
+func (s *redisServer) commandStatsUsec(ctx context.Context) (calls, usec map[string]int64, err error) {
 	rdb := s.client(1)
 	defer rdb.Close()
 	info, err := rdb.Info(ctx, "commandstats").Result()
 	if err != nil {
-		return nil, fmt.Errorf("info commandstats: %w", err)
+		return nil, nil, fmt.Errorf("info commandstats: %w", err)
 	}
-	out := map[string]int64{}
+	out, usec := map[string]int64{}, map[string]int64{}
 	sc := bufio.NewScanner(strings.NewReader(info))
 	for sc.Scan() {
 		// cmdstat_evalsha:calls=12,usec=...
@@ -94,10 +101,15 @@ func (s *redisServer) commandStats(ctx context.Context) (map[string]int64, error
 		if !ok {
 			continue
 		}
-		n, _ := strconv.ParseInt(strings.SplitN(rest, ",", 2)[0], 10, 64)
+		fields := strings.Split(rest, ",")
+		n, _ := strconv.ParseInt(fields[0], 10, 64)
 		out[name] = n
+		if len(fields) > 1 {
+			u, _ := strconv.ParseInt(strings.TrimPrefix(fields[1], "usec="), 10, 64)
+			usec[name] = u
+		}
 	}
-	return out, nil
+	return out, usec, nil
 }
 
 func freePort() (int, error) {

@@ -119,11 +119,12 @@ func (r *report) write(path string) error {
 	p("")
 	p("Each limiter is called for %s by 64 goroutines on one go-redis client (pool of 64), every call", r.options.decideDur)
 	p("with a 1 s deadline; the limit (10⁹ per hour) admits every request, so this is the cost of an admission.")
-	p("*spread*: 10,000 keys in turn; *hot*: one key. `+pipeline` is how the service runs: script calls pipelined")
-	p("(batch %d, %d senders, window %v) behind the deny cache. Redis is flushed between runs.", pipeBatch, pipeConns, time.Duration(pipeWindow))
+	p("*spread*: 10,000 keys in turn; *hot*: one key. Tollgate rows call one algorithm (`algorithms.New`, one")
+	p("rule per script); `+pipeline` adds the service's defaults: script calls pipelined (batch %d, up to %d batches", pipeBatch, pipeConns)
+	p("under way, window %v) behind the deny cache. Redis is flushed between runs.", time.Duration(pipeWindow))
 	p("")
-	p("| limiter | keys | decisions/s | p50 | p99 | × best peer | errors |")
-	p("|---|---|---:|---:|---:|---:|---:|")
+	p("| limiter | keys | decisions/s | p50 | p99 | × best peer | Redis µs/script | errors |")
+	p("|---|---|---:|---:|---:|---:|---:|---:|")
 	best := map[string]float64{}
 	for _, d := range r.decisions {
 		if d.goroutines == 64 && isPeer(d.subject) {
@@ -138,8 +139,15 @@ func (r *report) write(path string) error {
 		if best[d.keys] > 0 {
 			x = fmt.Sprintf("%.2f", d.perSec/best[d.keys])
 		}
-		p("| %s | %s | %.0f | %s | %s | %s | %d |", d.subject, d.keys, d.perSec, d.p50.Round(time.Microsecond), d.p99.Round(time.Microsecond), x, d.errors)
+		us := "–"
+		if d.scriptUsec > 0 {
+			us = fmt.Sprintf("%.1f", d.scriptUsec)
+		}
+		p("| %s | %s | %.0f | %s | %s | %s | %s | %d |", d.subject, d.keys, d.perSec, d.p50.Round(time.Microsecond), d.p99.Round(time.Microsecond), x, us, d.errors)
 	}
+	p("")
+	p("*Redis µs/script* is `INFO commandstats` usec per EVALSHA (the commands a script runs included): time")
+	p("Redis's single thread spends in the script itself, the part no client-side change can save.")
 	p("")
 	p("One goroutine (spread keys), where nothing can be batched: what the pipeline costs a lone caller.")
 	p("")

@@ -1,0 +1,134 @@
+package algorithms
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// countingDecider counts the decisions that reach Redis.
+type countingDecider struct {
+	next  ruleDecider
+	calls atomic.Int64
+}
+
+func (cd *countingDecider) Decide(ctx context.Context, rules []Rule, commit bool) ([]Decision, bool, error) {
+	cd.calls.Add(1)
+	return cd.next.Decide(ctx, rules, commit)
+}
+
+// TestDenyingDeciderExact: as the service wires it (deny cache, Multi on a
+// pipeline), 500 concurrent requests under two limits at once admit exactly
+// the tighter one; a second flood costs Redis nothing; after RetryAfter the
+// subject is admitted again.
+func TestDenyingDeciderExact(t *testing.T) {
+	for backend, newHarness := range harnesses(t) {
+		t.Run(backend, func(t *testing.T) {
+			for _, name := range Names() {
+				t.Run(name, func(t *testing.T) {
+					t.Parallel()
+					const callers, limit = 500, 50
+					h := newHarness(t)
+					p := NewPipeline(h.rdb, 16, 0, 4)
+					t.Cleanup(p.Close)
+					prefix := uniquePrefix(t)
+					t.Cleanup(func() { deleteKeys(t, h, prefix) })
+					counted := &countingDecider{next: NewMulti(p)}
+					dd := NewDenyingDecider(counted, 100)
+					dd.c.now = redisClock(t, h.rdb)
+					w := 100 * h.unit
+					// One hash tag: on a cluster both keys share a slot.
+					rules := []Rule{
+						{Algorithm: name, Limit: Limit{Requests: limit, Window: w}, Key: prefix + "{s}:a"},
+						{Algorithm: name, Limit: Limit{Requests: 2 * limit, Window: w}, Key: prefix + "{s}:b"},
+					}
+					h.room(w, 5*h.unit)
+					flood := func() (admitted, denied int64) {
+						var ok, no atomic.Int64
+						var wg sync.WaitGroup
+						start := make(chan struct{})
+						for range callers {
+							wg.Go(func() {
+								<-start
+								ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+								defer cancel()
+								_, allowed, err := dd.Decide(ctx, rules, true)
+								switch {
+								case err != nil:
+									t.Errorf("Decide(): %v", err)
+								case allowed:
+									ok.Add(1)
+								default:
+									no.Add(1)
+								}
+							})
+						}
+						close(start)
+						wg.Wait()
+						return ok.Load(), no.Load()
+					}
+					if admitted, denied := flood(); admitted != limit || denied != callers-limit {
+						t.Errorf("first flood of %d: admitted %d, denied %d; want %d, %d", callers, admitted, denied, limit, callers-limit)
+					}
+					before := counted.calls.Load()
+					if admitted, denied := flood(); admitted != 0 || denied != callers {
+						t.Errorf("second flood of %d: admitted %d, denied %d; want 0, %d", callers, admitted, denied, callers)
+					}
+					if n := counted.calls.Load() - before; n != 0 {
+						t.Errorf("second flood: %d decisions reached Redis, want 0 (denial cached)", n)
+					}
+				})
+			}
+		})
+	}
+}
+
+// TestDenyingDeciderAdmitsAfterRetryAfter: a denied subject is admitted again
+// once the RetryAfter it was given has passed, on every backend.
+func TestDenyingDeciderAdmitsAfterRetryAfter(t *testing.T) {
+	for backend, newHarness := range harnesses(t) {
+		t.Run(backend, func(t *testing.T) {
+			for _, name := range Names() {
+				t.Run(name, func(t *testing.T) {
+					t.Parallel()
+					h := newHarness(t)
+					prefix := uniquePrefix(t)
+					t.Cleanup(func() { deleteKeys(t, h, prefix) })
+					p := NewPipeline(h.rdb, 16, 0, 4)
+					t.Cleanup(p.Close)
+					counted := &countingDecider{next: NewMulti(p)}
+					dd := NewDenyingDecider(counted, 100)
+					dd.c.now = redisClock(t, h.rdb)
+					rules := []Rule{{Algorithm: name, Limit: Limit{Requests: 2, Window: h.unit}, Key: prefix + "k"}}
+					decide := func() (Decision, bool) {
+						t.Helper()
+						ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+						defer cancel()
+						ds, allowed, err := dd.Decide(ctx, rules, true)
+						if err != nil || len(ds) != 1 {
+							t.Fatalf("Decide() = %v, %v, %v", ds, allowed, err)
+						}
+						return ds[0], allowed
+					}
+					h.align(h.unit)
+					decide()
+					decide()
+					d, allowed := decide()
+					if allowed {
+						t.Fatalf("third request: Decide() = %+v, want denied", d)
+					}
+					calls := counted.calls.Load()
+					if d2, allowed := decide(); allowed || counted.calls.Load() != calls || d2.RetryAfter <= 0 {
+						t.Errorf("right after the denial: Decide() = %+v allowed %v, %d more calls to Redis; want denied from memory", d2, allowed, counted.calls.Load()-calls)
+					}
+					h.advance(d.RetryAfter + 10*time.Millisecond)
+					if d3, allowed := decide(); !allowed {
+						t.Errorf("after RetryAfter %v: Decide() = %+v, want allowed", d.RetryAfter, d3)
+					}
+				})
+			}
+		})
+	}
+}
