@@ -124,7 +124,14 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 
 	guards := []gin.HandlerFunc{middleware.Identify(log, store, 2*time.Second, 5*time.Minute, cfg.AuthKeyCacheTTL)}
 	if cfg.Enabled {
-		alg, err := algorithms.New(cfg.Algorithm, rdb, cfg.KeyPrefix,
+		// Concurrent decisions share round trips (docs/BENCHMARKS.md).
+		var scripter redis.Scripter = rdb
+		if cfg.PipelineBatch > 0 {
+			p := algorithms.NewPipeline(rdb, cfg.PipelineBatch, cfg.PipelineWindow, 4)
+			defer p.Close()
+			scripter = p
+		}
+		alg, err := algorithms.New(cfg.Algorithm, scripter, cfg.KeyPrefix,
 			algorithms.Limit{Requests: cfg.Limit, Window: cfg.Window, Burst: cfg.Burst})
 		if err != nil {
 			return fmt.Errorf("config: RATE_LIMIT_ALGORITHM, RATE_LIMIT_LIMIT, RATE_LIMIT_BURST, RATE_LIMIT_WINDOW: %w", err)
@@ -141,7 +148,14 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 			}
 			return 0
 		}))
-		guards = append(guards, middleware.RateLimit(log, breaker, cfg.Algorithm, cfg.Algorithm, cfg.Timeout, cfg.FailOpen))
+		// Denials are answered from memory until their Retry-After, in front
+		// of the breaker: those answers must not close an open circuit or
+		// reset its count of failures.
+		var limited algorithms.Algorithm = breaker
+		if cfg.DenyCacheSize > 0 {
+			limited = algorithms.NewDenyCache(breaker, cfg.DenyCacheSize)
+		}
+		guards = append(guards, middleware.RateLimit(log, limited, cfg.Algorithm, cfg.Algorithm, cfg.Timeout, cfg.FailOpen))
 	}
 	metricsHandler := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 	handler, err := routes.New(routes.Deps{

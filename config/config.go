@@ -51,6 +51,10 @@ type Config struct {
 	AuthKeyCacheTTL time.Duration // how long a checked API key is believed
 	AuthFailLimit   int           // failed credential checks per IP and per user name and window; 0: no guard
 	AuthFailWindow  time.Duration
+
+	PipelineBatch  int           // script calls sent together at most; 0: no pipelining
+	PipelineWindow time.Duration // how long a batch waits to fill; 0: sends what is queued
+	DenyCacheSize  int           // denied identities remembered in memory; 0: no deny cache
 }
 
 // Load reads the configuration through getenv. Every problem is reported at
@@ -101,6 +105,9 @@ func Load(getenv func(string) string) (Config, error) {
 	c.AuthKeyCacheTTL = p.duration("AUTH_KEY_CACHE_TTL", "10s", 0, time.Hour)
 	c.AuthFailLimit = p.int("AUTH_FAIL_LIMIT", "10", 0, 1_000_000)
 	c.AuthFailWindow = p.duration("AUTH_FAIL_WINDOW", "15m", time.Second, 7*24*time.Hour)
+	c.PipelineBatch = p.int("RATE_LIMIT_PIPELINE_BATCH", "16", 0, 1024)
+	c.PipelineWindow = p.duration("RATE_LIMIT_PIPELINE_WINDOW", "0s", 0, time.Millisecond)
+	c.DenyCacheSize = p.int("RATE_LIMIT_DENY_CACHE_SIZE", "10000", 0, 10_000_000)
 	if len(p.errs) > 0 {
 		return Config{}, fmt.Errorf("%w: %w", ErrInvalid, errors.Join(p.errs...))
 	}

@@ -41,6 +41,8 @@ func TestLoadDefaults(t *testing.T) {
 		AuthKeyCacheTTL: 10 * time.Second,
 		AuthFailLimit:   10,
 		AuthFailWindow:  15 * time.Minute,
+		PipelineBatch:   16,
+		DenyCacheSize:   10_000,
 	}
 	mysql := sqlite
 	mysql.DBDriver = "mysql"
