@@ -122,23 +122,40 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		collectors.NewDBStatsCollector(sqlDB, cfg.DBDriver),
 	)
 
-	guards := []gin.HandlerFunc{middleware.Identify(log, store, 2*time.Second, 5*time.Minute, cfg.AuthKeyCacheTTL)}
+	var guard *middleware.Guard
+	if cfg.AuthFailLimit > 0 {
+		guard, err = middleware.NewGuard(rdb, cfg.KeyPrefix,
+			algorithms.Limit{Requests: cfg.AuthFailLimit, Window: cfg.AuthFailWindow}, cfg.Timeout, cfg.FailOpen)
+		if err != nil {
+			return fmt.Errorf("config: %w: AUTH_FAIL_LIMIT, AUTH_FAIL_WINDOW: %w", config.ErrInvalid, err)
+		}
+	}
+	identify := middleware.Identify(log, store, guard, 2*time.Second, 5*time.Minute, cfg.AuthKeyCacheTTL)
+	var guards []gin.HandlerFunc
+	var peek gin.HandlerFunc
 	if cfg.Enabled {
-		// Concurrent decisions share round trips (docs/BENCHMARKS.md).
+		policies, err := loadPolicies(cfg)
+		if err != nil {
+			return err
+		}
+		// While Redis is down, answer at once instead of waiting out the
+		// timeout on every request; probe again every second.
+		// Concurrent decisions share round trips (docs/BENCHMARKS.md). Not on a
+		// cluster: Multi splits rules by hash tag only on a *redis.ClusterClient.
 		var scripter redis.Scripter = rdb
-		if cfg.PipelineBatch > 0 {
+		if _, cluster := rdb.(*redis.ClusterClient); cfg.PipelineBatch > 0 && !cluster {
 			p := algorithms.NewPipeline(rdb, cfg.PipelineBatch, cfg.PipelineWindow, 4)
 			defer p.Close()
 			scripter = p
 		}
-		alg, err := algorithms.New(cfg.Algorithm, scripter, cfg.KeyPrefix,
-			algorithms.Limit{Requests: cfg.Limit, Window: cfg.Window, Burst: cfg.Burst})
-		if err != nil {
-			return fmt.Errorf("config: RATE_LIMIT_ALGORITHM, RATE_LIMIT_LIMIT, RATE_LIMIT_BURST, RATE_LIMIT_WINDOW: %w", err)
+		breaker := algorithms.NewBreaker(algorithms.NewMulti(scripter), 5, time.Second)
+		// Denials are answered from memory until their Retry-After, in front
+		// of the breaker: those answers must not close an open circuit or
+		// reset its count of failures.
+		var decider algorithms.Decider = breaker
+		if cfg.DenyCacheSize > 0 {
+			decider = algorithms.NewDenyingDecider(breaker, cfg.DenyCacheSize)
 		}
-		// While Redis is down, answer at once instead of waiting out the
-		// timeout on every request; probe again every second.
-		breaker := algorithms.NewBreaker(alg, 5, time.Second)
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "tollgate_ratelimit_circuit_open",
 			Help: "1 while the circuit breaker keeps limiter calls away from Redis.",
@@ -148,14 +165,8 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 			}
 			return 0
 		}))
-		// Denials are answered from memory until their Retry-After, in front
-		// of the breaker: those answers must not close an open circuit or
-		// reset its count of failures.
-		var limited algorithms.Algorithm = breaker
-		if cfg.DenyCacheSize > 0 {
-			limited = algorithms.NewDenyCache(breaker, cfg.DenyCacheSize)
-		}
-		guards = append(guards, middleware.RateLimit(log, limited, cfg.Algorithm, cfg.Algorithm, cfg.Timeout, cfg.FailOpen))
+		limiter := middleware.NewLimiter(log, decider, policies, cfg.KeyPrefix, cfg.Timeout, cfg.FailOpen)
+		guards, peek = []gin.HandlerFunc{limiter.Handler()}, limiter.Peek()
 	}
 	metricsHandler := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 	handler, err := routes.New(routes.Deps{
@@ -173,8 +184,10 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 			}
 			return metricsHandler
 		}(),
-		Policy: routes.Policy{Enabled: cfg.Enabled, Algorithm: cfg.Algorithm, Limit: cfg.Limit, Burst: cfg.Burst, Window: cfg.Window},
-		Guards: guards,
+		Policy:   routes.Policy{Enabled: cfg.Enabled, Algorithm: cfg.Algorithm, Limit: cfg.Limit, Burst: cfg.Burst, Window: cfg.Window},
+		Identify: identify,
+		Guards:   guards,
+		Peek:     peek,
 	})
 	if err != nil {
 		return fmt.Errorf("config: TRUSTED_PROXIES: %w", err)
@@ -252,6 +265,32 @@ func newLogger(w io.Writer, format string, level slog.Level) *slog.Logger {
 		return slog.New(slog.NewTextHandler(w, opts))
 	}
 	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// loadPolicies reads RATE_LIMIT_POLICY_FILE, or else makes the one policy
+// the RATE_LIMIT_* variables describe.
+func loadPolicies(cfg config.Config) ([]middleware.Policy, error) {
+	if cfg.PolicyFile == "" {
+		if !algorithms.Known(cfg.Algorithm) {
+			return nil, fmt.Errorf("config: RATE_LIMIT_ALGORITHM=%q: %w: want one of %s",
+				cfg.Algorithm, algorithms.ErrUnknown, strings.Join(algorithms.Names(), ", "))
+		}
+		l := algorithms.Limit{Requests: cfg.Limit, Window: cfg.Window, Burst: cfg.Burst}
+		if err := l.Validate(); err != nil {
+			return nil, fmt.Errorf("config: RATE_LIMIT_LIMIT, RATE_LIMIT_BURST, RATE_LIMIT_WINDOW: %w", err)
+		}
+		return middleware.DefaultPolicies(cfg.Algorithm, l), nil
+	}
+	f, err := os.Open(cfg.PolicyFile)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w: RATE_LIMIT_POLICY_FILE: %w", config.ErrInvalid, err)
+	}
+	defer f.Close()
+	policies, err := middleware.ParsePolicies(f)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w: RATE_LIMIT_POLICY_FILE=%s: %w", config.ErrInvalid, cfg.PolicyFile, err)
+	}
+	return policies, nil
 }
 
 // openDB connects to the database, retrying with backoff for up to within:

@@ -576,14 +576,13 @@ func TestDeniedRequestsSkipDatabase(t *testing.T) {
 	m := miniredis.RunT(t)
 	rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
 	t.Cleanup(func() { rdb.Close() })
-	alg := algorithms.NewFixedWindow(rdb, "test:", algorithms.Limit{Requests: 1, Window: time.Minute})
+	policies := middleware.DefaultPolicies("fixed_window", algorithms.Limit{Requests: 1, Window: time.Minute})
+	limiter := middleware.NewLimiter(log, algorithms.NewMulti(rdb), policies, "test:", time.Second, false)
 	h, err := routes.New(routes.Deps{
 		Log:        log,
 		Continents: continents,
-		Guards: []gin.HandlerFunc{
-			middleware.Identify(log, store, time.Second, time.Minute, time.Minute),
-			middleware.RateLimit(log, alg, "fixed_window", "fixed_window", time.Second, false),
-		},
+		Identify:   middleware.Identify(log, store, nil, time.Second, time.Minute, time.Minute),
+		Guards:     []gin.HandlerFunc{limiter.Handler()},
 	})
 	if err != nil {
 		t.Fatalf("routes.New: %v", err)

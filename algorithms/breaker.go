@@ -11,13 +11,18 @@ import (
 // failing Redis.
 var ErrCircuitOpen = errors.New("rate limiter circuit open")
 
-// Breaker is a circuit breaker around an Algorithm. After Failures
+// A Decider decides several rules at once: Multi, or a wrapper around it.
+type Decider interface {
+	Decide(ctx context.Context, rules []Rule, commit bool) ([]Decision, bool, error)
+}
+
+// Breaker is a circuit breaker around a Decider. After Failures
 // consecutive errors it opens: calls fail at once with ErrCircuitOpen instead
 // of each waiting for its timeout on a dead Redis. After Cooldown one call is
 // let through as a probe; its success closes the circuit, its failure opens it
 // for another Cooldown.
 type Breaker struct {
-	next     Algorithm
+	next     Decider
 	failures int
 	cooldown time.Duration
 	now      func() time.Time
@@ -28,28 +33,28 @@ type Breaker struct {
 	probing   bool      // a probe is under way
 }
 
-var _ Algorithm = (*Breaker)(nil)
+var _ Decider = (*Breaker)(nil)
 
 // NewBreaker wraps next in a circuit breaker that opens after failures
 // consecutive errors and probes again after cooldown.
-func NewBreaker(next Algorithm, failures int, cooldown time.Duration) *Breaker {
+func NewBreaker(next Decider, failures int, cooldown time.Duration) *Breaker {
 	return &Breaker{next: next, failures: max(failures, 1), cooldown: cooldown, now: time.Now}
 }
 
-// Allow asks the wrapped algorithm, unless the circuit is open.
-func (b *Breaker) Allow(ctx context.Context, key string) (Decision, error) {
+// Decide asks the wrapped Decider, unless the circuit is open.
+func (b *Breaker) Decide(ctx context.Context, rules []Rule, commit bool) ([]Decision, bool, error) {
 	probe, err := b.admit()
 	if err != nil {
-		return Decision{}, err
+		return nil, false, err
 	}
-	d, err := b.next.Allow(ctx, key)
+	ds, allowed, err := b.next.Decide(ctx, rules, commit)
 	// A caller that went away says nothing about Redis's health; a probe is
 	// settled either way, or the circuit would wait for it forever.
 	if errors.Is(err, context.Canceled) && ctx.Err() != nil && !probe {
-		return d, err
+		return ds, allowed, err
 	}
 	b.record(probe, err)
-	return d, err
+	return ds, allowed, err
 }
 
 // Open reports whether calls are currently refused.

@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// scripted answers Allow with err, counting calls; block makes calls wait
+// scripted answers Decide with err, counting calls; block makes calls wait
 // until released.
 type scripted struct {
 	calls atomic.Int64
@@ -18,7 +18,7 @@ type scripted struct {
 	block chan struct{}
 }
 
-func (s *scripted) Allow(ctx context.Context, key string) (Decision, error) {
+func (s *scripted) Decide(ctx context.Context, rules []Rule, commit bool) ([]Decision, bool, error) {
 	s.calls.Add(1)
 	s.mu.Lock()
 	err, block := s.err, s.block
@@ -26,7 +26,7 @@ func (s *scripted) Allow(ctx context.Context, key string) (Decision, error) {
 	if block != nil {
 		<-block
 	}
-	return Decision{Allowed: err == nil}, err
+	return []Decision{{Allowed: err == nil}}, err == nil, err
 }
 
 func (s *scripted) set(err error, block chan struct{}) {
@@ -42,17 +42,17 @@ func TestBreaker(t *testing.T) {
 	now := time.Unix(1000, 0)
 	b.now = func() time.Time { return now }
 	call := func() error {
-		_, err := b.Allow(context.Background(), "k")
+		_, _, err := b.Decide(context.Background(), nil, true)
 		return err
 	}
 
 	if err := call(); err != nil {
-		t.Fatalf("closed, Redis up: Allow() error = %v, want nil", err)
+		t.Fatalf("closed, Redis up: Decide() error = %v, want nil", err)
 	}
 	next.set(down, nil)
 	for i := range 3 {
 		if err := call(); !errors.Is(err, down) {
-			t.Fatalf("failure %d: Allow() error = %v, want the Redis error", i+1, err)
+			t.Fatalf("failure %d: Decide() error = %v, want the Redis error", i+1, err)
 		}
 	}
 	if !b.Open() {
@@ -61,7 +61,7 @@ func TestBreaker(t *testing.T) {
 	before := next.calls.Load()
 	for range 10 {
 		if err := call(); !errors.Is(err, ErrCircuitOpen) {
-			t.Fatalf("open: Allow() error = %v, want ErrCircuitOpen", err)
+			t.Fatalf("open: Decide() error = %v, want ErrCircuitOpen", err)
 		}
 	}
 	if n := next.calls.Load() - before; n != 0 {
@@ -79,21 +79,21 @@ func TestBreaker(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	if err := call(); !errors.Is(err, ErrCircuitOpen) {
-		t.Errorf("while a probe is under way: Allow() error = %v, want ErrCircuitOpen", err)
+		t.Errorf("while a probe is under way: Decide() error = %v, want ErrCircuitOpen", err)
 	}
 	close(release)
 	if err := <-probeErr; !errors.Is(err, down) {
-		t.Errorf("failed probe: Allow() error = %v, want the Redis error", err)
+		t.Errorf("failed probe: Decide() error = %v, want the Redis error", err)
 	}
 	if err := call(); !errors.Is(err, ErrCircuitOpen) {
-		t.Errorf("after a failed probe: Allow() error = %v, want ErrCircuitOpen", err)
+		t.Errorf("after a failed probe: Decide() error = %v, want ErrCircuitOpen", err)
 	}
 
 	// Redis is back: the next probe closes the circuit.
 	now = now.Add(time.Second)
 	next.set(nil, nil)
 	if err := call(); err != nil {
-		t.Errorf("successful probe: Allow() error = %v, want nil", err)
+		t.Errorf("successful probe: Decide() error = %v, want nil", err)
 	}
 	if b.Open() {
 		t.Error("after a successful probe: Open() = true, want false")
@@ -117,15 +117,15 @@ func TestBreakerCanceledProbeDoesNotWedge(t *testing.T) {
 	now := time.Unix(1000, 0)
 	b.now = func() time.Time { return now }
 	next.set(errors.New("down"), nil)
-	b.Allow(context.Background(), "k")
+	b.Decide(context.Background(), nil, true)
 	now = now.Add(time.Second)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	next.set(context.Canceled, nil)
-	b.Allow(ctx, "k") // the probe's caller went away
+	b.Decide(ctx, nil, true) // the probe's caller went away
 	now = now.Add(time.Second)
 	next.set(nil, nil)
-	if _, err := b.Allow(context.Background(), "k"); err != nil {
-		t.Errorf("probe after a canceled probe and a cooldown: Allow() error = %v, want nil", err)
+	if _, _, err := b.Decide(context.Background(), nil, true); err != nil {
+		t.Errorf("probe after a canceled probe and a cooldown: Decide() error = %v, want nil", err)
 	}
 }

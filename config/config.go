@@ -41,6 +41,7 @@ type Config struct {
 	Timeout        time.Duration
 	TrustedProxies []netip.Prefix
 	KeyPrefix      string
+	PolicyFile     string // empty: one policy from the RATE_LIMIT_* variables
 	SeedUsers      []User
 	MetricsAddr    string // empty: /metrics on the API's port
 	LogFormat      string // json or text
@@ -62,18 +63,19 @@ type Config struct {
 func Load(getenv func(string) string) (Config, error) {
 	p := parser{getenv: getenv}
 	c := Config{
-		Port:      p.int("PORT", "8080", 0, 65535),
-		RedisURL:  p.redisURL("REDIS_URL"),
-		DBDriver:  p.oneOf("DB_DRIVER", "sqlite", "sqlite", "mysql"),
-		Enabled:   p.bool("RATE_LIMIT_ENABLED", "true"),
-		Algorithm: strings.ReplaceAll(p.str("RATE_LIMIT_ALGORITHM", "fixed_window"), "-", "_"),
-		Limit:     p.int("RATE_LIMIT_LIMIT", "5", 1, 1_000_000_000),
-		Window:    p.duration("RATE_LIMIT_WINDOW", "60s", time.Millisecond, 366*24*time.Hour),
-		FailOpen:  p.bool("RATE_LIMIT_FAIL_OPEN", "true"),
-		Timeout:   p.duration("RATE_LIMIT_TIMEOUT", "100ms", time.Millisecond, time.Minute),
-		KeyPrefix: p.str("REDIS_KEY_PREFIX", "ratelimit:"),
-		DBConnect: p.duration("DB_CONNECT_TIMEOUT", "30s", time.Second, time.Hour),
-		Shutdown:  p.duration("SHUTDOWN_TIMEOUT", "10s", 0, time.Hour),
+		Port:       p.int("PORT", "8080", 0, 65535),
+		RedisURL:   p.redisURL("REDIS_URL"),
+		DBDriver:   p.oneOf("DB_DRIVER", "sqlite", "sqlite", "mysql"),
+		Enabled:    p.bool("RATE_LIMIT_ENABLED", "true"),
+		Algorithm:  strings.ReplaceAll(p.str("RATE_LIMIT_ALGORITHM", "fixed_window"), "-", "_"),
+		Limit:      p.int("RATE_LIMIT_LIMIT", "5", 1, 1_000_000_000),
+		Window:     p.duration("RATE_LIMIT_WINDOW", "60s", time.Millisecond, 366*24*time.Hour),
+		FailOpen:   p.bool("RATE_LIMIT_FAIL_OPEN", "true"),
+		Timeout:    p.duration("RATE_LIMIT_TIMEOUT", "100ms", time.Millisecond, time.Minute),
+		KeyPrefix:  p.str("REDIS_KEY_PREFIX", "ratelimit:"),
+		PolicyFile: p.str("RATE_LIMIT_POLICY_FILE", ""),
+		DBConnect:  p.duration("DB_CONNECT_TIMEOUT", "30s", time.Second, time.Hour),
+		Shutdown:   p.duration("SHUTDOWN_TIMEOUT", "10s", 0, time.Hour),
 	}
 	c.LogFormat = p.oneOf("LOG_FORMAT", "json", "json", "text")
 	if err := c.LogLevel.UnmarshalText([]byte(p.oneOf("LOG_LEVEL", "info", "debug", "info", "warn", "error"))); err != nil {

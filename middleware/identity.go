@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -58,7 +59,13 @@ const maxKeyLen = 128
 // bcrypt runs once per credential and passwordTTL, not once per request; API
 // keys are remembered for keyTTL only, which bounds how long a revoked key
 // keeps working.
-func Identify(log *slog.Logger, users userChecker, timeout, passwordTTL, keyTTL time.Duration) gin.HandlerFunc {
+//
+// A credential not in the cache is checked only if guard (nil: none) admits
+// another attempt from the client IP and for the user name; past its limit
+// the answer is 429, before any bcrypt work or key lookup. Failed checks are
+// reported to it. Remembered credentials skip the guard: they are known good.
+func Identify(log *slog.Logger, users userChecker, guard *Guard, timeout, passwordTTL, keyTTL time.Duration) gin.HandlerFunc {
+	warn := newThrottledLog(log, 10*time.Second)
 	passwords := newCredentialCache(passwordTTL, 10_000)
 	keys := newCredentialCache(keyTTL, 10_000)
 	var group singleflight.Group
@@ -84,6 +91,38 @@ func Identify(log *slog.Logger, users userChecker, timeout, passwordTTL, keyTTL 
 		r := v.(result)
 		return r.who, r.ok, nil
 	}
+	// guarded runs check for an attempt for name (empty for an API key)
+	// unless the guard refuses it, in which case it has answered and refused
+	// is true; a failed check is reported to the guard.
+	guarded := func(c *gin.Context, name string, check func() (cached, bool, error)) (who cached, ok, refused bool, err error) {
+		if guard == nil {
+			who, ok, err := check()
+			return who, ok, false, err
+		}
+		ip := clientIP(c)
+		allowed, retryAfter, gerr := guard.Check(c.Request.Context(), ip, name)
+		switch {
+		case gerr != nil && !guard.failOpen:
+			warn.Warn("auth guard unavailable", "err", gerr, "fail_open", false)
+			c.Header("Retry-After", "1")
+			Abort(c, http.StatusServiceUnavailable, "authentication unavailable", nil)
+			return cached{}, false, true, nil
+		case gerr != nil:
+			warn.Warn("auth guard unavailable", "err", gerr, "fail_open", true)
+		case !allowed:
+			secs := max(ceilSeconds(retryAfter), 1)
+			c.Header("Retry-After", strconv.FormatInt(secs, 10))
+			Abort(c, http.StatusTooManyRequests, "too many failed authentication attempts", gin.H{"retry_after": secs})
+			return cached{}, false, true, nil
+		}
+		who, ok, err = check()
+		if err == nil && !ok && gerr == nil {
+			if err := guard.Fail(c.Request.Context(), ip, name); err != nil {
+				warn.Warn("auth guard unavailable", "err", err, "fail_open", guard.failOpen)
+			}
+		}
+		return who, ok, false, err
+	}
 	return func(c *gin.Context) {
 		authorization, apiKey := c.GetHeader("Authorization"), c.GetHeader("X-API-Key")
 		var (
@@ -93,11 +132,7 @@ func Identify(log *slog.Logger, users userChecker, timeout, passwordTTL, keyTTL 
 		)
 		switch {
 		case authorization == "" && apiKey == "":
-			ip := c.ClientIP()
-			if ip == "" {
-				ip = "unknown"
-			}
-			c.Set(identityKey, "ip:"+ip)
+			c.Set(identityKey, "ip:"+clientIP(c))
 			return
 		case authorization != "" && apiKey != "":
 			Abort(c, http.StatusBadRequest, "send one credential: Authorization or X-API-Key, not both", nil)
@@ -109,10 +144,16 @@ func Identify(log *slog.Logger, users userChecker, timeout, passwordTTL, keyTTL 
 			}
 			k := keys.key(apiKey, "")
 			if who, ok = keys.get(k); !ok {
-				who, ok, err = check(c, keys, k, func(ctx context.Context) (cached, bool, error) {
-					name, tier, ok, err := users.CheckAPIKey(ctx, apiKey)
-					return cached{name: name, tier: tier}, ok, err
+				var refused bool
+				who, ok, refused, err = guarded(c, "", func() (cached, bool, error) {
+					return check(c, keys, k, func(ctx context.Context) (cached, bool, error) {
+						name, tier, ok, err := users.CheckAPIKey(ctx, apiKey)
+						return cached{name: name, tier: tier}, ok, err
+					})
 				})
+				if refused {
+					return
+				}
 			}
 		default:
 			name, password, basicOK := c.Request.BasicAuth()
@@ -122,10 +163,16 @@ func Identify(log *slog.Logger, users userChecker, timeout, passwordTTL, keyTTL 
 			}
 			k := passwords.key(name, password)
 			if who, ok = passwords.get(k); !ok {
-				who, ok, err = check(c, passwords, k, func(ctx context.Context) (cached, bool, error) {
-					tier, ok, err := users.CheckPassword(ctx, name, password)
-					return cached{name: name, tier: tier}, ok, err
+				var refused bool
+				who, ok, refused, err = guarded(c, name, func() (cached, bool, error) {
+					return check(c, passwords, k, func(ctx context.Context) (cached, bool, error) {
+						tier, ok, err := users.CheckPassword(ctx, name, password)
+						return cached{name: name, tier: tier}, ok, err
+					})
 				})
+				if refused {
+					return
+				}
 			}
 		}
 		if err != nil {
@@ -140,6 +187,15 @@ func Identify(log *slog.Logger, users userChecker, timeout, passwordTTL, keyTTL 
 		c.Set(identityKey, "user:"+who.name)
 		c.Set(tierKey, who.tier)
 	}
+}
+
+// clientIP is gin's ClientIP, which honours X-Forwarded-For only from
+// trusted proxies, or "unknown".
+func clientIP(c *gin.Context) string {
+	if ip := c.ClientIP(); ip != "" {
+		return ip
+	}
+	return "unknown"
 }
 
 // unauthorized answers 401. The Basic challenge is sent for rejected API keys

@@ -104,7 +104,7 @@ func identifyEngineTTL(t *testing.T, users userChecker, proxies []string, keyTTL
 		t.Fatalf("SetTrustedProxies(%v): %v", proxies, err)
 	}
 	r.RemoteIPHeaders = []string{"X-Forwarded-For"}
-	r.GET("/x", Identify(discard(), users, time.Second, time.Minute, keyTTL), func(c *gin.Context) {
+	r.GET("/x", Identify(discard(), users, nil, time.Second, time.Minute, keyTTL), func(c *gin.Context) {
 		c.Header("X-Tier", Tier(c))
 		c.String(http.StatusOK, Identity(c))
 	})

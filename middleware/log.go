@@ -44,8 +44,11 @@ func RequestLog(log *slog.Logger, m *Metrics) gin.HandlerFunc {
 		if kind, _, ok := strings.Cut(Identity(c), ":"); ok {
 			attrs = append(attrs, slog.String("identity", kind))
 		}
-		if decided {
+		if decided && o.Policy != "" {
 			attrs = append(attrs, slog.String("decision", o.Result), slog.Int("remaining", o.Remaining))
+		}
+		for _, s := range o.ShadowLimited {
+			attrs = append(attrs, slog.String("shadow_limited", s.Policy))
 		}
 		log.LogAttrs(c.Request.Context(), slog.LevelInfo, "request", attrs...)
 	}

@@ -20,7 +20,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tollgate_ratelimit_decisions_total",
-			Help: "Rate-limit decisions by policy, algorithm and result (allowed, limited, failed_open, failed_closed).",
+			Help: "Rate-limit decisions by policy, algorithm and result (allowed, limited, failed_open, failed_closed, shadow_limited).",
 		}, []string{"policy", "algorithm", "result"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "tollgate_ratelimit_call_duration_seconds",
@@ -56,6 +56,12 @@ func (m *Metrics) observe(method, route string, status int, seconds float64, o O
 	m.requests.WithLabelValues(method, route, strconv.Itoa(status)).Inc()
 	m.duration.WithLabelValues(route).Observe(seconds)
 	if !decided {
+		return
+	}
+	for _, s := range o.ShadowLimited {
+		m.decisions.WithLabelValues(s.Policy, s.Algorithm, ResultShadowLimited).Inc()
+	}
+	if o.Policy == "" { // only shadow policies applied
 		return
 	}
 	m.decisions.WithLabelValues(o.Policy, o.Algorithm, o.Result).Inc()

@@ -2,11 +2,15 @@ package middleware
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math"
 	"net/http"
+	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,26 +23,35 @@ import (
 
 // Results of a rate-limit decision, as logged and counted.
 const (
-	ResultAllowed      = "allowed"
-	ResultLimited      = "limited"
-	ResultFailedOpen   = "failed_open"
-	ResultFailedClosed = "failed_closed"
+	ResultAllowed       = "allowed"
+	ResultLimited       = "limited"
+	ResultFailedOpen    = "failed_open"
+	ResultFailedClosed  = "failed_closed"
+	ResultShadowLimited = "shadow_limited"
 )
 
 // outcomeKey is where RateLimit leaves its Outcome in the gin context.
 const outcomeKey = "tollgate.outcome"
 
-// Outcome is what RateLimit decided for a request, for logs and metrics.
+// Outcome is what the limiter decided for a request, for logs and metrics.
 type Outcome struct {
-	Policy     string
+	Policy     string // the limit reported in the headers: the closest to exhaustion
 	Algorithm  string
 	Result     string // one of the Result constants
 	Remaining  int
-	Took       time.Duration // the limiter call
-	RedisError bool          // the call failed on Redis (not refused by an open circuit)
+	Took       time.Duration // the limiter calls
+	RedisError bool          // a call failed on Redis (not refused by an open circuit)
+	// ShadowLimited are the shadow policies' limits that would have denied.
+	ShadowLimited []PolicyRef
 }
 
-// OutcomeOf returns the Outcome RateLimit left, if it ran.
+// A PolicyRef names one limit of a policy, for metrics.
+type PolicyRef struct {
+	Policy    string
+	Algorithm string
+}
+
+// OutcomeOf returns the Outcome the limiter left, if it decided.
 func OutcomeOf(c *gin.Context) (Outcome, bool) {
 	v, ok := c.Get(outcomeKey)
 	if !ok {
@@ -48,26 +61,179 @@ func OutcomeOf(c *gin.Context) (Outcome, bool) {
 	return o, ok
 }
 
-// RateLimit asks alg whether the caller (see Identity) may proceed, sets the
-// rate-limit headers and answers 429 when not. When the limiter cannot decide
-// in time (Redis down or slow), failOpen chooses between serving the request
-// unchecked, marked by "X-RateLimit-Checked: false", and answering 503:
-// availability of the API versus strictness of the limit.
-//
-// The policy name labels the headers; algorithm names alg in logs and metrics.
-func RateLimit(log *slog.Logger, alg algorithms.Algorithm, policy, algorithm string, timeout time.Duration, failOpen bool) gin.HandlerFunc {
-	warn := newThrottledLog(log, 10*time.Second)
+// Limiter applies rate-limit policies to requests. All limits of the
+// enforced policies that apply to a request are decided in one call, so a
+// request denied by any of them is counted by none.
+type Limiter struct {
+	log      *slog.Logger
+	decider  algorithms.Decider
+	policies []Policy
+	prefix   string
+	timeout  time.Duration
+	failOpen bool
+	warn     *throttledLog
+}
+
+// NewLimiter returns a Limiter deciding with d, keeping its keys under prefix.
+// timeout bounds each decision; failOpen chooses what a request gets when the
+// limiter cannot decide in time (Redis down or slow): served unchecked, marked
+// by "X-RateLimit-Checked: false", or 503 — availability of the API versus
+// strictness of the limit.
+func NewLimiter(log *slog.Logger, d algorithms.Decider, policies []Policy, prefix string, timeout time.Duration, failOpen bool) *Limiter {
+	return &Limiter{log: log, decider: d, policies: policies, prefix: prefix, timeout: timeout,
+		failOpen: failOpen, warn: newThrottledLog(log, 10*time.Second)}
+}
+
+// applied is one limit of a policy that applies to a request.
+type applied struct {
+	policy *Policy
+	name   string // the item in RateLimit-Policy: the policy, or policy-N for its Nth limit
+	limit  PolicyLimit
+	rule   algorithms.Rule
+}
+
+// rules lists the limits that apply to the request: of policies matching its
+// route (or of every policy, for anyRoute), for its tier, minus exemptions.
+func (l *Limiter) rules(c *gin.Context, anyRoute bool) []applied {
+	identity := Identity(c)
+	tier := Tier(c)
+	var ip netip.Addr
+	if a, err := netip.ParseAddr(c.ClientIP()); err == nil {
+		ip = a.Unmap()
+	}
+	var out []applied
+	for i := range l.policies {
+		p := &l.policies[i]
+		if !anyRoute && !p.matches(c.Request.Method, c.FullPath()) || p.exempt(identity, ip) {
+			continue
+		}
+		who, ok := p.subject(c, identity)
+		if !ok {
+			continue
+		}
+		limits, ok := p.Tiers[tier]
+		if !ok {
+			limits = p.Limits
+		}
+		for j, pl := range limits {
+			name := p.Name
+			if len(limits) > 1 {
+				name = p.Name + "-" + strconv.Itoa(j+1)
+			}
+			// The subject is the hash tag: on a cluster, every limit of one
+			// subject lives in one slot and is decided in one script.
+			key := l.prefix + "{" + who + "}:" + p.Name + ":" + strconv.Itoa(j) + ":" + pl.Algorithm
+			out = append(out, applied{policy: p, name: name, limit: pl, rule: algorithms.Rule{
+				Algorithm: pl.Algorithm, Limit: pl.Limit, Cost: p.Cost, Key: key,
+			}})
+		}
+	}
+	return out
+}
+
+func (p *Policy) matches(method, route string) bool {
+	if len(p.Match) == 0 {
+		return true
+	}
+	for _, m := range p.Match {
+		if (m.Method == "*" || m.Method == method) && m.Path == route {
+			return true
+		}
+	}
+	return false
+}
+
+func (p *Policy) exempt(identity string, ip netip.Addr) bool {
+	if name, ok := strings.CutPrefix(identity, "user:"); ok && slices.Contains(p.ExemptUsers, name) {
+		return true
+	}
+	for _, cidr := range p.ExemptCIDRs {
+		if ip.IsValid() && cidr.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// subject is what the policy counts for this request, or false when its key
+// does not apply (key user for an anonymous client, a missing header). Header
+// values are hashed: they may be secrets.
+func (p *Policy) subject(c *gin.Context, identity string) (string, bool) {
+	switch {
+	case p.Key == "ip":
+		return "ip:" + c.ClientIP(), true
+	case p.Key == "user":
+		return identity, strings.HasPrefix(identity, "user:")
+	case p.Key == "user_or_ip":
+		if identity == "" { // no Identify in front: the client IP
+			return "ip:" + c.ClientIP(), true
+		}
+		return identity, true
+	default:
+		name := strings.TrimPrefix(p.Key, "header:")
+		v := c.GetHeader(name)
+		if v == "" {
+			return "", false
+		}
+		sum := sha256.Sum256([]byte(name + ":" + v))
+		return "h:" + hex.EncodeToString(sum[:16]), true
+	}
+}
+
+func rulesOf(as []applied) []algorithms.Rule {
+	rules := make([]algorithms.Rule, len(as))
+	for i, a := range as {
+		rules[i] = a.rule
+	}
+	return rules
+}
+
+// Handler limits requests: it sets the rate-limit headers and answers 429
+// when any enforced limit denies.
+func (l *Limiter) Handler() gin.HandlerFunc {
 	return func(c *gin.Context) {
-		ctx, cancel := context.WithTimeout(c.Request.Context(), timeout)
+		all := l.rules(c, false)
+		if len(all) == 0 {
+			c.Next()
+			return
+		}
+		var enforced, shadow []applied
+		for _, a := range all {
+			if a.policy.Shadow {
+				shadow = append(shadow, a)
+			} else {
+				enforced = append(enforced, a)
+			}
+		}
+		ctx, cancel := context.WithTimeout(c.Request.Context(), l.timeout)
+		defer cancel()
 		start := time.Now()
-		d, err := alg.Allow(ctx, Identity(c))
-		took := time.Since(start)
-		cancel()
-		o := Outcome{Policy: policy, Algorithm: algorithm, Took: took, Remaining: max(d.Remaining, 0)}
+		var o Outcome
+		var ds []algorithms.Decision
+		allowed := true
+		var err error
+		if len(enforced) > 0 {
+			ds, allowed, err = l.decider.Decide(ctx, rulesOf(enforced), true)
+		}
+		if err == nil && len(shadow) > 0 {
+			// Shadow limits are decided apart: their denials must never keep
+			// an enforced limit from counting the request.
+			sds, _, serr := l.decider.Decide(ctx, rulesOf(shadow), true)
+			if serr != nil {
+				l.warn.Warn("shadow limits unavailable", "err", serr)
+			}
+			for i, d := range sds {
+				if !d.Allowed {
+					o.ShadowLimited = append(o.ShadowLimited, PolicyRef{Policy: shadow[i].name, Algorithm: shadow[i].limit.Algorithm})
+				}
+			}
+		}
+		o.Took = time.Since(start)
 		if err != nil {
+			o.Policy, o.Algorithm = enforced[0].name, enforced[0].limit.Algorithm
 			o.RedisError = !errors.Is(err, algorithms.ErrCircuitOpen)
-			warn.Warn("rate limiter unavailable", "err", err, "fail_open", failOpen)
-			if failOpen {
+			l.warn.Warn("rate limiter unavailable", "err", err, "fail_open", l.failOpen)
+			if l.failOpen {
 				o.Result = ResultFailedOpen
 				c.Set(outcomeKey, o)
 				c.Header("X-RateLimit-Checked", "false")
@@ -80,13 +246,26 @@ func RateLimit(log *slog.Logger, alg algorithms.Algorithm, policy, algorithm str
 			Abort(c, http.StatusServiceUnavailable, "rate limiter unavailable", nil)
 			return
 		}
+		if len(enforced) == 0 {
+			o.Result = ResultAllowed
+			c.Set(outcomeKey, o)
+			c.Next()
+			return
+		}
+		items := make([]headerItem, len(enforced))
+		for i, a := range enforced {
+			items[i] = headerItem{name: a.name, d: ds[i]}
+		}
+		chosen := closest(items)
+		d := items[chosen].d
+		o.Policy, o.Algorithm, o.Remaining = items[chosen].name, enforced[chosen].limit.Algorithm, max(d.Remaining, 0)
 		o.Result = ResultAllowed
-		if !d.Allowed {
+		if !allowed {
 			o.Result = ResultLimited
 		}
 		c.Set(outcomeKey, o)
-		setHeaders(c.Writer.Header(), policy, d, d.Now)
-		if !d.Allowed {
+		setHeaders(c.Writer.Header(), items, chosen)
+		if !allowed {
 			retry := retryAfterSeconds(d)
 			Abort(c, http.StatusTooManyRequests, "rate limit exceeded", gin.H{
 				"retry_after": retry,
@@ -99,20 +278,123 @@ func RateLimit(log *slog.Logger, alg algorithms.Algorithm, policy, algorithm str
 	}
 }
 
-// setHeaders writes every rate-limit header of d: the de facto X-RateLimit-*
-// fields, the IETF draft's RateLimit-Policy and RateLimit (structured field
-// lists), and Retry-After when d denies. now is the clock d was decided on.
-func setHeaders(h http.Header, policy string, d algorithms.Decision, now time.Time) {
+// headerItem is one enforced limit's decision, named as in RateLimit-Policy.
+type headerItem struct {
+	name string
+	d    algorithms.Decision
+}
+
+// closest picks the limit the headers report: of the denying ones, the one
+// that denies longest; when all admit, the one with the least remaining.
+func closest(items []headerItem) int {
+	best := -1
+	for i, it := range items {
+		if it.d.Allowed {
+			continue
+		}
+		if best < 0 || it.d.RetryAfter > items[best].d.RetryAfter {
+			best = i
+		}
+	}
+	if best >= 0 {
+		return best
+	}
+	best = 0
+	for i, it := range items {
+		b := items[best].d
+		if it.d.Remaining < b.Remaining || it.d.Remaining == b.Remaining && it.d.ResetAfter > b.ResetAfter {
+			best = i
+		}
+	}
+	return best
+}
+
+// setHeaders writes every rate-limit header: the de facto X-RateLimit-* and
+// the IETF draft's RateLimit of the chosen limit, RateLimit-Policy listing
+// every limit (structured field lists), and Retry-After when it denies. Times
+// are on the decision's (Redis's) clock.
+func setHeaders(h http.Header, items []headerItem, chosen int) {
+	d := items[chosen].d
 	remaining := max(d.Remaining, 0)
-	reset := ceilSeconds(d.ResetAfter)
-	name := sfString(policy)
+	now := d.Now
+	if now.IsZero() {
+		now = time.Now()
+	}
 	h.Set("X-RateLimit-Limit", strconv.Itoa(d.Limit))
 	h.Set("X-RateLimit-Remaining", strconv.Itoa(remaining))
 	h.Set("X-RateLimit-Reset", strconv.FormatInt(ceilUnix(now.Add(d.ResetAfter)), 10))
-	h.Set("RateLimit-Policy", fmt.Sprintf("%s;q=%d;w=%d", name, d.Limit, max(ceilSeconds(d.Window), 1)))
-	h.Set("RateLimit", fmt.Sprintf("%s;r=%d;t=%d", name, remaining, reset))
+	policies := make([]string, len(items))
+	for i, it := range items {
+		policies[i] = sfString(it.name) + ";q=" + strconv.Itoa(it.d.Limit) + ";w=" + strconv.FormatInt(max(ceilSeconds(it.d.Window), 1), 10)
+	}
+	h.Set("RateLimit-Policy", strings.Join(policies, ", "))
+	h.Set("RateLimit", sfString(items[chosen].name)+";r="+strconv.Itoa(remaining)+";t="+strconv.FormatInt(ceilSeconds(d.ResetAfter), 10))
 	if !d.Allowed {
 		h.Set("Retry-After", strconv.FormatInt(retryAfterSeconds(d), 10))
+	}
+}
+
+// Peek answers the caller's current state for every policy that applies to
+// them, on any route, without consuming anything.
+func (l *Limiter) Peek() gin.HandlerFunc {
+	type limitState struct {
+		Name          string `json:"name"`
+		Algorithm     string `json:"algorithm"`
+		Limit         int    `json:"limit"`
+		WindowSeconds int64  `json:"window_seconds"`
+		Remaining     int    `json:"remaining"`
+		Reset         int64  `json:"reset"`
+		ResetAfter    int64  `json:"reset_after_seconds"`
+	}
+	type policyState struct {
+		Name   string       `json:"name"`
+		Routes []string     `json:"routes"`
+		Shadow bool         `json:"shadow"`
+		Limits []limitState `json:"limits"`
+	}
+	return func(c *gin.Context) {
+		all := l.rules(c, true)
+		kind, _, _ := strings.Cut(Identity(c), ":")
+		body := gin.H{"identity": kind, "tier": Tier(c), "policies": []policyState{}}
+		if len(all) == 0 {
+			c.JSON(http.StatusOK, body)
+			return
+		}
+		ctx, cancel := context.WithTimeout(c.Request.Context(), l.timeout)
+		defer cancel()
+		ds, _, err := l.decider.Decide(ctx, rulesOf(all), false)
+		if err != nil {
+			l.warn.Warn("rate limiter unavailable", "err", err)
+			c.Header("Retry-After", "1")
+			Abort(c, http.StatusServiceUnavailable, "rate limiter unavailable", nil)
+			return
+		}
+		var states []policyState
+		for i, a := range all {
+			if len(states) == 0 || states[len(states)-1].Name != a.policy.Name {
+				routes := []string{"*"}
+				if len(a.policy.Match) > 0 {
+					routes = routes[:0]
+					for _, m := range a.policy.Match {
+						routes = append(routes, m.Method+" "+m.Path)
+					}
+				}
+				states = append(states, policyState{Name: a.policy.Name, Routes: routes, Shadow: a.policy.Shadow})
+			}
+			d := ds[i]
+			now := d.Now
+			if now.IsZero() {
+				now = time.Now()
+			}
+			st := &states[len(states)-1]
+			st.Limits = append(st.Limits, limitState{
+				Name: a.name, Algorithm: a.limit.Algorithm, Limit: d.Limit,
+				WindowSeconds: max(ceilSeconds(d.Window), 1), Remaining: max(d.Remaining, 0),
+				Reset: ceilUnix(now.Add(d.ResetAfter)), ResetAfter: ceilSeconds(d.ResetAfter),
+			})
+		}
+		body["policies"] = states
+		c.JSON(http.StatusOK, body)
 	}
 }
 

@@ -141,7 +141,9 @@ func TestSetHeaders(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := http.Header{}
-			setHeaders(h, tt.policy, tt.d, tt.now)
+			d := tt.d
+			d.Now = tt.now
+			setHeaders(h, []headerItem{{name: tt.policy, d: d}}, 0)
 			for name, want := range tt.want {
 				if got := h.Get(name); got != want {
 					t.Errorf("setHeaders() %s = %q, want %q", name, got, want)
@@ -151,7 +153,7 @@ func TestSetHeaders(t *testing.T) {
 	}
 }
 
-// fakeAlg is an algorithms.Algorithm that returns a fixed decision or error,
+// fakeAlg is an algorithms.Decider that returns a fixed decision or error,
 // or waits for ctx to end when block is set. It records what it was asked.
 type fakeAlg struct {
 	d     algorithms.Decision
@@ -165,21 +167,30 @@ type fakeAlg struct {
 	deadlineIn  time.Duration // deadline minus the time of the call
 }
 
-var _ algorithms.Algorithm = (*fakeAlg)(nil)
+var _ algorithms.Decider = (*fakeAlg)(nil)
 
-func (f *fakeAlg) Allow(ctx context.Context, key string) (algorithms.Decision, error) {
+func (f *fakeAlg) Decide(ctx context.Context, rules []algorithms.Rule, commit bool) ([]algorithms.Decision, bool, error) {
 	f.mu.Lock()
 	f.calls++
-	f.keys = append(f.keys, key)
+	for _, r := range rules {
+		f.keys = append(f.keys, r.Key)
+	}
 	dl, ok := ctx.Deadline()
 	f.hadDeadline = ok
 	f.deadlineIn = time.Until(dl)
 	f.mu.Unlock()
 	if f.block {
 		<-ctx.Done()
-		return algorithms.Decision{}, ctx.Err()
+		return nil, false, ctx.Err()
 	}
-	return f.d, f.err
+	if f.err != nil {
+		return nil, false, f.err
+	}
+	ds := make([]algorithms.Decision, len(rules))
+	for i := range ds {
+		ds[i] = f.d
+	}
+	return ds, f.d.Allowed, nil
 }
 
 func (f *fakeAlg) Calls() int {
@@ -188,15 +199,15 @@ func (f *fakeAlg) Calls() int {
 	return f.calls
 }
 
-// limitedEngine serves GET /x behind a fixed identity and RateLimit(alg),
+// limitedEngine serves GET /x behind a fixed identity and the default policy decided by alg,
 // counting how often the handler runs.
-func limitedEngine(t *testing.T, alg algorithms.Algorithm, timeout time.Duration, failOpen bool) (*gin.Engine, *int) {
+func limitedEngine(t *testing.T, alg algorithms.Decider, timeout time.Duration, failOpen bool) (*gin.Engine, *int) {
 	t.Helper()
 	ran := new(int)
 	r := gin.New()
 	r.GET("/x",
 		func(c *gin.Context) { c.Set(identityKey, "user:alice") },
-		RateLimit(discard(), alg, "fixed_window", "fixed_window", timeout, failOpen),
+		limitHandler(alg, timeout, failOpen),
 		func(c *gin.Context) { *ran++; c.String(http.StatusOK, "ok") },
 	)
 	return r, ran
@@ -242,8 +253,8 @@ func TestRateLimitAllowed(t *testing.T) {
 	if *ran != 1 {
 		t.Errorf("handler ran %d times, want 1", *ran)
 	}
-	if diff := cmp.Diff([]string{"user:alice"}, alg.keys); diff != "" {
-		t.Errorf("Allow() keys mismatch (-want +got):\n%s", diff)
+	if diff := cmp.Diff([]string{"p:{user:alice}:fixed_window:0:fixed_window"}, alg.keys); diff != "" {
+		t.Errorf("Decide() keys mismatch (-want +got):\n%s", diff)
 	}
 	want := map[string]string{
 		"X-RateLimit-Limit":     "5",
@@ -346,7 +357,7 @@ func TestRateLimitLimiterError(t *testing.T) {
 			r := gin.New()
 			r.GET("/x",
 				func(c *gin.Context) { c.Next(); o, _ = OutcomeOf(c) },
-				RateLimit(discard(), alg, "fixed_window", "fixed_window", 100*time.Millisecond, tt.failOpen),
+				limitHandler(alg, 100*time.Millisecond, tt.failOpen),
 				func(c *gin.Context) { ran++; c.String(http.StatusOK, "ok") },
 			)
 
@@ -382,7 +393,7 @@ func TestRateLimitCircuitOpenIsNotARedisError(t *testing.T) {
 	r := gin.New()
 	r.GET("/x",
 		func(c *gin.Context) { c.Next(); o, _ = OutcomeOf(c) },
-		RateLimit(discard(), &fakeAlg{err: algorithms.ErrCircuitOpen}, "fixed_window", "fixed_window", time.Second, true),
+		limitHandler(&fakeAlg{err: algorithms.ErrCircuitOpen}, time.Second, true),
 		func(c *gin.Context) { c.Status(http.StatusNoContent) },
 	)
 
@@ -469,4 +480,10 @@ func TestRecoverPassesThrough(t *testing.T) {
 	if w.Code != http.StatusOK || w.Body.String() != "fine" {
 		t.Errorf("GET /x = %d %q, want 200 %q", w.Code, w.Body.String(), "fine")
 	}
+}
+
+// limitHandler is the default fixed_window policy (5 per minute) decided by d.
+func limitHandler(d algorithms.Decider, timeout time.Duration, failOpen bool) gin.HandlerFunc {
+	policies := DefaultPolicies("fixed_window", algorithms.Limit{Requests: 5, Window: time.Minute})
+	return NewLimiter(discard(), d, policies, "p:", timeout, failOpen).Handler()
 }

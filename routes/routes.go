@@ -25,8 +25,12 @@ type Deps struct {
 	// their own (METRICS_ADDR).
 	MetricsHandler http.Handler
 	Policy         Policy // shown on the home page
-	// Guards run, in order, before every API handler: identity, rate limit.
+	// Identify names the caller; it runs before Guards and Peek (nil: none).
+	Identify gin.HandlerFunc
+	// Guards run, in order, before every API handler: the rate limit.
 	Guards []gin.HandlerFunc
+	// Peek answers GET /ratelimit, the caller's rate-limit state (nil: no route).
+	Peek gin.HandlerFunc
 }
 
 // Policy describes the active rate limit, for people reading the home page.
@@ -66,7 +70,15 @@ func New(d Deps) (*gin.Engine, error) {
 		return nil, err
 	}
 
-	api := r.Group("/", d.Guards...)
+	var identify []gin.HandlerFunc
+	if d.Identify != nil {
+		identify = append(identify, d.Identify)
+	}
+	known := r.Group("/", identify...)
+	if d.Peek != nil {
+		known.GET("/ratelimit", d.Peek)
+	}
+	api := known.Group("/", d.Guards...)
 	api.GET("/continents", listContinents(d.Continents))
 	api.GET("/continents/:id", getContinent(d.Continents))
 	return r, nil

@@ -1,0 +1,196 @@
+package main
+
+import (
+	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// servicePolicies runs the service with the policy file text.
+func servicePolicies(t *testing.T, text string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "policies.yaml")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatalf("write policies: %v", err)
+	}
+	env := baseEnv(t, sharedRedis(t))
+	env["RATE_LIMIT_POLICY_FILE"] = path
+	env["RATE_LIMIT_FAIL_OPEN"] = "false"
+	return service(t, env)
+}
+
+// statusesOf sends n requests one after another and lists the statuses.
+func statusesOf(t *testing.T, url string, n int, h http.Header) []int {
+	t.Helper()
+	out := make([]int, n)
+	for i := range out {
+		out[i] = get(t, url, h).status
+	}
+	return out
+}
+
+func countOf(statuses []int, status int) int {
+	n := 0
+	for _, s := range statuses {
+		if s == status {
+			n++
+		}
+	}
+	return n
+}
+
+type peekBody struct {
+	Identity string `json:"identity"`
+	Policies []struct {
+		Name   string `json:"name"`
+		Limits []struct {
+			Name      string `json:"name"`
+			Limit     int    `json:"limit"`
+			Remaining int    `json:"remaining"`
+		} `json:"limits"`
+	} `json:"policies"`
+}
+
+func peek(t *testing.T, base string, h http.Header) map[string]int {
+	t.Helper()
+	r := get(t, base+"/ratelimit", h)
+	if r.status != http.StatusOK {
+		t.Fatalf("GET /ratelimit: status %d, body %s", r.status, r.body)
+	}
+	var b peekBody
+	if err := json.Unmarshal(r.body, &b); err != nil {
+		t.Fatalf("GET /ratelimit body %s: %v", r.body, err)
+	}
+	remaining := map[string]int{}
+	for _, p := range b.Policies {
+		for _, l := range p.Limits {
+			remaining[l.Name] = l.Remaining
+		}
+	}
+	return remaining
+}
+
+func TestSeveralLimitsAtOnce(t *testing.T) {
+	base := servicePolicies(t, `
+policies:
+  - name: both
+    key: user_or_ip
+    limits:
+      - {algorithm: fixed_window, limit: 10, window: 1h}
+      - {algorithm: sliding_log, limit: 3, window: 1h}
+`)
+	auth := basic("john_doe", "EXAMPLE_PASSWORD")
+	if got := peek(t, base, auth); got["both-1"] != 10 || got["both-2"] != 3 {
+		t.Fatalf("peek before any request = %v, want both-1 10, both-2 3", got)
+	}
+	got := statusesOf(t, base+"/continents", 5, auth)
+	if countOf(got, 200) != 3 || countOf(got, 429) != 2 {
+		t.Errorf("5 requests under 10/h and 3/h: statuses %v, want 3 × 200 then 429s", got)
+	}
+	// The two denied requests failed the second limit and consumed none of the first.
+	if got := peek(t, base, auth); got["both-1"] != 7 || got["both-2"] != 0 {
+		t.Errorf("peek after 3 admitted, 2 denied = %v, want both-1 7, both-2 0", got)
+	}
+	// Peeking consumed nothing either.
+	if got := peek(t, base, auth); got["both-1"] != 7 {
+		t.Errorf("second peek = %v, want both-1 still 7", got)
+	}
+	r := get(t, base+"/continents", auth)
+	if p := r.header.Get("RateLimit-Policy"); p != `"both-1";q=10;w=3600, "both-2";q=3;w=3600` {
+		t.Errorf("RateLimit-Policy = %q, want both limits listed", p)
+	}
+	if got := r.header.Get("RateLimit"); !strings.HasPrefix(got, `"both-2";r=0;`) {
+		t.Errorf("RateLimit = %q, want the exhausted limit both-2", got)
+	}
+}
+
+func TestTiersRoutesShadowAndExemptions(t *testing.T) {
+	base := servicePolicies(t, `
+policies:
+  - name: tier
+    key: user_or_ip
+    exempt: {users: [jane]}
+    tiers:
+      anonymous: [{algorithm: fixed_window, limit: 2, window: 1h}]
+      free: [{algorithm: token_bucket, limit: 4, window: 1h}]
+  - name: detail
+    match: ["GET /continents/:id"]
+    key: ip
+    limits: [{algorithm: gcra, limit: 1, window: 1h}]
+  - name: trial
+    key: user_or_ip
+    shadow: true
+    limits: [{algorithm: sliding_window, limit: 1, window: 1h}]
+`)
+	john := basic("john_doe", "EXAMPLE_PASSWORD")
+	t.Run("anonymous tier", func(t *testing.T) {
+		if got := statusesOf(t, base+"/continents", 3, nil); countOf(got, 200) != 2 || got[2] != 429 {
+			t.Errorf("anonymous: statuses %v, want 200, 200, 429", got)
+		}
+	})
+	t.Run("free tier, with a shadow limit that never rejects", func(t *testing.T) {
+		got := statusesOf(t, base+"/continents", 5, john)
+		if countOf(got, 200) != 4 || got[4] != 429 {
+			t.Errorf("free user: statuses %v, want four 200s then 429 (the shadow limit of 1 must not reject)", got)
+		}
+	})
+	t.Run("exempt user", func(t *testing.T) {
+		got := statusesOf(t, base+"/continents", 6, basic("jane", "JANE_PASSWORD"))
+		if countOf(got, 200) != 6 {
+			t.Errorf("exempt user: statuses %v, want all 200", got)
+		}
+	})
+	t.Run("per-route limit", func(t *testing.T) {
+		// detail: 1 per hour per IP on /continents/:id, on top of the tier.
+		got := statusesOf(t, base+"/continents/1", 2, basic("jane", "JANE_PASSWORD"))
+		if got[0] != 200 || got[1] != 429 {
+			t.Errorf("/continents/1 twice: statuses %v, want 200, 429", got)
+		}
+	})
+	t.Run("shadow limits are counted", func(t *testing.T) {
+		r := get(t, base+"/metrics", nil)
+		if !strings.Contains(string(r.body), `result="shadow_limited"`) {
+			t.Errorf("/metrics has no shadow_limited decisions")
+		}
+	})
+}
+
+func TestExemptCIDRNeverLimited(t *testing.T) {
+	base := servicePolicies(t, `
+policies:
+  - name: strict
+    key: ip
+    exempt: {cidrs: [127.0.0.0/8, "::1/128"]}
+    limits: [{algorithm: fixed_window, limit: 1, window: 1h}]
+`)
+	if got := statusesOf(t, base+"/continents", 10, nil); countOf(got, 200) != 10 {
+		t.Errorf("exempt CIDR: statuses %v, want all 200", got)
+	}
+}
+
+func TestBadPolicyFileStopsStartup(t *testing.T) {
+	tests := []struct {
+		name, yaml, want string
+	}{
+		{"unknown algorithm", "policies: [{name: a, key: ip, limits: [{algorithm: leaky, limit: 1, window: 1s}]}]", "leaky"},
+		{"negative limit", "policies: [{name: b, key: ip, limits: [{algorithm: gcra, limit: -1, window: 1s}]}]", "limit"},
+		{"zero window", "policies: [{name: c, key: ip, limits: [{algorithm: gcra, limit: 1, window: 0s}]}]", "window"},
+		{"typo'd field", "policies: [{name: d, kee: ip, limits: [{algorithm: gcra, limit: 1, window: 1s}]}]", "kee"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "policies.yaml")
+			os.WriteFile(path, []byte(tt.yaml), 0o600)
+			env := baseEnv(t, sharedRedis(t))
+			env["RATE_LIMIT_POLICY_FILE"] = path
+			env["PORT"] = "0"
+			err := run(t.Context(), func(k string) string { return env[k] }, &syncBuffer{})
+			if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), "RATE_LIMIT_POLICY_FILE") {
+				t.Errorf("run() = %v, want an error naming RATE_LIMIT_POLICY_FILE and %q", err, tt.want)
+			}
+		})
+	}
+}
