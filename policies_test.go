@@ -194,3 +194,46 @@ func TestBadPolicyFileStopsStartup(t *testing.T) {
 		})
 	}
 }
+
+func TestExamplePolicies(t *testing.T) {
+	text, err := os.ReadFile("policies.example.yaml")
+	if err != nil {
+		t.Fatalf("read the example: %v", err)
+	}
+	path := filepath.Join(t.TempDir(), "policies.yaml")
+	if err := os.WriteFile(path, text, 0o600); err != nil {
+		t.Fatalf("write policies: %v", err)
+	}
+	env := baseEnv(t, sharedRedis(t))
+	env["RATE_LIMIT_POLICY_FILE"] = path
+	env["SEED_USERS"] = "john_doe:EXAMPLE_PASSWORD,paula:PRO_PASSWORD:pro"
+	base := service(t, env)
+
+	t.Run("anonymous: 5 per minute per IP", func(t *testing.T) {
+		got := statusesOf(t, base+"/continents", 6, nil)
+		if countOf(got, 200) != 5 || got[5] != 429 {
+			t.Errorf("anonymous: statuses %v, want five 200s then 429", got)
+		}
+	})
+	t.Run("free: 60 per minute", func(t *testing.T) {
+		r := get(t, base+"/continents", basic("john_doe", "EXAMPLE_PASSWORD"))
+		if p := r.header.Get("RateLimit-Policy"); p != `"tier";q=60;w=60` || r.header.Get("X-RateLimit-Remaining") != "59" {
+			t.Errorf("free user: RateLimit-Policy %q, remaining %q; want \"tier\";q=60;w=60 and 59", p, r.header.Get("X-RateLimit-Remaining"))
+		}
+	})
+	t.Run("pro: 600 per minute and 10,000 per day", func(t *testing.T) {
+		r := get(t, base+"/continents", basic("paula", "PRO_PASSWORD"))
+		if p := r.header.Get("RateLimit-Policy"); p != `"tier-1";q=600;w=60, "tier-2";q=10000;w=86400` {
+			t.Errorf("pro user: RateLimit-Policy %q, want both pro limits", p)
+		}
+		if r.status != 200 {
+			t.Errorf("pro user: status %d, want 200", r.status)
+		}
+	})
+	t.Run("per-route: 2 per second per IP on /continents/:id", func(t *testing.T) {
+		got := statusesOf(t, base+"/continents/1", 3, basic("paula", "PRO_PASSWORD"))
+		if got[0] != 200 || got[1] != 200 || got[2] != 429 {
+			t.Errorf("/continents/1 three times at once: statuses %v, want 200, 200, 429", got)
+		}
+	})
+}
