@@ -72,6 +72,30 @@ type Limiter struct {
 	timeout  time.Duration
 	failOpen bool
 	warn     *throttledLog
+	// named holds, per policy (same index as policies) and tier ("" for the
+	// policy's own limits), its limits with their header names and key
+	// suffixes, made once here rather than on every request.
+	named []map[string][]namedLimit
+}
+
+// namedLimit is a policy's limit as requests see it.
+type namedLimit struct {
+	PolicyLimit
+	name      string // the item in RateLimit-Policy: the policy, or policy-N for its Nth limit
+	keySuffix string // after the subject: ":<policy>:<n>:<algorithm>"
+}
+
+func nameLimits(p Policy, limits []PolicyLimit) []namedLimit {
+	out := make([]namedLimit, len(limits))
+	for j, pl := range limits {
+		name := p.Name
+		if len(limits) > 1 {
+			name = p.Name + "-" + strconv.Itoa(j+1)
+		}
+		out[j] = namedLimit{PolicyLimit: pl, name: name,
+			keySuffix: ":" + p.Name + ":" + strconv.Itoa(j) + ":" + pl.Algorithm}
+	}
+	return out
 }
 
 // NewLimiter returns a Limiter deciding with d, keeping its keys under prefix.
@@ -80,8 +104,15 @@ type Limiter struct {
 // by "X-RateLimit-Checked: false", or 503 — availability of the API versus
 // strictness of the limit.
 func NewLimiter(log *slog.Logger, d algorithms.Decider, policies []Policy, prefix string, timeout time.Duration, failOpen bool) *Limiter {
+	named := make([]map[string][]namedLimit, len(policies))
+	for i, p := range policies {
+		named[i] = map[string][]namedLimit{"": nameLimits(p, p.Limits)}
+		for tier, limits := range p.Tiers {
+			named[i][tier] = nameLimits(p, limits)
+		}
+	}
 	return &Limiter{log: log, decider: d, policies: policies, prefix: prefix, timeout: timeout,
-		failOpen: failOpen, warn: newThrottledLog(log, 10*time.Second)}
+		failOpen: failOpen, warn: newThrottledLog(log, 10*time.Second), named: named}
 }
 
 // applied is one limit of a policy that applies to a request.
@@ -111,20 +142,15 @@ func (l *Limiter) rules(c *gin.Context, anyRoute bool) []applied {
 		if !ok {
 			continue
 		}
-		limits, ok := p.Tiers[tier]
+		limits, ok := l.named[i][tier]
 		if !ok {
-			limits = p.Limits
+			limits = l.named[i][""]
 		}
-		for j, pl := range limits {
-			name := p.Name
-			if len(limits) > 1 {
-				name = p.Name + "-" + strconv.Itoa(j+1)
-			}
+		for _, nl := range limits {
 			// The subject is the hash tag: on a cluster, every limit of one
 			// subject lives in one slot and is decided in one script.
-			key := l.prefix + "{" + who + "}:" + p.Name + ":" + strconv.Itoa(j) + ":" + pl.Algorithm
-			out = append(out, applied{policy: p, name: name, limit: pl, rule: algorithms.Rule{
-				Algorithm: pl.Algorithm, Limit: pl.Limit, Cost: p.Cost, Key: key,
+			out = append(out, applied{policy: p, name: nl.name, limit: nl.PolicyLimit, rule: algorithms.Rule{
+				Algorithm: nl.Algorithm, Limit: nl.Limit, Cost: p.Cost, Key: l.prefix + "{" + who + "}" + nl.keySuffix,
 			}})
 		}
 	}
@@ -418,8 +444,11 @@ func ceilUnix(t time.Time) int64 {
 
 // sfString formats s as a structured-field String (RFC 9651).
 func sfString(s string) string {
-	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
+	return `"` + sfEscaper.Replace(s) + `"`
 }
+
+// sfEscaper escapes a structured-field String's two special characters.
+var sfEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`)
 
 // throttledLog logs at most once per period, counting what it held back, so
 // an outage under load does not flood the log.
