@@ -16,11 +16,14 @@ import (
 	"tollgate/algorithms"
 )
 
-// The pipeline settings measured here; the service's defaults follow them.
+// The service's defaults (config and main.go), measured here: the pipeline
+// (RATE_LIMIT_PIPELINE_BATCH, RATE_LIMIT_PIPELINE_WINDOW, the batches main.go
+// keeps under way) and the deny cache (RATE_LIMIT_DENY_CACHE_SIZE).
 const (
-	pipeBatch  = 16
-	pipeWindow = 0
-	pipeConns  = 4
+	pipeBatch     = 16
+	pipeWindow    = 0
+	pipeConns     = 4
+	denyCacheSize = 10_000
 )
 
 // decisionRun is one subject, one key pattern, one concurrency.
@@ -43,6 +46,8 @@ var benchLimit = algorithms.Limit{Requests: 1_000_000_000, Window: time.Hour}
 
 // measureDecisions calls every limiter from 64 goroutines (and Tollgate's
 // from one, with and without the pipeline) and records decisions/s and latency.
+// Tollgate's plain rows call one algorithm directly; its "+pipeline" rows
+// decide the way the service does.
 func measureDecisions(ctx context.Context, log *slog.Logger, s *redisServer, dur time.Duration) ([]decisionRun, error) {
 	rdb := s.client(64)
 	defer rdb.Close()
@@ -62,12 +67,15 @@ func measureDecisions(ctx context.Context, log *slog.Logger, s *redisServer, dur
 	}
 	for _, name := range algorithms.Names() {
 		subjects = append(subjects, subject{"tollgate " + name + " +pipeline", func(prefix string) (decider, func(), error) {
+			// main.go's chain: deny cache, circuit breaker, Multi (every
+			// algorithm in one script), pipeline; one rule per request, as
+			// the default policy has.
 			p := algorithms.NewPipeline(rdb, pipeBatch, pipeWindow, pipeConns)
-			a, err := algorithms.New(name, p, prefix, benchLimit)
-			if err != nil {
-				return nil, nil, err
-			}
-			return allowOf(algorithms.NewDenyCache(a, 10_000)), p.Close, nil
+			d := algorithms.NewDenyingDecider(algorithms.NewBreaker(algorithms.NewMulti(p), 5, time.Second), denyCacheSize)
+			return func(ctx context.Context, key string) error {
+				_, _, err := d.Decide(ctx, []algorithms.Rule{{Algorithm: name, Limit: benchLimit, Key: prefix + key}}, true)
+				return err
+			}, p.Close, nil
 		}})
 	}
 	subjects = append(subjects,

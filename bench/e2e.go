@@ -24,7 +24,7 @@ import (
 // e2eConfig is one server setup wrk is pointed at.
 type e2eConfig struct {
 	name string
-	kind string            // tollgate, ulule or bare (gin without a limiter)
+	kind string            // tollgate, or a peer: ulule, ulule-stack or bare (gin without a limiter)
 	env  map[string]string // tollgate: settings on top of the common ones
 }
 
@@ -45,6 +45,10 @@ type e2eResult struct {
 	samples []e2eSample
 	ratios  []float64 // rps / rps of "limiter off" in the same repetition
 }
+
+// hasMetrics says whether the server serves /metrics with the Go collector,
+// so its allocations can be counted.
+func (c e2eConfig) hasMetrics() bool { return c.kind == "tollgate" || c.kind == peerUluleStack }
 
 func e2eConfigs() []e2eConfig {
 	admitted := map[string]string{"RATE_LIMIT_LIMIT": "1000000000", "RATE_LIMIT_WINDOW": "1h"}
@@ -71,8 +75,9 @@ func e2eConfigs() []e2eConfig {
 	cs = append(cs,
 		e2eConfig{name: "fixed_window, all denied, deny cache off", kind: "tollgate",
 			env: with(denied, "RATE_LIMIT_ALGORITHM", "fixed_window", "RATE_LIMIT_DENY_CACHE_SIZE", "0")},
-		e2eConfig{name: "ulule/limiter gin middleware, all admitted", kind: "ulule"},
-		e2eConfig{name: "bare gin, no limiter (reference)", kind: "bare"},
+		e2eConfig{name: "ulule/limiter gin middleware on the service's stack, all admitted", kind: peerUluleStack},
+		e2eConfig{name: "ulule/limiter gin middleware on a bare gin server, all admitted", kind: peerUlule},
+		e2eConfig{name: "bare gin, no limiter (reference)", kind: peerBare},
 	)
 	return cs
 }
@@ -124,10 +129,14 @@ func measureEndToEnd(ctx context.Context, log *slog.Logger, o options, s *redisS
 				}
 			} else {
 				cmd = exec.CommandContext(ctx, self, "-serve-peer", "127.0.0.1:"+strconv.Itoa(port),
-					"-peer-kind", cfg.kind, "-peer-redis", s.url(), "-peer-body", bodyPath)
+					"-peer-kind", cfg.kind, "-peer-redis", s.url(), "-peer-body", bodyPath, "-peer-dsn", dsn)
 			}
 			cmd.Dir = tmp // no .env is read
-			cmd.Stdout = io.Discard
+			// The access log: a nil Stdout is /dev/null, opened by os/exec. Any
+			// io.Writer, io.Discard too, would be a pipe and a goroutine in this
+			// process copying every line, on the CPUs wrk and the server share.
+			cmd.Stdout = nil
+			// Errors only (the access log is on stdout); read after Wait.
 			var stderr strings.Builder
 			cmd.Stderr = &stderr
 			if err := cmd.Start(); err != nil {
@@ -139,7 +148,7 @@ func measureEndToEnd(ctx context.Context, log *slog.Logger, o options, s *redisS
 					cmd.Wait()
 				}()
 				if err := waitHealthy(ctx, base); err != nil {
-					return e2eSample{}, fmt.Errorf("%s: %w: %s", cfg.name, err, stderr.String())
+					return e2eSample{}, fmt.Errorf("%s: %w", cfg.name, err)
 				}
 				if cfg.kind == "tollgate" && cfg.env["RATE_LIMIT_ENABLED"] == "false" {
 					if err := saveBody(ctx, base+"/continents", bodyPath); err != nil {
@@ -149,9 +158,12 @@ func measureEndToEnd(ctx context.Context, log *slog.Logger, o options, s *redisS
 				if _, err := runWrk(ctx, base+"/continents", time.Second); err != nil { // warm-up
 					return e2eSample{}, err
 				}
-				return measureOnce(ctx, s, db, base, cfg.kind == "tollgate", o.wrkDur)
+				return measureOnce(ctx, s, db, base, cfg.hasMetrics(), o.wrkDur)
 			}()
 			if err != nil {
+				if msg := strings.TrimSpace(stderr.String()); msg != "" {
+					err = fmt.Errorf("%w; its stderr: %s", err, msg)
+				}
 				return nil, err
 			}
 			if i == 0 {

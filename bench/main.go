@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -41,17 +42,18 @@ func main() {
 	flag.DurationVar(&o.wrkDur, "wrk", 10*time.Second, "duration of each wrk run")
 	flag.IntVar(&o.reps, "reps", 3, "end-to-end repetitions (medians are reported)")
 	flag.BoolVar(&o.quick, "quick", false, "short runs to iterate (-decide 2s -wrk 3s -reps 1); figures are not for publishing")
-	serve := flag.String("serve-peer", "", "internal: serve the peer gin server on this address (ulule or bare)")
-	kind := flag.String("peer-kind", "ulule", "internal: ulule or bare")
+	serve := flag.String("serve-peer", "", "internal: serve a peer server on this address")
+	kind := flag.String("peer-kind", peerUlule, "internal: "+peerUlule+", "+peerBare+" or "+peerUluleStack)
 	redisURL := flag.String("peer-redis", "", "internal: Redis URL of the peer server")
-	bodyPath := flag.String("peer-body", "", "internal: the continents JSON the peer serves")
+	bodyPath := flag.String("peer-body", "", "internal: the continents JSON the "+peerUlule+" and "+peerBare+" peers serve")
+	peerDSN := flag.String("peer-dsn", "", "internal: MySQL DSN of the "+peerUluleStack+" peer (the service's)")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	if *serve != "" {
-		if err := servePeer(ctx, *serve, *kind, *redisURL, *bodyPath); err != nil {
+		if err := servePeer(ctx, *serve, *kind, *redisURL, *bodyPath, *peerDSN); err != nil {
 			fmt.Fprintln(os.Stderr, "peer:", err)
 			os.Exit(1)
 		}
@@ -76,6 +78,9 @@ func main() {
 // run measures everything in order and writes the report.
 func run(ctx context.Context, log *slog.Logger, o options) error {
 	started := time.Now()
+	if err := checkTools(); err != nil {
+		return err
+	}
 	tmp, err := os.MkdirTemp("", "tollgate-bench-")
 	if err != nil {
 		return fmt.Errorf("temp dir: %w", err)
@@ -110,5 +115,20 @@ func run(ctx context.Context, log *slog.Logger, o options) error {
 		return err
 	}
 	log.Info("report written", "path", o.out, "took", r.took.Round(time.Second).String())
+	return nil
+}
+
+// checkTools fails at once, before minutes of measuring, when a program the
+// run needs is not installed.
+func checkTools() error {
+	var missing []string
+	for _, name := range []string{"wrk", "redis-server", "redis-benchmark"} {
+		if _, err := exec.LookPath(name); err != nil {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%s not found in PATH: apt-get install wrk redis-server redis-tools", strings.Join(missing, ", "))
+	}
 	return nil
 }

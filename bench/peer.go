@@ -5,57 +5,191 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 	"github.com/ulule/limiter/v3"
 	mgin "github.com/ulule/limiter/v3/drivers/middleware/gin"
 	sredis "github.com/ulule/limiter/v3/drivers/store/redis"
+
+	"tollgate/middleware"
+	"tollgate/models"
+	"tollgate/routes"
 )
 
-// servePeer serves GET /continents the way the service does (gin, c.JSON of
+// The peer servers bench starts as processes of its own (-serve-peer).
+const (
+	peerUlule      = "ulule"       // tiny gin server, ulule/limiter's gin middleware
+	peerBare       = "bare"        // the same tiny gin server without a limiter
+	peerUluleStack = "ulule-stack" // the service's own stack, ulule/limiter as its guard
+)
+
+// servePeer serves one peer server on addr until ctx is done.
+func servePeer(ctx context.Context, addr, kind, redisURL, bodyPath, dsn string) error {
+	var srv *http.Server
+	var err error
+	var closeAll func()
+	switch kind {
+	case peerUlule, peerBare:
+		srv, closeAll, err = tinyPeer(kind, redisURL, bodyPath)
+	case peerUluleStack:
+		srv, closeAll, err = stackPeer(ctx, redisURL, dsn)
+	default:
+		return fmt.Errorf("unknown -peer-kind %q", kind)
+	}
+	if err != nil {
+		return err
+	}
+	defer closeAll()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+	}()
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// ululeMiddleware is ulule/limiter's gin middleware on the Redis at
+// redisURL, with a limit (10⁹ an hour) that admits everything.
+func ululeMiddleware(redisURL string) (gin.HandlerFunc, *redis.Client, error) {
+	opt, err := redis.ParseURL(redisURL)
+	if err != nil {
+		return nil, nil, err
+	}
+	rdb := redis.NewClient(opt)
+	store, err := sredis.NewStoreWithOptions(rdb, limiter.StoreOptions{Prefix: "ulule", MaxRetry: 3})
+	if err != nil {
+		rdb.Close()
+		return nil, nil, err
+	}
+	return mgin.NewMiddleware(limiter.New(store, limiter.Rate{Period: time.Hour, Limit: 1_000_000_000})), rdb, nil
+}
+
+// tinyPeer serves GET /continents the way the service does (gin, c.JSON of
 // the same records), behind ulule/limiter's gin middleware or none (bare),
-// plus /healthz.
-func servePeer(ctx context.Context, addr, kind, redisURL, bodyPath string) error {
+// plus /healthz: no request log, metrics or identity middleware.
+func tinyPeer(kind, redisURL, bodyPath string) (*http.Server, func(), error) {
 	b, err := os.ReadFile(bodyPath)
 	if err != nil {
-		return fmt.Errorf("read body: %w", err)
+		return nil, nil, fmt.Errorf("read body: %w", err)
 	}
 	var continents []struct {
 		ContinentID   int64  `json:"continent_id"`
 		ContinentName string `json:"continent_name"`
 	}
 	if err := json.Unmarshal(b, &continents); err != nil {
-		return fmt.Errorf("parse body: %w", err)
+		return nil, nil, fmt.Errorf("parse body: %w", err)
 	}
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
 	r.GET("/healthz", func(c *gin.Context) { c.Status(http.StatusOK) })
 	var guards []gin.HandlerFunc
-	if kind == "ulule" {
-		opt, err := redis.ParseURL(redisURL)
+	closeAll := func() {}
+	if kind == peerUlule {
+		mw, rdb, err := ululeMiddleware(redisURL)
 		if err != nil {
-			return err
+			return nil, nil, err
 		}
-		rdb := redis.NewClient(opt)
-		defer rdb.Close()
-		store, err := sredis.NewStoreWithOptions(rdb, limiter.StoreOptions{Prefix: "ulule", MaxRetry: 3})
-		if err != nil {
-			return err
-		}
-		guards = append(guards, mgin.NewMiddleware(limiter.New(store, limiter.Rate{Period: time.Hour, Limit: 1_000_000_000})))
+		guards = append(guards, mw)
+		closeAll = func() { rdb.Close() }
 	}
 	r.GET("/continents", append(guards, func(c *gin.Context) { c.JSON(http.StatusOK, continents) })...)
-	srv := &http.Server{Addr: addr, Handler: r, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		<-ctx.Done()
-		srv.Close()
-	}()
-	if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
+	return &http.Server{Handler: r, ReadHeaderTimeout: 5 * time.Second}, closeAll, nil
+}
+
+// stackPeer is the service's handler wired as main.go's run wires it (JSON
+// access log at info on stdout, metrics and /metrics with the Go collector,
+// identity on the same database, the continents served from memory), with
+// ulule/limiter's gin middleware as the only guard instead of Tollgate's
+// limiter. Against "fixed_window, all admitted", the limiter middleware is
+// the only difference.
+func stackPeer(ctx context.Context, redisURL, dsn string) (*http.Server, func(), error) {
+	log := slog.New(slog.NewJSONHandler(os.Stdout, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	guard, rdb, err := ululeMiddleware(redisURL)
+	if err != nil {
+		return nil, nil, err
 	}
-	return nil
+	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	db, err := models.Open(startCtx, log, "mysql", dsn) // gorm + gorm.io/driver/mysql, the service's pool settings
+	if err != nil {
+		rdb.Close()
+		return nil, nil, err
+	}
+	sqlDB, err := db.DB()
+	if err != nil {
+		rdb.Close()
+		return nil, nil, err
+	}
+	closeAll := func() {
+		sqlDB.Close()
+		rdb.Close()
+	}
+	fail := func(err error) (*http.Server, func(), error) {
+		closeAll()
+		return nil, nil, err
+	}
+	// The service's runs have done both already; they are idempotent and cheap.
+	if err := models.Migrate(startCtx, db); err != nil {
+		return fail(err)
+	}
+	if err := models.Seed(startCtx, db, nil); err != nil {
+		return fail(err)
+	}
+	store := models.NewStore(db)
+	continents, err := store.Continents(startCtx)
+	if err != nil {
+		return fail(err)
+	}
+	reg := prometheus.NewRegistry()
+	metrics, err := middleware.NewMetrics(reg)
+	if err != nil {
+		return fail(err)
+	}
+	reg.MustRegister(
+		collectors.NewGoCollector(), // go_memstats_mallocs_total: allocs/req
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		collectors.NewDBStatsCollector(sqlDB, "mysql"),
+	)
+	handler, err := routes.New(routes.Deps{
+		Log:        log,
+		Continents: continents,
+		Ready: map[string]routes.Check{
+			"redis":    func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
+			"database": store.Ping,
+		},
+		Metrics:        metrics,
+		MetricsHandler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+		Policy:         routes.Policy{Enabled: true, Algorithm: "fixed_window", Limit: 1_000_000_000, Window: time.Hour},
+		Identify:       middleware.Identify(log, store, nil, 2*time.Second, 5*time.Minute, 10*time.Second),
+		Guards:         []gin.HandlerFunc{guard},
+	})
+	if err != nil {
+		return fail(err)
+	}
+	// main.go's newServer.
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      15 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	return srv, closeAll, nil
 }
