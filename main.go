@@ -149,12 +149,13 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 			scripter = p
 		}
 		breaker := algorithms.NewBreaker(algorithms.NewMulti(scripter), 5, time.Second)
+		// Every call that reaches the breaker ends within RATE_LIMIT_TIMEOUT.
 		// Denials are answered from memory until their Retry-After, in front
-		// of the breaker: those answers must not close an open circuit or
-		// reset its count of failures.
-		var decider algorithms.Decider = breaker
+		// of both: those answers cost no timer and must not close an open
+		// circuit or reset its count of failures.
+		var decider algorithms.Decider = algorithms.NewTimeout(breaker, cfg.Timeout)
 		if cfg.DenyCacheSize > 0 {
-			decider = algorithms.NewDenyingDecider(breaker, cfg.DenyCacheSize)
+			decider = algorithms.NewDenyingDecider(decider, cfg.DenyCacheSize)
 		}
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "tollgate_ratelimit_circuit_open",
@@ -165,7 +166,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 			}
 			return 0
 		}))
-		limiter := middleware.NewLimiter(log, decider, policies, cfg.KeyPrefix, cfg.Timeout, cfg.FailOpen)
+		limiter := middleware.NewLimiter(log, decider, policies, cfg.KeyPrefix, cfg.FailOpen)
 		guards, peek = []gin.HandlerFunc{limiter.Handler()}, limiter.Peek()
 	}
 	metricsHandler := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})

@@ -577,7 +577,7 @@ func TestDeniedRequestsSkipDatabase(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
 	t.Cleanup(func() { rdb.Close() })
 	policies := middleware.DefaultPolicies("fixed_window", algorithms.Limit{Requests: 1, Window: time.Minute})
-	limiter := middleware.NewLimiter(log, algorithms.NewMulti(rdb), policies, "test:", time.Second, false)
+	limiter := middleware.NewLimiter(log, algorithms.NewTimeout(algorithms.NewMulti(rdb), time.Second), policies, "test:", false)
 	h, err := routes.New(routes.Deps{
 		Log:        log,
 		Continents: continents,

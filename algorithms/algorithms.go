@@ -129,6 +129,7 @@ func lookup(name string) (spec, bool) {
 // spec is what the scripts need to know about one algorithm.
 type spec struct {
 	name string // the module's name in the scripts' algorithms table
+	bit  int    // its index in Names, for sets of modules
 	lua  string // the module: lua/<name>.lua
 	// args are the module's ARGV entries under l, before the cost.
 	args func(l Limit) []any
@@ -175,10 +176,21 @@ func newNonce() string {
 	return strconv.FormatUint(rand.Uint64(), 16)
 }
 
+// nonceFor returns a nonce when a rule of rs needs one (sliding_log), else "".
+func nonceFor(rs []rule) string {
+	for _, r := range rs {
+		if r.spec.name == slidingLog.name {
+			return newNonce()
+		}
+	}
+	return ""
+}
+
 // decide runs s, composed with the modules of rules, on rules whose keys share
 // a hash slot, and turns its reply (per rule {allowed, remaining, reset_ms,
-// retry_ms}, then now_ms) into one Decision per rule.
-func decide(ctx context.Context, rdb redis.Scripter, s *redis.Script, rules []rule, nonce string, commit bool) ([]Decision, bool, error) {
+// retry_ms}, then now_ms) into one Decision per rule. argsOf gives a rule's
+// ARGV entries before its cost (nil: made from its spec).
+func decide(ctx context.Context, rdb redis.Scripter, s *redis.Script, rules []rule, nonce string, commit bool, argsOf func(rule) []any) ([]Decision, bool, error) {
 	keys := make([]string, len(rules))
 	flag := 0
 	if commit {
@@ -188,8 +200,12 @@ func decide(ctx context.Context, rdb redis.Scripter, s *redis.Script, rules []ru
 	args = append(args, flag, nonce)
 	for i, r := range rules {
 		keys[i] = r.key
-		args = append(args, r.spec.name)
-		args = append(args, r.spec.args(r.limit)...)
+		if argsOf != nil {
+			args = append(args, argsOf(r)...)
+		} else {
+			args = append(args, r.spec.name)
+			args = append(args, r.spec.args(r.limit)...)
+		}
 		args = append(args, r.cost)
 	}
 	reply, err := s.Run(ctx, rdb, keys, args...).Int64Slice()
@@ -221,7 +237,7 @@ func decide(ctx context.Context, rdb redis.Scripter, s *redis.Script, rules []ru
 // allowOne records one request for key under l if s admits it: the Allow of
 // every algorithm.
 func allowOne(ctx context.Context, rdb redis.Scripter, s spec, key string, l Limit) (Decision, error) {
-	ds, _, err := decide(ctx, rdb, s.script, []rule{{spec: s, limit: l, cost: 1, key: key}}, newNonce(), true)
+	ds, _, err := decide(ctx, rdb, s.script, []rule{{spec: s, limit: l, cost: 1, key: key}}, newNonce(), true, nil)
 	if err != nil {
 		return Decision{}, err
 	}

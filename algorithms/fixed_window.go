@@ -12,6 +12,7 @@ var fixedWindowLua string
 
 var fixedWindow = spec{
 	name:   "fixed_window",
+	bit:    0,
 	args:   func(l Limit) []any { return []any{l.Requests, l.Window.Milliseconds()} },
 	lua:    fixedWindowLua,
 	script: compose(fixedWindowLua),

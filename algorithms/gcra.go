@@ -12,6 +12,7 @@ var gcraLua string
 
 var gcra = spec{
 	name: "gcra",
+	bit:  4,
 	args: func(l Limit) []any {
 		// Whole microseconds keep the script's arithmetic exact; rounding up
 		// makes the rate at most a microsecond per request slower, never faster.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -26,27 +27,83 @@ type Rule struct {
 	Key string
 }
 
-// multiScript holds every algorithm's module, so any mix of rules is one script.
-var multiScript = compose(modules()...)
-
-func modules() []string {
-	var lua []string
-	for _, name := range Names() {
-		s, _ := lookup(name)
-		lua = append(lua, s.lua)
+// mixedScripts holds, for every set of two or more algorithms (a bit per
+// algorithm, in the order of Names), a script with just their modules: Redis
+// runs a module's definitions on every call, so a script carries no module
+// its rules do not use. Rules of one algorithm run that algorithm's own script.
+var mixedScripts = func() map[uint]*redis.Script {
+	names := Names()
+	scripts := map[uint]*redis.Script{}
+	for set := uint(1); set < 1<<len(names); set++ {
+		var lua []string
+		for i, name := range names {
+			if set&(1<<i) != 0 {
+				s, _ := lookup(name)
+				lua = append(lua, s.lua)
+			}
+		}
+		if len(lua) > 1 {
+			scripts[set] = compose(lua...)
+		}
 	}
-	return lua
+	return scripts
+}()
+
+// scriptFor returns the script with the modules of rs, and only those.
+func scriptFor(rs []rule) *redis.Script {
+	var set uint
+	for _, r := range rs {
+		set |= 1 << r.spec.bit
+	}
+	if set == 1<<rs[0].spec.bit {
+		return rs[0].spec.script
+	}
+	return mixedScripts[set]
 }
 
 // Multi decides several rules at once.
 type Multi struct {
 	rdb redis.Scripter
+
+	mu   sync.RWMutex
+	args map[ruleLimit][]any // a rule's ARGV entries but its cost, made once per algorithm and limit
+}
+
+// ruleLimit is a rule's algorithm (by spec name) and limit.
+type ruleLimit struct {
+	name  string
+	limit Limit
 }
 
 // NewMulti returns a Multi keeping its state in rdb.
 func NewMulti(rdb redis.Scripter) *Multi {
-	return &Multi{rdb: rdb}
+	return &Multi{rdb: rdb, args: map[ruleLimit][]any{}}
 }
+
+// argsOf returns the ARGV entries of r before its cost: its algorithm's name
+// and the module's arguments. They are the same on every call with the same
+// limit, so they are made (and boxed for go-redis) once; at most a few
+// hundred limits are configured, so the map stays small.
+func (m *Multi) argsOf(r rule) []any {
+	k := ruleLimit{r.spec.name, r.limit}
+	m.mu.RLock()
+	a, ok := m.args[k]
+	m.mu.RUnlock()
+	if ok {
+		return a
+	}
+	a = append([]any{r.spec.name}, r.spec.args(r.limit)...)
+	m.mu.Lock()
+	if len(m.args) < maxCachedArgs {
+		m.args[k] = a
+	}
+	m.mu.Unlock()
+	return a
+}
+
+// maxCachedArgs bounds Multi's argument cache: a caller making limits on the
+// fly cannot grow it without end (beyond it, arguments are made per call).
+const maxCachedArgs = 4096
 
 // Decide checks every rule and, only if all admit and commit is true, records
 // the request in all of them, in one Lua script (one round trip), atomically.
@@ -68,14 +125,14 @@ func (m *Multi) Decide(ctx context.Context, rules []Rule, commit bool) (decision
 	if err != nil || len(rs) == 0 {
 		return nil, err == nil, err
 	}
-	nonce := newNonce()
+	nonce := nonceFor(rs)
 	cc, ok := m.rdb.(*redis.ClusterClient)
 	if !ok {
-		return decide(ctx, m.rdb, multiScript, rs, nonce, commit)
+		return decide(ctx, m.rdb, scriptFor(rs), rs, nonce, commit, m.argsOf)
 	}
 	groups := byHashTag(rs)
 	if len(groups) == 1 {
-		return decide(ctx, cc, multiScript, rs, nonce, commit)
+		return decide(ctx, cc, scriptFor(rs), rs, nonce, commit, m.argsOf)
 	}
 	decisions = make([]Decision, len(rs))
 	each := func(commit bool) (bool, error) {
@@ -85,7 +142,7 @@ func (m *Multi) Decide(ctx context.Context, rules []Rule, commit bool) (decision
 			for j, i := range g {
 				sub[j] = rs[i]
 			}
-			ds, ok, err := decide(ctx, cc, multiScript, sub, nonce, commit)
+			ds, ok, err := decide(ctx, cc, scriptFor(sub), sub, nonce, commit, m.argsOf)
 			if err != nil {
 				return false, err
 			}
@@ -121,7 +178,6 @@ func (m *Multi) Decide(ctx context.Context, rules []Rule, commit bool) (decision
 // resolve checks rules and looks up their algorithms.
 func resolve(rules []Rule) ([]rule, error) {
 	rs := make([]rule, len(rules))
-	seen := make(map[string]bool, len(rules))
 	for i, r := range rules {
 		s, ok := lookup(r.Algorithm)
 		if !ok {
@@ -131,11 +187,13 @@ func resolve(rules []Rule) ([]rule, error) {
 			return nil, fmt.Errorf("rule %d: %w", i, err)
 		}
 		// Two rules on one key would both check the state before either
-		// records: the second write would overwrite the first.
-		if seen[r.Key] {
-			return nil, fmt.Errorf("rule %d: %w: key %q used twice", i, ErrInvalidRule, r.Key)
+		// records: the second write would overwrite the first. A request has
+		// a handful of rules: comparing them pairwise is cheaper than a map.
+		for _, prev := range rules[:i] {
+			if prev.Key == r.Key {
+				return nil, fmt.Errorf("rule %d: %w: key %q used twice", i, ErrInvalidRule, r.Key)
+			}
 		}
-		seen[r.Key] = true
 		cost := r.Cost
 		switch {
 		case cost < 0:

@@ -370,3 +370,43 @@ func TestHashTag(t *testing.T) {
 		}
 	}
 }
+
+func TestScriptForCarriesOnlyTheRulesModules(t *testing.T) {
+	for i, name := range Names() {
+		s, _ := lookup(name)
+		if s.bit != i {
+			t.Errorf("%s: bit %d, want its index in Names, %d", name, s.bit, i)
+		}
+	}
+	if got := scriptFor([]rule{{spec: gcra}, {spec: gcra}}); got != gcra.script {
+		t.Errorf("two gcra rules: got script %s, want gcra's own %s", got.Hash(), gcra.script.Hash())
+	}
+	want := compose(fixedWindowLua, gcraLua).Hash()
+	for _, rs := range [][]rule{{{spec: fixedWindow}, {spec: gcra}}, {{spec: gcra}, {spec: fixedWindow}, {spec: gcra}}} {
+		if got := scriptFor(rs).Hash(); got != want {
+			t.Errorf("fixed_window and gcra rules: got script %s, want the one with just their modules %s", got, want)
+		}
+	}
+}
+
+func TestTimeoutBoundsEveryCall(t *testing.T) {
+	slow := deciderFunc(func(ctx context.Context, rules []Rule, commit bool) ([]Decision, bool, error) {
+		<-ctx.Done()
+		return nil, false, ctx.Err()
+	})
+	start := time.Now()
+	_, _, err := NewTimeout(slow, 20*time.Millisecond).Decide(context.Background(), nil, true)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Decide() error = %v, want context.DeadlineExceeded", err)
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("Decide() took %v, want about the 20ms timeout", took)
+	}
+}
+
+// deciderFunc is a Decider made of a function.
+type deciderFunc func(ctx context.Context, rules []Rule, commit bool) ([]Decision, bool, error)
+
+func (f deciderFunc) Decide(ctx context.Context, rules []Rule, commit bool) ([]Decision, bool, error) {
+	return f(ctx, rules, commit)
+}

@@ -12,6 +12,7 @@ var slidingLogLua string
 
 var slidingLog = spec{
 	name:   "sliding_log",
+	bit:    1,
 	args:   func(l Limit) []any { return []any{l.Requests, l.Window.Milliseconds()} },
 	lua:    slidingLogLua,
 	script: compose(slidingLogLua),

@@ -12,6 +12,7 @@ var slidingWindowLua string
 
 var slidingWindow = spec{
 	name:   "sliding_window",
+	bit:    2,
 	args:   func(l Limit) []any { return []any{l.Requests, l.Window.Milliseconds()} },
 	lua:    slidingWindowLua,
 	script: compose(slidingWindowLua),

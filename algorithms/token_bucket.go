@@ -12,6 +12,7 @@ var tokenBucketLua string
 
 var tokenBucket = spec{
 	name: "token_bucket",
+	bit:  3,
 	args: func(l Limit) []any {
 		return []any{l.Requests, l.Window.Milliseconds(), l.capacity()}
 	},

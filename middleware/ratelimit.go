@@ -1,11 +1,9 @@
 package middleware
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"log/slog"
 	"math"
 	"net/http"
@@ -14,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -69,20 +68,53 @@ type Limiter struct {
 	decider  algorithms.Decider
 	policies []Policy
 	prefix   string
-	timeout  time.Duration
 	failOpen bool
 	warn     *throttledLog
 	// named holds, per policy (same index as policies) and tier ("" for the
 	// policy's own limits), its limits with their header names and key
 	// suffixes, made once here rather than on every request.
 	named []map[string][]namedLimit
+	// anyShadow and anyCIDR say whether a policy is in shadow mode or exempts
+	// addresses: requests skip that work when none does.
+	anyShadow, anyCIDR bool
 }
 
-// namedLimit is a policy's limit as requests see it.
+// namedLimit is a policy's limit as requests see it. It is used by pointer
+// only (hdr must not be copied).
 type namedLimit struct {
 	PolicyLimit
 	name      string // the item in RateLimit-Policy: the policy, or policy-N for its Nth limit
+	sfName    string // name as a structured-field String
 	keySuffix string // after the subject: ":<policy>:<n>:<algorithm>"
+	hdr       atomic.Pointer[limitHeaders]
+}
+
+// limitHeaders are the header and body texts that depend only on a
+// decision's Limit and Window, made on a limit's first decision and kept.
+type limitHeaders struct {
+	limit   int
+	window  time.Duration
+	quota   string // X-RateLimit-Limit
+	item    string // the limit's item in RateLimit-Policy
+	message string // the 429 message, up to the seconds to wait
+}
+
+// headers returns the texts for d, made anew only if d's Limit or Window
+// differ from the last ones (they do not, for decisions of one limit).
+func (nl *namedLimit) headers(d algorithms.Decision) *limitHeaders {
+	if h := nl.hdr.Load(); h != nil && h.limit == d.Limit && h.window == d.Window {
+		return h
+	}
+	window := strconv.FormatFloat(d.Window.Seconds(), 'f', -1, 64)
+	h := &limitHeaders{
+		limit:   d.Limit,
+		window:  d.Window,
+		quota:   strconv.Itoa(d.Limit),
+		item:    nl.sfName + ";q=" + strconv.Itoa(d.Limit) + ";w=" + strconv.FormatInt(max(ceilSeconds(d.Window), 1), 10),
+		message: "Too many requests: " + strconv.Itoa(d.Limit) + " per " + window + "s allowed. Try again in ",
+	}
+	nl.hdr.Store(h)
+	return h
 }
 
 func nameLimits(p Policy, limits []PolicyLimit) []namedLimit {
@@ -92,47 +124,50 @@ func nameLimits(p Policy, limits []PolicyLimit) []namedLimit {
 		if len(limits) > 1 {
 			name = p.Name + "-" + strconv.Itoa(j+1)
 		}
-		out[j] = namedLimit{PolicyLimit: pl, name: name,
-			keySuffix: ":" + p.Name + ":" + strconv.Itoa(j) + ":" + pl.Algorithm}
+		nl := &out[j]
+		nl.PolicyLimit, nl.name, nl.sfName = pl, name, sfString(name)
+		nl.keySuffix = ":" + p.Name + ":" + strconv.Itoa(j) + ":" + pl.Algorithm
 	}
 	return out
 }
 
 // NewLimiter returns a Limiter deciding with d, keeping its keys under prefix.
-// timeout bounds each decision; failOpen chooses what a request gets when the
-// limiter cannot decide in time (Redis down or slow): served unchecked, marked
-// by "X-RateLimit-Checked: false", or 503 — availability of the API versus
-// strictness of the limit.
-func NewLimiter(log *slog.Logger, d algorithms.Decider, policies []Policy, prefix string, timeout time.Duration, failOpen bool) *Limiter {
-	named := make([]map[string][]namedLimit, len(policies))
+// d must bound its calls in time (algorithms.Timeout); failOpen chooses what a
+// request gets when the limiter cannot decide (Redis down or slow): served
+// unchecked, marked by "X-RateLimit-Checked: false", or 503 — availability of
+// the API versus strictness of the limit.
+func NewLimiter(log *slog.Logger, d algorithms.Decider, policies []Policy, prefix string, failOpen bool) *Limiter {
+	l := &Limiter{log: log, decider: d, policies: policies, prefix: prefix,
+		failOpen: failOpen, warn: newThrottledLog(log, 10*time.Second), named: make([]map[string][]namedLimit, len(policies))}
 	for i, p := range policies {
-		named[i] = map[string][]namedLimit{"": nameLimits(p, p.Limits)}
+		l.named[i] = map[string][]namedLimit{"": nameLimits(p, p.Limits)}
 		for tier, limits := range p.Tiers {
-			named[i][tier] = nameLimits(p, limits)
+			l.named[i][tier] = nameLimits(p, limits)
 		}
+		l.anyShadow = l.anyShadow || p.Shadow
+		l.anyCIDR = l.anyCIDR || len(p.ExemptCIDRs) > 0
 	}
-	return &Limiter{log: log, decider: d, policies: policies, prefix: prefix, timeout: timeout,
-		failOpen: failOpen, warn: newThrottledLog(log, 10*time.Second), named: named}
+	return l
 }
 
 // applied is one limit of a policy that applies to a request.
 type applied struct {
 	policy *Policy
-	name   string // the item in RateLimit-Policy: the policy, or policy-N for its Nth limit
-	limit  PolicyLimit
+	nl     *namedLimit
 	rule   algorithms.Rule
 }
 
 // rules lists the limits that apply to the request: of policies matching its
 // route (or of every policy, for anyRoute), for its tier, minus exemptions.
-func (l *Limiter) rules(c *gin.Context, anyRoute bool) []applied {
+func (l *Limiter) rules(c *gin.Context, anyRoute bool, out []applied) []applied {
 	identity := Identity(c)
 	tier := Tier(c)
 	var ip netip.Addr
-	if a, err := netip.ParseAddr(c.ClientIP()); err == nil {
-		ip = a.Unmap()
+	if l.anyCIDR {
+		if a, err := netip.ParseAddr(c.ClientIP()); err == nil {
+			ip = a.Unmap()
+		}
 	}
-	var out []applied
 	for i := range l.policies {
 		p := &l.policies[i]
 		if !anyRoute && !p.matches(c.Request.Method, c.FullPath()) || p.exempt(identity, ip) {
@@ -146,10 +181,11 @@ func (l *Limiter) rules(c *gin.Context, anyRoute bool) []applied {
 		if !ok {
 			limits = l.named[i][""]
 		}
-		for _, nl := range limits {
+		for j := range limits {
+			nl := &limits[j]
 			// The subject is the hash tag: on a cluster, every limit of one
 			// subject lives in one slot and is decided in one script.
-			out = append(out, applied{policy: p, name: nl.name, limit: nl.PolicyLimit, rule: algorithms.Rule{
+			out = append(out, applied{policy: p, nl: nl, rule: algorithms.Rule{
 				Algorithm: nl.Algorithm, Limit: nl.Limit, Cost: p.Cost, Key: l.prefix + "{" + who + "}" + nl.keySuffix,
 			}})
 		}
@@ -218,21 +254,24 @@ func rulesOf(as []applied) []algorithms.Rule {
 // when any enforced limit denies.
 func (l *Limiter) Handler() gin.HandlerFunc {
 	return func(c *gin.Context) {
-		all := l.rules(c, false)
+		var buf [4]applied // most requests have a limit or two: no allocation
+		all := l.rules(c, false, buf[:0])
 		if len(all) == 0 {
 			c.Next()
 			return
 		}
-		var enforced, shadow []applied
-		for _, a := range all {
-			if a.policy.Shadow {
-				shadow = append(shadow, a)
-			} else {
-				enforced = append(enforced, a)
+		enforced, shadow := all, []applied(nil)
+		if l.anyShadow {
+			enforced = nil
+			for _, a := range all {
+				if a.policy.Shadow {
+					shadow = append(shadow, a)
+				} else {
+					enforced = append(enforced, a)
+				}
 			}
 		}
-		ctx, cancel := context.WithTimeout(c.Request.Context(), l.timeout)
-		defer cancel()
+		ctx := c.Request.Context()
 		start := time.Now()
 		var o Outcome
 		var ds []algorithms.Decision
@@ -250,13 +289,13 @@ func (l *Limiter) Handler() gin.HandlerFunc {
 			}
 			for i, d := range sds {
 				if !d.Allowed {
-					o.ShadowLimited = append(o.ShadowLimited, PolicyRef{Policy: shadow[i].name, Algorithm: shadow[i].limit.Algorithm})
+					o.ShadowLimited = append(o.ShadowLimited, PolicyRef{Policy: shadow[i].nl.name, Algorithm: shadow[i].nl.Algorithm})
 				}
 			}
 		}
 		o.Took = time.Since(start)
 		if err != nil {
-			o.Policy, o.Algorithm = enforced[0].name, enforced[0].limit.Algorithm
+			o.Policy, o.Algorithm = enforced[0].nl.name, enforced[0].nl.Algorithm
 			o.RedisError = !errors.Is(err, algorithms.ErrCircuitOpen)
 			l.warn.Warn("rate limiter unavailable", "err", err, "fail_open", l.failOpen)
 			if l.failOpen {
@@ -278,13 +317,14 @@ func (l *Limiter) Handler() gin.HandlerFunc {
 			c.Next()
 			return
 		}
-		items := make([]headerItem, len(enforced))
+		var ibuf [4]headerItem
+		items := ibuf[:0]
 		for i, a := range enforced {
-			items[i] = headerItem{name: a.name, d: ds[i]}
+			items = append(items, headerItem{nl: a.nl, d: ds[i]})
 		}
 		chosen := closest(items)
 		d := items[chosen].d
-		o.Policy, o.Algorithm, o.Remaining = items[chosen].name, enforced[chosen].limit.Algorithm, max(d.Remaining, 0)
+		o.Policy, o.Algorithm, o.Remaining = items[chosen].nl.name, items[chosen].nl.Algorithm, max(d.Remaining, 0)
 		o.Result = ResultAllowed
 		if !allowed {
 			o.Result = ResultLimited
@@ -292,22 +332,31 @@ func (l *Limiter) Handler() gin.HandlerFunc {
 		c.Set(outcomeKey, o)
 		setHeaders(c.Writer.Header(), items, chosen)
 		if !allowed {
-			retry := retryAfterSeconds(d)
-			Abort(c, http.StatusTooManyRequests, "rate limit exceeded", gin.H{
-				"retry_after": retry,
-				"message": fmt.Sprintf("Too many requests: %d per %ss allowed. Try again in %d seconds.",
-					d.Limit, strconv.FormatFloat(d.Window.Seconds(), 'f', -1, 64), retry),
-			})
+			c.Data(http.StatusTooManyRequests, "application/json; charset=utf-8", deniedBody(items[chosen].nl.headers(d).message, retryAfterSeconds(d)))
+			c.Abort()
 			return
 		}
 		c.Next()
 	}
 }
 
+// deniedBody is the 429's JSON, {"error", "message", "retry_after"}, written
+// by hand: it is the answer to floods, so it should cost little. message is
+// the limit's text up to the seconds (digits and plain words: nothing to escape).
+func deniedBody(message string, retry int64) []byte {
+	b := make([]byte, 0, 96+len(message))
+	b = append(b, `{"error":"rate limit exceeded","message":"`...)
+	b = append(b, message...)
+	b = strconv.AppendInt(b, retry, 10)
+	b = append(b, ` seconds.","retry_after":`...)
+	b = strconv.AppendInt(b, retry, 10)
+	return append(b, '}')
+}
+
 // headerItem is one enforced limit's decision, named as in RateLimit-Policy.
 type headerItem struct {
-	name string
-	d    algorithms.Decision
+	nl *namedLimit
+	d  algorithms.Decision
 }
 
 // closest picks the limit the headers report: of the denying ones, the one
@@ -340,25 +389,47 @@ func closest(items []headerItem) int {
 // every limit (structured field lists), and Retry-After when it denies. Times
 // are on the decision's (Redis's) clock.
 func setHeaders(h http.Header, items []headerItem, chosen int) {
-	d := items[chosen].d
+	it := items[chosen]
+	d := it.d
 	remaining := max(d.Remaining, 0)
 	now := d.Now
 	if now.IsZero() {
 		now = time.Now()
 	}
-	h.Set("X-RateLimit-Limit", strconv.Itoa(d.Limit))
-	h.Set("X-RateLimit-Remaining", strconv.Itoa(remaining))
-	h.Set("X-RateLimit-Reset", strconv.FormatInt(ceilUnix(now.Add(d.ResetAfter)), 10))
-	policies := make([]string, len(items))
-	for i, it := range items {
-		policies[i] = sfString(it.name) + ";q=" + strconv.Itoa(it.d.Limit) + ";w=" + strconv.FormatInt(max(ceilSeconds(it.d.Window), 1), 10)
+	lh := it.nl.headers(d)
+	policy := lh.item
+	if len(items) > 1 {
+		list := make([]string, len(items))
+		for i, other := range items {
+			list[i] = other.nl.headers(other.d).item
+		}
+		policy = strings.Join(list, ", ")
 	}
-	h.Set("RateLimit-Policy", strings.Join(policies, ", "))
-	h.Set("RateLimit", sfString(items[chosen].name)+";r="+strconv.Itoa(remaining)+";t="+strconv.FormatInt(ceilSeconds(d.ResetAfter), 10))
+	// One backing array for every value, and keys already in canonical form
+	// (http.Header.Set would allocate both on every request).
+	v := make([]string, 6)
+	v[0], v[1] = lh.quota, strconv.Itoa(remaining)
+	v[2] = strconv.FormatInt(ceilUnix(now.Add(d.ResetAfter)), 10)
+	v[3] = policy
+	v[4] = it.nl.sfName + ";r=" + v[1] + ";t=" + strconv.FormatInt(ceilSeconds(d.ResetAfter), 10)
+	h[hdrLimit], h[hdrRemaining], h[hdrReset] = v[0:1:1], v[1:2:2], v[2:3:3]
+	h[hdrPolicy], h[hdrRateLimit] = v[3:4:4], v[4:5:5]
 	if !d.Allowed {
-		h.Set("Retry-After", strconv.FormatInt(retryAfterSeconds(d), 10))
+		v[5] = strconv.FormatInt(retryAfterSeconds(d), 10)
+		h[hdrRetryAfter] = v[5:6:6]
 	}
 }
+
+// The rate-limit headers' names, in the canonical form http.Header keeps
+// (X-RateLimit-Limit is sent as X-Ratelimit-Limit either way).
+const (
+	hdrLimit      = "X-Ratelimit-Limit"
+	hdrRemaining  = "X-Ratelimit-Remaining"
+	hdrReset      = "X-Ratelimit-Reset"
+	hdrPolicy     = "Ratelimit-Policy"
+	hdrRateLimit  = "Ratelimit"
+	hdrRetryAfter = "Retry-After"
+)
 
 // Peek answers the caller's current state for every policy that applies to
 // them, on any route, without consuming anything.
@@ -379,16 +450,14 @@ func (l *Limiter) Peek() gin.HandlerFunc {
 		Limits []limitState `json:"limits"`
 	}
 	return func(c *gin.Context) {
-		all := l.rules(c, true)
+		all := l.rules(c, true, nil)
 		kind, _, _ := strings.Cut(Identity(c), ":")
 		body := gin.H{"identity": kind, "tier": Tier(c), "policies": []policyState{}}
 		if len(all) == 0 {
 			c.JSON(http.StatusOK, body)
 			return
 		}
-		ctx, cancel := context.WithTimeout(c.Request.Context(), l.timeout)
-		defer cancel()
-		ds, _, err := l.decider.Decide(ctx, rulesOf(all), false)
+		ds, _, err := l.decider.Decide(c.Request.Context(), rulesOf(all), false)
 		if err != nil {
 			l.warn.Warn("rate limiter unavailable", "err", err)
 			c.Header("Retry-After", "1")
@@ -414,7 +483,7 @@ func (l *Limiter) Peek() gin.HandlerFunc {
 			}
 			st := &states[len(states)-1]
 			st.Limits = append(st.Limits, limitState{
-				Name: a.name, Algorithm: a.limit.Algorithm, Limit: d.Limit,
+				Name: a.nl.name, Algorithm: a.nl.Algorithm, Limit: d.Limit,
 				WindowSeconds: max(ceilSeconds(d.Window), 1), Remaining: max(d.Remaining, 0),
 				Reset: ceilUnix(now.Add(d.ResetAfter)), ResetAfter: ceilSeconds(d.ResetAfter),
 			})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -143,7 +144,7 @@ func TestSetHeaders(t *testing.T) {
 			h := http.Header{}
 			d := tt.d
 			d.Now = tt.now
-			setHeaders(h, []headerItem{{name: tt.policy, d: d}}, 0)
+			setHeaders(h, []headerItem{{nl: &nameLimits(Policy{Name: tt.policy}, []PolicyLimit{{}})[0], d: d}}, 0)
 			for name, want := range tt.want {
 				if got := h.Get(name); got != want {
 					t.Errorf("setHeaders() %s = %q, want %q", name, got, want)
@@ -485,5 +486,24 @@ func TestRecoverPassesThrough(t *testing.T) {
 // limitHandler is the default fixed_window policy (5 per minute) decided by d.
 func limitHandler(d algorithms.Decider, timeout time.Duration, failOpen bool) gin.HandlerFunc {
 	policies := DefaultPolicies("fixed_window", algorithms.Limit{Requests: 5, Window: time.Minute})
-	return NewLimiter(discard(), d, policies, "p:", timeout, failOpen).Handler()
+	return NewLimiter(discard(), algorithms.NewTimeout(d, timeout), policies, "p:", failOpen).Handler()
+}
+
+func TestSetHeadersFollowsTheDecisionsLimit(t *testing.T) {
+	nl := &nameLimits(Policy{Name: "p"}, []PolicyLimit{{}})[0]
+	for _, d := range []algorithms.Decision{
+		{Allowed: true, Limit: 5, Window: time.Minute, Remaining: 4},
+		{Allowed: true, Limit: 7, Window: time.Hour, Remaining: 6},
+		{Allowed: true, Limit: 5, Window: time.Minute, Remaining: 3},
+	} {
+		h := http.Header{}
+		setHeaders(h, []headerItem{{nl: nl, d: d}}, 0)
+		wantPolicy := fmt.Sprintf(`"p";q=%d;w=%d`, d.Limit, int(d.Window.Seconds()))
+		if got, want := h.Get("X-RateLimit-Limit"), strconv.Itoa(d.Limit); got != want {
+			t.Errorf("limit %d: X-RateLimit-Limit = %q, want %q", d.Limit, got, want)
+		}
+		if got := h.Get("RateLimit-Policy"); got != wantPolicy {
+			t.Errorf("limit %d: RateLimit-Policy = %q, want %q", d.Limit, got, wantPolicy)
+		}
+	}
 }
