@@ -67,11 +67,12 @@ func measureDecisions(ctx context.Context, log *slog.Logger, s *redisServer, dur
 	}
 	for _, name := range algorithms.Names() {
 		subjects = append(subjects, subject{"tollgate " + name + " +pipeline", func(prefix string) (decider, func(), error) {
-			// main.go's chain: deny cache, circuit breaker, Multi (every
-			// algorithm in one script), pipeline; one rule per request, as
-			// the default policy has.
+			// main.go's chain: deny cache, timeout (RATE_LIMIT_TIMEOUT's
+			// default, 100ms), circuit breaker, Multi (a script with the
+			// rules' modules), pipeline; one rule per request, as the
+			// default policy has.
 			p := algorithms.NewPipeline(rdb, pipeBatch, pipeWindow, pipeConns)
-			d := algorithms.NewDenyingDecider(algorithms.NewBreaker(algorithms.NewMulti(p), 5, time.Second), denyCacheSize)
+			d := algorithms.NewDenyingDecider(algorithms.NewTimeout(algorithms.NewBreaker(algorithms.NewMulti(p), 5, time.Second), 100*time.Millisecond), denyCacheSize)
 			return func(ctx context.Context, key string) error {
 				_, _, err := d.Decide(ctx, []algorithms.Rule{{Algorithm: name, Limit: benchLimit, Key: prefix + key}}, true)
 				return err

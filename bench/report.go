@@ -122,8 +122,8 @@ func (r *report) write(path string) error {
 	p("with a 1 s deadline; the limit (10⁹ per hour) admits every request, so this is the cost of an admission.")
 	p("*spread*: 10,000 keys in turn; *hot*: one key. Plain Tollgate rows call one algorithm directly")
 	p("(`algorithms.New(...).Allow`, that algorithm's own script). `+pipeline`: the service's decision path, as")
-	p("main.go builds it with its defaults: `NewDenyingDecider(NewBreaker(NewMulti(pipeline), 5, 1s), %d)`,", denyCacheSize)
-	p("`Decide` of one rule (the algorithm, the limit, the key) with commit, the script holding every algorithm,")
+	p("main.go builds it with its defaults: `NewDenyingDecider(NewTimeout(NewBreaker(NewMulti(pipeline), 5, 1s), 100ms), %d)`,", denyCacheSize)
+	p("`Decide` of one rule (the algorithm, the limit, the key) with commit, which runs the script with that algorithm's module only,")
 	p("script calls pipelined (batch %d, up to %d batches under way, window %v). Redis is flushed between runs.",
 		pipeBatch, pipeConns, time.Duration(pipeWindow))
 	p("")
