@@ -9,6 +9,30 @@
 --          that denies it when committing, and what is left now otherwise.
 local commit = ARGV[1] == '1'
 local nonce = ARGV[2]
+
+-- One rule, the common case, without the tables the general loop needs:
+-- the same answers, less work for Redis's one thread.
+if #KEYS == 1 then
+  local m = algorithms[ARGV[3]]
+  if m == nil then
+    return redis.error_reply('unknown algorithm ' .. tostring(ARGV[3]))
+  end
+  local args = {}
+  for j = 1, m.nargs do
+    args[j] = ARGV[3 + j]
+  end
+  local cost = tonumber(ARGV[m.nargs + 4])
+  local c = m.check(KEYS[1], args, cost)
+  if not c.ok then
+    return {0, commit and 0 or c.remaining, c.reset, c.retry, clock.ms}
+  end
+  if not commit then
+    return {1, c.remaining, c.reset, 0, clock.ms}
+  end
+  local remaining, reset = m.commit(KEYS[1], args, cost, c, nonce)
+  return {1, remaining, reset, 0, clock.ms}
+end
+
 local rules, admit = {}, true
 local n = 3
 for i = 1, #KEYS do

@@ -37,7 +37,11 @@ do
     local used = c.used + cost
     local reset = c.start + window - clock.ms
     redis.call('HSET', key, 'w', c.start, 'n', used)
-    redis.call('PEXPIRE', key, reset)
+    -- The key expires when its window closes: set once, as the window opens
+    -- (HSET keeps a key's expiry), not on every request.
+    if c.used == 0 then
+      redis.call('PEXPIRE', key, reset)
+    end
     return limit - used, reset
   end
 end
