@@ -29,6 +29,7 @@ type options struct {
 	wrkDur    time.Duration // one wrk run
 	reps      int           // end-to-end repetitions
 	quick     bool
+	only      string // "decisions": measure only that (logged, no report), to iterate
 	command   string // as the report quotes it
 }
 
@@ -41,6 +42,7 @@ func main() {
 	flag.DurationVar(&o.decideDur, "decide", 10*time.Second, "duration of each decisions-from-Go run")
 	flag.DurationVar(&o.wrkDur, "wrk", 10*time.Second, "duration of each wrk run")
 	flag.IntVar(&o.reps, "reps", 3, "end-to-end repetitions (medians are reported)")
+	flag.StringVar(&o.only, "only", "", "measure only this section and log its figures, writing no report: decisions")
 	flag.BoolVar(&o.quick, "quick", false, "short runs to iterate (-decide 2s -wrk 3s -reps 1); figures are not for publishing")
 	serve := flag.String("serve-peer", "", "internal: serve a peer server on this address")
 	kind := flag.String("peer-kind", peerUlule, "internal: "+peerUlule+", "+peerBare+" or "+peerUluleStack)
@@ -58,6 +60,10 @@ func main() {
 			os.Exit(1)
 		}
 		return
+	}
+	if o.only != "" && o.only != "decisions" {
+		fmt.Fprintf(os.Stderr, "bench: -only %q: want decisions\n", o.only)
+		os.Exit(2)
 	}
 	if o.quick {
 		o.decideDur, o.wrkDur, o.reps = 2*time.Second, 3*time.Second, 1
@@ -101,6 +107,9 @@ func run(ctx context.Context, log *slog.Logger, o options) error {
 	log.Info("decisions from Go")
 	if r.decisions, err = measureDecisions(ctx, log, srv, o.decideDur); err != nil {
 		return err
+	}
+	if o.only == "decisions" {
+		return nil
 	}
 	log.Info("allocations: go test -benchmem")
 	if r.allocs, err = measureAllocs(ctx, o.repo, srv); err != nil {
