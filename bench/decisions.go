@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/go-redis/redis_rate/v10"
+	"github.com/redis/go-redis/v9"
 	"github.com/ulule/limiter/v3"
 	sredis "github.com/ulule/limiter/v3/drivers/store/redis"
 
@@ -46,8 +47,8 @@ var benchLimit = algorithms.Limit{Requests: 1_000_000_000, Window: time.Hour}
 
 // measureDecisions calls every limiter from 64 goroutines (and Tollgate's
 // from one, with and without the pipeline) and records decisions/s and latency.
-// Tollgate's plain rows call one algorithm directly; its "+pipeline" rows
-// decide the way the service does.
+// Tollgate's rows decide the way the service does, without ("plain") and with
+// ("+pipeline") the pipeline.
 func measureDecisions(ctx context.Context, log *slog.Logger, s *redisServer, dur time.Duration) ([]decisionRun, error) {
 	rdb := s.client(64)
 	defer rdb.Close()
@@ -56,28 +57,30 @@ func measureDecisions(ctx context.Context, log *slog.Logger, s *redisServer, dur
 		make func(prefix string) (decider, func(), error)
 	}
 	var subjects []subject
-	for _, name := range algorithms.Names() {
-		subjects = append(subjects, subject{"tollgate " + name, func(prefix string) (decider, func(), error) {
-			a, err := algorithms.New(name, rdb, prefix, benchLimit)
-			if err != nil {
-				return nil, nil, err
+	// main.go's chain: deny cache, timeout (RATE_LIMIT_TIMEOUT's default,
+	// 100ms), circuit breaker, Multi (a script with the rules' modules), on
+	// the pipeline or (RATE_LIMIT_PIPELINE_BATCH=0) on the client itself; one
+	// rule per request, as the default policy has.
+	chain := func(name string, pipelined bool) func(prefix string) (decider, func(), error) {
+		return func(prefix string) (decider, func(), error) {
+			var scripter redis.Scripter = rdb
+			done := func() {}
+			if pipelined {
+				p := algorithms.NewPipeline(rdb, pipeBatch, pipeWindow, pipeConns)
+				scripter, done = p, p.Close
 			}
-			return allowOf(a), func() {}, nil
-		}})
-	}
-	for _, name := range algorithms.Names() {
-		subjects = append(subjects, subject{"tollgate " + name + " +pipeline", func(prefix string) (decider, func(), error) {
-			// main.go's chain: deny cache, timeout (RATE_LIMIT_TIMEOUT's
-			// default, 100ms), circuit breaker, Multi (a script with the
-			// rules' modules), pipeline; one rule per request, as the
-			// default policy has.
-			p := algorithms.NewPipeline(rdb, pipeBatch, pipeWindow, pipeConns)
-			d := algorithms.NewDenyingDecider(algorithms.NewTimeout(algorithms.NewBreaker(algorithms.NewMulti(p), 5, time.Second), 100*time.Millisecond), denyCacheSize)
+			d := algorithms.NewDenyingDecider(algorithms.NewTimeout(algorithms.NewBreaker(algorithms.NewMulti(scripter), 5, time.Second), 100*time.Millisecond), denyCacheSize)
 			return func(ctx context.Context, key string) error {
 				_, _, err := d.Decide(ctx, []algorithms.Rule{{Algorithm: name, Limit: benchLimit, Key: prefix + key}}, true)
 				return err
-			}, p.Close, nil
-		}})
+			}, done, nil
+		}
+	}
+	for _, name := range algorithms.Names() {
+		subjects = append(subjects, subject{"tollgate " + name, chain(name, false)})
+	}
+	for _, name := range algorithms.Names() {
+		subjects = append(subjects, subject{"tollgate " + name + " +pipeline", chain(name, true)})
 	}
 	subjects = append(subjects,
 		subject{"redis_rate (GCRA)", func(prefix string) (decider, func(), error) {
@@ -144,13 +147,6 @@ func measureDecisions(ctx context.Context, log *slog.Logger, s *redisServer, dur
 		}
 	}
 	return runs, nil
-}
-
-func allowOf(a algorithms.Algorithm) decider {
-	return func(ctx context.Context, key string) error {
-		_, err := a.Allow(ctx, key)
-		return err
-	}
 }
 
 // drive calls dec from goroutines for d and measures every call.

@@ -120,12 +120,13 @@ func (r *report) write(path string) error {
 	p("")
 	p("Each limiter is called for %s by 64 goroutines on one go-redis client (pool of 64), every call", r.options.decideDur)
 	p("with a 1 s deadline; the limit (10⁹ per hour) admits every request, so this is the cost of an admission.")
-	p("*spread*: 10,000 keys in turn; *hot*: one key. Plain Tollgate rows call one algorithm directly")
-	p("(`algorithms.New(...).Allow`, that algorithm's own script). `+pipeline`: the service's decision path, as")
-	p("main.go builds it with its defaults: `NewDenyingDecider(NewTimeout(NewBreaker(NewMulti(pipeline), 5, 1s), 100ms), %d)`,", denyCacheSize)
-	p("`Decide` of one rule (the algorithm, the limit, the key) with commit, which runs the script with that algorithm's module only,")
-	p("script calls pipelined (batch %d, up to %d batches under way, window %v). Redis is flushed between runs.",
+	p("*spread*: 10,000 keys in turn; *hot*: one key. Tollgate rows take the service's decision path, as main.go")
+	p("builds it with its defaults: `NewDenyingDecider(NewTimeout(NewBreaker(NewMulti(scripter), 5, 1s), 100ms), %d)`", denyCacheSize)
+	p("and `Decide` of one rule (the algorithm, the limit, the key) with commit, which runs the script with that")
+	p("algorithm's module only. Plain rows: the scripter is the go-redis client (`RATE_LIMIT_PIPELINE_BATCH=0`);")
+	p("`+pipeline`: script calls pipelined (batch %d, up to %d batches under way, window %v), the service's default.",
 		pipeBatch, pipeConns, time.Duration(pipeWindow))
+	p("Redis is flushed between runs.")
 	p("")
 	p("| limiter | keys | decisions/s | p50 | p99 | × best peer | Redis µs/script | errors |")
 	p("|---|---|---:|---:|---:|---:|---:|---:|")
