@@ -404,6 +404,37 @@ func TestTimeoutBoundsEveryCall(t *testing.T) {
 	}
 }
 
+func TestTimeoutDeadlineIsTheTimeoutAfterTheCallStarts(t *testing.T) {
+	const timeout = 160 * time.Millisecond
+	var deadlines []time.Duration
+	record := deciderFunc(func(ctx context.Context, rules []Rule, commit bool) ([]Decision, bool, error) {
+		return nil, true, nil
+	})
+	d := NewTimeout(record, timeout)
+	start := time.Now()
+	for i := range 50 {
+		now := start.Add(time.Duration(i) * time.Millisecond) // calls over 50ms: several slices
+		dl, ok := d.context(now).Deadline()
+		if !ok {
+			t.Fatal("context has no deadline")
+		}
+		deadlines = append(deadlines, dl.Sub(now))
+	}
+	for i, got := range deadlines {
+		if got <= timeout-timeout/16 || got > timeout {
+			t.Errorf("call %d: deadline %v after its start, want more than %v and at most %v", i, got, timeout-timeout/16, timeout)
+		}
+	}
+	if _, _, err := d.Decide(context.Background(), nil, true); err != nil {
+		t.Errorf("Decide() error = %v", err)
+	}
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, _, err := d.Decide(done, nil, true); !errors.Is(err, context.Canceled) {
+		t.Errorf("Decide(done ctx) error = %v, want context.Canceled", err)
+	}
+}
+
 // deciderFunc is a Decider made of a function.
 type deciderFunc func(ctx context.Context, rules []Rule, commit bool) ([]Decision, bool, error)
 
