@@ -1,7 +1,9 @@
 package middleware
 
 import (
+	"net/http"
 	"strconv"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -13,6 +15,57 @@ type Metrics struct {
 	redisErrors prometheus.Counter
 	requests    *prometheus.CounterVec
 	duration    *prometheus.HistogramVec
+
+	// The series requests touch, by label values, so that a request does
+	// not hash its labels into each vector: every label comes from a small
+	// set (methods are folded, routes are patterns, policies configured).
+	requestSeries  children[requestLabels, prometheus.Counter]
+	durationSeries children[string, prometheus.Observer]
+	decisionSeries children[decisionLabels, prometheus.Counter]
+	latencySeries  children[string, prometheus.Observer]
+}
+
+type requestLabels struct {
+	method, route string
+	status        int
+}
+
+type decisionLabels struct {
+	policy, algorithm, result string
+}
+
+// children caches one vector's series by their label values.
+type children[K comparable, V any] struct {
+	mu sync.RWMutex
+	m  map[K]V
+}
+
+func (c *children[K, V]) get(k K, newSeries func(K) V) V {
+	c.mu.RLock()
+	v, ok := c.m[k]
+	c.mu.RUnlock()
+	if ok {
+		return v
+	}
+	v = newSeries(k)
+	c.mu.Lock()
+	if c.m == nil {
+		c.m = map[K]V{}
+	}
+	c.m[k] = v
+	c.mu.Unlock()
+	return v
+}
+
+// methodLabel is method if it is a standard one, else "other": a client can
+// send any token as a method, and each would be a new series.
+func methodLabel(method string) string {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace:
+		return method
+	}
+	return "other"
 }
 
 // NewMetrics creates the middleware's series and registers them on reg.
@@ -53,20 +106,32 @@ func (m *Metrics) observe(method, route string, status int, seconds float64, o O
 	if m == nil {
 		return
 	}
-	m.requests.WithLabelValues(method, route, strconv.Itoa(status)).Inc()
-	m.duration.WithLabelValues(route).Observe(seconds)
+	m.requestSeries.get(requestLabels{methodLabel(method), route, status}, func(l requestLabels) prometheus.Counter {
+		return m.requests.WithLabelValues(l.method, l.route, strconv.Itoa(l.status))
+	}).Inc()
+	m.durationSeries.get(route, func(route string) prometheus.Observer {
+		return m.duration.WithLabelValues(route)
+	}).Observe(seconds)
 	if !decided {
 		return
 	}
 	for _, s := range o.ShadowLimited {
-		m.decisions.WithLabelValues(s.Policy, s.Algorithm, ResultShadowLimited).Inc()
+		m.decision(s.Policy, s.Algorithm, ResultShadowLimited).Inc()
 	}
 	if o.Policy == "" { // only shadow policies applied
 		return
 	}
-	m.decisions.WithLabelValues(o.Policy, o.Algorithm, o.Result).Inc()
-	m.latency.WithLabelValues(o.Algorithm).Observe(o.Took.Seconds())
+	m.decision(o.Policy, o.Algorithm, o.Result).Inc()
+	m.latencySeries.get(o.Algorithm, func(algorithm string) prometheus.Observer {
+		return m.latency.WithLabelValues(algorithm)
+	}).Observe(o.Took.Seconds())
 	if o.RedisError {
 		m.redisErrors.Inc()
 	}
+}
+
+func (m *Metrics) decision(policy, algorithm, result string) prometheus.Counter {
+	return m.decisionSeries.get(decisionLabels{policy, algorithm, result}, func(l decisionLabels) prometheus.Counter {
+		return m.decisions.WithLabelValues(l.policy, l.algorithm, l.result)
+	})
 }
