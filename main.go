@@ -144,7 +144,10 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		// cluster: Multi splits rules by hash tag only on a *redis.ClusterClient.
 		var scripter redis.Scripter = rdb
 		if _, cluster := rdb.(*redis.ClusterClient); cfg.PipelineBatch > 0 && !cluster {
-			p := algorithms.NewPipeline(rdb, cfg.PipelineBatch, cfg.PipelineWindow, 4)
+			// Two batches under way: end to end on this project's 2-core
+			// machine, fewer system calls per request than four, at the same
+			// decisions/s (docs/BENCHMARKS.md).
+			p := algorithms.NewPipeline(rdb, cfg.PipelineBatch, cfg.PipelineWindow, pipelineConns)
 			defer p.Close()
 			scripter = p
 		}
@@ -244,6 +247,10 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	log.Info("stopped")
 	return nil
 }
+
+// pipelineConns is how many pipelined batches of limiter calls may be under
+// way at once (algorithms.NewPipeline).
+const pipelineConns = 2
 
 // newServer returns an http.Server whose every phase has a deadline, so slow
 // or hostile clients cannot hold connections open.

@@ -23,7 +23,7 @@ import (
 const (
 	pipeBatch     = 16
 	pipeWindow    = 0
-	pipeConns     = 4
+	pipeConns     = 2 // main.go: pipelineConns
 	denyCacheSize = 10_000
 )
 
