@@ -79,6 +79,28 @@ func (l Limit) Validate() error {
 	return nil
 }
 
+// ValidateFor is Validate plus what algorithm (hyphens or underscores)
+// needs of l: gcra, for one, keeps times in µs and needs a smaller burst
+// × window than Validate allows.
+func (l Limit) ValidateFor(algorithm string) error {
+	s, ok := lookup(algorithm)
+	if !ok {
+		return unknown(algorithm)
+	}
+	return s.validateLimit(l)
+}
+
+// validateLimit checks l for this algorithm.
+func (s spec) validateLimit(l Limit) error {
+	if err := l.Validate(); err != nil {
+		return err
+	}
+	if s.validate != nil {
+		return s.validate(l)
+	}
+	return nil
+}
+
 // Names lists the algorithm names New accepts.
 func Names() []string {
 	return []string{"fixed_window", "sliding_log", "sliding_window", "token_bucket", "gcra"}
@@ -93,12 +115,12 @@ func Known(name string) bool {
 // New returns the algorithm called name (hyphens or underscores), keeping its
 // state in rdb under keys that start with prefix.
 func New(name string, rdb redis.Scripter, prefix string, l Limit) (Algorithm, error) {
-	if err := l.Validate(); err != nil {
-		return nil, err
-	}
 	s, ok := lookup(name)
 	if !ok {
 		return nil, unknown(name)
+	}
+	if err := s.validateLimit(l); err != nil {
+		return nil, err
 	}
 	return s.new(rdb, prefix, l), nil
 }
@@ -135,6 +157,9 @@ type spec struct {
 	args func(l Limit) []any
 	// bucket: Decision.Limit is the capacity (Limit.Burst), not Limit.Requests.
 	bucket bool
+	// validate checks what this algorithm needs of a Limit beyond
+	// Limit.Validate; nil if nothing.
+	validate func(l Limit) error
 	// script is the prelude, this module and the driver: one algorithm's Allow.
 	script *redis.Script
 	new    func(rdb redis.Scripter, prefix string, l Limit) Algorithm

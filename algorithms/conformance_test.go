@@ -680,6 +680,31 @@ func TestNewInvalidLimit(t *testing.T) {
 	}
 }
 
+func TestGCRABurstBeyondItsMicroseconds(t *testing.T) {
+	// 10⁸ requests of burst at one per hour is within Validate (10⁸ × 3.6·10⁶
+	// ms) but not within gcra's µs arithmetic (10⁸ × 3.6·10⁹ µs).
+	l := Limit{Requests: 1, Burst: 100_000_000, Window: time.Hour}
+	if err := l.Validate(); err != nil {
+		t.Fatalf("Validate() = %v, want nil: the case must be gcra's own", err)
+	}
+	if err := l.ValidateFor("token_bucket"); err != nil {
+		t.Errorf("ValidateFor(token_bucket) = %v, want nil", err)
+	}
+	if err := l.ValidateFor("gcra"); !errors.Is(err, ErrInvalidLimit) {
+		t.Errorf("ValidateFor(gcra) = %v, want ErrInvalidLimit", err)
+	}
+	if _, err := New("gcra", redis.NewClient(&redis.Options{}), "p:", l); !errors.Is(err, ErrInvalidLimit) {
+		t.Errorf("New(gcra) error = %v, want ErrInvalidLimit", err)
+	}
+	_, _, err := NewMulti(redis.NewClient(&redis.Options{})).Decide(context.Background(), []Rule{{Algorithm: "gcra", Limit: l, Key: "k"}}, true)
+	if !errors.Is(err, ErrInvalidLimit) {
+		t.Errorf("Multi.Decide(gcra) error = %v, want ErrInvalidLimit", err)
+	}
+	if err := (Limit{Requests: 10, Burst: 1000, Window: time.Hour}).ValidateFor("gcra"); err != nil {
+		t.Errorf("ValidateFor(gcra) of an ordinary limit = %v, want nil", err)
+	}
+}
+
 func TestNewUnknown(t *testing.T) {
 	_, err := New("leaky", redis.NewClient(&redis.Options{}), "p:", Limit{Requests: 1, Window: time.Second})
 	if !errors.Is(err, ErrUnknown) {

@@ -3,6 +3,8 @@ package algorithms
 import (
 	"context"
 	_ "embed"
+	"fmt"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -14,11 +16,16 @@ var gcra = spec{
 	name: "gcra",
 	bit:  4,
 	args: func(l Limit) []any {
-		// Whole microseconds keep the script's arithmetic exact; rounding up
-		// makes the rate at most a microsecond per request slower, never faster.
-		requests := int64(max(l.Requests, 1))
-		interval := (l.Window.Microseconds() + requests - 1) / requests
-		return []any{max(interval, 1), l.capacity()}
+		return []any{gcraInterval(l), l.capacity()}
+	},
+	// The script keeps the TAT in µs since the epoch, up to burst intervals
+	// ahead of now: that must stay an exact integer for centuries to come.
+	validate: func(l Limit) error {
+		if int64(l.capacity()) > maxExact/2/gcraInterval(l) {
+			return fmt.Errorf("%w: gcra: burst %d of one request per %v is beyond exact arithmetic; use a smaller burst or a shorter window",
+				ErrInvalidLimit, l.capacity(), time.Duration(gcraInterval(l))*time.Microsecond)
+		}
+		return nil
 	},
 	bucket: true,
 	lua:    gcraLua,
@@ -26,6 +33,14 @@ var gcra = spec{
 	new: func(rdb redis.Scripter, prefix string, l Limit) Algorithm {
 		return NewGCRA(rdb, prefix, l)
 	},
+}
+
+// gcraInterval is the emission interval in whole µs: whole microseconds keep
+// the script's arithmetic exact; rounding up makes the rate at most a
+// microsecond per request slower, never faster.
+func gcraInterval(l Limit) int64 {
+	requests := int64(max(l.Requests, 1))
+	return max((l.Window.Microseconds()+requests-1)/requests, 1)
 }
 
 // GCRA is the generic cell rate algorithm: a token bucket of capacity

@@ -183,7 +183,7 @@ func resolve(rules []Rule) ([]rule, error) {
 		if !ok {
 			return nil, fmt.Errorf("rule %d: %w", i, unknown(r.Algorithm))
 		}
-		if err := r.Limit.Validate(); err != nil {
+		if err := s.validateLimit(r.Limit); err != nil {
 			return nil, fmt.Errorf("rule %d: %w", i, err)
 		}
 		// Two rules on one key would both check the state before either

@@ -219,7 +219,7 @@ func limits(field string, docs []limitDoc, cost int) ([]PolicyLimit, []error) {
 			continue
 		}
 		l := algorithms.Limit{Requests: d.Limit, Window: w, Burst: d.Burst}
-		if err := l.Validate(); err != nil {
+		if err := l.ValidateFor(d.Algorithm); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", f, err))
 			continue
 		}

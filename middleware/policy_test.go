@@ -100,6 +100,11 @@ policies:
     key: ip
     cost: 10
     limits: [{algorithm: fixed_window, limit: 5, window: 1m}]`, []string{`policy "p10"`, "cost 10"}},
+		{"gcra burst beyond its µs arithmetic", `
+policies:
+  - name: p12
+    key: ip
+    limits: [{algorithm: gcra, limit: 1, burst: 100000000, window: 1h}]`, []string{`policy "p12"`, "limits[0]", "gcra", "burst"}},
 		{"bad exempt cidr", `
 policies:
   - name: p11
