@@ -133,10 +133,16 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	identify := middleware.Identify(log, store, guard, 2*time.Second, 5*time.Minute, cfg.AuthKeyCacheTTL)
 	var guards []gin.HandlerFunc
 	var peek gin.HandlerFunc
+	pagePolicy := routes.Policy{Enabled: cfg.Enabled, Algorithm: cfg.Algorithm, Limit: cfg.Limit, Burst: cfg.Burst, Window: cfg.Window}
 	if cfg.Enabled {
 		policies, err := loadPolicies(cfg)
 		if err != nil {
 			return err
+		}
+		if cfg.PolicyFile != "" {
+			for _, p := range policies {
+				pagePolicy.Policies = append(pagePolicy.Policies, p.Name)
+			}
 		}
 		// While Redis is down, answer at once instead of waiting out the
 		// timeout on every request; probe again every second.
@@ -190,7 +196,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 			}
 			return metricsHandler
 		}(),
-		Policy:   routes.Policy{Enabled: cfg.Enabled, Algorithm: cfg.Algorithm, Limit: cfg.Limit, Burst: cfg.Burst, Window: cfg.Window},
+		Policy:   pagePolicy,
 		Identify: identify,
 		Guards:   guards,
 		Peek:     peek,
@@ -286,7 +292,7 @@ func loadPolicies(cfg config.Config) ([]middleware.Policy, error) {
 				cfg.Algorithm, algorithms.ErrUnknown, strings.Join(algorithms.Names(), ", "))
 		}
 		l := algorithms.Limit{Requests: cfg.Limit, Window: cfg.Window, Burst: cfg.Burst}
-		if err := l.Validate(); err != nil {
+		if err := l.ValidateFor(cfg.Algorithm); err != nil {
 			return nil, fmt.Errorf("config: RATE_LIMIT_LIMIT, RATE_LIMIT_BURST, RATE_LIMIT_WINDOW: %w", err)
 		}
 		return middleware.DefaultPolicies(cfg.Algorithm, l), nil

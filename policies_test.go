@@ -230,6 +230,14 @@ func TestExamplePolicies(t *testing.T) {
 			t.Errorf("pro user: status %d, want 200", r.status)
 		}
 	})
+	t.Run("home page names the file's policies", func(t *testing.T) {
+		r := get(t, base+"/", nil)
+		for _, want := range []string{"<code>tier</code>, <code>detail</code>, <code>trial</code>", `href="/ratelimit"`} {
+			if !strings.Contains(string(r.body), want) {
+				t.Errorf("GET / lacks %q", want)
+			}
+		}
+	})
 	t.Run("per-route: 2 per second per IP on /continents/:id", func(t *testing.T) {
 		got := statusesOf(t, base+"/continents/1", 3, basic("paula", "PRO_PASSWORD"))
 		if got[0] != 200 || got[1] != 200 || got[2] != 429 {

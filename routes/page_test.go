@@ -44,6 +44,7 @@ func TestPageHome(t *testing.T) {
 		name   string
 		policy Policy
 		want   []string
+		absent []string
 	}{
 		{
 			name:   "fixed window",
@@ -54,6 +55,12 @@ func TestPageHome(t *testing.T) {
 			name:   "token bucket shows burst",
 			policy: Policy{Enabled: true, Algorithm: "token_bucket", Limit: 10, Burst: 20, Window: time.Second},
 			want:   []string{"<code>token_bucket</code>", "10 requests per second", "up to 20 at once"},
+		},
+		{
+			name:   "policy file lists its policies, not the RATE_LIMIT_* ones",
+			policy: Policy{Enabled: true, Algorithm: "fixed_window", Limit: 5, Window: time.Minute, Policies: []string{"anonymous", "per-user"}},
+			want:   []string{"<code>anonymous</code>, <code>per-user</code>", `href="/ratelimit"`},
+			absent: []string{"5 requests per 60 seconds"},
 		},
 		{
 			name:   "disabled",
@@ -78,6 +85,11 @@ func TestPageHome(t *testing.T) {
 			for _, s := range append(tt.want, links...) {
 				if !strings.Contains(body, s) {
 					t.Errorf("GET / body lacks %q", s)
+				}
+			}
+			for _, s := range tt.absent {
+				if strings.Contains(body, s) {
+					t.Errorf("GET / body has %q", s)
 				}
 			}
 			if *guarded != 0 {

@@ -40,6 +40,10 @@ type Policy struct {
 	Limit     int
 	Burst     int
 	Window    time.Duration
+	// Policies names the policies of a policy file (RATE_LIMIT_POLICY_FILE);
+	// when set, the page lists them instead of Algorithm, Limit, Burst and
+	// Window, which do not apply.
+	Policies []string
 }
 
 // New returns the API's handler. Health and metrics routes answer before any
