@@ -37,6 +37,7 @@ type decisionRun struct {
 	perSec     float64
 	p50, p99   time.Duration
 	scriptUsec float64 // µs Redis spent per script call (EVALSHA), commands inside included
+	redisCPU   float64 // redis-server's CPU time over the run's wall time: 1 is its one thread saturated
 }
 
 // decider is one limiter under test: decide once for key.
@@ -113,7 +114,17 @@ func measureDecisions(ctx context.Context, log *slog.Logger, s *redisServer, dur
 			return fmt.Errorf("%s: %w", sub.name, err)
 		}
 		defer done()
+		cpu0, err := s.cpuTime()
+		if err != nil {
+			return err
+		}
+		wall0 := time.Now()
 		r := drive(ctx, dec, keys, goroutines, d)
+		cpu1, err := s.cpuTime()
+		if err != nil {
+			return err
+		}
+		r.redisCPU = (cpu1 - cpu0).Seconds() / time.Since(wall0).Seconds()
 		r.subject = sub.name
 		calls, usec, err := s.commandStatsUsec(ctx)
 		if err != nil {
@@ -122,7 +133,7 @@ func measureDecisions(ctx context.Context, log *slog.Logger, s *redisServer, dur
 		if n := calls["evalsha"] + calls["eval"]; n > 0 {
 			r.scriptUsec = float64(usec["evalsha"]+usec["eval"]) / float64(n)
 		}
-		log.Info("decisions", "subject", sub.name, "keys", keys, "goroutines", goroutines, "per_sec", int(r.perSec), "p99", r.p99.String(), "errors", r.errors)
+		log.Info("decisions", "subject", sub.name, "keys", keys, "goroutines", goroutines, "per_sec", int(r.perSec), "p99", r.p99.String(), "redis_cpu", fmt.Sprintf("%.2f", r.redisCPU), "errors", r.errors)
 		runs = append(runs, r)
 		return nil
 	}

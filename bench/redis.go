@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -172,4 +173,26 @@ func parseBenchmarkCSV(s string) (ceiling, error) {
 	}
 	num := func(i int) float64 { v, _ := strconv.ParseFloat(f[i], 64); return v }
 	return ceiling{rps: num(1), p50: num(4), p99: num(6)}, nil
+}
+
+// cpuTime is the CPU time (user and system) redis-server has used so far,
+// from /proc (Linux): how busy its one thread was over a run.
+func (s *redisServer) cpuTime() (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.cmd.Process.Pid))
+	if err != nil {
+		return 0, fmt.Errorf("redis-server CPU time: %w", err)
+	}
+	// Fields after the command name (which is in parentheses): utime and
+	// stime are the 14th and 15th fields of the line, in clock ticks
+	// (100 a second on Linux).
+	fields := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(fields) < 13 {
+		return 0, fmt.Errorf("redis-server CPU time: short /proc stat line")
+	}
+	utime, err1 := strconv.ParseInt(fields[11], 10, 64)
+	stime, err2 := strconv.ParseInt(fields[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("redis-server CPU time: %q %q", fields[11], fields[12])
+	}
+	return time.Duration(utime+stime) * 10 * time.Millisecond, nil
 }
