@@ -258,6 +258,9 @@ func TestTutorialScenario(t *testing.T) {
 				if got := r.header.Get("X-RateLimit-Remaining"); got != "0" {
 					t.Errorf("request %d: X-RateLimit-Remaining = %q, want 0", i+1, got)
 				}
+				if got, want := r.header.Get("Content-Length"), strconv.Itoa(len(r.body)); got != want || r.header.Get("Content-Type") != "application/json; charset=utf-8" {
+					t.Errorf("request %d: Content-Length %q, Content-Type %q; want %s and application/json; charset=utf-8", i+1, got, r.header.Get("Content-Type"), want)
+				}
 			}
 			// Health routes are never limited.
 			if r := get(t, base+"/healthz", auth); r.status != http.StatusOK || r.header.Get("X-RateLimit-Limit") != "" {

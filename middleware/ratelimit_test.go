@@ -307,6 +307,9 @@ func TestRateLimitDenied(t *testing.T) {
 			if got := w.Header().Get("X-RateLimit-Remaining"); got != "0" {
 				t.Errorf("X-RateLimit-Remaining = %q, want 0", got)
 			}
+			if got := w.Header().Get("Content-Type"); got != "application/json; charset=utf-8" {
+				t.Errorf("Content-Type = %q, want application/json; charset=utf-8", got)
+			}
 			want := map[string]any{
 				"error":       "rate limit exceeded",
 				"retry_after": float64(tt.wantRetry),
