@@ -374,30 +374,13 @@ var conformanceCases = []conformanceCase{
 		w := 100 * h.unit
 		a := s.new(t, Limit{Requests: limit, Window: w})
 		h.room(w, 5*h.unit)
-		var admitted, denied atomic.Int64
-		var wg sync.WaitGroup
-		start := make(chan struct{})
-		for range callers {
-			wg.Go(func() {
-				<-start
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				defer cancel()
-				d, err := a.Allow(ctx, "k")
-				switch {
-				case err != nil:
-					t.Errorf("Allow(): %v", err)
-				case d.Allowed:
-					admitted.Add(1)
-				default:
-					denied.Add(1)
-				}
-			})
-		}
-		close(start)
-		wg.Wait()
-		if admitted.Load() != limit || denied.Load() != callers-limit {
+		admitted, denied := together(t, callers, func(ctx context.Context) (bool, error) {
+			d, err := a.Allow(ctx, "k")
+			return d.Allowed, err
+		})
+		if admitted != limit || denied != callers-limit {
 			t.Errorf("%d concurrent callers: admitted %d, denied %d; want %d, %d",
-				callers, admitted.Load(), denied.Load(), limit, callers-limit)
+				callers, admitted, denied, limit, callers-limit)
 		}
 	}},
 	{"every key has a TTL no longer than needed", func(t *testing.T, h harness, s subject) {
@@ -733,4 +716,32 @@ func TestAllowRedisDown(t *testing.T) {
 			}
 		})
 	}
+}
+
+// together makes n calls at once (released together, each with a 10s
+// deadline) and counts those that call admits and denies; an error fails t.
+func together(t *testing.T, n int, call func(ctx context.Context) (allowed bool, err error)) (admitted, denied int64) {
+	t.Helper()
+	var ok, no atomic.Int64
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for range n {
+		wg.Go(func() {
+			<-start
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			allowed, err := call(ctx)
+			switch {
+			case err != nil:
+				t.Errorf("call: %v", err)
+			case allowed:
+				ok.Add(1)
+			default:
+				no.Add(1)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	return ok.Load(), no.Load()
 }

@@ -3,7 +3,6 @@ package algorithms
 import (
 	"context"
 	"math/rand/v2"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -93,31 +92,13 @@ func TestDenyCacheExactUnderConcurrency(t *testing.T) {
 					dc := NewDenyCache(counted, 100)
 					h.room(w, 5*h.unit)
 					flood := func() (admitted, denied int64) {
-						var ok, no atomic.Int64
-						var wg sync.WaitGroup
-						start := make(chan struct{})
-						for range callers {
-							wg.Go(func() {
-								<-start
-								ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-								defer cancel()
-								d, err := dc.Allow(ctx, "k")
-								switch {
-								case err != nil:
-									t.Errorf("Allow(): %v", err)
-								case d.Allowed:
-									ok.Add(1)
-								default:
-									no.Add(1)
-									if d.RetryAfter <= 0 {
-										t.Errorf("denied Allow() retry after %v, want > 0", d.RetryAfter)
-									}
-								}
-							})
-						}
-						close(start)
-						wg.Wait()
-						return ok.Load(), no.Load()
+						return together(t, callers, func(ctx context.Context) (bool, error) {
+							d, err := dc.Allow(ctx, "k")
+							if err == nil && !d.Allowed && d.RetryAfter <= 0 {
+								t.Errorf("denied Allow() retry after %v, want > 0", d.RetryAfter)
+							}
+							return d.Allowed, err
+						})
 					}
 					if admitted, denied := flood(); admitted != limit || denied != callers-limit {
 						t.Errorf("first flood of %d: admitted %d, denied %d; want %d, %d", callers, admitted, denied, limit, callers-limit)

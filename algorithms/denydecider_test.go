@@ -2,7 +2,6 @@ package algorithms
 
 import (
 	"context"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -46,28 +45,10 @@ func TestDenyingDeciderExact(t *testing.T) {
 					}
 					h.room(w, 5*h.unit)
 					flood := func() (admitted, denied int64) {
-						var ok, no atomic.Int64
-						var wg sync.WaitGroup
-						start := make(chan struct{})
-						for range callers {
-							wg.Go(func() {
-								<-start
-								ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-								defer cancel()
-								_, allowed, err := dd.Decide(ctx, rules, true)
-								switch {
-								case err != nil:
-									t.Errorf("Decide(): %v", err)
-								case allowed:
-									ok.Add(1)
-								default:
-									no.Add(1)
-								}
-							})
-						}
-						close(start)
-						wg.Wait()
-						return ok.Load(), no.Load()
+						return together(t, callers, func(ctx context.Context) (bool, error) {
+							_, allowed, err := dd.Decide(ctx, rules, true)
+							return allowed, err
+						})
 					}
 					if admitted, denied := flood(); admitted != limit || denied != callers-limit {
 						t.Errorf("first flood of %d: admitted %d, denied %d; want %d, %d", callers, admitted, denied, limit, callers-limit)

@@ -3,8 +3,6 @@ package algorithms
 import (
 	"context"
 	"errors"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -101,27 +99,12 @@ var multiCases = []multiCase{
 					{Algorithm: other, Limit: Limit{Requests: large, Window: w}, Key: tagged(prefix, name, "large")},
 					{Algorithm: name, Limit: Limit{Requests: small, Window: w}, Key: tagged(prefix, name, "small")},
 				}
-				var admitted atomic.Int64
-				var wg sync.WaitGroup
-				start := make(chan struct{})
-				for range callers {
-					wg.Go(func() {
-						<-start
-						ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-						defer cancel()
-						_, ok, err := m.Decide(ctx, rules, true)
-						switch {
-						case err != nil:
-							t.Errorf("Decide(): %v", err)
-						case ok:
-							admitted.Add(1)
-						}
-					})
-				}
-				close(start)
-				wg.Wait()
-				if admitted.Load() != small {
-					t.Errorf("%d concurrent callers: admitted %d, want %d", callers, admitted.Load(), small)
+				admitted, _ := together(t, callers, func(ctx context.Context) (bool, error) {
+					_, ok, err := m.Decide(ctx, rules, true)
+					return ok, err
+				})
+				if admitted != small {
+					t.Errorf("%d concurrent callers: admitted %d, want %d", callers, admitted, small)
 				}
 				if got := remaining(t, m, rules[0]); got != large-small {
 					t.Errorf("larger limit remaining = %d, want %d: denied requests consumed it", got, large-small)
