@@ -17,13 +17,23 @@ import (
 // requests a minute give a mix of admitted and denied requests, as in service.
 func BenchmarkAllow(b *testing.B) {
 	rdb := benchRedis(b)
+	benchAlgorithms(b, rdb, func(b *testing.B, name, prefix string) Algorithm {
+		a, err := New(name, rdb, prefix, Limit{Requests: 100, Window: time.Minute})
+		if err != nil {
+			b.Fatalf("New(%q): %v", name, err)
+		}
+		return a
+	})
+}
+
+// benchAlgorithms runs one sub-benchmark per algorithm: parallel Allow calls
+// of 1000 identities on the Algorithm that newAlgorithm makes, keys under
+// prefix, deleted afterwards.
+func benchAlgorithms(b *testing.B, rdb redis.UniversalClient, newAlgorithm func(b *testing.B, name, prefix string) Algorithm) {
 	for _, name := range Names() {
 		b.Run(name, func(b *testing.B) {
 			prefix := "bench:" + strconv.FormatInt(time.Now().UnixNano(), 36) + ":"
-			a, err := New(name, rdb, prefix, Limit{Requests: 100, Window: time.Minute})
-			if err != nil {
-				b.Fatalf("New(%q): %v", name, err)
-			}
+			a := newAlgorithm(b, name, prefix)
 			b.Cleanup(func() { deleteBenchKeys(b, rdb, prefix) })
 			var n atomic.Int64
 			b.ReportAllocs()
