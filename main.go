@@ -122,15 +122,20 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		collectors.NewDBStatsCollector(sqlDB, cfg.DBDriver),
 	)
 
+	// A credential check (bcrypt or a key lookup) and each of the guard's
+	// Redis calls before and after it get checkTimeout, not the limiter's
+	// RATE_LIMIT_TIMEOUT: they are off the hot path, and a guard that timed
+	// out under load would fail open exactly when guesses pour in.
+	const checkTimeout = 2 * time.Second
 	var guard *middleware.Guard
 	if cfg.AuthFailLimit > 0 {
 		guard, err = middleware.NewGuard(rdb, cfg.KeyPrefix,
-			algorithms.Limit{Requests: cfg.AuthFailLimit, Window: cfg.AuthFailWindow}, cfg.Timeout, cfg.FailOpen)
+			algorithms.Limit{Requests: cfg.AuthFailLimit, Window: cfg.AuthFailWindow}, checkTimeout, cfg.FailOpen)
 		if err != nil {
 			return fmt.Errorf("config: %w: AUTH_FAIL_LIMIT, AUTH_FAIL_WINDOW: %w", config.ErrInvalid, err)
 		}
 	}
-	identify := middleware.Identify(log, store, guard, 2*time.Second, 5*time.Minute, cfg.AuthKeyCacheTTL)
+	identify := middleware.Identify(log, store, guard, checkTimeout, 5*time.Minute, cfg.AuthKeyCacheTTL)
 	var guards []gin.HandlerFunc
 	var peek gin.HandlerFunc
 	pagePolicy := routes.Policy{Enabled: cfg.Enabled, Algorithm: cfg.Algorithm, Limit: cfg.Limit, Burst: cfg.Burst, Window: cfg.Window}

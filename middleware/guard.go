@@ -2,9 +2,13 @@ package middleware
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
+	_ "embed"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -13,20 +17,24 @@ import (
 )
 
 // Guard limits failed credential checks per client IP and per user name, so
-// passwords and keys cannot be guessed at bcrypt's pace. Identify asks it
-// before checking credentials (a peek, which records nothing) and tells it
-// about each failure; successful checks are not counted.
+// passwords and keys cannot be guessed at bcrypt's pace. Identify takes a
+// place from it before checking credentials (Take); a failed check keeps its
+// place for the window (Fail), any other gives it back (Give). Checks still
+// running hold places too, so guesses sent all at once get no more checks
+// than guesses sent in turn, while right credentials at most wait for the
+// checks ahead of them.
 type Guard struct {
-	multi    *algorithms.Multi
+	rdb      redis.Scripter
 	prefix   string
-	limit    algorithms.Limit
+	limit    []any // ARGV after the id: limit, window in ms
 	timeout  time.Duration
 	failOpen bool
 }
 
-// guardAlgorithm is exact: at most limit failures in any window-long span,
-// and cheap, since a key holds at most limit entries.
-const guardAlgorithm = "sliding_log"
+//go:embed guard.lua
+var guardLua string
+
+var guardScript = redis.NewScript(guardLua)
 
 // NewGuard returns a Guard admitting l.Requests failures per l.Window, with
 // its state under prefix in rdb; each Redis call gets timeout. When Redis
@@ -36,46 +44,113 @@ func NewGuard(rdb redis.Scripter, prefix string, l algorithms.Limit, timeout tim
 	if err := l.Validate(); err != nil {
 		return nil, fmt.Errorf("auth guard: %w", err)
 	}
-	return &Guard{multi: algorithms.NewMulti(rdb), prefix: prefix, limit: l, timeout: timeout, failOpen: failOpen}, nil
+	window := max(l.Window.Milliseconds(), 1)
+	return &Guard{rdb: rdb, prefix: prefix, limit: []any{l.Requests, window}, timeout: timeout, failOpen: failOpen}, nil
 }
 
-// Check reports whether another attempt from ip, for the user name (empty
-// for an API key, which names no user), may be checked; if not, retryAfter
-// is when one may.
-func (g *Guard) Check(ctx context.Context, ip, name string) (allowed bool, retryAfter time.Duration, err error) {
-	ctx, cancel := context.WithTimeout(ctx, g.timeout)
-	defer cancel()
-	ds, allowed, err := g.multi.Decide(ctx, g.rules(ip, name), false)
-	if err != nil {
-		return false, 0, fmt.Errorf("auth guard: peek: %w", err)
+// places are the places one check took in the guard's logs; the zero value
+// holds none.
+type places struct {
+	id   string
+	keys []string
+}
+
+// Take takes a place for a check from ip for the user name (empty for an
+// API key, which names no user) in each of its logs. A log full of failures
+// refuses at once, and retryAfter is when a failure leaves it. A log whose
+// free places are held by checks still running is waited on (they may fail
+// or give their places back) until ctx ends, which refuses with a retryAfter
+// of a second. A refused check holds no place.
+func (g *Guard) Take(ctx context.Context, ip, name string) (c places, allowed bool, retryAfter time.Duration, err error) {
+	c.id = rand.Text()
+	// One script per log: on a cluster the logs live in different slots.
+	// A place taken in the first log is given back if the second refuses.
+	refuse := func(retryAfter time.Duration, err error) (places, bool, time.Duration, error) {
+		g.Give(ctx, c)
+		if err != nil {
+			return places{}, false, 0, fmt.Errorf("auth guard: take: %w", err)
+		}
+		return places{}, false, retryAfter, nil
 	}
-	for _, d := range ds {
-		if !d.Allowed {
-			retryAfter = max(retryAfter, d.RetryAfter)
+	for _, key := range g.keys(ip, name) {
+		wait := 10 * time.Millisecond
+		for {
+			reply, err := g.run(ctx, key, "take", c.id)
+			if err != nil && ctx.Err() != nil {
+				// The wait ran out, not Redis: busy still.
+				return refuse(time.Second, nil)
+			}
+			if err != nil {
+				return refuse(0, err)
+			}
+			if reply[0] == 1 {
+				return refuse(time.Duration(reply[1])*time.Millisecond, nil)
+			}
+			if reply[0] == 0 {
+				break
+			}
+			// Busy: wait for the checks ahead, at first less than a
+			// bcrypt check lasts, then longer, so that a crowd of waiters
+			// does not keep Redis busy.
+			select {
+			case <-ctx.Done():
+				return refuse(time.Second, nil)
+			case <-time.After(wait + mrand.N(wait)):
+			}
+			wait = min(2*wait, 200*time.Millisecond)
+		}
+		c.keys = append(c.keys, key)
+	}
+	return c, true, 0, nil
+}
+
+// Fail records that c's check failed: its places stay taken for the window.
+func (g *Guard) Fail(ctx context.Context, c places) error {
+	return g.end(ctx, c, "fail")
+}
+
+// Give gives back c's places: its credentials were right, or could not be
+// checked.
+func (g *Guard) Give(ctx context.Context, c places) error {
+	return g.end(ctx, c, "give")
+}
+
+// end ends c's check in each of its logs. It runs even when ctx is canceled
+// (the client went away): a place left taken counts as a failure until the
+// window passes.
+func (g *Guard) end(ctx context.Context, c places, op string) error {
+	ctx = context.WithoutCancel(ctx)
+	var errs []error
+	for _, key := range c.keys {
+		if _, err := g.run(ctx, key, op, c.id); err != nil {
+			errs = append(errs, err)
 		}
 	}
-	return allowed, retryAfter, nil
-}
-
-// Fail records a failed check from ip for the user name (empty for an API key).
-func (g *Guard) Fail(ctx context.Context, ip, name string) error {
-	ctx, cancel := context.WithTimeout(ctx, g.timeout)
-	defer cancel()
-	if _, _, err := g.multi.Decide(ctx, g.rules(ip, name), true); err != nil {
-		return fmt.Errorf("auth guard: record failure: %w", err)
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("auth guard: %s: %w", op, err)
 	}
 	return nil
 }
 
-// rules are the counters an attempt touches. The user name is hashed: what
-// a client sends as a name may be a password typed in the wrong field, and
-// must not end up in Redis.
-func (g *Guard) rules(ip, name string) []algorithms.Rule {
-	rules := []algorithms.Rule{{Algorithm: guardAlgorithm, Limit: g.limit, Key: g.prefix + "authfail:ip:" + ip}}
+// run runs the guard's script on one log, within the guard's timeout.
+func (g *Guard) run(ctx context.Context, key, op, id string) ([]int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, g.timeout)
+	defer cancel()
+	reply, err := guardScript.Run(ctx, g.rdb, []string{key}, append([]any{op, id}, g.limit...)...).Int64Slice()
+	if err == nil && len(reply) != 2 {
+		err = fmt.Errorf("script reply %v, want 2 numbers", reply)
+	}
+	return reply, err
+}
+
+// keys are the logs a check from ip for name counts in. The user name is
+// hashed: what a client sends as a name may be a password typed in the wrong
+// field, and must not end up in Redis.
+func (g *Guard) keys(ip, name string) []string {
+	keys := []string{g.prefix + "authfail:ip:" + ip}
 	if name != "" {
 		sum := sha256.Sum256([]byte(name))
-		rules = append(rules, algorithms.Rule{Algorithm: guardAlgorithm, Limit: g.limit,
-			Key: g.prefix + "authfail:user:" + hex.EncodeToString(sum[:8])})
+		keys = append(keys, g.prefix+"authfail:user:"+hex.EncodeToString(sum[:8]))
 	}
-	return rules
+	return keys
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"net/http"
 	"os"
 	"strconv"
@@ -194,6 +195,156 @@ func TestGuardCountsOnlyFailures(t *testing.T) {
 			for i, s := range steps {
 				if w := serve(t, r, ip, s.header); w.Code != s.wantStatus {
 					t.Errorf("step %d %v: status %d, want %d", i, s.header, w.Code, s.wantStatus)
+				}
+			}
+		})
+	}
+}
+
+// TestGuardExactUnderConcurrency: an attacker who sends its guesses all at
+// once gets no more checked than one who sends them in turn. Checks are held
+// until the guard has let through all it will, so every guess reaches the
+// guard while the first ones are still being checked.
+func TestGuardExactUnderConcurrency(t *testing.T) {
+	for backend, newRedis := range guardBackends(t) {
+		t.Run(backend, func(t *testing.T) {
+			g := newRedis(t)
+			release := make(chan struct{})
+			users := &fakeUsers{name: "bob", password: "pw", release: release}
+			const limit, n = 10, 200
+			r := guardEngine(t, users, g.rdb, g.prefix, limit, false, 0)
+
+			codes := make(chan int, n)
+			for i := range n {
+				go func() {
+					codes <- serve(t, r, "192.0.2.1:1234", map[string]string{"Authorization": basic("bob", "guess"+strconv.Itoa(i))}).Code
+				}()
+			}
+			waitCalls(t, users, limit)
+			close(release)
+			got := map[int]int{}
+			for range n {
+				got[<-codes]++
+			}
+			if got[http.StatusUnauthorized] != limit || got[http.StatusTooManyRequests] != n-limit || users.Calls() != limit {
+				t.Errorf("statuses %v, checker called %d times; want %d × 401, %d × 429 and %d checks",
+					got, users.Calls(), limit, n-limit, limit)
+			}
+			// The failures stay counted: the next guess is refused.
+			if w := serve(t, r, "192.0.2.1:1234", map[string]string{"Authorization": basic("bob", "again")}); w.Code != http.StatusTooManyRequests {
+				t.Errorf("after the flood: status %d, want 429", w.Code)
+			}
+		})
+	}
+}
+
+// TestGuardRightCredentialsWait: checks in flight hold places, but a right
+// credential behind them waits for them instead of being refused, and its
+// place is given back.
+func TestGuardRightCredentialsWait(t *testing.T) {
+	for backend, newRedis := range guardBackends(t) {
+		t.Run(backend, func(t *testing.T) {
+			g := newRedis(t)
+			release := make(chan struct{})
+			users := &fakeUsers{name: "bob", password: "pw", release: release}
+			const limit, n = 2, 5
+			for i := range n {
+				users.setKey("tg_good"+strconv.Itoa(i), false)
+			}
+			r := guardEngine(t, users, g.rdb, g.prefix, limit, false, 0)
+
+			codes := make(chan int, n)
+			for i := range n {
+				go func() {
+					codes <- serve(t, r, "192.0.2.1:1234", map[string]string{"X-API-Key": "tg_good" + strconv.Itoa(i)}).Code
+				}()
+			}
+			waitCalls(t, users, limit)
+			close(release)
+			for range n {
+				if code := <-codes; code != http.StatusOK {
+					t.Errorf("status %d, want 200", code)
+				}
+			}
+			if users.Calls() != n {
+				t.Errorf("checker called %d times, want %d", users.Calls(), n)
+			}
+			if keys := g.keys(t); len(keys) != 0 {
+				n, _ := g.rdb.ZCard(t.Context(), keys[0]).Result()
+				if n != 0 {
+					t.Errorf("%d places still taken after right credentials, want 0", n)
+				}
+			}
+		})
+	}
+}
+
+// waitCalls waits until the checker has been called want times, then a
+// little longer, so that calls beyond want would show up too.
+func waitCalls(t *testing.T, users *fakeUsers, want int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for users.Calls() < want && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if got := users.Calls(); got != want {
+		t.Errorf("checker called %d times while checks were held, want %d", got, want)
+	}
+}
+
+// TestGuardBusyIsNotDown: a wait for a place that runs out is a refusal
+// (429 after a second), never a Redis failure, which would let the check run
+// unguarded when the guard fails open.
+func TestGuardBusyIsNotDown(t *testing.T) {
+	for backend, newRedis := range guardBackends(t) {
+		t.Run(backend, func(t *testing.T) {
+			g := newRedis(t)
+			guard, err := NewGuard(g.rdb, g.prefix, algorithms.Limit{Requests: 1, Window: time.Minute}, time.Second, true)
+			if err != nil {
+				t.Fatalf("NewGuard: %v", err)
+			}
+			first, allowed, _, err := guard.Take(t.Context(), "192.0.2.1", "bob")
+			if err != nil || !allowed {
+				t.Fatalf("first Take = allowed %v, err %v; want a place", allowed, err)
+			}
+			for _, wait := range []time.Duration{0, time.Millisecond, 30 * time.Millisecond, 300 * time.Millisecond} {
+				ctx, cancel := context.WithTimeout(t.Context(), wait)
+				_, allowed, retryAfter, err := guard.Take(ctx, "192.0.2.1", "carol")
+				cancel()
+				if err != nil || allowed || retryAfter != time.Second {
+					t.Errorf("Take while busy, waiting %v = allowed %v, retry after %v, err %v; want refused, 1s, no error",
+						wait, allowed, retryAfter, err)
+				}
+			}
+			if err := guard.Give(t.Context(), first); err != nil {
+				t.Fatalf("Give: %v", err)
+			}
+			if _, allowed, _, err := guard.Take(t.Context(), "192.0.2.1", "carol"); err != nil || !allowed {
+				t.Errorf("Take after Give = allowed %v, err %v; want a place", allowed, err)
+			}
+		})
+	}
+}
+
+// TestGuardUncheckedKeepsNoPlace: a check that could not run (the user store
+// is down) gives its place back; it is not a failed guess.
+func TestGuardUncheckedKeepsNoPlace(t *testing.T) {
+	for backend, newRedis := range guardBackends(t) {
+		t.Run(backend, func(t *testing.T) {
+			g := newRedis(t)
+			users := &fakeUsers{name: "bob", password: "pw", err: errors.New("store down")}
+			r := guardEngine(t, users, g.rdb, g.prefix, 2, false, 0)
+			wrong := map[string]string{"Authorization": basic("bob", "guess")}
+			for i := range 5 {
+				if w := serve(t, r, "192.0.2.1:1234", wrong); w.Code != http.StatusServiceUnavailable {
+					t.Fatalf("store down, attempt %d: status %d, want 503", i+1, w.Code)
+				}
+			}
+			users.err = nil
+			for i, want := range []int{http.StatusUnauthorized, http.StatusUnauthorized, http.StatusTooManyRequests} {
+				if w := serve(t, r, "192.0.2.1:1234", wrong); w.Code != want {
+					t.Errorf("store back, attempt %d: status %d, want %d", i+1, w.Code, want)
 				}
 			}
 		})

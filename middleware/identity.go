@@ -60,74 +60,74 @@ const maxKeyLen = 128
 // keys are remembered for keyTTL only, which bounds how long a revoked key
 // keeps working.
 //
-// A credential not in the cache is checked only if guard (nil: none) admits
-// another attempt from the client IP and for the user name; past its limit
-// the answer is 429, before any bcrypt work or key lookup. Failed checks are
-// reported to it. Remembered credentials skip the guard: they are known good.
+// A credential not in the cache is checked only if guard (nil: none) has a
+// place for another check from the client IP and for the user name; past its
+// limit the answer is 429, before any bcrypt work or key lookup. Failed
+// checks keep their places. Remembered credentials skip the guard: they are
+// known good.
 func Identify(log *slog.Logger, users userChecker, guard *Guard, timeout, passwordTTL, keyTTL time.Duration) gin.HandlerFunc {
 	warn := newThrottledLog(log, 10*time.Second)
 	passwords := newCredentialCache(passwordTTL, 10_000)
 	keys := newCredentialCache(keyTTL, 10_000)
 	var group singleflight.Group
-	// check runs fn once for concurrent requests with the same cache key. The
-	// cache is read again and filled inside the flight: a request that missed
-	// the cache just as a flight ended must not start a second check.
-	check := func(c *gin.Context, cache *credentialCache, k [sha256.Size]byte, fn func(ctx context.Context) (cached, bool, error)) (cached, bool, error) {
-		v, err, _ := group.Do(cache.kind+string(k[:]), func() (any, error) {
+	// check runs fn once for concurrent requests from one client IP with the
+	// same cache key. The cache is read again and filled inside the flight:
+	// a request that missed the cache just as a flight ended must not start a
+	// second check. The guard is asked inside the flight too, so a burst of
+	// requests with one credential takes one place in it, while every
+	// distinct guess takes its own.
+	check := func(c *gin.Context, cache *credentialCache, k [sha256.Size]byte, name string, fn func(ctx context.Context) (cached, bool, error)) (result, error) {
+		ip := clientIP(c)
+		v, err, _ := group.Do(cache.kind+string(k[:])+ip, func() (any, error) {
 			if who, ok := cache.get(k); ok {
-				return result{who, true}, nil
+				return result{who: who, ok: true}, nil
 			}
-			ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request.Context()), timeout)
+			base := context.WithoutCancel(c.Request.Context())
+			var taken places
+			if guard != nil {
+				// Waiting for a place has its own timeout: the check's
+				// starts once it has one.
+				ctx, cancel := context.WithTimeout(base, timeout)
+				t, allowed, retryAfter, err := guard.Take(ctx, ip, name)
+				cancel()
+				switch {
+				case err != nil && !guard.failOpen:
+					warn.Warn("auth guard unavailable", "err", err, "fail_open", false)
+					return result{guardDown: true}, nil
+				case err != nil:
+					warn.Warn("auth guard unavailable", "err", err, "fail_open", true)
+				case !allowed:
+					return result{refused: true, retryAfter: retryAfter}, nil
+				}
+				taken = t
+			}
+			ctx, cancel := context.WithTimeout(base, timeout)
 			defer cancel()
 			who, ok, err := fn(ctx)
 			if err == nil && ok {
 				cache.add(k, who)
 			}
-			return result{who, ok}, err
+			// Only a failed check keeps its place.
+			if guard != nil {
+				end := guard.Give
+				if err == nil && !ok {
+					end = guard.Fail
+				}
+				if err := end(base, taken); err != nil {
+					warn.Warn("auth guard unavailable", "err", err, "fail_open", guard.failOpen)
+				}
+			}
+			return result{who: who, ok: ok}, err
 		})
 		if err != nil {
-			return cached{}, false, err
+			return result{}, err
 		}
-		r := v.(result)
-		return r.who, r.ok, nil
-	}
-	// guarded runs check for an attempt for name (empty for an API key)
-	// unless the guard refuses it, in which case it has answered and refused
-	// is true; a failed check is reported to the guard.
-	guarded := func(c *gin.Context, name string, check func() (cached, bool, error)) (who cached, ok, refused bool, err error) {
-		if guard == nil {
-			who, ok, err := check()
-			return who, ok, false, err
-		}
-		ip := clientIP(c)
-		allowed, retryAfter, gerr := guard.Check(c.Request.Context(), ip, name)
-		switch {
-		case gerr != nil && !guard.failOpen:
-			warn.Warn("auth guard unavailable", "err", gerr, "fail_open", false)
-			c.Header("Retry-After", "1")
-			Abort(c, http.StatusServiceUnavailable, "authentication unavailable", nil)
-			return cached{}, false, true, nil
-		case gerr != nil:
-			warn.Warn("auth guard unavailable", "err", gerr, "fail_open", true)
-		case !allowed:
-			secs := max(ceilSeconds(retryAfter), 1)
-			c.Header("Retry-After", strconv.FormatInt(secs, 10))
-			Abort(c, http.StatusTooManyRequests, "too many failed authentication attempts", gin.H{"retry_after": secs})
-			return cached{}, false, true, nil
-		}
-		who, ok, err = check()
-		if err == nil && !ok && gerr == nil {
-			if err := guard.Fail(c.Request.Context(), ip, name); err != nil {
-				warn.Warn("auth guard unavailable", "err", err, "fail_open", guard.failOpen)
-			}
-		}
-		return who, ok, false, err
+		return v.(result), nil
 	}
 	return func(c *gin.Context) {
 		authorization, apiKey := c.GetHeader("Authorization"), c.GetHeader("X-API-Key")
 		var (
-			who cached
-			ok  bool
+			r   result
 			err error
 		)
 		switch {
@@ -143,17 +143,11 @@ func Identify(log *slog.Logger, users userChecker, guard *Guard, timeout, passwo
 				return
 			}
 			k := keys.key(apiKey, "")
-			if who, ok = keys.get(k); !ok {
-				var refused bool
-				who, ok, refused, err = guarded(c, "", func() (cached, bool, error) {
-					return check(c, keys, k, func(ctx context.Context) (cached, bool, error) {
-						name, tier, ok, err := users.CheckAPIKey(ctx, apiKey)
-						return cached{name: name, tier: tier}, ok, err
-					})
+			if r.who, r.ok = keys.get(k); !r.ok {
+				r, err = check(c, keys, k, "", func(ctx context.Context) (cached, bool, error) {
+					name, tier, ok, err := users.CheckAPIKey(ctx, apiKey)
+					return cached{name: name, tier: tier}, ok, err
 				})
-				if refused {
-					return
-				}
 			}
 		default:
 			name, password, basicOK := c.Request.BasicAuth()
@@ -162,30 +156,35 @@ func Identify(log *slog.Logger, users userChecker, guard *Guard, timeout, passwo
 				return
 			}
 			k := passwords.key(name, password)
-			if who, ok = passwords.get(k); !ok {
-				var refused bool
-				who, ok, refused, err = guarded(c, name, func() (cached, bool, error) {
-					return check(c, passwords, k, func(ctx context.Context) (cached, bool, error) {
-						tier, ok, err := users.CheckPassword(ctx, name, password)
-						return cached{name: name, tier: tier}, ok, err
-					})
+			if r.who, r.ok = passwords.get(k); !r.ok {
+				r, err = check(c, passwords, k, name, func(ctx context.Context) (cached, bool, error) {
+					tier, ok, err := users.CheckPassword(ctx, name, password)
+					return cached{name: name, tier: tier}, ok, err
 				})
-				if refused {
-					return
-				}
 			}
+		}
+		switch {
+		case r.guardDown:
+			c.Header("Retry-After", "1")
+			Abort(c, http.StatusServiceUnavailable, "authentication unavailable", nil)
+			return
+		case r.refused:
+			secs := max(ceilSeconds(r.retryAfter), 1)
+			c.Header("Retry-After", strconv.FormatInt(secs, 10))
+			Abort(c, http.StatusTooManyRequests, "too many failed authentication attempts", gin.H{"retry_after": secs})
+			return
 		}
 		if err != nil {
 			log.Warn("check credentials", "err", err)
 			Abort(c, http.StatusServiceUnavailable, "authentication unavailable", nil)
 			return
 		}
-		if !ok {
+		if !r.ok {
 			unauthorized(c)
 			return
 		}
-		c.Set(identityKey, "user:"+who.name)
-		c.Set(tierKey, who.tier)
+		c.Set(identityKey, "user:"+r.who.name)
+		c.Set(tierKey, r.who.tier)
 	}
 }
 
@@ -213,8 +212,11 @@ type cached struct {
 
 // result is what a credential check flight shares with its waiters.
 type result struct {
-	who cached
-	ok  bool
+	who        cached
+	ok         bool          // the credential is right
+	refused    bool          // the guard had no place for the check: 429
+	retryAfter time.Duration // when refused, until the guard has a place
+	guardDown  bool          // the guard failed and fails closed: 503
 }
 
 // credentialCache remembers credentials that passed their check, and whose
