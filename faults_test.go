@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -46,6 +47,27 @@ func TestRedisSlow(t *testing.T) {
 	p.setDown(true) // drop the connections still waiting on slow replies
 	p.setDown(false)
 	waitForLimiting(t, base, auth)
+}
+
+// TestGuardOutlastsLimiterTimeout: the brute-force guard's Redis calls are
+// not cut at RATE_LIMIT_TIMEOUT. A Redis slower than that makes the limiter
+// fail open, but guesses are still counted and refused.
+func TestGuardOutlastsLimiterTimeout(t *testing.T) {
+	own := startOwnRedis(t)
+	opt, _ := redis.ParseURL(own.url)
+	p := startProxy(t, opt.Addr)
+	env := baseEnv(t, testRedis{url: "redis://" + p.addr() + "/0"})
+	env["RATE_LIMIT_TIMEOUT"] = "50ms"
+	env["AUTH_FAIL_LIMIT"] = "3"
+	base := service(t, env)
+	p.setDelay(150 * time.Millisecond)
+	var got []int
+	for i := range 5 {
+		got = append(got, get(t, base+"/continents", basic("john_doe", "guess"+strconv.Itoa(i))).status)
+	}
+	if want := []int{401, 401, 401, 429, 429}; !slices.Equal(got, want) {
+		t.Errorf("five wrong passwords with Redis 150ms slow, limiter timeout 50ms: statuses %v, want %v", got, want)
+	}
 }
 
 // waitForLimiting waits until responses carry rate-limit headers again.

@@ -74,7 +74,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	}
 	log := newLogger(stdout, cfg.LogFormat, cfg.LogLevel)
 
-	rdb, redisName, closeRedis, err := openRedis(ctx, log, cfg.RedisURL, cfg.RedisCluster, cfg.Timeout)
+	rdb, guardRdb, redisName, closeRedis, err := openRedis(ctx, log, cfg.RedisURL, cfg.RedisCluster, cfg.Timeout)
 	if err != nil {
 		return err
 	}
@@ -122,14 +122,9 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		collectors.NewDBStatsCollector(sqlDB, cfg.DBDriver),
 	)
 
-	// A credential check (bcrypt or a key lookup) and each of the guard's
-	// Redis calls before and after it get checkTimeout, not the limiter's
-	// RATE_LIMIT_TIMEOUT: they are off the hot path, and a guard that timed
-	// out under load would fail open exactly when guesses pour in.
-	const checkTimeout = 2 * time.Second
 	var guard *middleware.Guard
 	if cfg.AuthFailLimit > 0 {
-		guard, err = middleware.NewGuard(rdb, cfg.KeyPrefix,
+		guard, err = middleware.NewGuard(guardRdb, cfg.KeyPrefix,
 			algorithms.Limit{Requests: cfg.AuthFailLimit, Window: cfg.AuthFailWindow}, checkTimeout, cfg.FailOpen)
 		if err != nil {
 			return fmt.Errorf("config: %w: AUTH_FAIL_LIMIT, AUTH_FAIL_WINDOW: %w", config.ErrInvalid, err)
@@ -337,14 +332,22 @@ func openDB(ctx context.Context, log *slog.Logger, driver, dsn string, within ti
 	}
 }
 
+// checkTimeout bounds a credential check (bcrypt or a key lookup), and each
+// of the brute-force guard's Redis calls around it. They are off the hot path:
+// a guard cut at RATE_LIMIT_TIMEOUT would fail open under load, exactly when
+// guesses pour in.
+const checkTimeout = 2 * time.Second
+
 // openRedis connects to the Redis Cluster of the seed nodes in cluster, or to
-// the Redis at url, or starts an in-process one when both are empty. Client
-// timeouts match the limiter's deadline, so a dead Redis costs a request at
-// most that long.
-func openRedis(ctx context.Context, log *slog.Logger, url string, cluster []string, timeout time.Duration) (redis.UniversalClient, string, func(), error) {
+// the Redis at url, or starts an in-process one when both are empty. It
+// returns two clients of that Redis: rdb for the limiter, whose timeouts match
+// the limiter's deadline, so a dead Redis costs a request at most that long,
+// and guardRdb for the brute-force guard, with checkTimeout and a small pool
+// of its own, so that load on the limiter can neither starve nor cut short
+// the guard's calls.
+func openRedis(ctx context.Context, log *slog.Logger, url string, cluster []string, timeout time.Duration) (rdb, guardRdb redis.UniversalClient, name string, closeAll func(), err error) {
 	opt := &redis.UniversalOptions{}
 	closeServer := func() {}
-	var name string
 	switch {
 	case len(cluster) > 0:
 		opt.Addrs = cluster
@@ -353,7 +356,7 @@ func openRedis(ctx context.Context, log *slog.Logger, url string, cluster []stri
 	case url != "":
 		one, err := redis.ParseURL(url)
 		if err != nil {
-			return nil, "", nil, fmt.Errorf("config: REDIS_URL: %w", err)
+			return nil, nil, "", nil, fmt.Errorf("config: REDIS_URL: %w", err)
 		}
 		opt.Addrs = []string{one.Addr}
 		opt.DB = one.DB
@@ -363,7 +366,7 @@ func openRedis(ctx context.Context, log *slog.Logger, url string, cluster []stri
 	default:
 		m := miniredis.NewMiniRedis()
 		if err := m.Start(); err != nil {
-			return nil, "", nil, fmt.Errorf("start embedded redis: %w", err)
+			return nil, nil, "", nil, fmt.Errorf("start embedded redis: %w", err)
 		}
 		m.ClockTTL(true) // keys expire as the wall clock moves, as on a real Redis
 		closeServer = m.Close
@@ -371,22 +374,29 @@ func openRedis(ctx context.Context, log *slog.Logger, url string, cluster []stri
 		opt.Addrs = []string{m.Addr()}
 		name = "embedded"
 	}
-	opt.DialTimeout = max(timeout, time.Second)
-	opt.ReadTimeout = timeout
-	opt.WriteTimeout = timeout
-	opt.PoolTimeout = timeout
 	opt.ContextTimeoutEnabled = true
 	opt.MaxRetries = 1
-	rdb := redis.NewUniversalClient(opt)
-	closeAll := func() {
+	client := func(timeout time.Duration, poolSize int) redis.UniversalClient {
+		o := *opt
+		o.DialTimeout = max(timeout, time.Second)
+		o.ReadTimeout = timeout
+		o.WriteTimeout = timeout
+		o.PoolTimeout = timeout
+		o.PoolSize = poolSize // 0: go-redis's default, 10 per CPU
+		return redis.NewUniversalClient(&o)
+	}
+	rdb = client(timeout, 0)
+	guardRdb = client(checkTimeout, 8)
+	closeAll = func() {
 		rdb.Close()
+		guardRdb.Close()
 		closeServer()
 	}
 	pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := rdb.Ping(pingCtx).Err(); err != nil {
 		closeAll()
-		return nil, "", nil, fmt.Errorf("ping redis at %s: %w", name, err)
+		return nil, nil, "", nil, fmt.Errorf("ping redis at %s: %w", name, err)
 	}
-	return rdb, name, closeAll, nil
+	return rdb, guardRdb, name, closeAll, nil
 }
