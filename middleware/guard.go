@@ -48,9 +48,9 @@ func NewGuard(rdb redis.Scripter, prefix string, l algorithms.Limit, timeout tim
 	return &Guard{rdb: rdb, prefix: prefix, limit: []any{l.Requests, window}, timeout: timeout, failOpen: failOpen}, nil
 }
 
-// places are the places one check took in the guard's logs; the zero value
+// Places are the places one check took in the guard's logs; the zero value
 // holds none.
-type places struct {
+type Places struct {
 	id   string
 	keys []string
 }
@@ -61,16 +61,16 @@ type places struct {
 // free places are held by checks still running is waited on (they may fail
 // or give their places back) until ctx ends, which refuses with a retryAfter
 // of a second. A refused check holds no place.
-func (g *Guard) Take(ctx context.Context, ip, name string) (c places, allowed bool, retryAfter time.Duration, err error) {
+func (g *Guard) Take(ctx context.Context, ip, name string) (c Places, allowed bool, retryAfter time.Duration, err error) {
 	c.id = rand.Text()
 	// One script per log: on a cluster the logs live in different slots.
 	// A place taken in the first log is given back if the second refuses.
-	refuse := func(retryAfter time.Duration, err error) (places, bool, time.Duration, error) {
+	refuse := func(retryAfter time.Duration, err error) (Places, bool, time.Duration, error) {
 		g.Give(ctx, c)
 		if err != nil {
-			return places{}, false, 0, fmt.Errorf("auth guard: take: %w", err)
+			return Places{}, false, 0, fmt.Errorf("auth guard: take: %w", err)
 		}
-		return places{}, false, retryAfter, nil
+		return Places{}, false, retryAfter, nil
 	}
 	for _, key := range g.keys(ip, name) {
 		wait := 10 * time.Millisecond
@@ -105,20 +105,20 @@ func (g *Guard) Take(ctx context.Context, ip, name string) (c places, allowed bo
 }
 
 // Fail records that c's check failed: its places stay taken for the window.
-func (g *Guard) Fail(ctx context.Context, c places) error {
+func (g *Guard) Fail(ctx context.Context, c Places) error {
 	return g.end(ctx, c, "fail")
 }
 
 // Give gives back c's places: its credentials were right, or could not be
 // checked.
-func (g *Guard) Give(ctx context.Context, c places) error {
+func (g *Guard) Give(ctx context.Context, c Places) error {
 	return g.end(ctx, c, "give")
 }
 
 // end ends c's check in each of its logs. It runs even when ctx is canceled
 // (the client went away): a place left taken counts as a failure until the
 // window passes.
-func (g *Guard) end(ctx context.Context, c places, op string) error {
+func (g *Guard) end(ctx context.Context, c Places, op string) error {
 	ctx = context.WithoutCancel(ctx)
 	var errs []error
 	for _, key := range c.keys {

@@ -83,7 +83,7 @@ func Identify(log *slog.Logger, users userChecker, guard *Guard, timeout, passwo
 				return result{who: who, ok: true}, nil
 			}
 			base := context.WithoutCancel(c.Request.Context())
-			var taken places
+			var taken Places
 			if guard != nil {
 				// Waiting for a place has its own timeout: the check's
 				// starts once it has one.
