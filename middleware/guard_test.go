@@ -202,39 +202,51 @@ func TestGuardCountsOnlyFailures(t *testing.T) {
 }
 
 // TestGuardExactUnderConcurrency: an attacker who sends its guesses all at
-// once gets no more checked than one who sends them in turn. Checks are held
-// until the guard has let through all it will, so every guess reaches the
-// guard while the first ones are still being checked.
+// once gets no more 401s than one who sends them in turn, whether the
+// guesses differ (each its own check) or are all the same (one check shared
+// by the requests in flight). Checks are held until the guard has let
+// through all it will, so every request reaches the guard while the first
+// checks are still running.
 func TestGuardExactUnderConcurrency(t *testing.T) {
+	const limit, n = 10, 200
+	tests := []struct {
+		name       string
+		password   func(i int) string
+		heldChecks int // checks running while they are held
+	}{
+		{"distinct guesses", func(i int) string { return "guess" + strconv.Itoa(i) }, limit},
+		{"one guess", func(int) string { return "guess" }, 1},
+	}
 	for backend, newRedis := range guardBackends(t) {
-		t.Run(backend, func(t *testing.T) {
-			g := newRedis(t)
-			release := make(chan struct{})
-			users := &fakeUsers{name: "bob", password: "pw", release: release}
-			const limit, n = 10, 200
-			r := guardEngine(t, users, g.rdb, g.prefix, limit, false, 0)
+		for _, tt := range tests {
+			t.Run(backend+"/"+tt.name, func(t *testing.T) {
+				g := newRedis(t)
+				release := make(chan struct{})
+				users := &fakeUsers{name: "bob", password: "pw", release: release}
+				r := guardEngine(t, users, g.rdb, g.prefix, limit, false, 0)
 
-			codes := make(chan int, n)
-			for i := range n {
-				go func() {
-					codes <- serve(t, r, "192.0.2.1:1234", map[string]string{"Authorization": basic("bob", "guess"+strconv.Itoa(i))}).Code
-				}()
-			}
-			waitCalls(t, users, limit)
-			close(release)
-			got := map[int]int{}
-			for range n {
-				got[<-codes]++
-			}
-			if got[http.StatusUnauthorized] != limit || got[http.StatusTooManyRequests] != n-limit || users.Calls() != limit {
-				t.Errorf("statuses %v, checker called %d times; want %d × 401, %d × 429 and %d checks",
-					got, users.Calls(), limit, n-limit, limit)
-			}
-			// The failures stay counted: the next guess is refused.
-			if w := serve(t, r, "192.0.2.1:1234", map[string]string{"Authorization": basic("bob", "again")}); w.Code != http.StatusTooManyRequests {
-				t.Errorf("after the flood: status %d, want 429", w.Code)
-			}
-		})
+				codes := make(chan int, n)
+				for i := range n {
+					go func() {
+						codes <- serve(t, r, "192.0.2.1:1234", map[string]string{"Authorization": basic("bob", tt.password(i))}).Code
+					}()
+				}
+				waitCalls(t, users, tt.heldChecks)
+				close(release)
+				got := map[int]int{}
+				for range n {
+					got[<-codes]++
+				}
+				if got[http.StatusUnauthorized] != limit || got[http.StatusTooManyRequests] != n-limit || users.Calls() > limit {
+					t.Errorf("statuses %v, checker called %d times; want %d × 401, %d × 429 and at most %d checks",
+						got, users.Calls(), limit, n-limit, limit)
+				}
+				// The failures stay counted: the next guess is refused.
+				if w := serve(t, r, "192.0.2.1:1234", map[string]string{"Authorization": basic("bob", "again")}); w.Code != http.StatusTooManyRequests {
+					t.Errorf("after the flood: status %d, want 429", w.Code)
+				}
+			})
+		}
 	}
 }
 

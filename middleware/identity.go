@@ -70,36 +70,61 @@ func Identify(log *slog.Logger, users userChecker, guard *Guard, timeout, passwo
 	passwords := newCredentialCache(passwordTTL, 10_000)
 	keys := newCredentialCache(keyTTL, 10_000)
 	var group singleflight.Group
+	// take asks the guard (if any) for a place for a check from ip for name.
+	// When there is none, or the guard is down and fails closed, refusal is
+	// the answer to send; a guard down that fails open takes no place.
+	take := func(base context.Context, ip, name string) (taken Places, refusal *result) {
+		if guard == nil {
+			return Places{}, nil
+		}
+		// Waiting for a place has its own timeout: a check's starts once
+		// it has one.
+		ctx, cancel := context.WithTimeout(base, timeout)
+		defer cancel()
+		taken, allowed, retryAfter, err := guard.Take(ctx, ip, name)
+		switch {
+		case err != nil && !guard.failOpen:
+			warn.Warn("auth guard unavailable", "err", err, "fail_open", false)
+			return Places{}, &result{guardDown: true}
+		case err != nil:
+			warn.Warn("auth guard unavailable", "err", err, "fail_open", true)
+		case !allowed:
+			return Places{}, &result{refused: true, retryAfter: retryAfter}
+		}
+		return taken, nil
+	}
+	// end ends a check that held taken: a failed one keeps its places.
+	end := func(base context.Context, taken Places, failed bool) {
+		if guard == nil {
+			return
+		}
+		end := guard.Give
+		if failed {
+			end = guard.Fail
+		}
+		if err := end(base, taken); err != nil {
+			warn.Warn("auth guard unavailable", "err", err, "fail_open", guard.failOpen)
+		}
+	}
 	// check runs fn once for concurrent requests from one client IP with the
 	// same cache key. The cache is read again and filled inside the flight:
 	// a request that missed the cache just as a flight ended must not start a
-	// second check. The guard is asked inside the flight too, so a burst of
-	// requests with one credential takes one place in it, while every
-	// distinct guess takes its own.
+	// second check. The flight takes one place in the guard for its check;
+	// each other request that shares a failed check then takes and keeps a
+	// place of its own, or is refused, so every wrong credential counts once
+	// per request, whether sent in turn, at once, or all the same.
 	check := func(c *gin.Context, cache *credentialCache, k [sha256.Size]byte, name string, fn func(ctx context.Context) (cached, bool, error)) (result, error) {
 		ip := clientIP(c)
+		base := context.WithoutCancel(c.Request.Context())
+		leader := false // this request ran the flight
 		v, err, _ := group.Do(cache.kind+string(k[:])+ip, func() (any, error) {
+			leader = true
 			if who, ok := cache.get(k); ok {
 				return result{who: who, ok: true}, nil
 			}
-			base := context.WithoutCancel(c.Request.Context())
-			var taken Places
-			if guard != nil {
-				// Waiting for a place has its own timeout: the check's
-				// starts once it has one.
-				ctx, cancel := context.WithTimeout(base, timeout)
-				t, allowed, retryAfter, err := guard.Take(ctx, ip, name)
-				cancel()
-				switch {
-				case err != nil && !guard.failOpen:
-					warn.Warn("auth guard unavailable", "err", err, "fail_open", false)
-					return result{guardDown: true}, nil
-				case err != nil:
-					warn.Warn("auth guard unavailable", "err", err, "fail_open", true)
-				case !allowed:
-					return result{refused: true, retryAfter: retryAfter}, nil
-				}
-				taken = t
+			taken, refusal := take(base, ip, name)
+			if refusal != nil {
+				return *refusal, nil
 			}
 			ctx, cancel := context.WithTimeout(base, timeout)
 			defer cancel()
@@ -107,22 +132,21 @@ func Identify(log *slog.Logger, users userChecker, guard *Guard, timeout, passwo
 			if err == nil && ok {
 				cache.add(k, who)
 			}
-			// Only a failed check keeps its place.
-			if guard != nil {
-				end := guard.Give
-				if err == nil && !ok {
-					end = guard.Fail
-				}
-				if err := end(base, taken); err != nil {
-					warn.Warn("auth guard unavailable", "err", err, "fail_open", guard.failOpen)
-				}
-			}
+			end(base, taken, err == nil && !ok)
 			return result{who: who, ok: ok}, err
 		})
 		if err != nil {
 			return result{}, err
 		}
-		return v.(result), nil
+		r := v.(result)
+		if !leader && !r.ok && !r.refused && !r.guardDown {
+			taken, refusal := take(base, ip, name)
+			if refusal != nil {
+				return *refusal, nil
+			}
+			end(base, taken, true)
+		}
+		return r, nil
 	}
 	return func(c *gin.Context) {
 		authorization, apiKey := c.GetHeader("Authorization"), c.GetHeader("X-API-Key")
