@@ -60,7 +60,8 @@ type Places struct {
 // refuses at once, and retryAfter is when a failure leaves it. A log whose
 // free places are held by checks still running is waited on (they may fail
 // or give their places back) until ctx ends, which refuses with a retryAfter
-// of a second. A refused check holds no place.
+// of a second. A refused check holds no place. An error is Redis failing or
+// not answering within the guard's timeout.
 func (g *Guard) Take(ctx context.Context, ip, name string) (c Places, allowed bool, retryAfter time.Duration, err error) {
 	c.id = rand.Text()
 	// One script per log: on a cluster the logs live in different slots.
@@ -72,14 +73,14 @@ func (g *Guard) Take(ctx context.Context, ip, name string) (c Places, allowed bo
 		}
 		return Places{}, false, retryAfter, nil
 	}
+	// ctx bounds only the wait: each call has the guard's own timeout, so
+	// a Redis that does not answer in time is a failure of Redis (fail open
+	// or closed), never taken for a busy log.
+	calls := context.WithoutCancel(ctx)
 	for _, key := range g.keys(ip, name) {
 		wait := 10 * time.Millisecond
 		for {
-			reply, err := g.run(ctx, key, "take", c.id)
-			if err != nil && ctx.Err() != nil {
-				// The wait ran out, not Redis: busy still.
-				return refuse(time.Second, nil)
-			}
+			reply, err := g.run(calls, key, "take", c.id)
 			if err != nil {
 				return refuse(0, err)
 			}

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"net"
 	"net/http"
 	"os"
 	"strconv"
@@ -336,6 +337,42 @@ func TestGuardBusyIsNotDown(t *testing.T) {
 				t.Errorf("Take after Give = allowed %v, err %v; want a place", allowed, err)
 			}
 		})
+	}
+}
+
+// TestGuardSilentRedisIsDown: a Redis that does not answer is a Redis
+// failure (fail open or 503), even when the wait for a place runs out first;
+// it must not be taken for a log full of checks (429).
+func TestGuardSilentRedisIsDown(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() { // accepts and never answers
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() })
+		}
+	}()
+	rdb := redis.NewClient(&redis.Options{Addr: ln.Addr().String(), MaxRetries: -1, ContextTimeoutEnabled: true})
+	t.Cleanup(func() { rdb.Close() })
+	guard, err := NewGuard(rdb, "test:", algorithms.Limit{Requests: 10, Window: time.Minute}, 300*time.Millisecond, true)
+	if err != nil {
+		t.Fatalf("NewGuard: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, allowed, retryAfter, err := guard.Take(ctx, "192.0.2.1", "bob")
+	if err == nil || allowed || retryAfter != 0 {
+		t.Errorf("Take on a silent Redis = allowed %v, retry after %v, err %v; want an error", allowed, retryAfter, err)
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("Take on a silent Redis took %v, want about the guard's 300ms timeout", took)
 	}
 }
 
