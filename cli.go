@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"tollgate/config"
 	"tollgate/models"
@@ -124,11 +125,12 @@ func parseCommand(args []string) (command, error) {
 			}
 			pos = append(pos[:1], fs.Args()...)
 		}
-		if len(pos) != 1 || pos[0] == "" {
-			return command{}, fmt.Errorf("%w: %s: want one NAME", errUsage, do)
+		// A name with ':' could never log in: Basic auth splits at the first one.
+		if len(pos) != 1 || pos[0] == "" || len(pos[0]) > 64 || strings.Contains(pos[0], ":") || !utf8.ValidString(pos[0]) {
+			return command{}, fmt.Errorf("%w: %s: want one NAME of 1 to 64 bytes of UTF-8, without ':'", errUsage, do)
 		}
-		if *tier == "" {
-			return command{}, fmt.Errorf("%w: %s: --tier: want a tier name", errUsage, do)
+		if !config.IsTier(*tier) {
+			return command{}, fmt.Errorf("%w: %s: --tier %q: want a tier name: a lowercase letter, then up to 31 lowercase letters, digits, '_' or '-'", errUsage, do, *tier)
 		}
 		return command{do: do, name: pos[0], tier: *tier}, nil
 	case "keys create":

@@ -241,7 +241,7 @@ func (p *parser) users(name, def string) []User {
 	for i, s := range strings.Split(v, ",") {
 		user, pass, ok := strings.Cut(strings.TrimSpace(s), ":")
 		var tier string
-		if i := strings.LastIndexByte(pass, ':'); i >= 0 && isTier(pass[i+1:]) {
+		if i := strings.LastIndexByte(pass, ':'); i >= 0 && IsTier(pass[i+1:]) {
 			pass, tier = pass[:i], pass[i+1:]
 		}
 		if !ok || user == "" || pass == "" || len(pass) > 72 || len(user) > 64 {
@@ -254,9 +254,9 @@ func (p *parser) users(name, def string) []User {
 	return out
 }
 
-// isTier reports whether s is a tier name: a lowercase letter, then up to 31
+// IsTier reports whether s is a tier name: a lowercase letter, then up to 31
 // lowercase letters, digits, _ or -.
-func isTier(s string) bool {
+func IsTier(s string) bool {
 	if s == "" || len(s) > 32 || s[0] < 'a' || s[0] > 'z' {
 		return false
 	}

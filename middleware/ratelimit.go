@@ -69,7 +69,8 @@ type Limiter struct {
 	policies []Policy
 	prefix   string
 	failOpen bool
-	warn     *throttledLog
+	warn     *throttledLog // Redis trouble
+	tierWarn *throttledLog // users of tiers a policy does not limit
 	// named holds, per policy (same index as policies) and tier ("" for the
 	// policy's own limits), its limits with their header names and key
 	// suffixes, made once here rather than on every request.
@@ -138,7 +139,7 @@ func nameLimits(p Policy, limits []PolicyLimit) []namedLimit {
 // the API versus strictness of the limit.
 func NewLimiter(log *slog.Logger, d algorithms.Decider, policies []Policy, prefix string, failOpen bool) *Limiter {
 	l := &Limiter{log: log, decider: d, policies: policies, prefix: prefix,
-		failOpen: failOpen, warn: newThrottledLog(log, 10*time.Second), named: make([]map[string][]namedLimit, len(policies))}
+		failOpen: failOpen, warn: newThrottledLog(log, 10*time.Second), tierWarn: newThrottledLog(log, time.Minute), named: make([]map[string][]namedLimit, len(policies))}
 	for i, p := range policies {
 		l.named[i] = map[string][]namedLimit{"": nameLimits(p, p.Limits)}
 		for tier, limits := range p.Tiers {
@@ -180,6 +181,11 @@ func (l *Limiter) rules(c *gin.Context, anyRoute bool, out []applied) []applied 
 		limits, ok := l.named[i][tier]
 		if !ok {
 			limits = l.named[i][""]
+			if len(limits) == 0 && tier != AnonymousTier {
+				// Most likely a typo in a user's tier or in the file.
+				l.tierWarn.Warn("user's tier has no limits in the policy, which has no default limits: not limited by it",
+					"policy", p.Name, "tier", tier)
+			}
 		}
 		for j := range limits {
 			nl := &limits[j]

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -508,5 +509,47 @@ func TestSetHeadersFollowsTheDecisionsLimit(t *testing.T) {
 		if got := h.Get("RateLimit-Policy"); got != wantPolicy {
 			t.Errorf("limit %d: RateLimit-Policy = %q, want %q", d.Limit, got, wantPolicy)
 		}
+	}
+}
+
+// TestUnlistedTierWarns: a user whose tier a policy without default limits
+// does not list is not limited by it, and the service says so in its log
+// (once a minute), since that is most likely a typo.
+func TestUnlistedTierWarns(t *testing.T) {
+	policies, err := ParsePolicies(strings.NewReader(`
+policies:
+  - name: tier
+    key: user
+    tiers:
+      pro: [{algorithm: fixed_window, limit: 1, window: 1h}]
+`))
+	if err != nil {
+		t.Fatalf("ParsePolicies: %v", err)
+	}
+	var logs strings.Builder
+	log := slog.New(slog.NewJSONHandler(&logs, nil))
+	denied := fixedDecider{algorithms.Decision{Allowed: false, Limit: 1, RetryAfter: time.Minute}}
+	r := gin.New()
+	r.GET("/x",
+		func(c *gin.Context) {
+			c.Set(identityKey, "user:"+c.Query("u"))
+			c.Set(tierKey, c.Query("tier"))
+		},
+		NewLimiter(log, denied, policies, "p:", true).Handler(),
+		func(c *gin.Context) { c.String(http.StatusOK, "ok") },
+	)
+	if w := get(t, r, "/x?u=amy&tier=pro", nil); w.Code != http.StatusTooManyRequests {
+		t.Errorf("listed tier: status %d, want 429 from the policy", w.Code)
+	}
+	if strings.Contains(logs.String(), "tier") {
+		t.Errorf("listed tier: log %q, want no warning", logs.String())
+	}
+	for range 3 {
+		if w := get(t, r, "/x?u=gina&tier=gold", nil); w.Code != http.StatusOK || w.Header().Get("X-RateLimit-Limit") != "" {
+			t.Errorf("unlisted tier: status %d, X-RateLimit-Limit %q; want 200, not limited", w.Code, w.Header().Get("X-RateLimit-Limit"))
+		}
+	}
+	if n := strings.Count(logs.String(), `"tier":"gold"`); n != 1 || !strings.Contains(logs.String(), `"policy":"tier"`) {
+		t.Errorf("unlisted tier: log %q, want one warning naming the policy and the tier", logs.String())
 	}
 }
