@@ -203,8 +203,9 @@ func (p *Policy) matches(method, route string) bool {
 	if len(p.Match) == 0 {
 		return true
 	}
+	// HEAD is GET without the body: "GET /path" matches it too.
 	for _, m := range p.Match {
-		if (m.Method == "*" || m.Method == method) && m.Path == route {
+		if (m.Method == "*" || m.Method == method || method == http.MethodHead && m.Method == http.MethodGet) && m.Path == route {
 			return true
 		}
 	}

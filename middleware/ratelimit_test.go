@@ -553,3 +553,20 @@ policies:
 		t.Errorf("unlisted tier: log %q, want one warning naming the policy and the tier", logs.String())
 	}
 }
+
+func TestPolicyMatchesHeadAsGet(t *testing.T) {
+	p := Policy{Match: []Route{{Method: http.MethodGet, Path: "/continents/:id"}}}
+	for _, tt := range []struct {
+		method, route string
+		want          bool
+	}{
+		{http.MethodGet, "/continents/:id", true},
+		{http.MethodHead, "/continents/:id", true},
+		{http.MethodPost, "/continents/:id", false},
+		{http.MethodHead, "/continents", false},
+	} {
+		if got := p.matches(tt.method, tt.route); got != tt.want {
+			t.Errorf("GET /continents/:id matches %s %s = %v, want %v", tt.method, tt.route, got, tt.want)
+		}
+	}
+}

@@ -65,10 +65,15 @@ func New(d Deps) (*gin.Engine, error) {
 	r.NoMethod(func(c *gin.Context) { middleware.Abort(c, http.StatusMethodNotAllowed, "method not allowed", nil) })
 	r.Use(middleware.Recover(d.Log), middleware.RequestLog(d.Log, d.Metrics))
 
-	r.GET("/healthz", healthz)
-	r.GET("/readyz", readyz(d.Log, d.Ready))
+	// Every GET route answers HEAD too (RFC 9110 §9.1: health checks and
+	// link checkers send it); net/http drops the body of a HEAD response.
+	get := func(g gin.IRoutes, path string, h ...gin.HandlerFunc) {
+		g.Match([]string{http.MethodGet, http.MethodHead}, path, h...)
+	}
+	get(r, "/healthz", healthz)
+	get(r, "/readyz", readyz(d.Log, d.Ready))
 	if d.MetricsHandler != nil {
-		r.GET("/metrics", gin.WrapH(d.MetricsHandler))
+		get(r, "/metrics", gin.WrapH(d.MetricsHandler))
 	}
 	if err := addPage(r, d.Policy); err != nil {
 		return nil, err
@@ -80,10 +85,10 @@ func New(d Deps) (*gin.Engine, error) {
 	}
 	known := r.Group("/", identify...)
 	if d.Peek != nil {
-		known.GET("/ratelimit", d.Peek)
+		get(known, "/ratelimit", d.Peek)
 	}
 	api := known.Group("/", d.Guards...)
-	api.GET("/continents", listContinents(d.Continents))
-	api.GET("/continents/:id", getContinent(d.Continents))
+	get(api, "/continents", listContinents(d.Continents))
+	get(api, "/continents/:id", getContinent(d.Continents))
 	return r, nil
 }

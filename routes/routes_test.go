@@ -184,24 +184,27 @@ func TestGuards(t *testing.T) {
 		{"/continents", http.StatusTeapot, 1},
 		{"/continents/3", http.StatusTeapot, 1},
 	}
-	for _, tt := range tests {
-		t.Run(tt.path, func(t *testing.T) {
-			var guarded atomic.Int32
-			deny := func(c *gin.Context) {
-				guarded.Add(1)
-				c.AbortWithStatusJSON(http.StatusTeapot, gin.H{"error": "guarded"})
-			}
-			h := newAPI(t, map[string]Check{"redis": ok}, deny)
+	// HEAD is answered wherever GET is, and guarded alike.
+	for _, method := range []string{http.MethodGet, http.MethodHead} {
+		for _, tt := range tests {
+			t.Run(method+" "+tt.path, func(t *testing.T) {
+				var guarded atomic.Int32
+				deny := func(c *gin.Context) {
+					guarded.Add(1)
+					c.AbortWithStatusJSON(http.StatusTeapot, gin.H{"error": "guarded"})
+				}
+				h := newAPI(t, map[string]Check{"redis": ok}, deny)
 
-			w := do(t, h, http.MethodGet, tt.path)
+				w := do(t, h, method, tt.path)
 
-			if w.Code != tt.wantStatus {
-				t.Errorf("GET %s status = %d, want %d", tt.path, w.Code, tt.wantStatus)
-			}
-			if got := guarded.Load(); got != tt.wantGuards {
-				t.Errorf("GET %s ran the guard %d times, want %d", tt.path, got, tt.wantGuards)
-			}
-		})
+				if w.Code != tt.wantStatus {
+					t.Errorf("%s %s status = %d, want %d", method, tt.path, w.Code, tt.wantStatus)
+				}
+				if got := guarded.Load(); got != tt.wantGuards {
+					t.Errorf("%s %s ran the guard %d times, want %d", method, tt.path, got, tt.wantGuards)
+				}
+			})
+		}
 	}
 }
 
