@@ -356,7 +356,7 @@ func openRedis(ctx context.Context, log *slog.Logger, url string, cluster []stri
 	case url != "":
 		one, err := redis.ParseURL(url)
 		if err != nil {
-			return nil, nil, "", nil, fmt.Errorf("config: REDIS_URL: %w", err)
+			return nil, nil, "", nil, fmt.Errorf("config: %w: REDIS_URL: %w", config.ErrInvalid, err)
 		}
 		opt.Addrs = []string{one.Addr}
 		opt.DB = one.DB

@@ -539,6 +539,8 @@ func TestBadConfigStopsStartup(t *testing.T) {
 	}{
 		{"bad window", map[string]string{"RATE_LIMIT_WINDOW": "1 minute"}, config.ErrInvalid},
 		{"unknown algorithm", map[string]string{"RATE_LIMIT_ALGORITHM": "leaky"}, algorithms.ErrUnknown},
+		{"bad REDIS_URL database", map[string]string{"REDIS_URL": "redis://127.0.0.1:6379/abc"}, config.ErrInvalid},
+		{"unknown REDIS_URL option", map[string]string{"REDIS_URL": "redis://127.0.0.1:6379/0?foo=bar"}, config.ErrInvalid},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

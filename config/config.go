@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -82,7 +83,7 @@ func Load(getenv func(string) string) (Config, error) {
 		c.LogLevel = slog.LevelInfo // already reported by oneOf
 	}
 	if c.MetricsAddr = p.str("METRICS_ADDR", ""); c.MetricsAddr != "" {
-		if _, port, err := net.SplitHostPort(c.MetricsAddr); err != nil || port == "" {
+		if _, port, err := net.SplitHostPort(c.MetricsAddr); err != nil || !isPort(port) {
 			p.fail("METRICS_ADDR", c.MetricsAddr, "want host:port such as 127.0.0.1:9090 (or :9090)")
 		}
 	}
@@ -100,7 +101,7 @@ func Load(getenv func(string) string) (Config, error) {
 		usersDefault = "john_doe:EXAMPLE_PASSWORD"
 	}
 	c.DBDSN = p.str("DB_DSN", dsnDefault)
-	if c.DBDSN == "" {
+	if c.DBDSN == "" && c.DBDriver == "mysql" { // another driver is already reported
 		p.fail("DB_DSN", "", "want a DSN such as api_user:EXAMPLE_PASSWORD@tcp(127.0.0.1:3306)/countries?parseTime=true when DB_DRIVER=mysql")
 	}
 	c.SeedUsers = p.users("SEED_USERS", usersDefault)
@@ -138,6 +139,7 @@ func (p *parser) int(name, def string, lo, hi int) int {
 	n, err := strconv.Atoi(v)
 	if err != nil || n < lo || n > hi {
 		p.fail(name, v, fmt.Sprintf("want an integer from %d to %d", lo, hi))
+		return 0 // reported: values derived from it must not be blamed too
 	}
 	return n
 }
@@ -212,13 +214,17 @@ func (p *parser) prefixes(name string) []netip.Prefix {
 		return nil
 	}
 	var out []netip.Prefix
+	var bad []string
 	for _, s := range strings.Split(v, ",") {
 		s = strings.TrimSpace(s)
 		pf, err := netip.ParsePrefix(s)
 		if err != nil {
 			addr, aerr := netip.ParseAddr(s)
 			if aerr != nil {
-				p.fail(name, v, fmt.Sprintf("%q: want a comma list of CIDRs such as 10.0.0.0/8,::1/128", s))
+				if !slices.Contains(bad, s) { // each bad entry once
+					bad = append(bad, s)
+					p.fail(name, v, fmt.Sprintf("%q: want a comma list of CIDRs such as 10.0.0.0/8,::1/128", s))
+				}
 				continue
 			}
 			pf = netip.PrefixFrom(addr, addr.BitLen())
@@ -252,6 +258,12 @@ func (p *parser) users(name, def string) []User {
 		out = append(out, User{Name: user, Password: pass, Tier: tier})
 	}
 	return out
+}
+
+// isPort reports whether s is a TCP port number, 0 to 65535.
+func isPort(s string) bool {
+	n, err := strconv.Atoi(s)
+	return err == nil && n >= 0 && n <= 65535 && s == strconv.Itoa(n)
 }
 
 // IsTier reports whether s is a tier name: a lowercase letter, then up to 31

@@ -200,6 +200,8 @@ func TestLoadInvalid(t *testing.T) {
 		{"auth fail window zero", map[string]string{"AUTH_FAIL_WINDOW": "0s"}, "AUTH_FAIL_WINDOW"},
 		{"burst zero", map[string]string{"RATE_LIMIT_BURST": "0"}, "RATE_LIMIT_BURST"},
 		{"metrics addr no port", map[string]string{"METRICS_ADDR": "localhost"}, "METRICS_ADDR"},
+		{"metrics addr port not a number", map[string]string{"METRICS_ADDR": "foo:bar"}, "METRICS_ADDR"},
+		{"metrics addr port too big", map[string]string{"METRICS_ADDR": ":70000"}, "METRICS_ADDR"},
 		{"log format", map[string]string{"LOG_FORMAT": "xml"}, "LOG_FORMAT"},
 		{"log level", map[string]string{"LOG_LEVEL": "loud"}, "LOG_LEVEL"},
 	}
@@ -292,5 +294,30 @@ func TestLoadNamesOnlyTheBadVariable(t *testing.T) {
 				t.Errorf("Load() error = %q, want it not to blame %s", err, tt.notWant)
 			}
 		})
+	}
+}
+
+// TestErrorsBlameOnlyWhatIsWrong: a bad variable is reported once, and
+// variables whose defaults derive from it are not blamed too.
+func TestErrorsBlameOnlyWhatIsWrong(t *testing.T) {
+	tests := []struct {
+		env       map[string]string
+		want, not string
+		wantTimes int
+	}{
+		{map[string]string{"RATE_LIMIT_LIMIT": "99999999999999999999"}, "RATE_LIMIT_LIMIT", "RATE_LIMIT_BURST", 1},
+		{map[string]string{"RATE_LIMIT_LIMIT": "2000000000"}, "RATE_LIMIT_LIMIT", "RATE_LIMIT_BURST", 1},
+		{map[string]string{"DB_DRIVER": "postgres"}, "DB_DRIVER", "DB_DSN", 1},
+		{map[string]string{"TRUSTED_PROXIES": "10.0.0.0/8,,"}, "TRUSTED_PROXIES", "REDIS", 1},
+	}
+	for _, tt := range tests {
+		_, err := Load(func(k string) string { return tt.env[k] })
+		if err == nil {
+			t.Errorf("Load(%v) = nil error, want one naming %s", tt.env, tt.want)
+			continue
+		}
+		if n := strings.Count(err.Error(), tt.want+"="); n != tt.wantTimes || strings.Contains(err.Error(), tt.not) {
+			t.Errorf("Load(%v) = %q; want %s named %d time(s) and no %s", tt.env, err, tt.want, tt.wantTimes, tt.not)
+		}
 	}
 }
