@@ -222,10 +222,14 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		servers = append(servers, newServer(mux, log))
 		listeners = append(listeners, mln)
 	}
-	log.Info("serving", "addr", ln.Addr().String(), "metrics_addr", cfg.MetricsAddr,
-		"rate_limit_enabled", cfg.Enabled, "algorithm", cfg.Algorithm,
-		"limit", cfg.Limit, "window", cfg.Window.String(), "fail_open", cfg.FailOpen,
-		"redis", redisName, "database", cfg.DBDriver)
+	attrs := []any{"addr", ln.Addr().String(), "metrics_addr", cfg.MetricsAddr, "rate_limit_enabled", cfg.Enabled}
+	if cfg.PolicyFile != "" { // the RATE_LIMIT_* limit is not used
+		attrs = append(attrs, "policy_file", cfg.PolicyFile, "policies", pagePolicy.Policies)
+	} else {
+		attrs = append(attrs, "algorithm", cfg.Algorithm, "limit", cfg.Limit, "window", cfg.Window.String())
+	}
+	attrs = append(attrs, "fail_open", cfg.FailOpen, "redis", redisName, "database", cfg.DBDriver)
+	log.Info("serving", attrs...)
 
 	serveErr := make(chan error, len(servers))
 	for i, srv := range servers {
