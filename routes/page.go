@@ -37,8 +37,9 @@ var assetTypes = map[string]string{
 }
 
 // addPage registers the home page and its assets. They never pass the
-// guards: reading about the limit must not use up the limit.
-func addPage(r gin.IRoutes, p Policy) error {
+// guards: reading about the limit must not use up the limit. metrics says
+// whether this server serves /metrics (METRICS_ADDR moves it elsewhere).
+func addPage(r gin.IRoutes, p Policy, metrics bool) error {
 	assets := make(map[string]asset, len(assetTypes))
 	for name, ct := range assetTypes {
 		body, err := static.ReadFile("static/" + name)
@@ -48,7 +49,7 @@ func addPage(r gin.IRoutes, p Policy) error {
 		sum := sha256.Sum256(body)
 		assets[name] = asset{body: body, contentType: ct, version: hex.EncodeToString(sum[:6])}
 	}
-	h, err := home(p, assets)
+	h, err := home(p, metrics, assets)
 	if err != nil {
 		return err
 	}
@@ -61,7 +62,7 @@ func addPage(r gin.IRoutes, p Policy) error {
 
 // home renders the page once: it only depends on the policy, which is fixed
 // for the life of the process.
-func home(p Policy, assets map[string]asset) (gin.HandlerFunc, error) {
+func home(p Policy, metrics bool, assets map[string]asset) (gin.HandlerFunc, error) {
 	tmpl, err := template.New("index.html").Funcs(template.FuncMap{
 		"asset": func(name string) (string, error) {
 			a, ok := assets[name]
@@ -77,6 +78,7 @@ func home(p Policy, assets map[string]asset) (gin.HandlerFunc, error) {
 	var buf bytes.Buffer
 	if err := tmpl.Execute(&buf, pageData{
 		Policy:    p,
+		Metrics:   metrics,
 		Window:    windowText(p.Window),
 		HasBurst:  p.Algorithm == "token_bucket" || p.Algorithm == "gcra",
 		Algorithm: strings.ReplaceAll(p.Algorithm, "_", " "),
@@ -95,6 +97,7 @@ func home(p Policy, assets map[string]asset) (gin.HandlerFunc, error) {
 // pageData is what index.html shows.
 type pageData struct {
 	Policy    Policy
+	Metrics   bool   // /metrics is served here
 	Window    string // "60 seconds"
 	HasBurst  bool
 	Algorithm string // for reading: "fixed window"

@@ -15,13 +15,21 @@ import (
 )
 
 // pageHandler is the API with policy p behind a guard that denies every
-// request with 429 and counts how often it ran.
+// request with 429 and counts how often it ran; it serves /metrics.
 func pageHandler(t *testing.T, p Policy) (http.Handler, *int) {
+	t.Helper()
+	return pageHandlerMetrics(t, p, http.NotFoundHandler())
+}
+
+// pageHandlerMetrics is pageHandler with metrics as the /metrics handler
+// (nil: metrics are on METRICS_ADDR).
+func pageHandlerMetrics(t *testing.T, p Policy, metrics http.Handler) (http.Handler, *int) {
 	t.Helper()
 	var guarded int
 	h, err := New(Deps{
-		Log:    slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Policy: p,
+		Log:            slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Policy:         p,
+		MetricsHandler: metrics,
 		Guards: []gin.HandlerFunc{func(c *gin.Context) {
 			guarded++
 			middleware.Abort(c, http.StatusTooManyRequests, "rate limit exceeded", nil)
@@ -96,6 +104,16 @@ func TestPageHome(t *testing.T) {
 				t.Errorf("guards ran %d times for /, want 0", *guarded)
 			}
 		})
+	}
+}
+
+// TestPageMetricsElsewhere: with METRICS_ADDR, /metrics is not on this
+// server, and the page does not link it.
+func TestPageMetricsElsewhere(t *testing.T) {
+	h, _ := pageHandlerMetrics(t, Policy{Enabled: true, Algorithm: "fixed_window", Limit: 5, Window: time.Minute}, nil)
+	body := serve(h, http.MethodGet, "/").Body.String()
+	if strings.Contains(body, `href="/metrics"`) || !strings.Contains(body, "METRICS_ADDR") {
+		t.Errorf("GET / with metrics elsewhere: want no /metrics link and a mention of METRICS_ADDR; body %s", body)
 	}
 }
 

@@ -75,7 +75,7 @@ func New(d Deps) (*gin.Engine, error) {
 	if d.MetricsHandler != nil {
 		get(r, "/metrics", gin.WrapH(d.MetricsHandler))
 	}
-	if err := addPage(r, d.Policy); err != nil {
+	if err := addPage(r, d.Policy, d.MetricsHandler != nil); err != nil {
 		return nil, err
 	}
 
