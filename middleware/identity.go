@@ -21,6 +21,7 @@ import (
 const (
 	identityKey = "tollgate.identity"
 	tierKey     = "tollgate.tier"
+	byKeyKey    = "tollgate.by_key" // the user sent an API key, not a password
 )
 
 // AnonymousTier is the tier of callers identified by their IP address.
@@ -208,6 +209,9 @@ func Identify(log *slog.Logger, users userChecker, guard *Guard, timeout, passwo
 			return
 		}
 		c.Set(identityKey, "user:"+r.who.name)
+		if apiKey != "" {
+			c.Set(byKeyKey, true)
+		}
 		c.Set(tierKey, r.who.tier)
 	}
 }

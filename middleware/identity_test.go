@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -456,6 +457,35 @@ func TestIdentifyCacheIsPerCredential(t *testing.T) {
 		}
 		if got := users.Calls(); got != s.wantCalls {
 			t.Errorf("step %d CheckPassword() called %d times, want %d", i, got, s.wantCalls)
+		}
+	}
+}
+
+// TestRequestLogIdentityKind: the access log names how the caller was
+// identified: user (password), key (API key) or ip, never the credential.
+func TestRequestLogIdentityKind(t *testing.T) {
+	users := &fakeUsers{name: "bob", password: "pw"}
+	users.setKey("tg_good", false)
+	var logs strings.Builder
+	r := gin.New()
+	r.Use(RequestLog(slog.New(slog.NewJSONHandler(&logs, nil)), nil))
+	r.GET("/x", Identify(discard(), users, nil, time.Second, time.Minute, time.Minute), func(c *gin.Context) {
+		c.String(http.StatusOK, Identity(c))
+	})
+	for _, tt := range []struct {
+		header map[string]string
+		want   string
+	}{
+		{map[string]string{"Authorization": basic("bob", "pw")}, `"identity":"user"`},
+		{map[string]string{"X-API-Key": "tg_good"}, `"identity":"key"`},
+		{map[string]string{}, `"identity":"ip"`},
+	} {
+		logs.Reset()
+		if w := serve(t, r, "192.0.2.1:1234", tt.header); w.Code != http.StatusOK {
+			t.Fatalf("%v: status %d, want 200", tt.header, w.Code)
+		}
+		if line := logs.String(); !strings.Contains(line, tt.want) || strings.Contains(line, "tg_good") || strings.Contains(line, "bob") {
+			t.Errorf("%v: log %q, want %s and no credential", tt.header, line, tt.want)
 		}
 	}
 }

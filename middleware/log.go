@@ -16,7 +16,8 @@ const RequestIDHeader = "X-Request-ID"
 
 // RequestLog writes one access line per request and records it in m (nil:
 // no metrics). It logs the route pattern, not the raw path, the kind of
-// identity (user or ip), never a credential or a header.
+// identity (user, for a password; key, for an API key; or ip), never a
+// credential or a header.
 func RequestLog(log *slog.Logger, m *Metrics) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		start := time.Now()
@@ -42,6 +43,9 @@ func RequestLog(log *slog.Logger, m *Metrics) gin.HandlerFunc {
 			slog.String("request_id", id),
 		}
 		if kind, _, ok := strings.Cut(Identity(c), ":"); ok {
+			if c.GetBool(byKeyKey) {
+				kind = "key" // a user, identified by an API key
+			}
 			attrs = append(attrs, slog.String("identity", kind))
 		}
 		if decided && o.Policy != "" {
