@@ -180,6 +180,9 @@ func TestBadPolicyFileStopsStartup(t *testing.T) {
 		{"negative limit", "policies: [{name: b, key: ip, limits: [{algorithm: gcra, limit: -1, window: 1s}]}]", "limit"},
 		{"zero window", "policies: [{name: c, key: ip, limits: [{algorithm: gcra, limit: 1, window: 0s}]}]", "window"},
 		{"typo'd field", "policies: [{name: d, kee: ip, limits: [{algorithm: gcra, limit: 1, window: 1s}]}]", "kee"},
+		{"no such route", `policies: [{name: e, match: ["GET /nope"], key: ip, limits: [{algorithm: gcra, limit: 1, window: 1s}]}]`, `"GET /nope": no such limited route`},
+		{"typo'd method", `policies: [{name: f, match: ["GETT /continents"], key: ip, limits: [{algorithm: gcra, limit: 1, window: 1s}]}]`, `"GETT /continents"`},
+		{"route never limited", `policies: [{name: g, match: ["GET /healthz"], key: ip, limits: [{algorithm: gcra, limit: 1, window: 1s}]}]`, `"GET /healthz"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

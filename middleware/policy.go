@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net/http"
 	"net/netip"
 	"regexp"
 	"slices"
@@ -127,6 +128,34 @@ func ParsePolicies(r io.Reader) ([]Policy, error) {
 		return nil, errors.Join(errs...)
 	}
 	return out, nil
+}
+
+// CheckRoutes reports every match of policies that names no route of
+// limited (the routes the limiter guards; GET routes answer HEAD too): such
+// a policy would never apply, which is most likely a typo.
+func CheckRoutes(policies []Policy, limited []Route) error {
+	var errs []error
+	for _, p := range policies {
+		for _, m := range p.Match {
+			found := false
+			for _, r := range limited {
+				if r.Path == m.Path && (m.Method == "*" || m.Method == r.Method ||
+					m.Method == http.MethodHead && r.Method == http.MethodGet) {
+					found = true
+					break
+				}
+			}
+			if !found {
+				names := make([]string, len(limited))
+				for i, r := range limited {
+					names[i] = r.Method + " " + r.Path
+				}
+				errs = append(errs, fmt.Errorf("policy %q: match %q: no such limited route; want one of %s (method may be *)",
+					p.Name, m.Method+" "+m.Path, strings.Join(names, ", ")))
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func (doc policyDoc) policy() (Policy, []error) {

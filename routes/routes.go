@@ -90,5 +90,15 @@ func New(d Deps) (*gin.Engine, error) {
 	api := known.Group("/", d.Guards...)
 	get(api, "/continents", listContinents(d.Continents))
 	get(api, "/continents/:id", getContinent(d.Continents))
+	// Keep Limited in step (TestLimitedRoutes).
 	return r, nil
+}
+
+// Limited lists the routes behind the guards (the rate limiter): the routes
+// a policy's match may name. Each also answers HEAD.
+func Limited() []middleware.Route {
+	return []middleware.Route{
+		{Method: http.MethodGet, Path: "/continents"},
+		{Method: http.MethodGet, Path: "/continents/:id"},
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -308,5 +309,43 @@ func TestClientIP(t *testing.T) {
 				t.Errorf("ClientIP() mismatch (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// TestLimitedRoutes: Limited lists exactly the routes whose requests pass
+// the guards, so that policy files are checked against the real routes.
+func TestLimitedRoutes(t *testing.T) {
+	var guarded atomic.Int32
+	e, err := New(Deps{
+		Log:            slog.New(slog.DiscardHandler),
+		Continents:     sevenContinents,
+		Ready:          map[string]Check{"redis": ok},
+		MetricsHandler: http.NotFoundHandler(),
+		Peek:           func(c *gin.Context) { c.Status(http.StatusNoContent) },
+		Guards:         []gin.HandlerFunc{func(c *gin.Context) { guarded.Add(1) }},
+	})
+	if err != nil {
+		t.Fatalf("New() error = %v", err)
+	}
+	var got []string
+	for _, r := range e.Routes() {
+		if r.Method != http.MethodGet {
+			continue
+		}
+		before := guarded.Load()
+		path := strings.ReplaceAll(strings.ReplaceAll(r.Path, ":id", "1"), ":name", "style.css")
+		do(t, e, http.MethodGet, path)
+		if guarded.Load() > before {
+			got = append(got, r.Method+" "+r.Path)
+		}
+	}
+	var want []string
+	for _, r := range Limited() {
+		want = append(want, r.Method+" "+r.Path)
+	}
+	slices.Sort(got)
+	slices.Sort(want)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("Limited() against the guarded routes (-Limited +guarded):\n%s", diff)
 	}
 }
