@@ -424,13 +424,18 @@ func setHeaders(h http.Header, items []headerItem, chosen int) {
 	v[0], v[1] = lh.quota, strconv.Itoa(remaining)
 	v[2] = strconv.FormatInt(ceilUnix(now.Add(d.ResetAfter)), 10)
 	v[3] = policy
-	v[4] = it.nl.sfName + ";r=" + v[1] + ";t=" + strconv.FormatInt(ceilSeconds(d.ResetAfter), 10)
-	h[hdrLimit], h[hdrRemaining], h[hdrReset] = v[0:1:1], v[1:2:2], v[2:3:3]
-	h[hdrPolicy], h[hdrRateLimit] = v[3:4:4], v[4:5:5]
+	// RateLimit's t is the delay until more quota: the full reset while
+	// there is quota left, and Retry-After's value on a denial (for a bucket,
+	// the next token, long before the bucket is full again).
+	t := ceilSeconds(d.ResetAfter)
 	if !d.Allowed {
-		v[5] = strconv.FormatInt(retryAfterSeconds(d), 10)
+		t = retryAfterSeconds(d)
+		v[5] = strconv.FormatInt(t, 10)
 		h[hdrRetryAfter] = v[5:6:6]
 	}
+	v[4] = it.nl.sfName + ";r=" + v[1] + ";t=" + strconv.FormatInt(t, 10)
+	h[hdrLimit], h[hdrRemaining], h[hdrReset] = v[0:1:1], v[1:2:2], v[2:3:3]
+	h[hdrPolicy], h[hdrRateLimit] = v[3:4:4], v[4:5:5]
 }
 
 // The rate-limit headers' names, in the canonical form http.Header keeps

@@ -83,8 +83,19 @@ func TestSetHeaders(t *testing.T) {
 			now:    now,
 			want: map[string]string{
 				"X-RateLimit-Reset": "1700000000",
-				"RateLimit":         `"fixed_window";r=0;t=0`,
+				"RateLimit":         `"fixed_window";r=0;t=1`,
 				"Retry-After":       "1",
+			},
+		},
+		{
+			name:   "denied by a bucket: t is the next token, as Retry-After, not the full reset",
+			policy: "token_bucket",
+			d:      algorithms.Decision{Limit: 6, Window: time.Minute, ResetAfter: 20 * time.Second, RetryAfter: 10 * time.Second},
+			now:    now,
+			want: map[string]string{
+				"X-RateLimit-Reset": "1700000020",
+				"RateLimit":         `"token_bucket";r=0;t=10`,
+				"Retry-After":       "10",
 			},
 		},
 		{
