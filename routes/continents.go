@@ -2,6 +2,7 @@ package routes
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strconv"
 
@@ -46,6 +47,11 @@ func getContinent(cs []models.Continent) gin.HandlerFunc {
 	}
 	return func(c *gin.Context) {
 		id, err := strconv.ParseInt(c.Param("id"), 10, 64)
+		if errors.Is(err, strconv.ErrRange) {
+			// An integer, only too large for any continent.
+			middleware.Abort(c, http.StatusNotFound, "continent not found", nil)
+			return
+		}
 		if err != nil {
 			middleware.Abort(c, http.StatusBadRequest, "continent id must be an integer", nil)
 			return

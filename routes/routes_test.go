@@ -108,7 +108,7 @@ func TestGetContinent(t *testing.T) {
 		{"/continents/-1", http.StatusNotFound, map[string]any{"error": "continent not found"}},
 		{"/continents/abc", http.StatusBadRequest, map[string]any{"error": "continent id must be an integer"}},
 		{"/continents/1.5", http.StatusBadRequest, map[string]any{"error": "continent id must be an integer"}},
-		{"/continents/99999999999999999999", http.StatusBadRequest, map[string]any{"error": "continent id must be an integer"}},
+		{"/continents/99999999999999999999", http.StatusNotFound, map[string]any{"error": "continent not found"}}, // numeric, beyond int64
 	}
 	for _, tt := range tests {
 		t.Run(tt.path, func(t *testing.T) {
