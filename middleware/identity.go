@@ -150,20 +150,25 @@ func Identify(log *slog.Logger, users userChecker, guard *Guard, timeout, passwo
 		return r, nil
 	}
 	return func(c *gin.Context) {
-		authorization, apiKey := c.GetHeader("Authorization"), c.GetHeader("X-API-Key")
+		// A credential header sent empty is a wrong credential (401), not
+		// none: a client that meant to send one should hear about it.
+		h := c.Request.Header
+		_, sentAuth := h["Authorization"]
+		_, sentKey := h["X-Api-Key"]
+		apiKey := h.Get("X-Api-Key")
 		var (
 			r   result
 			err error
 		)
 		switch {
-		case authorization == "" && apiKey == "":
+		case !sentAuth && !sentKey:
 			c.Set(identityKey, "ip:"+clientIP(c))
 			return
-		case authorization != "" && apiKey != "":
+		case sentAuth && sentKey:
 			Abort(c, http.StatusBadRequest, "send one credential: Authorization or X-API-Key, not both", nil)
 			return
-		case apiKey != "":
-			if len(apiKey) > maxKeyLen {
+		case sentKey:
+			if apiKey == "" || len(apiKey) > maxKeyLen {
 				unauthorized(c)
 				return
 			}

@@ -328,6 +328,7 @@ func TestIdentifyRejects(t *testing.T) {
 		authorization string
 		wantCalls     int // the checker runs only for decodable credentials
 	}{
+		{"empty header", "", 0},
 		{"wrong password", basic("alice", "nope"), 1},
 		{"unknown user", basic("bob", "pw"), 1},
 		{"empty password", basic("alice", ""), 1},
@@ -487,5 +488,20 @@ func TestRequestLogIdentityKind(t *testing.T) {
 		if line := logs.String(); !strings.Contains(line, tt.want) || strings.Contains(line, "tg_good") || strings.Contains(line, "bob") {
 			t.Errorf("%v: log %q, want %s and no credential", tt.header, line, tt.want)
 		}
+	}
+}
+
+// TestIdentifyEmptyKey: an X-API-Key header sent empty is a wrong key (401),
+// not anonymous, and costs no lookup.
+func TestIdentifyEmptyKey(t *testing.T) {
+	users := &fakeUsers{name: "alice", password: "pw"}
+	r := identifyEngine(t, users, nil)
+	w := serve(t, r, "192.0.2.1:1234", map[string]string{"X-API-Key": ""})
+	if w.Code != http.StatusUnauthorized || users.Calls() != 0 {
+		t.Errorf("empty X-API-Key: status %d, %d lookups; want 401 and none", w.Code, users.Calls())
+	}
+	w = serve(t, r, "192.0.2.1:1234", map[string]string{"X-API-Key": "", "Authorization": basic("alice", "pw")})
+	if w.Code != http.StatusBadRequest {
+		t.Errorf("empty X-API-Key with Basic credentials: status %d, want 400 (two credentials)", w.Code)
 	}
 }
