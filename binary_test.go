@@ -181,6 +181,64 @@ func TestShutdownUnderLoad(t *testing.T) {
 	}
 }
 
+// TestShutdownTimeout: when SHUTDOWN_TIMEOUT runs out, a connection that
+// never sent a whole request is closed and the exit is still 0; a request
+// still running is cut, and the exit status says so.
+func TestShutdownTimeout(t *testing.T) {
+	bin := buildBinary(t)
+	t.Run("slow client sending its header", func(t *testing.T) {
+		env := baseEnv(t, sharedRedis(t))
+		env["SHUTDOWN_TIMEOUT"] = "1s"
+		p := startBinary(t, bin, env)
+		conn, err := net.Dial("tcp", strings.TrimPrefix(p.base, "http://"))
+		if err != nil {
+			t.Fatalf("dial: %v", err)
+		}
+		defer conn.Close()
+		fmt.Fprint(conn, "GET /continents HTTP/1.1\r\nHost: x\r\n") // and never the blank line
+		time.Sleep(200 * time.Millisecond)
+		if err := waitExit(t, p); err != nil {
+			t.Errorf("exit after SIGTERM with a slow client: %v, want status 0", err)
+		}
+	})
+	t.Run("request still running", func(t *testing.T) {
+		own := startOwnRedis(t)
+		proxy := startProxy(t, mustParseURL(t, own.url).Addr)
+		env := baseEnv(t, testRedis{url: "redis://" + proxy.addr() + "/0"})
+		env["RATE_LIMIT_TIMEOUT"] = "10s"
+		env["SHUTDOWN_TIMEOUT"] = "1s"
+		p := startBinary(t, bin, env)
+		proxy.setDelay(5 * time.Second) // the decision outlasts the shutdown
+		go func() {
+			if resp, err := http.Get(p.base + "/continents"); err == nil {
+				resp.Body.Close()
+			}
+		}()
+		time.Sleep(300 * time.Millisecond)
+		err := waitExit(t, p)
+		if err == nil || !strings.Contains(p.logs.String(), "1 requests cut") {
+			t.Errorf("exit after SIGTERM with a request running: %v, want a non-zero status and the log naming 1 request cut", err)
+		}
+	})
+}
+
+// waitExit sends p SIGTERM and returns how it exited, failing the test if it
+// is not within 5 seconds.
+func waitExit(t *testing.T, p *process) error {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatalf("SIGTERM: %v", err)
+	}
+	select {
+	case err := <-p.done:
+		p.done <- err
+		return err
+	case <-time.After(5 * time.Second):
+		t.Fatal("no exit 5s after SIGTERM with SHUTDOWN_TIMEOUT=1s")
+		return nil
+	}
+}
+
 func TestHostileClients(t *testing.T) {
 	base := service(t, baseEnv(t, sharedRedis(t)))
 	addr := strings.TrimPrefix(base, "http://")

@@ -15,6 +15,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -209,7 +210,16 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	servers := []*http.Server{newServer(handler, log)}
+	// inflight counts requests inside the handler: at a shutdown that runs
+	// out of time, they tell cut requests from connections that never sent
+	// a whole request (a slow client still sending its header).
+	var inflight atomic.Int64
+	counted := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		inflight.Add(1)
+		defer inflight.Add(-1)
+		handler.ServeHTTP(w, r)
+	})
+	servers := []*http.Server{newServer(counted, log)}
 	listeners := []net.Listener{ln}
 	if cfg.MetricsAddr != "" {
 		mln, err := net.Listen("tcp", cfg.MetricsAddr)
@@ -254,7 +264,14 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		}
 	}
 	if shutErr != nil {
-		return fmt.Errorf("shutdown: %w", shutErr)
+		for _, srv := range servers {
+			srv.Close()
+		}
+		if n := inflight.Load(); n > 0 {
+			return fmt.Errorf("shutdown: %d requests cut after SHUTDOWN_TIMEOUT (%v): %w", n, cfg.Shutdown, shutErr)
+		}
+		log.Warn("shutdown: connections open after SHUTDOWN_TIMEOUT, none in a request (clients still sending one); closed them",
+			"shutdown_timeout", cfg.Shutdown.String())
 	}
 	log.Info("stopped")
 	return nil
