@@ -15,6 +15,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -74,6 +75,10 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		return fmt.Errorf("config: %w", err)
 	}
 	log := newLogger(stdout, cfg.LogFormat, cfg.LogLevel)
+	// go-redis logs a few events of its own (a pool that cannot dial); they
+	// go to this log too, not as plain lines on stderr. Its logger is one
+	// per process, stored atomically: the latest run's log wins.
+	redis.SetLogger(&redisLog{log: log, period: 10 * time.Second})
 
 	rdb, guardRdb, redisName, closeRedis, err := openRedis(ctx, log, cfg.RedisURL, cfg.RedisCluster, cfg.Timeout)
 	if err != nil {
@@ -293,6 +298,32 @@ func newServer(h http.Handler, log *slog.Logger) *http.Server {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+}
+
+// redisLog is go-redis's logger: its messages become warnings of the
+// service's log, at most one per period (a dead Redis makes one per failed
+// dial), with the number left out.
+type redisLog struct {
+	log    *slog.Logger
+	period time.Duration
+
+	mu         sync.Mutex
+	last       time.Time
+	suppressed int
+}
+
+func (l *redisLog) Printf(_ context.Context, format string, v ...any) {
+	l.mu.Lock()
+	now := time.Now()
+	if now.Sub(l.last) < l.period {
+		l.suppressed++
+		l.mu.Unlock()
+		return
+	}
+	suppressed := l.suppressed
+	l.last, l.suppressed = now, 0
+	l.mu.Unlock()
+	l.log.Warn("redis client", "detail", fmt.Sprintf(format, v...), "suppressed", suppressed)
 }
 
 // newLogger writes format ("json" or "text") lines at level and above.

@@ -1,12 +1,15 @@
 package main
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // metricValue reads one sample from a Prometheus text exposition; -1 when absent.
@@ -132,5 +135,26 @@ func TestRequestLogs(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestRedisClientLog: go-redis's own messages become warnings of the
+// service's log, at most one per period, with the number left out.
+func TestRedisClientLog(t *testing.T) {
+	var buf bytes.Buffer
+	l := &redisLog{log: slog.New(slog.NewJSONHandler(&buf, nil)), period: time.Hour}
+	for i := range 3 {
+		l.Printf(t.Context(), "redis: connection pool: failed to dial after %d attempts", i+5)
+	}
+	out := buf.String()
+	if strings.Count(out, "\n") != 1 || !strings.Contains(out, `"msg":"redis client"`) ||
+		!strings.Contains(out, `"detail":"redis: connection pool: failed to dial after 5 attempts"`) {
+		t.Errorf("log %q, want one JSON warning with the first message", out)
+	}
+	l.last = time.Time{} // the period has passed
+	buf.Reset()
+	l.Printf(t.Context(), "again")
+	if !strings.Contains(buf.String(), `"suppressed":2`) {
+		t.Errorf("log %q, want the two messages left out counted", buf.String())
 	}
 }
