@@ -153,8 +153,8 @@ func Identify(log *slog.Logger, users userChecker, guard *Guard, timeout, passwo
 		// A credential header sent empty is a wrong credential (401), not
 		// none: a client that meant to send one should hear about it.
 		h := c.Request.Header
-		_, sentAuth := h["Authorization"]
-		_, sentKey := h["X-Api-Key"]
+		auths, keyValues := h["Authorization"], h["X-Api-Key"]
+		sentAuth, sentKey := auths != nil, keyValues != nil
 		apiKey := h.Get("X-Api-Key")
 		var (
 			r   result
@@ -164,8 +164,8 @@ func Identify(log *slog.Logger, users userChecker, guard *Guard, timeout, passwo
 		case !sentAuth && !sentKey:
 			c.Set(identityKey, "ip:"+clientIP(c))
 			return
-		case sentAuth && sentKey:
-			Abort(c, http.StatusBadRequest, "send one credential: Authorization or X-API-Key, not both", nil)
+		case sentAuth && sentKey, len(auths) > 1, len(keyValues) > 1:
+			Abort(c, http.StatusBadRequest, "send one credential: Authorization or X-API-Key, not both, and each once", nil)
 			return
 		case sentKey:
 			if apiKey == "" || len(apiKey) > maxKeyLen {

@@ -505,3 +505,23 @@ func TestIdentifyEmptyKey(t *testing.T) {
 		t.Errorf("empty X-API-Key with Basic credentials: status %d, want 400 (two credentials)", w.Code)
 	}
 }
+
+// TestIdentifyRepeatedCredential: a credential header sent twice is
+// ambiguous (which one is the caller?): 400, and nothing is checked.
+func TestIdentifyRepeatedCredential(t *testing.T) {
+	users := &fakeUsers{name: "alice", password: "pw"}
+	users.setKey("tg_good", false)
+	r := identifyEngine(t, users, nil)
+	for _, h := range []http.Header{
+		{"Authorization": {basic("alice", "pw"), basic("bob", "x")}},
+		{"X-Api-Key": {"tg_good", "tg_other"}},
+	} {
+		req := httptest.NewRequest(http.MethodGet, "/x", nil)
+		req.Header = h
+		w := httptest.NewRecorder()
+		r.ServeHTTP(w, req)
+		if w.Code != http.StatusBadRequest || users.Calls() != 0 {
+			t.Errorf("%v: status %d, %d checks; want 400 and none", h, w.Code, users.Calls())
+		}
+	}
+}
