@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -100,10 +101,14 @@ func retry(ctx context.Context, fn func() error) error {
 func Seed(ctx context.Context, db *gorm.DB, users []Credential) error {
 	db = db.WithContext(ctx)
 	err := retry(ctx, func() error {
+		// A copy per call: Create writes the ids it gets back into the rows,
+		// and the seed data must stay as written (and unshared between
+		// concurrent calls).
+		rows := slices.Clone(continents)
 		return db.Clauses(clause.OnConflict{
 			Columns:   []clause.Column{{Name: "continent_id"}},
 			DoUpdates: clause.AssignmentColumns([]string{"continent_name"}),
-		}).Create(&continents).Error
+		}).Create(&rows).Error
 	})
 	if err != nil {
 		return fmt.Errorf("seed continents: %w", err)
