@@ -15,7 +15,6 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -78,7 +77,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	// go-redis logs a few events of its own (a pool that cannot dial); they
 	// go to this log too, not as plain lines on stderr. Its logger is one
 	// per process, stored atomically: the latest run's log wins.
-	redis.SetLogger(&redisLog{log: log, period: 10 * time.Second})
+	redis.SetLogger(redisLog{middleware.NewThrottledLog(log, 10*time.Second)})
 
 	rdb, guardRdb, redisName, closeRedis, err := openRedis(ctx, log, cfg.RedisURL, cfg.RedisCluster, cfg.Timeout)
 	if err != nil {
@@ -301,29 +300,11 @@ func newServer(h http.Handler, log *slog.Logger) *http.Server {
 }
 
 // redisLog is go-redis's logger: its messages become warnings of the
-// service's log, at most one per period (a dead Redis makes one per failed
-// dial), with the number left out.
-type redisLog struct {
-	log    *slog.Logger
-	period time.Duration
+// service's log, throttled (a dead Redis makes one per failed dial).
+type redisLog struct{ warn *middleware.ThrottledLog }
 
-	mu         sync.Mutex
-	last       time.Time
-	suppressed int
-}
-
-func (l *redisLog) Printf(_ context.Context, format string, v ...any) {
-	l.mu.Lock()
-	now := time.Now()
-	if now.Sub(l.last) < l.period {
-		l.suppressed++
-		l.mu.Unlock()
-		return
-	}
-	suppressed := l.suppressed
-	l.last, l.suppressed = now, 0
-	l.mu.Unlock()
-	l.log.Warn("redis client", "detail", fmt.Sprintf(format, v...), "suppressed", suppressed)
+func (l redisLog) Printf(_ context.Context, format string, v ...any) {
+	l.warn.Warn("redis client", "detail", fmt.Sprintf(format, v...))
 }
 
 // newLogger writes format ("json" or "text") lines at level and above.

@@ -67,7 +67,7 @@ const maxKeyLen = 128
 // checks keep their places. Remembered credentials skip the guard: they are
 // known good.
 func Identify(log *slog.Logger, users userChecker, guard *Guard, timeout, passwordTTL, keyTTL time.Duration) gin.HandlerFunc {
-	warn := newThrottledLog(log, 10*time.Second)
+	warn := NewThrottledLog(log, 10*time.Second)
 	passwords := newCredentialCache(passwordTTL, 10_000)
 	keys := newCredentialCache(keyTTL, 10_000)
 	var group singleflight.Group

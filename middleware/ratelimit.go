@@ -69,8 +69,8 @@ type Limiter struct {
 	policies []Policy
 	prefix   string
 	failOpen bool
-	warn     *throttledLog // Redis trouble
-	tierWarn *throttledLog // users of tiers a policy does not limit
+	warn     *ThrottledLog // Redis trouble
+	tierWarn *ThrottledLog // users of tiers a policy does not limit
 	// named holds, per policy (same index as policies) and tier ("" for the
 	// policy's own limits), its limits with their header names and key
 	// suffixes, made once here rather than on every request.
@@ -139,7 +139,7 @@ func nameLimits(p Policy, limits []PolicyLimit) []namedLimit {
 // the API versus strictness of the limit.
 func NewLimiter(log *slog.Logger, d algorithms.Decider, policies []Policy, prefix string, failOpen bool) *Limiter {
 	l := &Limiter{log: log, decider: d, policies: policies, prefix: prefix,
-		failOpen: failOpen, warn: newThrottledLog(log, 10*time.Second), tierWarn: newThrottledLog(log, time.Minute), named: make([]map[string][]namedLimit, len(policies))}
+		failOpen: failOpen, warn: NewThrottledLog(log, 10*time.Second), tierWarn: NewThrottledLog(log, time.Minute), named: make([]map[string][]namedLimit, len(policies))}
 	for i, p := range policies {
 		l.named[i] = map[string][]namedLimit{"": nameLimits(p, p.Limits)}
 		for tier, limits := range p.Tiers {
@@ -537,9 +537,9 @@ func sfString(s string) string {
 // sfEscaper escapes a structured-field String's two special characters.
 var sfEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`)
 
-// throttledLog logs at most once per period, counting what it held back, so
-// an outage under load does not flood the log.
-type throttledLog struct {
+// ThrottledLog logs warnings at most once per period, counting what it held
+// back, so an outage under load does not flood the log.
+type ThrottledLog struct {
 	log        *slog.Logger
 	period     time.Duration
 	mu         sync.Mutex
@@ -547,11 +547,14 @@ type throttledLog struct {
 	suppressed int
 }
 
-func newThrottledLog(log *slog.Logger, period time.Duration) *throttledLog {
-	return &throttledLog{log: log, period: period}
+// NewThrottledLog returns a ThrottledLog writing to log.
+func NewThrottledLog(log *slog.Logger, period time.Duration) *ThrottledLog {
+	return &ThrottledLog{log: log, period: period}
 }
 
-func (tl *throttledLog) Warn(msg string, args ...any) {
+// Warn logs msg with args and the number of warnings held back since the
+// last one, unless one was logged less than a period ago.
+func (tl *ThrottledLog) Warn(msg string, args ...any) {
 	tl.mu.Lock()
 	now := time.Now()
 	if now.Sub(tl.last) < tl.period {
