@@ -223,7 +223,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		defer inflight.Add(-1)
 		handler.ServeHTTP(w, r)
 	})
-	servers := []*http.Server{newServer(counted, log)}
+	servers := []*http.Server{routes.NewServer(counted, log)}
 	listeners := []net.Listener{ln}
 	if cfg.MetricsAddr != "" {
 		mln, err := net.Listen("tcp", cfg.MetricsAddr)
@@ -233,7 +233,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		}
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", metricsHandler)
-		servers = append(servers, newServer(mux, log))
+		servers = append(servers, routes.NewServer(mux, log))
 		listeners = append(listeners, mln)
 	}
 	attrs := []any{"addr", ln.Addr().String(), "metrics_addr", cfg.MetricsAddr, "rate_limit_enabled", cfg.Enabled}
@@ -284,20 +284,6 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 // pipelineConns is how many pipelined batches of limiter calls may be under
 // way at once (algorithms.NewPipeline).
 const pipelineConns = 2
-
-// newServer returns an http.Server whose every phase has a deadline, so slow
-// or hostile clients cannot hold connections open.
-func newServer(h http.Handler, log *slog.Logger) *http.Server {
-	return &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       10 * time.Second,
-		WriteTimeout:      15 * time.Second,
-		IdleTimeout:       60 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
-}
 
 // redisLog is go-redis's logger: its messages become warnings of the
 // service's log, throttled (a dead Redis makes one per failed dial).

@@ -181,15 +181,6 @@ func stackPeer(ctx context.Context, redisURL, dsn string) (*http.Server, func(),
 	if err != nil {
 		return fail(err)
 	}
-	// main.go's newServer.
-	srv := &http.Server{
-		Handler:           handler,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       10 * time.Second,
-		WriteTimeout:      15 * time.Second,
-		IdleTimeout:       60 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	srv := routes.NewServer(handler, log)
 	return srv, closeAll, nil
 }

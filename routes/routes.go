@@ -102,3 +102,18 @@ func Limited() []middleware.Route {
 		{Method: http.MethodGet, Path: "/continents/:id"},
 	}
 }
+
+// NewServer returns an http.Server for h whose every phase has a deadline,
+// so slow or hostile clients cannot hold connections open; headers are
+// capped at 64 KiB (larger: 431).
+func NewServer(h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      15 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+}
