@@ -99,11 +99,11 @@ func Identify(log *slog.Logger, users userChecker, guard *Guard, timeout, passwo
 		if guard == nil {
 			return
 		}
-		end := guard.Give
+		release := guard.Give
 		if failed {
-			end = guard.Fail
+			release = guard.Fail
 		}
-		if err := end(base, taken); err != nil {
+		if err := release(base, taken); err != nil {
 			warn.Warn("auth guard unavailable", "err", err, "fail_open", guard.failOpen)
 		}
 	}
