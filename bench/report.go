@@ -155,7 +155,7 @@ func (r *report) write(path string) error {
 	p("Redis's single thread spends in the script itself, the part no client-side change can save.")
 	p("*Redis CPU* is redis-server's CPU time over the run's wall time (from /proc): at 100%% its one thread is")
 	p("saturated and no client, pipelined or not, gets more decisions out of it. The Go client shares the same")
-	p("2 CPUs, so Redis at 80-95% is as much as this machine gives it.")
+	p("2 CPUs, so Redis at 80-95%% is as much as this machine gives it.")
 	p("")
 	p("One goroutine (spread keys), where nothing can be batched: what the pipeline costs a lone caller.")
 	p("")
