@@ -496,14 +496,22 @@ var propertyCases = map[string][]conformanceCase{
 			h.align(h.unit)
 			h.advance(h.unit - 100*time.Millisecond)
 			var admitted []time.Time
+			onTime := true // each burst stayed inside the window it was aimed at
 			// A full burst at the end of one window, then one at the end of the
 			// next, less than a window later: the first weighs only ~15% there.
 			for range 2 {
-				for range 2 * limit {
-					if d := allow(t, a, "k"); d.Allowed {
+				var first, last time.Time
+				for i := range 2 * limit {
+					d := allow(t, a, "k")
+					if i == 0 {
+						first = d.Now
+					}
+					last = d.Now
+					if d.Allowed {
 						admitted = append(admitted, d.Now)
 					}
 				}
+				onTime = onTime && first.Truncate(h.unit).Equal(last.Truncate(h.unit))
 				h.advance(h.unit - 50*time.Millisecond)
 			}
 			n := maxInSpan(admitted, h.unit)
@@ -511,8 +519,12 @@ var propertyCases = map[string][]conformanceCase{
 				t.Errorf("admitted %d within one window-long span, want at most %d (2×limit-1)", n, 2*limit-1)
 			}
 			// The bound is reached here (estimate 5×0.15 = 0.75 lets 4 through):
-			// the documented worst case is real.
-			if n != 2*limit-1 {
+			// the documented worst case is real. On a real Redis a machine
+			// under load can run a burst past its window's end (100 ms); the
+			// trace is then another one, and only the bound above holds.
+			if !onTime {
+				t.Logf("a burst crossed a window edge on Redis's clock; the exact count applies only to the planned trace")
+			} else if n != 2*limit-1 {
 				t.Errorf("admitted %d within one window-long span, want exactly %d for this trace", n, 2*limit-1)
 			}
 		}},
