@@ -541,6 +541,7 @@ func TestBadConfigStopsStartup(t *testing.T) {
 		{"unknown algorithm", map[string]string{"RATE_LIMIT_ALGORITHM": "leaky"}, algorithms.ErrUnknown},
 		{"bad REDIS_URL database", map[string]string{"REDIS_URL": "redis://127.0.0.1:6379/abc"}, config.ErrInvalid},
 		{"unknown REDIS_URL option", map[string]string{"REDIS_URL": "redis://127.0.0.1:6379/0?foo=bar"}, config.ErrInvalid},
+		{"IPv6 prefix out of range", map[string]string{"RATE_LIMIT_IPV6_PREFIX": "0"}, config.ErrInvalid},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
