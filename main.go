@@ -135,7 +135,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 			return fmt.Errorf("config: %w: AUTH_FAIL_LIMIT, AUTH_FAIL_WINDOW: %w", config.ErrInvalid, err)
 		}
 	}
-	identify := middleware.Identify(log, store, guard, checkTimeout, 5*time.Minute, cfg.AuthKeyCacheTTL)
+	identify := middleware.Identify(log, store, guard, checkTimeout, 5*time.Minute, cfg.AuthKeyCacheTTL, cfg.IPv6Prefix)
 	var guards []gin.HandlerFunc
 	var peek gin.HandlerFunc
 	pagePolicy := routes.Policy{Enabled: cfg.Enabled, Algorithm: cfg.Algorithm, Limit: cfg.Limit, Burst: cfg.Burst, Window: cfg.Window}
@@ -182,7 +182,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 			}
 			return 0
 		}))
-		limiter := middleware.NewLimiter(log, decider, policies, cfg.KeyPrefix, cfg.FailOpen)
+		limiter := middleware.NewLimiter(log, decider, policies, cfg.KeyPrefix, cfg.FailOpen, cfg.IPv6Prefix)
 		guards, peek = []gin.HandlerFunc{limiter.Handler()}, limiter.Peek()
 	}
 	metricsHandler := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})

@@ -541,6 +541,7 @@ func TestBadConfigStopsStartup(t *testing.T) {
 		{"unknown algorithm", map[string]string{"RATE_LIMIT_ALGORITHM": "leaky"}, algorithms.ErrUnknown},
 		{"bad REDIS_URL database", map[string]string{"REDIS_URL": "redis://127.0.0.1:6379/abc"}, config.ErrInvalid},
 		{"unknown REDIS_URL option", map[string]string{"REDIS_URL": "redis://127.0.0.1:6379/0?foo=bar"}, config.ErrInvalid},
+		{"IPv6 prefix out of range", map[string]string{"RATE_LIMIT_IPV6_PREFIX": "0"}, config.ErrInvalid},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -582,11 +583,11 @@ func TestDeniedRequestsSkipDatabase(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
 	t.Cleanup(func() { rdb.Close() })
 	policies := middleware.DefaultPolicies("fixed_window", algorithms.Limit{Requests: 1, Window: time.Minute})
-	limiter := middleware.NewLimiter(log, algorithms.NewTimeout(algorithms.NewMulti(rdb), time.Second), policies, "test:", false)
+	limiter := middleware.NewLimiter(log, algorithms.NewTimeout(algorithms.NewMulti(rdb), time.Second), policies, "test:", false, 64)
 	h, err := routes.New(routes.Deps{
 		Log:        log,
 		Continents: continents,
-		Identify:   middleware.Identify(log, store, nil, time.Second, time.Minute, time.Minute),
+		Identify:   middleware.Identify(log, store, nil, time.Second, time.Minute, time.Minute, 64),
 		Guards:     []gin.HandlerFunc{limiter.Handler()},
 	})
 	if err != nil {

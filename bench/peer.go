@@ -175,7 +175,7 @@ func stackPeer(ctx context.Context, redisURL, dsn string) (*http.Server, func(),
 		Metrics:        metrics,
 		MetricsHandler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
 		Policy:         routes.Policy{Enabled: true, Algorithm: "fixed_window", Limit: 1_000_000_000, Window: time.Hour},
-		Identify:       middleware.Identify(log, store, nil, 2*time.Second, 5*time.Minute, 10*time.Second),
+		Identify:       middleware.Identify(log, store, nil, 2*time.Second, 5*time.Minute, 10*time.Second, 64),
 		Guards:         []gin.HandlerFunc{guard},
 	})
 	if err != nil {

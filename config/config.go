@@ -57,6 +57,8 @@ type Config struct {
 	PipelineBatch  int           // script calls sent together at most; 0: no pipelining
 	PipelineWindow time.Duration // how long a batch waits to fill; 0: sends what is queued
 	DenyCacheSize  int           // denied identities remembered in memory; 0: no deny cache
+
+	IPv6Prefix int // IPv6 clients are one identity per prefix of this many bits
 }
 
 // Load reads the configuration through getenv. Every problem is reported at
@@ -111,6 +113,7 @@ func Load(getenv func(string) string) (Config, error) {
 	c.PipelineBatch = p.int("RATE_LIMIT_PIPELINE_BATCH", "16", 0, 1024)
 	c.PipelineWindow = p.duration("RATE_LIMIT_PIPELINE_WINDOW", "0s", 0, time.Millisecond)
 	c.DenyCacheSize = p.int("RATE_LIMIT_DENY_CACHE_SIZE", "10000", 0, 10_000_000)
+	c.IPv6Prefix = p.int("RATE_LIMIT_IPV6_PREFIX", "64", 1, 128)
 	if len(p.errs) > 0 {
 		return Config{}, fmt.Errorf("%w: %w", ErrInvalid, errors.Join(p.errs...))
 	}

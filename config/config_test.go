@@ -43,6 +43,7 @@ func TestLoadDefaults(t *testing.T) {
 		AuthFailWindow:  15 * time.Minute,
 		PipelineBatch:   16,
 		DenyCacheSize:   10_000,
+		IPv6Prefix:      64,
 	}
 	mysql := sqlite
 	mysql.DBDriver = "mysql"
@@ -122,6 +123,9 @@ func TestLoadValues(t *testing.T) {
 		{"auth guard off", map[string]string{"AUTH_FAIL_LIMIT": "0"}, func(c Config) any { return c.AuthFailLimit }, 0},
 		{"auth fail window", map[string]string{"AUTH_FAIL_WINDOW": "1h"}, func(c Config) any { return c.AuthFailWindow }, time.Hour},
 		{"cluster", map[string]string{"REDIS_CLUSTER_ADDRS": "10.0.0.1:7000, 10.0.0.2:7001"}, func(c Config) any { return c.RedisCluster }, []string{"10.0.0.1:7000", "10.0.0.2:7001"}},
+		{"ipv6 prefix default", map[string]string{}, func(c Config) any { return c.IPv6Prefix }, 64},
+		{"ipv6 prefix 1", map[string]string{"RATE_LIMIT_IPV6_PREFIX": "1"}, func(c Config) any { return c.IPv6Prefix }, 1},
+		{"ipv6 prefix 128", map[string]string{"RATE_LIMIT_IPV6_PREFIX": "128"}, func(c Config) any { return c.IPv6Prefix }, 128},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -204,6 +208,9 @@ func TestLoadInvalid(t *testing.T) {
 		{"metrics addr port too big", map[string]string{"METRICS_ADDR": ":70000"}, "METRICS_ADDR"},
 		{"log format", map[string]string{"LOG_FORMAT": "xml"}, "LOG_FORMAT"},
 		{"log level", map[string]string{"LOG_LEVEL": "loud"}, "LOG_LEVEL"},
+		{"ipv6 prefix 0", map[string]string{"RATE_LIMIT_IPV6_PREFIX": "0"}, "RATE_LIMIT_IPV6_PREFIX"},
+		{"ipv6 prefix 129", map[string]string{"RATE_LIMIT_IPV6_PREFIX": "129"}, "RATE_LIMIT_IPV6_PREFIX"},
+		{"ipv6 prefix not a number", map[string]string{"RATE_LIMIT_IPV6_PREFIX": "x"}, "RATE_LIMIT_IPV6_PREFIX"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

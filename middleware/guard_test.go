@@ -83,7 +83,7 @@ func guardEngine(t *testing.T, users userChecker, rdb redis.Scripter, prefix str
 		t.Fatalf("NewGuard: %v", err)
 	}
 	r := gin.New()
-	r.GET("/x", Identify(discard(), users, guard, time.Second, passwordTTL, time.Minute), func(c *gin.Context) {
+	r.GET("/x", Identify(discard(), users, guard, time.Second, passwordTTL, time.Minute, 64), func(c *gin.Context) {
 		c.String(http.StatusOK, Identity(c))
 	})
 	return r

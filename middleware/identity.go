@@ -27,7 +27,8 @@ const (
 // AnonymousTier is the tier of callers identified by their IP address.
 const AnonymousTier = "anonymous"
 
-// Identity returns the caller identity Identify set: "user:NAME" or "ip:ADDR".
+// Identity returns the caller identity Identify set: "user:NAME" or
+// "ip:ADDR", ADDR an IPv4 address or an IPv6 prefix (see ipSubject).
 func Identity(c *gin.Context) string {
 	return c.GetString(identityKey)
 }
@@ -66,7 +67,10 @@ const maxKeyLen = 128
 // limit the answer is 429, before any bcrypt work or key lookup. Failed
 // checks keep their places. Remembered credentials skip the guard: they are
 // known good.
-func Identify(log *slog.Logger, users userChecker, guard *Guard, timeout, passwordTTL, keyTTL time.Duration) gin.HandlerFunc {
+//
+// The client IP, as an identity and in the guard, is canonical and groups
+// IPv6 clients by their first ipv6Prefix bits (ipSubject).
+func Identify(log *slog.Logger, users userChecker, guard *Guard, timeout, passwordTTL, keyTTL time.Duration, ipv6Prefix int) gin.HandlerFunc {
 	warn := NewThrottledLog(log, 10*time.Second)
 	passwords := newCredentialCache(passwordTTL, 10_000)
 	keys := newCredentialCache(keyTTL, 10_000)
@@ -115,7 +119,7 @@ func Identify(log *slog.Logger, users userChecker, guard *Guard, timeout, passwo
 	// place of its own, or is refused, so every wrong credential counts once
 	// per request, whether sent in turn, at once, or all the same.
 	check := func(c *gin.Context, cache *credentialCache, k [sha256.Size]byte, name string, fn func(ctx context.Context) (cached, bool, error)) (result, error) {
-		ip := clientIP(c)
+		ip := ipSubject(c, ipv6Prefix)
 		base := context.WithoutCancel(c.Request.Context())
 		leader := false // this request ran the flight
 		v, err, _ := group.Do(cache.kind+string(k[:])+ip, func() (any, error) {
@@ -162,7 +166,7 @@ func Identify(log *slog.Logger, users userChecker, guard *Guard, timeout, passwo
 		)
 		switch {
 		case !sentAuth && !sentKey:
-			c.Set(identityKey, "ip:"+clientIP(c))
+			c.Set(identityKey, "ip:"+ipSubject(c, ipv6Prefix))
 			return
 		case sentAuth && sentKey, len(auths) > 1, len(keyValues) > 1:
 			Abort(c, http.StatusBadRequest, "send one credential: Authorization or X-API-Key, not both, and each once", nil)
@@ -219,15 +223,6 @@ func Identify(log *slog.Logger, users userChecker, guard *Guard, timeout, passwo
 		}
 		c.Set(tierKey, r.who.tier)
 	}
-}
-
-// clientIP is gin's ClientIP, which honours X-Forwarded-For only from
-// trusted proxies, or "unknown".
-func clientIP(c *gin.Context) string {
-	if ip := c.ClientIP(); ip != "" {
-		return ip
-	}
-	return "unknown"
 }
 
 // unauthorized answers 401. The Basic challenge is sent for rejected API keys

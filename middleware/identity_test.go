@@ -105,7 +105,7 @@ func identifyEngineTTL(t *testing.T, users userChecker, proxies []string, keyTTL
 		t.Fatalf("SetTrustedProxies(%v): %v", proxies, err)
 	}
 	r.RemoteIPHeaders = []string{"X-Forwarded-For"}
-	r.GET("/x", Identify(discard(), users, nil, time.Second, time.Minute, keyTTL), func(c *gin.Context) {
+	r.GET("/x", Identify(discard(), users, nil, time.Second, time.Minute, keyTTL, 64), func(c *gin.Context) {
 		c.Header("X-Tier", Tier(c))
 		c.String(http.StatusOK, Identity(c))
 	})
@@ -143,9 +143,9 @@ func TestIdentifyClientIP(t *testing.T) {
 			want:       "ip:192.0.2.1",
 		},
 		{
-			name:       "ipv6 peer",
+			name:       "ipv6 peer, grouped by its /64",
 			remoteAddr: "[2001:db8::1]:443",
-			want:       "ip:2001:db8::1",
+			want:       "ip:2001:db8::/64",
 		},
 		{
 			name:       "forwarded for ignored without trusted proxies",
@@ -470,7 +470,7 @@ func TestRequestLogIdentityKind(t *testing.T) {
 	var logs strings.Builder
 	r := gin.New()
 	r.Use(RequestLog(slog.New(slog.NewJSONHandler(&logs, nil)), nil))
-	r.GET("/x", Identify(discard(), users, nil, time.Second, time.Minute, time.Minute), func(c *gin.Context) {
+	r.GET("/x", Identify(discard(), users, nil, time.Second, time.Minute, time.Minute, 64), func(c *gin.Context) {
 		c.String(http.StatusOK, Identity(c))
 	})
 	for _, tt := range []struct {

@@ -78,6 +78,8 @@ type Limiter struct {
 	// anyShadow and anyCIDR say whether a policy is in shadow mode or exempts
 	// addresses: requests skip that work when none does.
 	anyShadow, anyCIDR bool
+	// ipv6Prefix groups IPv6 clients for policies keyed by IP (ipSubject).
+	ipv6Prefix int
 }
 
 // namedLimit is a policy's limit as requests see it. It is used by pointer
@@ -136,10 +138,12 @@ func nameLimits(p Policy, limits []PolicyLimit) []namedLimit {
 // d must bound its calls in time (algorithms.Timeout); failOpen chooses what a
 // request gets when the limiter cannot decide (Redis down or slow): served
 // unchecked, marked by "X-RateLimit-Checked: false", or 503 — availability of
-// the API versus strictness of the limit.
-func NewLimiter(log *slog.Logger, d algorithms.Decider, policies []Policy, prefix string, failOpen bool) *Limiter {
+// the API versus strictness of the limit. Clients counted by IP address are
+// counted per IPv6 prefix of ipv6Prefix bits (ipSubject); exemptions by CIDR
+// match the client's own address.
+func NewLimiter(log *slog.Logger, d algorithms.Decider, policies []Policy, prefix string, failOpen bool, ipv6Prefix int) *Limiter {
 	l := &Limiter{log: log, decider: d, policies: policies, prefix: prefix,
-		failOpen: failOpen, warn: NewThrottledLog(log, 10*time.Second), tierWarn: NewThrottledLog(log, time.Minute), named: make([]map[string][]namedLimit, len(policies))}
+		failOpen: failOpen, ipv6Prefix: ipv6Prefix, warn: NewThrottledLog(log, 10*time.Second), tierWarn: NewThrottledLog(log, time.Minute), named: make([]map[string][]namedLimit, len(policies))}
 	for i, p := range policies {
 		l.named[i] = map[string][]namedLimit{"": nameLimits(p, p.Limits)}
 		for tier, limits := range p.Tiers {
@@ -165,16 +169,14 @@ func (l *Limiter) rules(c *gin.Context, anyRoute bool, out []applied) []applied 
 	tier := Tier(c)
 	var ip netip.Addr
 	if l.anyCIDR {
-		if a, err := netip.ParseAddr(c.ClientIP()); err == nil {
-			ip = a.Unmap()
-		}
+		ip, _ = clientAddr(c) // the real address, not its group
 	}
 	for i := range l.policies {
 		p := &l.policies[i]
 		if !anyRoute && !p.matches(c.Request.Method, c.FullPath()) || p.exempt(identity, ip) {
 			continue
 		}
-		who, ok := p.subject(c, identity)
+		who, ok := p.subject(c, identity, l.ipv6Prefix)
 		if !ok {
 			continue
 		}
@@ -226,16 +228,17 @@ func (p *Policy) exempt(identity string, ip netip.Addr) bool {
 
 // subject is what the policy counts for this request, or false when its key
 // does not apply (key user for an anonymous client, a missing header). Header
-// values are hashed: they may be secrets.
-func (p *Policy) subject(c *gin.Context, identity string) (string, bool) {
+// values are hashed: they may be secrets. IPv6 clients are grouped by their
+// first ipv6Prefix bits.
+func (p *Policy) subject(c *gin.Context, identity string, ipv6Prefix int) (string, bool) {
 	switch {
 	case p.Key == "ip":
-		return "ip:" + c.ClientIP(), true
+		return "ip:" + ipSubject(c, ipv6Prefix), true
 	case p.Key == "user":
 		return identity, strings.HasPrefix(identity, "user:")
 	case p.Key == "user_or_ip":
 		if identity == "" { // no Identify in front: the client IP
-			return "ip:" + c.ClientIP(), true
+			return "ip:" + ipSubject(c, ipv6Prefix), true
 		}
 		return identity, true
 	default:

@@ -501,7 +501,7 @@ func TestRecoverPassesThrough(t *testing.T) {
 // limitHandler is the default fixed_window policy (5 per minute) decided by d.
 func limitHandler(d algorithms.Decider, timeout time.Duration, failOpen bool) gin.HandlerFunc {
 	policies := DefaultPolicies("fixed_window", algorithms.Limit{Requests: 5, Window: time.Minute})
-	return NewLimiter(discard(), algorithms.NewTimeout(d, timeout), policies, "p:", failOpen).Handler()
+	return NewLimiter(discard(), algorithms.NewTimeout(d, timeout), policies, "p:", failOpen, 64).Handler()
 }
 
 func TestSetHeadersFollowsTheDecisionsLimit(t *testing.T) {
@@ -546,7 +546,7 @@ policies:
 			c.Set(identityKey, "user:"+c.Query("u"))
 			c.Set(tierKey, c.Query("tier"))
 		},
-		NewLimiter(log, denied, policies, "p:", true).Handler(),
+		NewLimiter(log, denied, policies, "p:", true, 64).Handler(),
 		func(c *gin.Context) { c.String(http.StatusOK, "ok") },
 	)
 	if w := get(t, r, "/x?u=amy&tier=pro", nil); w.Code != http.StatusTooManyRequests {
