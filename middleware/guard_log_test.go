@@ -26,7 +26,7 @@ func TestGuardLongLog(t *testing.T) {
 			}
 			g := newRedis(t)
 			ctx := t.Context()
-			probe, err := NewGuard(g.rdb, g.prefix, algorithms.Limit{Requests: 1, Window: window}, 5*time.Second, false)
+			probe, err := NewGuard(g.rdb, g.prefix, algorithms.Limit{Requests: 1, Window: window}, 0, 5*time.Second, false)
 			if err != nil {
 				t.Fatalf("NewGuard: %v", err)
 			}
@@ -61,7 +61,7 @@ func TestGuardLongLog(t *testing.T) {
 				{n + 1, true, 0},
 			}
 			for _, tt := range tests {
-				guard, err := NewGuard(g.rdb, g.prefix, algorithms.Limit{Requests: tt.limit, Window: window}, 5*time.Second, false)
+				guard, err := NewGuard(g.rdb, g.prefix, algorithms.Limit{Requests: tt.limit, Window: window}, 0, 5*time.Second, false)
 				if err != nil {
 					t.Fatalf("NewGuard: %v", err)
 				}
