@@ -1,10 +1,12 @@
 package middleware
 
 import (
+	"context"
 	"strconv"
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
 	"tollgate/algorithms"
@@ -88,5 +90,50 @@ func TestGuardLongLog(t *testing.T) {
 				t.Errorf("log holds %d entries (err %v), want the %d failures", got, err, n)
 			}
 		})
+	}
+}
+
+// TestGuardPlacesLeaveAfterWindow: failures, and places of checks whose
+// process died, leave the log after the window (on Redis's clock), and
+// nothing else does.
+func TestGuardPlacesLeaveAfterWindow(t *testing.T) {
+	m := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
+	t.Cleanup(func() { rdb.Close() })
+	guard, err := NewGuard(rdb, "test:", algorithms.Limit{Requests: 2, Window: time.Minute}, 0, time.Second, false)
+	if err != nil {
+		t.Fatalf("NewGuard: %v", err)
+	}
+	ctx := t.Context()
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	m.SetTime(start)
+	failed, _, _, err := guard.Take(ctx, "192.0.2.1", "")
+	if err != nil {
+		t.Fatalf("Take: %v", err)
+	}
+	if err := guard.Fail(ctx, failed); err != nil {
+		t.Fatalf("Fail: %v", err)
+	}
+	m.SetTime(start.Add(10 * time.Second))
+	if _, allowed, _, err := guard.Take(ctx, "192.0.2.1", ""); err != nil || !allowed { // its process dies: never ended
+		t.Fatalf("second Take = allowed %v, err %v; want a place", allowed, err)
+	}
+	steps := []struct {
+		at          time.Duration
+		wantAllowed bool
+	}{
+		{30 * time.Second, false},               // busy: the dead check holds a place; the wait runs out
+		{time.Minute - time.Millisecond, false}, // still
+		{time.Minute, true},                     // the failure left
+		{time.Minute + 10*time.Second, true},    // the dead check's place left too
+	}
+	for _, s := range steps {
+		m.SetTime(start.Add(s.at))
+		wait, cancel := context.WithTimeout(ctx, 30*time.Millisecond)
+		_, allowed, _, err := guard.Take(wait, "192.0.2.1", "")
+		cancel()
+		if err != nil || allowed != s.wantAllowed {
+			t.Errorf("at %v: Take = allowed %v, err %v; want allowed %v", s.at, allowed, err, s.wantAllowed)
+		}
 	}
 }

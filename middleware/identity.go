@@ -170,9 +170,11 @@ func Identify(log *slog.Logger, users userChecker, guard *Guard, timeout, passwo
 			who, ok, err := fn(ctx)
 			if err == nil && ok {
 				cache.add(k, who)
-				trust(base, ip, name)
 			}
 			end(base, taken, err == nil && !ok)
+			if err == nil && ok {
+				trust(base, ip, name)
+			}
 			return result{who: who, ok: ok}, err
 		})
 		if err != nil {
@@ -246,6 +248,7 @@ func Identify(log *slog.Logger, users userChecker, guard *Guard, timeout, passwo
 			return
 		}
 		if errors.Is(err, ErrChecksBusy) {
+			warn.Warn("credential checks busy", "err", err)
 			c.Header("Retry-After", "1")
 			Abort(c, http.StatusServiceUnavailable, "authentication busy", nil)
 			return
