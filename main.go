@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strconv"
@@ -78,6 +79,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	// go to this log too, not as plain lines on stderr. Its logger is one
 	// per process, stored atomically: the latest run's log wins.
 	redis.SetLogger(redisLog{middleware.NewThrottledLog(log, 10*time.Second)})
+	warnProxiesEverything(log, cfg.TrustedProxies)
 
 	rdb, guardRdb, redisName, closeRedis, err := openRedis(ctx, log, cfg.RedisURL, cfg.RedisCluster, cfg.Timeout)
 	if err != nil {
@@ -130,12 +132,15 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	var guard *middleware.Guard
 	if cfg.AuthFailLimit > 0 {
 		guard, err = middleware.NewGuard(guardRdb, cfg.KeyPrefix,
-			algorithms.Limit{Requests: cfg.AuthFailLimit, Window: cfg.AuthFailWindow}, checkTimeout, cfg.FailOpen)
+			algorithms.Limit{Requests: cfg.AuthFailLimit, Window: cfg.AuthFailWindow}, cfg.AuthTrustedTTL, checkTimeout, cfg.FailOpen)
 		if err != nil {
 			return fmt.Errorf("config: %w: AUTH_FAIL_LIMIT, AUTH_FAIL_WINDOW: %w", config.ErrInvalid, err)
 		}
 	}
-	identify := middleware.Identify(log, store, guard, checkTimeout, 5*time.Minute, cfg.AuthKeyCacheTTL, cfg.IPv6Prefix)
+	// A check waits for a free slot at most a second: a caller turned away
+	// then (503, Retry-After: 1) is told to come back, not counted as a guess.
+	checker := middleware.LimitChecks(store, cfg.AuthMaxChecks, time.Second)
+	identify := middleware.Identify(log, checker, guard, checkTimeout, 5*time.Minute, cfg.AuthKeyCacheTTL, cfg.IPv6Prefix)
 	var guards []gin.HandlerFunc
 	var peek gin.HandlerFunc
 	pagePolicy := routes.Policy{Enabled: cfg.Enabled, Algorithm: cfg.Algorithm, Limit: cfg.Limit, Burst: cfg.Burst, Window: cfg.Window}
@@ -421,4 +426,16 @@ func openRedis(ctx context.Context, log *slog.Logger, url string, cluster []stri
 		return nil, nil, "", nil, fmt.Errorf("ping redis at %s: %w", name, err)
 	}
 	return rdb, guardRdb, name, closeAll, nil
+}
+
+// warnProxiesEverything warns when TRUSTED_PROXIES trusts every address:
+// then any client can name any address in X-Forwarded-For, and the brute-
+// force guard's per-address counters and trusted addresses mean nothing.
+func warnProxiesEverything(log *slog.Logger, proxies []netip.Prefix) {
+	for _, p := range proxies {
+		if p.Bits() == 0 {
+			log.Warn("TRUSTED_PROXIES trusts every address: any client can choose its address with X-Forwarded-For",
+				"trusted_proxies", p.String())
+		}
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -53,6 +54,8 @@ type Config struct {
 	AuthKeyCacheTTL time.Duration // how long a checked API key is believed
 	AuthFailLimit   int           // failed credential checks per IP and per user name and window; 0: no guard
 	AuthFailWindow  time.Duration
+	AuthTrustedTTL  time.Duration // how long an address that passed a password check is trusted for its user; 0: never
+	AuthMaxChecks   int           // password and key checks running at once per instance
 
 	PipelineBatch  int           // script calls sent together at most; 0: no pipelining
 	PipelineWindow time.Duration // how long a batch waits to fill; 0: sends what is queued
@@ -108,8 +111,10 @@ func Load(getenv func(string) string) (Config, error) {
 	}
 	c.SeedUsers = p.users("SEED_USERS", usersDefault)
 	c.AuthKeyCacheTTL = p.duration("AUTH_KEY_CACHE_TTL", "10s", 0, time.Hour)
-	c.AuthFailLimit = p.int("AUTH_FAIL_LIMIT", "10", 0, 1_000_000)
+	c.AuthFailLimit = p.int("AUTH_FAIL_LIMIT", "10", 0, 1000)
 	c.AuthFailWindow = p.duration("AUTH_FAIL_WINDOW", "15m", time.Second, 7*24*time.Hour)
+	c.AuthTrustedTTL = p.duration("AUTH_TRUSTED_TTL", "720h", 0, 366*24*time.Hour)
+	c.AuthMaxChecks = p.int("AUTH_MAX_CHECKS", strconv.Itoa(runtime.NumCPU()), 1, 10_000)
 	c.PipelineBatch = p.int("RATE_LIMIT_PIPELINE_BATCH", "16", 0, 1024)
 	c.PipelineWindow = p.duration("RATE_LIMIT_PIPELINE_WINDOW", "0s", 0, time.Millisecond)
 	c.DenyCacheSize = p.int("RATE_LIMIT_DENY_CACHE_SIZE", "10000", 0, 10_000_000)

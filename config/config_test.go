@@ -4,6 +4,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/netip"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -41,6 +42,8 @@ func TestLoadDefaults(t *testing.T) {
 		AuthKeyCacheTTL: 10 * time.Second,
 		AuthFailLimit:   10,
 		AuthFailWindow:  15 * time.Minute,
+		AuthTrustedTTL:  720 * time.Hour,
+		AuthMaxChecks:   runtime.NumCPU(),
 		PipelineBatch:   16,
 		DenyCacheSize:   10_000,
 		IPv6Prefix:      64,
@@ -122,6 +125,10 @@ func TestLoadValues(t *testing.T) {
 		{"auth fail limit", map[string]string{"AUTH_FAIL_LIMIT": "3"}, func(c Config) any { return c.AuthFailLimit }, 3},
 		{"auth guard off", map[string]string{"AUTH_FAIL_LIMIT": "0"}, func(c Config) any { return c.AuthFailLimit }, 0},
 		{"auth fail window", map[string]string{"AUTH_FAIL_WINDOW": "1h"}, func(c Config) any { return c.AuthFailWindow }, time.Hour},
+		{"auth fail limit max", map[string]string{"AUTH_FAIL_LIMIT": "1000"}, func(c Config) any { return c.AuthFailLimit }, 1000},
+		{"trusted ttl", map[string]string{"AUTH_TRUSTED_TTL": "24h"}, func(c Config) any { return c.AuthTrustedTTL }, 24 * time.Hour},
+		{"trusted addresses off", map[string]string{"AUTH_TRUSTED_TTL": "0"}, func(c Config) any { return c.AuthTrustedTTL }, time.Duration(0)},
+		{"max checks", map[string]string{"AUTH_MAX_CHECKS": "3"}, func(c Config) any { return c.AuthMaxChecks }, 3},
 		{"cluster", map[string]string{"REDIS_CLUSTER_ADDRS": "10.0.0.1:7000, 10.0.0.2:7001"}, func(c Config) any { return c.RedisCluster }, []string{"10.0.0.1:7000", "10.0.0.2:7001"}},
 		{"ipv6 prefix default", map[string]string{}, func(c Config) any { return c.IPv6Prefix }, 64},
 		{"ipv6 prefix 1", map[string]string{"RATE_LIMIT_IPV6_PREFIX": "1"}, func(c Config) any { return c.IPv6Prefix }, 1},
@@ -202,6 +209,11 @@ func TestLoadInvalid(t *testing.T) {
 		{"auth fail limit negative", map[string]string{"AUTH_FAIL_LIMIT": "-1"}, "AUTH_FAIL_LIMIT"},
 		{"auth fail limit words", map[string]string{"AUTH_FAIL_LIMIT": "ten"}, "AUTH_FAIL_LIMIT"},
 		{"auth fail window zero", map[string]string{"AUTH_FAIL_WINDOW": "0s"}, "AUTH_FAIL_WINDOW"},
+		{"auth fail limit over 1000", map[string]string{"AUTH_FAIL_LIMIT": "1001"}, "AUTH_FAIL_LIMIT"},
+		{"trusted ttl negative", map[string]string{"AUTH_TRUSTED_TTL": "-1h"}, "AUTH_TRUSTED_TTL"},
+		{"trusted ttl no unit", map[string]string{"AUTH_TRUSTED_TTL": "30"}, "AUTH_TRUSTED_TTL"},
+		{"max checks zero", map[string]string{"AUTH_MAX_CHECKS": "0"}, "AUTH_MAX_CHECKS"},
+		{"max checks words", map[string]string{"AUTH_MAX_CHECKS": "many"}, "AUTH_MAX_CHECKS"},
 		{"burst zero", map[string]string{"RATE_LIMIT_BURST": "0"}, "RATE_LIMIT_BURST"},
 		{"metrics addr no port", map[string]string{"METRICS_ADDR": "localhost"}, "METRICS_ADDR"},
 		{"metrics addr port not a number", map[string]string{"METRICS_ADDR": "foo:bar"}, "METRICS_ADDR"},

@@ -249,7 +249,7 @@ func TestGuardBudgetPerCanonicalAddress(t *testing.T) {
 		for _, tt := range tests {
 			t.Run(backend+"/"+tt.name, func(t *testing.T) {
 				g := newRedis(t)
-				guard, err := NewGuard(g.rdb, g.prefix, algorithms.Limit{Requests: len(tt.failures), Window: 15 * time.Minute}, time.Second, true)
+				guard, err := NewGuard(g.rdb, g.prefix, algorithms.Limit{Requests: len(tt.failures), Window: 15 * time.Minute}, 0, time.Second, true)
 				if err != nil {
 					t.Fatalf("NewGuard: %v", err)
 				}

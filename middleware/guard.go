@@ -23,12 +23,18 @@ import (
 // running hold places too, so guesses sent all at once get no more checks
 // than guesses sent in turn, while right credentials at most wait for the
 // checks ahead of them.
+//
+// An address that passed a password check as a user is trusted for that
+// user for the trusted TTL: its checks count in its own log only, not in the
+// user's, so failures sent from elsewhere cannot lock the user out of the
+// places they use.
 type Guard struct {
 	rdb      redis.Scripter
 	prefix   string
 	limit    []any // ARGV after the id: limit, window in ms
 	timeout  time.Duration
 	failOpen bool
+	trust    *trustedAddrs // nil: no address is trusted
 }
 
 //go:embed guard.lua
@@ -37,15 +43,24 @@ var guardLua string
 var guardScript = redis.NewScript(guardLua)
 
 // NewGuard returns a Guard admitting l.Requests failures per l.Window, with
-// its state under prefix in rdb; each Redis call gets timeout. When Redis
-// fails, failOpen lets credentials be checked unguarded; otherwise Identify
-// answers 503, as the rate limiter does.
-func NewGuard(rdb redis.Scripter, prefix string, l algorithms.Limit, timeout time.Duration, failOpen bool) (*Guard, error) {
+// its state under prefix in rdb; each Redis call gets timeout. An address
+// stays trusted for a user for trustedTTL after a successful check (0: no
+// address is trusted). When Redis fails, failOpen lets credentials be
+// checked unguarded; otherwise Identify answers 503, as the rate limiter
+// does.
+func NewGuard(rdb redis.Scripter, prefix string, l algorithms.Limit, trustedTTL, timeout time.Duration, failOpen bool) (*Guard, error) {
 	if err := l.Validate(); err != nil {
 		return nil, fmt.Errorf("auth guard: %w", err)
 	}
+	if trustedTTL < 0 {
+		return nil, fmt.Errorf("auth guard: trusted TTL %v, want 0 or more", trustedTTL)
+	}
 	window := max(l.Window.Milliseconds(), 1)
-	return &Guard{rdb: rdb, prefix: prefix, limit: []any{l.Requests, window}, timeout: timeout, failOpen: failOpen}, nil
+	g := &Guard{rdb: rdb, prefix: prefix, limit: []any{l.Requests, window}, timeout: timeout, failOpen: failOpen}
+	if trustedTTL > 0 {
+		g.trust = newTrustedAddrs(trustedTTL)
+	}
+	return g, nil
 }
 
 // Places are the places one check took in the guard's logs; the zero value
@@ -56,7 +71,9 @@ type Places struct {
 }
 
 // Take takes a place for a check from ip for the user name (empty for an
-// API key, which names no user) in each of its logs. A log full of failures
+// API key, which names no user) in each of its logs: the log of ip, and the
+// log of name, which an address trusted for name does without when it is
+// full or busy. A log full of failures
 // refuses at once, and retryAfter is when a failure leaves it. A log whose
 // free places are held by checks still running is waited on (they may fail
 // or give their places back) until ctx ends, which refuses with a retryAfter
@@ -77,18 +94,33 @@ func (g *Guard) Take(ctx context.Context, ip, name string) (c Places, allowed bo
 	// a Redis that does not answer in time is a failure of Redis (fail open
 	// or closed), never taken for a busy log.
 	calls := context.WithoutCancel(ctx)
-	for _, key := range g.keys(ip, name) {
+logs:
+	for i, key := range g.keys(ip, name) {
 		wait := 10 * time.Millisecond
+		askedTrust := false
 		for {
 			reply, err := g.run(calls, key, "take", c.id)
 			if err != nil {
 				return refuse(0, err)
 			}
-			if reply[0] == 1 {
-				return refuse(time.Duration(reply[1])*time.Millisecond, nil)
-			}
 			if reply[0] == 0 {
 				break
+			}
+			// The user's log is full or busy: an address trusted for
+			// the user does without it. Asked only then, so a check costs
+			// no more Redis calls while its user is not under attack.
+			if i == 1 && !askedTrust {
+				askedTrust = true
+				trusted, err := g.trusted(calls, ip, name)
+				if err != nil {
+					return refuse(0, err)
+				}
+				if trusted {
+					continue logs
+				}
+			}
+			if reply[0] == 1 {
+				return refuse(time.Duration(reply[1])*time.Millisecond, nil)
 			}
 			// Busy: wait for the checks ahead, at first less than a
 			// bcrypt check lasts, then longer, so that a crowd of waiters
@@ -142,6 +174,33 @@ func (g *Guard) run(ctx context.Context, key, op, id string) ([]int64, error) {
 		err = fmt.Errorf("script reply %v, want 2 numbers", reply)
 	}
 	return reply, err
+}
+
+// Admit decides whether remembered credentials of name (known right, so no
+// check runs and no place is taken) are accepted from ip: from an address
+// trusted for name, always; from another, only while name's log is not full
+// of failures, and then ip becomes trusted for name. A refusal's retryAfter
+// is when a failure leaves the log. An error is Redis failing.
+func (g *Guard) Admit(ctx context.Context, ip, name string) (allowed bool, retryAfter time.Duration, err error) {
+	ctx = context.WithoutCancel(ctx)
+	trusted, err := g.trusted(ctx, ip, name)
+	if err != nil {
+		return false, 0, fmt.Errorf("auth guard: admit: %w", err)
+	}
+	if trusted {
+		return true, 0, nil
+	}
+	reply, err := g.run(ctx, g.keys("", name)[1], "peek", "")
+	if err != nil {
+		return false, 0, fmt.Errorf("auth guard: admit: %w", err)
+	}
+	if reply[0] != 0 {
+		return false, time.Duration(reply[1]) * time.Millisecond, nil
+	}
+	if err := g.Trust(ctx, ip, name); err != nil {
+		return false, 0, fmt.Errorf("auth guard: admit: %w", err)
+	}
+	return true, 0, nil
 }
 
 // keys are the logs a check from ip for name counts in. The user name is

@@ -78,7 +78,7 @@ func (g guardRedis) keys(t *testing.T) []string {
 // passwordTTL is 0.
 func guardEngine(t *testing.T, users userChecker, rdb redis.Scripter, prefix string, limit int, failOpen bool, passwordTTL time.Duration) *gin.Engine {
 	t.Helper()
-	guard, err := NewGuard(rdb, prefix, algorithms.Limit{Requests: limit, Window: 15 * time.Minute}, time.Second, failOpen)
+	guard, err := NewGuard(rdb, prefix, algorithms.Limit{Requests: limit, Window: 15 * time.Minute}, 720*time.Hour, time.Second, failOpen)
 	if err != nil {
 		t.Fatalf("NewGuard: %v", err)
 	}
@@ -313,7 +313,7 @@ func TestGuardBusyIsNotDown(t *testing.T) {
 	for backend, newRedis := range guardBackends(t) {
 		t.Run(backend, func(t *testing.T) {
 			g := newRedis(t)
-			guard, err := NewGuard(g.rdb, g.prefix, algorithms.Limit{Requests: 1, Window: time.Minute}, time.Second, true)
+			guard, err := NewGuard(g.rdb, g.prefix, algorithms.Limit{Requests: 1, Window: time.Minute}, 720*time.Hour, time.Second, true)
 			if err != nil {
 				t.Fatalf("NewGuard: %v", err)
 			}
@@ -360,7 +360,7 @@ func TestGuardSilentRedisIsDown(t *testing.T) {
 	}()
 	rdb := redis.NewClient(&redis.Options{Addr: ln.Addr().String(), MaxRetries: -1, ContextTimeoutEnabled: true})
 	t.Cleanup(func() { rdb.Close() })
-	guard, err := NewGuard(rdb, "test:", algorithms.Limit{Requests: 10, Window: time.Minute}, 300*time.Millisecond, true)
+	guard, err := NewGuard(rdb, "test:", algorithms.Limit{Requests: 10, Window: time.Minute}, 720*time.Hour, 300*time.Millisecond, true)
 	if err != nil {
 		t.Fatalf("NewGuard: %v", err)
 	}
@@ -443,7 +443,7 @@ func TestGuardRedisDown(t *testing.T) {
 func TestNewGuardRejectsBadLimit(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
 	t.Cleanup(func() { rdb.Close() })
-	if _, err := NewGuard(rdb, "p:", algorithms.Limit{Requests: 0, Window: time.Minute}, time.Second, true); err == nil {
+	if _, err := NewGuard(rdb, "p:", algorithms.Limit{Requests: 0, Window: time.Minute}, 720*time.Hour, time.Second, true); err == nil {
 		t.Error("NewGuard(limit 0) = nil error, want one")
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -65,8 +66,13 @@ const maxKeyLen = 128
 // A credential not in the cache is checked only if guard (nil: none) has a
 // place for another check from the client IP and for the user name; past its
 // limit the answer is 429, before any bcrypt work or key lookup. Failed
-// checks keep their places. Remembered credentials skip the guard: they are
-// known good.
+// checks keep their places. A password that passes its check makes the
+// client IP trusted for the user (see Guard). Remembered credentials take no
+// place, being known good, but a remembered password from an address not
+// trusted for its user is accepted only while the user's log is not full of
+// failures: an attack on a name locks it everywhere but where the user
+// already works. A check that finds users busy (see LimitChecks) is 503
+// with Retry-After: 1, not a failure.
 //
 // The client IP, as an identity and in the guard, is canonical and groups
 // IPv6 clients by their first ipv6Prefix bits (ipSubject).
@@ -98,6 +104,35 @@ func Identify(log *slog.Logger, users userChecker, guard *Guard, timeout, passwo
 		}
 		return taken, nil
 	}
+	// admit asks the guard (if any) whether remembered credentials of name
+	// are accepted from ip: a name under attack is not used from an address
+	// it was never used from, remembered or not. An API key (name empty)
+	// has no name's log to ask.
+	admit := func(base context.Context, ip, name string) (refusal *result) {
+		if guard == nil || name == "" {
+			return nil
+		}
+		allowed, retryAfter, err := guard.Admit(base, ip, name)
+		switch {
+		case err != nil && !guard.failOpen:
+			warn.Warn("auth guard unavailable", "err", err, "fail_open", false)
+			return &result{guardDown: true}
+		case err != nil:
+			warn.Warn("auth guard unavailable", "err", err, "fail_open", true)
+		case !allowed:
+			return &result{refused: true, retryAfter: retryAfter}
+		}
+		return nil
+	}
+	// trust records that ip passed a password check as name.
+	trust := func(base context.Context, ip, name string) {
+		if guard == nil || name == "" {
+			return
+		}
+		if err := guard.Trust(base, ip, name); err != nil {
+			warn.Warn("auth guard unavailable", "err", err, "fail_open", guard.failOpen)
+		}
+	}
 	// end ends a check that held taken: a failed one keeps its places.
 	end := func(base context.Context, taken Places, failed bool) {
 		if guard == nil {
@@ -125,6 +160,9 @@ func Identify(log *slog.Logger, users userChecker, guard *Guard, timeout, passwo
 		v, err, _ := group.Do(cache.kind+string(k[:])+ip, func() (any, error) {
 			leader = true
 			if who, ok := cache.get(k); ok {
+				if refusal := admit(base, ip, name); refusal != nil {
+					return *refusal, nil
+				}
 				return result{who: who, ok: true}, nil
 			}
 			taken, refusal := take(base, ip, name)
@@ -138,6 +176,9 @@ func Identify(log *slog.Logger, users userChecker, guard *Guard, timeout, passwo
 				cache.add(k, who)
 			}
 			end(base, taken, err == nil && !ok)
+			if err == nil && ok {
+				trust(base, ip, name)
+			}
 			return result{who: who, ok: ok}, err
 		})
 		if err != nil {
@@ -195,6 +236,8 @@ func Identify(log *slog.Logger, users userChecker, guard *Guard, timeout, passwo
 					tier, ok, err := users.CheckPassword(ctx, name, password)
 					return cached{name: name, tier: tier}, ok, err
 				})
+			} else if refusal := admit(context.WithoutCancel(c.Request.Context()), ipSubject(c, ipv6Prefix), name); refusal != nil {
+				r = *refusal
 			}
 		}
 		switch {
@@ -206,6 +249,12 @@ func Identify(log *slog.Logger, users userChecker, guard *Guard, timeout, passwo
 			secs := max(ceilSeconds(r.retryAfter), 1)
 			c.Header("Retry-After", strconv.FormatInt(secs, 10))
 			Abort(c, http.StatusTooManyRequests, "too many failed authentication attempts", gin.H{"retry_after": secs})
+			return
+		}
+		if errors.Is(err, ErrChecksBusy) {
+			warn.Warn("credential checks busy", "err", err)
+			c.Header("Retry-After", "1")
+			Abort(c, http.StatusServiceUnavailable, "authentication busy", nil)
 			return
 		}
 		if err != nil {
