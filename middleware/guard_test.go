@@ -78,12 +78,19 @@ func (g guardRedis) keys(t *testing.T) []string {
 // passwordTTL is 0.
 func guardEngine(t *testing.T, users userChecker, rdb redis.Scripter, prefix string, limit int, failOpen bool, passwordTTL time.Duration) *gin.Engine {
 	t.Helper()
+	return guardEngineTimeout(t, users, rdb, prefix, limit, failOpen, passwordTTL, time.Second)
+}
+
+// guardEngineTimeout is guardEngine with Identify's timeout (the wait for a
+// place, and each check) set to timeout.
+func guardEngineTimeout(t *testing.T, users userChecker, rdb redis.Scripter, prefix string, limit int, failOpen bool, passwordTTL, timeout time.Duration) *gin.Engine {
+	t.Helper()
 	guard, err := NewGuard(rdb, prefix, algorithms.Limit{Requests: limit, Window: 15 * time.Minute}, 720*time.Hour, time.Second, failOpen)
 	if err != nil {
 		t.Fatalf("NewGuard: %v", err)
 	}
 	r := gin.New()
-	r.GET("/x", Identify(discard(), users, guard, time.Second, passwordTTL, time.Minute, 64), func(c *gin.Context) {
+	r.GET("/x", Identify(discard(), users, guard, timeout, passwordTTL, time.Minute, 64), func(c *gin.Context) {
 		c.String(http.StatusOK, Identity(c))
 	})
 	return r
@@ -224,7 +231,10 @@ func TestGuardExactUnderConcurrency(t *testing.T) {
 				g := newRedis(t)
 				release := make(chan struct{})
 				users := &fakeUsers{name: "bob", password: "pw", release: release}
-				r := guardEngine(t, users, g.rdb, g.prefix, limit, false, 0)
+				// Checks are held until the test has seen them all start,
+				// which on a loaded machine can take longer than a second:
+				// a timeout that cut them would answer 503, not the count.
+				r := guardEngineTimeout(t, users, g.rdb, g.prefix, limit, false, 0, 10*time.Second)
 
 				codes := make(chan int, n)
 				for i := range n {
