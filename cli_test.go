@@ -201,7 +201,7 @@ func TestCLI(t *testing.T) {
 			ctx := t.Context()
 			users := []struct{ name, password, tier string }{{"amy", secret, "pro"}, {"bo", "bo-pw", "gold"}, {"cy", "cy-pw", "free"}}
 			for _, u := range users {
-				tier, ok, err := store.CheckPassword(ctx, u.name, u.password)
+				_, tier, ok, err := store.CheckPassword(ctx, u.name, u.password)
 				if err != nil || !ok || tier != u.tier {
 					t.Errorf("CheckPassword(%s) = %q, %v, %v; want %q, true, nil", u.name, tier, ok, err, u.tier)
 				}
