@@ -2,16 +2,18 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
+	"text/tabwriter"
 	"time"
-	"unicode/utf8"
 
 	"tollgate/config"
 	"tollgate/models"
@@ -24,22 +26,29 @@ var errUsage = errors.New("usage")
 const usage = `usage:
   tollgate                              serve the API (settings from the environment and .env)
   tollgate users add NAME [--tier TIER] add a user; the password is read from stdin (one line)
+  tollgate users list                   list the users: name, tier, created
+  tollgate users set-tier NAME TIER     give NAME the tier TIER
+  tollgate users passwd NAME            set NAME's password, read from stdin (one line)
+  tollgate users delete NAME            delete NAME and revoke its API keys
   tollgate keys create NAME             make an API key for NAME and print it (shown only once)
+  tollgate keys list [NAME]             list the API keys (of NAME): id, user, prefix, created, revoked
   tollgate keys revoke ID               revoke the API key ID
+exit codes: 0 done, 1 failed (database, unknown user or key), 2 usage or settings error
 `
 
 // command is one parsed admin command line.
 type command struct {
-	do   string // "users add", "keys create" or "keys revoke"
-	name string // users add, keys create
-	tier string // users add
+	do   string // "users add", "keys create", ... or "help"
+	name string // the NAME argument, where there is one
+	tier string // users add, users set-tier
 	id   uint   // keys revoke
 }
 
 // runCLI runs the admin command args (without the program name) on the
-// database of the settings getenv gives (DB_DRIVER, DB_DSN), migrating it
-// first. A password is read from stdin, never from args, so it stays out of
-// shell history and process listings. Results go to stdout.
+// database of the settings getenv gives (DB_DRIVER, DB_DSN), migrating and
+// seeding it first as the server does (SEED_USERS), so the CLI sees the
+// users the server sees. A password is read from stdin, never from args, so
+// it stays out of shell history and process listings. Results go to stdout.
 func runCLI(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout io.Writer) error {
 	cmd, err := parseCommand(args)
 	if err != nil {
@@ -50,7 +59,7 @@ func runCLI(ctx context.Context, args []string, getenv func(string) string, stdi
 		return err
 	}
 	var password string
-	if cmd.do == "users add" {
+	if cmd.do == "users add" || cmd.do == "users passwd" {
 		// Read before connecting: a missing password costs no connection.
 		if password, err = readPassword(stdin); err != nil {
 			return err
@@ -74,6 +83,9 @@ func runCLI(ctx context.Context, args []string, getenv func(string) string, stdi
 	if err := models.Migrate(ctx, db); err != nil {
 		return err
 	}
+	if err := models.Seed(ctx, db, seedCredentials(cfg.SeedUsers)); err != nil {
+		return err
+	}
 	store := models.NewStore(db)
 	switch cmd.do {
 	case "users add":
@@ -93,8 +105,73 @@ func runCLI(ctx context.Context, args []string, getenv func(string) string, stdi
 			return err
 		}
 		_, err = fmt.Fprintf(stdout, "revoked key %d\n", cmd.id)
+	case "users list":
+		return listUsers(ctx, store, stdout)
+	case "users set-tier":
+		if err := store.SetTier(ctx, cmd.name, cmd.tier); err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(stdout, "user %s now has tier %s (running servers apply it within the 5-minute credential cache)\n", cmd.name, cmd.tier)
+	case "users passwd":
+		if err := store.SetPassword(ctx, cmd.name, password); err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(stdout, "password of %s changed (the old one works on running servers for up to 5 minutes, their credential cache)\n", cmd.name)
+	case "users delete":
+		if err := store.DeleteUser(ctx, cmd.name); err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(stdout, "deleted user %s and revoked its API keys\n", cmd.name)
+	case "keys list":
+		return listKeys(ctx, store, cmd.name, stdout)
+	}
+	if err == nil && slices.ContainsFunc(cfg.SeedUsers, func(u config.User) bool { return u.Name == cmd.name }) &&
+		(cmd.do == "users passwd" || cmd.do == "users delete" || cmd.do == "users set-tier") {
+		_, err = fmt.Fprintf(stdout, "note: SEED_USERS names %s: each start (and each admin command) seeds it again from there\n", cmd.name)
 	}
 	return err
+}
+
+// seedCredentials are the SEED_USERS as models.Seed takes them.
+func seedCredentials(users []config.User) []models.Credential {
+	seed := make([]models.Credential, len(users))
+	for i, u := range users {
+		seed[i] = models.Credential{Name: u.Name, Password: u.Password, Tier: u.Tier}
+	}
+	return seed
+}
+
+// listUsers prints one line per user: name, tier, created (UTC).
+func listUsers(ctx context.Context, store *models.Store, stdout io.Writer) error {
+	users, err := store.Users(ctx)
+	if err != nil {
+		return err
+	}
+	w := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(w, "NAME\tTIER\tCREATED")
+	for _, u := range users {
+		fmt.Fprintf(w, "%s\t%s\t%s\n", u.Username, u.Tier, u.CreatedAt.UTC().Format(time.RFC3339))
+	}
+	return w.Flush()
+}
+
+// listKeys prints one line per API key (of name; empty: of everyone): id,
+// user, prefix, created and revoked (UTC; "-" while live).
+func listKeys(ctx context.Context, store *models.Store, name string, stdout io.Writer) error {
+	keys, err := store.APIKeys(ctx, name)
+	if err != nil {
+		return err
+	}
+	w := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(w, "ID\tUSER\tPREFIX\tCREATED\tREVOKED")
+	for _, k := range keys {
+		user, revoked := cmp.Or(k.User, "(deleted)"), "-"
+		if k.RevokedAt != nil {
+			revoked = k.RevokedAt.UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\n", k.ID, user, k.Prefix, k.CreatedAt.UTC().Format(time.RFC3339), revoked)
+	}
+	return w.Flush()
 }
 
 // parseCommand checks the command line without touching anything.
@@ -125,19 +202,45 @@ func parseCommand(args []string) (command, error) {
 			}
 			pos = append(pos[:1], fs.Args()...)
 		}
-		// A name with ':' could never log in: Basic auth splits at the first one.
-		if len(pos) != 1 || pos[0] == "" || len(pos[0]) > 64 || strings.Contains(pos[0], ":") || !utf8.ValidString(pos[0]) {
-			return command{}, fmt.Errorf("%w: %s: want one NAME of 1 to 64 bytes of UTF-8, without ':'", errUsage, do)
+		if len(pos) != 1 || !models.ValidUserName(pos[0]) {
+			return command{}, fmt.Errorf("%w: %s: want one NAME of %s", errUsage, do, models.UserNameRule)
 		}
 		if !config.IsTier(*tier) {
-			return command{}, fmt.Errorf("%w: %s: --tier %q: want a tier name: a lowercase letter, then up to 31 lowercase letters, digits, '_' or '-'", errUsage, do, *tier)
+			return command{}, fmt.Errorf("%w: %s: --tier %q: %s", errUsage, do, *tier, tierRule)
 		}
 		return command{do: do, name: pos[0], tier: *tier}, nil
-	case "keys create":
-		if len(rest) != 1 || rest[0] == "" || strings.HasPrefix(rest[0], "-") {
-			return command{}, fmt.Errorf("%w: %s: want one NAME", errUsage, do)
+	case "users set-tier":
+		if len(rest) != 2 {
+			return command{}, fmt.Errorf("%w: %s: want NAME TIER", errUsage, do)
 		}
-		return command{do: do, name: rest[0]}, nil
+		name, err := nameArg(do, rest[:1])
+		if err != nil {
+			return command{}, err
+		}
+		if !config.IsTier(rest[1]) {
+			return command{}, fmt.Errorf("%w: %s: TIER %q: %s", errUsage, do, rest[1], tierRule)
+		}
+		return command{do: do, name: name, tier: rest[1]}, nil
+	case "keys create", "users passwd", "users delete":
+		name, err := nameArg(do, rest)
+		if err != nil {
+			return command{}, err
+		}
+		return command{do: do, name: name}, nil
+	case "users list":
+		if len(rest) != 0 {
+			return command{}, fmt.Errorf("%w: %s: want no arguments", errUsage, do)
+		}
+		return command{do: do}, nil
+	case "keys list":
+		if len(rest) == 0 {
+			return command{do: do}, nil
+		}
+		name, err := nameArg(do, rest)
+		if err != nil {
+			return command{}, err
+		}
+		return command{do: do, name: name}, nil
 	case "keys revoke":
 		if len(rest) != 1 {
 			return command{}, fmt.Errorf("%w: %s: want one ID", errUsage, do)
@@ -151,15 +254,32 @@ func parseCommand(args []string) (command, error) {
 	return command{}, fmt.Errorf("%w: unknown command %q", errUsage, do)
 }
 
-// readPassword reads one line from r, without its line ending.
+// tierRule says what config.IsTier accepts, for usage errors.
+const tierRule = "want a tier name: a lowercase letter, then up to 31 lowercase letters, digits, '_' or '-'"
+
+// nameArg returns the one NAME argument in rest: a valid user name that does
+// not look like a flag.
+func nameArg(do string, rest []string) (string, error) {
+	if len(rest) != 1 || !models.ValidUserName(rest[0]) || strings.HasPrefix(rest[0], "-") {
+		return "", fmt.Errorf("%w: %s: want one NAME of %s", errUsage, do, models.UserNameRule)
+	}
+	return rest[0], nil
+}
+
+// readPassword reads one line from r, without its line ending. An empty
+// password or one over bcrypt's 72 bytes is a usage error.
 func readPassword(r io.Reader) (string, error) {
 	line, err := bufio.NewReader(r).ReadString('\n')
 	if err != nil && !errors.Is(err, io.EOF) {
 		return "", fmt.Errorf("read password from stdin: %w", err)
 	}
 	line = strings.TrimSuffix(strings.TrimSuffix(line, "\n"), "\r")
-	if line == "" {
-		return "", errors.New("read password from stdin: empty; pipe or type one line")
+	switch {
+	case line == "":
+		return "", fmt.Errorf("%w: read password from stdin: empty; pipe or type one line", errUsage)
+	case len(line) > 72:
+		// bcrypt reads 72 bytes at most: the rest would not count.
+		return "", fmt.Errorf("%w: read password from stdin: %d bytes; want at most 72", errUsage, len(line))
 	}
 	return line, nil
 }

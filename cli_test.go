@@ -98,7 +98,20 @@ func TestCLIUsage(t *testing.T) {
 	}{
 		{"no command", nil},
 		{"unknown command", []string{"serve"}},
-		{"unknown subcommand", []string{"users", "delete", "amy"}},
+		{"unknown subcommand", []string{"users", "remove", "amy"}},
+		{"users add with a tab in the name", []string{"users", "add", "a\tb"}},
+		{"users add with a newline in the name", []string{"users", "add", "amy\n"}},
+		{"users list with a name", []string{"users", "list", "amy"}},
+		{"users set-tier without a tier", []string{"users", "set-tier", "amy"}},
+		{"users set-tier with an uppercase tier", []string{"users", "set-tier", "amy", "Pro"}},
+		{"users set-tier with a control character", []string{"users", "set-tier", "amy\x7f", "pro"}},
+		{"users passwd without a name", []string{"users", "passwd"}},
+		{"users passwd with two names", []string{"users", "passwd", "amy", "bo"}},
+		{"users delete without a name", []string{"users", "delete"}},
+		{"users delete a flag", []string{"users", "delete", "--all"}},
+		{"users delete with a C1 character", []string{"users", "delete", "amy\u0085"}},
+		{"keys list with two names", []string{"keys", "list", "amy", "bo"}},
+		{"keys list with a flag", []string{"keys", "list", "--all"}},
 		{"users add without a name", []string{"users", "add"}},
 		{"users add with two names", []string{"users", "add", "amy", "bo"}},
 		{"users add with a password flag", []string{"users", "add", "amy", "--password", "pw"}},
@@ -130,9 +143,36 @@ func TestCLIUsage(t *testing.T) {
 	}
 }
 
+// TestCLIBadPasswordIsUsage: an empty password or one over bcrypt's 72
+// bytes is a usage error (exit code 2), found before any connection.
+func TestCLIBadPasswordIsUsage(t *testing.T) {
+	tests := []struct {
+		name, stdin string
+		args        []string
+	}{
+		{"users add, empty", "", []string{"users", "add", "amy"}},
+		{"users add, empty line", "\n", []string{"users", "add", "amy"}},
+		{"users add, 73 bytes", strings.Repeat("p", 73) + "\n", []string{"users", "add", "amy"}},
+		{"users passwd, empty", "", []string{"users", "passwd", "amy"}},
+		{"users passwd, 73 bytes", strings.Repeat("p", 73), []string{"users", "passwd", "amy"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := map[string]string{"DB_DRIVER": "mysql", "DB_DSN": "nobody@tcp(127.0.0.1:1)/x"}
+			out, err := cli(t, env, tt.stdin, tt.args...)
+			if !errors.Is(err, errUsage) {
+				t.Errorf("runCLI(%q) = %v, want an error wrapping errUsage", tt.args, err)
+			}
+			if out != "" {
+				t.Errorf("runCLI(%q) printed %q, want nothing", tt.args, out)
+			}
+		})
+	}
+}
+
 func TestCLIHelp(t *testing.T) {
 	out, err := cli(t, nil, "", "help")
-	if err != nil || !strings.Contains(out, "tollgate users add NAME") {
+	if err != nil || !strings.Contains(out, "tollgate users add NAME") || !strings.Contains(out, "tollgate keys list [NAME]") {
 		t.Errorf("runCLI(help) = %q, %v; want the usage, nil", out, err)
 	}
 }
@@ -201,7 +241,7 @@ func TestCLI(t *testing.T) {
 			ctx := t.Context()
 			users := []struct{ name, password, tier string }{{"amy", secret, "pro"}, {"bo", "bo-pw", "gold"}, {"cy", "cy-pw", "free"}}
 			for _, u := range users {
-				tier, ok, err := store.CheckPassword(ctx, u.name, u.password)
+				_, tier, ok, err := store.CheckPassword(ctx, u.name, u.password)
 				if err != nil || !ok || tier != u.tier {
 					t.Errorf("CheckPassword(%s) = %q, %v, %v; want %q, true, nil", u.name, tier, ok, err, u.tier)
 				}
@@ -222,6 +262,133 @@ func TestCLI(t *testing.T) {
 			}
 			if _, err := cli(t, env, "", "keys", "revoke", "999999"); !errors.Is(err, models.ErrNotFound) {
 				t.Errorf("keys revoke 999999 = %v, want an error wrapping ErrNotFound", err)
+			}
+		})
+	}
+}
+
+// TestCLISeesSeededUsers: on a fresh database the CLI seeds SEED_USERS as
+// the server does, so a seeded user can get a key before any server ran.
+func TestCLISeesSeededUsers(t *testing.T) {
+	for backend, newDB := range cliDatabases(t) {
+		t.Run(backend, func(t *testing.T) {
+			env := newDB(t)
+			env["SEED_USERS"] = "john_doe:EXAMPLE_PASSWORD:pro"
+			_, key := createKey(t, env, "john_doe")
+			store := models.NewStore(openStore(t, env["DB_DRIVER"], env["DB_DSN"]))
+			if name, tier, ok, err := store.CheckAPIKey(t.Context(), key); err != nil || !ok || name != "john_doe" || tier != "pro" {
+				t.Errorf("CheckAPIKey(john_doe's new key) = %q, %q, %v, %v; want john_doe, pro, true, nil", name, tier, ok, err)
+			}
+		})
+	}
+}
+
+// TestCLIManagesUsersAndKeys runs the commands an operator needs to run the
+// service without SQL: list, set-tier, passwd and delete users; list keys.
+func TestCLIManagesUsersAndKeys(t *testing.T) {
+	for backend, newDB := range cliDatabases(t) {
+		t.Run(backend, func(t *testing.T) {
+			env := newDB(t)
+			env["SEED_USERS"] = "john_doe:EXAMPLE_PASSWORD"
+			store := models.NewStore(openStore(t, env["DB_DRIVER"], env["DB_DSN"]))
+			ctx := t.Context()
+			run := func(stdin string, args ...string) string {
+				t.Helper()
+				out, err := cli(t, env, stdin, args...)
+				if err != nil {
+					t.Fatalf("%s: %v", strings.Join(args, " "), err)
+				}
+				return out
+			}
+			run("amy-pw\n", "users", "add", "amy")
+			run("bo-pw\n", "users", "add", "bo", "--tier", "pro")
+
+			out := run("", "users", "list")
+			lines := strings.Split(strings.TrimSpace(out), "\n")
+			if len(lines) != 4 || !strings.HasPrefix(lines[0], "NAME") {
+				t.Fatalf("users list printed %q, want a header and 3 users", out)
+			}
+			for i, want := range [][]string{{"amy", "free"}, {"bo", "pro"}, {"john_doe", "free"}} {
+				if f := strings.Fields(lines[i+1]); len(f) != 3 || f[0] != want[0] || f[1] != want[1] {
+					t.Errorf("users list line %d = %q, want %s %s and a date", i+1, lines[i+1], want[0], want[1])
+				}
+			}
+
+			run("", "users", "set-tier", "amy", "gold")
+			if _, tier, ok, err := store.CheckPassword(ctx, "amy", "amy-pw"); err != nil || !ok || tier != "gold" {
+				t.Errorf("after set-tier, CheckPassword(amy) = %q, %v, %v; want gold, true, nil", tier, ok, err)
+			}
+			run("amy-new-pw\n", "users", "passwd", "amy")
+			if _, _, ok, err := store.CheckPassword(ctx, "amy", "amy-new-pw"); err != nil || !ok {
+				t.Errorf("after passwd, CheckPassword(amy, new) = %v, %v; want true, nil", ok, err)
+			}
+			if _, _, ok, err := store.CheckPassword(ctx, "amy", "amy-pw"); err != nil || ok {
+				t.Errorf("after passwd, CheckPassword(amy, old) = %v, %v; want false, nil", ok, err)
+			}
+
+			amyID, amyKey := createKey(t, env, "amy")
+			_, amyKey2 := createKey(t, env, "amy")
+			boID, boKey := createKey(t, env, "bo")
+			run("", "keys", "revoke", boID)
+
+			out = run("", "keys", "list", "amy")
+			lines = strings.Split(strings.TrimSpace(out), "\n")
+			if len(lines) != 3 || !strings.HasPrefix(lines[0], "ID") {
+				t.Fatalf("keys list amy printed %q, want a header and 2 keys", out)
+			}
+			if f := strings.Fields(lines[1]); len(f) != 5 || f[0] != amyID || f[1] != "amy" || !strings.HasPrefix(amyKey, f[2]) || f[4] != "-" {
+				t.Errorf("keys list amy line 1 = %q, want %s amy <start of the key> <created> -", lines[1], amyID)
+			}
+			out = run("", "keys", "list")
+			if lines = strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 4 {
+				t.Fatalf("keys list printed %q, want a header and 3 keys", out)
+			}
+			if f := strings.Fields(lines[3]); len(f) != 5 || f[0] != boID || f[1] != "bo" || f[4] == "-" {
+				t.Errorf("keys list line 3 = %q, want bo's key %s revoked at a time", lines[3], boID)
+			}
+
+			out = run("", "users", "delete", "amy")
+			if !strings.Contains(out, "deleted user amy") {
+				t.Errorf("users delete amy printed %q", out)
+			}
+			for _, key := range []string{amyKey, amyKey2} {
+				if _, _, ok, err := store.CheckAPIKey(ctx, key); err != nil || ok {
+					t.Errorf("CheckAPIKey(deleted user's key) = %v, %v; want false, nil", ok, err)
+				}
+			}
+			if _, _, ok, _ := store.CheckPassword(ctx, "amy", "amy-new-pw"); ok {
+				t.Error("CheckPassword(deleted amy) = ok, want not")
+			}
+			if _, _, ok, err := store.CheckAPIKey(ctx, boKey); err != nil || ok {
+				t.Errorf("CheckAPIKey(bo's revoked key) = %v, %v; want false, nil", ok, err)
+			}
+			out = run("", "keys", "list")
+			for _, line := range strings.Split(strings.TrimSpace(out), "\n")[1:3] {
+				if f := strings.Fields(line); len(f) != 5 || f[4] == "-" {
+					t.Errorf("keys list after deleting amy: %q, want the key revoked", line)
+				}
+			}
+			if out := run("", "users", "list"); strings.Contains(out, "amy") {
+				t.Errorf("users list after deleting amy printed %q", out)
+			}
+			out = run("", "users", "delete", "john_doe")
+			if !strings.Contains(out, "SEED_USERS") {
+				t.Errorf("users delete john_doe printed %q, want a note that SEED_USERS seeds it again", out)
+			}
+
+			for _, args := range [][]string{
+				{"users", "set-tier", "nobody", "pro"},
+				{"users", "delete", "nobody"},
+				{"users", "delete", "amy"},
+				{"keys", "list", "nobody"},
+				{"users", "set-tier", "BO", "pro"}, // names match byte for byte
+			} {
+				if _, err := cli(t, env, "", args...); !errors.Is(err, models.ErrNotFound) {
+					t.Errorf("%s = %v, want an error wrapping ErrNotFound", strings.Join(args, " "), err)
+				}
+			}
+			if _, err := cli(t, env, "pw\n", "users", "passwd", "nobody"); !errors.Is(err, models.ErrNotFound) {
+				t.Errorf("users passwd nobody = %v, want an error wrapping ErrNotFound", err)
 			}
 		})
 	}

@@ -101,11 +101,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	if err := models.Migrate(startCtx, db); err != nil {
 		return err
 	}
-	seed := make([]models.Credential, len(cfg.SeedUsers))
-	for i, u := range cfg.SeedUsers {
-		seed[i] = models.Credential{Name: u.Name, Password: u.Password, Tier: u.Tier}
-	}
-	if err := models.Seed(startCtx, db, seed); err != nil {
+	if err := models.Seed(startCtx, db, seedCredentials(cfg.SeedUsers)); err != nil {
 		return err
 	}
 	store := models.NewStore(db)

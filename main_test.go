@@ -401,6 +401,12 @@ func TestBadCredentials(t *testing.T) {
 	}{
 		{"wrong password", basic("john_doe", "nope")},
 		{"unknown user", basic("nobody", "EXAMPLE_PASSWORD")},
+		// Names match byte for byte (MySQL's default collation took these for john_doe).
+		{"name in capitals", basic("JOHN_DOE", "EXAMPLE_PASSWORD")},
+		{"name in title case", basic("John_Doe", "EXAMPLE_PASSWORD")},
+		{"name with a trailing space", basic("john_doe ", "EXAMPLE_PASSWORD")},
+		{"name with an accent", basic("jöhn_doe", "EXAMPLE_PASSWORD")},
+		{"name with a tab", basic("john\tdoe", "EXAMPLE_PASSWORD")},
 		{"8 KB of junk", junk},
 	}
 	for _, tt := range tests {

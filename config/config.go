@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"tollgate/models"
 )
 
 // ErrInvalid is wrapped by every error Load returns.
@@ -258,9 +260,9 @@ func (p *parser) users(name, def string) []User {
 		if i := strings.LastIndexByte(pass, ':'); i >= 0 && IsTier(pass[i+1:]) {
 			pass, tier = pass[:i], pass[i+1:]
 		}
-		if !ok || user == "" || pass == "" || len(pass) > 72 || len(user) > 64 {
+		if !ok || !models.ValidUserName(user) || pass == "" || len(pass) > 72 {
 			// Never echo the value: it holds passwords.
-			p.errs = append(p.errs, fmt.Errorf("%s: entry %d: want user:password or user:password:tier (name 1 to 64 bytes, password 1 to 72 bytes)", name, i+1))
+			p.errs = append(p.errs, fmt.Errorf("%s: entry %d: want user:password or user:password:tier (name %s, password 1 to 72 bytes)", name, i+1, models.UserNameRule))
 			continue
 		}
 		out = append(out, User{Name: user, Password: pass, Tier: tier})

@@ -12,10 +12,11 @@ import (
 	"strconv"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
 	"golang.org/x/sync/singleflight"
+
+	"tollgate/models"
 )
 
 // Where Identify leaves the caller's identity and tier in the gin context.
@@ -44,7 +45,7 @@ func Tier(c *gin.Context) string {
 }
 
 type userChecker interface {
-	CheckPassword(ctx context.Context, name, password string) (tier string, ok bool, err error)
+	CheckPassword(ctx context.Context, name, password string) (storedName, tier string, ok bool, err error)
 	CheckAPIKey(ctx context.Context, key string) (name, tier string, ok bool, err error)
 }
 
@@ -226,15 +227,19 @@ func Identify(log *slog.Logger, users userChecker, guard *Guard, timeout, passwo
 			}
 		default:
 			name, password, basicOK := c.Request.BasicAuth()
-			if !basicOK || name == "" || len(name) > 64 || len(password) > 72 || !utf8.ValidString(name) {
+			// A name no user can have (a control character, say) is
+			// refused without a lookup.
+			if !basicOK || !models.ValidUserName(name) || len(password) > 72 {
 				unauthorized(c)
 				return
 			}
 			k := passwords.key(name, password)
 			if r.who, r.ok = passwords.get(k); !r.ok {
 				r, err = check(c, passwords, k, name, func(ctx context.Context) (cached, bool, error) {
-					tier, ok, err := users.CheckPassword(ctx, name, password)
-					return cached{name: name, tier: tier}, ok, err
+					// The identity is the name as stored, so quota keys,
+					// exemptions and logs see one spelling per user.
+					stored, tier, ok, err := users.CheckPassword(ctx, name, password)
+					return cached{name: stored, tier: tier}, ok, err
 				})
 			} else if refusal := admit(context.WithoutCancel(c.Request.Context()), ipSubject(c, ipv6Prefix), name); refusal != nil {
 				r = *refusal

@@ -29,14 +29,14 @@ type fakeUsers struct {
 	keys  map[string]bool // key: revoked
 }
 
-func (f *fakeUsers) CheckPassword(ctx context.Context, name, password string) (string, bool, error) {
+func (f *fakeUsers) CheckPassword(ctx context.Context, name, password string) (string, string, bool, error) {
 	if err := f.call(ctx); err != nil {
-		return "", false, err
+		return "", "", false, err
 	}
 	if name != f.name || password != f.password {
-		return "", false, nil
+		return "", "", false, nil
 	}
-	return f.userTier(), true, nil
+	return f.name, f.userTier(), true, nil
 }
 
 func (f *fakeUsers) CheckAPIKey(ctx context.Context, key string) (string, string, bool, error) {

@@ -73,6 +73,51 @@ func Migrate(ctx context.Context, db *gorm.DB) error {
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
+	if db.Dialector.Name() == "mysql" {
+		if err := retry(ctx, func() error { return exactUserNames(db.WithContext(ctx)) }); err != nil {
+			return fmt.Errorf("migrate: users.username collation: %w", err)
+		}
+	}
+	return nil
+}
+
+// exactCollations are the utf8mb4 collations that compare bytes and count
+// trailing spaces (NO PAD), best first: MariaDB 10.2 and later, MySQL 8.0.17
+// and later. utf8mb4_bin, the fallback, ignores trailing spaces.
+var exactCollations = []string{"utf8mb4_nopad_bin", "utf8mb4_0900_bin"}
+
+// exactUserNames gives users.username on MySQL/MariaDB a collation that
+// compares bytes, so that a name differing in case, accents or trailing
+// spaces is another name, in lookups and in the unique index alike. The
+// default collation (utf8mb4_general_ci and the like) logged "JOHN_DOE" and
+// "jöhn_doe " in as john_doe. Tables made before are altered once; SQLite
+// compares bytes already.
+func exactUserNames(db *gorm.DB) error {
+	var current string
+	err := db.Raw(`SELECT COALESCE(COLLATION_NAME, '') FROM information_schema.COLUMNS
+		WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'users' AND COLUMN_NAME = 'username'`).Scan(&current).Error
+	if err != nil {
+		return fmt.Errorf("read collation: %w", err)
+	}
+	var available []string
+	err = db.Raw("SELECT COLLATION_NAME FROM information_schema.COLLATIONS WHERE COLLATION_NAME IN ?", exactCollations).Scan(&available).Error
+	if err != nil {
+		return fmt.Errorf("list collations: %w", err)
+	}
+	want := "utf8mb4_bin"
+	for _, c := range exactCollations {
+		if slices.Contains(available, c) {
+			want = c
+			break
+		}
+	}
+	if current == want {
+		return nil
+	}
+	// Finer than any collation before it, so the unique index still holds.
+	if err := db.Exec("ALTER TABLE users MODIFY username varchar(64) CHARACTER SET utf8mb4 COLLATE " + want + " NOT NULL").Error; err != nil {
+		return fmt.Errorf("alter to %s: %w", want, err)
+	}
 	return nil
 }
 
@@ -122,9 +167,11 @@ func Seed(ctx context.Context, db *gorm.DB, users []Credential) error {
 }
 
 func seedUser(db *gorm.DB, c Credential) error {
-	var u User
-	err := db.Where("username = ?", c.Name).Take(&u).Error
-	if err != nil && !errors.Is(err, gorm.ErrRecordNotFound) {
+	if !ValidUserName(c.Name) {
+		return fmt.Errorf("name: want %s: %w", UserNameRule, ErrInvalid)
+	}
+	u, err := findUser(db, c.Name)
+	if err != nil && !errors.Is(err, ErrNotFound) {
 		return err
 	}
 	if err == nil {

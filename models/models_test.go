@@ -168,7 +168,7 @@ func TestCheckPassword(t *testing.T) {
 			}
 			for _, tt := range tests {
 				t.Run(tt.name, func(t *testing.T) {
-					tier, ok, err := store.CheckPassword(t.Context(), tt.user, tt.password)
+					_, tier, ok, err := store.CheckPassword(t.Context(), tt.user, tt.password)
 					if err != nil || tier != tt.wantTier || ok != tt.wantOK {
 						t.Errorf("CheckPassword(%q, %q) = %q, %v, %v; want %q, %v, nil", tt.user, tt.password, tier, ok, err, tt.wantTier, tt.wantOK)
 					}
@@ -200,7 +200,7 @@ func TestSeedTiers(t *testing.T) {
 			}
 			for i, s := range steps {
 				seed(t, db, s.seed)
-				tier, ok, err := store.CheckPassword(t.Context(), s.seed.Name, s.seed.Password)
+				_, tier, ok, err := store.CheckPassword(t.Context(), s.seed.Name, s.seed.Password)
 				if err != nil || !ok || tier != s.wantTier {
 					t.Errorf("step %d: CheckPassword() = %q, %v, %v; want %q, true, nil", i, tier, ok, err, s.wantTier)
 				}
@@ -230,6 +230,9 @@ func TestCreateUser(t *testing.T) {
 				{"empty name", "", "pw", "free", ErrInvalid},
 				{"colon in name", "a:b", "pw", "free", ErrInvalid},
 				{"long name", strings.Repeat("a", 65), "pw", "free", ErrInvalid},
+				{"newline in name", "amy\nbo", "pw", "free", ErrInvalid},
+				{"tab in name", "amy\tbo", "pw", "free", ErrInvalid},
+				{"C1 in name", "amy\u0085", "pw", "free", ErrInvalid},
 				{"empty password", "cy", "", "free", ErrInvalid},
 				{"long password", "cy", strings.Repeat("p", 73), "free", ErrInvalid},
 				{"long tier", "cy", "pw", strings.Repeat("t", 33), ErrInvalid},
@@ -246,7 +249,7 @@ func TestCreateUser(t *testing.T) {
 				})
 			}
 			for _, u := range []struct{ name, password, tier string }{{"amy", "pw", "pro"}, {"bo", "pw", "free"}} {
-				tier, ok, err := store.CheckPassword(t.Context(), u.name, u.password)
+				_, tier, ok, err := store.CheckPassword(t.Context(), u.name, u.password)
 				if err != nil || !ok || tier != u.tier {
 					t.Errorf("CheckPassword(%q) = %q, %v, %v; want %q, true, nil", u.name, tier, ok, err, u.tier)
 				}
@@ -338,7 +341,7 @@ func TestStoreHonoursContext(t *testing.T) {
 	store := NewStore(db)
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
-	if _, _, err := store.CheckPassword(ctx, "amy", "pw"); err == nil {
+	if _, _, _, err := store.CheckPassword(ctx, "amy", "pw"); err == nil {
 		t.Error("CheckPassword(cancelled ctx) = nil error, want one")
 	}
 	if _, _, _, err := store.CheckAPIKey(ctx, "tg_x"); err == nil {

@@ -9,9 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
-	"unicode/utf8"
 
 	"golang.org/x/crypto/bcrypt"
 	"gorm.io/gorm"
@@ -55,21 +53,35 @@ func (s *Store) Continents(ctx context.Context) ([]Continent, error) {
 }
 
 // CheckPassword reports whether name exists and password is its password,
-// and if so the user's tier.
-func (s *Store) CheckPassword(ctx context.Context, name, password string) (tier string, ok bool, err error) {
-	var u User
-	err = s.db.WithContext(ctx).Where("username = ?", name).Take(&u).Error
-	if errors.Is(err, gorm.ErrRecordNotFound) {
+// and if so the user's name as stored and tier. Names match byte for byte
+// (see ValidUserName): "John_Doe" is not "john_doe".
+func (s *Store) CheckPassword(ctx context.Context, name, password string) (storedName, tier string, ok bool, err error) {
+	u, err := findUser(s.db.WithContext(ctx), name)
+	if errors.Is(err, ErrNotFound) {
+		// As long as a wrong password: no timing oracle for names.
 		bcrypt.CompareHashAndPassword([]byte(dummyHash), []byte(password))
-		return "", false, nil
+		return "", "", false, nil
 	}
 	if err != nil {
-		return "", false, fmt.Errorf("find user: %w", err)
+		return "", "", false, fmt.Errorf("find user: %w", err)
 	}
 	if bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), []byte(password)) != nil {
-		return "", false, nil
+		return "", "", false, nil
 	}
-	return u.Tier, true, nil
+	return u.Username, u.Tier, true, nil
+}
+
+// findUser returns the user named name, byte for byte, or an error wrapping
+// ErrNotFound. The column's collation compares bytes on both databases (see
+// Migrate); the check in Go keeps that true on a MySQL whose only binary
+// collation ignores trailing spaces, and on a table not migrated yet.
+func findUser(db *gorm.DB, name string) (User, error) {
+	var u User
+	err := db.Where("username = ?", name).Take(&u).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) || (err == nil && u.Username != name) {
+		return User{}, ErrNotFound
+	}
+	return u, err
 }
 
 // CheckAPIKey reports whether key is a key that was created and not revoked,
@@ -100,8 +112,8 @@ func (s *Store) CreateUser(ctx context.Context, name, password, tier string) err
 	// The limits are those of HTTP Basic (no colon in the name), bcrypt (72
 	// bytes) and the columns.
 	switch {
-	case name == "" || len(name) > 64 || !utf8.ValidString(name) || strings.ContainsAny(name, ":\x00"):
-		return fmt.Errorf("create user: name: want 1 to 64 bytes of UTF-8 without a colon: %w", ErrInvalid)
+	case !ValidUserName(name):
+		return fmt.Errorf("create user %q: name: want %s: %w", name, UserNameRule, ErrInvalid)
 	case password == "" || len(password) > 72:
 		return fmt.Errorf("create user %q: password: want 1 to 72 bytes: %w", name, ErrInvalid)
 	case len(tier) > 32:
@@ -126,9 +138,8 @@ func (s *Store) CreateUser(ctx context.Context, name, password, tier string) err
 // An unknown user is an error wrapping ErrNotFound.
 func (s *Store) CreateAPIKey(ctx context.Context, userName string) (id uint, key string, err error) {
 	db := s.db.WithContext(ctx)
-	var u User
-	err = db.Where("username = ?", userName).Take(&u).Error
-	if errors.Is(err, gorm.ErrRecordNotFound) {
+	u, err := findUser(db, userName)
+	if errors.Is(err, ErrNotFound) {
 		return 0, "", fmt.Errorf("create api key: user %q: %w", userName, ErrNotFound)
 	}
 	if err != nil {
