@@ -27,9 +27,9 @@ func LimitChecks(users userChecker, n int, wait time.Duration) *CheckLimiter {
 }
 
 // CheckPassword is the store's CheckPassword once a slot is free.
-func (cl *CheckLimiter) CheckPassword(ctx context.Context, name, password string) (string, bool, error) {
+func (cl *CheckLimiter) CheckPassword(ctx context.Context, name, password string) (string, string, bool, error) {
 	if err := cl.acquire(ctx); err != nil {
-		return "", false, err
+		return "", "", false, err
 	}
 	defer cl.release()
 	return cl.users.CheckPassword(ctx, name, password)
