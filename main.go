@@ -323,7 +323,7 @@ func loadPolicies(cfg config.Config) ([]middleware.Policy, error) {
 	defer f.Close()
 	policies, err := middleware.ParsePolicies(f)
 	if err == nil {
-		err = middleware.CheckRoutes(policies, routes.Limited())
+		err = errors.Join(middleware.CheckRoutes(policies, routes.Limited()), middleware.CheckTiers(policies, config.IsTier))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("config: %w: RATE_LIMIT_POLICY_FILE=%s: %w", config.ErrInvalid, cfg.PolicyFile, err)
