@@ -344,6 +344,9 @@ func openDB(ctx context.Context, log *slog.Logger, driver, dsn string, within ti
 		if err == nil {
 			return db, nil
 		}
+		if errors.Is(err, models.ErrNoDatabase) {
+			return nil, err // an operator must create it: waiting will not
+		}
 		log.Warn("database unavailable, retrying", "err", err, "retry_in", wait.String())
 		select {
 		case <-ctx.Done():
