@@ -118,15 +118,15 @@ func CheckCost(algorithm string, l Limit, cost int) error {
 	if !ok {
 		return unknown(algorithm)
 	}
-	capacity := l.Requests
-	if s.bucket {
-		capacity = l.capacity()
+	capacity, what := l.Requests, "limit"
+	if s.bucket && l.Burst > 0 {
+		capacity, what = l.Burst, "burst"
 	}
 	switch {
 	case cost < 1:
 		return fmt.Errorf("%w: cost %d, want 1 or more", ErrInvalidLimit, cost)
 	case cost > capacity:
-		return fmt.Errorf("%w: cost %d exceeds the limit %d: no request could ever pass; want a cost of at most %d", ErrInvalidLimit, cost, capacity, capacity)
+		return fmt.Errorf("%w: cost %d exceeds the %s %d: no request could ever pass; want a cost of at most %d", ErrInvalidLimit, cost, what, capacity, capacity)
 	case s.maxCost > 0 && cost > s.maxCost:
 		return fmt.Errorf("%w: cost %d: %s records one entry per unit; want a cost of at most %d", ErrInvalidLimit, cost, s.name, s.maxCost)
 	}

@@ -214,7 +214,7 @@ policies:
   - name: q7
     key: ip
     cost: 5
-    limits: [{algorithm: token_bucket, limit: 10, burst: 3, window: 1m}]`, []string{`policy "q7"`, "limits[0]", "cost 5", "at most 3"}},
+    limits: [{algorithm: token_bucket, limit: 10, burst: 3, window: 1m}]`, []string{`policy "q7"`, "limits[0]", "cost 5 exceeds the burst 3", "at most 3"}},
 		{"cost above a gcra burst", `
 policies:
   - name: q8
