@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -285,4 +286,53 @@ func TestHostileClients(t *testing.T) {
 			t.Errorf("after a slowloris client: /healthz status %d, want 200", r.status)
 		}
 	})
+}
+
+// TestBadSettingsExitTwo: settings and policy files that cannot mean what
+// they say stop the binary at start-up with exit status 2 and a message
+// naming what is wrong.
+func TestBadSettingsExitTwo(t *testing.T) {
+	bin := buildBinary(t)
+	policyFile := filepath.Join(t.TempDir(), "policies.yaml")
+	policies := "policies: [{name: tiers, key: user, tiers: {Free: [{algorithm: fixed_window, limit: 2.5, window: 1m}]}}]\n"
+	if err := os.WriteFile(policyFile, []byte(policies), 0o600); err != nil {
+		t.Fatalf("write policies: %v", err)
+	}
+	tests := []struct {
+		name string
+		env  map[string]string
+		want []string // each in the output
+	}{
+		{"policy file", map[string]string{"RATE_LIMIT_POLICY_FILE": policyFile},
+			[]string{`policy "tiers": tiers.Free[0].limit: "2.5": want a whole number`}},
+		{"sliding_log over a million", map[string]string{"RATE_LIMIT_ALGORITHM": "sliding_log", "RATE_LIMIT_LIMIT": "2000000"},
+			[]string{"RATE_LIMIT_LIMIT", "sliding_log", "at most 1000000"}},
+		{"mysql DSN that does not parse", map[string]string{"DB_DRIVER": "mysql", "DB_DSN": "api_user:s3cr3t-Pa55@127.0.0.1:3306/countries"},
+			[]string{"DB_DSN", "want a go-sql-driver DSN"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, bin)
+			cmd.Dir = t.TempDir() // no .env file there
+			cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "PORT=0",
+				"DB_DSN=" + filepath.Join(t.TempDir(), "countries.db")}
+			for k, v := range tt.env {
+				cmd.Env = append(cmd.Env, k+"="+v) // later entries win
+			}
+			out, err := cmd.CombinedOutput()
+			if code := cmd.ProcessState.ExitCode(); code != 2 {
+				t.Errorf("exit status %d (%v), want 2", code, err)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(string(out), w) {
+					t.Errorf("output %q does not mention %q", out, w)
+				}
+			}
+			if strings.Contains(string(out), "s3cr3t-Pa55") {
+				t.Errorf("output %q repeats the DSN's password", out)
+			}
+		})
+	}
 }

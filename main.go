@@ -324,7 +324,7 @@ func loadPolicies(cfg config.Config) ([]middleware.Policy, error) {
 	defer f.Close()
 	policies, err := middleware.ParsePolicies(f)
 	if err == nil {
-		err = middleware.CheckRoutes(policies, routes.Limited())
+		err = errors.Join(middleware.CheckRoutes(policies, routes.Limited()), middleware.CheckTiers(policies, config.IsTier))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("config: %w: RATE_LIMIT_POLICY_FILE=%s: %w", config.ErrInvalid, cfg.PolicyFile, err)
@@ -344,6 +344,9 @@ func openDB(ctx context.Context, log *slog.Logger, driver, dsn string, within ti
 		cancelAttempt()
 		if err == nil {
 			return db, nil
+		}
+		if errors.Is(err, models.ErrNoDatabase) {
+			return nil, err // an operator must create it: waiting will not
 		}
 		log.Warn("database unavailable, retrying", "err", err, "retry_in", wait.String())
 		select {

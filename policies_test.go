@@ -2,12 +2,15 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"tollgate/config"
 )
 
 // servicePolicies runs the service with the policy file text.
@@ -183,6 +186,14 @@ func TestBadPolicyFileStopsStartup(t *testing.T) {
 		{"no such route", `policies: [{name: e, match: ["GET /nope"], key: ip, limits: [{algorithm: gcra, limit: 1, window: 1s}]}]`, `"GET /nope": no such limited route`},
 		{"typo'd method", `policies: [{name: f, match: ["GETT /continents"], key: ip, limits: [{algorithm: gcra, limit: 1, window: 1s}]}]`, `"GETT /continents"`},
 		{"route never limited", `policies: [{name: g, match: ["GET /healthz"], key: ip, limits: [{algorithm: gcra, limit: 1, window: 1s}]}]`, `"GET /healthz"`},
+		{"fractional limit", "policies: [{name: h, key: ip, limits: [{algorithm: fixed_window, limit: 2.5, window: 1m}]}]", `policy "h": limits[0].limit: "2.5": want a whole number`},
+		{"burst without one", "policies: [{name: i, key: ip, limits: [{algorithm: sliding_window, limit: 5, burst: 9, window: 1m}]}]", `policy "i": limits[0].burst: sliding_window has no burst`},
+		{"cost above the burst", "policies: [{name: j, key: ip, cost: 4, limits: [{algorithm: token_bucket, limit: 10, burst: 3, window: 1m}]}]", `policy "j": limits[0]`},
+		{"two documents", "policies: [{name: k, key: ip, limits: [{algorithm: gcra, limit: 1, window: 1s}]}]\n---\npolicies: []\n", "more than one YAML document"},
+		{"tier no user can have", "policies: [{name: l, key: user, tiers: {Free: [{algorithm: gcra, limit: 1, window: 1s}]}}]", `policy "l": tiers.Free: no user can have this tier`},
+		{"window over 366 days", "policies: [{name: m, key: ip, limits: [{algorithm: fixed_window, limit: 1, window: 2562047h}]}]", `policy "m": limits[0].window: "2562047h"`},
+		{"key by a credential", "policies: [{name: n, key: 'header:authorization', limits: [{algorithm: gcra, limit: 1, window: 1s}]}]", `policy "n": key: "header:authorization"`},
+		{"sliding_log cost", "policies: [{name: o, key: ip, cost: 200000, limits: [{algorithm: sliding_log, limit: 1000000, window: 1h}]}]", `policy "o": limits[0]`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -194,6 +205,9 @@ func TestBadPolicyFileStopsStartup(t *testing.T) {
 			err := run(t.Context(), func(k string) string { return env[k] }, &syncBuffer{})
 			if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), "RATE_LIMIT_POLICY_FILE") {
 				t.Errorf("run() = %v, want an error naming RATE_LIMIT_POLICY_FILE and %q", err, tt.want)
+			}
+			if !errors.Is(err, config.ErrInvalid) { // main exits 2
+				t.Errorf("run() = %v, want it to wrap config.ErrInvalid (exit status 2)", err)
 			}
 		})
 	}

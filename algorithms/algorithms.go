@@ -101,6 +101,38 @@ func (s spec) validateLimit(l Limit) error {
 	return nil
 }
 
+// HasBurst reports whether algorithm (hyphens or underscores) has a
+// capacity of its own, Limit.Burst: token_bucket and gcra do; the window
+// algorithms admit Limit.Requests per window and nothing more.
+func HasBurst(algorithm string) bool {
+	s, ok := lookup(algorithm)
+	return ok && s.bucket
+}
+
+// CheckCost reports whether a request of cost units can ever pass under l
+// with algorithm: cost must not exceed what one window (or a full bucket)
+// admits, nor what the algorithm can record in one call (sliding_log keeps
+// one sorted-set member per unit).
+func CheckCost(algorithm string, l Limit, cost int) error {
+	s, ok := lookup(algorithm)
+	if !ok {
+		return unknown(algorithm)
+	}
+	capacity, what := l.Requests, "limit"
+	if s.bucket && l.Burst > 0 {
+		capacity, what = l.Burst, "burst"
+	}
+	switch {
+	case cost < 1:
+		return fmt.Errorf("%w: cost %d, want 1 or more", ErrInvalidLimit, cost)
+	case cost > capacity:
+		return fmt.Errorf("%w: cost %d exceeds the %s %d: no request could ever pass; want a cost of at most %d", ErrInvalidLimit, cost, what, capacity, capacity)
+	case s.maxCost > 0 && cost > s.maxCost:
+		return fmt.Errorf("%w: cost %d: %s records one entry per unit; want a cost of at most %d", ErrInvalidLimit, cost, s.name, s.maxCost)
+	}
+	return nil
+}
+
 // Names lists the algorithm names New accepts.
 func Names() []string {
 	return []string{"fixed_window", "sliding_log", "sliding_window", "token_bucket", "gcra"}
@@ -160,6 +192,8 @@ type spec struct {
 	// validate checks what this algorithm needs of a Limit beyond
 	// Limit.Validate; nil if nothing.
 	validate func(l Limit) error
+	// maxCost is the largest cost one request may have; 0: no cap but the limit.
+	maxCost int
 	// script is the prelude, this module and the driver: one algorithm's Allow.
 	script *redis.Script
 	new    func(rdb redis.Scripter, prefix string, l Limit) Algorithm

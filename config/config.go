@@ -15,6 +15,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-sql-driver/mysql"
+
 	"tollgate/models"
 )
 
@@ -109,7 +111,12 @@ func Load(getenv func(string) string) (Config, error) {
 	}
 	c.DBDSN = p.str("DB_DSN", dsnDefault)
 	if c.DBDSN == "" && c.DBDriver == "mysql" { // another driver is already reported
-		p.fail("DB_DSN", "", "want a DSN such as api_user:EXAMPLE_PASSWORD@tcp(127.0.0.1:3306)/countries?parseTime=true when DB_DRIVER=mysql")
+		p.fail("DB_DSN", "", "want a DSN such as api_user:EXAMPLE_PASSWORD@tcp(127.0.0.1:3306)/countries when DB_DRIVER=mysql")
+	} else if c.DBDriver == "mysql" {
+		if _, err := mysql.ParseDSN(c.DBDSN); err != nil {
+			// Never echo the value: it may hold a password.
+			p.errs = append(p.errs, fmt.Errorf("DB_DSN: %v: want a go-sql-driver DSN such as api_user:EXAMPLE_PASSWORD@tcp(127.0.0.1:3306)/countries", err))
+		}
 	}
 	c.SeedUsers = p.users("SEED_USERS", usersDefault)
 	c.AuthKeyCacheTTL = p.duration("AUTH_KEY_CACHE_TTL", "10s", 0, time.Hour)

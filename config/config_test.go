@@ -193,6 +193,9 @@ func TestLoadInvalid(t *testing.T) {
 		{"fail open maybe", map[string]string{"RATE_LIMIT_FAIL_OPEN": "maybe"}, "RATE_LIMIT_FAIL_OPEN"},
 		{"driver postgres", map[string]string{"DB_DRIVER": "postgres"}, "DB_DRIVER"},
 		{"mysql without dsn", map[string]string{"DB_DRIVER": "mysql"}, "DB_DSN"},
+		{"mysql dsn a url", map[string]string{"DB_DRIVER": "mysql", "DB_DSN": "mysql://api_user:pw@127.0.0.1:3306/countries"}, "DB_DSN"},
+		{"mysql dsn without tcp()", map[string]string{"DB_DRIVER": "mysql", "DB_DSN": "api_user:pw@127.0.0.1:3306/countries"}, "DB_DSN"},
+		{"mysql dsn without database slash", map[string]string{"DB_DRIVER": "mysql", "DB_DSN": "api_user:pw@tcp(127.0.0.1:3306)countries"}, "DB_DSN"},
 		{"redis url http", map[string]string{"REDIS_URL": "http://x"}, "REDIS_URL"},
 		{"redis url no host", map[string]string{"REDIS_URL": "redis://"}, "REDIS_URL"},
 		{"redis url and cluster", map[string]string{"REDIS_URL": "redis://a:6379", "REDIS_CLUSTER_ADDRS": "b:7000"}, "REDIS_CLUSTER_ADDRS"},
@@ -282,6 +285,8 @@ func TestLoadErrorsHideSecrets(t *testing.T) {
 		{"redis url wrong scheme", map[string]string{"REDIS_URL": "http://:" + secret + "@127.0.0.1:6379"}},
 		{"redis url unparsable", map[string]string{"REDIS_URL": "redis://:" + secret + "@[::1"}},
 		{"redis url no host", map[string]string{"REDIS_URL": "redis://:" + secret + "@"}},
+		{"mysql dsn unparsable", map[string]string{"DB_DRIVER": "mysql", "DB_DSN": "api_user:" + secret + "@127.0.0.1:3306/countries"}},
+		{"mysql dsn unclosed address", map[string]string{"DB_DRIVER": "mysql", "DB_DSN": "api_user:" + secret + "@tcp(127.0.0.1:3306/countries"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

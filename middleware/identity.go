@@ -263,7 +263,7 @@ func Identify(log *slog.Logger, users userChecker, guard *Guard, timeout, passwo
 			return
 		}
 		if err != nil {
-			log.Warn("check credentials", "err", err)
+			warn.Warn("check credentials", "err", err)
 			Abort(c, http.StatusServiceUnavailable, "authentication unavailable", nil)
 			return
 		}

@@ -36,7 +36,7 @@ func RequestLog(log *slog.Logger, m *Metrics) gin.HandlerFunc {
 		o, decided := OutcomeOf(c)
 		m.observe(c.Request.Method, route, status, took.Seconds(), o, decided)
 		attrs := []slog.Attr{
-			slog.String("method", c.Request.Method),
+			slog.String("method", knownMethod(c.Request.Method)),
 			slog.String("route", route),
 			slog.Int("status", status),
 			slog.Float64("duration_ms", float64(took.Microseconds())/1000),

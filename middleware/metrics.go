@@ -57,15 +57,16 @@ func (c *children[K, V]) get(k K, newSeries func(K) V) V {
 	return v
 }
 
-// methodLabel is method if it is a standard one, else "other": a client can
-// send any token as a method, and each would be a new series.
-func methodLabel(method string) string {
+// knownMethod is method if it is a standard one, else "OTHER": a client can
+// send any token as a method (50 KB of one is accepted), and each would be a
+// new series and a log line as long. The request log and the metrics use it.
+func knownMethod(method string) string {
 	switch method {
 	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
 		http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace:
 		return method
 	}
-	return "other"
+	return "OTHER"
 }
 
 // NewMetrics creates the middleware's series and registers them on reg.
@@ -106,7 +107,7 @@ func (m *Metrics) observe(method, route string, status int, seconds float64, o O
 	if m == nil {
 		return
 	}
-	m.requestSeries.get(requestLabels{methodLabel(method), route, status}, func(l requestLabels) prometheus.Counter {
+	m.requestSeries.get(requestLabels{knownMethod(method), route, status}, func(l requestLabels) prometheus.Counter {
 		return m.requests.WithLabelValues(l.method, l.route, strconv.Itoa(l.status))
 	}).Inc()
 	m.durationSeries.get(route, func(route string) prometheus.Observer {

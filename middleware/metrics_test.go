@@ -1,9 +1,20 @@
 package middleware
 
 import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 )
@@ -46,7 +57,7 @@ func TestMetricsCountEveryRequestUnderItsLabels(t *testing.T) {
 	}{
 		{"GET 429", m.requests.WithLabelValues("GET", "/continents", "429"), 3},
 		{"GET 200", m.requests.WithLabelValues("GET", "/continents", "200"), 1},
-		{"unknown methods folded", m.requests.WithLabelValues("other", "unmatched", "404"), 2},
+		{"unknown methods folded", m.requests.WithLabelValues("OTHER", "unmatched", "404"), 2},
 		{"limited", m.decisions.WithLabelValues("p", "gcra", ResultLimited), 3},
 		{"allowed", m.decisions.WithLabelValues("p", "gcra", ResultAllowed), 1},
 	} {
@@ -60,4 +71,65 @@ func TestMetricsCountEveryRequestUnderItsLabels(t *testing.T) {
 	if n := series(m.duration); n != 2 {
 		t.Errorf("duration series: %d, want 2 (one per route)", n)
 	}
+}
+
+// TestHugeMethodIsOTHER: net/http accepts any token as a method, 50 KB of
+// one too; the access log and the metrics name it OTHER, so the log line
+// stays short and no series is made per method.
+func TestHugeMethodIsOTHER(t *testing.T) {
+	m, err := NewMetrics(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	r := gin.New()
+	r.Use(RequestLog(slog.New(slog.NewJSONHandler(&logs, nil)), m))
+	r.GET("/continents", func(c *gin.Context) { c.Status(http.StatusOK) })
+	srv := httptest.NewServer(r)
+	t.Cleanup(srv.Close)
+
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	defer conn.Close()
+	method := strings.Repeat("X", 50<<10)
+	fmt.Fprintf(conn, "%s /continents HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", method)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("read response: %v", err)
+	}
+	resp.Body.Close()
+
+	line := logs.String()
+	if len(line) > 1000 || strings.Contains(line, "XXXX") {
+		t.Errorf("log of a 50 KB method: %d bytes %.200q..., want a short line", len(line), line)
+	}
+	if !strings.Contains(line, `"method":"OTHER"`) {
+		t.Errorf("log %q lacks \"method\":\"OTHER\"", line)
+	}
+	if got := value(t, m.requests.WithLabelValues("OTHER", "unmatched", strconv.Itoa(resp.StatusCode))); got != 1 {
+		t.Errorf("requests{method=OTHER} = %v, want 1", got)
+	}
+	if n := series(m.requests); n != 1 {
+		t.Errorf("request series: %d, want 1", n)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a server's goroutines and a test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -65,7 +65,7 @@ type policyDoc struct {
 	Name   string                `yaml:"name"`
 	Match  []string              `yaml:"match"`
 	Key    string                `yaml:"key"`
-	Cost   *int                  `yaml:"cost"`
+	Cost   wholeNumber           `yaml:"cost"`
 	Shadow bool                  `yaml:"shadow"`
 	Exempt exemptDoc             `yaml:"exempt"`
 	Limits []limitDoc            `yaml:"limits"`
@@ -78,11 +78,50 @@ type exemptDoc struct {
 }
 
 type limitDoc struct {
-	Algorithm string `yaml:"algorithm"`
-	Limit     int    `yaml:"limit"`
-	Window    string `yaml:"window"`
-	Burst     int    `yaml:"burst"`
+	Algorithm string      `yaml:"algorithm"`
+	Limit     wholeNumber `yaml:"limit"`
+	Window    string      `yaml:"window"`
+	Burst     wholeNumber `yaml:"burst"`
 }
+
+// wholeNumber is an integer field of the file, kept as written: YAML
+// decodes 2.5 into an int as 2 without a word, and a limit must mean what
+// it says.
+type wholeNumber struct {
+	set   bool   // the field is in the file
+	whole bool   // it is an integer that fits an int
+	text  string // as written
+	n     int
+}
+
+// UnmarshalYAML records the node; policy() reports a value that is not a
+// whole number, naming the policy and the field.
+func (w *wholeNumber) UnmarshalYAML(node *yaml.Node) error {
+	*w = wholeNumber{set: true, text: node.Value}
+	if node.Kind == yaml.ScalarNode && node.ShortTag() == "!!int" {
+		w.whole = node.Decode(&w.n) == nil
+	}
+	return nil
+}
+
+// int returns the value, and an error naming field when it is set and not
+// a whole number (0 when unset).
+func (w wholeNumber) int(field string) (int, error) {
+	if w.set && !w.whole {
+		return 0, fmt.Errorf("%s: %q: want a whole number", field, w.text)
+	}
+	return w.n, nil
+}
+
+// maxWindow is the longest window a policy may have: a year and a day.
+// Longer ones overflow the reset times sent to clients (2562047h gave
+// X-RateLimit-Reset: -5673), and no quota needs them.
+const maxWindow = 366 * 24 * time.Hour
+
+// unkeyableHeaders are headers a policy must not count by: credentials
+// (their values would become limiter keys, and every guess a fresh quota)
+// and Host, which Go keeps out of the request's header map.
+var unkeyableHeaders = []string{"Authorization", "Proxy-Authorization", "Cookie", "Host"}
 
 var (
 	policyName = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
@@ -102,6 +141,11 @@ func ParsePolicies(r io.Reader) ([]Policy, error) {
 	var f policyFile
 	if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("parse policies: %w", err)
+	}
+	// Only one document is read: a second one (after ---) would be ignored.
+	var next yaml.Node
+	if err := dec.Decode(&next); !errors.Is(err, io.EOF) {
+		return nil, errors.New("parse policies: more than one YAML document (---): want one document with every policy under policies:")
 	}
 	if len(f.Policies) == 0 {
 		return nil, errors.New("parse policies: no policies: want a list under policies:")
@@ -158,6 +202,22 @@ func CheckRoutes(policies []Policy, limited []Route) error {
 	return errors.Join(errs...)
 }
 
+// CheckTiers reports every tier of policies that isTier (the rule for the
+// tiers users can have, as in SEED_USERS) refuses: no user could ever get
+// its limits, most likely a typo such as Free for free. "anonymous" is the
+// tier of requests without credentials.
+func CheckTiers(policies []Policy, isTier func(string) bool) error {
+	var errs []error
+	for _, p := range policies {
+		for _, tier := range slices.Sorted(maps.Keys(p.Tiers)) {
+			if tier != AnonymousTier && !isTier(tier) {
+				errs = append(errs, fmt.Errorf("policy %q: tiers.%s: no user can have this tier: want a lowercase letter, then up to 31 lowercase letters, digits, _ or - (as tiers in SEED_USERS)", p.Name, tier))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
 func (doc policyDoc) policy() (Policy, []error) {
 	var errs []error
 	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
@@ -176,14 +236,21 @@ func (doc policyDoc) policy() (Policy, []error) {
 	}
 	switch {
 	case doc.Key == "ip", doc.Key == "user", doc.Key == "user_or_ip":
+	case strings.HasPrefix(doc.Key, "header:") && slices.Contains(unkeyableHeaders, http.CanonicalHeaderKey(strings.TrimPrefix(doc.Key, "header:"))):
+		fail("key: %q: want a header that is neither a credential nor Host (not %s)", doc.Key, strings.Join(unkeyableHeaders, ", "))
 	case strings.HasPrefix(doc.Key, "header:") && headerName.MatchString(strings.TrimPrefix(doc.Key, "header:")):
 	default:
 		fail("key: %q: want ip, user, user_or_ip or header:NAME", doc.Key)
 	}
-	if doc.Cost != nil {
-		p.Cost = *doc.Cost
-		if p.Cost < 1 {
-			fail("cost: %d: want 1 or more", p.Cost)
+	if doc.Cost.set {
+		cost, err := doc.Cost.int("cost")
+		switch {
+		case err != nil:
+			errs = append(errs, err)
+		case cost < 1:
+			fail("cost: %d: want 1 or more", cost)
+		default:
+			p.Cost = cost
 		}
 	}
 	for _, c := range doc.Exempt.CIDRs {
@@ -208,9 +275,6 @@ func (doc policyDoc) policy() (Policy, []error) {
 		p.Tiers = map[string][]PolicyLimit{}
 		for _, tier := range slices.Sorted(maps.Keys(doc.Tiers)) {
 			field := "tiers." + tier
-			if !policyName.MatchString(tier) {
-				fail("%s: want a tier name of letters, digits, '_', '-' or '.'", field)
-			}
 			if len(doc.Tiers[tier]) == 0 {
 				fail("%s: no limits", field)
 			}
@@ -231,29 +295,41 @@ func limits(field string, docs []limitDoc, cost int) ([]PolicyLimit, []error) {
 			errs = append(errs, fmt.Errorf("%s.algorithm: %q: want one of %s", f, d.Algorithm, strings.Join(algorithms.Names(), ", ")))
 			ok = false
 		}
-		if d.Limit < 1 {
-			errs = append(errs, fmt.Errorf("%s.limit: %d: want 1 or more", f, d.Limit))
+		limit, err := d.Limit.int(f + ".limit")
+		if err != nil {
+			errs = append(errs, err)
+			ok = false
+		} else if limit < 1 {
+			errs = append(errs, fmt.Errorf("%s.limit: %d: want 1 or more", f, limit))
 			ok = false
 		}
-		if d.Burst < 0 {
-			errs = append(errs, fmt.Errorf("%s.burst: %d: want 0 (the limit) or more", f, d.Burst))
+		burst, err := d.Burst.int(f + ".burst")
+		switch {
+		case err != nil:
+			errs = append(errs, err)
+			ok = false
+		case d.Burst.set && algorithms.Known(d.Algorithm) && !algorithms.HasBurst(d.Algorithm):
+			errs = append(errs, fmt.Errorf("%s.burst: %s has no burst: want no burst (the limit is all a window admits), or token_bucket or gcra", f, d.Algorithm))
+			ok = false
+		case burst < 0:
+			errs = append(errs, fmt.Errorf("%s.burst: %d: want 0 (the limit) or more", f, burst))
 			ok = false
 		}
 		w, err := time.ParseDuration(d.Window)
-		if err != nil || w < time.Millisecond {
-			errs = append(errs, fmt.Errorf("%s.window: %q: want a positive Go duration such as 60s", f, d.Window))
+		if err != nil || w < time.Millisecond || w > maxWindow {
+			errs = append(errs, fmt.Errorf("%s.window: %q: want a positive Go duration such as 60s, at most 366 days (%v)", f, d.Window, maxWindow))
 			ok = false
 		}
 		if !ok {
 			continue
 		}
-		l := algorithms.Limit{Requests: d.Limit, Window: w, Burst: d.Burst}
+		l := algorithms.Limit{Requests: limit, Window: w, Burst: burst}
 		if err := l.ValidateFor(d.Algorithm); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", f, err))
 			continue
 		}
-		if capacity := max(l.Burst, l.Requests); cost > capacity {
-			errs = append(errs, fmt.Errorf("%s: cost %d exceeds the limit %d: no request could ever pass", f, cost, capacity))
+		if err := algorithms.CheckCost(d.Algorithm, l, cost); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", f, err))
 			continue
 		}
 		out = append(out, PolicyLimit{Algorithm: strings.ReplaceAll(d.Algorithm, "-", "_"), Limit: l})

@@ -9,6 +9,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"tollgate/algorithms"
+	"tollgate/config"
 )
 
 func TestParsePoliciesExample(t *testing.T) {
@@ -41,6 +42,66 @@ func TestParsePoliciesExample(t *testing.T) {
 	}
 	if !got[2].Shadow || got[0].Cost != 1 {
 		t.Errorf("trial shadow = %v, tier cost = %d; want true, 1", got[2].Shadow, got[0].Cost)
+	}
+}
+
+// TestParsePoliciesAccepts shows the edges the checks above leave open.
+func TestParsePoliciesAccepts(t *testing.T) {
+	tests := []struct {
+		name string
+		yaml string
+	}{
+		{"one document with its marker", `---
+policies:
+  - {name: a, key: ip, limits: [{algorithm: fixed_window, limit: 5, window: 1m}]}`},
+		{"burst on token_bucket and gcra", `
+policies:
+  - {name: b, key: ip, cost: 3, limits: [{algorithm: token_bucket, limit: 1, burst: 3, window: 1s}, {algorithm: gcra, limit: 1, burst: 3, window: 1s}]}`},
+		{"a window of 366 days", `
+policies:
+  - {name: c, key: ip, limits: [{algorithm: fixed_window, limit: 5, window: 8784h}]}`},
+		{"a header that is no credential", `
+policies:
+  - {name: d, key: "header:X-Tenant", limits: [{algorithm: fixed_window, limit: 5, window: 1m}]}`},
+		{"sliding_log at its caps", `
+policies:
+  - {name: e, key: ip, cost: 10000, limits: [{algorithm: sliding_log, limit: 1000000, window: 1h}]}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := ParsePolicies(strings.NewReader(tt.yaml)); err != nil {
+				t.Errorf("ParsePolicies() = %v, want no error", err)
+			}
+		})
+	}
+}
+
+func TestCheckTiers(t *testing.T) {
+	policies, err := ParsePolicies(strings.NewReader(`
+policies:
+  - name: tier
+    key: user_or_ip
+    tiers:
+      anonymous: [{algorithm: fixed_window, limit: 2, window: 1h}]
+      free: [{algorithm: fixed_window, limit: 4, window: 1h}]
+      Free: [{algorithm: fixed_window, limit: 8, window: 1h}]
+      pro.plus: [{algorithm: fixed_window, limit: 8, window: 1h}]`))
+	if err != nil {
+		t.Fatalf("ParsePolicies() = %v", err)
+	}
+	err = CheckTiers(policies, config.IsTier)
+	if err == nil {
+		t.Fatal("CheckTiers() = nil, want the tiers Free and pro.plus refused")
+	}
+	for _, want := range []string{`policy "tier": tiers.Free: no user can have this tier`, "tiers.pro.plus", "lowercase", "SEED_USERS"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("CheckTiers() = %q, want it to mention %q", err, want)
+		}
+	}
+	for _, ok := range []string{"tiers.free:", "tiers.anonymous"} {
+		if strings.Contains(err.Error(), ok) {
+			t.Errorf("CheckTiers() = %q, want %q accepted", err, ok)
+		}
 	}
 }
 
@@ -117,6 +178,100 @@ policies:
     key: user
     tiers: {pro: []}`, []string{`policy "p12"`, "tiers.pro"}},
 		{"empty file", ``, []string{"no policies"}},
+		{"fractional limit", `
+policies:
+  - name: q1
+    key: ip
+    limits: [{algorithm: fixed_window, limit: 2.5, window: 1m}]`, []string{`policy "q1"`, "limits[0].limit", `"2.5"`, "whole number"}},
+		{"fractional cost", `
+policies:
+  - name: q2
+    key: ip
+    cost: 1.5
+    limits: [{algorithm: fixed_window, limit: 5, window: 1m}]`, []string{`policy "q2"`, "cost", `"1.5"`, "whole number"}},
+		{"fractional burst", `
+policies:
+  - name: q3
+    key: ip
+    limits: [{algorithm: token_bucket, limit: 5, burst: 7.9, window: 1m}]`, []string{`policy "q3"`, "limits[0].burst", `"7.9"`, "whole number"}},
+		{"burst on fixed_window", `
+policies:
+  - name: q4
+    key: ip
+    limits: [{algorithm: fixed_window, limit: 5, burst: 10, window: 1m}]`, []string{`policy "q4"`, "limits[0].burst", "fixed_window has no burst"}},
+		{"burst on sliding_log", `
+policies:
+  - name: q5
+    key: ip
+    limits: [{algorithm: sliding_log, limit: 5, burst: 5, window: 1m}]`, []string{`policy "q5"`, "limits[0].burst", "sliding_log has no burst"}},
+		{"burst on sliding_window", `
+policies:
+  - name: q6
+    key: ip
+    limits: [{algorithm: sliding-window, limit: 5, burst: 10, window: 1m}]`, []string{`policy "q6"`, "limits[0].burst", "no burst"}},
+		{"cost above a token bucket's burst", `
+policies:
+  - name: q7
+    key: ip
+    cost: 5
+    limits: [{algorithm: token_bucket, limit: 10, burst: 3, window: 1m}]`, []string{`policy "q7"`, "limits[0]", "cost 5 exceeds the burst 3", "at most 3"}},
+		{"cost above a gcra burst", `
+policies:
+  - name: q8
+    key: ip
+    cost: 4
+    limits: [{algorithm: gcra, limit: 10, burst: 2, window: 1m}]`, []string{`policy "q8"`, "limits[0]", "cost 4", "at most 2"}},
+		{"two documents", `
+policies:
+  - name: q9
+    key: ip
+    limits: [{algorithm: fixed_window, limit: 5, window: 1m}]
+---
+policies:
+  - name: q10
+    key: ip
+    limits: [{algorithm: fixed_window, limit: 1, window: 1m}]`, []string{"more than one YAML document"}},
+		{"window over 366 days", `
+policies:
+  - name: q11
+    key: ip
+    limits: [{algorithm: fixed_window, limit: 5, window: 2562047h}]`, []string{`policy "q11"`, "limits[0].window", "2562047h", "366 days"}},
+		{"window a day over", `
+policies:
+  - name: q12
+    key: ip
+    limits: [{algorithm: token_bucket, limit: 5, window: 8808h}]`, []string{`policy "q12"`, "limits[0].window", "366 days"}},
+		{"key by Authorization", `
+policies:
+  - name: q13
+    key: header:Authorization
+    limits: [{algorithm: fixed_window, limit: 5, window: 1m}]`, []string{`policy "q13"`, "key", "header:Authorization", "credential"}},
+		{"key by proxy-authorization", `
+policies:
+  - name: q14
+    key: header:proxy-authorization
+    limits: [{algorithm: fixed_window, limit: 5, window: 1m}]`, []string{`policy "q14"`, "key", "credential"}},
+		{"key by COOKIE", `
+policies:
+  - name: q15
+    key: header:COOKIE
+    limits: [{algorithm: fixed_window, limit: 5, window: 1m}]`, []string{`policy "q15"`, "key", "Host"}},
+		{"key by host", `
+policies:
+  - name: q16
+    key: header:host
+    limits: [{algorithm: fixed_window, limit: 5, window: 1m}]`, []string{`policy "q16"`, "key", "header:host"}},
+		{"sliding_log limit over a million", `
+policies:
+  - name: q17
+    key: ip
+    limits: [{algorithm: sliding_log, limit: 1000001, window: 1h}]`, []string{`policy "q17"`, "limits[0]", "sliding_log", "limit 1000001", "at most 1000000"}},
+		{"sliding_log cost over ten thousand", `
+policies:
+  - name: q18
+    key: ip
+    cost: 200000
+    limits: [{algorithm: sliding_log, limit: 1000000, window: 1h}]`, []string{`policy "q18"`, "limits[0]", "cost 200000", "at most 10000"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/glebarez/sqlite"
+	mysqldriver "github.com/go-sql-driver/mysql"
 	"golang.org/x/crypto/bcrypt"
 	"gorm.io/driver/mysql"
 	"gorm.io/gorm"
@@ -24,7 +25,14 @@ func Open(ctx context.Context, log *slog.Logger, driver, dsn string) (*gorm.DB, 
 	var dialector gorm.Dialector
 	switch driver {
 	case "mysql":
-		dialector = mysql.Open(dsn)
+		cfg, err := mysqldriver.ParseDSN(dsn)
+		if err != nil {
+			return nil, fmt.Errorf("open mysql database: DB_DSN: %w", err) // config.Load checks it first
+		}
+		// DATETIME columns (created_at) scan into time.Time only with
+		// parseTime; every other parameter stays as written.
+		cfg.ParseTime = true
+		dialector = mysql.Open(cfg.FormatDSN())
 	case "sqlite":
 		if !strings.Contains(dsn, "?") {
 			// One writer at a time: wait for the lock instead of failing.
@@ -45,6 +53,9 @@ func Open(ctx context.Context, log *slog.Logger, driver, dsn string) (*gorm.DB, 
 		DisableAutomaticPing: true, // pinged below, under ctx
 	})
 	if err != nil {
+		if isUnknownDatabase(err) { // the dialector asks the server's version
+			return nil, noDatabase(dsn)
+		}
 		return nil, fmt.Errorf("open %s database: %w", driver, err)
 	}
 	sqlDB, err := db.DB()
@@ -61,9 +72,34 @@ func Open(ctx context.Context, log *slog.Logger, driver, dsn string) (*gorm.DB, 
 	sqlDB.SetConnMaxIdleTime(5 * time.Minute)
 	if err := sqlDB.PingContext(ctx); err != nil {
 		sqlDB.Close()
+		if isUnknownDatabase(err) {
+			return nil, noDatabase(dsn)
+		}
 		return nil, fmt.Errorf("ping %s database: %w", driver, err)
 	}
 	return db, nil
+}
+
+// ErrNoDatabase is returned by Open when the MySQL server has no database of
+// the DSN's name: waiting will not bring it, an operator must create it.
+var ErrNoDatabase = errors.New("database does not exist")
+
+// isUnknownDatabase reports whether err is MySQL's ER_BAD_DB_ERROR (1049),
+// "Unknown database".
+func isUnknownDatabase(err error) bool {
+	var me *mysqldriver.MySQLError
+	return errors.As(err, &me) && me.Number == 1049
+}
+
+// noDatabase says which database is missing and how to create it.
+func noDatabase(dsn string) error {
+	name := "countries"
+	if cfg, err := mysqldriver.ParseDSN(dsn); err == nil {
+		name = cfg.DBName
+	}
+	return fmt.Errorf("%w: %q (MySQL error 1049): create it and the service's user as an administrator, e.g. "+
+		"CREATE DATABASE `%s` CHARACTER SET utf8mb4; CREATE USER 'api_user'@'%%' IDENTIFIED BY '...'; "+
+		"GRANT ALL PRIVILEGES ON `%s`.* TO 'api_user'@'%%'; (README: MySQL or MariaDB)", ErrNoDatabase, name, name, name)
 }
 
 // Migrate creates or updates the tables. Instances starting together race to

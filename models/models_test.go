@@ -363,3 +363,57 @@ func TestOpenUnknownDriver(t *testing.T) {
 		t.Error("Open(postgres) = nil error, want an error")
 	}
 }
+
+// TestOpenMySQLWithoutParseTime: a DSN without parseTime=true still reads
+// DATETIME columns (users.created_at), so Basic logins work: Open sets it.
+func TestOpenMySQLWithoutParseTime(t *testing.T) {
+	dsn := os.Getenv("TEST_MYSQL_DSN")
+	if dsn == "" {
+		t.Skip("TEST_MYSQL_DSN not set")
+	}
+	cfg, err := mysql.ParseDSN(ownMySQLDatabase(t, dsn))
+	if err != nil {
+		t.Fatalf("ParseDSN: %v", err)
+	}
+	cfg.ParseTime = false
+	cfg.Params = map[string]string{"charset": "utf8mb4"} // another parameter, kept
+	db := open(t, "mysql", cfg.FormatDSN())
+	seed(t, db, Credential{Name: "john_doe", Password: "EXAMPLE_PASSWORD"})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s := NewStore(db)
+	_, tier, ok, err := s.CheckPassword(ctx, "john_doe", "EXAMPLE_PASSWORD")
+	if err != nil || !ok || tier != DefaultTier {
+		t.Errorf("CheckPassword() = %q, %v, %v; want %q, true, nil", tier, ok, err, DefaultTier)
+	}
+	if _, _, err := s.CreateAPIKey(ctx, "john_doe"); err != nil {
+		t.Errorf("CreateAPIKey() = %v, want nil", err)
+	}
+}
+
+// TestOpenMissingMySQLDatabase: a DSN naming a database the server does not
+// have says so, and how to create it.
+func TestOpenMissingMySQLDatabase(t *testing.T) {
+	dsn := os.Getenv("TEST_MYSQL_DSN")
+	if dsn == "" {
+		t.Skip("TEST_MYSQL_DSN not set")
+	}
+	cfg, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		t.Fatalf("TEST_MYSQL_DSN: %v", err)
+	}
+	b := make([]byte, 4)
+	rand.Read(b)
+	cfg.DBName = "tollgate_missing_" + hex.EncodeToString(b)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = Open(ctx, slog.New(slog.NewTextHandler(io.Discard, nil)), "mysql", cfg.FormatDSN())
+	if !errors.Is(err, ErrNoDatabase) {
+		t.Fatalf("Open() = %v, want an error wrapping ErrNoDatabase", err)
+	}
+	for _, want := range []string{cfg.DBName, "does not exist", "CREATE DATABASE `" + cfg.DBName + "`", "CREATE USER", "GRANT"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("Open() = %q, want it to mention %q", err, want)
+		}
+	}
+}
