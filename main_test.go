@@ -32,6 +32,7 @@ import (
 
 	"tollgate/algorithms"
 	"tollgate/config"
+	"tollgate/limiter"
 	"tollgate/middleware"
 	"tollgate/models"
 	"tollgate/routes"
@@ -596,12 +597,12 @@ func TestDeniedRequestsSkipDatabase(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
 	t.Cleanup(func() { rdb.Close() })
 	policies := middleware.DefaultPolicies("fixed_window", algorithms.Limit{Requests: 1, Window: time.Minute})
-	limiter := middleware.NewLimiter(log, algorithms.NewTimeout(algorithms.NewMulti(rdb), time.Second), policies, "test:", false, 64)
+	limit := middleware.NewLimiter(log, limiter.New(rdb, limiter.Options{Timeout: time.Second}), policies, "test:", false, 64)
 	h, err := routes.New(routes.Deps{
 		Log:        log,
 		Continents: continents,
 		Identify:   middleware.Identify(log, store, nil, time.Second, time.Minute, time.Minute, 64),
-		Guards:     []gin.HandlerFunc{limiter.Handler()},
+		Guards:     []gin.HandlerFunc{limit.Handler()},
 	})
 	if err != nil {
 		t.Fatalf("routes.New: %v", err)

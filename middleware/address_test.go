@@ -13,6 +13,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"tollgate/algorithms"
+	"tollgate/limiter"
 )
 
 // proxyAddr is the trusted proxy of addressEngine: requests from it name the
@@ -31,7 +32,7 @@ func addressEngine(t *testing.T, g guardRedis, guard *Guard, policies []Policy, 
 	r.RemoteIPHeaders = []string{"X-Forwarded-For"}
 	users := &fakeUsers{name: "bob", password: "pw"}
 	identify := Identify(discard(), users, guard, time.Second, time.Minute, time.Minute, ipv6Prefix)
-	lim := NewLimiter(discard(), algorithms.NewTimeout(algorithms.NewMulti(g.rdb), time.Second), policies, g.prefix, false, ipv6Prefix)
+	lim := NewLimiter(discard(), limiter.New(g.rdb, limiter.Options{Timeout: time.Second}), policies, g.prefix, false, ipv6Prefix)
 	r.GET("/x", identify, lim.Handler(), func(c *gin.Context) { c.String(http.StatusOK, Identity(c)) })
 	r.GET("/ratelimit", identify, lim.Peek())
 	return r
