@@ -1,0 +1,51 @@
+package main
+
+import (
+	"context"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestDocumentedKeyFormat: the Redis key format the README and
+// docs/algorithms.md give, and the example key docs/algorithms.md spells
+// out, are the keys the service writes.
+func TestDocumentedKeyFormat(t *testing.T) {
+	read := func(name string) string {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	algorithms := read("docs/algorithms.md")
+	for _, doc := range []struct{ file, text, format string }{
+		{"README.md", read("README.md"), "`<REDIS_KEY_PREFIX>{user:<name>}:<policy>:<n>:<algorithm>`"},
+		{"docs/algorithms.md", algorithms, "`<REDIS_KEY_PREFIX>{<identity>}:<policy>:<n>:<algorithm>`"},
+	} {
+		if !strings.Contains(doc.text, doc.format) {
+			t.Errorf("%s does not give the key format %s", doc.file, doc.format)
+		}
+	}
+	m := regexp.MustCompile("`ratelimit:(\\{user:john_doe\\}:[^`]+)`").FindStringSubmatch(algorithms)
+	if m == nil {
+		t.Fatal("docs/algorithms.md gives no example key ratelimit:{user:john_doe}:...")
+	}
+
+	r := sharedRedis(t)
+	env := baseEnv(t, r) // the RATE_LIMIT_* default, which the example is of
+	base := service(t, env)
+	if got := get(t, base+"/continents", basic("john_doe", "EXAMPLE_PASSWORD")).status; got != 200 {
+		t.Fatalf("status %d, want 200", got)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	key := env["REDIS_KEY_PREFIX"] + m[1]
+	if n, err := r.rdb.Exists(ctx, key).Result(); err != nil || n != 1 {
+		keys, _ := r.rdb.Keys(ctx, env["REDIS_KEY_PREFIX"]+"{*").Result()
+		t.Errorf("EXISTS %s = %d, %v; want 1 (the documented example); the service wrote %v", key, n, err, keys)
+	}
+	t.Cleanup(func() { r.rdb.Del(context.Background(), key) })
+}
