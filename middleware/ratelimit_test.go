@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -600,5 +601,47 @@ policies:
 	}
 	if n := strings.Count(logs.String(), `"tier":"gold"`); n != 1 || !strings.Contains(logs.String(), `"policy":"tier"`) {
 		t.Errorf("unlisted tier: log %q, want one warning naming the policy and the tier", logs.String())
+	}
+}
+
+// TestCaller: the adapter tells the policies who calls from the identity
+// Identify left, reading the client's address only where a policy needs it.
+func TestCaller(t *testing.T) {
+	byUser := []policy.Policy{{Name: "u", Key: "user_or_ip", Cost: 1, Limits: []policy.Limit{{}}}}
+	byIP := []policy.Policy{{Name: "i", Key: "ip", Cost: 1, Limits: []policy.Limit{{}}}}
+	exempting := []policy.Policy{{Name: "e", Key: "user_or_ip", Cost: 1, Limits: []policy.Limit{{}},
+		ExemptCIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}}
+	header := http.Header{"X-Tenant": {"acme"}}
+	tests := []struct {
+		name     string
+		policies []policy.Policy
+		identity string
+		tier     string
+		want     policy.Caller
+	}{
+		{"a user", byUser, "user:amy", "pro", policy.Caller{User: "amy", Tier: "pro", Header: header}},
+		{"an address", byUser, "ip:2001:db8::/64", "", policy.Caller{Tier: policy.AnonymousTier, IP: "2001:db8::/64", Header: header}},
+		{"no Identify in front: the client's address", byUser, "", "", policy.Caller{Tier: policy.AnonymousTier, IP: "2001:db8::/64", Header: header}},
+		{"a user counted by address", byIP, "user:amy", "pro", policy.Caller{User: "amy", Tier: "pro", IP: "2001:db8::/64", Header: header}},
+		{"exemptions by CIDR see the address itself", exempting, "ip:2001:db8::/64", "", policy.Caller{Tier: policy.AnonymousTier, IP: "2001:db8::/64", Addr: netip.MustParseAddr("2001:db8::5"), Header: header}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := NewLimiter(discard(), nil, tt.policies, "p:", true, 64)
+			c, _ := gin.CreateTestContext(httptest.NewRecorder())
+			c.Request = httptest.NewRequest(http.MethodGet, "/x", nil)
+			c.Request.RemoteAddr = "[2001:db8::5]:1234"
+			c.Request.Header = header
+			if tt.identity != "" {
+				c.Set(identityKey, tt.identity)
+			}
+			if tt.tier != "" {
+				c.Set(tierKey, tt.tier)
+			}
+			got := l.caller(c)
+			if diff := cmp.Diff(tt.want, got, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
+				t.Errorf("caller() (-want +got):\n%s", diff)
+			}
+		})
 	}
 }
