@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -271,5 +272,27 @@ func TestDefaultErrors(t *testing.T) {
 				t.Errorf("Default() = %v, want %v naming %s", err, tt.wantErr, tt.wantText)
 			}
 		})
+	}
+}
+
+// TestDocsKeyFormat keeps the key format the docs give true: the example
+// in docs/algorithms.md is the key of the RATE_LIMIT_* default for a user.
+func TestDocsKeyFormat(t *testing.T) {
+	doc, err := os.ReadFile("../docs/algorithms.md")
+	if err != nil {
+		t.Fatalf("read the docs: %v", err)
+	}
+	policies, err := Default("fixed_window", algorithms.Limit{Requests: 5, Window: time.Minute})
+	if err != nil {
+		t.Fatalf("Default() = %v", err)
+	}
+	got, _ := NewSet(policies, "ratelimit:").Rules(http.MethodGet, "/continents", Caller{User: "john_doe", Tier: "free"}, nil)
+	if len(got) != 1 {
+		t.Fatalf("Rules() = %d rules, want 1", len(got))
+	}
+	for _, want := range []string{"`<REDIS_KEY_PREFIX>{<identity>}:<policy>:<n>:<algorithm>`", "`" + got[0].Rule.Key + "`"} {
+		if !strings.Contains(string(doc), want) {
+			t.Errorf("docs/algorithms.md does not give %s", want)
+		}
 	}
 }
