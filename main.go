@@ -34,6 +34,7 @@ import (
 	"tollgate/limiter"
 	"tollgate/middleware"
 	"tollgate/models"
+	"tollgate/policy"
 	"tollgate/routes"
 )
 
@@ -286,26 +287,22 @@ func newLogger(w io.Writer, format string, level slog.Level) *slog.Logger {
 
 // loadPolicies reads RATE_LIMIT_POLICY_FILE, or else makes the one policy
 // the RATE_LIMIT_* variables describe.
-func loadPolicies(cfg config.Config) ([]middleware.Policy, error) {
+func loadPolicies(cfg config.Config) ([]policy.Policy, error) {
 	if cfg.PolicyFile == "" {
-		if !algorithms.Known(cfg.Algorithm) {
-			return nil, fmt.Errorf("config: RATE_LIMIT_ALGORITHM=%q: %w: want one of %s",
-				cfg.Algorithm, algorithms.ErrUnknown, strings.Join(algorithms.Names(), ", "))
+		policies, err := policy.Default(cfg.Algorithm, algorithms.Limit{Requests: cfg.Limit, Window: cfg.Window, Burst: cfg.Burst})
+		if err != nil {
+			return nil, fmt.Errorf("config: %w", err)
 		}
-		l := algorithms.Limit{Requests: cfg.Limit, Window: cfg.Window, Burst: cfg.Burst}
-		if err := l.ValidateFor(cfg.Algorithm); err != nil {
-			return nil, fmt.Errorf("config: RATE_LIMIT_LIMIT, RATE_LIMIT_BURST, RATE_LIMIT_WINDOW: %w", err)
-		}
-		return middleware.DefaultPolicies(cfg.Algorithm, l), nil
+		return policies, nil
 	}
 	f, err := os.Open(cfg.PolicyFile)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w: RATE_LIMIT_POLICY_FILE: %w", config.ErrInvalid, err)
 	}
 	defer f.Close()
-	policies, err := middleware.ParsePolicies(f)
+	policies, err := policy.Parse(f)
 	if err == nil {
-		err = errors.Join(middleware.CheckRoutes(policies, routes.Limited()), middleware.CheckTiers(policies, config.IsTier))
+		err = errors.Join(policy.CheckRoutes(policies, routes.Limited()), policy.CheckTiers(policies, config.IsTier))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("config: %w: RATE_LIMIT_POLICY_FILE=%s: %w", config.ErrInvalid, cfg.PolicyFile, err)

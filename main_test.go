@@ -35,6 +35,7 @@ import (
 	"tollgate/limiter"
 	"tollgate/middleware"
 	"tollgate/models"
+	"tollgate/policy"
 	"tollgate/routes"
 )
 
@@ -596,7 +597,10 @@ func TestDeniedRequestsSkipDatabase(t *testing.T) {
 	m := miniredis.RunT(t)
 	rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
 	t.Cleanup(func() { rdb.Close() })
-	policies := middleware.DefaultPolicies("fixed_window", algorithms.Limit{Requests: 1, Window: time.Minute})
+	policies, err := policy.Default("fixed_window", algorithms.Limit{Requests: 1, Window: time.Minute})
+	if err != nil {
+		t.Fatalf("policy.Default: %v", err)
+	}
 	limit := middleware.NewLimiter(log, limiter.New(rdb, limiter.Options{Timeout: time.Second}), policies, "test:", false, 64)
 	h, err := routes.New(routes.Deps{
 		Log:        log,

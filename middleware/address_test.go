@@ -14,6 +14,7 @@ import (
 
 	"tollgate/algorithms"
 	"tollgate/limiter"
+	"tollgate/policy"
 )
 
 // proxyAddr is the trusted proxy of addressEngine: requests from it name the
@@ -23,7 +24,7 @@ const proxyAddr = "10.0.0.1:4321"
 // addressEngine serves GET /x behind Identify (with guard, nil: none) and a
 // limiter of policies deciding on g, and GET /ratelimit (Peek), with
 // 10.0.0.0/8 as trusted proxies and IPv6 clients grouped by ipv6Prefix bits.
-func addressEngine(t *testing.T, g guardRedis, guard *Guard, policies []Policy, ipv6Prefix int) *gin.Engine {
+func addressEngine(t *testing.T, g guardRedis, guard *Guard, policies []policy.Policy, ipv6Prefix int) *gin.Engine {
 	t.Helper()
 	r := gin.New()
 	if err := r.SetTrustedProxies([]string{"10.0.0.0/8"}); err != nil {
@@ -59,12 +60,12 @@ func from(t *testing.T, r http.Handler, path, client string, header map[string]s
 
 // ipPolicy is one fixed-window policy of limit requests per minute keyed by
 // client IP, exempting cidrs.
-func ipPolicy(limit int, cidrs ...string) []Policy {
-	p := Policy{Name: "p", Key: "ip", Cost: 1, Limits: []PolicyLimit{{Algorithm: "fixed_window", Limit: algorithms.Limit{Requests: limit, Window: time.Minute}}}}
+func ipPolicy(limit int, cidrs ...string) []policy.Policy {
+	p := policy.Policy{Name: "p", Key: "ip", Cost: 1, Limits: []policy.Limit{{Algorithm: "fixed_window", Limit: algorithms.Limit{Requests: limit, Window: time.Minute}}}}
 	for _, c := range cidrs {
 		p.ExemptCIDRs = append(p.ExemptCIDRs, netip.MustParsePrefix(c))
 	}
-	return []Policy{p}
+	return []policy.Policy{p}
 }
 
 // status lists the statuses of GET /x for each client, in turn.

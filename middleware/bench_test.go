@@ -9,7 +9,6 @@ import (
 
 	"github.com/gin-gonic/gin"
 
-	"tollgate/algorithms"
 	"tollgate/limiter"
 )
 
@@ -52,8 +51,7 @@ func BenchmarkLimiter(b *testing.B) {
 		b.Run(tt.name, func(b *testing.B) {
 			gin.SetMode(gin.ReleaseMode)
 			r := gin.New()
-			policies := DefaultPolicies("fixed_window", algorithms.Limit{Requests: 5, Window: time.Minute})
-			r.GET("/x", NewLimiter(discard(), fixedDecider{tt.d}, policies, "p:", true, 64).Handler(),
+			r.GET("/x", NewLimiter(discard(), fixedDecider{tt.d}, defaultPolicy(b), "p:", true, 64).Handler(),
 				func(c *gin.Context) { c.Status(http.StatusOK) })
 			req := httptest.NewRequest(http.MethodGet, "/x", nil)
 			req.RemoteAddr = "192.0.2.1:1234"

@@ -2,14 +2,10 @@ package middleware
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"log/slog"
 	"math"
 	"net/http"
-	"net/netip"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,6 +15,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"tollgate/limiter"
+	"tollgate/policy"
 )
 
 // Results of a rate-limit decision, as logged and counted.
@@ -73,29 +70,23 @@ type decider interface {
 type Limiter struct {
 	log      *slog.Logger
 	decider  decider
-	policies []Policy
-	prefix   string
+	set      *policy.Set
 	failOpen bool
 	warn     *ThrottledLog // Redis trouble
 	tierWarn *ThrottledLog // users of tiers a policy does not limit
-	// named holds, per policy (same index as policies) and tier ("" for the
-	// policy's own limits), its limits with their header names and key
-	// suffixes, made once here rather than on every request.
-	named []map[string][]namedLimit
-	// anyShadow and anyCIDR say whether a policy is in shadow mode or exempts
-	// addresses: requests skip that work when none does.
-	anyShadow, anyCIDR bool
+	// texts holds each named limit's header data (by policy.NamedLimit.ID),
+	// made once here rather than on every request.
+	texts []limitText
 	// ipv6Prefix groups IPv6 clients for policies keyed by IP (ipSubject).
 	ipv6Prefix int
 }
 
-// namedLimit is a policy's limit as requests see it. It is used by pointer
+// limitText is a named limit as the headers show it. It is used by pointer
 // only (hdr must not be copied).
-type namedLimit struct {
-	PolicyLimit
+type limitText struct {
 	name      string // the item in RateLimit-Policy: the policy, or policy-N for its Nth limit
+	algorithm string
 	sfName    string // name as a structured-field String
-	keySuffix string // after the subject: ":<policy>:<n>:<algorithm>"
 	hdr       atomic.Pointer[limitHeaders]
 }
 
@@ -111,8 +102,8 @@ type limitHeaders struct {
 
 // headers returns the texts for d, made anew only if d's Limit or Window
 // differ from the last ones (they do not, for decisions of one limit).
-func (nl *namedLimit) headers(d limiter.Decision) *limitHeaders {
-	if h := nl.hdr.Load(); h != nil && h.limit == d.Limit && h.window == d.Window {
+func (lt *limitText) headers(d limiter.Decision) *limitHeaders {
+	if h := lt.hdr.Load(); h != nil && h.limit == d.Limit && h.window == d.Window {
 		return h
 	}
 	window := strconv.FormatFloat(d.Window.Seconds(), 'f', -1, 64)
@@ -120,149 +111,73 @@ func (nl *namedLimit) headers(d limiter.Decision) *limitHeaders {
 		limit:   d.Limit,
 		window:  d.Window,
 		quota:   strconv.Itoa(d.Limit),
-		item:    nl.sfName + ";q=" + strconv.Itoa(d.Limit) + ";w=" + strconv.FormatInt(max(ceilSeconds(d.Window), 1), 10),
+		item:    lt.sfName + ";q=" + strconv.Itoa(d.Limit) + ";w=" + strconv.FormatInt(max(ceilSeconds(d.Window), 1), 10),
 		message: "Too many requests: " + strconv.Itoa(d.Limit) + " per " + window + "s allowed. Try again in ",
 	}
-	nl.hdr.Store(h)
+	lt.hdr.Store(h)
 	return h
 }
 
-func nameLimits(p Policy, limits []PolicyLimit) []namedLimit {
-	out := make([]namedLimit, len(limits))
-	for j, pl := range limits {
-		name := p.Name
-		if len(limits) > 1 {
-			name = p.Name + "-" + strconv.Itoa(j+1)
-		}
-		nl := &out[j]
-		nl.PolicyLimit, nl.name, nl.sfName = pl, name, sfString(name)
-		nl.keySuffix = ":" + p.Name + ":" + strconv.Itoa(j) + ":" + pl.Algorithm
-	}
-	return out
-}
-
-// NewLimiter returns a Limiter deciding with d, keeping its keys under prefix.
-// d must bound its calls in time (limiter.Options.Timeout); failOpen chooses what a
-// request gets when the limiter cannot decide (Redis down or slow): served
-// unchecked, marked by "X-RateLimit-Checked: false", or 503 — availability of
-// the API versus strictness of the limit. Clients counted by IP address are
-// counted per IPv6 prefix of ipv6Prefix bits (ipSubject); exemptions by CIDR
-// match the client's own address.
-func NewLimiter(log *slog.Logger, d decider, policies []Policy, prefix string, failOpen bool, ipv6Prefix int) *Limiter {
-	l := &Limiter{log: log, decider: d, policies: policies, prefix: prefix,
-		failOpen: failOpen, ipv6Prefix: ipv6Prefix, warn: NewThrottledLog(log, 10*time.Second), tierWarn: NewThrottledLog(log, time.Minute), named: make([]map[string][]namedLimit, len(policies))}
-	for i, p := range policies {
-		l.named[i] = map[string][]namedLimit{"": nameLimits(p, p.Limits)}
-		for tier, limits := range p.Tiers {
-			l.named[i][tier] = nameLimits(p, limits)
-		}
-		l.anyShadow = l.anyShadow || p.Shadow
-		l.anyCIDR = l.anyCIDR || len(p.ExemptCIDRs) > 0
+// NewLimiter returns a Limiter deciding policies with d, keeping its keys
+// under prefix. d must bound its calls in time (limiter.Options.Timeout);
+// failOpen chooses what a request gets when the limiter cannot decide (Redis
+// down or slow): served unchecked, marked by "X-RateLimit-Checked: false", or
+// 503 — availability of the API versus strictness of the limit. Clients
+// counted by IP address are counted per IPv6 prefix of ipv6Prefix bits
+// (ipSubject); exemptions by CIDR match the client's own address.
+func NewLimiter(log *slog.Logger, d decider, policies []policy.Policy, prefix string, failOpen bool, ipv6Prefix int) *Limiter {
+	set := policy.NewSet(policies, prefix)
+	l := &Limiter{log: log, decider: d, set: set, failOpen: failOpen, ipv6Prefix: ipv6Prefix,
+		warn: NewThrottledLog(log, 10*time.Second), tierWarn: NewThrottledLog(log, time.Minute),
+		texts: make([]limitText, len(set.Limits()))}
+	for _, nl := range set.Limits() {
+		lt := &l.texts[nl.ID]
+		lt.name, lt.algorithm, lt.sfName = nl.Name, nl.Algorithm, sfString(nl.Name)
 	}
 	return l
 }
 
-// applied is one limit of a policy that applies to a request.
-type applied struct {
-	policy *Policy
-	nl     *namedLimit
-	rule   limiter.Rule
+// caller is what the policies know of the request's sender, read from the
+// identity Identify left: the one place the adapter reads it.
+func (l *Limiter) caller(c *gin.Context) policy.Caller {
+	identity := Identity(c)
+	who := policy.Caller{Tier: Tier(c), Header: c.Request.Header}
+	if name, ok := strings.CutPrefix(identity, "user:"); ok {
+		who.User = name
+	} else {
+		who.IP, _ = strings.CutPrefix(identity, "ip:")
+	}
+	if who.IP == "" && (who.User == "" || l.set.KeysByIP()) { // no Identify in front, or a user counted by IP
+		who.IP = ipSubject(c, l.ipv6Prefix)
+	}
+	if l.set.ExemptsCIDRs() {
+		who.Addr, _ = clientAddr(c) // the real address, not its group
+	}
+	return who
 }
 
 // rules lists the limits that apply to the request: of policies matching its
 // route (or of every policy, for anyRoute), for its tier, minus exemptions.
-func (l *Limiter) rules(c *gin.Context, anyRoute bool, out []applied) []applied {
-	identity := Identity(c)
-	tier := Tier(c)
-	var ip netip.Addr
-	if l.anyCIDR {
-		ip, _ = clientAddr(c) // the real address, not its group
+func (l *Limiter) rules(c *gin.Context, anyRoute bool, out []policy.Applied) []policy.Applied {
+	who := l.caller(c)
+	var unlisted string
+	if anyRoute {
+		out, unlisted = l.set.AllRules(who, out)
+	} else {
+		out, unlisted = l.set.Rules(c.Request.Method, c.FullPath(), who, out)
 	}
-	for i := range l.policies {
-		p := &l.policies[i]
-		if !anyRoute && !p.matches(c.Request.Method, c.FullPath()) || p.exempt(identity, ip) {
-			continue
-		}
-		who, ok := p.subject(c, identity, l.ipv6Prefix)
-		if !ok {
-			continue
-		}
-		limits, ok := l.named[i][tier]
-		if !ok {
-			limits = l.named[i][""]
-			if len(limits) == 0 && tier != AnonymousTier {
-				// Most likely a typo in a user's tier or in the file.
-				l.tierWarn.Warn("user's tier has no limits in the policy, which has no default limits: not limited by it",
-					"policy", p.Name, "tier", tier)
-			}
-		}
-		for j := range limits {
-			nl := &limits[j]
-			// The subject is the hash tag: on a cluster, every limit of one
-			// subject lives in one slot and is decided in one script.
-			out = append(out, applied{policy: p, nl: nl, rule: limiter.Rule{
-				Algorithm: nl.Algorithm, Limit: nl.Limit, Cost: p.Cost, Key: l.prefix + "{" + who + "}" + nl.keySuffix,
-			}})
-		}
+	if unlisted != "" {
+		// Most likely a typo in a user's tier or in the file.
+		l.tierWarn.Warn("user's tier has no limits in the policy, which has no default limits: not limited by it",
+			"policy", unlisted, "tier", who.Tier)
 	}
 	return out
 }
 
-func (p *Policy) matches(method, route string) bool {
-	if len(p.Match) == 0 {
-		return true
-	}
-	// HEAD is GET without the body: "GET /path" matches it too.
-	for _, m := range p.Match {
-		if (m.Method == "*" || m.Method == method || method == http.MethodHead && m.Method == http.MethodGet) && m.Path == route {
-			return true
-		}
-	}
-	return false
-}
-
-func (p *Policy) exempt(identity string, ip netip.Addr) bool {
-	if name, ok := strings.CutPrefix(identity, "user:"); ok && slices.Contains(p.ExemptUsers, name) {
-		return true
-	}
-	for _, cidr := range p.ExemptCIDRs {
-		if ip.IsValid() && cidr.Contains(ip) {
-			return true
-		}
-	}
-	return false
-}
-
-// subject is what the policy counts for this request, or false when its key
-// does not apply (key user for an anonymous client, a missing header). Header
-// values are hashed: they may be secrets. IPv6 clients are grouped by their
-// first ipv6Prefix bits.
-func (p *Policy) subject(c *gin.Context, identity string, ipv6Prefix int) (string, bool) {
-	switch {
-	case p.Key == "ip":
-		return "ip:" + ipSubject(c, ipv6Prefix), true
-	case p.Key == "user":
-		return identity, strings.HasPrefix(identity, "user:")
-	case p.Key == "user_or_ip":
-		if identity == "" { // no Identify in front: the client IP
-			return "ip:" + ipSubject(c, ipv6Prefix), true
-		}
-		return identity, true
-	default:
-		name := strings.TrimPrefix(p.Key, "header:")
-		v := c.GetHeader(name)
-		if v == "" {
-			return "", false
-		}
-		sum := sha256.Sum256([]byte(name + ":" + v))
-		return "h:" + hex.EncodeToString(sum[:16]), true
-	}
-}
-
-func rulesOf(as []applied) []limiter.Rule {
+func rulesOf(as []policy.Applied) []limiter.Rule {
 	rules := make([]limiter.Rule, len(as))
 	for i, a := range as {
-		rules[i] = a.rule
+		rules[i] = a.Rule
 	}
 	return rules
 }
@@ -271,17 +186,17 @@ func rulesOf(as []applied) []limiter.Rule {
 // when any enforced limit denies.
 func (l *Limiter) Handler() gin.HandlerFunc {
 	return func(c *gin.Context) {
-		var buf [4]applied // most requests have a limit or two: no allocation
+		var buf [4]policy.Applied // most requests have a limit or two: no allocation
 		all := l.rules(c, false, buf[:0])
 		if len(all) == 0 {
 			c.Next()
 			return
 		}
-		enforced, shadow := all, []applied(nil)
-		if l.anyShadow {
+		enforced, shadow := all, []policy.Applied(nil)
+		if l.set.AnyShadow() {
 			enforced = nil
 			for _, a := range all {
-				if a.policy.Shadow {
+				if a.Policy.Shadow {
 					shadow = append(shadow, a)
 				} else {
 					enforced = append(enforced, a)
@@ -308,13 +223,13 @@ func (l *Limiter) Handler() gin.HandlerFunc {
 			}
 			for i, d := range sres.Decisions {
 				if !d.Allowed {
-					o.ShadowLimited = append(o.ShadowLimited, PolicyRef{Policy: shadow[i].nl.name, Algorithm: shadow[i].nl.Algorithm})
+					o.ShadowLimited = append(o.ShadowLimited, PolicyRef{Policy: shadow[i].Limit.Name, Algorithm: shadow[i].Limit.Algorithm})
 				}
 			}
 		}
 		o.Took = time.Since(start)
 		if err != nil {
-			o.Policy, o.Algorithm = enforced[0].nl.name, enforced[0].nl.Algorithm
+			o.Policy, o.Algorithm = enforced[0].Limit.Name, enforced[0].Limit.Algorithm
 			o.RedisError = !errors.Is(err, limiter.ErrCircuitOpen)
 			l.warn.Warn("rate limiter unavailable", "err", err, "fail_open", l.failOpen)
 			if l.failOpen {
@@ -339,11 +254,11 @@ func (l *Limiter) Handler() gin.HandlerFunc {
 		var ibuf [4]headerItem
 		items := ibuf[:0]
 		for i, a := range enforced {
-			items = append(items, headerItem{nl: a.nl, d: ds[i]})
+			items = append(items, headerItem{lt: &l.texts[a.Limit.ID], d: ds[i]})
 		}
 		chosen := closest(items)
 		d := items[chosen].d
-		o.Policy, o.Algorithm, o.Remaining = items[chosen].nl.name, items[chosen].nl.Algorithm, max(d.Remaining, 0)
+		o.Policy, o.Algorithm, o.Remaining = items[chosen].lt.name, items[chosen].lt.algorithm, max(d.Remaining, 0)
 		o.Result = ResultAllowed
 		if !allowed {
 			o.Result = ResultLimited
@@ -357,7 +272,7 @@ func (l *Limiter) Handler() gin.HandlerFunc {
 			// net/http adds Content-Length itself to a body this small.
 			c.Writer.Header()["Content-Type"] = []string{"application/json; charset=utf-8"}
 			c.Writer.WriteHeader(http.StatusTooManyRequests)
-			_, _ = c.Writer.Write(deniedBody(items[chosen].nl.headers(d).message, retryAfterSeconds(d)))
+			_, _ = c.Writer.Write(deniedBody(items[chosen].lt.headers(d).message, retryAfterSeconds(d)))
 			c.Abort()
 			return
 		}
@@ -380,7 +295,7 @@ func deniedBody(message string, retry int64) []byte {
 
 // headerItem is one enforced limit's decision, named as in RateLimit-Policy.
 type headerItem struct {
-	nl *namedLimit
+	lt *limitText
 	d  limiter.Decision
 }
 
@@ -421,12 +336,12 @@ func setHeaders(h http.Header, items []headerItem, chosen int) {
 	if now.IsZero() {
 		now = time.Now()
 	}
-	lh := it.nl.headers(d)
+	lh := it.lt.headers(d)
 	policy := lh.item
 	if len(items) > 1 {
 		list := make([]string, len(items))
 		for i, other := range items {
-			list[i] = other.nl.headers(other.d).item
+			list[i] = other.lt.headers(other.d).item
 		}
 		policy = strings.Join(list, ", ")
 	}
@@ -445,7 +360,7 @@ func setHeaders(h http.Header, items []headerItem, chosen int) {
 		v[5] = strconv.FormatInt(t, 10)
 		h[hdrRetryAfter] = v[5:6:6]
 	}
-	v[4] = it.nl.sfName + ";r=" + v[1] + ";t=" + strconv.FormatInt(t, 10)
+	v[4] = it.lt.sfName + ";r=" + v[1] + ";t=" + strconv.FormatInt(t, 10)
 	h[hdrLimit], h[hdrRemaining], h[hdrReset] = v[0:1:1], v[1:2:2], v[2:3:3]
 	h[hdrPolicy], h[hdrRateLimit] = v[3:4:4], v[4:5:5]
 }
@@ -496,15 +411,15 @@ func (l *Limiter) Peek() gin.HandlerFunc {
 		}
 		var states []policyState
 		for i, a := range all {
-			if len(states) == 0 || states[len(states)-1].Name != a.policy.Name {
+			if len(states) == 0 || states[len(states)-1].Name != a.Policy.Name {
 				routes := []string{"*"}
-				if len(a.policy.Match) > 0 {
+				if len(a.Policy.Match) > 0 {
 					routes = routes[:0]
-					for _, m := range a.policy.Match {
+					for _, m := range a.Policy.Match {
 						routes = append(routes, m.Method+" "+m.Path)
 					}
 				}
-				states = append(states, policyState{Name: a.policy.Name, Routes: routes, Shadow: a.policy.Shadow})
+				states = append(states, policyState{Name: a.Policy.Name, Routes: routes, Shadow: a.Policy.Shadow})
 			}
 			d := res.Decisions[i]
 			now := d.Now
@@ -513,7 +428,7 @@ func (l *Limiter) Peek() gin.HandlerFunc {
 			}
 			st := &states[len(states)-1]
 			st.Limits = append(st.Limits, limitState{
-				Name: a.nl.name, Algorithm: a.nl.Algorithm, Limit: d.Limit,
+				Name: a.Limit.Name, Algorithm: a.Limit.Algorithm, Limit: d.Limit,
 				WindowSeconds: max(ceilSeconds(d.Window), 1), Remaining: max(d.Remaining, 0),
 				Reset: ceilUnix(now.Add(d.ResetAfter)), ResetAfter: ceilSeconds(d.ResetAfter),
 			})

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,6 +23,7 @@ import (
 
 	"tollgate/algorithms"
 	"tollgate/limiter"
+	"tollgate/policy"
 )
 
 func init() { gin.SetMode(gin.TestMode) }
@@ -160,7 +162,7 @@ func TestSetHeaders(t *testing.T) {
 			h := http.Header{}
 			d := tt.d
 			d.Now = tt.now
-			setHeaders(h, []headerItem{{nl: &nameLimits(Policy{Name: tt.policy}, []PolicyLimit{{}})[0], d: d}}, 0)
+			setHeaders(h, []headerItem{{lt: named(tt.policy), d: d}}, 0)
 			for name, want := range tt.want {
 				if got := h.Get(name); got != want {
 					t.Errorf("setHeaders() %s = %q, want %q", name, got, want)
@@ -218,7 +220,7 @@ func limitedEngine(t *testing.T, alg decider, failOpen bool) (*gin.Engine, *int)
 	r := gin.New()
 	r.GET("/x",
 		func(c *gin.Context) { c.Set(identityKey, "user:alice") },
-		limitHandler(alg, failOpen),
+		limitHandler(t, alg, failOpen),
 		func(c *gin.Context) { *ran++; c.String(http.StatusOK, "ok") },
 	)
 	return r, ran
@@ -371,7 +373,7 @@ func TestRateLimitLimiterError(t *testing.T) {
 			r := gin.New()
 			r.GET("/x",
 				func(c *gin.Context) { c.Next(); o, _ = OutcomeOf(c) },
-				limitHandler(alg, tt.failOpen),
+				limitHandler(t, alg, tt.failOpen),
 				func(c *gin.Context) { ran++; c.String(http.StatusOK, "ok") },
 			)
 
@@ -407,7 +409,7 @@ func TestRateLimitCircuitOpenIsNotARedisError(t *testing.T) {
 	r := gin.New()
 	r.GET("/x",
 		func(c *gin.Context) { c.Next(); o, _ = OutcomeOf(c) },
-		limitHandler(&fakeAlg{err: limiter.ErrCircuitOpen}, true),
+		limitHandler(t, &fakeAlg{err: limiter.ErrCircuitOpen}, true),
 		func(c *gin.Context) { c.Status(http.StatusNoContent) },
 	)
 
@@ -521,21 +523,35 @@ func TestRecoverPassesThrough(t *testing.T) {
 	}
 }
 
+// defaultPolicy is the default policy of fixed_window, 5 per minute.
+func defaultPolicy(tb testing.TB) []policy.Policy {
+	tb.Helper()
+	policies, err := policy.Default("fixed_window", algorithms.Limit{Requests: 5, Window: time.Minute})
+	if err != nil {
+		tb.Fatalf("policy.Default: %v", err)
+	}
+	return policies
+}
+
 // limitHandler is the default fixed_window policy (5 per minute) decided by d.
-func limitHandler(d decider, failOpen bool) gin.HandlerFunc {
-	policies := DefaultPolicies("fixed_window", algorithms.Limit{Requests: 5, Window: time.Minute})
-	return NewLimiter(discard(), d, policies, "p:", failOpen, 64).Handler()
+func limitHandler(t *testing.T, d decider, failOpen bool) gin.HandlerFunc {
+	return NewLimiter(discard(), d, defaultPolicy(t), "p:", failOpen, 64).Handler()
+}
+
+// named is the header data of a limit named name, as NewLimiter makes it.
+func named(name string) *limitText {
+	return &NewLimiter(discard(), nil, []policy.Policy{{Name: name, Limits: []policy.Limit{{}}}}, "p:", true, 64).texts[0]
 }
 
 func TestSetHeadersFollowsTheDecisionsLimit(t *testing.T) {
-	nl := &nameLimits(Policy{Name: "p"}, []PolicyLimit{{}})[0]
+	lt := named("p")
 	for _, d := range []limiter.Decision{
 		{Allowed: true, Limit: 5, Window: time.Minute, Remaining: 4},
 		{Allowed: true, Limit: 7, Window: time.Hour, Remaining: 6},
 		{Allowed: true, Limit: 5, Window: time.Minute, Remaining: 3},
 	} {
 		h := http.Header{}
-		setHeaders(h, []headerItem{{nl: nl, d: d}}, 0)
+		setHeaders(h, []headerItem{{lt: lt, d: d}}, 0)
 		wantPolicy := fmt.Sprintf(`"p";q=%d;w=%d`, d.Limit, int(d.Window.Seconds()))
 		if got, want := h.Get("X-RateLimit-Limit"), strconv.Itoa(d.Limit); got != want {
 			t.Errorf("limit %d: X-RateLimit-Limit = %q, want %q", d.Limit, got, want)
@@ -550,7 +566,7 @@ func TestSetHeadersFollowsTheDecisionsLimit(t *testing.T) {
 // does not list is not limited by it, and the service says so in its log
 // (once a minute), since that is most likely a typo.
 func TestUnlistedTierWarns(t *testing.T) {
-	policies, err := ParsePolicies(strings.NewReader(`
+	policies, err := policy.Parse(strings.NewReader(`
 policies:
   - name: tier
     key: user
@@ -558,7 +574,7 @@ policies:
       pro: [{algorithm: fixed_window, limit: 1, window: 1h}]
 `))
 	if err != nil {
-		t.Fatalf("ParsePolicies: %v", err)
+		t.Fatalf("policy.Parse: %v", err)
 	}
 	var logs strings.Builder
 	log := slog.New(slog.NewJSONHandler(&logs, nil))
@@ -588,19 +604,44 @@ policies:
 	}
 }
 
-func TestPolicyMatchesHeadAsGet(t *testing.T) {
-	p := Policy{Match: []Route{{Method: http.MethodGet, Path: "/continents/:id"}}}
-	for _, tt := range []struct {
-		method, route string
-		want          bool
+// TestCaller: the adapter tells the policies who calls from the identity
+// Identify left, reading the client's address only where a policy needs it.
+func TestCaller(t *testing.T) {
+	byUser := []policy.Policy{{Name: "u", Key: "user_or_ip", Cost: 1, Limits: []policy.Limit{{}}}}
+	byIP := []policy.Policy{{Name: "i", Key: "ip", Cost: 1, Limits: []policy.Limit{{}}}}
+	exempting := []policy.Policy{{Name: "e", Key: "user_or_ip", Cost: 1, Limits: []policy.Limit{{}},
+		ExemptCIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}}
+	header := http.Header{"X-Tenant": {"acme"}}
+	tests := []struct {
+		name     string
+		policies []policy.Policy
+		identity string
+		tier     string
+		want     policy.Caller
 	}{
-		{http.MethodGet, "/continents/:id", true},
-		{http.MethodHead, "/continents/:id", true},
-		{http.MethodPost, "/continents/:id", false},
-		{http.MethodHead, "/continents", false},
-	} {
-		if got := p.matches(tt.method, tt.route); got != tt.want {
-			t.Errorf("GET /continents/:id matches %s %s = %v, want %v", tt.method, tt.route, got, tt.want)
-		}
+		{"a user", byUser, "user:amy", "pro", policy.Caller{User: "amy", Tier: "pro", Header: header}},
+		{"an address", byUser, "ip:2001:db8::/64", "", policy.Caller{Tier: policy.AnonymousTier, IP: "2001:db8::/64", Header: header}},
+		{"no Identify in front: the client's address", byUser, "", "", policy.Caller{Tier: policy.AnonymousTier, IP: "2001:db8::/64", Header: header}},
+		{"a user counted by address", byIP, "user:amy", "pro", policy.Caller{User: "amy", Tier: "pro", IP: "2001:db8::/64", Header: header}},
+		{"exemptions by CIDR see the address itself", exempting, "ip:2001:db8::/64", "", policy.Caller{Tier: policy.AnonymousTier, IP: "2001:db8::/64", Addr: netip.MustParseAddr("2001:db8::5"), Header: header}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := NewLimiter(discard(), nil, tt.policies, "p:", true, 64)
+			c, _ := gin.CreateTestContext(httptest.NewRecorder())
+			c.Request = httptest.NewRequest(http.MethodGet, "/x", nil)
+			c.Request.RemoteAddr = "[2001:db8::5]:1234"
+			c.Request.Header = header
+			if tt.identity != "" {
+				c.Set(identityKey, tt.identity)
+			}
+			if tt.tier != "" {
+				c.Set(tierKey, tt.tier)
+			}
+			got := l.caller(c)
+			if diff := cmp.Diff(tt.want, got, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
+				t.Errorf("caller() (-want +got):\n%s", diff)
+			}
+		})
 	}
 }

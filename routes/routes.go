@@ -12,6 +12,7 @@ import (
 
 	"tollgate/middleware"
 	"tollgate/models"
+	"tollgate/policy"
 )
 
 // Deps is what the routes need.
@@ -96,8 +97,8 @@ func New(d Deps) (*gin.Engine, error) {
 
 // Limited lists the routes behind the guards (the rate limiter): the routes
 // a policy's match may name. Each also answers HEAD.
-func Limited() []middleware.Route {
-	return []middleware.Route{
+func Limited() []policy.Route {
+	return []policy.Route{
 		{Method: http.MethodGet, Path: "/continents"},
 		{Method: http.MethodGet, Path: "/continents/:id"},
 	}

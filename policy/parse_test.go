@@ -1,4 +1,4 @@
-package middleware
+package policy
 
 import (
 	"os"
@@ -12,15 +12,15 @@ import (
 	"tollgate/config"
 )
 
-func TestParsePoliciesExample(t *testing.T) {
+func TestParseExample(t *testing.T) {
 	f, err := os.Open("../policies.example.yaml")
 	if err != nil {
 		t.Fatalf("open the example: %v", err)
 	}
 	defer f.Close()
-	got, err := ParsePolicies(f)
+	got, err := Parse(f)
 	if err != nil {
-		t.Fatalf("ParsePolicies(policies.example.yaml): %v", err)
+		t.Fatalf("Parse(policies.example.yaml): %v", err)
 	}
 	names := make([]string, len(got))
 	for i, p := range got {
@@ -30,7 +30,7 @@ func TestParsePoliciesExample(t *testing.T) {
 		t.Errorf("policy names (-want +got):\n%s", diff)
 	}
 	pro := got[0].Tiers["pro"]
-	want := []PolicyLimit{
+	want := []Limit{
 		{Algorithm: "token_bucket", Limit: algorithms.Limit{Requests: 600, Window: time.Minute}},
 		{Algorithm: "fixed_window", Limit: algorithms.Limit{Requests: 10000, Window: 24 * time.Hour}},
 	}
@@ -45,8 +45,8 @@ func TestParsePoliciesExample(t *testing.T) {
 	}
 }
 
-// TestParsePoliciesAccepts shows the edges the checks above leave open.
-func TestParsePoliciesAccepts(t *testing.T) {
+// TestParseAccepts shows the edges the checks above leave open.
+func TestParseAccepts(t *testing.T) {
 	tests := []struct {
 		name string
 		yaml string
@@ -69,15 +69,15 @@ policies:
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if _, err := ParsePolicies(strings.NewReader(tt.yaml)); err != nil {
-				t.Errorf("ParsePolicies() = %v, want no error", err)
+			if _, err := Parse(strings.NewReader(tt.yaml)); err != nil {
+				t.Errorf("Parse() = %v, want no error", err)
 			}
 		})
 	}
 }
 
 func TestCheckTiers(t *testing.T) {
-	policies, err := ParsePolicies(strings.NewReader(`
+	policies, err := Parse(strings.NewReader(`
 policies:
   - name: tier
     key: user_or_ip
@@ -87,7 +87,7 @@ policies:
       Free: [{algorithm: fixed_window, limit: 8, window: 1h}]
       pro.plus: [{algorithm: fixed_window, limit: 8, window: 1h}]`))
 	if err != nil {
-		t.Fatalf("ParsePolicies() = %v", err)
+		t.Fatalf("Parse() = %v", err)
 	}
 	err = CheckTiers(policies, config.IsTier)
 	if err == nil {
@@ -105,7 +105,7 @@ policies:
 	}
 }
 
-func TestParsePoliciesErrors(t *testing.T) {
+func TestParseErrors(t *testing.T) {
 	tests := []struct {
 		name string
 		yaml string
@@ -275,13 +275,13 @@ policies:
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := ParsePolicies(strings.NewReader(tt.yaml))
+			_, err := Parse(strings.NewReader(tt.yaml))
 			if err == nil {
-				t.Fatalf("ParsePolicies() = nil error, want one mentioning %q", tt.want)
+				t.Fatalf("Parse() = nil error, want one mentioning %q", tt.want)
 			}
 			for _, w := range tt.want {
 				if !strings.Contains(err.Error(), w) {
-					t.Errorf("ParsePolicies() error %q does not mention %q", err, w)
+					t.Errorf("Parse() error %q does not mention %q", err, w)
 				}
 			}
 		})

@@ -1,4 +1,4 @@
-package middleware
+package policy
 
 import (
 	"bytes"
@@ -17,43 +17,6 @@ import (
 
 	"tollgate/algorithms"
 )
-
-// A Policy is a named set of limits on matching routes, chosen per tier.
-type Policy struct {
-	Name        string
-	Match       []Route // empty: every limited route
-	Key         string  // "ip", "user", "user_or_ip" or "header:NAME"
-	Cost        int     // units one request takes
-	Shadow      bool    // decide, log and count, never reject
-	ExemptUsers []string
-	ExemptCIDRs []netip.Prefix
-	Limits      []PolicyLimit            // for tiers without limits of their own
-	Tiers       map[string][]PolicyLimit // by tier: "anonymous", "free", "pro", ...
-}
-
-// A Route is an HTTP method ("*" for any) and a gin route pattern.
-type Route struct {
-	Method string
-	Path   string
-}
-
-// A PolicyLimit is one limit of a policy.
-type PolicyLimit struct {
-	Algorithm string
-	Limit     algorithms.Limit
-}
-
-// DefaultPolicies is the single policy the RATE_LIMIT_* variables describe:
-// every limited route, per user or else per client IP, named after the
-// algorithm.
-func DefaultPolicies(algorithm string, l algorithms.Limit) []Policy {
-	return []Policy{{
-		Name:   algorithm,
-		Key:    "user_or_ip",
-		Cost:   1,
-		Limits: []PolicyLimit{{Algorithm: algorithm, Limit: l}},
-	}}
-}
 
 // The policy file's shape; unknown fields are errors (a typo must not
 // silently drop a limit).
@@ -129,9 +92,9 @@ var (
 	httpMethod = regexp.MustCompile(`^(\*|[A-Z]{3,7})$`)
 )
 
-// ParsePolicies reads a policy file (YAML, see policies.example.yaml) and
+// Parse reads a policy file (YAML, see policies.example.yaml) and
 // validates all of it: every error names the policy and the field.
-func ParsePolicies(r io.Reader) ([]Policy, error) {
+func Parse(r io.Reader) ([]Policy, error) {
 	raw, err := io.ReadAll(r)
 	if err != nil {
 		return nil, fmt.Errorf("read policies: %w", err)
@@ -272,7 +235,7 @@ func (doc policyDoc) policy() (Policy, []error) {
 	p.Limits, lerrs = limits("limits", doc.Limits, p.Cost)
 	errs = append(errs, lerrs...)
 	if len(doc.Tiers) > 0 {
-		p.Tiers = map[string][]PolicyLimit{}
+		p.Tiers = map[string][]Limit{}
 		for _, tier := range slices.Sorted(maps.Keys(doc.Tiers)) {
 			field := "tiers." + tier
 			if len(doc.Tiers[tier]) == 0 {
@@ -285,9 +248,9 @@ func (doc policyDoc) policy() (Policy, []error) {
 	return p, errs
 }
 
-func limits(field string, docs []limitDoc, cost int) ([]PolicyLimit, []error) {
+func limits(field string, docs []limitDoc, cost int) ([]Limit, []error) {
 	var errs []error
-	var out []PolicyLimit
+	var out []Limit
 	for i, d := range docs {
 		f := fmt.Sprintf("%s[%d]", field, i)
 		ok := true
@@ -332,7 +295,7 @@ func limits(field string, docs []limitDoc, cost int) ([]PolicyLimit, []error) {
 			errs = append(errs, fmt.Errorf("%s: %w", f, err))
 			continue
 		}
-		out = append(out, PolicyLimit{Algorithm: strings.ReplaceAll(d.Algorithm, "-", "_"), Limit: l})
+		out = append(out, Limit{Algorithm: strings.ReplaceAll(d.Algorithm, "-", "_"), Limit: l})
 	}
 	return out, errs
 }

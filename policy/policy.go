@@ -1,0 +1,260 @@
+// Package policy is the rate-limit policy language: the policy file (Parse)
+// and the one policy the RATE_LIMIT_* variables describe (Default), all
+// their checks, and the pure function from a request (method, route, caller)
+// to the rules the engine decides (Set.Rules). It knows no HTTP framework
+// and no configuration: the adapter in middleware fills a Caller and
+// decides the rules.
+package policy
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+
+	"tollgate/algorithms"
+	"tollgate/limiter"
+)
+
+// A Policy is a named set of limits on matching routes, chosen per tier.
+type Policy struct {
+	Name        string
+	Match       []Route // empty: every limited route
+	Key         string  // "ip", "user", "user_or_ip" or "header:NAME"
+	Cost        int     // units one request takes
+	Shadow      bool    // decide, log and count, never reject
+	ExemptUsers []string
+	ExemptCIDRs []netip.Prefix
+	Limits      []Limit            // for tiers without limits of their own
+	Tiers       map[string][]Limit // by tier: "anonymous", "free", "pro", ...
+}
+
+// A Route is an HTTP method ("*" for any) and a gin route pattern.
+type Route struct {
+	Method string
+	Path   string
+}
+
+// A Limit is one limit of a policy.
+type Limit struct {
+	Algorithm string
+	Limit     algorithms.Limit
+}
+
+// AnonymousTier is the tier of callers without credentials, counted by
+// their address: "anonymous" in a policy's tiers.
+const AnonymousTier = "anonymous"
+
+// Default is the single policy the RATE_LIMIT_* variables describe: every
+// limited route, per user or else per client IP, named after the algorithm.
+// Its errors name the variables.
+func Default(algorithm string, l algorithms.Limit) ([]Policy, error) {
+	if !algorithms.Known(algorithm) {
+		return nil, fmt.Errorf("RATE_LIMIT_ALGORITHM=%q: %w: want one of %s",
+			algorithm, algorithms.ErrUnknown, strings.Join(algorithms.Names(), ", "))
+	}
+	if err := l.ValidateFor(algorithm); err != nil {
+		return nil, fmt.Errorf("RATE_LIMIT_LIMIT, RATE_LIMIT_BURST, RATE_LIMIT_WINDOW: %w", err)
+	}
+	return []Policy{{
+		Name:   algorithm,
+		Key:    "user_or_ip",
+		Cost:   1,
+		Limits: []Limit{{Algorithm: algorithm, Limit: l}},
+	}}, nil
+}
+
+// Caller is what policies know of a request's sender. The adapter fills it
+// from the identity; only the fields the set's policies use need be set
+// (IP of a user only when Set.KeysByIP, Addr only when Set.ExemptsCIDRs).
+type Caller struct {
+	User string // the user's name; "" for a caller without credentials
+	Tier string // the user's tier, or AnonymousTier
+	// IP is the client's address as it is counted: an IPv4 address or the
+	// IPv6 prefix holding it ("unknown" when there is none).
+	IP string
+	// Addr is the client's own address, for exemptions by CIDR: an
+	// exemption names addresses, not the group they are counted in.
+	Addr   netip.Addr
+	Header http.Header // the request's headers, for keys header:NAME
+}
+
+// NamedLimit is a policy's limit as requests see it, named and keyed once,
+// at start-up, rather than on every request.
+type NamedLimit struct {
+	Limit
+	// ID numbers the set's limits from 0 (Set.Limits): the adapter keeps
+	// its own per-limit data (header texts) by it.
+	ID int
+	// Name is the limit's item in RateLimit-Policy: the policy's name, or
+	// policy-N for its Nth limit when it has several.
+	Name      string
+	keySuffix string // after the subject: ":<policy>:<n>:<algorithm>"
+}
+
+// Applied is one limit of a policy that applies to a request, with the
+// rule that decides it.
+type Applied struct {
+	Policy *Policy
+	Limit  *NamedLimit
+	Rule   limiter.Rule
+}
+
+// Set is a list of policies ready to match requests. It is read-only after
+// NewSet, so safe for concurrent use.
+type Set struct {
+	policies []Policy
+	prefix   string
+	// named holds, per policy (same index as policies) and tier ("" for the
+	// policy's own limits), its named limits.
+	named []map[string][]NamedLimit
+	all   []*NamedLimit // by ID
+	// anyShadow, anyCIDR and anyIP say whether a policy is in shadow mode,
+	// exempts addresses or counts users by IP: requests skip that work when
+	// none does.
+	anyShadow, anyCIDR, anyIP bool
+}
+
+// NewSet returns the Set of policies, their keys under prefix.
+func NewSet(policies []Policy, prefix string) *Set {
+	s := &Set{policies: policies, prefix: prefix, named: make([]map[string][]NamedLimit, len(policies))}
+	for i, p := range policies {
+		s.named[i] = map[string][]NamedLimit{"": s.nameLimits(p, p.Limits)}
+		for tier, limits := range p.Tiers {
+			s.named[i][tier] = s.nameLimits(p, limits)
+		}
+		s.anyShadow = s.anyShadow || p.Shadow
+		s.anyCIDR = s.anyCIDR || len(p.ExemptCIDRs) > 0
+		s.anyIP = s.anyIP || p.Key == "ip"
+	}
+	return s
+}
+
+func (s *Set) nameLimits(p Policy, limits []Limit) []NamedLimit {
+	out := make([]NamedLimit, len(limits))
+	for j, l := range limits {
+		name := p.Name
+		if len(limits) > 1 {
+			name = p.Name + "-" + strconv.Itoa(j+1)
+		}
+		out[j] = NamedLimit{Limit: l, ID: len(s.all), Name: name, keySuffix: ":" + p.Name + ":" + strconv.Itoa(j) + ":" + l.Algorithm}
+		s.all = append(s.all, &out[j])
+	}
+	return out
+}
+
+// Limits lists the set's named limits, by ID.
+func (s *Set) Limits() []*NamedLimit { return s.all }
+
+// AnyShadow reports whether a policy of the set is in shadow mode.
+func (s *Set) AnyShadow() bool { return s.anyShadow }
+
+// ExemptsCIDRs reports whether a policy exempts addresses: only then does
+// Rules read Caller.Addr.
+func (s *Set) ExemptsCIDRs() bool { return s.anyCIDR }
+
+// KeysByIP reports whether a policy counts users by IP too (key ip): only
+// then does Rules read the IP of a Caller with a User (user_or_ip counts
+// by IP only callers without one).
+func (s *Set) KeysByIP() bool { return s.anyIP }
+
+// Rules appends to out the limits that apply to a request for method on
+// route (a gin route pattern) from c: of the policies matching the route,
+// for c's tier, minus exemptions; the rules' keys are
+// <prefix>{<subject>}:<policy>:<n>:<algorithm>. unlisted names a policy
+// that applies but has no limits for c's tier and no default ones, so does
+// not limit c: most likely a typo in a user's tier or in the file ("" when
+// none).
+func (s *Set) Rules(method, route string, c Caller, out []Applied) (rules []Applied, unlisted string) {
+	return s.rules(false, method, route, c, out)
+}
+
+// AllRules is Rules for every policy, whatever its routes: what applies
+// to c anywhere.
+func (s *Set) AllRules(c Caller, out []Applied) (rules []Applied, unlisted string) {
+	return s.rules(true, "", "", c, out)
+}
+
+func (s *Set) rules(anyRoute bool, method, route string, c Caller, out []Applied) ([]Applied, string) {
+	unlisted := ""
+	for i := range s.policies {
+		p := &s.policies[i]
+		if !anyRoute && !p.matches(method, route) || p.exempt(c) {
+			continue
+		}
+		who, ok := p.subject(c)
+		if !ok {
+			continue
+		}
+		limits, ok := s.named[i][c.Tier]
+		if !ok {
+			limits = s.named[i][""]
+			if len(limits) == 0 && c.Tier != AnonymousTier && unlisted == "" {
+				unlisted = p.Name
+			}
+		}
+		for j := range limits {
+			nl := &limits[j]
+			// The subject is the hash tag: on a cluster, every limit of one
+			// subject lives in one slot and is decided in one script.
+			out = append(out, Applied{Policy: p, Limit: nl, Rule: limiter.Rule{
+				Algorithm: nl.Algorithm, Limit: nl.Limit.Limit, Cost: p.Cost, Key: s.prefix + "{" + who + "}" + nl.keySuffix,
+			}})
+		}
+	}
+	return out, unlisted
+}
+
+func (p *Policy) matches(method, route string) bool {
+	if len(p.Match) == 0 {
+		return true
+	}
+	// HEAD is GET without the body: "GET /path" matches it too.
+	for _, m := range p.Match {
+		if (m.Method == "*" || m.Method == method || method == http.MethodHead && m.Method == http.MethodGet) && m.Path == route {
+			return true
+		}
+	}
+	return false
+}
+
+func (p *Policy) exempt(c Caller) bool {
+	if c.User != "" && slices.Contains(p.ExemptUsers, c.User) {
+		return true
+	}
+	for _, cidr := range p.ExemptCIDRs {
+		if c.Addr.IsValid() && cidr.Contains(c.Addr) {
+			return true
+		}
+	}
+	return false
+}
+
+// subject is what the policy counts for c, or false when its key does not
+// apply (key user for an anonymous caller, a missing header). Header values
+// are hashed: they may be secrets.
+func (p *Policy) subject(c Caller) (string, bool) {
+	switch {
+	case p.Key == "ip":
+		return "ip:" + c.IP, true
+	case p.Key == "user":
+		return "user:" + c.User, c.User != ""
+	case p.Key == "user_or_ip":
+		if c.User == "" {
+			return "ip:" + c.IP, true
+		}
+		return "user:" + c.User, true
+	default:
+		name := strings.TrimPrefix(p.Key, "header:")
+		v := c.Header.Get(name)
+		if v == "" {
+			return "", false
+		}
+		sum := sha256.Sum256([]byte(name + ":" + v))
+		return "h:" + hex.EncodeToString(sum[:16]), true
+	}
+}
