@@ -31,6 +31,7 @@ import (
 	"gorm.io/gorm"
 
 	"tollgate/algorithms"
+	"tollgate/auth"
 	"tollgate/config"
 	"tollgate/middleware"
 	"tollgate/models"
@@ -600,7 +601,7 @@ func TestDeniedRequestsSkipDatabase(t *testing.T) {
 	h, err := routes.New(routes.Deps{
 		Log:        log,
 		Continents: continents,
-		Identify:   middleware.Identify(log, store, nil, time.Second, time.Minute, time.Minute, 64),
+		Identify:   middleware.Identify(log, auth.New(store, nil, auth.WithPasswordTTL(time.Minute), auth.WithKeyTTL(time.Minute)), 64),
 		Guards:     []gin.HandlerFunc{limiter.Handler()},
 	})
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"tollgate/algorithms"
+	"tollgate/auth"
 )
 
 // proxyAddr is the trusted proxy of addressEngine: requests from it name the
@@ -22,7 +23,7 @@ const proxyAddr = "10.0.0.1:4321"
 // addressEngine serves GET /x behind Identify (with guard, nil: none) and a
 // limiter of policies deciding on g, and GET /ratelimit (Peek), with
 // 10.0.0.0/8 as trusted proxies and IPv6 clients grouped by ipv6Prefix bits.
-func addressEngine(t *testing.T, g guardRedis, guard *Guard, policies []Policy, ipv6Prefix int) *gin.Engine {
+func addressEngine(t *testing.T, g guardRedis, guard *auth.Guard, policies []Policy, ipv6Prefix int) *gin.Engine {
 	t.Helper()
 	r := gin.New()
 	if err := r.SetTrustedProxies([]string{"10.0.0.0/8"}); err != nil {
@@ -30,9 +31,9 @@ func addressEngine(t *testing.T, g guardRedis, guard *Guard, policies []Policy, 
 	}
 	r.RemoteIPHeaders = []string{"X-Forwarded-For"}
 	users := &fakeUsers{name: "bob", password: "pw"}
-	identify := Identify(discard(), users, guard, time.Second, time.Minute, time.Minute, ipv6Prefix)
+	identify := newIdentify(discard(), users, guard, time.Second, time.Minute, time.Minute, ipv6Prefix)
 	lim := NewLimiter(discard(), algorithms.NewTimeout(algorithms.NewMulti(g.rdb), time.Second), policies, g.prefix, false, ipv6Prefix)
-	r.GET("/x", identify, lim.Handler(), func(c *gin.Context) { c.String(http.StatusOK, Identity(c)) })
+	r.GET("/x", identify, lim.Handler(), func(c *gin.Context) { c.String(http.StatusOK, Identity(c).Subject()) })
 	r.GET("/ratelimit", identify, lim.Peek())
 	return r
 }
@@ -103,8 +104,8 @@ func TestIdentifyCanonicalClientIP(t *testing.T) {
 				t.Fatalf("SetTrustedProxies: %v", err)
 			}
 			r.RemoteIPHeaders = []string{"X-Forwarded-For"}
-			r.GET("/x", Identify(discard(), &fakeUsers{}, nil, time.Second, time.Minute, time.Minute, tt.ipv6Prefix), func(c *gin.Context) {
-				c.String(http.StatusOK, Identity(c))
+			r.GET("/x", newIdentify(discard(), &fakeUsers{}, nil, time.Second, time.Minute, time.Minute, tt.ipv6Prefix), func(c *gin.Context) {
+				c.String(http.StatusOK, Identity(c).Subject())
 			})
 
 			w := from(t, r, "/x", tt.client, nil)
@@ -249,7 +250,7 @@ func TestGuardBudgetPerCanonicalAddress(t *testing.T) {
 		for _, tt := range tests {
 			t.Run(backend+"/"+tt.name, func(t *testing.T) {
 				g := newRedis(t)
-				guard, err := NewGuard(g.rdb, g.prefix, algorithms.Limit{Requests: len(tt.failures), Window: 15 * time.Minute}, 0, time.Second, true)
+				guard, err := auth.NewGuard(g.rdb, g.prefix, len(tt.failures), 15*time.Minute, 0, time.Second, true)
 				if err != nil {
 					t.Fatalf("NewGuard: %v", err)
 				}

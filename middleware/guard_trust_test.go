@@ -11,20 +11,20 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/redis/go-redis/v9"
 
-	"tollgate/algorithms"
+	"tollgate/auth"
 )
 
 // trustEngine is guardEngine with trustedTTL as the guard's trusted TTL and
 // a guard limit of 10 failures per 15 minutes.
-func trustEngine(t *testing.T, users userChecker, rdb redis.Scripter, prefix string, trustedTTL, passwordTTL time.Duration) *gin.Engine {
+func trustEngine(t *testing.T, users auth.Users, rdb redis.Scripter, prefix string, trustedTTL, passwordTTL time.Duration) *gin.Engine {
 	t.Helper()
-	guard, err := NewGuard(rdb, prefix, algorithms.Limit{Requests: 10, Window: 15 * time.Minute}, trustedTTL, time.Second, false)
+	guard, err := auth.NewGuard(rdb, prefix, 10, 15*time.Minute, trustedTTL, time.Second, false)
 	if err != nil {
 		t.Fatalf("NewGuard: %v", err)
 	}
 	r := gin.New()
-	r.GET("/x", Identify(discard(), users, guard, time.Second, passwordTTL, time.Minute, 64), func(c *gin.Context) {
-		c.String(http.StatusOK, Identity(c))
+	r.GET("/x", newIdentify(discard(), users, guard, time.Second, passwordTTL, time.Minute, 64), func(c *gin.Context) {
+		c.String(http.StatusOK, Identity(c).Subject())
 	})
 	return r
 }
@@ -148,35 +148,6 @@ func TestGuardTrustedTTLZero(t *testing.T) {
 	}
 }
 
-// TestGuardTrustedAddrsBounded: a user's trusted addresses are kept to
-// maxTrustedAddrs, the most recent.
-func TestGuardTrustedAddrsBounded(t *testing.T) {
-	for backend, newRedis := range guardBackends(t) {
-		t.Run(backend, func(t *testing.T) {
-			g := newRedis(t)
-			guard, err := NewGuard(g.rdb, g.prefix, algorithms.Limit{Requests: 10, Window: time.Minute}, time.Hour, time.Second, false)
-			if err != nil {
-				t.Fatalf("NewGuard: %v", err)
-			}
-			for i := range maxTrustedAddrs + 10 {
-				if err := guard.Trust(t.Context(), fmt.Sprintf("10.0.%d.%d", i/256, i%256), "bob"); err != nil {
-					t.Fatalf("Trust: %v", err)
-				}
-			}
-			keys := g.keys(t)
-			if len(keys) != 1 {
-				t.Fatalf("keys %v, want one set of trusted addresses", keys)
-			}
-			if n, err := g.rdb.ZCard(t.Context(), keys[0]).Result(); err != nil || n != maxTrustedAddrs {
-				t.Errorf("trusted addresses kept: %d (err %v), want %d", n, err, maxTrustedAddrs)
-			}
-			if ttl, err := g.rdb.PTTL(t.Context(), keys[0]).Result(); err != nil || ttl <= 0 || ttl > time.Hour {
-				t.Errorf("PTTL = %v (err %v), want up to the trusted TTL", ttl, err)
-			}
-		})
-	}
-}
-
 // TestIdentifyMaxChecks: with one check allowed at once, a second check
 // waits for it, then gets 503 with Retry-After: 1; it was not a guess, so
 // the guard gives its place back: the address still has all its failures to
@@ -187,7 +158,7 @@ func TestIdentifyMaxChecks(t *testing.T) {
 			g := newRedis(t)
 			release := make(chan struct{})
 			users := &fakeUsers{name: "bob", password: "pw", release: release}
-			r := guardEngine(t, LimitChecks(users, 1, 50*time.Millisecond), g.rdb, g.prefix, 3, false, 0)
+			r := guardEngine(t, auth.BoundChecks(users, 1, 50*time.Millisecond), g.rdb, g.prefix, 3, false, 0)
 			const ip = "192.0.2.1:1234"
 
 			var wg sync.WaitGroup

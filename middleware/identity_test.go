@@ -14,9 +14,11 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/google/go-cmp/cmp"
+
+	"tollgate/auth"
 )
 
-// fakeUsers is a userChecker that knows one user (of tier, "free" when
+// fakeUsers is a auth.Users that knows one user (of tier, "free" when
 // empty) and that user's API keys; it counts its calls, can fail, and can hold
 // every call until release is closed.
 type fakeUsers struct {
@@ -92,24 +94,32 @@ func (f *fakeUsers) Calls() int {
 // identifyEngine serves GET /x behind Identify, answering with the identity
 // and the tier in X-Tier. proxies are the engine's trusted proxies (nil:
 // none), set as routes.New does.
-func identifyEngine(t *testing.T, users userChecker, proxies []string) *gin.Engine {
+func identifyEngine(t *testing.T, users auth.Users, proxies []string) *gin.Engine {
 	t.Helper()
 	return identifyEngineTTL(t, users, proxies, time.Minute)
 }
 
 // identifyEngineTTL is identifyEngine with keyTTL as the API key cache's TTL.
-func identifyEngineTTL(t *testing.T, users userChecker, proxies []string, keyTTL time.Duration) *gin.Engine {
+func identifyEngineTTL(t *testing.T, users auth.Users, proxies []string, keyTTL time.Duration) *gin.Engine {
 	t.Helper()
 	r := gin.New()
 	if err := r.SetTrustedProxies(proxies); err != nil {
 		t.Fatalf("SetTrustedProxies(%v): %v", proxies, err)
 	}
 	r.RemoteIPHeaders = []string{"X-Forwarded-For"}
-	r.GET("/x", Identify(discard(), users, nil, time.Second, time.Minute, keyTTL, 64), func(c *gin.Context) {
+	r.GET("/x", newIdentify(discard(), users, nil, time.Second, time.Minute, keyTTL, 64), func(c *gin.Context) {
 		c.Header("X-Tier", Tier(c))
-		c.String(http.StatusOK, Identity(c))
+		c.String(http.StatusOK, Identity(c).Subject())
 	})
 	return r
+}
+
+// newIdentify is Identify over an auth.Authenticator of users and guard
+// (nil: none) with these settings, warning to log as main's does.
+func newIdentify(log *slog.Logger, users auth.Users, guard *auth.Guard, timeout, passwordTTL, keyTTL time.Duration, ipv6Prefix int) gin.HandlerFunc {
+	a := auth.New(users, guard, auth.WithWarner(NewThrottledLog(log, 10*time.Second)),
+		auth.WithTimeout(timeout), auth.WithPasswordTTL(passwordTTL), auth.WithKeyTTL(keyTTL))
+	return Identify(log, a, ipv6Prefix)
 }
 
 func basic(name, password string) string {
@@ -470,8 +480,8 @@ func TestRequestLogIdentityKind(t *testing.T) {
 	var logs strings.Builder
 	r := gin.New()
 	r.Use(RequestLog(slog.New(slog.NewJSONHandler(&logs, nil)), nil))
-	r.GET("/x", Identify(discard(), users, nil, time.Second, time.Minute, time.Minute, 64), func(c *gin.Context) {
-		c.String(http.StatusOK, Identity(c))
+	r.GET("/x", newIdentify(discard(), users, nil, time.Second, time.Minute, time.Minute, 64), func(c *gin.Context) {
+		c.String(http.StatusOK, Identity(c).Subject())
 	})
 	for _, tt := range []struct {
 		header map[string]string

@@ -18,6 +18,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"tollgate/algorithms"
+	"tollgate/auth"
 )
 
 // Results of a rate-limit decision, as logged and counted.
@@ -183,7 +184,7 @@ func (l *Limiter) rules(c *gin.Context, anyRoute bool, out []applied) []applied 
 		limits, ok := l.named[i][tier]
 		if !ok {
 			limits = l.named[i][""]
-			if len(limits) == 0 && tier != AnonymousTier {
+			if len(limits) == 0 && tier != auth.AnonymousTier {
 				// Most likely a typo in a user's tier or in the file.
 				l.tierWarn.Warn("user's tier has no limits in the policy, which has no default limits: not limited by it",
 					"policy", p.Name, "tier", tier)
@@ -214,8 +215,8 @@ func (p *Policy) matches(method, route string) bool {
 	return false
 }
 
-func (p *Policy) exempt(identity string, ip netip.Addr) bool {
-	if name, ok := strings.CutPrefix(identity, "user:"); ok && slices.Contains(p.ExemptUsers, name) {
+func (p *Policy) exempt(identity auth.Identity, ip netip.Addr) bool {
+	if identity.Kind == auth.User && slices.Contains(p.ExemptUsers, identity.Name) {
 		return true
 	}
 	for _, cidr := range p.ExemptCIDRs {
@@ -230,17 +231,17 @@ func (p *Policy) exempt(identity string, ip netip.Addr) bool {
 // does not apply (key user for an anonymous client, a missing header). Header
 // values are hashed: they may be secrets. IPv6 clients are grouped by their
 // first ipv6Prefix bits.
-func (p *Policy) subject(c *gin.Context, identity string, ipv6Prefix int) (string, bool) {
+func (p *Policy) subject(c *gin.Context, identity auth.Identity, ipv6Prefix int) (string, bool) {
 	switch {
 	case p.Key == "ip":
 		return "ip:" + ipSubject(c, ipv6Prefix), true
 	case p.Key == "user":
-		return identity, strings.HasPrefix(identity, "user:")
+		return identity.Subject(), identity.Kind == auth.User
 	case p.Key == "user_or_ip":
-		if identity == "" { // no Identify in front: the client IP
+		if identity.Kind == "" { // no Identify in front: the client IP
 			return "ip:" + ipSubject(c, ipv6Prefix), true
 		}
-		return identity, true
+		return identity.Subject(), true
 	default:
 		name := strings.TrimPrefix(p.Key, "header:")
 		v := c.GetHeader(name)
@@ -472,8 +473,7 @@ func (l *Limiter) Peek() gin.HandlerFunc {
 	}
 	return func(c *gin.Context) {
 		all := l.rules(c, true, nil)
-		kind, _, _ := strings.Cut(Identity(c), ":")
-		body := gin.H{"identity": kind, "tier": Tier(c), "policies": []policyState{}}
+		body := gin.H{"identity": string(Identity(c).Kind), "tier": Tier(c), "policies": []policyState{}}
 		if len(all) == 0 {
 			c.JSON(http.StatusOK, body)
 			return

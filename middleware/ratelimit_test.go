@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"tollgate/algorithms"
+	"tollgate/auth"
 )
 
 func init() { gin.SetMode(gin.TestMode) }
@@ -219,7 +220,7 @@ func limitedEngine(t *testing.T, alg algorithms.Decider, timeout time.Duration, 
 	ran := new(int)
 	r := gin.New()
 	r.GET("/x",
-		func(c *gin.Context) { c.Set(identityKey, "user:alice") },
+		func(c *gin.Context) { c.Set(identityKey, auth.Identity{Kind: auth.User, Name: "alice"}) },
 		limitHandler(alg, timeout, failOpen),
 		func(c *gin.Context) { *ran++; c.String(http.StatusOK, "ok") },
 	)
@@ -543,8 +544,7 @@ policies:
 	r := gin.New()
 	r.GET("/x",
 		func(c *gin.Context) {
-			c.Set(identityKey, "user:"+c.Query("u"))
-			c.Set(tierKey, c.Query("tier"))
+			c.Set(identityKey, auth.Identity{Kind: auth.User, Name: c.Query("u"), Tier: c.Query("tier")})
 		},
 		NewLimiter(log, denied, policies, "p:", true, 64).Handler(),
 		func(c *gin.Context) { c.String(http.StatusOK, "ok") },
