@@ -139,7 +139,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		auth.WithWarner(middleware.NewThrottledLog(log, 10*time.Second)), auth.WithTimeout(checkTimeout),
 		auth.WithPasswordTTL(5*time.Minute), auth.WithKeyTTL(cfg.AuthKeyCacheTTL))
 	identify := middleware.Identify(log, authn, cfg.IPv6Prefix)
-	var guards []gin.HandlerFunc
+	var limiters []gin.HandlerFunc
 	var peek gin.HandlerFunc
 	pagePolicy := routes.Policy{Enabled: cfg.Enabled, Algorithm: cfg.Algorithm, Limit: cfg.Limit, Burst: cfg.Burst, Window: cfg.Window}
 	if cfg.Enabled {
@@ -186,7 +186,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 			return 0
 		}))
 		limiter := middleware.NewLimiter(log, decider, policies, cfg.KeyPrefix, cfg.FailOpen, cfg.IPv6Prefix)
-		guards, peek = []gin.HandlerFunc{limiter.Handler()}, limiter.Peek()
+		limiters, peek = []gin.HandlerFunc{limiter.Handler()}, limiter.Peek()
 	}
 	metricsHandler := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 	handler, err := routes.New(routes.Deps{
@@ -206,7 +206,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		}(),
 		Policy:   pagePolicy,
 		Identify: identify,
-		Guards:   guards,
+		Limiters: limiters,
 		Peek:     peek,
 	})
 	if err != nil {

@@ -602,7 +602,7 @@ func TestDeniedRequestsSkipDatabase(t *testing.T) {
 		Log:        log,
 		Continents: continents,
 		Identify:   middleware.Identify(log, auth.New(store, nil, auth.WithPasswordTTL(time.Minute), auth.WithKeyTTL(time.Minute)), 64),
-		Guards:     []gin.HandlerFunc{limiter.Handler()},
+		Limiters:   []gin.HandlerFunc{limiter.Handler()},
 	})
 	if err != nil {
 		t.Fatalf("routes.New: %v", err)

@@ -177,7 +177,7 @@ func stackPeer(ctx context.Context, redisURL, dsn string) (*http.Server, func(),
 		MetricsHandler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
 		Policy:         routes.Policy{Enabled: true, Algorithm: "fixed_window", Limit: 1_000_000_000, Window: time.Hour},
 		Identify:       middleware.Identify(log, auth.New(store, nil, auth.WithTimeout(2*time.Second), auth.WithPasswordTTL(5*time.Minute), auth.WithKeyTTL(10*time.Second)), 64),
-		Guards:         []gin.HandlerFunc{guard},
+		Limiters:       []gin.HandlerFunc{guard},
 	})
 	if err != nil {
 		return fail(err)
