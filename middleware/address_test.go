@@ -23,7 +23,7 @@ const proxyAddr = "10.0.0.1:4321"
 // addressEngine serves GET /x behind Identify (with guard, nil: none) and a
 // limiter of policies deciding on g, and GET /ratelimit (Peek), with
 // 10.0.0.0/8 as trusted proxies and IPv6 clients grouped by ipv6Prefix bits.
-func addressEngine(t *testing.T, g guardRedis, guard *auth.Guard, policies []Policy, ipv6Prefix int) *gin.Engine {
+func addressEngine(t *testing.T, g testRedis, guard *auth.Guard, policies []Policy, ipv6Prefix int) *gin.Engine {
 	t.Helper()
 	r := gin.New()
 	if err := r.SetTrustedProxies([]string{"10.0.0.0/8"}); err != nil {
@@ -120,7 +120,7 @@ func TestIdentifyCanonicalClientIP(t *testing.T) {
 // TestIPSpellingsShareOneQuota: one IPv4 client is one quota, however the
 // proxy spells its address.
 func TestIPSpellingsShareOneQuota(t *testing.T) {
-	for backend, newRedis := range guardBackends(t) {
+	for backend, newRedis := range redisBackends(t) {
 		t.Run(backend, func(t *testing.T) {
 			g := newRedis(t)
 			r := addressEngine(t, g, nil, ipPolicy(3), 64)
@@ -142,7 +142,7 @@ func TestIPSpellingsShareOneQuota(t *testing.T) {
 // TestIPv6PrefixSharesOneQuota: the addresses of one /64 share a quota, and
 // its /ratelimit; another /64 has its own.
 func TestIPv6PrefixSharesOneQuota(t *testing.T) {
-	for backend, newRedis := range guardBackends(t) {
+	for backend, newRedis := range redisBackends(t) {
 		t.Run(backend, func(t *testing.T) {
 			g := newRedis(t)
 			r := addressEngine(t, g, nil, ipPolicy(3), 64)
@@ -187,7 +187,7 @@ func TestIPv6PrefixSetting(t *testing.T) {
 		{"128", 128, []int{200, 200, 200, 200}, "{ip:2001:db8::1}"},
 		{"48", 48, []int{200, 200, 429, 429}, "{ip:2001:db8::/48}"},
 	}
-	for backend, newRedis := range guardBackends(t) {
+	for backend, newRedis := range redisBackends(t) {
 		for _, tt := range tests {
 			t.Run(backend+"/"+tt.name, func(t *testing.T) {
 				g := newRedis(t)
@@ -210,7 +210,7 @@ func TestIPv6PrefixSetting(t *testing.T) {
 // group they are counted in: 2001:db8::5/128 does not hold the group's
 // representative 2001:db8::, and still exempts 2001:db8::5.
 func TestExemptCIDRMatchesTheRealAddress(t *testing.T) {
-	for backend, newRedis := range guardBackends(t) {
+	for backend, newRedis := range redisBackends(t) {
 		t.Run(backend, func(t *testing.T) {
 			g := newRedis(t)
 			r := addressEngine(t, g, nil, ipPolicy(1, "2001:db8::5/128", "1.2.3.0/24"), 64)
@@ -246,7 +246,7 @@ func TestGuardBudgetPerCanonicalAddress(t *testing.T) {
 		{"ipv4 spellings", []string{"1.2.3.4", "::ffff:1.2.3.4", "::FFFF:1.2.3.4"}, "[::ffff:1.2.3.4]:1", "1.2.3.5", "authfail:ip:1.2.3.4"},
 		{"ipv6 /64", []string{"2001:db8::1", "2001:db8::2:3", "[2001:db8::ff]:1"}, "2001:DB8::abc", "2001:db8:1::1", "authfail:ip:2001:db8::/64"},
 	}
-	for backend, newRedis := range guardBackends(t) {
+	for backend, newRedis := range redisBackends(t) {
 		for _, tt := range tests {
 			t.Run(backend+"/"+tt.name, func(t *testing.T) {
 				g := newRedis(t)

@@ -16,13 +16,11 @@ import (
 	"tollgate/auth"
 )
 
-// fakeUsers is a auth.Users that knows one user (of tier, "free" when
-// empty) and that user's API keys; it counts its calls, can fail, and can hold
-// every call until release is closed.
+// fakeUsers is an auth.Users that knows one user (of tier, "free" when
+// empty) and that user's API keys; it counts its calls and can fail.
 type fakeUsers struct {
 	name, password, tier string
 	err                  error
-	release              chan struct{} // nil: answer at once
 
 	mu    sync.Mutex
 	calls int
@@ -30,7 +28,7 @@ type fakeUsers struct {
 }
 
 func (f *fakeUsers) CheckPassword(ctx context.Context, name, password string) (string, string, bool, error) {
-	if err := f.call(ctx); err != nil {
+	if err := f.call(); err != nil {
 		return "", "", false, err
 	}
 	if name != f.name || password != f.password {
@@ -40,7 +38,7 @@ func (f *fakeUsers) CheckPassword(ctx context.Context, name, password string) (s
 }
 
 func (f *fakeUsers) CheckAPIKey(ctx context.Context, key string) (string, string, bool, error) {
-	if err := f.call(ctx); err != nil {
+	if err := f.call(); err != nil {
 		return "", "", false, err
 	}
 	f.mu.Lock()
@@ -59,17 +57,10 @@ func (f *fakeUsers) userTier() string {
 	return f.tier
 }
 
-func (f *fakeUsers) call(ctx context.Context) error {
+func (f *fakeUsers) call() error {
 	f.mu.Lock()
 	f.calls++
 	f.mu.Unlock()
-	if f.release != nil {
-		select {
-		case <-f.release:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
 	return f.err
 }
 
