@@ -56,11 +56,11 @@ func guarded(t *testing.T, users Users, rdb redis.Scripter, prefix string, limit
 	return guardedTimeout(t, users, rdb, prefix, limit, failOpen, passwordTTL, time.Second)
 }
 
-// guardedTimeout is guarded with timeout for the wait for a place and for
-// each check.
+// guardedTimeout is guarded with timeout for the wait for a place, for
+// each check and for each of the guard's Redis calls.
 func guardedTimeout(t *testing.T, users Users, rdb redis.Scripter, prefix string, limit int, failOpen bool, passwordTTL, timeout time.Duration) *Authenticator {
 	t.Helper()
-	guard, err := NewGuard(rdb, prefix, limit, 15*time.Minute, 720*time.Hour, time.Second, failOpen)
+	guard, err := NewGuard(rdb, prefix, limit, 15*time.Minute, 720*time.Hour, timeout, failOpen)
 	if err != nil {
 		t.Fatalf("NewGuard: %v", err)
 	}
@@ -196,8 +196,10 @@ func TestGuardExactUnderConcurrency(t *testing.T) {
 				release := make(chan struct{})
 				users := &fakeUsers{name: "bob", password: "pw", release: release}
 				// Checks are held until the test has seen them all start,
-				// which on a loaded machine can take longer than a second:
-				// a timeout that cut them would be unavailable, not the count.
+				// which on a loaded machine can take longer than a second,
+				// and 200 requests reach miniredis at once (no HTTP layer
+				// spreads them): a timeout that cut a check or a guard call
+				// would be unavailable, not the count.
 				a := guardedTimeout(t, users, g.rdb, g.prefix, limit, false, 0, 10*time.Second)
 
 				outcomes := make(chan string, n)
