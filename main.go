@@ -32,6 +32,7 @@ import (
 	"tollgate/algorithms"
 	"tollgate/auth"
 	"tollgate/config"
+	"tollgate/limiter"
 	"tollgate/middleware"
 	"tollgate/models"
 	"tollgate/routes"
@@ -152,41 +153,25 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 				pagePolicy.Policies = append(pagePolicy.Policies, p.Name)
 			}
 		}
-		// While Redis is down, answer at once instead of waiting out the
-		// timeout on every request; probe again every second.
-		// Concurrent decisions share round trips (docs/BENCHMARKS.md). Not on a
-		// cluster: Multi splits rules by hash tag only on a *redis.ClusterClient.
-		var scripter redis.Scripter = rdb
-		if _, cluster := rdb.(*redis.ClusterClient); cfg.PipelineBatch > 0 && !cluster {
-			// Two batches under way, not four: on this project's 2-core
-			// machine, wrk -c64 on /continents, all admitted, 4 runs each:
-			// 27.1k vs 24.6k req/s (median), 39.5 vs 44.3 µs of service CPU
-			// per request (fuller batches, fewer system calls), and the same
-			// decisions/s from 64 goroutines.
-			p := algorithms.NewPipeline(rdb, cfg.PipelineBatch, cfg.PipelineWindow, pipelineConns)
-			defer p.Close()
-			scripter = p
-		}
-		breaker := algorithms.NewBreaker(algorithms.NewMulti(scripter), 5, time.Second)
-		// Every call that reaches the breaker ends within RATE_LIMIT_TIMEOUT.
-		// Denials are answered from memory until their Retry-After, in front
-		// of both: those answers cost no timer and must not close an open
-		// circuit or reset its count of failures.
-		var decider algorithms.Decider = algorithms.NewTimeout(breaker, cfg.Timeout)
-		if cfg.DenyCacheSize > 0 {
-			decider = algorithms.NewDenyingDecider(decider, cfg.DenyCacheSize)
-		}
+		// The engine orders its stages itself (limiter.New).
+		engine := limiter.New(rdb, limiter.Options{
+			Timeout:        cfg.Timeout,
+			PipelineBatch:  cfg.PipelineBatch,
+			PipelineWindow: cfg.PipelineWindow,
+			DenyCacheSize:  cfg.DenyCacheSize,
+		})
+		defer engine.Close()
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "tollgate_ratelimit_circuit_open",
 			Help: "1 while the circuit breaker keeps limiter calls away from Redis.",
 		}, func() float64 {
-			if breaker.Open() {
+			if engine.CircuitOpen() {
 				return 1
 			}
 			return 0
 		}))
-		limiter := middleware.NewLimiter(log, decider, policies, cfg.KeyPrefix, cfg.FailOpen, cfg.IPv6Prefix)
-		limiters, peek = []gin.HandlerFunc{limiter.Handler()}, limiter.Peek()
+		limit := middleware.NewLimiter(log, engine, policies, cfg.KeyPrefix, cfg.FailOpen, cfg.IPv6Prefix)
+		limiters, peek = []gin.HandlerFunc{limit.Handler()}, limit.Peek()
 	}
 	metricsHandler := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 	handler, err := routes.New(routes.Deps{
@@ -283,10 +268,6 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	log.Info("stopped")
 	return nil
 }
-
-// pipelineConns is how many pipelined batches of limiter calls may be under
-// way at once (algorithms.NewPipeline).
-const pipelineConns = 2
 
 // redisLog is go-redis's logger: its messages become warnings of the
 // service's log, throttled (a dead Redis makes one per failed dial).

@@ -33,6 +33,7 @@ import (
 	"tollgate/algorithms"
 	"tollgate/auth"
 	"tollgate/config"
+	"tollgate/limiter"
 	"tollgate/middleware"
 	"tollgate/models"
 	"tollgate/routes"
@@ -597,12 +598,12 @@ func TestDeniedRequestsSkipDatabase(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
 	t.Cleanup(func() { rdb.Close() })
 	policies := middleware.DefaultPolicies("fixed_window", algorithms.Limit{Requests: 1, Window: time.Minute})
-	limiter := middleware.NewLimiter(log, algorithms.NewTimeout(algorithms.NewMulti(rdb), time.Second), policies, "test:", false, 64)
+	limit := middleware.NewLimiter(log, limiter.New(rdb, limiter.Options{Timeout: time.Second}), policies, "test:", false, 64)
 	h, err := routes.New(routes.Deps{
 		Log:        log,
 		Continents: continents,
 		Identify:   middleware.Identify(log, auth.New(store, nil, auth.WithPasswordTTL(time.Minute), auth.WithKeyTTL(time.Minute)), 64),
-		Limiters:   []gin.HandlerFunc{limiter.Handler()},
+		Limiters:   []gin.HandlerFunc{limit.Handler()},
 	})
 	if err != nil {
 		t.Fatalf("routes.New: %v", err)

@@ -1,39 +1,21 @@
-// Package algorithms holds the rate-limiting algorithms. Each one is a Lua
-// module (lua/<name>.lua) that checks a request without writing and commits it
-// separately; scripts compose modules with a prelude that reads the clock with
-// TIME, so every service instance sharing a Redis agrees on windows and
-// refills, and a driver that records a request only if every rule admits it.
-// Every decision is one atomic script, one round trip.
+// Package algorithms holds the rate-limiting algorithms: one table of specs,
+// each naming a Lua module (lua/<name>.lua), the module's arguments and what
+// it needs of a Limit. A module checks a request without writing and commits
+// it separately; the engine (package limiter) composes the modules a set of
+// rules needs into one script, so a request is recorded only if every rule
+// admits it. The module contract is written at the top of limiter/lua/prelude.lua.
+//
+// Adding an algorithm is one Lua module in lua/ and one entry in table; the
+// conformance suite in limiter runs every entry, so it needs no new test code.
 package algorithms
 
 import (
-	"context"
-	_ "embed"
+	"embed"
 	"errors"
 	"fmt"
-	"math/rand/v2"
-	"strconv"
 	"strings"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 )
-
-// An Algorithm decides whether one more request for key may proceed, and records it if so.
-type Algorithm interface {
-	Allow(ctx context.Context, key string) (Decision, error)
-}
-
-// Decision is the outcome of one Allow call. Durations are relative to Now.
-type Decision struct {
-	Allowed    bool
-	Limit      int           // requests per window; token bucket: capacity
-	Window     time.Duration // the span Limit applies to
-	Remaining  int           // left after this request, never negative
-	ResetAfter time.Duration // until the quota is fully restored
-	RetryAfter time.Duration // until a denied request could pass; 0 when Allowed
-	Now        time.Time     // Redis's clock at the decision, so Reset does not wobble with ours
-}
 
 // Limit is the quota of one algorithm: Requests per Window. For token_bucket
 // and gcra, Requests per Window is the refill rate and Burst the capacity.
@@ -43,18 +25,19 @@ type Limit struct {
 	Burst    int // token_bucket, gcra: bucket capacity; 0 means Requests
 }
 
-// capacity is the most requests a token bucket or GCRA admits at once.
-func (l Limit) capacity() int {
+// Capacity is the most requests a token bucket or GCRA admits at once: Burst,
+// or Requests when Burst is 0.
+func (l Limit) Capacity() int {
 	if l.Burst > 0 {
 		return l.Burst
 	}
 	return l.Requests
 }
 
-// ErrUnknown is returned by New for a name that is not an algorithm.
+// ErrUnknown is returned for a name that is not an algorithm.
 var ErrUnknown = errors.New("unknown algorithm")
 
-// ErrInvalidLimit is returned by New for a Limit no algorithm can keep exactly.
+// ErrInvalidLimit is returned for a Limit an algorithm cannot keep exactly.
 var ErrInvalidLimit = errors.New("invalid limit")
 
 // maxExact is 2^53: the scripts compute in Lua numbers (doubles), exact for
@@ -73,8 +56,8 @@ func (l Limit) Validate() error {
 		return fmt.Errorf("%w: burst %d, want 0 (same as requests) or more", ErrInvalidLimit, l.Burst)
 	case ms < 1:
 		return fmt.Errorf("%w: window %v, want at least 1ms", ErrInvalidLimit, l.Window)
-	case int64(max(l.Requests, l.capacity())) > maxExact/ms:
-		return fmt.Errorf("%w: %d requests per %v is beyond exact arithmetic; use a smaller limit or window", ErrInvalidLimit, max(l.Requests, l.capacity()), l.Window)
+	case int64(max(l.Requests, l.Capacity())) > maxExact/ms:
+		return fmt.Errorf("%w: %d requests per %v is beyond exact arithmetic; use a smaller limit or window", ErrInvalidLimit, max(l.Requests, l.Capacity()), l.Window)
 	}
 	return nil
 }
@@ -83,20 +66,47 @@ func (l Limit) Validate() error {
 // needs of l: gcra, for one, keeps times in µs and needs a smaller burst
 // × window than Validate allows.
 func (l Limit) ValidateFor(algorithm string) error {
-	s, ok := lookup(algorithm)
-	if !ok {
-		return unknown(algorithm)
+	s, err := Lookup(algorithm)
+	if err != nil {
+		return err
 	}
-	return s.validateLimit(l)
+	return s.Validate(l)
 }
 
-// validateLimit checks l for this algorithm.
-func (s spec) validateLimit(l Limit) error {
+// Spec is one algorithm as the engine needs to know it.
+type Spec struct {
+	// Name is the algorithm's name in configuration, keys and the scripts'
+	// table of modules (the module registers itself as algorithms.<Name>).
+	Name string
+	// Doc is one line for people: what the algorithm promises.
+	Doc string
+	// Lua is the module, lua/<Name>.lua.
+	Lua string
+	// Args are the module's ARGV entries under l, before the cost.
+	Args func(l Limit) []any
+	// Bucket: the quota a decision reports is the capacity (Limit.Burst),
+	// not Limit.Requests.
+	Bucket bool
+	// Nonce: the module needs a value unique per call (sliding_log's members).
+	Nonce bool
+	// Check is what the algorithm needs of a Limit beyond Limit.Validate; nil
+	// if nothing.
+	Check func(l Limit) error
+	// MaxCost is the largest cost one request may have; 0: no cap but the limit.
+	MaxCost int
+	// Horizon is how long one admitted request weighs on decisions under l:
+	// the bound of a reset, a retry and a key's TTL, and how long an
+	// exhausted quota takes to come back in full.
+	Horizon func(l Limit) time.Duration
+}
+
+// Validate checks l for this algorithm.
+func (s Spec) Validate(l Limit) error {
 	if err := l.Validate(); err != nil {
 		return err
 	}
-	if s.validate != nil {
-		return s.validate(l)
+	if s.Check != nil {
+		return s.Check(l)
 	}
 	return nil
 }
@@ -105,8 +115,8 @@ func (s spec) validateLimit(l Limit) error {
 // capacity of its own, Limit.Burst: token_bucket and gcra do; the window
 // algorithms admit Limit.Requests per window and nothing more.
 func HasBurst(algorithm string) bool {
-	s, ok := lookup(algorithm)
-	return ok && s.bucket
+	s, err := Lookup(algorithm)
+	return err == nil && s.Bucket
 }
 
 // CheckCost reports whether a request of cost units can ever pass under l
@@ -114,12 +124,12 @@ func HasBurst(algorithm string) bool {
 // admits, nor what the algorithm can record in one call (sliding_log keeps
 // one sorted-set member per unit).
 func CheckCost(algorithm string, l Limit, cost int) error {
-	s, ok := lookup(algorithm)
-	if !ok {
-		return unknown(algorithm)
+	s, err := Lookup(algorithm)
+	if err != nil {
+		return err
 	}
 	capacity, what := l.Requests, "limit"
-	if s.bucket && l.Burst > 0 {
+	if s.Bucket && l.Burst > 0 {
 		capacity, what = l.Burst, "burst"
 	}
 	switch {
@@ -127,178 +137,154 @@ func CheckCost(algorithm string, l Limit, cost int) error {
 		return fmt.Errorf("%w: cost %d, want 1 or more", ErrInvalidLimit, cost)
 	case cost > capacity:
 		return fmt.Errorf("%w: cost %d exceeds the %s %d: no request could ever pass; want a cost of at most %d", ErrInvalidLimit, cost, what, capacity, capacity)
-	case s.maxCost > 0 && cost > s.maxCost:
-		return fmt.Errorf("%w: cost %d: %s records one entry per unit; want a cost of at most %d", ErrInvalidLimit, cost, s.name, s.maxCost)
+	case s.MaxCost > 0 && cost > s.MaxCost:
+		return fmt.Errorf("%w: cost %d: %s records one entry per unit; want a cost of at most %d", ErrInvalidLimit, cost, s.Name, s.MaxCost)
 	}
 	return nil
 }
 
-// Names lists the algorithm names New accepts.
-func Names() []string {
-	return []string{"fixed_window", "sliding_log", "sliding_window", "token_bucket", "gcra"}
-}
-
-// Known reports whether name (hyphens or underscores) is an algorithm.
-func Known(name string) bool {
-	_, ok := lookup(name)
-	return ok
-}
-
-// New returns the algorithm called name (hyphens or underscores), keeping its
-// state in rdb under keys that start with prefix.
-func New(name string, rdb redis.Scripter, prefix string, l Limit) (Algorithm, error) {
-	s, ok := lookup(name)
-	if !ok {
-		return nil, unknown(name)
-	}
-	if err := s.validateLimit(l); err != nil {
-		return nil, err
-	}
-	return s.new(rdb, prefix, l), nil
-}
-
-func unknown(name string) error {
-	return fmt.Errorf("%w %q: want one of %s", ErrUnknown, name, strings.Join(Names(), ", "))
-}
-
-// lookup is the one place that knows every algorithm by name: adding one is
-// a Go file (its type and spec), a Lua module in lua/, a case here and its
-// name in Names.
-func lookup(name string) (spec, bool) {
-	switch strings.ReplaceAll(name, "-", "_") {
-	case "fixed_window":
-		return fixedWindow, true
-	case "sliding_log":
-		return slidingLog, true
-	case "sliding_window":
-		return slidingWindow, true
-	case "token_bucket":
-		return tokenBucket, true
-	case "gcra":
-		return gcra, true
-	}
-	return spec{}, false
-}
-
-// spec is what the scripts need to know about one algorithm.
-type spec struct {
-	name string // the module's name in the scripts' algorithms table
-	bit  int    // its index in Names, for sets of modules
-	lua  string // the module: lua/<name>.lua
-	// args are the module's ARGV entries under l, before the cost.
-	args func(l Limit) []any
-	// bucket: Decision.Limit is the capacity (Limit.Burst), not Limit.Requests.
-	bucket bool
-	// validate checks what this algorithm needs of a Limit beyond
-	// Limit.Validate; nil if nothing.
-	validate func(l Limit) error
-	// maxCost is the largest cost one request may have; 0: no cap but the limit.
-	maxCost int
-	// script is the prelude, this module and the driver: one algorithm's Allow.
-	script *redis.Script
-	new    func(rdb redis.Scripter, prefix string, l Limit) Algorithm
-}
-
-// quota is Decision.Limit under l.
-func (s spec) quota(l Limit) int {
-	if s.bucket {
-		return l.capacity()
+// Quota is the limit a decision under l reports: the capacity for buckets,
+// else the requests per window.
+func (s Spec) Quota(l Limit) int {
+	if s.Bucket {
+		return l.Capacity()
 	}
 	return l.Requests
 }
 
-//go:embed lua/prelude.lua
-var preludeLua string
+// window is the args of the modules that take a limit and a window in ms.
+func window(l Limit) []any { return []any{l.Requests, l.Window.Milliseconds()} }
 
-//go:embed lua/driver.lua
-var driverLua string
+// oneWindow is the horizon of the algorithms that forget a request after one window.
+func oneWindow(l Limit) time.Duration { return l.Window }
 
-// compose builds a script from Lua modules (lua/<algorithm>.lua): the prelude
-// reads the clock and holds the table the modules register in by name, the
-// driver decides the rules of KEYS and ARGV with them. Each Allow runs a
-// script of its own module only; Multi runs one with every module.
-func compose(modules ...string) *redis.Script {
-	return redis.NewScript(preludeLua + strings.Join(modules, "\n") + "\n" + driverLua)
+// The sliding log's caps: members per identity, members per call.
+const (
+	slidingLogMaxLimit = 1_000_000
+	slidingLogMaxCost  = 10_000
+)
+
+// table is every algorithm, in the order Names lists them.
+var table = []Spec{
+	{
+		Name:    "fixed_window",
+		Doc:     "Limit requests per window, which opens with the first request; up to twice the limit across a window edge.",
+		Lua:     module("fixed_window"),
+		Args:    window,
+		Horizon: oneWindow,
+	},
+	{
+		Name:  "sliding_log",
+		Doc:   "Exactly Limit requests in any window-long span; memory grows with the limit.",
+		Lua:   module("sliding_log"),
+		Args:  window,
+		Nonce: true,
+		// One sorted-set member per admitted unit: a limit caps the set's
+		// size per identity, a cost the members one call writes (one
+		// request of cost 200000 ran a second in Redis and wrote 28 MB).
+		Check: func(l Limit) error {
+			if l.Requests > slidingLogMaxLimit {
+				return fmt.Errorf("%w: sliding_log keeps one entry per request: limit %d, want at most %d (or fixed_window, sliding_window, token_bucket, gcra for larger limits)",
+					ErrInvalidLimit, l.Requests, slidingLogMaxLimit)
+			}
+			return nil
+		},
+		MaxCost: slidingLogMaxCost,
+		Horizon: oneWindow,
+	},
+	{
+		Name: "sliding_window",
+		Doc:  "Two counters weighted by overlap: at most the limit per aligned window, 2×limit-1 in any span.",
+		Lua:  module("sliding_window"),
+		Args: window,
+		// A request counts in its own window and, weighted down to zero, in
+		// the next one: the approximation needs twice the window.
+		Horizon: func(l Limit) time.Duration { return 2 * l.Window },
+	},
+	{
+		Name:   "token_bucket",
+		Doc:    "Bursts up to the capacity (Burst), refilled at Limit per window, continuously.",
+		Lua:    module("token_bucket"),
+		Args:   func(l Limit) []any { return []any{l.Requests, l.Window.Milliseconds(), l.Capacity()} },
+		Bucket: true,
+		// An empty bucket is full again after capacity tokens' refill.
+		Horizon: func(l Limit) time.Duration {
+			return l.Window * time.Duration(l.Capacity()) / time.Duration(l.Requests)
+		},
+	},
+	{
+		Name:   "gcra",
+		Doc:    "The token bucket as one timestamp per identity (generic cell rate algorithm).",
+		Lua:    module("gcra"),
+		Args:   func(l Limit) []any { return []any{gcraInterval(l), l.Capacity()} },
+		Bucket: true,
+		// The script keeps the TAT in µs since the epoch, up to burst intervals
+		// ahead of now: that must stay an exact integer for centuries to come.
+		Check: func(l Limit) error {
+			if int64(l.Capacity()) > maxExact/2/gcraInterval(l) {
+				return fmt.Errorf("%w: gcra: burst %d of one request per %v is beyond exact arithmetic; use a smaller burst or a shorter window",
+					ErrInvalidLimit, l.Capacity(), time.Duration(gcraInterval(l))*time.Microsecond)
+			}
+			return nil
+		},
+		// The token bucket's, with the interval in whole µs and the total
+		// rounded up to a whole ms.
+		Horizon: func(l Limit) time.Duration {
+			total := time.Duration(int64(l.Capacity())*gcraInterval(l)) * time.Microsecond
+			return (total + time.Millisecond - 1).Truncate(time.Millisecond)
+		},
+	},
 }
 
-// rule is a Rule resolved for the scripts.
-type rule struct {
-	spec  spec
-	limit Limit
-	cost  int
-	key   string
+// gcraInterval is the emission interval in whole µs: whole microseconds keep
+// the script's arithmetic exact; rounding up makes the rate at most a
+// microsecond per request slower, never faster.
+func gcraInterval(l Limit) int64 {
+	requests := int64(max(l.Requests, 1))
+	return max((l.Window.Microseconds()+requests-1)/requests, 1)
 }
 
-// newNonce returns 64 random bits: they keep sliding_log members unique when
-// requests from any number of instances share a microsecond.
-func newNonce() string {
-	return strconv.FormatUint(rand.Uint64(), 16)
-}
+//go:embed lua/*.lua
+var modules embed.FS
 
-// nonceFor returns a nonce when a rule of rs needs one (sliding_log), else "".
-func nonceFor(rs []rule) string {
-	for _, r := range rs {
-		if r.spec.name == slidingLog.name {
-			return newNonce()
-		}
-	}
-	return ""
-}
-
-// decide runs s, composed with the modules of rules, on rules whose keys share
-// a hash slot, and turns its reply (per rule {allowed, remaining, reset_ms,
-// retry_ms}, then now_ms) into one Decision per rule. argsOf gives a rule's
-// ARGV entries before its cost (nil: made from its spec).
-func decide(ctx context.Context, rdb redis.Scripter, s *redis.Script, rules []rule, nonce string, commit bool, argsOf func(rule) []any) ([]Decision, bool, error) {
-	keys := make([]string, len(rules))
-	flag := 0
-	if commit {
-		flag = 1
-	}
-	args := make([]any, 0, 2+6*len(rules))
-	args = append(args, flag, nonce)
-	for i, r := range rules {
-		keys[i] = r.key
-		if argsOf != nil {
-			args = append(args, argsOf(r)...)
-		} else {
-			args = append(args, r.spec.name)
-			args = append(args, r.spec.args(r.limit)...)
-		}
-		args = append(args, r.cost)
-	}
-	reply, err := s.Run(ctx, rdb, keys, args...).Int64Slice()
+// module returns lua/<name>.lua; a missing file is a programming error that
+// every test run finds at start-up.
+func module(name string) string {
+	b, err := modules.ReadFile("lua/" + name + ".lua")
 	if err != nil {
-		return nil, false, fmt.Errorf("run script: %w", err)
+		panic(fmt.Sprintf("algorithms: module %s: %v", name, err))
 	}
-	if want := 4*len(rules) + 1; len(reply) != want {
-		return nil, false, fmt.Errorf("run script: got %d values, want %d", len(reply), want)
-	}
-	now := time.UnixMilli(reply[len(reply)-1])
-	ds := make([]Decision, len(rules))
-	allowed := true
-	for i, r := range rules {
-		v := reply[4*i : 4*i+4]
-		ds[i] = Decision{
-			Allowed:    v[0] == 1,
-			Limit:      r.spec.quota(r.limit),
-			Window:     r.limit.Window,
-			Remaining:  int(max(v[1], 0)),
-			ResetAfter: time.Duration(v[2]) * time.Millisecond,
-			RetryAfter: time.Duration(v[3]) * time.Millisecond,
-			Now:        now,
-		}
-		allowed = allowed && ds[i].Allowed
-	}
-	return ds, allowed, nil
+	return string(b)
 }
 
-// allowOne records one request for key under l if s admits it: the Allow of
-// every algorithm.
-func allowOne(ctx context.Context, rdb redis.Scripter, s spec, key string, l Limit) (Decision, error) {
-	ds, _, err := decide(ctx, rdb, s.script, []rule{{spec: s, limit: l, cost: 1, key: key}}, newNonce(), true, nil)
-	if err != nil {
-		return Decision{}, err
+// Names lists the algorithms, in the order of the table.
+func Names() []string {
+	names := make([]string, len(table))
+	for i, s := range table {
+		names[i] = s.Name
 	}
-	return ds[0], nil
+	return names
+}
+
+// Specs lists every algorithm's spec, in the order of Names.
+func Specs() []Spec {
+	return append([]Spec(nil), table...)
+}
+
+// Known reports whether name (hyphens or underscores) is an algorithm.
+func Known(name string) bool {
+	_, err := Lookup(name)
+	return err == nil
+}
+
+// Lookup returns the spec of the algorithm called name (hyphens or
+// underscores), or an error wrapping ErrUnknown that lists the names.
+func Lookup(name string) (Spec, error) {
+	want := strings.ReplaceAll(name, "-", "_")
+	for _, s := range table {
+		if s.Name == want {
+			return s, nil
+		}
+	}
+	return Spec{}, fmt.Errorf("%w %q: want one of %s", ErrUnknown, name, strings.Join(Names(), ", "))
 }

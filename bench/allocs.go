@@ -11,7 +11,7 @@ import (
 	"strings"
 )
 
-// measureAllocs runs the middleware's and the algorithms package's
+// measureAllocs runs the middleware's and the limiter package's
 // benchmarks with -benchmem on the run's Redis: the allocations of the
 // rate-limit middleware per request, and of one decision, direct, pipelined
 // and answered by the deny cache.
@@ -19,15 +19,15 @@ func measureAllocs(ctx context.Context, repo string, s *redisServer) ([]allocRow
 	if err := s.flush(ctx); err != nil {
 		return nil, err
 	}
-	cmd := exec.CommandContext(ctx, "go", "test", "-run", "^$", "-bench", "^(BenchmarkLimiter|BenchmarkAllow|BenchmarkPipelined|BenchmarkDenyCache)",
-		"-benchmem", "-benchtime", "1s", "./middleware/", "./algorithms/")
+	cmd := exec.CommandContext(ctx, "go", "test", "-run", "^$", "-bench", "^(BenchmarkLimiter|BenchmarkDecide|BenchmarkPipelined|BenchmarkDenyCache)",
+		"-benchmem", "-benchtime", "1s", "./middleware/", "./limiter/")
 	cmd.Dir = repo
 	cmd.Env = append(os.Environ(), "TEST_REDIS_URL="+s.url())
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return nil, fmt.Errorf("go test -bench ./middleware/ ./algorithms/: %w: %s%s", err, out, stderr.Bytes())
+		return nil, fmt.Errorf("go test -bench ./middleware/ ./limiter/: %w: %s%s", err, out, stderr.Bytes())
 	}
 	var rows []allocRow
 	sc := bufio.NewScanner(bytes.NewReader(out))
@@ -44,7 +44,7 @@ func measureAllocs(ctx context.Context, repo string, s *redisServer) ([]allocRow
 		rows = append(rows, allocRow{name: name, nsPerOp: num(2), bPerOp: num(4), allocsPerOp: num(6)})
 	}
 	if len(rows) == 0 {
-		return nil, fmt.Errorf("go test -bench ./middleware/ ./algorithms/: no benchmark lines in %s", out)
+		return nil, fmt.Errorf("go test -bench ./middleware/ ./limiter/: no benchmark lines in %s", out)
 	}
 	return rows, nil
 }

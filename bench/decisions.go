@@ -10,20 +10,20 @@ import (
 	"time"
 
 	"github.com/go-redis/redis_rate/v10"
-	"github.com/redis/go-redis/v9"
-	"github.com/ulule/limiter/v3"
+	ulule "github.com/ulule/limiter/v3"
 	sredis "github.com/ulule/limiter/v3/drivers/store/redis"
 
 	"tollgate/algorithms"
+	"tollgate/limiter"
 )
 
-// The service's defaults (config and main.go), measured here: the pipeline
-// (RATE_LIMIT_PIPELINE_BATCH, RATE_LIMIT_PIPELINE_WINDOW, the batches main.go
-// keeps under way) and the deny cache (RATE_LIMIT_DENY_CACHE_SIZE).
+// The service's defaults (config), measured here: the pipeline
+// (RATE_LIMIT_PIPELINE_BATCH, RATE_LIMIT_PIPELINE_WINDOW; the engine's own
+// number of batches under way) and the deny cache (RATE_LIMIT_DENY_CACHE_SIZE).
 const (
 	pipeBatch     = 16
 	pipeWindow    = 0
-	pipeConns     = 2 // main.go: pipelineConns
+	pipeConns     = 2 // the engine's default
 	denyCacheSize = 10_000
 )
 
@@ -58,23 +58,21 @@ func measureDecisions(ctx context.Context, log *slog.Logger, s *redisServer, dur
 		make func(prefix string) (decider, func(), error)
 	}
 	var subjects []subject
-	// main.go's chain: deny cache, timeout (RATE_LIMIT_TIMEOUT's default,
-	// 100ms), circuit breaker, Multi (a script with the rules' modules), on
+	// The engine as main.go builds it: deny cache, timeout (RATE_LIMIT_TIMEOUT's
+	// default, 100ms), circuit breaker, scripts with the rules' modules, on
 	// the pipeline or (RATE_LIMIT_PIPELINE_BATCH=0) on the client itself; one
 	// rule per request, as the default policy has.
 	chain := func(name string, pipelined bool) func(prefix string) (decider, func(), error) {
 		return func(prefix string) (decider, func(), error) {
-			var scripter redis.Scripter = rdb
-			done := func() {}
+			o := limiter.Options{Timeout: 100 * time.Millisecond, DenyCacheSize: denyCacheSize}
 			if pipelined {
-				p := algorithms.NewPipeline(rdb, pipeBatch, pipeWindow, pipeConns)
-				scripter, done = p, p.Close
+				o.PipelineBatch, o.PipelineWindow, o.PipelineConns = pipeBatch, pipeWindow, pipeConns
 			}
-			d := algorithms.NewDenyingDecider(algorithms.NewTimeout(algorithms.NewBreaker(algorithms.NewMulti(scripter), 5, time.Second), 100*time.Millisecond), denyCacheSize)
+			l := limiter.New(rdb, o)
 			return func(ctx context.Context, key string) error {
-				_, _, err := d.Decide(ctx, []algorithms.Rule{{Algorithm: name, Limit: benchLimit, Key: prefix + key}}, true)
+				_, err := l.Decide(ctx, []limiter.Rule{{Algorithm: name, Limit: benchLimit, Key: prefix + key}})
 				return err
-			}, done, nil
+			}, l.Close, nil
 		}
 	}
 	for _, name := range algorithms.Names() {
@@ -93,11 +91,11 @@ func measureDecisions(ctx context.Context, log *slog.Logger, s *redisServer, dur
 			}, func() {}, nil
 		}},
 		subject{"ulule/limiter (fixed window)", func(prefix string) (decider, func(), error) {
-			store, err := sredis.NewStoreWithOptions(rdb, limiter.StoreOptions{Prefix: prefix, MaxRetry: 3})
+			store, err := sredis.NewStoreWithOptions(rdb, ulule.StoreOptions{Prefix: prefix, MaxRetry: 3})
 			if err != nil {
 				return nil, nil, err
 			}
-			l := limiter.New(store, limiter.Rate{Period: time.Hour, Limit: int64(benchLimit.Requests)})
+			l := ulule.New(store, ulule.Rate{Period: time.Hour, Limit: int64(benchLimit.Requests)})
 			return func(ctx context.Context, key string) error {
 				_, err := l.Get(ctx, key)
 				return err

@@ -16,7 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
-	"github.com/ulule/limiter/v3"
+	ulule "github.com/ulule/limiter/v3"
 	mgin "github.com/ulule/limiter/v3/drivers/middleware/gin"
 	sredis "github.com/ulule/limiter/v3/drivers/store/redis"
 
@@ -72,12 +72,12 @@ func ululeMiddleware(redisURL string) (gin.HandlerFunc, *redis.Client, error) {
 		return nil, nil, err
 	}
 	rdb := redis.NewClient(opt)
-	store, err := sredis.NewStoreWithOptions(rdb, limiter.StoreOptions{Prefix: "ulule", MaxRetry: 3})
+	store, err := sredis.NewStoreWithOptions(rdb, ulule.StoreOptions{Prefix: "ulule", MaxRetry: 3})
 	if err != nil {
 		rdb.Close()
 		return nil, nil, err
 	}
-	return mgin.NewMiddleware(limiter.New(store, limiter.Rate{Period: time.Hour, Limit: 1_000_000_000})), rdb, nil
+	return mgin.NewMiddleware(ulule.New(store, ulule.Rate{Period: time.Hour, Limit: 1_000_000_000})), rdb, nil
 }
 
 // tinyPeer serves GET /continents the way the service does (gin, c.JSON of

@@ -121,8 +121,8 @@ func (r *report) write(path string) error {
 	p("Each limiter is called for %s by 64 goroutines on one go-redis client (pool of 64), every call", r.options.decideDur)
 	p("with a 1 s deadline; the limit (10⁹ per hour) admits every request, so this is the cost of an admission.")
 	p("*spread*: 10,000 keys in turn; *hot*: one key. Tollgate rows take the service's decision path, as main.go")
-	p("builds it with its defaults: `NewDenyingDecider(NewTimeout(NewBreaker(NewMulti(scripter), 5, 1s), 100ms), %d)`", denyCacheSize)
-	p("and `Decide` of one rule (the algorithm, the limit, the key) with commit, which runs the script with that")
+	p("builds it with its defaults: `limiter.New(rdb, limiter.Options{Timeout: 100ms, DenyCacheSize: %d, ...})`", denyCacheSize)
+	p("and `Decide` of one rule (the algorithm, the limit, the key), which runs the script with that")
 	p("algorithm's module only. Plain rows: the scripter is the go-redis client (`RATE_LIMIT_PIPELINE_BATCH=0`);")
 	p("`+pipeline`: script calls pipelined (batch %d, up to %d batches under way, window %v), the service's default.",
 		pipeBatch, pipeConns, time.Duration(pipeWindow))
@@ -220,7 +220,7 @@ func (r *report) write(path string) error {
 
 	p("## 4. Allocations per request and per decision: go test -benchmem")
 	p("")
-	p("`go test -run '^$' -bench '^(BenchmarkLimiter|BenchmarkAllow|BenchmarkPipelined|BenchmarkDenyCache)' -benchmem ./middleware/ ./algorithms/`")
+	p("`go test -run '^$' -bench '^(BenchmarkLimiter|BenchmarkDecide|BenchmarkPipelined|BenchmarkDenyCache)' -benchmem ./middleware/ ./limiter/`")
 	p("on the run's Redis. *BenchmarkLimiter*: the rate-limit middleware alone in gin, its decider answering at")
 	p("once (no Redis), on an admitted and on a denied request: the middleware's own cost. The others: one")
 	p("algorithm's decision on Redis, 1000 identities at 100 requests a minute (admitted and denied mixed),")

@@ -14,6 +14,7 @@ import (
 
 	"tollgate/algorithms"
 	"tollgate/auth"
+	"tollgate/limiter"
 )
 
 // proxyAddr is the trusted proxy of addressEngine: requests from it name the
@@ -32,7 +33,7 @@ func addressEngine(t *testing.T, g testRedis, guard *auth.Guard, policies []Poli
 	r.RemoteIPHeaders = []string{"X-Forwarded-For"}
 	users := &fakeUsers{name: "bob", password: "pw"}
 	identify := newIdentify(discard(), users, guard, time.Second, time.Minute, time.Minute, ipv6Prefix)
-	lim := NewLimiter(discard(), algorithms.NewTimeout(algorithms.NewMulti(g.rdb), time.Second), policies, g.prefix, false, ipv6Prefix)
+	lim := NewLimiter(discard(), limiter.New(g.rdb, limiter.Options{Timeout: time.Second}), policies, g.prefix, false, ipv6Prefix)
 	r.GET("/x", identify, lim.Handler(), func(c *gin.Context) { c.String(http.StatusOK, Identity(c).Subject()) })
 	r.GET("/ratelimit", identify, lim.Peek())
 	return r

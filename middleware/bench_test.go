@@ -10,18 +10,23 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"tollgate/algorithms"
+	"tollgate/limiter"
 )
 
 // fixedDecider answers every call with one decision, at no cost: what is
 // left to measure is the middleware's own work.
-type fixedDecider struct{ d algorithms.Decision }
+type fixedDecider struct{ d limiter.Decision }
 
-func (f fixedDecider) Decide(_ context.Context, rules []algorithms.Rule, _ bool) ([]algorithms.Decision, bool, error) {
-	ds := make([]algorithms.Decision, len(rules))
+func (f fixedDecider) Peek(ctx context.Context, rules []limiter.Rule) (limiter.Result, error) {
+	return f.Decide(ctx, rules)
+}
+
+func (f fixedDecider) Decide(_ context.Context, rules []limiter.Rule) (limiter.Result, error) {
+	ds := make([]limiter.Decision, len(rules))
 	for i := range ds {
 		ds[i] = f.d
 	}
-	return ds, f.d.Allowed, nil
+	return limiter.Result{Allowed: f.d.Allowed, Decisions: ds}, nil
 }
 
 // discardWriter is an http.ResponseWriter that keeps nothing but its header
@@ -39,10 +44,10 @@ func BenchmarkLimiter(b *testing.B) {
 	now := time.Now()
 	for _, tt := range []struct {
 		name string
-		d    algorithms.Decision
+		d    limiter.Decision
 	}{
-		{"admitted", algorithms.Decision{Allowed: true, Limit: 5, Window: time.Minute, Remaining: 4, ResetAfter: time.Minute, Now: now}},
-		{"denied", algorithms.Decision{Allowed: false, Limit: 5, Window: time.Minute, ResetAfter: 42 * time.Second, RetryAfter: 42 * time.Second, Now: now}},
+		{"admitted", limiter.Decision{Allowed: true, Limit: 5, Window: time.Minute, Remaining: 4, ResetAfter: time.Minute, Now: now}},
+		{"denied", limiter.Decision{Allowed: false, Limit: 5, Window: time.Minute, ResetAfter: 42 * time.Second, RetryAfter: 42 * time.Second, Now: now}},
 	} {
 		b.Run(tt.name, func(b *testing.B) {
 			gin.SetMode(gin.ReleaseMode)

@@ -1,6 +1,7 @@
 package middleware
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -17,8 +18,8 @@ import (
 
 	"github.com/gin-gonic/gin"
 
-	"tollgate/algorithms"
 	"tollgate/auth"
+	"tollgate/limiter"
 )
 
 // Results of a rate-limit decision, as logged and counted.
@@ -61,12 +62,18 @@ func OutcomeOf(c *gin.Context) (Outcome, bool) {
 	return o, ok
 }
 
+// decider decides rules: the engine, *limiter.Limiter.
+type decider interface {
+	Decide(ctx context.Context, rules []limiter.Rule) (limiter.Result, error)
+	Peek(ctx context.Context, rules []limiter.Rule) (limiter.Result, error)
+}
+
 // Limiter applies rate-limit policies to requests. All limits of the
 // enforced policies that apply to a request are decided in one call, so a
 // request denied by any of them is counted by none.
 type Limiter struct {
 	log      *slog.Logger
-	decider  algorithms.Decider
+	decider  decider
 	policies []Policy
 	prefix   string
 	failOpen bool
@@ -105,7 +112,7 @@ type limitHeaders struct {
 
 // headers returns the texts for d, made anew only if d's Limit or Window
 // differ from the last ones (they do not, for decisions of one limit).
-func (nl *namedLimit) headers(d algorithms.Decision) *limitHeaders {
+func (nl *namedLimit) headers(d limiter.Decision) *limitHeaders {
 	if h := nl.hdr.Load(); h != nil && h.limit == d.Limit && h.window == d.Window {
 		return h
 	}
@@ -136,13 +143,13 @@ func nameLimits(p Policy, limits []PolicyLimit) []namedLimit {
 }
 
 // NewLimiter returns a Limiter deciding with d, keeping its keys under prefix.
-// d must bound its calls in time (algorithms.Timeout); failOpen chooses what a
+// d must bound its calls in time (limiter.Options.Timeout); failOpen chooses what a
 // request gets when the limiter cannot decide (Redis down or slow): served
 // unchecked, marked by "X-RateLimit-Checked: false", or 503 — availability of
 // the API versus strictness of the limit. Clients counted by IP address are
 // counted per IPv6 prefix of ipv6Prefix bits (ipSubject); exemptions by CIDR
 // match the client's own address.
-func NewLimiter(log *slog.Logger, d algorithms.Decider, policies []Policy, prefix string, failOpen bool, ipv6Prefix int) *Limiter {
+func NewLimiter(log *slog.Logger, d decider, policies []Policy, prefix string, failOpen bool, ipv6Prefix int) *Limiter {
 	l := &Limiter{log: log, decider: d, policies: policies, prefix: prefix,
 		failOpen: failOpen, ipv6Prefix: ipv6Prefix, warn: NewThrottledLog(log, 10*time.Second), tierWarn: NewThrottledLog(log, time.Minute), named: make([]map[string][]namedLimit, len(policies))}
 	for i, p := range policies {
@@ -160,7 +167,7 @@ func NewLimiter(log *slog.Logger, d algorithms.Decider, policies []Policy, prefi
 type applied struct {
 	policy *Policy
 	nl     *namedLimit
-	rule   algorithms.Rule
+	rule   limiter.Rule
 }
 
 // rules lists the limits that apply to the request: of policies matching its
@@ -194,7 +201,7 @@ func (l *Limiter) rules(c *gin.Context, anyRoute bool, out []applied) []applied 
 			nl := &limits[j]
 			// The subject is the hash tag: on a cluster, every limit of one
 			// subject lives in one slot and is decided in one script.
-			out = append(out, applied{policy: p, nl: nl, rule: algorithms.Rule{
+			out = append(out, applied{policy: p, nl: nl, rule: limiter.Rule{
 				Algorithm: nl.Algorithm, Limit: nl.Limit, Cost: p.Cost, Key: l.prefix + "{" + who + "}" + nl.keySuffix,
 			}})
 		}
@@ -253,8 +260,8 @@ func (p *Policy) subject(c *gin.Context, identity auth.Identity, ipv6Prefix int)
 	}
 }
 
-func rulesOf(as []applied) []algorithms.Rule {
-	rules := make([]algorithms.Rule, len(as))
+func rulesOf(as []applied) []limiter.Rule {
+	rules := make([]limiter.Rule, len(as))
 	for i, a := range as {
 		rules[i] = a.rule
 	}
@@ -285,20 +292,22 @@ func (l *Limiter) Handler() gin.HandlerFunc {
 		ctx := c.Request.Context()
 		start := time.Now()
 		var o Outcome
-		var ds []algorithms.Decision
+		var ds []limiter.Decision
 		allowed := true
 		var err error
 		if len(enforced) > 0 {
-			ds, allowed, err = l.decider.Decide(ctx, rulesOf(enforced), true)
+			var res limiter.Result
+			res, err = l.decider.Decide(ctx, rulesOf(enforced))
+			ds, allowed = res.Decisions, res.Allowed
 		}
 		if err == nil && len(shadow) > 0 {
 			// Shadow limits are decided apart: their denials must never keep
 			// an enforced limit from counting the request.
-			sds, _, serr := l.decider.Decide(ctx, rulesOf(shadow), true)
+			sres, serr := l.decider.Decide(ctx, rulesOf(shadow))
 			if serr != nil {
 				l.warn.Warn("shadow limits unavailable", "err", serr)
 			}
-			for i, d := range sds {
+			for i, d := range sres.Decisions {
 				if !d.Allowed {
 					o.ShadowLimited = append(o.ShadowLimited, PolicyRef{Policy: shadow[i].nl.name, Algorithm: shadow[i].nl.Algorithm})
 				}
@@ -307,7 +316,7 @@ func (l *Limiter) Handler() gin.HandlerFunc {
 		o.Took = time.Since(start)
 		if err != nil {
 			o.Policy, o.Algorithm = enforced[0].nl.name, enforced[0].nl.Algorithm
-			o.RedisError = !errors.Is(err, algorithms.ErrCircuitOpen)
+			o.RedisError = !errors.Is(err, limiter.ErrCircuitOpen)
 			l.warn.Warn("rate limiter unavailable", "err", err, "fail_open", l.failOpen)
 			if l.failOpen {
 				o.Result = ResultFailedOpen
@@ -373,7 +382,7 @@ func deniedBody(message string, retry int64) []byte {
 // headerItem is one enforced limit's decision, named as in RateLimit-Policy.
 type headerItem struct {
 	nl *namedLimit
-	d  algorithms.Decision
+	d  limiter.Decision
 }
 
 // closest picks the limit the headers report: of the denying ones, the one
@@ -478,7 +487,7 @@ func (l *Limiter) Peek() gin.HandlerFunc {
 			c.JSON(http.StatusOK, body)
 			return
 		}
-		ds, _, err := l.decider.Decide(c.Request.Context(), rulesOf(all), false)
+		res, err := l.decider.Peek(c.Request.Context(), rulesOf(all))
 		if err != nil {
 			l.warn.Warn("rate limiter unavailable", "err", err)
 			c.Header("Retry-After", "1")
@@ -497,7 +506,7 @@ func (l *Limiter) Peek() gin.HandlerFunc {
 				}
 				states = append(states, policyState{Name: a.policy.Name, Routes: routes, Shadow: a.policy.Shadow})
 			}
-			d := ds[i]
+			d := res.Decisions[i]
 			now := d.Now
 			if now.IsZero() {
 				now = time.Now()
@@ -516,7 +525,7 @@ func (l *Limiter) Peek() gin.HandlerFunc {
 
 // retryAfterSeconds rounds up, and is at least 1: a client retrying at once
 // would only be denied again.
-func retryAfterSeconds(d algorithms.Decision) int64 {
+func retryAfterSeconds(d limiter.Decision) int64 {
 	return max(ceilSeconds(d.RetryAfter), 1)
 }
 

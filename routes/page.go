@@ -13,6 +13,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"tollgate/algorithms"
 	"tollgate/middleware"
 )
 
@@ -80,7 +81,7 @@ func home(p Policy, metrics bool, assets map[string]asset) (gin.HandlerFunc, err
 		Policy:    p,
 		Metrics:   metrics,
 		Window:    windowText(p.Window),
-		HasBurst:  p.Algorithm == "token_bucket" || p.Algorithm == "gcra",
+		HasBurst:  hasBurst(p.Algorithm),
 		Algorithm: strings.ReplaceAll(p.Algorithm, "_", " "),
 	}); err != nil {
 		return nil, fmt.Errorf("home page template: %w", err)
@@ -130,4 +131,10 @@ func windowText(d time.Duration) string {
 		return "second"
 	}
 	return fmt.Sprintf("%g seconds", d.Seconds())
+}
+
+// hasBurst reports whether algorithm has a capacity apart from its rate.
+func hasBurst(algorithm string) bool {
+	s, err := algorithms.Lookup(algorithm)
+	return err == nil && s.Bucket
 }

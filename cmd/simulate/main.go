@@ -18,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"tollgate/algorithms"
+	"tollgate/limiter"
 )
 
 func main() {
@@ -89,19 +90,17 @@ func replay(name string, trace []time.Duration) ([]bool, error) {
 	defer m.Close()
 	rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
 	defer rdb.Close()
-	alg, err := algorithms.New(name, rdb, "sim:", limit)
-	if err != nil {
-		return nil, err
-	}
+	engine := limiter.New(rdb, limiter.Options{})
+	rules := []limiter.Rule{{Algorithm: name, Limit: limit, Key: "sim:" + name + ":client"}}
 	start := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC) // on a window edge
 	var allowed []bool
 	for _, at := range trace {
 		m.SetTime(start.Add(at))
-		d, err := alg.Allow(context.Background(), "client")
+		res, err := engine.Decide(context.Background(), rules)
 		if err != nil {
-			return nil, fmt.Errorf("allow at %v: %w", at, err)
+			return nil, fmt.Errorf("decide at %v: %w", at, err)
 		}
-		allowed = append(allowed, d.Allowed)
+		allowed = append(allowed, res.Allowed)
 	}
 	return allowed, nil
 }

@@ -1,4 +1,4 @@
-package algorithms
+package limiter
 
 import (
 	"context"
@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"tollgate/algorithms"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -40,9 +42,9 @@ func TestPipelineBatchesAndKeepsRepliesApart(t *testing.T) {
 	ps := &pipelineSizes{}
 	h.rdb.AddHook(ps)
 	const batch, callers = 8, 300
-	p := NewPipeline(h.rdb, batch, 50*time.Microsecond, 2)
-	t.Cleanup(p.Close)
-	a := NewFixedWindow(p, uniquePrefix(t), Limit{Requests: 1000, Window: time.Minute})
+	p := newPipeline(h.rdb, batch, 50*time.Microsecond, 2)
+	t.Cleanup(p.stop)
+	a := single{l: &Limiter{chain: newScripts(p)}, name: "fixed_window", prefix: uniquePrefix(t), limit: algorithms.Limit{Requests: 1000, Window: time.Minute}}
 	var wg sync.WaitGroup
 	start := make(chan struct{})
 	for i := range callers {
@@ -51,9 +53,9 @@ func TestPipelineBatchesAndKeepsRepliesApart(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			key := "k" + strconv.Itoa(i%30) // 10 calls per key
-			d, err := a.Allow(ctx, key)
+			d, err := a.decide(ctx, key)
 			if err != nil {
-				t.Errorf("Allow(%q): %v", key, err)
+				t.Errorf("Decide(%q): %v", key, err)
 				return
 			}
 			if !d.Allowed || d.Remaining < 1000-10 || d.Remaining > 999 {
@@ -79,8 +81,8 @@ func TestPipelineBatchesAndKeepsRepliesApart(t *testing.T) {
 
 func TestPipelineContextDone(t *testing.T) {
 	h := miniredisHarness(t)
-	p := NewPipeline(h.rdb, 8, 0, 1)
-	t.Cleanup(p.Close)
+	p := newPipeline(h.rdb, 8, 0, 1)
+	t.Cleanup(p.stop)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if err := p.EvalSha(ctx, "0000", []string{"k"}).Err(); !errors.Is(err, context.Canceled) {
@@ -90,12 +92,12 @@ func TestPipelineContextDone(t *testing.T) {
 
 func TestPipelineClosed(t *testing.T) {
 	h := miniredisHarness(t)
-	p := NewPipeline(h.rdb, 8, 0, 1)
-	p.Close()
+	p := newPipeline(h.rdb, 8, 0, 1)
+	p.stop()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	if err := p.EvalSha(ctx, "0000", []string{"k"}).Err(); !errors.Is(err, ErrPipelineClosed) {
-		t.Errorf("EvalSha() after Close: error %v, want ErrPipelineClosed", err)
+	if err := p.EvalSha(ctx, "0000", []string{"k"}).Err(); !errors.Is(err, ErrClosed) {
+		t.Errorf("EvalSha() after stop: error %v, want ErrClosed", err)
 	}
 }
 
@@ -109,12 +111,12 @@ func TestPipelineRedisDown(t *testing.T) {
 	ln.Close()
 	rdb := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
 	t.Cleanup(func() { rdb.Close() })
-	p := NewPipeline(rdb, 8, 0, 1)
-	t.Cleanup(p.Close)
-	a := NewGCRA(p, "p:", Limit{Requests: 1, Window: time.Second})
+	p := newPipeline(rdb, 8, 0, 1)
+	t.Cleanup(p.stop)
+	a := single{l: &Limiter{chain: newScripts(p)}, name: "gcra", prefix: "p:", limit: algorithms.Limit{Requests: 1, Window: time.Second}}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	if d, err := a.Allow(ctx, "k"); err == nil {
-		t.Errorf("Allow() with Redis down = %+v, nil; want an error", d)
+	if d, err := a.decide(ctx, "k"); err == nil {
+		t.Errorf("Decide() with Redis down = %+v, nil; want an error", d)
 	}
 }

@@ -1,4 +1,4 @@
--- Prelude of every script (algorithms.go, compose): the table the algorithm
+-- Prelude of every script (scripts.go, compose): the table the algorithm
 -- modules register in, and Redis's clock, read once so that every rule of a
 -- call decides at the same instant.
 -- A module is a Lua file that adds itself as algorithms.<name> = m with

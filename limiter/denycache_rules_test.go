@@ -1,52 +1,42 @@
-package algorithms
+package limiter
 
 import (
 	"context"
-	"sync/atomic"
 	"testing"
 	"time"
+
+	"tollgate/algorithms"
 )
 
-// countingDecider counts the decisions that reach Redis.
-type countingDecider struct {
-	next  ruleDecider
-	calls atomic.Int64
-}
-
-func (cd *countingDecider) Decide(ctx context.Context, rules []Rule, commit bool) ([]Decision, bool, error) {
-	cd.calls.Add(1)
-	return cd.next.Decide(ctx, rules, commit)
-}
-
-// TestDenyingDeciderExact: as the service wires it (deny cache, Multi on a
+// TestDenyCacheRuleSetExact: as the service wires it (deny cache, scripts on a
 // pipeline), 500 concurrent requests under two limits at once admit exactly
 // the tighter one; a second flood costs Redis nothing; after RetryAfter the
 // subject is admitted again.
-func TestDenyingDeciderExact(t *testing.T) {
+func TestDenyCacheRuleSetExact(t *testing.T) {
 	for backend, newHarness := range harnesses(t) {
 		t.Run(backend, func(t *testing.T) {
-			for _, name := range Names() {
+			for _, name := range algorithms.Names() {
 				t.Run(name, func(t *testing.T) {
 					t.Parallel()
 					const callers, limit = 500, 50
 					h := newHarness(t)
-					p := NewPipeline(h.rdb, 16, 0, 4)
-					t.Cleanup(p.Close)
+					p := newPipeline(h.rdb, 16, 0, 4)
+					t.Cleanup(p.stop)
 					prefix := uniquePrefix(t)
 					t.Cleanup(func() { deleteKeys(t, h, prefix) })
-					counted := &countingDecider{next: NewMulti(p)}
-					dd := NewDenyingDecider(counted, 100)
-					dd.c.now = redisClock(t, h.rdb)
+					counted := &counting{next: newScripts(p)}
+					dd := newDenyCache(counted, 100)
+					dd.now = redisClock(t, h.rdb)
 					w := 100 * h.unit
 					// One hash tag: on a cluster both keys share a slot.
 					rules := []Rule{
-						{Algorithm: name, Limit: Limit{Requests: limit, Window: w}, Key: prefix + "{s}:a"},
-						{Algorithm: name, Limit: Limit{Requests: 2 * limit, Window: w}, Key: prefix + "{s}:b"},
+						{Algorithm: name, Limit: algorithms.Limit{Requests: limit, Window: w}, Key: prefix + "{s}:a"},
+						{Algorithm: name, Limit: algorithms.Limit{Requests: 2 * limit, Window: w}, Key: prefix + "{s}:b"},
 					}
 					h.room(w, 5*h.unit)
 					flood := func() (admitted, denied int64) {
 						return together(t, callers, func(ctx context.Context) (bool, error) {
-							_, allowed, err := dd.Decide(ctx, rules, true)
+							_, allowed, err := dd.decide(ctx, rules, true)
 							return allowed, err
 						})
 					}
@@ -66,28 +56,28 @@ func TestDenyingDeciderExact(t *testing.T) {
 	}
 }
 
-// TestDenyingDeciderAdmitsAfterRetryAfter: a denied subject is admitted again
+// TestDenyCacheRuleSetAdmitsAfterRetryAfter: a denied subject is admitted again
 // once the RetryAfter it was given has passed, on every backend.
-func TestDenyingDeciderAdmitsAfterRetryAfter(t *testing.T) {
+func TestDenyCacheRuleSetAdmitsAfterRetryAfter(t *testing.T) {
 	for backend, newHarness := range harnesses(t) {
 		t.Run(backend, func(t *testing.T) {
-			for _, name := range Names() {
+			for _, name := range algorithms.Names() {
 				t.Run(name, func(t *testing.T) {
 					t.Parallel()
 					h := newHarness(t)
 					prefix := uniquePrefix(t)
 					t.Cleanup(func() { deleteKeys(t, h, prefix) })
-					p := NewPipeline(h.rdb, 16, 0, 4)
-					t.Cleanup(p.Close)
-					counted := &countingDecider{next: NewMulti(p)}
-					dd := NewDenyingDecider(counted, 100)
-					dd.c.now = redisClock(t, h.rdb)
-					rules := []Rule{{Algorithm: name, Limit: Limit{Requests: 2, Window: h.unit}, Key: prefix + "k"}}
+					p := newPipeline(h.rdb, 16, 0, 4)
+					t.Cleanup(p.stop)
+					counted := &counting{next: newScripts(p)}
+					dd := newDenyCache(counted, 100)
+					dd.now = redisClock(t, h.rdb)
+					rules := []Rule{{Algorithm: name, Limit: algorithms.Limit{Requests: 2, Window: h.unit}, Key: prefix + "k"}}
 					decide := func() (Decision, bool) {
 						t.Helper()
 						ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 						defer cancel()
-						ds, allowed, err := dd.Decide(ctx, rules, true)
+						ds, allowed, err := dd.decide(ctx, rules, true)
 						if err != nil || len(ds) != 1 {
 							t.Fatalf("Decide() = %v, %v, %v", ds, allowed, err)
 						}

@@ -1,4 +1,4 @@
-package algorithms
+package limiter
 
 import (
 	"context"
@@ -7,22 +7,17 @@ import (
 	"time"
 )
 
-// ErrCircuitOpen is returned by a Breaker while it keeps calls away from a
+// ErrCircuitOpen is returned while the breaker keeps calls away from a
 // failing Redis.
 var ErrCircuitOpen = errors.New("rate limiter circuit open")
 
-// A Decider decides several rules at once: Multi, or a wrapper around it.
-type Decider interface {
-	Decide(ctx context.Context, rules []Rule, commit bool) ([]Decision, bool, error)
-}
-
-// Breaker is a circuit breaker around a Decider. After Failures
+// breaker is a circuit breaker around a stage. After Failures
 // consecutive errors it opens: calls fail at once with ErrCircuitOpen instead
 // of each waiting for its timeout on a dead Redis. After Cooldown one call is
 // let through as a probe; its success closes the circuit, its failure opens it
 // for another Cooldown.
-type Breaker struct {
-	next     Decider
+type breaker struct {
+	next     decider
 	failures int
 	cooldown time.Duration
 	now      func() time.Time
@@ -33,21 +28,21 @@ type Breaker struct {
 	probing   bool      // a probe is under way
 }
 
-var _ Decider = (*Breaker)(nil)
+var _ decider = (*breaker)(nil)
 
-// NewBreaker wraps next in a circuit breaker that opens after failures
+// newBreaker wraps next in a circuit breaker that opens after failures
 // consecutive errors and probes again after cooldown.
-func NewBreaker(next Decider, failures int, cooldown time.Duration) *Breaker {
-	return &Breaker{next: next, failures: max(failures, 1), cooldown: cooldown, now: time.Now}
+func newBreaker(next decider, failures int, cooldown time.Duration) *breaker {
+	return &breaker{next: next, failures: max(failures, 1), cooldown: cooldown, now: time.Now}
 }
 
-// Decide asks the wrapped Decider, unless the circuit is open.
-func (b *Breaker) Decide(ctx context.Context, rules []Rule, commit bool) ([]Decision, bool, error) {
+// decide asks the wrapped stage, unless the circuit is open.
+func (b *breaker) decide(ctx context.Context, rules []Rule, commit bool) ([]Decision, bool, error) {
 	probe, err := b.admit()
 	if err != nil {
 		return nil, false, err
 	}
-	ds, allowed, err := b.next.Decide(ctx, rules, commit)
+	ds, allowed, err := b.next.decide(ctx, rules, commit)
 	// A caller that went away says nothing about Redis's health; a probe is
 	// settled either way, or the circuit would wait for it forever.
 	if errors.Is(err, context.Canceled) && ctx.Err() != nil && !probe {
@@ -57,14 +52,14 @@ func (b *Breaker) Decide(ctx context.Context, rules []Rule, commit bool) ([]Deci
 	return ds, allowed, err
 }
 
-// Open reports whether calls are currently refused.
-func (b *Breaker) Open() bool {
+// open reports whether calls are currently refused.
+func (b *breaker) open() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return !b.openUntil.IsZero()
 }
 
-func (b *Breaker) admit() (probe bool, err error) {
+func (b *breaker) admit() (probe bool, err error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.openUntil.IsZero() {
@@ -77,7 +72,7 @@ func (b *Breaker) admit() (probe bool, err error) {
 	return true, nil
 }
 
-func (b *Breaker) record(probe bool, err error) {
+func (b *breaker) record(probe bool, err error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if probe {

@@ -1,4 +1,4 @@
-package algorithms
+package limiter
 
 import (
 	"context"
@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// scripted answers Decide with err, counting calls; block makes calls wait
+// scripted answers decide with err, counting calls; block makes calls wait
 // until released.
 type scripted struct {
 	calls atomic.Int64
@@ -18,7 +18,7 @@ type scripted struct {
 	block chan struct{}
 }
 
-func (s *scripted) Decide(ctx context.Context, rules []Rule, commit bool) ([]Decision, bool, error) {
+func (s *scripted) decide(ctx context.Context, rules []Rule, commit bool) ([]Decision, bool, error) {
 	s.calls.Add(1)
 	s.mu.Lock()
 	err, block := s.err, s.block
@@ -38,11 +38,11 @@ func (s *scripted) set(err error, block chan struct{}) {
 func TestBreaker(t *testing.T) {
 	down := errors.New("redis down")
 	next := &scripted{}
-	b := NewBreaker(next, 3, time.Second)
+	b := newBreaker(next, 3, time.Second)
 	now := time.Unix(1000, 0)
 	b.now = func() time.Time { return now }
 	call := func() error {
-		_, _, err := b.Decide(context.Background(), nil, true)
+		_, _, err := b.decide(context.Background(), nil, true)
 		return err
 	}
 
@@ -55,7 +55,7 @@ func TestBreaker(t *testing.T) {
 			t.Fatalf("failure %d: Decide() error = %v, want the Redis error", i+1, err)
 		}
 	}
-	if !b.Open() {
+	if !b.open() {
 		t.Fatal("after 3 consecutive failures: Open() = false, want true")
 	}
 	before := next.calls.Load()
@@ -95,7 +95,7 @@ func TestBreaker(t *testing.T) {
 	if err := call(); err != nil {
 		t.Errorf("successful probe: Decide() error = %v, want nil", err)
 	}
-	if b.Open() {
+	if b.open() {
 		t.Error("after a successful probe: Open() = true, want false")
 	}
 	// Failures below the threshold do not open it again.
@@ -106,26 +106,26 @@ func TestBreaker(t *testing.T) {
 	call()
 	next.set(down, nil)
 	call()
-	if b.Open() {
+	if b.open() {
 		t.Error("non-consecutive failures: Open() = true, want false")
 	}
 }
 
 func TestBreakerCanceledProbeDoesNotWedge(t *testing.T) {
 	next := &scripted{}
-	b := NewBreaker(next, 1, time.Second)
+	b := newBreaker(next, 1, time.Second)
 	now := time.Unix(1000, 0)
 	b.now = func() time.Time { return now }
 	next.set(errors.New("down"), nil)
-	b.Decide(context.Background(), nil, true)
+	b.decide(context.Background(), nil, true)
 	now = now.Add(time.Second)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	next.set(context.Canceled, nil)
-	b.Decide(ctx, nil, true) // the probe's caller went away
+	b.decide(ctx, nil, true) // the probe's caller went away
 	now = now.Add(time.Second)
 	next.set(nil, nil)
-	if _, _, err := b.Decide(context.Background(), nil, true); err != nil {
+	if _, _, err := b.decide(context.Background(), nil, true); err != nil {
 		t.Errorf("probe after a canceled probe and a cooldown: Decide() error = %v, want nil", err)
 	}
 }

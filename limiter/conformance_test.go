@@ -1,17 +1,17 @@
-package algorithms
+package limiter
 
 import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
-	"fmt"
 	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"tollgate/algorithms"
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
@@ -137,72 +137,56 @@ type conformanceCase struct {
 	run  func(t *testing.T, h harness, s subject)
 }
 
-// subject is the algorithm under test on one backend, with keys of its own.
+// subject is the algorithm under test on one backend, with keys of its own,
+// decided by the engine that newLimiter makes.
 type subject struct {
 	h      harness
-	name   string
+	spec   algorithms.Spec
 	prefix string
-	// rdb is what the algorithm runs on; nil means h.rdb.
-	rdb redis.Scripter
-	// wrap, when set, wraps every algorithm under test (e.g. in a DenyCache).
-	wrap func(Algorithm) Algorithm
+	// newLimiter makes the engine the cases decide with.
+	newLimiter func(t *testing.T, h harness) *Limiter
 }
 
-func (s subject) new(t *testing.T, l Limit) Algorithm {
-	t.Helper()
-	var rdb redis.Scripter = s.h.rdb
-	if s.rdb != nil {
-		rdb = s.rdb
-	}
-	a, err := New(s.name, rdb, s.prefix, l)
+// single is one rule of the algorithm under test, whose key is the
+// subject's prefix, the algorithm and the identity: what the cases decide.
+type single struct {
+	l      *Limiter
+	name   string
+	prefix string
+	limit  algorithms.Limit
+}
+
+// decide decides one request of identity under the rule.
+func (a single) decide(ctx context.Context, identity string) (Decision, error) {
+	res, err := a.l.Decide(ctx, []Rule{{Algorithm: a.name, Limit: a.limit, Key: a.prefix + a.name + ":" + identity}})
 	if err != nil {
-		t.Fatalf("New(%q): %v", s.name, err)
+		return Decision{}, err
 	}
-	if s.wrap != nil {
-		return s.wrap(a)
+	return res.Decisions[0], nil
+}
+
+func (s subject) new(t *testing.T, l algorithms.Limit) single {
+	t.Helper()
+	if err := s.spec.Validate(l); err != nil {
+		t.Fatalf("%s: Validate(%+v): %v", s.spec.Name, l, err)
 	}
-	return a
+	return single{l: s.newLimiter(t, s.h), name: s.spec.Name, prefix: s.prefix, limit: l}
 }
 
 // horizon is how long one admitted request weighs on the algorithm's
-// decisions under l: the bound for ResetAfter, RetryAfter and key TTLs, and
-// how long an exhausted quota takes to return in full.
-func (s subject) horizon(t *testing.T, l Limit) time.Duration {
+// decisions under l (algorithms.Spec.Horizon).
+func (s subject) horizon(t *testing.T, l algorithms.Limit) time.Duration {
 	t.Helper()
-	h, ok := horizons[s.name]
-	if !ok {
-		t.Fatalf("no horizon for %q: add it to horizons", s.name)
-	}
-	return h(l)
+	return s.spec.Horizon(l)
 }
 
-var horizons = map[string]func(Limit) time.Duration{
-	"fixed_window": func(l Limit) time.Duration { return l.Window },
-	"sliding_log":  func(l Limit) time.Duration { return l.Window },
-	// A request counts in its own window and, weighted down to zero, in the
-	// next one: the approximation needs twice the window.
-	"sliding_window": func(l Limit) time.Duration { return 2 * l.Window },
-	// An empty bucket is full again after capacity tokens' refill.
-	"token_bucket": func(l Limit) time.Duration {
-		return l.Window * time.Duration(l.capacity()) / time.Duration(l.Requests)
-	},
-	// Same as the token bucket, with the emission interval rounded up to a
-	// whole µs and the total to a whole ms.
-	"gcra": func(l Limit) time.Duration {
-		interval := (l.Window + time.Duration(l.Requests)*time.Microsecond - 1) / time.Duration(l.Requests)
-		interval = interval.Truncate(time.Microsecond)
-		total := time.Duration(l.capacity()) * interval
-		return (total + time.Millisecond - 1).Truncate(time.Millisecond)
-	},
-}
-
-func allow(t *testing.T, a Algorithm, key string) Decision {
+func allow(t *testing.T, a single, key string) Decision {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	d, err := a.Allow(ctx, key)
+	d, err := a.decide(ctx, key)
 	if err != nil {
-		t.Fatalf("Allow(%q): %v", key, err)
+		t.Fatalf("Decide(%q): %v", key, err)
 	}
 	return d
 }
@@ -270,7 +254,7 @@ var conformanceCases = []conformanceCase{
 	{"scripts are reloaded after Redis forgets them", func(t *testing.T, h harness, s subject) {
 		// As after a failover, a restart or SCRIPT FLUSH: EVALSHA answers
 		// NOSCRIPT and the call falls back to EVAL, which loads the script.
-		a := s.new(t, Limit{Requests: 5, Window: h.unit})
+		a := s.new(t, algorithms.Limit{Requests: 5, Window: h.unit})
 		h.align(h.unit)
 		allow(t, a, "k")
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -286,47 +270,47 @@ var conformanceCases = []conformanceCase{
 			t.Fatalf("SCRIPT FLUSH: %v", err)
 		}
 		if d := allow(t, a, "k"); !d.Allowed || d.Remaining != 3 {
-			t.Errorf("after SCRIPT FLUSH: Allow() = %+v, want allowed with remaining 3", d)
+			t.Errorf("after SCRIPT FLUSH: Decide() = %+v, want allowed with remaining 3", d)
 		}
 	}},
 	{"first request is admitted with limit-1 remaining", func(t *testing.T, h harness, s subject) {
-		l := Limit{Requests: 5, Window: h.unit}
+		l := algorithms.Limit{Requests: 5, Window: h.unit}
 		a := s.new(t, l)
 		h.align(h.unit)
 		d := allow(t, a, "k")
 		if !d.Allowed || d.Remaining != 4 || d.Limit != 5 || d.RetryAfter != 0 {
-			t.Errorf("Allow() = %+v, want allowed with remaining 4, limit 5, no retry", d)
+			t.Errorf("Decide() = %+v, want allowed with remaining 4, limit 5, no retry", d)
 		}
 		if hz := s.horizon(t, l); d.ResetAfter <= 0 || d.ResetAfter > hz {
-			t.Errorf("Allow() reset after %v, want in (0, %v]", d.ResetAfter, hz)
+			t.Errorf("Decide() reset after %v, want in (0, %v]", d.ResetAfter, hz)
 		}
 		if d.Window != h.unit {
-			t.Errorf("Allow() window = %v, want %v", d.Window, h.unit)
+			t.Errorf("Decide() window = %v, want %v", d.Window, h.unit)
 		}
 	}},
 	{"a burst admits exactly the limit", func(t *testing.T, h harness, s subject) {
-		l := Limit{Requests: 5, Window: h.unit}
+		l := algorithms.Limit{Requests: 5, Window: h.unit}
 		a := s.new(t, l)
 		h.align(h.unit)
 		for i := range 5 {
 			d := allow(t, a, "k")
 			if !d.Allowed || d.Remaining != 4-i {
-				t.Fatalf("request %d: Allow() = %+v, want allowed with remaining %d", i+1, d, 4-i)
+				t.Fatalf("request %d: Decide() = %+v, want allowed with remaining %d", i+1, d, 4-i)
 			}
 		}
 		hz := s.horizon(t, l)
 		for i := range 3 {
 			d := allow(t, a, "k")
 			if d.Allowed || d.Remaining != 0 {
-				t.Errorf("request %d over the limit: Allow() = %+v, want denied with remaining 0", i+6, d)
+				t.Errorf("request %d over the limit: Decide() = %+v, want denied with remaining 0", i+6, d)
 			}
 			if d.RetryAfter <= 0 || d.RetryAfter > hz {
-				t.Errorf("denied Allow() retry after %v, want in (0, %v]", d.RetryAfter, hz)
+				t.Errorf("denied Decide() retry after %v, want in (0, %v]", d.RetryAfter, hz)
 			}
 		}
 	}},
 	{"quota returns in full after the horizon", func(t *testing.T, h harness, s subject) {
-		l := Limit{Requests: 3, Window: h.unit}
+		l := algorithms.Limit{Requests: 3, Window: h.unit}
 		a := s.new(t, l)
 		h.align(h.unit)
 		for range 4 {
@@ -334,37 +318,37 @@ var conformanceCases = []conformanceCase{
 		}
 		h.advance(s.horizon(t, l) + 10*time.Millisecond)
 		if d := allow(t, a, "k"); !d.Allowed || d.Remaining != 2 {
-			t.Errorf("after %v: Allow() = %+v, want allowed with remaining 2", s.horizon(t, l), d)
+			t.Errorf("after %v: Decide() = %+v, want allowed with remaining 2", s.horizon(t, l), d)
 		}
 	}},
 	{"a denied request retried at RetryAfter is admitted, and not clearly before", func(t *testing.T, h harness, s subject) {
-		a := s.new(t, Limit{Requests: 2, Window: h.unit})
+		a := s.new(t, algorithms.Limit{Requests: 2, Window: h.unit})
 		h.align(h.unit)
 		allow(t, a, "k")
 		allow(t, a, "k")
 		d := allow(t, a, "k")
 		if d.Allowed {
-			t.Fatalf("third request: Allow() = %+v, want denied", d)
+			t.Fatalf("third request: Decide() = %+v, want denied", d)
 		}
 		early := d.RetryAfter / 2
 		h.advance(early)
 		if d2 := allow(t, a, "k"); d2.Allowed {
-			t.Errorf("retried after %v of %v: Allow() = %+v, want denied", early, d.RetryAfter, d2)
+			t.Errorf("retried after %v of %v: Decide() = %+v, want denied", early, d.RetryAfter, d2)
 		}
 		h.advance(d.RetryAfter - early + 10*time.Millisecond)
 		if d3 := allow(t, a, "k"); !d3.Allowed {
-			t.Errorf("retried at RetryAfter %v: Allow() = %+v, want allowed", d.RetryAfter, d3)
+			t.Errorf("retried at RetryAfter %v: Decide() = %+v, want allowed", d.RetryAfter, d3)
 		}
 	}},
 	{"keys are isolated", func(t *testing.T, h harness, s subject) {
-		a := s.new(t, Limit{Requests: 1, Window: h.unit})
+		a := s.new(t, algorithms.Limit{Requests: 1, Window: h.unit})
 		h.align(h.unit)
 		allow(t, a, "alice")
 		if d := allow(t, a, "alice"); d.Allowed {
-			t.Errorf("alice again: Allow() = %+v, want denied", d)
+			t.Errorf("alice again: Decide() = %+v, want denied", d)
 		}
 		if d := allow(t, a, "bob"); !d.Allowed {
-			t.Errorf("bob after alice: Allow() = %+v, want allowed", d)
+			t.Errorf("bob after alice: Decide() = %+v, want allowed", d)
 		}
 	}},
 	{"500 concurrent callers admit exactly the limit", func(t *testing.T, h harness, s subject) {
@@ -372,10 +356,10 @@ var conformanceCases = []conformanceCase{
 		// A long window: on real Redis the callers take tens of ms, and the
 		// refilling algorithms must not earn a token meanwhile (one per 2 units here).
 		w := 100 * h.unit
-		a := s.new(t, Limit{Requests: limit, Window: w})
+		a := s.new(t, algorithms.Limit{Requests: limit, Window: w})
 		h.room(w, 5*h.unit)
 		admitted, denied := together(t, callers, func(ctx context.Context) (bool, error) {
-			d, err := a.Allow(ctx, "k")
+			d, err := a.decide(ctx, "k")
 			return d.Allowed, err
 		})
 		if admitted != limit || denied != callers-limit {
@@ -384,7 +368,7 @@ var conformanceCases = []conformanceCase{
 		}
 	}},
 	{"every key has a TTL no longer than needed", func(t *testing.T, h harness, s subject) {
-		l := Limit{Requests: 2, Window: h.unit}
+		l := algorithms.Limit{Requests: 2, Window: h.unit}
 		a := s.new(t, l)
 		for range 3 {
 			allow(t, a, "k")
@@ -408,7 +392,7 @@ var conformanceCases = []conformanceCase{
 	}},
 	{"memory stays bounded under sustained over-limit traffic", func(t *testing.T, h harness, s subject) {
 		const limit = 3
-		a := s.new(t, Limit{Requests: limit, Window: h.unit})
+		a := s.new(t, algorithms.Limit{Requests: limit, Window: h.unit})
 		h.align(h.unit)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -441,7 +425,7 @@ var propertyCases = map[string][]conformanceCase{
 	"fixed_window": {
 		{"admits up to twice the limit across a window edge", func(t *testing.T, h harness, s subject) {
 			const limit = 5
-			a := s.new(t, Limit{Requests: limit, Window: h.unit})
+			a := s.new(t, algorithms.Limit{Requests: limit, Window: h.unit})
 			// The first request opens a window; the rest of its quota is spent
 			// just before it closes, and the next window's just after.
 			allow(t, a, "k")
@@ -450,7 +434,7 @@ var propertyCases = map[string][]conformanceCase{
 			for i := range 2*limit - 1 {
 				d := allow(t, a, "k")
 				if !d.Allowed {
-					t.Fatalf("request %d of the edge burst: Allow() = %+v, want allowed", i+1, d)
+					t.Fatalf("request %d of the edge burst: Decide() = %+v, want allowed", i+1, d)
 				}
 				times = append(times, d.Now)
 				if i == limit-2 {
@@ -461,14 +445,14 @@ var propertyCases = map[string][]conformanceCase{
 				t.Errorf("admitted %d within 200ms across the edge, want %d (2×limit-1, as documented)", n, 2*limit-1)
 			}
 			if d := allow(t, a, "k"); d.Allowed {
-				t.Errorf("request after the edge burst: Allow() = %+v, want denied", d)
+				t.Errorf("request after the edge burst: Decide() = %+v, want denied", d)
 			}
 		}},
 	},
 	"sliding_log": {
 		{"never admits more than the limit in any window-long span", func(t *testing.T, h harness, s subject) {
 			const limit = 5
-			a := s.new(t, Limit{Requests: limit, Window: h.unit})
+			a := s.new(t, algorithms.Limit{Requests: limit, Window: h.unit})
 			h.align(h.unit)
 			// Bursts of 3 every 1/8 window for three windows: far over the limit,
 			// bunched at window edges too.
@@ -492,7 +476,7 @@ var propertyCases = map[string][]conformanceCase{
 	"sliding_window": {
 		{"stays within its error bound when traffic bunches at window ends", func(t *testing.T, h harness, s subject) {
 			const limit = 5
-			a := s.new(t, Limit{Requests: limit, Window: h.unit})
+			a := s.new(t, algorithms.Limit{Requests: limit, Window: h.unit})
 			h.align(h.unit)
 			h.advance(h.unit - 100*time.Millisecond)
 			var admitted []time.Time
@@ -530,7 +514,7 @@ var propertyCases = map[string][]conformanceCase{
 		}},
 		{"never admits more than the limit in an aligned window", func(t *testing.T, h harness, s subject) {
 			const limit = 5
-			a := s.new(t, Limit{Requests: limit, Window: h.unit})
+			a := s.new(t, algorithms.Limit{Requests: limit, Window: h.unit})
 			h.align(h.unit)
 			perWindow := map[time.Time]int{}
 			var admitted []time.Time
@@ -562,60 +546,86 @@ var refillCases = []conformanceCase{
 	{"after the burst admits one request per window/limit", func(t *testing.T, h harness, s subject) {
 		const limit = 5
 		interval := h.unit / limit
-		a := s.new(t, Limit{Requests: limit, Window: h.unit})
+		a := s.new(t, algorithms.Limit{Requests: limit, Window: h.unit})
 		for range limit {
 			allow(t, a, "k")
 		}
 		for i := range limit {
 			d := allow(t, a, "k")
 			if d.Allowed {
-				t.Fatalf("round %d, right after an admission: Allow() = %+v, want denied", i, d)
+				t.Fatalf("round %d, right after an admission: Decide() = %+v, want denied", i, d)
 			}
 			if d.RetryAfter <= 0 || d.RetryAfter > interval {
-				t.Errorf("round %d: Allow() retry after %v, want in (0, %v]", i, d.RetryAfter, interval)
+				t.Errorf("round %d: Decide() retry after %v, want in (0, %v]", i, d.RetryAfter, interval)
 			}
 			h.advance(interval)
 			if d := allow(t, a, "k"); !d.Allowed || d.Remaining != 0 {
-				t.Errorf("round %d, %v later: Allow() = %+v, want allowed with remaining 0", i, interval, d)
+				t.Errorf("round %d, %v later: Decide() = %+v, want allowed with remaining 0", i, interval, d)
 			}
 		}
 	}},
 	{"burst sets the capacity", func(t *testing.T, h harness, s subject) {
-		l := Limit{Requests: 2, Window: h.unit, Burst: 4}
+		l := algorithms.Limit{Requests: 2, Window: h.unit, Burst: 4}
 		a := s.new(t, l)
 		for i := range 4 {
 			d := allow(t, a, "k")
 			if !d.Allowed || d.Remaining != 3-i || d.Limit != 4 {
-				t.Fatalf("request %d: Allow() = %+v, want allowed with remaining %d, limit 4", i+1, d, 3-i)
+				t.Fatalf("request %d: Decide() = %+v, want allowed with remaining %d, limit 4", i+1, d, 3-i)
 			}
 		}
 		d := allow(t, a, "k")
 		if d.Allowed {
-			t.Fatalf("request 5: Allow() = %+v, want denied", d)
+			t.Fatalf("request 5: Decide() = %+v, want denied", d)
 		}
 		if hz := s.horizon(t, l); d.ResetAfter <= h.unit || d.ResetAfter > hz {
-			t.Errorf("Allow() reset after %v, want in (%v, %v]", d.ResetAfter, h.unit, hz)
+			t.Errorf("Decide() reset after %v, want in (%v, %v]", d.ResetAfter, h.unit, hz)
 		}
 		if d.RetryAfter > h.unit/2 {
-			t.Errorf("Allow() retry after %v, want at most %v", d.RetryAfter, h.unit/2)
+			t.Errorf("Decide() retry after %v, want at most %v", d.RetryAfter, h.unit/2)
 		}
 	}},
 }
 
+// engines are the ways the service builds the engine; the conformance
+// suite runs on each: the plain path, and decisions pipelined with denials
+// cached as the service wires them (neither may change any decision).
+var engines = map[string]func(t *testing.T, h harness) *Limiter{
+	"plain": func(t *testing.T, h harness) *Limiter {
+		return New(h.rdb, Options{})
+	},
+	"pipelined, deny cache": func(t *testing.T, h harness) *Limiter {
+		l := New(h.rdb, Options{PipelineBatch: 16, PipelineConns: 2, DenyCacheSize: 1000})
+		t.Cleanup(l.Close)
+		if dc, ok := l.chain.(*denyCache); ok {
+			dc.now = redisClock(t, h.rdb)
+		} else {
+			t.Fatalf("engine with DenyCacheSize: outermost stage %T, want the deny cache", l.chain)
+		}
+		return l
+	},
+}
+
+// TestConformance runs every case on every algorithm of the table, every
+// backend and every way the engine is built: a new table entry is tested
+// with no new test code.
 func TestConformance(t *testing.T) {
 	for backend, newHarness := range harnesses(t) {
 		t.Run(backend, func(t *testing.T) {
-			for _, name := range Names() {
-				t.Run(name, func(t *testing.T) {
-					// Each algorithm gets its own backend clock, so algorithms run in
-					// parallel while the cases of one stay in order.
-					t.Parallel()
-					h := newHarness(t)
-					for _, tc := range append(conformanceCases, propertyCases[name]...) {
-						t.Run(tc.name, func(t *testing.T) {
-							prefix := uniquePrefix(t)
-							t.Cleanup(func() { deleteKeys(t, h, prefix) })
-							tc.run(t, h, subject{h: h, name: name, prefix: prefix})
+			for engine, newLimiter := range engines {
+				t.Run(engine, func(t *testing.T) {
+					for _, spec := range algorithms.Specs() {
+						t.Run(spec.Name, func(t *testing.T) {
+							// Each algorithm gets its own backend clock, so algorithms run in
+							// parallel while the cases of one stay in order.
+							t.Parallel()
+							h := newHarness(t)
+							for _, tc := range append(conformanceCases, propertyCases[spec.Name]...) {
+								t.Run(tc.name, func(t *testing.T) {
+									prefix := uniquePrefix(t)
+									t.Cleanup(func() { deleteKeys(t, h, prefix) })
+									tc.run(t, h, subject{h: h, spec: spec, prefix: prefix, newLimiter: newLimiter})
+								})
+							}
 						})
 					}
 				})
@@ -624,107 +634,17 @@ func TestConformance(t *testing.T) {
 	}
 }
 
-func TestNew(t *testing.T) {
-	rdb := redis.NewClient(&redis.Options{})
-	t.Cleanup(func() { rdb.Close() })
-	tests := []struct {
-		name string
-		want Algorithm
-	}{
-		{"fixed_window", &FixedWindow{}},
-		{"fixed-window", &FixedWindow{}},
-		{"sliding_log", &SlidingLog{}},
-		{"sliding-log", &SlidingLog{}},
-		{"sliding_window", &SlidingWindow{}},
-		{"sliding-window", &SlidingWindow{}},
-		{"token_bucket", &TokenBucket{}},
-		{"token-bucket", &TokenBucket{}},
-		{"gcra", &GCRA{}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			a, err := New(tt.name, rdb, "p:", Limit{Requests: 1, Window: time.Second})
-			if err != nil {
-				t.Fatalf("New(%q): %v", tt.name, err)
-			}
-			if got, want := fmt.Sprintf("%T", a), fmt.Sprintf("%T", tt.want); got != want {
-				t.Errorf("New(%q) = %s, want %s", tt.name, got, want)
-			}
-		})
-	}
-}
-
-func TestNewInvalidLimit(t *testing.T) {
-	tests := []struct {
-		name string
-		l    Limit
-	}{
-		{"no requests", Limit{Requests: 0, Window: time.Second}},
-		{"negative burst", Limit{Requests: 1, Burst: -1, Window: time.Second}},
-		{"sub-millisecond window", Limit{Requests: 1, Window: time.Microsecond}},
-		{"beyond exact arithmetic", Limit{Requests: 1_000_000_000, Window: 24 * time.Hour}},
-		{"burst beyond exact arithmetic", Limit{Requests: 1, Burst: 1_000_000_000, Window: 24 * time.Hour}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			_, err := New("token_bucket", redis.NewClient(&redis.Options{}), "p:", tt.l)
-			if !errors.Is(err, ErrInvalidLimit) {
-				t.Errorf("New(%+v) error = %v, want ErrInvalidLimit", tt.l, err)
-			}
-		})
-	}
-}
-
-func TestGCRABurstBeyondItsMicroseconds(t *testing.T) {
-	// 10⁸ requests of burst at one per hour is within Validate (10⁸ × 3.6·10⁶
-	// ms) but not within gcra's µs arithmetic (10⁸ × 3.6·10⁹ µs).
-	l := Limit{Requests: 1, Burst: 100_000_000, Window: time.Hour}
-	if err := l.Validate(); err != nil {
-		t.Fatalf("Validate() = %v, want nil: the case must be gcra's own", err)
-	}
-	if err := l.ValidateFor("token_bucket"); err != nil {
-		t.Errorf("ValidateFor(token_bucket) = %v, want nil", err)
-	}
-	if err := l.ValidateFor("gcra"); !errors.Is(err, ErrInvalidLimit) {
-		t.Errorf("ValidateFor(gcra) = %v, want ErrInvalidLimit", err)
-	}
-	if _, err := New("gcra", redis.NewClient(&redis.Options{}), "p:", l); !errors.Is(err, ErrInvalidLimit) {
-		t.Errorf("New(gcra) error = %v, want ErrInvalidLimit", err)
-	}
-	_, _, err := NewMulti(redis.NewClient(&redis.Options{})).Decide(context.Background(), []Rule{{Algorithm: "gcra", Limit: l, Key: "k"}}, true)
-	if !errors.Is(err, ErrInvalidLimit) {
-		t.Errorf("Multi.Decide(gcra) error = %v, want ErrInvalidLimit", err)
-	}
-	if err := (Limit{Requests: 10, Burst: 1000, Window: time.Hour}).ValidateFor("gcra"); err != nil {
-		t.Errorf("ValidateFor(gcra) of an ordinary limit = %v, want nil", err)
-	}
-}
-
-func TestNewUnknown(t *testing.T) {
-	_, err := New("leaky", redis.NewClient(&redis.Options{}), "p:", Limit{Requests: 1, Window: time.Second})
-	if !errors.Is(err, ErrUnknown) {
-		t.Errorf("New(leaky) error = %v, want ErrUnknown", err)
-	}
-	for _, name := range Names() {
-		if err == nil || !strings.Contains(err.Error(), name) {
-			t.Errorf("New(leaky) error = %v, want it to list %q", err, name)
-		}
-	}
-}
-
-func TestAllowRedisDown(t *testing.T) {
+func TestDecideRedisDown(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1})
 	t.Cleanup(func() { rdb.Close() })
-	for _, name := range Names() {
+	l := New(rdb, Options{Timeout: time.Second})
+	for _, name := range algorithms.Names() {
 		t.Run(name, func(t *testing.T) {
-			a, err := New(name, rdb, "p:", Limit{Requests: 1, Window: time.Second})
-			if err != nil {
-				t.Fatalf("New(%q): %v", name, err)
-			}
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			defer cancel()
-			if d, err := a.Allow(ctx, "k"); err == nil {
-				t.Errorf("Allow() with Redis down = %+v, nil; want an error", d)
+			rules := []Rule{{Algorithm: name, Limit: algorithms.Limit{Requests: 1, Window: time.Second}, Key: "k"}}
+			if res, err := l.Decide(ctx, rules); err == nil {
+				t.Errorf("Decide() with Redis down = %+v, nil; want an error", res)
 			}
 		})
 	}

@@ -1,4 +1,4 @@
-package algorithms
+package limiter
 
 import (
 	"context"
@@ -7,17 +7,17 @@ import (
 	"time"
 )
 
-// Timeout bounds every call of a Decider in time. A context with its own
+// timeout bounds every call of a stage in time. A context with its own
 // deadline costs a timer, a channel and the parent's bookkeeping on every
 // call, a measurable share of a decision at tens of thousands a second
 // (docs/BENCHMARKS.md); so calls that start within the same slice of time
 // (a sixteenth of the timeout) share one context, and each call's deadline
 // falls between timeout minus a slice and timeout after it starts. The shared
 // context does not end with the caller's (a client that went away): such a
-// call still ends by its deadline. Put Timeout behind a DenyingDecider, so that
-// answers from memory need no deadline at all.
-type Timeout struct {
-	next    Decider
+// call still ends by its deadline. New puts it behind the deny cache, so
+// that answers from memory need no deadline at all.
+type timeout struct {
+	next    decider
 	timeout time.Duration
 	slice   time.Duration
 
@@ -34,24 +34,24 @@ type sharedDeadline struct {
 	cancel context.CancelFunc
 }
 
-var _ Decider = (*Timeout)(nil)
+var _ decider = (*timeout)(nil)
 
-// NewTimeout wraps next so that each of its calls ends within timeout (and
+// newTimeout wraps next so that each of its calls ends within d (and
 // gets at least fifteen sixteenths of it).
-func NewTimeout(next Decider, timeout time.Duration) *Timeout {
-	return &Timeout{next: next, timeout: timeout, slice: max(timeout/16, time.Microsecond)}
+func newTimeout(next decider, d time.Duration) *timeout {
+	return &timeout{next: next, timeout: d, slice: max(d/16, time.Microsecond)}
 }
 
-// Decide calls the wrapped Decider under the deadline, unless ctx is done.
-func (t *Timeout) Decide(ctx context.Context, rules []Rule, commit bool) ([]Decision, bool, error) {
+// decide calls the wrapped stage under the deadline, unless ctx is done.
+func (t *timeout) decide(ctx context.Context, rules []Rule, commit bool) ([]Decision, bool, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, false, err
 	}
-	return t.next.Decide(t.context(time.Now()), rules, commit)
+	return t.next.decide(t.context(time.Now()), rules, commit)
 }
 
 // context returns the shared context of calls starting at now.
-func (t *Timeout) context(now time.Time) context.Context {
+func (t *timeout) context(now time.Time) context.Context {
 	if s := t.shared.Load(); s != nil && now.Before(s.until) {
 		return s.ctx
 	}

@@ -1,4 +1,4 @@
-package algorithms
+package limiter
 
 import (
 	"context"
@@ -8,32 +8,29 @@ import (
 	"testing"
 	"time"
 
+	"tollgate/algorithms"
+
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 )
 
-// BenchmarkAllow measures one decision per algorithm: against real Redis when
+// BenchmarkDecide measures one decision per algorithm: against real Redis when
 // TEST_REDIS_URL is set, else against the embedded one. 1000 identities at 100
 // requests a minute give a mix of admitted and denied requests, as in service.
-func BenchmarkAllow(b *testing.B) {
+func BenchmarkDecide(b *testing.B) {
 	rdb := benchRedis(b)
-	benchAlgorithms(b, rdb, func(b *testing.B, name, prefix string) Algorithm {
-		a, err := New(name, rdb, prefix, Limit{Requests: 100, Window: time.Minute})
-		if err != nil {
-			b.Fatalf("New(%q): %v", name, err)
-		}
-		return a
-	})
+	benchAlgorithms(b, rdb, New(rdb, Options{}))
 }
 
-// benchAlgorithms runs one sub-benchmark per algorithm: parallel Allow calls
-// of 1000 identities on the Algorithm that newAlgorithm makes, keys under
-// prefix, deleted afterwards.
-func benchAlgorithms(b *testing.B, rdb redis.UniversalClient, newAlgorithm func(b *testing.B, name, prefix string) Algorithm) {
-	for _, name := range Names() {
+// benchAlgorithms runs one sub-benchmark per algorithm: parallel decisions
+// of 1000 identities by l, keys under a prefix of their own, deleted
+// afterwards.
+func benchAlgorithms(b *testing.B, rdb redis.UniversalClient, l *Limiter) {
+	limit := algorithms.Limit{Requests: 100, Window: time.Minute}
+	for _, name := range algorithms.Names() {
 		b.Run(name, func(b *testing.B) {
 			prefix := "bench:" + strconv.FormatInt(time.Now().UnixNano(), 36) + ":"
-			a := newAlgorithm(b, name, prefix)
+			a := single{l: l, name: name, prefix: prefix, limit: limit}
 			b.Cleanup(func() { deleteBenchKeys(b, rdb, prefix) })
 			var n atomic.Int64
 			b.ReportAllocs()
@@ -42,8 +39,8 @@ func benchAlgorithms(b *testing.B, rdb redis.UniversalClient, newAlgorithm func(
 				ctx := context.Background()
 				for pb.Next() {
 					key := "user-" + strconv.FormatInt(n.Add(1)%1000, 10)
-					if _, err := a.Allow(ctx, key); err != nil {
-						b.Errorf("Allow(%q): %v", key, err)
+					if _, err := a.decide(ctx, key); err != nil {
+						b.Errorf("Decide(%q): %v", key, err)
 						return
 					}
 				}

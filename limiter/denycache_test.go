@@ -1,4 +1,4 @@
-package algorithms
+package limiter
 
 import (
 	"context"
@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"tollgate/algorithms"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -26,46 +28,28 @@ func redisClock(t *testing.T, rdb redis.UniversalClient) func() time.Time {
 	}
 }
 
-// TestConformancePipelinedDenyCache runs the whole conformance suite, on every
-// backend, with decisions pipelined and denials cached as the service wires
-// them: neither may change what any algorithm decides.
-func TestConformancePipelinedDenyCache(t *testing.T) {
-	for backend, newHarness := range harnesses(t) {
-		t.Run(backend, func(t *testing.T) {
-			for _, name := range Names() {
-				t.Run(name, func(t *testing.T) {
-					t.Parallel()
-					h := newHarness(t)
-					p := NewPipeline(h.rdb, 16, 0, 2)
-					t.Cleanup(p.Close)
-					clock := redisClock(t, h.rdb)
-					wrap := func(a Algorithm) Algorithm {
-						dc := NewDenyCache(a, 1000)
-						dc.now = clock
-						return dc
-					}
-					for _, tc := range append(conformanceCases, propertyCases[name]...) {
-						t.Run(tc.name, func(t *testing.T) {
-							prefix := uniquePrefix(t)
-							t.Cleanup(func() { deleteKeys(t, h, prefix) })
-							tc.run(t, h, subject{h: h, name: name, prefix: prefix, rdb: p, wrap: wrap})
-						})
-					}
-				})
-			}
-		})
-	}
-}
-
-// countingAlgorithm counts the calls that reach the algorithm (Redis).
-type countingAlgorithm struct {
-	next  Algorithm
+// counting counts the decisions that reach the stage it wraps (Redis).
+type counting struct {
+	next  decider
 	calls atomic.Int64
 }
 
-func (ca *countingAlgorithm) Allow(ctx context.Context, key string) (Decision, error) {
-	ca.calls.Add(1)
-	return ca.next.Allow(ctx, key)
+func (c *counting) decide(ctx context.Context, rules []Rule, commit bool) ([]Decision, bool, error) {
+	c.calls.Add(1)
+	return c.next.decide(ctx, rules, commit)
+}
+
+// one is a rule of algorithm name under l on key, decided through d: what
+// the deny cache tests ask one at a time.
+func one(t *testing.T, d decider, name string, l algorithms.Limit, key string) Decision {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ds, _, err := d.decide(ctx, []Rule{{Algorithm: name, Limit: l, Key: key}}, true)
+	if err != nil {
+		t.Fatalf("decide(%s, %q): %v", name, key, err)
+	}
+	return ds[0]
 }
 
 // TestDenyCacheExactUnderConcurrency: 500 concurrent callers through the
@@ -74,30 +58,27 @@ func (ca *countingAlgorithm) Allow(ctx context.Context, key string) (Decision, e
 func TestDenyCacheExactUnderConcurrency(t *testing.T) {
 	for backend, newHarness := range harnesses(t) {
 		t.Run(backend, func(t *testing.T) {
-			for _, name := range Names() {
+			for _, name := range algorithms.Names() {
 				t.Run(name, func(t *testing.T) {
 					t.Parallel()
 					const callers, limit = 500, 50
 					h := newHarness(t)
-					p := NewPipeline(h.rdb, 16, 20*time.Microsecond, 4)
-					t.Cleanup(p.Close)
+					p := newPipeline(h.rdb, 16, 20*time.Microsecond, 4)
+					t.Cleanup(p.stop)
 					prefix := uniquePrefix(t)
 					t.Cleanup(func() { deleteKeys(t, h, prefix) })
 					w := 100 * h.unit
-					a, err := New(name, p, prefix, Limit{Requests: limit, Window: w})
-					if err != nil {
-						t.Fatalf("New(%q): %v", name, err)
-					}
-					counted := &countingAlgorithm{next: a}
-					dc := NewDenyCache(counted, 100)
+					rules := []Rule{{Algorithm: name, Limit: algorithms.Limit{Requests: limit, Window: w}, Key: prefix + "k"}}
+					counted := &counting{next: newScripts(p)}
+					dc := newDenyCache(counted, 100)
 					h.room(w, 5*h.unit)
 					flood := func() (admitted, denied int64) {
 						return together(t, callers, func(ctx context.Context) (bool, error) {
-							d, err := dc.Allow(ctx, "k")
-							if err == nil && !d.Allowed && d.RetryAfter <= 0 {
-								t.Errorf("denied Allow() retry after %v, want > 0", d.RetryAfter)
+							ds, allowed, err := dc.decide(ctx, rules, true)
+							if err == nil && !allowed && ds[0].RetryAfter <= 0 {
+								t.Errorf("denied decide() retry after %v, want > 0", ds[0].RetryAfter)
 							}
-							return d.Allowed, err
+							return allowed, err
 						})
 					}
 					if admitted, denied := flood(); admitted != limit || denied != callers-limit {
@@ -120,41 +101,34 @@ func TestDenyCacheExactUnderConcurrency(t *testing.T) {
 // with and without the cache, on one steered clock: every decision must be
 // the same, including right at and around each RetryAfter.
 func TestDenyCacheMatchesUncached(t *testing.T) {
-	limits := []Limit{
+	limits := []algorithms.Limit{
 		{Requests: 3, Window: time.Minute},
 		{Requests: 5, Window: time.Minute, Burst: 8},
 		{Requests: 1, Window: time.Second},
 	}
-	for _, name := range Names() {
+	for _, name := range algorithms.Names() {
 		for _, l := range limits {
 			t.Run(name, func(t *testing.T) {
 				h := miniredisHarness(t)
-				plain, err := New(name, h.rdb, "plain:", l)
-				if err != nil {
-					t.Fatalf("New(%q): %v", name, err)
-				}
-				inner, err := New(name, h.rdb, "cached:", l)
-				if err != nil {
-					t.Fatalf("New(%q): %v", name, err)
-				}
-				dc := NewDenyCache(inner, 10)
+				plain := newScripts(h.rdb)
+				dc := newDenyCache(newScripts(h.rdb), 10)
 				dc.now = redisClock(t, h.rdb)
 				rng := rand.New(rand.NewPCG(1, uint64(l.Requests)))
 				hits := 0
 				for step := range 400 {
 					var d Decision
 					for range 1 + rng.IntN(3) {
-						d = allow(t, plain, "k")
-						before := len(dc.denied)
-						got := allow(t, dc, "k")
+						d = one(t, plain, name, l, "plain:k")
+						before := dc.len()
+						got := one(t, dc, name, l, "cached:k")
 						if got.Allowed != d.Allowed {
-							t.Fatalf("step %d: cached Allow() allowed = %v, uncached %v", step, got.Allowed, d.Allowed)
+							t.Fatalf("step %d: cached decide() allowed = %v, uncached %v", step, got.Allowed, d.Allowed)
 						}
 						// Redis answers in whole ms; the cache ages by the exact elapsed time.
 						if !got.Allowed && (got.RetryAfter <= 0 || got.RetryAfter > d.RetryAfter+time.Millisecond) {
-							t.Errorf("step %d: cached Allow() retry after %v, want in (0, %v]", step, got.RetryAfter, d.RetryAfter+time.Millisecond)
+							t.Errorf("step %d: cached decide() retry after %v, want in (0, %v]", step, got.RetryAfter, d.RetryAfter+time.Millisecond)
 						}
-						if before > 0 && len(dc.denied) > 0 && !got.Allowed {
+						if before > 0 && dc.len() > 0 && !got.Allowed {
 							hits++
 						}
 					}
@@ -174,69 +148,81 @@ func TestDenyCacheMatchesUncached(t *testing.T) {
 	}
 }
 
-// fakeAlgorithm denies everything with a fixed RetryAfter, or admits.
-type fakeAlgorithm struct {
+// fakeDecider denies every rule with a fixed RetryAfter, or admits.
+type fakeDecider struct {
 	allowed bool
 	retry   time.Duration
 	calls   atomic.Int64
 }
 
-func (f *fakeAlgorithm) Allow(context.Context, string) (Decision, error) {
+func (f *fakeDecider) decide(_ context.Context, rules []Rule, _ bool) ([]Decision, bool, error) {
 	f.calls.Add(1)
-	if f.allowed {
-		return Decision{Allowed: true, Limit: 1, Remaining: 0, ResetAfter: f.retry}, nil
+	ds := make([]Decision, len(rules))
+	for i := range ds {
+		if f.allowed {
+			ds[i] = Decision{Allowed: true, Limit: 1, Remaining: 0, ResetAfter: f.retry}
+		} else {
+			ds[i] = Decision{Limit: 1, ResetAfter: f.retry, RetryAfter: f.retry, Now: time.Unix(1000, 0)}
+		}
 	}
-	return Decision{Limit: 1, ResetAfter: f.retry, RetryAfter: f.retry, Now: time.Unix(1000, 0)}, nil
+	return ds, f.allowed, nil
+}
+
+// ask decides the one rule of key through d.
+func ask(d decider, key string) (Decision, error) {
+	ds, _, err := d.decide(context.Background(), []Rule{{Key: key}}, true)
+	if err != nil {
+		return Decision{}, err
+	}
+	return ds[0], nil
 }
 
 func TestDenyCacheAgesAndExpires(t *testing.T) {
-	f := &fakeAlgorithm{retry: 10 * time.Second}
-	dc := NewDenyCache(f, 10)
+	f := &fakeDecider{retry: 10 * time.Second}
+	dc := newDenyCache(f, 10)
 	now := time.Unix(0, 0)
 	dc.now = func() time.Time { return now }
-	ctx := context.Background()
-	first, _ := dc.Allow(ctx, "k")
+	first, _ := ask(dc, "k")
 	now = now.Add(4 * time.Second)
-	d, _ := dc.Allow(ctx, "k")
+	d, _ := ask(dc, "k")
 	if f.calls.Load() != 1 {
 		t.Fatalf("4s after a 10s denial: %d calls reached the algorithm, want 1", f.calls.Load())
 	}
 	want := Decision{Limit: 1, ResetAfter: 6 * time.Second, RetryAfter: 6 * time.Second, Now: first.Now.Add(4 * time.Second)}
 	if d != want {
-		t.Errorf("cached Allow() = %+v, want %+v", d, want)
+		t.Errorf("cached decide() = %+v, want %+v", d, want)
 	}
 	now = now.Add(6*time.Second - time.Millisecond) // the margin: Redis is asked again
-	if _, err := dc.Allow(ctx, "k"); err != nil || f.calls.Load() != 2 {
+	if _, err := ask(dc, "k"); err != nil || f.calls.Load() != 2 {
 		t.Errorf("at RetryAfter: %d calls reached the algorithm (err %v), want 2", f.calls.Load(), err)
 	}
 	f.allowed = true
 	now = now.Add(10 * time.Second)
-	if d, _ := dc.Allow(ctx, "k"); !d.Allowed {
-		t.Errorf("after RetryAfter: Allow() = %+v, want allowed", d)
+	if d, _ := ask(dc, "k"); !d.Allowed {
+		t.Errorf("after RetryAfter: decide() = %+v, want allowed", d)
 	}
-	if d, _ := dc.Allow(ctx, "k"); !d.Allowed || f.calls.Load() != 4 {
+	if d, _ := ask(dc, "k"); !d.Allowed || f.calls.Load() != 4 {
 		t.Errorf("admissions are never cached: %d calls, want 4", f.calls.Load())
 	}
 }
 
 func TestDenyCacheBounded(t *testing.T) {
-	f := &fakeAlgorithm{retry: time.Minute}
+	f := &fakeDecider{retry: time.Minute}
 	const size = 100
-	dc := NewDenyCache(f, size)
+	dc := newDenyCache(f, size)
 	now := time.Unix(0, 0)
 	dc.now = func() time.Time { return now }
-	ctx := context.Background()
 	for i := range 10 * size {
-		dc.Allow(ctx, "k"+string(rune('a'+i%26))+time.Duration(i).String())
-		if n := dc.Len(); n > size {
+		ask(dc, "k"+string(rune('a'+i%26))+time.Duration(i).String())
+		if n := dc.len(); n > size {
 			t.Fatalf("after %d identities: %d cached, want at most %d", i+1, n, size)
 		}
 		now = now.Add(time.Millisecond)
 	}
 	// Once every denial has run out, a sweep empties the cache.
 	now = now.Add(2 * time.Minute)
-	dc.Allow(ctx, "another")
-	if n := dc.Len(); n != 1 {
+	ask(dc, "another")
+	if n := dc.len(); n != 1 {
 		t.Errorf("after every denial expired: %d cached, want 1", n)
 	}
 }

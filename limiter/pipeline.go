@@ -1,4 +1,4 @@
-package algorithms
+package limiter
 
 import (
 	"context"
@@ -10,10 +10,11 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// ErrPipelineClosed is returned for a script call made after Pipeline.Close.
-var ErrPipelineClosed = errors.New("redis pipeline closed")
+// ErrClosed is returned for a decision made through the pipeline after
+// Limiter.Close.
+var ErrClosed = errors.New("rate limiter closed")
 
-// pipelineClient is what a Pipeline needs of go-redis: *redis.Client and
+// pipelineClient is what a pipeline needs of go-redis: *redis.Client and
 // *redis.ClusterClient both are one.
 type pipelineClient interface {
 	redis.Scripter
@@ -21,7 +22,7 @@ type pipelineClient interface {
 	Process(ctx context.Context, cmd redis.Cmder) error
 }
 
-// Pipeline is a redis.Scripter that sends the EVALSHA calls of concurrent
+// pipeline is a redis.Scripter that sends the EVALSHA calls of concurrent
 // decisions to Redis together, one pipeline per batch, instead of one round
 // trip each: Redis then reads and answers many scripts per system call, which
 // is where its time goes at one script per round trip.
@@ -37,10 +38,10 @@ type pipelineClient interface {
 // Each call keeps its own reply and error, so NOSCRIPT reaches Script.Run for
 // that call alone, which falls back to EVAL (sent directly). A call whose
 // context is done before its batch leaves is not sent. On a Redis Cluster,
-// go-redis splits the pipeline by node; but Multi recognises a
-// *redis.ClusterClient to split rules by hash tag, which it cannot through a
-// Pipeline: do not put a Pipeline in front of a cluster client for Multi.
-type Pipeline struct {
+// go-redis splits the pipeline by node; but the scripts recognise a
+// *redis.ClusterClient to split rules by hash tag, which they cannot through
+// a pipeline: New puts none in front of a cluster client.
+type pipeline struct {
 	rdb    pipelineClient
 	batch  int
 	window time.Duration
@@ -59,20 +60,20 @@ type call struct {
 	ctx     context.Context
 	cmd     *redis.Cmd
 	wake    chan bool
-	sending bool // handed the turn; guarded by Pipeline.mu
+	sending bool // handed the turn; guarded by pipeline.mu
 }
 
-var _ redis.Scripter = (*Pipeline)(nil)
+var _ redis.Scripter = (*pipeline)(nil)
 
-// NewPipeline returns a Pipeline on rdb sending up to conns batches of up to
+// newPipeline returns a pipeline on rdb sending up to conns batches of up to
 // batch script calls at once, each waiting up to window for its batch to fill.
-func NewPipeline(rdb pipelineClient, batch int, window time.Duration, conns int) *Pipeline {
-	return &Pipeline{rdb: rdb, batch: max(batch, 1), window: window, conns: max(conns, 1)}
+func newPipeline(rdb pipelineClient, batch int, window time.Duration, conns int) *pipeline {
+	return &pipeline{rdb: rdb, batch: max(batch, 1), window: window, conns: max(conns, 1)}
 }
 
 // EvalSha queues the call and waits for its reply (sending a batch itself when
 // it is its turn), or for ctx to be done.
-func (p *Pipeline) EvalSha(ctx context.Context, sha1 string, keys []string, args ...any) *redis.Cmd {
+func (p *pipeline) EvalSha(ctx context.Context, sha1 string, keys []string, args ...any) *redis.Cmd {
 	cmdArgs := make([]any, 0, 3+len(keys)+len(args))
 	cmdArgs = append(cmdArgs, "evalsha", sha1, len(keys))
 	for _, k := range keys {
@@ -91,7 +92,7 @@ func (p *Pipeline) EvalSha(ctx context.Context, sha1 string, keys []string, args
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
-		return failedCmd(ctx, ErrPipelineClosed)
+		return failedCmd(ctx, ErrClosed)
 	}
 	send := p.senders < p.conns
 	if send {
@@ -123,7 +124,7 @@ func (p *Pipeline) EvalSha(ctx context.Context, sha1 string, keys []string, args
 
 // abandon takes c off the queue, unless it was taken into a batch or handed
 // the turn to send one.
-func (p *Pipeline) abandon(c *call) bool {
+func (p *pipeline) abandon(c *call) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if c.sending {
@@ -141,7 +142,7 @@ func (p *Pipeline) abandon(c *call) bool {
 // send sends own and the calls at the front of the queue as one batch, then
 // hands the turn to the first queued call (taking it off the queue, so it
 // sends itself) or, with nothing queued, ends the turn.
-func (p *Pipeline) send(own *call) {
+func (p *pipeline) send(own *call) {
 	if p.window > 0 {
 		p.await()
 	}
@@ -169,7 +170,7 @@ func (p *Pipeline) send(own *call) {
 // await waits up to window for the queue to hold a full batch. Timers below a
 // millisecond are not precise: it spins, yielding to the goroutines that are
 // about to call.
-func (p *Pipeline) await() {
+func (p *pipeline) await() {
 	deadline := time.Now().Add(p.window)
 	for time.Now().Before(deadline) {
 		p.mu.Lock()
@@ -183,32 +184,32 @@ func (p *Pipeline) await() {
 }
 
 // Eval is not batched: Script.Run only sends it after NOSCRIPT, which is rare.
-func (p *Pipeline) Eval(ctx context.Context, script string, keys []string, args ...any) *redis.Cmd {
+func (p *pipeline) Eval(ctx context.Context, script string, keys []string, args ...any) *redis.Cmd {
 	return p.rdb.Eval(ctx, script, keys, args...)
 }
 
 // EvalRO is not batched; the algorithms do not use it.
-func (p *Pipeline) EvalRO(ctx context.Context, script string, keys []string, args ...any) *redis.Cmd {
+func (p *pipeline) EvalRO(ctx context.Context, script string, keys []string, args ...any) *redis.Cmd {
 	return p.rdb.EvalRO(ctx, script, keys, args...)
 }
 
 // EvalShaRO is not batched; the algorithms do not use it.
-func (p *Pipeline) EvalShaRO(ctx context.Context, sha1 string, keys []string, args ...any) *redis.Cmd {
+func (p *pipeline) EvalShaRO(ctx context.Context, sha1 string, keys []string, args ...any) *redis.Cmd {
 	return p.rdb.EvalShaRO(ctx, sha1, keys, args...)
 }
 
 // ScriptExists is passed through.
-func (p *Pipeline) ScriptExists(ctx context.Context, hashes ...string) *redis.BoolSliceCmd {
+func (p *pipeline) ScriptExists(ctx context.Context, hashes ...string) *redis.BoolSliceCmd {
 	return p.rdb.ScriptExists(ctx, hashes...)
 }
 
 // ScriptLoad is passed through.
-func (p *Pipeline) ScriptLoad(ctx context.Context, script string) *redis.StringCmd {
+func (p *pipeline) ScriptLoad(ctx context.Context, script string) *redis.StringCmd {
 	return p.rdb.ScriptLoad(ctx, script)
 }
 
-// Close makes later calls fail with ErrPipelineClosed; calls under way finish.
-func (p *Pipeline) Close() {
+// stop makes later calls fail with ErrClosed; calls under way finish.
+func (p *pipeline) stop() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.closed = true
@@ -216,7 +217,7 @@ func (p *Pipeline) Close() {
 
 // exec sends batch as one pipeline under the latest of its deadlines; every
 // command gets its own reply or error, and every caller its signal.
-func (p *Pipeline) exec(batch []*call) {
+func (p *pipeline) exec(batch []*call) {
 	var live []redis.Cmder
 	var latest time.Time
 	for _, c := range batch {
@@ -237,7 +238,7 @@ func (p *Pipeline) exec(batch []*call) {
 			defer cancel()
 		}
 		if len(live) == 1 {
-			// Nothing to share the trip with: the plain path, as without a Pipeline.
+			// Nothing to share the trip with: the plain path, as without a pipeline.
 			_ = p.rdb.Process(ctx, live[0]) // the error is on the cmd
 		} else {
 			pipe := p.rdb.Pipeline()

@@ -1,4 +1,4 @@
-package algorithms
+package limiter
 
 import (
 	"context"
@@ -6,24 +6,32 @@ import (
 	"testing"
 	"time"
 
+	"tollgate/algorithms"
+
 	"github.com/redis/go-redis/v9"
 )
 
-// multiCase is one property of Multi, checked on every backend.
+// multiCase is one property of deciding several rules at once, checked on
+// every backend through the engine's Decide and Peek.
 type multiCase struct {
 	name string
-	run  func(t *testing.T, h harness, m *Multi, prefix string)
+	run  func(t *testing.T, h harness, m *Limiter, prefix string)
 }
 
 // tagged is a key under prefix with hash tag tag: keys with the same tag are
 // decided in one script on a cluster too.
 func tagged(prefix, tag, name string) string { return prefix + "{" + tag + "}" + name }
 
-func decideT(t *testing.T, m *Multi, rules []Rule, commit bool) ([]Decision, bool) {
+func decideT(t *testing.T, m *Limiter, rules []Rule, commit bool) ([]Decision, bool) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	ds, allowed, err := m.Decide(ctx, rules, commit)
+	decide := m.Peek
+	if commit {
+		decide = m.Decide
+	}
+	res, err := decide(ctx, rules)
+	ds, allowed := res.Decisions, res.Allowed
 	if err != nil {
 		t.Fatalf("Decide(%+v, %v): %v", rules, commit, err)
 	}
@@ -34,19 +42,19 @@ func decideT(t *testing.T, m *Multi, rules []Rule, commit bool) ([]Decision, boo
 }
 
 // remaining peeks at one rule alone.
-func remaining(t *testing.T, m *Multi, r Rule) int {
+func remaining(t *testing.T, m *Limiter, r Rule) int {
 	t.Helper()
 	ds, _ := decideT(t, m, []Rule{r}, false)
 	return ds[0].Remaining
 }
 
 var multiCases = []multiCase{
-	{"a request denied by the second limit leaves the first untouched", func(t *testing.T, h harness, m *Multi, prefix string) {
+	{"a request denied by the second limit leaves the first untouched", func(t *testing.T, h harness, m *Limiter, prefix string) {
 		w := 100 * h.unit
-		for _, name := range Names() {
+		for _, name := range algorithms.Names() {
 			t.Run(name, func(t *testing.T) {
-				first := Rule{Algorithm: name, Limit: Limit{Requests: 5, Window: w}, Key: tagged(prefix, name, "first")}
-				second := Rule{Algorithm: "fixed_window", Limit: Limit{Requests: 1, Window: w}, Key: tagged(prefix, name, "second")}
+				first := Rule{Algorithm: name, Limit: algorithms.Limit{Requests: 5, Window: w}, Key: tagged(prefix, name, "first")}
+				second := Rule{Algorithm: "fixed_window", Limit: algorithms.Limit{Requests: 1, Window: w}, Key: tagged(prefix, name, "second")}
 				rules := []Rule{first, second}
 				if ds, ok := decideT(t, m, rules, true); !ok || ds[0].Remaining != 4 || ds[1].Remaining != 0 {
 					t.Fatalf("first request: Decide() = %+v, %v; want allowed with remaining 4 and 0", ds, ok)
@@ -65,11 +73,11 @@ var multiCases = []multiCase{
 			})
 		}
 	}},
-	{"10 per short window and 3 per long one admit exactly 3", func(t *testing.T, h harness, m *Multi, prefix string) {
-		for _, name := range Names() {
+	{"10 per short window and 3 per long one admit exactly 3", func(t *testing.T, h harness, m *Limiter, prefix string) {
+		for _, name := range algorithms.Names() {
 			t.Run(name, func(t *testing.T) {
-				short := Rule{Algorithm: name, Limit: Limit{Requests: 10, Window: 100 * h.unit}, Key: tagged(prefix, name, "short")}
-				long := Rule{Algorithm: name, Limit: Limit{Requests: 3, Window: 1000 * h.unit}, Key: tagged(prefix, name, "long")}
+				short := Rule{Algorithm: name, Limit: algorithms.Limit{Requests: 10, Window: 100 * h.unit}, Key: tagged(prefix, name, "short")}
+				long := Rule{Algorithm: name, Limit: algorithms.Limit{Requests: 3, Window: 1000 * h.unit}, Key: tagged(prefix, name, "long")}
 				admitted := 0
 				for range 10 {
 					if _, ok := decideT(t, m, []Rule{short, long}, true); ok {
@@ -88,20 +96,20 @@ var multiCases = []multiCase{
 			})
 		}
 	}},
-	{"500 concurrent callers with two limits admit exactly the smaller", func(t *testing.T, h harness, m *Multi, prefix string) {
+	{"500 concurrent callers with two limits admit exactly the smaller", func(t *testing.T, h harness, m *Limiter, prefix string) {
 		const callers, small, large = 500, 50, 80
 		w := 100 * h.unit
-		for _, name := range Names() {
+		for _, name := range algorithms.Names() {
 			t.Run(name, func(t *testing.T) {
 				// The other algorithm holds the larger limit, so a leak would show in its state.
-				other := Names()[(indexOf(name)+1)%len(Names())]
+				other := algorithms.Names()[(indexOf(name)+1)%len(algorithms.Names())]
 				rules := []Rule{
-					{Algorithm: other, Limit: Limit{Requests: large, Window: w}, Key: tagged(prefix, name, "large")},
-					{Algorithm: name, Limit: Limit{Requests: small, Window: w}, Key: tagged(prefix, name, "small")},
+					{Algorithm: other, Limit: algorithms.Limit{Requests: large, Window: w}, Key: tagged(prefix, name, "large")},
+					{Algorithm: name, Limit: algorithms.Limit{Requests: small, Window: w}, Key: tagged(prefix, name, "small")},
 				}
 				admitted, _ := together(t, callers, func(ctx context.Context) (bool, error) {
-					_, ok, err := m.Decide(ctx, rules, true)
-					return ok, err
+					res, err := m.Decide(ctx, rules)
+					return res.Allowed, err
 				})
 				if admitted != small {
 					t.Errorf("%d concurrent callers: admitted %d, want %d", callers, admitted, small)
@@ -115,17 +123,17 @@ var multiCases = []multiCase{
 			})
 		}
 	}},
-	{"every algorithm paired with every other in one call", func(t *testing.T, h harness, m *Multi, prefix string) {
+	{"every algorithm paired with every other in one call", func(t *testing.T, h harness, m *Limiter, prefix string) {
 		w := 100 * h.unit
-		for _, a := range Names() {
-			for _, b := range Names() {
+		for _, a := range algorithms.Names() {
+			for _, b := range algorithms.Names() {
 				if a == b {
 					continue
 				}
 				t.Run(a+"+"+b, func(t *testing.T) {
 					rules := []Rule{
-						{Algorithm: a, Limit: Limit{Requests: 3, Window: w}, Key: tagged(prefix, a+b, "a")},
-						{Algorithm: b, Limit: Limit{Requests: 5, Window: w}, Key: tagged(prefix, a+b, "b")},
+						{Algorithm: a, Limit: algorithms.Limit{Requests: 3, Window: w}, Key: tagged(prefix, a+b, "a")},
+						{Algorithm: b, Limit: algorithms.Limit{Requests: 5, Window: w}, Key: tagged(prefix, a+b, "b")},
 					}
 					admitted := 0
 					for i := range 6 {
@@ -150,11 +158,11 @@ var multiCases = []multiCase{
 			}
 		}
 	}},
-	{"cost 2 with limit 5 admits two requests", func(t *testing.T, h harness, m *Multi, prefix string) {
+	{"cost 2 with limit 5 admits two requests", func(t *testing.T, h harness, m *Limiter, prefix string) {
 		w := 100 * h.unit
-		for _, name := range Names() {
+		for _, name := range algorithms.Names() {
 			t.Run(name, func(t *testing.T) {
-				r := Rule{Algorithm: name, Limit: Limit{Requests: 5, Window: w}, Cost: 2, Key: tagged(prefix, name, "k")}
+				r := Rule{Algorithm: name, Limit: algorithms.Limit{Requests: 5, Window: w}, Cost: 2, Key: tagged(prefix, name, "k")}
 				for i, want := range []int{3, 1} {
 					if ds, ok := decideT(t, m, []Rule{r}, true); !ok || ds[0].Remaining != want {
 						t.Fatalf("request %d: Decide() = %+v, %v; want allowed with remaining %d", i+1, ds, ok, want)
@@ -175,13 +183,17 @@ var multiCases = []multiCase{
 			})
 		}
 	}},
-	{"a cost above the capacity is always denied and records nothing", func(t *testing.T, h harness, m *Multi, prefix string) {
+	{"a cost above the capacity is always denied and records nothing", func(t *testing.T, h harness, m *Limiter, prefix string) {
 		w := 100 * h.unit
-		for _, name := range Names() {
+		for _, name := range algorithms.Names() {
 			t.Run(name, func(t *testing.T) {
-				l := Limit{Requests: 5, Window: w}
+				l := algorithms.Limit{Requests: 5, Window: w}
 				r := Rule{Algorithm: name, Limit: l, Cost: 6, Key: tagged(prefix, name, "k")}
-				hz := subject{name: name}.horizon(t, l)
+				spec, err := algorithms.Lookup(name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				hz := spec.Horizon(l)
 				for _, commit := range []bool{false, true} {
 					ds, ok := decideT(t, m, []Rule{r}, commit)
 					if ok || ds[0].RetryAfter != hz {
@@ -197,11 +209,11 @@ var multiCases = []multiCase{
 			})
 		}
 	}},
-	{"peeks never consume and report what is left now", func(t *testing.T, h harness, m *Multi, prefix string) {
+	{"peeks never consume and report what is left now", func(t *testing.T, h harness, m *Limiter, prefix string) {
 		w := 100 * h.unit
-		for _, name := range Names() {
+		for _, name := range algorithms.Names() {
 			t.Run(name, func(t *testing.T) {
-				r := Rule{Algorithm: name, Limit: Limit{Requests: 5, Window: w}, Key: tagged(prefix, name, "k")}
+				r := Rule{Algorithm: name, Limit: algorithms.Limit{Requests: 5, Window: w}, Key: tagged(prefix, name, "k")}
 				for i := range 100 {
 					ds, ok := decideT(t, m, []Rule{r}, false)
 					if !ok || ds[0].Remaining != 5 || ds[0].RetryAfter != 0 {
@@ -230,13 +242,13 @@ var multiCases = []multiCase{
 			})
 		}
 	}},
-	{"rules under different hash tags", func(t *testing.T, h harness, m *Multi, prefix string) {
+	{"rules under different hash tags", func(t *testing.T, h harness, m *Limiter, prefix string) {
 		// One script on a single Redis; on a cluster, a peek per tag, then a
 		// commit per tag.
 		w := 100 * h.unit
-		first := Rule{Algorithm: "token_bucket", Limit: Limit{Requests: 5, Window: w}, Key: tagged(prefix, "a", "first")}
-		second := Rule{Algorithm: "sliding_log", Limit: Limit{Requests: 2, Window: w}, Key: tagged(prefix, "b", "second")}
-		untagged := Rule{Algorithm: "gcra", Limit: Limit{Requests: 4, Window: w}, Key: prefix + "untagged"}
+		first := Rule{Algorithm: "token_bucket", Limit: algorithms.Limit{Requests: 5, Window: w}, Key: tagged(prefix, "a", "first")}
+		second := Rule{Algorithm: "sliding_log", Limit: algorithms.Limit{Requests: 2, Window: w}, Key: tagged(prefix, "b", "second")}
+		untagged := Rule{Algorithm: "gcra", Limit: algorithms.Limit{Requests: 4, Window: w}, Key: prefix + "untagged"}
 		rules := []Rule{first, second, untagged}
 		for i := range 2 {
 			if ds, ok := decideT(t, m, rules, true); !ok {
@@ -259,7 +271,7 @@ var multiCases = []multiCase{
 }
 
 func indexOf(name string) int {
-	for i, n := range Names() {
+	for i, n := range algorithms.Names() {
 		if n == name {
 			return i
 		}
@@ -267,7 +279,7 @@ func indexOf(name string) int {
 	return -1
 }
 
-func TestMulti(t *testing.T) {
+func TestDecideSeveralRules(t *testing.T) {
 	for backend, newHarness := range harnesses(t) {
 		t.Run(backend, func(t *testing.T) {
 			for _, tc := range multiCases {
@@ -278,62 +290,42 @@ func TestMulti(t *testing.T) {
 					t.Cleanup(func() { deleteKeys(t, h, prefix) })
 					// Sliding windows are aligned: no case may straddle an edge by accident.
 					h.room(100*h.unit, 5*h.unit)
-					tc.run(t, h, NewMulti(h.rdb), prefix)
+					tc.run(t, h, New(h.rdb, Options{}), prefix)
 				})
 			}
 		})
 	}
 }
 
-func TestMultiNoRules(t *testing.T) {
+func TestDecideNoRules(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
 	t.Cleanup(func() { rdb.Close() })
-	m := NewMulti(rdb)
-	ds, allowed, err := m.Decide(context.Background(), nil, true)
-	if err != nil || !allowed || len(ds) != 0 {
-		t.Errorf("Decide(no rules) = %v, %v, %v; want none, true, nil", ds, allowed, err)
+	res, err := New(rdb, Options{}).Decide(context.Background(), nil)
+	if err != nil || !res.Allowed || len(res.Decisions) != 0 {
+		t.Errorf("Decide(no rules) = %+v, %v; want none, allowed, nil", res, err)
 	}
 }
 
-func TestMultiInvalidRules(t *testing.T) {
-	ok := Limit{Requests: 1, Window: time.Second}
+func TestDecideInvalidRules(t *testing.T) {
+	ok := algorithms.Limit{Requests: 1, Window: time.Second}
 	tests := []struct {
 		name  string
 		rules []Rule
 		want  error
 	}{
-		{"unknown algorithm", []Rule{{Algorithm: "leaky", Limit: ok, Key: "a"}}, ErrUnknown},
-		{"invalid limit", []Rule{{Algorithm: "gcra", Limit: Limit{Window: time.Second}, Key: "a"}}, ErrInvalidLimit},
+		{"unknown algorithm", []Rule{{Algorithm: "leaky", Limit: ok, Key: "a"}}, algorithms.ErrUnknown},
+		{"invalid limit", []Rule{{Algorithm: "gcra", Limit: algorithms.Limit{Window: time.Second}, Key: "a"}}, algorithms.ErrInvalidLimit},
+		{"gcra burst beyond its µs arithmetic", []Rule{{Algorithm: "gcra", Limit: algorithms.Limit{Requests: 1, Burst: 100_000_000, Window: time.Hour}, Key: "a"}}, algorithms.ErrInvalidLimit},
 		{"negative cost", []Rule{{Algorithm: "gcra", Limit: ok, Cost: -1, Key: "a"}}, ErrInvalidRule},
 		{"one key twice", []Rule{{Algorithm: "gcra", Limit: ok, Key: "a"}, {Algorithm: "gcra", Limit: ok, Key: "a"}}, ErrInvalidRule},
 	}
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
 	t.Cleanup(func() { rdb.Close() })
-	m := NewMulti(rdb)
+	m := New(rdb, Options{})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if _, _, err := m.Decide(context.Background(), tt.rules, true); !errors.Is(err, tt.want) {
+			if _, err := m.Decide(context.Background(), tt.rules); !errors.Is(err, tt.want) {
 				t.Errorf("Decide() error = %v, want %v", err, tt.want)
-			}
-		})
-	}
-}
-
-func TestKnown(t *testing.T) {
-	tests := []struct {
-		name string
-		want bool
-	}{
-		{"fixed_window", true},
-		{"sliding-log", true},
-		{"gcra", true},
-		{"leaky", false},
-		{"", false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := Known(tt.name); got != tt.want {
-				t.Errorf("Known(%q) = %v, want %v", tt.name, got, tt.want)
 			}
 		})
 	}
@@ -355,20 +347,26 @@ func TestHashTag(t *testing.T) {
 }
 
 func TestScriptForCarriesOnlyTheRulesModules(t *testing.T) {
-	for i, name := range Names() {
-		s, _ := lookup(name)
-		if s.bit != i {
-			t.Errorf("%s: bit %d, want its index in Names, %d", name, s.bit, i)
+	spec := func(name string) algorithms.Spec {
+		s, err := algorithms.Lookup(name)
+		if err != nil {
+			t.Fatal(err)
 		}
+		return s
 	}
-	if got := scriptFor([]rule{{spec: gcra}, {spec: gcra}}); got != gcra.script {
-		t.Errorf("two gcra rules: got script %s, want gcra's own %s", got.Hash(), gcra.script.Hash())
+	fw, gcra := spec("fixed_window"), spec("gcra")
+	s := newScripts(nil)
+	if got, want := s.scriptFor([]rule{{spec: gcra}, {spec: gcra}}).Hash(), compose([]algorithms.Spec{gcra}).Hash(); got != want {
+		t.Errorf("two gcra rules: got script %s, want gcra's own %s", got, want)
 	}
-	want := compose(fixedWindowLua, gcraLua).Hash()
-	for _, rs := range [][]rule{{{spec: fixedWindow}, {spec: gcra}}, {{spec: gcra}, {spec: fixedWindow}, {spec: gcra}}} {
-		if got := scriptFor(rs).Hash(); got != want {
+	want := compose([]algorithms.Spec{fw, gcra}).Hash()
+	for _, rs := range [][]rule{{{spec: fw}, {spec: gcra}}, {{spec: gcra}, {spec: fw}, {spec: gcra}}} {
+		if got := s.scriptFor(rs).Hash(); got != want {
 			t.Errorf("fixed_window and gcra rules: got script %s, want the one with just their modules %s", got, want)
 		}
+	}
+	if first, again := s.scriptFor([]rule{{spec: fw}, {spec: gcra}}), s.scriptFor([]rule{{spec: gcra}, {spec: fw}}); first != again {
+		t.Errorf("the same modules twice: two scripts, want one composed once and kept")
 	}
 }
 
@@ -378,7 +376,7 @@ func TestTimeoutBoundsEveryCall(t *testing.T) {
 		return nil, false, ctx.Err()
 	})
 	start := time.Now()
-	_, _, err := NewTimeout(slow, 20*time.Millisecond).Decide(context.Background(), nil, true)
+	_, _, err := newTimeout(slow, 20*time.Millisecond).decide(context.Background(), nil, true)
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Decide() error = %v, want context.DeadlineExceeded", err)
 	}
@@ -393,7 +391,7 @@ func TestTimeoutDeadlineIsTheTimeoutAfterTheCallStarts(t *testing.T) {
 	record := deciderFunc(func(ctx context.Context, rules []Rule, commit bool) ([]Decision, bool, error) {
 		return nil, true, nil
 	})
-	d := NewTimeout(record, timeout)
+	d := newTimeout(record, timeout)
 	start := time.Now()
 	for i := range 50 {
 		now := start.Add(time.Duration(i) * time.Millisecond) // calls over 50ms: several slices
@@ -408,19 +406,19 @@ func TestTimeoutDeadlineIsTheTimeoutAfterTheCallStarts(t *testing.T) {
 			t.Errorf("call %d: deadline %v after its start, want more than %v and at most %v", i, got, timeout-timeout/16, timeout)
 		}
 	}
-	if _, _, err := d.Decide(context.Background(), nil, true); err != nil {
+	if _, _, err := d.decide(context.Background(), nil, true); err != nil {
 		t.Errorf("Decide() error = %v", err)
 	}
 	done, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, _, err := d.Decide(done, nil, true); !errors.Is(err, context.Canceled) {
+	if _, _, err := d.decide(done, nil, true); !errors.Is(err, context.Canceled) {
 		t.Errorf("Decide(done ctx) error = %v, want context.Canceled", err)
 	}
 }
 
-// deciderFunc is a Decider made of a function.
+// deciderFunc is a stage made of a function.
 type deciderFunc func(ctx context.Context, rules []Rule, commit bool) ([]Decision, bool, error)
 
-func (f deciderFunc) Decide(ctx context.Context, rules []Rule, commit bool) ([]Decision, bool, error) {
+func (f deciderFunc) decide(ctx context.Context, rules []Rule, commit bool) ([]Decision, bool, error) {
 	return f(ctx, rules, commit)
 }

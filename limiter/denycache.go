@@ -1,0 +1,155 @@
+package limiter
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// denyCache remembers rule sets the wrapped stage denied and denies them
+// again from memory until the latest RetryAfter of the rules that denied,
+// without asking Redis: a client flooding a closed limit then costs Redis
+// nothing.
+//
+// It is exact for every algorithm because a denied request is recorded in
+// none of its rules (sliding_log only trims entries that already left the
+// window) and, while one rule denies, every request to its key (which always
+// carries the same cost) is denied too, so nothing can make its earliest
+// admission earlier than the RetryAfter Redis gave. The cache counts
+// RetryAfter from before the call and one millisecond short (Redis rounds
+// durations up to whole ms), so it never denies a request Redis would admit.
+// What it cannot see is state changed outside the engine (a key deleted by
+// hand, a Redis failover that lost writes, an instance with a different
+// limit): those take effect for a cached set once its entry expires, at most
+// its RetryAfter.
+//
+// Memory is bounded: at most size entries, each dropped at its expiry;
+// when full, expired entries are swept and, if none were, an arbitrary one
+// is dropped (forgetting a denial is always safe, it only costs a Redis call).
+type denyCache struct {
+	next decider
+	size int
+	now  func() time.Time
+
+	mu     sync.Mutex
+	denied map[string]denial
+	swept  time.Time // last full sweep of expired entries
+}
+
+// denial is one cached denial (one Decision per rule), valid until until.
+type denial struct {
+	ds    []Decision
+	at    time.Time // local clock just before the call that denied
+	until time.Time
+}
+
+var _ decider = (*denyCache)(nil)
+
+// newDenyCache wraps next with a cache of at most size denied rule sets.
+func newDenyCache(next decider, size int) *denyCache {
+	return &denyCache{next: next, size: max(size, 1), now: time.Now, denied: make(map[string]denial)}
+}
+
+// decide answers a cached denial of rules, or asks the wrapped stage and
+// remembers a denial. Peeks are answered from memory too: a cached denial
+// is what Redis would answer.
+func (dc *denyCache) decide(ctx context.Context, rules []Rule, commit bool) ([]Decision, bool, error) {
+	key := ruleSetKey(rules)
+	now := dc.now()
+	if ds, ok := dc.lookup(key, now); ok {
+		return ds, false, nil
+	}
+	ds, allowed, err := dc.next.decide(ctx, rules, commit)
+	if err != nil || allowed {
+		return ds, allowed, err
+	}
+	var wait time.Duration
+	for _, d := range ds {
+		if !d.Allowed {
+			wait = max(wait, d.RetryAfter)
+		}
+	}
+	// Denials shorter than the safety margin are not worth remembering.
+	if wait > time.Millisecond {
+		dc.store(key, denial{ds: ds, at: now, until: now.Add(wait - time.Millisecond)})
+	}
+	return ds, false, nil
+}
+
+// ruleSetKey names a set of rules: their keys, and costs other than one.
+func ruleSetKey(rules []Rule) string {
+	if len(rules) == 1 && rules[0].Cost <= 1 {
+		return rules[0].Key
+	}
+	var b strings.Builder
+	for _, r := range rules {
+		b.WriteString(r.Key)
+		if r.Cost > 1 {
+			b.WriteByte('*')
+			b.WriteString(strconv.Itoa(r.Cost))
+		}
+		b.WriteByte(0)
+	}
+	return b.String()
+}
+
+// len reports how many denials are cached, expired ones included until swept.
+func (dc *denyCache) len() int {
+	dc.mu.Lock()
+	defer dc.mu.Unlock()
+	return len(dc.denied)
+}
+
+// lookup returns the cached denial of key aged to now, if it still holds.
+func (dc *denyCache) lookup(key string, now time.Time) ([]Decision, bool) {
+	dc.mu.Lock()
+	e, ok := dc.denied[key]
+	if ok && !now.Before(e.until) {
+		delete(dc.denied, key)
+		ok = false
+	}
+	dc.mu.Unlock()
+	if !ok {
+		return nil, false
+	}
+	elapsed := now.Sub(e.at)
+	ds := make([]Decision, len(e.ds))
+	for i, d := range e.ds {
+		d.RetryAfter = max(d.RetryAfter-elapsed, 0)
+		d.ResetAfter = max(d.ResetAfter-elapsed, d.RetryAfter)
+		d.Now = d.Now.Add(elapsed)
+		ds[i] = d
+	}
+	return ds, true
+}
+
+func (dc *denyCache) store(key string, e denial) {
+	dc.mu.Lock()
+	defer dc.mu.Unlock()
+	if _, ok := dc.denied[key]; !ok && len(dc.denied) >= dc.size {
+		dc.evict(e.at)
+	}
+	dc.denied[key] = e
+}
+
+// evict makes room for one entry. A full sweep is O(size), so it runs at
+// most once a second; otherwise one arbitrary entry goes.
+func (dc *denyCache) evict(now time.Time) {
+	if now.Sub(dc.swept) >= time.Second {
+		dc.swept = now
+		for k, e := range dc.denied {
+			if !now.Before(e.until) {
+				delete(dc.denied, k)
+			}
+		}
+		if len(dc.denied) < dc.size {
+			return
+		}
+	}
+	for k := range dc.denied {
+		delete(dc.denied, k)
+		return
+	}
+}

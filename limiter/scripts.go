@@ -1,0 +1,298 @@
+package limiter
+
+import (
+	"context"
+	_ "embed"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"tollgate/algorithms"
+
+	"github.com/redis/go-redis/v9"
+)
+
+//go:embed lua/prelude.lua
+var preludeLua string
+
+//go:embed lua/driver.lua
+var driverLua string
+
+// compose builds a script from algorithm modules: the prelude reads the clock
+// and holds the table the modules register in by name, the driver decides
+// the rules of KEYS and ARGV with them.
+func compose(specs []algorithms.Spec) *redis.Script {
+	var b strings.Builder
+	b.WriteString(preludeLua)
+	for _, s := range specs {
+		b.WriteString(s.Lua)
+		b.WriteByte('\n')
+	}
+	b.WriteString(driverLua)
+	return redis.NewScript(b.String())
+}
+
+// scripts decides rules with scripts composed of just the modules they use:
+// Redis runs a module's definitions on every call, so a script carries no
+// module its rules do not use. Each set of modules is composed on first use
+// and kept; there are at most 2^len(table) sets, and a service uses a few.
+type scripts struct {
+	rdb redis.Scripter
+
+	composed sync.Map // module names joined by "," -> *redis.Script
+
+	mu   sync.RWMutex
+	args map[ruleLimit][]any // a rule's ARGV entries but its cost, made once per algorithm and limit
+}
+
+// ruleLimit is a rule's algorithm (by name) and limit.
+type ruleLimit struct {
+	name  string
+	limit algorithms.Limit
+}
+
+func newScripts(rdb redis.Scripter) *scripts {
+	return &scripts{rdb: rdb, args: map[ruleLimit][]any{}}
+}
+
+// rule is a Rule resolved for the scripts.
+type rule struct {
+	spec  algorithms.Spec
+	limit algorithms.Limit
+	cost  int
+	key   string
+}
+
+// scriptFor returns the script with the modules of rs, and only those.
+func (s *scripts) scriptFor(rs []rule) *redis.Script {
+	var one [1]string
+	names := one[:0]
+	for _, r := range rs {
+		if !slices.Contains(names, r.spec.Name) {
+			names = append(names, r.spec.Name)
+		}
+	}
+	if len(names) > 1 {
+		slices.Sort(names)
+	}
+	key := strings.Join(names, ",")
+	if sc, ok := s.composed.Load(key); ok {
+		return sc.(*redis.Script)
+	}
+	specs := make([]algorithms.Spec, 0, len(names))
+	for _, name := range names {
+		for _, r := range rs {
+			if r.spec.Name == name {
+				specs = append(specs, r.spec)
+				break
+			}
+		}
+	}
+	sc, _ := s.composed.LoadOrStore(key, compose(specs))
+	return sc.(*redis.Script)
+}
+
+// argsOf returns the ARGV entries of r before its cost: its algorithm's name
+// and the module's arguments. They are the same on every call with the same
+// limit, so they are made (and boxed for go-redis) once; at most a few
+// hundred limits are configured, so the map stays small.
+func (s *scripts) argsOf(r rule) []any {
+	k := ruleLimit{r.spec.Name, r.limit}
+	s.mu.RLock()
+	a, ok := s.args[k]
+	s.mu.RUnlock()
+	if ok {
+		return a
+	}
+	a = append([]any{r.spec.Name}, r.spec.Args(r.limit)...)
+	s.mu.Lock()
+	if len(s.args) < maxCachedArgs {
+		s.args[k] = a
+	}
+	s.mu.Unlock()
+	return a
+}
+
+// maxCachedArgs bounds the argument cache: a caller making limits on the
+// fly cannot grow it without end (beyond it, arguments are made per call).
+const maxCachedArgs = 4096
+
+// newNonce returns 64 random bits: they keep sliding_log members unique when
+// requests from any number of instances share a microsecond.
+func newNonce() string {
+	return strconv.FormatUint(rand.Uint64(), 16)
+}
+
+// nonceFor returns a nonce when a rule of rs needs one, else "".
+func nonceFor(rs []rule) string {
+	for _, r := range rs {
+		if r.spec.Nonce {
+			return newNonce()
+		}
+	}
+	return ""
+}
+
+// decide checks every rule and, only if all admit and commit is true,
+// records the request in all of them (Limiter.Decide; commit false is
+// Limiter.Peek).
+func (s *scripts) decide(ctx context.Context, rules []Rule, commit bool) (decisions []Decision, allowed bool, err error) {
+	rs, err := resolve(rules)
+	if err != nil || len(rs) == 0 {
+		return nil, err == nil, err
+	}
+	nonce := nonceFor(rs)
+	cc, ok := s.rdb.(*redis.ClusterClient)
+	if !ok {
+		return s.run(ctx, s.rdb, rs, nonce, commit)
+	}
+	groups := byHashTag(rs)
+	if len(groups) == 1 {
+		return s.run(ctx, cc, rs, nonce, commit)
+	}
+	decisions = make([]Decision, len(rs))
+	each := func(commit bool) (bool, error) {
+		all := true
+		for _, g := range groups {
+			sub := make([]rule, len(g))
+			for j, i := range g {
+				sub[j] = rs[i]
+			}
+			ds, ok, err := s.run(ctx, cc, sub, nonce, commit)
+			if err != nil {
+				return false, err
+			}
+			for j, i := range g {
+				decisions[i] = ds[j]
+			}
+			all = all && ok
+		}
+		return all, nil
+	}
+	allowed, err = each(false)
+	if err != nil {
+		return nil, false, err
+	}
+	if !commit {
+		return decisions, allowed, nil
+	}
+	if !allowed {
+		for i := range decisions {
+			if !decisions[i].Allowed {
+				decisions[i].Remaining = 0 // as the driver answers a commit
+			}
+		}
+		return decisions, false, nil
+	}
+	allowed, err = each(true)
+	if err != nil {
+		return nil, false, err
+	}
+	return decisions, allowed, nil
+}
+
+// run runs the script of rules, whose keys share a hash slot, and turns its
+// reply (per rule {allowed, remaining, reset_ms, retry_ms}, then now_ms) into
+// one Decision per rule.
+func (s *scripts) run(ctx context.Context, rdb redis.Scripter, rules []rule, nonce string, commit bool) ([]Decision, bool, error) {
+	keys := make([]string, len(rules))
+	flag := 0
+	if commit {
+		flag = 1
+	}
+	args := make([]any, 0, 2+6*len(rules))
+	args = append(args, flag, nonce)
+	for i, r := range rules {
+		keys[i] = r.key
+		args = append(args, s.argsOf(r)...)
+		args = append(args, r.cost)
+	}
+	reply, err := s.scriptFor(rules).Run(ctx, rdb, keys, args...).Int64Slice()
+	if err != nil {
+		return nil, false, fmt.Errorf("run script: %w", err)
+	}
+	if want := 4*len(rules) + 1; len(reply) != want {
+		return nil, false, fmt.Errorf("run script: got %d values, want %d", len(reply), want)
+	}
+	now := time.UnixMilli(reply[len(reply)-1])
+	ds := make([]Decision, len(rules))
+	allowed := true
+	for i, r := range rules {
+		v := reply[4*i : 4*i+4]
+		ds[i] = Decision{
+			Allowed:    v[0] == 1,
+			Limit:      r.spec.Quota(r.limit),
+			Window:     r.limit.Window,
+			Remaining:  int(max(v[1], 0)),
+			ResetAfter: time.Duration(v[2]) * time.Millisecond,
+			RetryAfter: time.Duration(v[3]) * time.Millisecond,
+			Now:        now,
+		}
+		allowed = allowed && ds[i].Allowed
+	}
+	return ds, allowed, nil
+}
+
+// resolve checks rules and looks up their algorithms.
+func resolve(rules []Rule) ([]rule, error) {
+	rs := make([]rule, len(rules))
+	for i, r := range rules {
+		s, err := algorithms.Lookup(r.Algorithm)
+		if err != nil {
+			return nil, fmt.Errorf("rule %d: %w", i, err)
+		}
+		if err := s.Validate(r.Limit); err != nil {
+			return nil, fmt.Errorf("rule %d: %w", i, err)
+		}
+		// Two rules on one key would both check the state before either
+		// records: the second write would overwrite the first. A request has
+		// a handful of rules: comparing them pairwise is cheaper than a map.
+		for _, prev := range rules[:i] {
+			if prev.Key == r.Key {
+				return nil, fmt.Errorf("rule %d: %w: key %q used twice", i, ErrInvalidRule, r.Key)
+			}
+		}
+		cost := r.Cost
+		switch {
+		case cost < 0:
+			return nil, fmt.Errorf("rule %d: %w: cost %d, want 0 (one) or more", i, ErrInvalidRule, cost)
+		case cost == 0:
+			cost = 1
+		}
+		rs[i] = rule{spec: s, limit: r.Limit, cost: cost, key: r.Key}
+	}
+	return rs, nil
+}
+
+// byHashTag groups the indexes of rs by their keys' hash tag, the part of a
+// key Redis Cluster hashes: rules of one group share a slot, so a script.
+func byHashTag(rs []rule) [][]int {
+	var groups [][]int
+	index := map[string]int{}
+	for i, r := range rs {
+		tag := hashTag(r.key)
+		g, ok := index[tag]
+		if !ok {
+			g = len(groups)
+			index[tag] = g
+			groups = append(groups, nil)
+		}
+		groups[g] = append(groups[g], i)
+	}
+	return groups
+}
+
+// hashTag is what Redis Cluster hashes of key: the part between the first
+// "{" and the next "}" if that is not empty, else the whole key.
+func hashTag(key string) string {
+	if open := strings.IndexByte(key, '{'); open >= 0 {
+		if n := strings.IndexByte(key[open+1:], '}'); n > 0 {
+			return key[open+1 : open+1+n]
+		}
+	}
+	return key
+}
