@@ -31,6 +31,7 @@ func Tier(c *gin.Context) string {
 	return auth.AnonymousTier
 }
 
+// authenticator names callers; *auth.Authenticator is the one.
 type authenticator interface {
 	Authenticate(ctx context.Context, cred auth.Credential, addr string) (auth.Identity, error)
 }
