@@ -30,6 +30,7 @@ import (
 	"gorm.io/gorm"
 
 	"tollgate/algorithms"
+	"tollgate/auth"
 	"tollgate/config"
 	"tollgate/limiter"
 	"tollgate/middleware"
@@ -127,19 +128,20 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		collectors.NewDBStatsCollector(sqlDB, cfg.DBDriver),
 	)
 
-	var guard *middleware.Guard
+	var guard *auth.Guard
 	if cfg.AuthFailLimit > 0 {
-		guard, err = middleware.NewGuard(guardRdb, cfg.KeyPrefix,
-			algorithms.Limit{Requests: cfg.AuthFailLimit, Window: cfg.AuthFailWindow}, cfg.AuthTrustedTTL, checkTimeout, cfg.FailOpen)
+		guard, err = auth.NewGuard(guardRdb, cfg.KeyPrefix, cfg.AuthFailLimit, cfg.AuthFailWindow, cfg.AuthTrustedTTL, checkTimeout, cfg.FailOpen)
 		if err != nil {
 			return fmt.Errorf("config: %w: AUTH_FAIL_LIMIT, AUTH_FAIL_WINDOW: %w", config.ErrInvalid, err)
 		}
 	}
 	// A check waits for a free slot at most a second: a caller turned away
 	// then (503, Retry-After: 1) is told to come back, not counted as a guess.
-	checker := middleware.LimitChecks(store, cfg.AuthMaxChecks, time.Second)
-	identify := middleware.Identify(log, checker, guard, checkTimeout, 5*time.Minute, cfg.AuthKeyCacheTTL, cfg.IPv6Prefix)
-	var guards []gin.HandlerFunc
+	authn := auth.New(auth.BoundChecks(store, cfg.AuthMaxChecks, time.Second), guard,
+		auth.WithWarner(middleware.NewThrottledLog(log, 10*time.Second)), auth.WithTimeout(checkTimeout),
+		auth.WithPasswordTTL(5*time.Minute), auth.WithKeyTTL(cfg.AuthKeyCacheTTL))
+	identify := middleware.Identify(log, authn, cfg.IPv6Prefix)
+	var limiters []gin.HandlerFunc
 	var peek gin.HandlerFunc
 	pagePolicy := routes.Policy{Enabled: cfg.Enabled, Algorithm: cfg.Algorithm, Limit: cfg.Limit, Burst: cfg.Burst, Window: cfg.Window}
 	if cfg.Enabled {
@@ -170,7 +172,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 			return 0
 		}))
 		limit := middleware.NewLimiter(log, engine, policies, cfg.KeyPrefix, cfg.FailOpen, cfg.IPv6Prefix)
-		guards, peek = []gin.HandlerFunc{limit.Handler()}, limit.Peek()
+		limiters, peek = []gin.HandlerFunc{limit.Handler()}, limit.Peek()
 	}
 	metricsHandler := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 	handler, err := routes.New(routes.Deps{
@@ -190,7 +192,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		}(),
 		Policy:   pagePolicy,
 		Identify: identify,
-		Guards:   guards,
+		Limiters: limiters,
 		Peek:     peek,
 	})
 	if err != nil {

@@ -31,6 +31,7 @@ import (
 	"gorm.io/gorm"
 
 	"tollgate/algorithms"
+	"tollgate/auth"
 	"tollgate/config"
 	"tollgate/limiter"
 	"tollgate/middleware"
@@ -605,8 +606,8 @@ func TestDeniedRequestsSkipDatabase(t *testing.T) {
 	h, err := routes.New(routes.Deps{
 		Log:        log,
 		Continents: continents,
-		Identify:   middleware.Identify(log, store, nil, time.Second, time.Minute, time.Minute, 64),
-		Guards:     []gin.HandlerFunc{limit.Handler()},
+		Identify:   middleware.Identify(log, auth.New(store, nil, auth.WithPasswordTTL(time.Minute), auth.WithKeyTTL(time.Minute)), 64),
+		Limiters:   []gin.HandlerFunc{limit.Handler()},
 	})
 	if err != nil {
 		t.Fatalf("routes.New: %v", err)

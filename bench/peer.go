@@ -20,6 +20,7 @@ import (
 	mgin "github.com/ulule/limiter/v3/drivers/middleware/gin"
 	sredis "github.com/ulule/limiter/v3/drivers/store/redis"
 
+	"tollgate/auth"
 	"tollgate/middleware"
 	"tollgate/models"
 	"tollgate/routes"
@@ -175,8 +176,8 @@ func stackPeer(ctx context.Context, redisURL, dsn string) (*http.Server, func(),
 		Metrics:        metrics,
 		MetricsHandler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
 		Policy:         routes.Policy{Enabled: true, Algorithm: "fixed_window", Limit: 1_000_000_000, Window: time.Hour},
-		Identify:       middleware.Identify(log, store, nil, 2*time.Second, 5*time.Minute, 10*time.Second, 64),
-		Guards:         []gin.HandlerFunc{guard},
+		Identify:       middleware.Identify(log, auth.New(store, nil, auth.WithTimeout(2*time.Second), auth.WithPasswordTTL(5*time.Minute), auth.WithKeyTTL(10*time.Second)), 64),
+		Limiters:       []gin.HandlerFunc{guard},
 	})
 	if err != nil {
 		return fail(err)

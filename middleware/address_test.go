@@ -13,6 +13,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"tollgate/algorithms"
+	"tollgate/auth"
 	"tollgate/limiter"
 	"tollgate/policy"
 )
@@ -24,7 +25,7 @@ const proxyAddr = "10.0.0.1:4321"
 // addressEngine serves GET /x behind Identify (with guard, nil: none) and a
 // limiter of policies deciding on g, and GET /ratelimit (Peek), with
 // 10.0.0.0/8 as trusted proxies and IPv6 clients grouped by ipv6Prefix bits.
-func addressEngine(t *testing.T, g guardRedis, guard *Guard, policies []policy.Policy, ipv6Prefix int) *gin.Engine {
+func addressEngine(t *testing.T, g testRedis, guard *auth.Guard, policies []policy.Policy, ipv6Prefix int) *gin.Engine {
 	t.Helper()
 	r := gin.New()
 	if err := r.SetTrustedProxies([]string{"10.0.0.0/8"}); err != nil {
@@ -32,9 +33,9 @@ func addressEngine(t *testing.T, g guardRedis, guard *Guard, policies []policy.P
 	}
 	r.RemoteIPHeaders = []string{"X-Forwarded-For"}
 	users := &fakeUsers{name: "bob", password: "pw"}
-	identify := Identify(discard(), users, guard, time.Second, time.Minute, time.Minute, ipv6Prefix)
+	identify := newIdentify(discard(), users, guard, time.Second, time.Minute, time.Minute, ipv6Prefix)
 	lim := NewLimiter(discard(), limiter.New(g.rdb, limiter.Options{Timeout: time.Second}), policies, g.prefix, false, ipv6Prefix)
-	r.GET("/x", identify, lim.Handler(), func(c *gin.Context) { c.String(http.StatusOK, Identity(c)) })
+	r.GET("/x", identify, lim.Handler(), func(c *gin.Context) { c.String(http.StatusOK, Identity(c).Subject()) })
 	r.GET("/ratelimit", identify, lim.Peek())
 	return r
 }
@@ -105,8 +106,8 @@ func TestIdentifyCanonicalClientIP(t *testing.T) {
 				t.Fatalf("SetTrustedProxies: %v", err)
 			}
 			r.RemoteIPHeaders = []string{"X-Forwarded-For"}
-			r.GET("/x", Identify(discard(), &fakeUsers{}, nil, time.Second, time.Minute, time.Minute, tt.ipv6Prefix), func(c *gin.Context) {
-				c.String(http.StatusOK, Identity(c))
+			r.GET("/x", newIdentify(discard(), &fakeUsers{}, nil, time.Second, time.Minute, time.Minute, tt.ipv6Prefix), func(c *gin.Context) {
+				c.String(http.StatusOK, Identity(c).Subject())
 			})
 
 			w := from(t, r, "/x", tt.client, nil)
@@ -121,7 +122,7 @@ func TestIdentifyCanonicalClientIP(t *testing.T) {
 // TestIPSpellingsShareOneQuota: one IPv4 client is one quota, however the
 // proxy spells its address.
 func TestIPSpellingsShareOneQuota(t *testing.T) {
-	for backend, newRedis := range guardBackends(t) {
+	for backend, newRedis := range redisBackends(t) {
 		t.Run(backend, func(t *testing.T) {
 			g := newRedis(t)
 			r := addressEngine(t, g, nil, ipPolicy(3), 64)
@@ -143,7 +144,7 @@ func TestIPSpellingsShareOneQuota(t *testing.T) {
 // TestIPv6PrefixSharesOneQuota: the addresses of one /64 share a quota, and
 // its /ratelimit; another /64 has its own.
 func TestIPv6PrefixSharesOneQuota(t *testing.T) {
-	for backend, newRedis := range guardBackends(t) {
+	for backend, newRedis := range redisBackends(t) {
 		t.Run(backend, func(t *testing.T) {
 			g := newRedis(t)
 			r := addressEngine(t, g, nil, ipPolicy(3), 64)
@@ -188,7 +189,7 @@ func TestIPv6PrefixSetting(t *testing.T) {
 		{"128", 128, []int{200, 200, 200, 200}, "{ip:2001:db8::1}"},
 		{"48", 48, []int{200, 200, 429, 429}, "{ip:2001:db8::/48}"},
 	}
-	for backend, newRedis := range guardBackends(t) {
+	for backend, newRedis := range redisBackends(t) {
 		for _, tt := range tests {
 			t.Run(backend+"/"+tt.name, func(t *testing.T) {
 				g := newRedis(t)
@@ -211,7 +212,7 @@ func TestIPv6PrefixSetting(t *testing.T) {
 // group they are counted in: 2001:db8::5/128 does not hold the group's
 // representative 2001:db8::, and still exempts 2001:db8::5.
 func TestExemptCIDRMatchesTheRealAddress(t *testing.T) {
-	for backend, newRedis := range guardBackends(t) {
+	for backend, newRedis := range redisBackends(t) {
 		t.Run(backend, func(t *testing.T) {
 			g := newRedis(t)
 			r := addressEngine(t, g, nil, ipPolicy(1, "2001:db8::5/128", "1.2.3.0/24"), 64)
@@ -247,11 +248,11 @@ func TestGuardBudgetPerCanonicalAddress(t *testing.T) {
 		{"ipv4 spellings", []string{"1.2.3.4", "::ffff:1.2.3.4", "::FFFF:1.2.3.4"}, "[::ffff:1.2.3.4]:1", "1.2.3.5", "authfail:ip:1.2.3.4"},
 		{"ipv6 /64", []string{"2001:db8::1", "2001:db8::2:3", "[2001:db8::ff]:1"}, "2001:DB8::abc", "2001:db8:1::1", "authfail:ip:2001:db8::/64"},
 	}
-	for backend, newRedis := range guardBackends(t) {
+	for backend, newRedis := range redisBackends(t) {
 		for _, tt := range tests {
 			t.Run(backend+"/"+tt.name, func(t *testing.T) {
 				g := newRedis(t)
-				guard, err := NewGuard(g.rdb, g.prefix, algorithms.Limit{Requests: len(tt.failures), Window: 15 * time.Minute}, 0, time.Second, true)
+				guard, err := auth.NewGuard(g.rdb, g.prefix, len(tt.failures), 15*time.Minute, 0, time.Second, true)
 				if err != nil {
 					t.Fatalf("NewGuard: %v", err)
 				}

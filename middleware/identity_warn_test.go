@@ -18,8 +18,8 @@ func TestIdentifyDatabaseErrorsWarnThrottled(t *testing.T) {
 	var logs syncBuffer
 	users := &fakeUsers{name: "alice", password: "right", err: errors.New("dial tcp 127.0.0.1:3306: connection refused")}
 	r := gin.New()
-	r.GET("/x", Identify(slog.New(slog.NewJSONHandler(&logs, nil)), users, nil, time.Second, time.Minute, time.Minute, 64), func(c *gin.Context) {
-		c.String(http.StatusOK, Identity(c))
+	r.GET("/x", newIdentify(slog.New(slog.NewJSONHandler(&logs, nil)), users, nil, time.Second, time.Minute, time.Minute, 64), func(c *gin.Context) {
+		c.String(http.StatusOK, Identity(c).Subject())
 	})
 	const n = 20
 	for i := range n {

@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -42,8 +41,9 @@ func RequestLog(log *slog.Logger, m *Metrics) gin.HandlerFunc {
 			slog.Float64("duration_ms", float64(took.Microseconds())/1000),
 			slog.String("request_id", id),
 		}
-		if kind, _, ok := strings.Cut(Identity(c), ":"); ok {
-			if c.GetBool(byKeyKey) {
+		if id := Identity(c); id.Kind != "" {
+			kind := string(id.Kind)
+			if id.ByKey {
 				kind = "key" // a user, identified by an API key
 			}
 			attrs = append(attrs, slog.String("identity", kind))

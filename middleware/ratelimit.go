@@ -14,6 +14,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"tollgate/auth"
 	"tollgate/limiter"
 	"tollgate/policy"
 )
@@ -140,12 +141,13 @@ func NewLimiter(log *slog.Logger, d decider, policies []policy.Policy, prefix st
 // caller is what the policies know of the request's sender, read from the
 // identity Identify left: the one place the adapter reads it.
 func (l *Limiter) caller(c *gin.Context) policy.Caller {
-	identity := Identity(c)
+	id := Identity(c)
 	who := policy.Caller{Tier: Tier(c), Header: c.Request.Header}
-	if name, ok := strings.CutPrefix(identity, "user:"); ok {
-		who.User = name
-	} else {
-		who.IP, _ = strings.CutPrefix(identity, "ip:")
+	switch id.Kind {
+	case auth.User:
+		who.User = id.Name
+	case auth.IP:
+		who.IP = id.Addr
 	}
 	if who.IP == "" && (who.User == "" || l.set.KeysByIP()) { // no Identify in front, or a user counted by IP
 		who.IP = ipSubject(c, l.ipv6Prefix)
@@ -396,8 +398,7 @@ func (l *Limiter) Peek() gin.HandlerFunc {
 	}
 	return func(c *gin.Context) {
 		all := l.rules(c, true, nil)
-		kind, _, _ := strings.Cut(Identity(c), ":")
-		body := gin.H{"identity": kind, "tier": Tier(c), "policies": []policyState{}}
+		body := gin.H{"identity": string(Identity(c).Kind), "tier": Tier(c), "policies": []policyState{}}
 		if len(all) == 0 {
 			c.JSON(http.StatusOK, body)
 			return

@@ -22,6 +22,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"tollgate/algorithms"
+	"tollgate/auth"
 	"tollgate/limiter"
 	"tollgate/policy"
 )
@@ -219,7 +220,7 @@ func limitedEngine(t *testing.T, alg decider, failOpen bool) (*gin.Engine, *int)
 	ran := new(int)
 	r := gin.New()
 	r.GET("/x",
-		func(c *gin.Context) { c.Set(identityKey, "user:alice") },
+		func(c *gin.Context) { c.Set(identityKey, auth.Identity{Kind: auth.User, Name: "alice"}) },
 		limitHandler(t, alg, failOpen),
 		func(c *gin.Context) { *ran++; c.String(http.StatusOK, "ok") },
 	)
@@ -582,8 +583,7 @@ policies:
 	r := gin.New()
 	r.GET("/x",
 		func(c *gin.Context) {
-			c.Set(identityKey, "user:"+c.Query("u"))
-			c.Set(tierKey, c.Query("tier"))
+			c.Set(identityKey, auth.Identity{Kind: auth.User, Name: c.Query("u"), Tier: c.Query("tier")})
 		},
 		NewLimiter(log, denied, policies, "p:", true, 64).Handler(),
 		func(c *gin.Context) { c.String(http.StatusOK, "ok") },
@@ -612,18 +612,19 @@ func TestCaller(t *testing.T) {
 	exempting := []policy.Policy{{Name: "e", Key: "user_or_ip", Cost: 1, Limits: []policy.Limit{{}},
 		ExemptCIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}}
 	header := http.Header{"X-Tenant": {"acme"}}
+	amy := auth.Identity{Kind: auth.User, Name: "amy", Addr: "2001:db8::/64", Tier: "pro"}
+	addr := auth.Identity{Kind: auth.IP, Addr: "2001:db8::/64", Tier: auth.AnonymousTier}
 	tests := []struct {
 		name     string
 		policies []policy.Policy
-		identity string
-		tier     string
+		identity auth.Identity
 		want     policy.Caller
 	}{
-		{"a user", byUser, "user:amy", "pro", policy.Caller{User: "amy", Tier: "pro", Header: header}},
-		{"an address", byUser, "ip:2001:db8::/64", "", policy.Caller{Tier: policy.AnonymousTier, IP: "2001:db8::/64", Header: header}},
-		{"no Identify in front: the client's address", byUser, "", "", policy.Caller{Tier: policy.AnonymousTier, IP: "2001:db8::/64", Header: header}},
-		{"a user counted by address", byIP, "user:amy", "pro", policy.Caller{User: "amy", Tier: "pro", IP: "2001:db8::/64", Header: header}},
-		{"exemptions by CIDR see the address itself", exempting, "ip:2001:db8::/64", "", policy.Caller{Tier: policy.AnonymousTier, IP: "2001:db8::/64", Addr: netip.MustParseAddr("2001:db8::5"), Header: header}},
+		{"a user", byUser, amy, policy.Caller{User: "amy", Tier: "pro", Header: header}},
+		{"an address", byUser, addr, policy.Caller{Tier: policy.AnonymousTier, IP: "2001:db8::/64", Header: header}},
+		{"no Identify in front: the client's address", byUser, auth.Identity{}, policy.Caller{Tier: policy.AnonymousTier, IP: "2001:db8::/64", Header: header}},
+		{"a user counted by address", byIP, amy, policy.Caller{User: "amy", Tier: "pro", IP: "2001:db8::/64", Header: header}},
+		{"exemptions by CIDR see the address itself", exempting, addr, policy.Caller{Tier: policy.AnonymousTier, IP: "2001:db8::/64", Addr: netip.MustParseAddr("2001:db8::5"), Header: header}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -632,11 +633,8 @@ func TestCaller(t *testing.T) {
 			c.Request = httptest.NewRequest(http.MethodGet, "/x", nil)
 			c.Request.RemoteAddr = "[2001:db8::5]:1234"
 			c.Request.Header = header
-			if tt.identity != "" {
+			if tt.identity.Kind != "" {
 				c.Set(identityKey, tt.identity)
-			}
-			if tt.tier != "" {
-				c.Set(tierKey, tt.tier)
 			}
 			got := l.caller(c)
 			if diff := cmp.Diff(tt.want, got, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {

@@ -16,6 +16,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"tollgate/algorithms"
+	"tollgate/auth"
 )
 
 // The policy file's shape; unknown fields are errors (a typo must not
@@ -173,7 +174,7 @@ func CheckTiers(policies []Policy, isTier func(string) bool) error {
 	var errs []error
 	for _, p := range policies {
 		for _, tier := range slices.Sorted(maps.Keys(p.Tiers)) {
-			if tier != AnonymousTier && !isTier(tier) {
+			if tier != auth.AnonymousTier && !isTier(tier) {
 				errs = append(errs, fmt.Errorf("policy %q: tiers.%s: no user can have this tier: want a lowercase letter, then up to 31 lowercase letters, digits, _ or - (as tiers in SEED_USERS)", p.Name, tier))
 			}
 		}

@@ -38,7 +38,7 @@ var assetTypes = map[string]string{
 }
 
 // addPage registers the home page and its assets. They never pass the
-// guards: reading about the limit must not use up the limit. metrics says
+// limiters: reading about the limit must not use up the limit. metrics says
 // whether this server serves /metrics (METRICS_ADDR moves it elsewhere).
 func addPage(r gin.IRoutes, p Policy, metrics bool) error {
 	assets := make(map[string]asset, len(assetTypes))

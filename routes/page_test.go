@@ -14,7 +14,7 @@ import (
 	"tollgate/middleware"
 )
 
-// pageHandler is the API with policy p behind a guard that denies every
+// pageHandler is the API with policy p behind a limiter that denies every
 // request with 429 and counts how often it ran; it serves /metrics.
 func pageHandler(t *testing.T, p Policy) (http.Handler, *int) {
 	t.Helper()
@@ -25,20 +25,20 @@ func pageHandler(t *testing.T, p Policy) (http.Handler, *int) {
 // (nil: metrics are on METRICS_ADDR).
 func pageHandlerMetrics(t *testing.T, p Policy, metrics http.Handler) (http.Handler, *int) {
 	t.Helper()
-	var guarded int
+	var limited int
 	h, err := New(Deps{
 		Log:            slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Policy:         p,
 		MetricsHandler: metrics,
-		Guards: []gin.HandlerFunc{func(c *gin.Context) {
-			guarded++
+		Limiters: []gin.HandlerFunc{func(c *gin.Context) {
+			limited++
 			middleware.Abort(c, http.StatusTooManyRequests, "rate limit exceeded", nil)
 		}},
 	})
 	if err != nil {
 		t.Fatalf("New() error = %v", err)
 	}
-	return h, &guarded
+	return h, &limited
 }
 
 func serve(h http.Handler, method, target string) *httptest.ResponseRecorder {
@@ -81,7 +81,7 @@ func TestPageHome(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h, guarded := pageHandler(t, tt.policy)
+			h, limited := pageHandler(t, tt.policy)
 			w := serve(h, http.MethodGet, "/")
 			if w.Code != http.StatusOK {
 				t.Fatalf("GET / status = %d, want 200; body %s", w.Code, w.Body)
@@ -100,8 +100,8 @@ func TestPageHome(t *testing.T) {
 					t.Errorf("GET / body has %q", s)
 				}
 			}
-			if *guarded != 0 {
-				t.Errorf("guards ran %d times for /, want 0", *guarded)
+			if *limited != 0 {
+				t.Errorf("limiters ran %d times for /, want 0", *limited)
 			}
 		})
 	}
@@ -124,13 +124,13 @@ func TestPageNoBurstForWindows(t *testing.T) {
 	}
 }
 
-func TestPageGuardsStillGuardAPI(t *testing.T) {
-	h, guarded := pageHandler(t, Policy{Enabled: true, Algorithm: "fixed_window", Limit: 5, Window: time.Minute})
+func TestPageLimitersStillLimitAPI(t *testing.T) {
+	h, limited := pageHandler(t, Policy{Enabled: true, Algorithm: "fixed_window", Limit: 5, Window: time.Minute})
 	if w := serve(h, http.MethodGet, "/continents"); w.Code != http.StatusTooManyRequests {
-		t.Errorf("GET /continents status = %d, want 429 from the guard", w.Code)
+		t.Errorf("GET /continents status = %d, want 429 from the limiter", w.Code)
 	}
-	if *guarded != 1 {
-		t.Errorf("guards ran %d times for /continents, want 1", *guarded)
+	if *limited != 1 {
+		t.Errorf("limiters ran %d times for /continents, want 1", *limited)
 	}
 }
 
@@ -150,7 +150,7 @@ func TestPageHead(t *testing.T) {
 }
 
 func TestPageAssets(t *testing.T) {
-	h, guarded := pageHandler(t, Policy{Enabled: true, Algorithm: "fixed_window", Limit: 5, Window: time.Minute})
+	h, limited := pageHandler(t, Policy{Enabled: true, Algorithm: "fixed_window", Limit: 5, Window: time.Minute})
 	page := serve(h, http.MethodGet, "/").Body.String()
 	tests := []struct {
 		name        string
@@ -196,7 +196,7 @@ func TestPageAssets(t *testing.T) {
 	if w := serve(h, http.MethodGet, "/static/index.html"); w.Code != http.StatusNotFound {
 		t.Errorf("GET /static/index.html status = %d, want 404 (the template is not an asset)", w.Code)
 	}
-	if *guarded != 0 {
-		t.Errorf("guards ran %d times for the page's assets, want 0", *guarded)
+	if *limited != 0 {
+		t.Errorf("limiters ran %d times for the page's assets, want 0", *limited)
 	}
 }

@@ -26,10 +26,10 @@ type Deps struct {
 	// their own (METRICS_ADDR).
 	MetricsHandler http.Handler
 	Policy         Policy // shown on the home page
-	// Identify names the caller; it runs before Guards and Peek (nil: none).
+	// Identify names the caller; it runs before Limiters and Peek (nil: none).
 	Identify gin.HandlerFunc
-	// Guards run, in order, before every API handler: the rate limit.
-	Guards []gin.HandlerFunc
+	// Limiters run, in order, before every API handler: the rate limit.
+	Limiters []gin.HandlerFunc
 	// Peek answers GET /ratelimit, the caller's rate-limit state (nil: no route).
 	Peek gin.HandlerFunc
 }
@@ -48,7 +48,7 @@ type Policy struct {
 }
 
 // New returns the API's handler. Health and metrics routes answer before any
-// guard runs; every API route passes the guards first.
+// limiter runs; every API route passes the limiters first.
 func New(d Deps) (*gin.Engine, error) {
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
@@ -88,14 +88,14 @@ func New(d Deps) (*gin.Engine, error) {
 	if d.Peek != nil {
 		get(known, "/ratelimit", d.Peek)
 	}
-	api := known.Group("/", d.Guards...)
+	api := known.Group("/", d.Limiters...)
 	get(api, "/continents", listContinents(d.Continents))
 	get(api, "/continents/:id", getContinent(d.Continents))
 	// Keep Limited in step (TestLimitedRoutes).
 	return r, nil
 }
 
-// Limited lists the routes behind the guards (the rate limiter): the routes
+// Limited lists the routes behind the limiters (the rate limiter): the routes
 // a policy's match may name. Each also answers HEAD.
 func Limited() []policy.Route {
 	return []policy.Route{

@@ -34,14 +34,14 @@ func ok(context.Context) error     { return nil }
 func broken(context.Context) error { return errors.New("connection refused") }
 
 // newAPI builds routes.New with the seven continents, checks, no proxies and
-// guards.
-func newAPI(t *testing.T, checks map[string]Check, guards ...gin.HandlerFunc) http.Handler {
+// limiters.
+func newAPI(t *testing.T, checks map[string]Check, limiters ...gin.HandlerFunc) http.Handler {
 	t.Helper()
 	h, err := New(Deps{
 		Log:        slog.New(slog.DiscardHandler),
 		Continents: sevenContinents,
 		Ready:      checks,
-		Guards:     guards,
+		Limiters:   limiters,
 	})
 	if err != nil {
 		t.Fatalf("New() error = %v", err)
@@ -174,25 +174,25 @@ func TestReadyzChecksHaveADeadline(t *testing.T) {
 	}
 }
 
-func TestGuards(t *testing.T) {
+func TestLimiters(t *testing.T) {
 	tests := []struct {
-		path       string
-		wantStatus int
-		wantGuards int32
+		path         string
+		wantStatus   int
+		wantLimiters int32
 	}{
 		{"/healthz", http.StatusOK, 0},
 		{"/readyz", http.StatusOK, 0},
 		{"/continents", http.StatusTeapot, 1},
 		{"/continents/3", http.StatusTeapot, 1},
 	}
-	// HEAD is answered wherever GET is, and guarded alike.
+	// HEAD is answered wherever GET is, and limited alike.
 	for _, method := range []string{http.MethodGet, http.MethodHead} {
 		for _, tt := range tests {
 			t.Run(method+" "+tt.path, func(t *testing.T) {
-				var guarded atomic.Int32
+				var limited atomic.Int32
 				deny := func(c *gin.Context) {
-					guarded.Add(1)
-					c.AbortWithStatusJSON(http.StatusTeapot, gin.H{"error": "guarded"})
+					limited.Add(1)
+					c.AbortWithStatusJSON(http.StatusTeapot, gin.H{"error": "limited"})
 				}
 				h := newAPI(t, map[string]Check{"redis": ok}, deny)
 
@@ -201,28 +201,28 @@ func TestGuards(t *testing.T) {
 				if w.Code != tt.wantStatus {
 					t.Errorf("%s %s status = %d, want %d", method, tt.path, w.Code, tt.wantStatus)
 				}
-				if got := guarded.Load(); got != tt.wantGuards {
-					t.Errorf("%s %s ran the guard %d times, want %d", method, tt.path, got, tt.wantGuards)
+				if got := limited.Load(); got != tt.wantLimiters {
+					t.Errorf("%s %s ran the limiter %d times, want %d", method, tt.path, got, tt.wantLimiters)
 				}
 			})
 		}
 	}
 }
 
-func TestGuardsRunInOrder(t *testing.T) {
+func TestLimitersRunInOrder(t *testing.T) {
 	var order []string
-	guard := func(name string) gin.HandlerFunc {
+	limiter := func(name string) gin.HandlerFunc {
 		return func(c *gin.Context) { order = append(order, name) }
 	}
-	h := newAPI(t, nil, guard("identify"), guard("limit"))
+	h := newAPI(t, nil, limiter("first"), limiter("second"))
 
 	w := do(t, h, http.MethodGet, "/continents/1")
 
 	if w.Code != http.StatusOK {
 		t.Errorf("GET /continents/1 status = %d, want %d", w.Code, http.StatusOK)
 	}
-	if diff := cmp.Diff([]string{"identify", "limit"}, order); diff != "" {
-		t.Errorf("guards order mismatch (-want +got):\n%s", diff)
+	if diff := cmp.Diff([]string{"first", "second"}, order); diff != "" {
+		t.Errorf("limiters order mismatch (-want +got):\n%s", diff)
 	}
 }
 
@@ -241,8 +241,8 @@ func TestUnmatched(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
-			var guarded atomic.Int32
-			h := newAPI(t, nil, func(c *gin.Context) { guarded.Add(1) })
+			var limited atomic.Int32
+			h := newAPI(t, nil, func(c *gin.Context) { limited.Add(1) })
 
 			w := do(t, h, tt.method, tt.path)
 
@@ -252,15 +252,15 @@ func TestUnmatched(t *testing.T) {
 			if diff := cmp.Diff(map[string]any{"error": tt.wantError}, decode[map[string]any](t, w)); diff != "" {
 				t.Errorf("%s %s body mismatch (-want +got):\n%s", tt.method, tt.path, diff)
 			}
-			if got := guarded.Load(); got != 0 {
-				t.Errorf("%s %s ran the guard %d times, want 0", tt.method, tt.path, got)
+			if got := limited.Load(); got != 0 {
+				t.Errorf("%s %s ran the limiter %d times, want 0", tt.method, tt.path, got)
 			}
 		})
 	}
 }
 
 func TestPanicIsInternalError(t *testing.T) {
-	h := newAPI(t, nil, func(c *gin.Context) { panic("guard bug") })
+	h := newAPI(t, nil, func(c *gin.Context) { panic("limiter bug") })
 
 	w := do(t, h, http.MethodGet, "/continents")
 
@@ -270,7 +270,7 @@ func TestPanicIsInternalError(t *testing.T) {
 	if diff := cmp.Diff(map[string]any{"error": "internal error"}, decode[map[string]any](t, w)); diff != "" {
 		t.Errorf("GET /continents body mismatch (-want +got):\n%s", diff)
 	}
-	if strings.Contains(w.Body.String(), "guard bug") {
+	if strings.Contains(w.Body.String(), "limiter bug") {
 		t.Errorf("body %q leaks the panic value", w.Body.String())
 	}
 }
@@ -291,9 +291,9 @@ func TestClientIP(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h, err := New(Deps{
-				Log:     slog.New(slog.DiscardHandler),
-				Proxies: tt.proxies,
-				Guards:  []gin.HandlerFunc{func(c *gin.Context) { c.AbortWithStatusJSON(http.StatusOK, gin.H{"ip": c.ClientIP()}) }},
+				Log:      slog.New(slog.DiscardHandler),
+				Proxies:  tt.proxies,
+				Limiters: []gin.HandlerFunc{func(c *gin.Context) { c.AbortWithStatusJSON(http.StatusOK, gin.H{"ip": c.ClientIP()}) }},
 			})
 			if err != nil {
 				t.Fatalf("New() error = %v", err)
@@ -313,16 +313,16 @@ func TestClientIP(t *testing.T) {
 }
 
 // TestLimitedRoutes: Limited lists exactly the routes whose requests pass
-// the guards, so that policy files are checked against the real routes.
+// the limiters, so that policy files are checked against the real routes.
 func TestLimitedRoutes(t *testing.T) {
-	var guarded atomic.Int32
+	var limited atomic.Int32
 	e, err := New(Deps{
 		Log:            slog.New(slog.DiscardHandler),
 		Continents:     sevenContinents,
 		Ready:          map[string]Check{"redis": ok},
 		MetricsHandler: http.NotFoundHandler(),
 		Peek:           func(c *gin.Context) { c.Status(http.StatusNoContent) },
-		Guards:         []gin.HandlerFunc{func(c *gin.Context) { guarded.Add(1) }},
+		Limiters:       []gin.HandlerFunc{func(c *gin.Context) { limited.Add(1) }},
 	})
 	if err != nil {
 		t.Fatalf("New() error = %v", err)
@@ -332,10 +332,10 @@ func TestLimitedRoutes(t *testing.T) {
 		if r.Method != http.MethodGet {
 			continue
 		}
-		before := guarded.Load()
+		before := limited.Load()
 		path := strings.ReplaceAll(strings.ReplaceAll(r.Path, ":id", "1"), ":name", "style.css")
 		do(t, e, http.MethodGet, path)
-		if guarded.Load() > before {
+		if limited.Load() > before {
 			got = append(got, r.Method+" "+r.Path)
 		}
 	}
@@ -346,6 +346,6 @@ func TestLimitedRoutes(t *testing.T) {
 	slices.Sort(got)
 	slices.Sort(want)
 	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("Limited() against the guarded routes (-Limited +guarded):\n%s", diff)
+		t.Errorf("Limited() against the limited routes (-Limited +limited):\n%s", diff)
 	}
 }

@@ -1,4 +1,4 @@
-package middleware
+package auth
 
 import (
 	"context"
@@ -8,8 +8,6 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
-
-	"tollgate/algorithms"
 )
 
 // TestGuardLongLog: a log far longer than the limit (the limit was lowered
@@ -28,7 +26,7 @@ func TestGuardLongLog(t *testing.T) {
 			}
 			g := newRedis(t)
 			ctx := t.Context()
-			probe, err := NewGuard(g.rdb, g.prefix, algorithms.Limit{Requests: 1, Window: window}, 0, 5*time.Second, false)
+			probe, err := NewGuard(g.rdb, g.prefix, 1, window, 0, 5*time.Second, false)
 			if err != nil {
 				t.Fatalf("NewGuard: %v", err)
 			}
@@ -63,7 +61,7 @@ func TestGuardLongLog(t *testing.T) {
 				{n + 1, true, 0},
 			}
 			for _, tt := range tests {
-				guard, err := NewGuard(g.rdb, g.prefix, algorithms.Limit{Requests: tt.limit, Window: window}, 0, 5*time.Second, false)
+				guard, err := NewGuard(g.rdb, g.prefix, tt.limit, window, 0, 5*time.Second, false)
 				if err != nil {
 					t.Fatalf("NewGuard: %v", err)
 				}
@@ -100,7 +98,7 @@ func TestGuardPlacesLeaveAfterWindow(t *testing.T) {
 	m := miniredis.RunT(t)
 	rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
 	t.Cleanup(func() { rdb.Close() })
-	guard, err := NewGuard(rdb, "test:", algorithms.Limit{Requests: 2, Window: time.Minute}, 0, time.Second, false)
+	guard, err := NewGuard(rdb, "test:", 2, time.Minute, 0, time.Second, false)
 	if err != nil {
 		t.Fatalf("NewGuard: %v", err)
 	}

@@ -1,4 +1,4 @@
-package middleware
+package auth
 
 import (
 	"context"
@@ -12,12 +12,10 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-
-	"tollgate/algorithms"
 )
 
 // Guard limits failed credential checks per client IP and per user name, so
-// passwords and keys cannot be guessed at bcrypt's pace. Identify takes a
+// passwords and keys cannot be guessed at bcrypt's pace. Authenticate takes a
 // place from it before checking credentials (Take); a failed check keeps its
 // place for the window (Fail), any other gives it back (Give). Checks still
 // running hold places too, so guesses sent all at once get no more checks
@@ -42,21 +40,26 @@ var guardLua string
 
 var guardScript = redis.NewScript(guardLua)
 
-// NewGuard returns a Guard admitting l.Requests failures per l.Window, with
-// its state under prefix in rdb; each Redis call gets timeout. An address
-// stays trusted for a user for trustedTTL after a successful check (0: no
-// address is trusted). When Redis fails, failOpen lets credentials be
-// checked unguarded; otherwise Identify answers 503, as the rate limiter
-// does.
-func NewGuard(rdb redis.Scripter, prefix string, l algorithms.Limit, trustedTTL, timeout time.Duration, failOpen bool) (*Guard, error) {
-	if err := l.Validate(); err != nil {
-		return nil, fmt.Errorf("auth guard: %w", err)
-	}
-	if trustedTTL < 0 {
+// maxGuardWindow bounds the window: the script counts it in µs, in a
+// Lua number, which is exact up to 2^53.
+const maxGuardWindow = 366 * 24 * time.Hour
+
+// NewGuard returns a Guard admitting failures failed checks per window,
+// with its state under prefix in rdb; each Redis call gets timeout. An
+// address stays trusted for a user for trustedTTL after a successful check
+// (0: no address is trusted). When Redis fails, failOpen lets credentials
+// be checked unguarded; otherwise Authenticate fails with
+// ErrGuardUnavailable (503), as the rate limiter does.
+func NewGuard(rdb redis.Scripter, prefix string, failures int, window, trustedTTL, timeout time.Duration, failOpen bool) (*Guard, error) {
+	switch {
+	case failures < 1:
+		return nil, fmt.Errorf("auth guard: %d failures, want at least 1", failures)
+	case window < time.Millisecond || window > maxGuardWindow:
+		return nil, fmt.Errorf("auth guard: window %v, want 1ms to %v", window, maxGuardWindow)
+	case trustedTTL < 0:
 		return nil, fmt.Errorf("auth guard: trusted TTL %v, want 0 or more", trustedTTL)
 	}
-	window := max(l.Window.Milliseconds(), 1)
-	g := &Guard{rdb: rdb, prefix: prefix, limit: []any{l.Requests, window}, timeout: timeout, failOpen: failOpen}
+	g := &Guard{rdb: rdb, prefix: prefix, limit: []any{failures, window.Milliseconds()}, timeout: timeout, failOpen: failOpen}
 	if trustedTTL > 0 {
 		g.trust = newTrustedAddrs(trustedTTL)
 	}
