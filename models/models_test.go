@@ -17,6 +17,7 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 	"github.com/google/go-cmp/cmp"
+	"golang.org/x/crypto/bcrypt"
 	"gorm.io/gorm"
 )
 
@@ -79,8 +80,75 @@ func seed(t *testing.T, db *gorm.DB, users ...Credential) {
 	if err := Migrate(ctx, db); err != nil {
 		t.Fatalf("Migrate: %v", err)
 	}
-	if err := Seed(ctx, db, users); err != nil {
+	if err := SeedAtCost(ctx, db, users, testCost); err != nil {
 		t.Fatalf("Seed: %v", err)
+	}
+}
+
+// testCost is the bcrypt cost of the hashes tests make: a hash at
+// bcrypt.DefaultCost takes about a second under the race detector.
+// TestDefaultHashCost checks that the service's own calls keep the default.
+const testCost = bcrypt.MinCost
+
+// testStore is NewStore(db) hashing at testCost.
+func testStore(t *testing.T, db *gorm.DB) *Store {
+	t.Helper()
+	s, err := NewStore(db).WithHashCost(testCost)
+	if err != nil {
+		t.Fatalf("WithHashCost(%d): %v", testCost, err)
+	}
+	return s
+}
+
+// TestDefaultHashCost: Seed, NewStore's CreateUser and SetPassword hash at
+// bcrypt.DefaultCost, and so does the hash an unknown name is checked
+// against, whatever cost tests use elsewhere.
+func TestDefaultHashCost(t *testing.T) {
+	t.Parallel()
+	db := open(t, "sqlite", filepath.Join(t.TempDir(), "test.db"))
+	ctx := t.Context()
+	if err := Migrate(ctx, db); err != nil {
+		t.Fatalf("Migrate: %v", err)
+	}
+	if err := Seed(ctx, db, []Credential{{Name: "amy", Password: "pw"}}); err != nil {
+		t.Fatalf("Seed: %v", err)
+	}
+	store := NewStore(db)
+	if err := store.CreateUser(ctx, "bo", "pw", ""); err != nil {
+		t.Fatalf("CreateUser(bo): %v", err)
+	}
+	cost := func(name string) int {
+		t.Helper()
+		var u User
+		if err := db.Where("username = ?", name).Take(&u).Error; err != nil {
+			t.Fatalf("find %s: %v", name, err)
+		}
+		c, err := bcrypt.Cost([]byte(u.PasswordHash))
+		if err != nil {
+			t.Fatalf("bcrypt.Cost(%s's hash): %v", name, err)
+		}
+		return c
+	}
+	for _, name := range []string{"amy", "bo"} {
+		if got := cost(name); got != bcrypt.DefaultCost {
+			t.Errorf("cost of %s's hash = %d, want bcrypt.DefaultCost %d", name, got, bcrypt.DefaultCost)
+		}
+	}
+	if err := store.SetPassword(ctx, "bo", "pw2"); err != nil {
+		t.Fatalf("SetPassword(bo): %v", err)
+	}
+	if got := cost("bo"); got != bcrypt.DefaultCost {
+		t.Errorf("cost of bo's hash after SetPassword = %d, want %d", got, bcrypt.DefaultCost)
+	}
+	if got, err := bcrypt.Cost([]byte(store.dummy)); err != nil || got != bcrypt.DefaultCost {
+		t.Errorf("cost of the hash unknown names are checked against = %d, %v; want %d", got, err, bcrypt.DefaultCost)
+	}
+	cheap := testStore(t, db)
+	if got, err := bcrypt.Cost([]byte(cheap.dummy)); err != nil || got != testCost {
+		t.Errorf("WithHashCost(%d): unknown names are checked against cost %d, %v; want %d", testCost, got, err, testCost)
+	}
+	if _, _, ok, err := cheap.CheckPassword(ctx, "bo", "pw2"); err != nil || !ok {
+		t.Errorf("CheckPassword(bo) through the cheap store = %v, %v; want true, nil (a hash's cost is in the hash)", ok, err)
 	}
 }
 
@@ -97,7 +165,7 @@ func TestSeedIsIdempotent(t *testing.T) {
 			john := Credential{Name: "john_doe", Password: "EXAMPLE_PASSWORD"}
 			seed(t, db, john)
 			seed(t, db, john)
-			got, err := NewStore(db).Continents(t.Context())
+			got, err := testStore(t, db).Continents(t.Context())
 			if err != nil {
 				t.Fatalf("Continents: %v", err)
 			}
@@ -129,7 +197,7 @@ func TestMigrateAndSeedConcurrently(t *testing.T) {
 						t.Errorf("concurrent Migrate: %v", err)
 						return
 					}
-					if err := Seed(ctx, db, []Credential{{Name: "amy", Password: "pw"}}); err != nil {
+					if err := SeedAtCost(ctx, db, []Credential{{Name: "amy", Password: "pw"}}, testCost); err != nil {
 						t.Errorf("concurrent Seed: %v", err)
 					}
 				})
@@ -154,7 +222,7 @@ func TestCheckPassword(t *testing.T) {
 			seed(t, db, Credential{Name: "john_doe", Password: "old"})
 			seed(t, db, Credential{Name: "john_doe", Password: "EXAMPLE_PASSWORD"}) // password changed
 			seed(t, db, Credential{Name: "paula", Password: "pw", Tier: "pro"})
-			store := NewStore(db)
+			store := testStore(t, db)
 			tests := []struct {
 				name, user, password string
 				wantTier             string
@@ -188,7 +256,7 @@ func TestSeedTiers(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			driver, dsn := newDB(t)
 			db := open(t, driver, dsn)
-			store := NewStore(db)
+			store := testStore(t, db)
 			steps := []struct {
 				seed     Credential
 				wantTier string
@@ -215,7 +283,7 @@ func TestCreateUser(t *testing.T) {
 			driver, dsn := newDB(t)
 			db := open(t, driver, dsn)
 			seed(t, db)
-			store := NewStore(db)
+			store := testStore(t, db)
 			if err := store.CreateUser(t.Context(), "amy", "pw", "pro"); err != nil {
 				t.Fatalf("CreateUser(amy) = %v, want nil", err)
 			}
@@ -264,7 +332,7 @@ func TestAPIKeys(t *testing.T) {
 			driver, dsn := newDB(t)
 			db := open(t, driver, dsn)
 			seed(t, db, Credential{Name: "amy", Password: "pw", Tier: "pro"}, Credential{Name: "bo", Password: "pw"})
-			store := NewStore(db)
+			store := testStore(t, db)
 			ctx := t.Context()
 
 			id1, key1, err := store.CreateAPIKey(ctx, "amy")
@@ -338,7 +406,7 @@ func TestAPIKeys(t *testing.T) {
 func TestStoreHonoursContext(t *testing.T) {
 	db := open(t, "sqlite", filepath.Join(t.TempDir(), "test.db"))
 	seed(t, db, Credential{Name: "amy", Password: "pw"})
-	store := NewStore(db)
+	store := testStore(t, db)
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	if _, _, _, err := store.CheckPassword(ctx, "amy", "pw"); err == nil {
@@ -381,7 +449,7 @@ func TestOpenMySQLWithoutParseTime(t *testing.T) {
 	seed(t, db, Credential{Name: "john_doe", Password: "EXAMPLE_PASSWORD"})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	s := NewStore(db)
+	s := testStore(t, db)
 	_, tier, ok, err := s.CheckPassword(ctx, "john_doe", "EXAMPLE_PASSWORD")
 	if err != nil || !ok || tier != DefaultTier {
 		t.Errorf("CheckPassword() = %q, %v, %v; want %q, true, nil", tier, ok, err, DefaultTier)

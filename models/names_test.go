@@ -51,7 +51,7 @@ func TestUserNamesMatchByteForByte(t *testing.T) {
 			driver, dsn := newDB(t)
 			db := open(t, driver, dsn)
 			seed(t, db, Credential{Name: "john_doe", Password: "EXAMPLE_PASSWORD", Tier: "pro"})
-			store := NewStore(db)
+			store := testStore(t, db)
 			ctx := t.Context()
 			for _, name := range []string{"JOHN_DOE", "John_Doe", "john_doe ", " john_doe", "jöhn_doe", "john_doé"} {
 				if stored, tier, ok, err := store.CheckPassword(ctx, name, "EXAMPLE_PASSWORD"); err != nil || ok {
