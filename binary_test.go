@@ -19,17 +19,6 @@ import (
 	"tollgate/algorithms"
 )
 
-// buildBinary builds the service as users run it.
-func buildBinary(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "tollgate")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
 // process is one running service binary.
 type process struct {
 	cmd  *exec.Cmd

@@ -75,6 +75,17 @@ func openStore(t *testing.T, driver, dsn string) *gorm.DB {
 	return db
 }
 
+// cliStore is a Store on the database of env, hashing at passwordCost as
+// runCLI does in tests.
+func cliStore(t *testing.T, env map[string]string) *models.Store {
+	t.Helper()
+	store, err := models.NewStore(openStore(t, env["DB_DRIVER"], env["DB_DSN"])).WithHashCost(passwordCost)
+	if err != nil {
+		t.Fatalf("WithHashCost: %v", err)
+	}
+	return store
+}
+
 var keyLine = regexp.MustCompile(`(?m)^id (\d+)\nkey (tg_[A-Za-z0-9_-]{43})$`)
 
 // createKey runs "keys create name" and returns the key's id and the key.
@@ -237,7 +248,7 @@ func TestCLI(t *testing.T) {
 				t.Errorf("keys create nobody = %v, want an error wrapping ErrNotFound", err)
 			}
 
-			store := models.NewStore(openStore(t, env["DB_DRIVER"], env["DB_DSN"]))
+			store := cliStore(t, env)
 			ctx := t.Context()
 			users := []struct{ name, password, tier string }{{"amy", secret, "pro"}, {"bo", "bo-pw", "gold"}, {"cy", "cy-pw", "free"}}
 			for _, u := range users {
@@ -275,7 +286,7 @@ func TestCLISeesSeededUsers(t *testing.T) {
 			env := newDB(t)
 			env["SEED_USERS"] = "john_doe:EXAMPLE_PASSWORD:pro"
 			_, key := createKey(t, env, "john_doe")
-			store := models.NewStore(openStore(t, env["DB_DRIVER"], env["DB_DSN"]))
+			store := cliStore(t, env)
 			if name, tier, ok, err := store.CheckAPIKey(t.Context(), key); err != nil || !ok || name != "john_doe" || tier != "pro" {
 				t.Errorf("CheckAPIKey(john_doe's new key) = %q, %q, %v, %v; want john_doe, pro, true, nil", name, tier, ok, err)
 			}
@@ -290,7 +301,7 @@ func TestCLIManagesUsersAndKeys(t *testing.T) {
 		t.Run(backend, func(t *testing.T) {
 			env := newDB(t)
 			env["SEED_USERS"] = "john_doe:EXAMPLE_PASSWORD"
-			store := models.NewStore(openStore(t, env["DB_DRIVER"], env["DB_DSN"]))
+			store := cliStore(t, env)
 			ctx := t.Context()
 			run := func(stdin string, args ...string) string {
 				t.Helper()

@@ -581,14 +581,17 @@ func TestDeniedRequestsSkipDatabase(t *testing.T) {
 	if err := models.Migrate(ctx, db); err != nil {
 		t.Fatalf("Migrate: %v", err)
 	}
-	if err := models.Seed(ctx, db, []models.Credential{{Name: "john_doe", Password: "EXAMPLE_PASSWORD"}}); err != nil {
+	if err := models.SeedAtCost(ctx, db, []models.Credential{{Name: "john_doe", Password: "EXAMPLE_PASSWORD"}}, passwordCost); err != nil {
 		t.Fatalf("Seed: %v", err)
 	}
 	var queries atomic.Int64
 	if err := db.Callback().Query().Before("gorm:query").Register("test:count", func(*gorm.DB) { queries.Add(1) }); err != nil {
 		t.Fatalf("register callback: %v", err)
 	}
-	store := models.NewStore(db)
+	store, err := models.NewStore(db).WithHashCost(passwordCost)
+	if err != nil {
+		t.Fatalf("WithHashCost: %v", err)
+	}
 	continents, err := store.Continents(ctx)
 	if err != nil {
 		t.Fatalf("Continents: %v", err)
