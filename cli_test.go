@@ -214,8 +214,10 @@ func TestCLIPasswordFromStdin(t *testing.T) {
 }
 
 func TestCLI(t *testing.T) {
+	t.Parallel()
 	for backend, newDB := range cliDatabases(t) {
 		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
 			env := newDB(t)
 			const secret = "Amy-S3cret pw"
 
@@ -281,8 +283,10 @@ func TestCLI(t *testing.T) {
 // TestCLISeesSeededUsers: on a fresh database the CLI seeds SEED_USERS as
 // the server does, so a seeded user can get a key before any server ran.
 func TestCLISeesSeededUsers(t *testing.T) {
+	t.Parallel()
 	for backend, newDB := range cliDatabases(t) {
 		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
 			env := newDB(t)
 			env["SEED_USERS"] = "john_doe:EXAMPLE_PASSWORD:pro"
 			_, key := createKey(t, env, "john_doe")
@@ -297,8 +301,10 @@ func TestCLISeesSeededUsers(t *testing.T) {
 // TestCLIManagesUsersAndKeys runs the commands an operator needs to run the
 // service without SQL: list, set-tier, passwd and delete users; list keys.
 func TestCLIManagesUsersAndKeys(t *testing.T) {
+	t.Parallel()
 	for backend, newDB := range cliDatabases(t) {
 		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
 			env := newDB(t)
 			env["SEED_USERS"] = "john_doe:EXAMPLE_PASSWORD"
 			store := cliStore(t, env)
@@ -421,6 +427,7 @@ func TestCLIDatabaseUnreachable(t *testing.T) {
 // running service's database, uses the key, revokes it, and sees it refused
 // once the key cache's TTL has passed.
 func TestCLIKeyAgainstService(t *testing.T) {
+	t.Parallel()
 	env := baseEnv(t, sharedRedis(t))
 	const ttl = 200 * time.Millisecond
 	env["AUTH_KEY_CACHE_TTL"] = ttl.String()

@@ -476,6 +476,7 @@ func startOwnRedis(t *testing.T) ownRedis {
 }
 
 func TestRedisOutage(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name       string
 		failOpen   string
