@@ -102,8 +102,8 @@ func sharedRedis(t *testing.T) testRedis {
 	return testRedis{url: url, rdb: rdb}
 }
 
-// baseEnv points a service at the test's Redis and at MySQL when
-// TEST_MYSQL_DSN is set, else at a SQLite file of its own; keys get a prefix
+// baseEnv points a service at the test's Redis and at this run's database
+// on TEST_MYSQL_DSN's server when set (mysqlRunDSN), else at a SQLite file of its own; keys get a prefix
 // of their own.
 func baseEnv(t *testing.T, r testRedis) map[string]string {
 	t.Helper()
@@ -114,7 +114,7 @@ func baseEnv(t *testing.T, r testRedis) map[string]string {
 		"SEED_USERS":         "john_doe:EXAMPLE_PASSWORD,jane:JANE_PASSWORD",
 		"DB_DSN":             filepath.Join(t.TempDir(), "countries.db"),
 	}
-	if dsn := os.Getenv("TEST_MYSQL_DSN"); dsn != "" {
+	if dsn := mysqlRunDSN(t); dsn != "" {
 		env["DB_DRIVER"] = "mysql"
 		env["DB_DSN"] = dsn
 	}
