@@ -19,17 +19,6 @@ import (
 	"tollgate/algorithms"
 )
 
-// buildBinary builds the service as users run it.
-func buildBinary(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "tollgate")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
 // process is one running service binary.
 type process struct {
 	cmd  *exec.Cmd
@@ -81,6 +70,7 @@ func startBinary(t *testing.T, bin string, env map[string]string) *process {
 }
 
 func TestThreeInstancesShareOneLimit(t *testing.T) {
+	t.Parallel()
 	bin := buildBinary(t)
 	r := sharedRedis(t)
 	for _, name := range algorithms.Names() {
@@ -134,6 +124,7 @@ func TestThreeInstancesShareOneLimit(t *testing.T) {
 }
 
 func TestShutdownUnderLoad(t *testing.T) {
+	t.Parallel()
 	bin := buildBinary(t)
 	own := startOwnRedis(t)
 	proxy := startProxy(t, mustParseURL(t, own.url).Addr)
@@ -186,6 +177,7 @@ func TestShutdownUnderLoad(t *testing.T) {
 // never sent a whole request is closed and the exit is still 0; a request
 // still running is cut, and the exit status says so.
 func TestShutdownTimeout(t *testing.T) {
+	t.Parallel()
 	bin := buildBinary(t)
 	t.Run("slow client sending its header", func(t *testing.T) {
 		env := baseEnv(t, sharedRedis(t))
@@ -241,6 +233,7 @@ func waitExit(t *testing.T, p *process) error {
 }
 
 func TestHostileClients(t *testing.T) {
+	t.Parallel()
 	base := service(t, baseEnv(t, sharedRedis(t)))
 	addr := strings.TrimPrefix(base, "http://")
 
@@ -292,6 +285,7 @@ func TestHostileClients(t *testing.T) {
 // they say stop the binary at start-up with exit status 2 and a message
 // naming what is wrong.
 func TestBadSettingsExitTwo(t *testing.T) {
+	t.Parallel()
 	bin := buildBinary(t)
 	policyFile := filepath.Join(t.TempDir(), "policies.yaml")
 	policies := "policies: [{name: tiers, key: user, tiers: {Free: [{algorithm: fixed_window, limit: 2.5, window: 1m}]}}]\n"

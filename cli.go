@@ -15,6 +15,9 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"golang.org/x/crypto/bcrypt"
+	"gorm.io/gorm"
+
 	"tollgate/config"
 	"tollgate/models"
 )
@@ -83,10 +86,10 @@ func runCLI(ctx context.Context, args []string, getenv func(string) string, stdi
 	if err := models.Migrate(ctx, db); err != nil {
 		return err
 	}
-	if err := models.Seed(ctx, db, seedCredentials(cfg.SeedUsers)); err != nil {
+	store, err := seedStore(ctx, db, cfg.SeedUsers)
+	if err != nil {
 		return err
 	}
-	store := models.NewStore(db)
 	switch cmd.do {
 	case "users add":
 		if err := store.CreateUser(ctx, cmd.name, password, cmd.tier); err != nil {
@@ -130,6 +133,20 @@ func runCLI(ctx context.Context, args []string, getenv func(string) string, stdi
 		_, err = fmt.Fprintf(stdout, "note: SEED_USERS names %s: each start (and each admin command) seeds it again from there\n", cmd.name)
 	}
 	return err
+}
+
+// passwordCost is the bcrypt cost of the hashes run and runCLI make:
+// bcrypt.DefaultCost. Tests lower it (TestMain), as a hash at the default
+// cost takes about a second under the race detector.
+var passwordCost = bcrypt.DefaultCost
+
+// seedStore seeds users (SEED_USERS) into db and returns the Store on it,
+// both hashing at passwordCost.
+func seedStore(ctx context.Context, db *gorm.DB, users []config.User) (*models.Store, error) {
+	if err := models.SeedAtCost(ctx, db, seedCredentials(users), passwordCost); err != nil {
+		return nil, err
+	}
+	return models.NewStore(db).WithHashCost(passwordCost)
 }
 
 // seedCredentials are the SEED_USERS as models.Seed takes them.

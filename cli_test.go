@@ -75,6 +75,17 @@ func openStore(t *testing.T, driver, dsn string) *gorm.DB {
 	return db
 }
 
+// cliStore is a Store on the database of env, hashing at passwordCost as
+// runCLI does in tests.
+func cliStore(t *testing.T, env map[string]string) *models.Store {
+	t.Helper()
+	store, err := models.NewStore(openStore(t, env["DB_DRIVER"], env["DB_DSN"])).WithHashCost(passwordCost)
+	if err != nil {
+		t.Fatalf("WithHashCost: %v", err)
+	}
+	return store
+}
+
 var keyLine = regexp.MustCompile(`(?m)^id (\d+)\nkey (tg_[A-Za-z0-9_-]{43})$`)
 
 // createKey runs "keys create name" and returns the key's id and the key.
@@ -203,8 +214,10 @@ func TestCLIPasswordFromStdin(t *testing.T) {
 }
 
 func TestCLI(t *testing.T) {
+	t.Parallel()
 	for backend, newDB := range cliDatabases(t) {
 		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
 			env := newDB(t)
 			const secret = "Amy-S3cret pw"
 
@@ -237,7 +250,7 @@ func TestCLI(t *testing.T) {
 				t.Errorf("keys create nobody = %v, want an error wrapping ErrNotFound", err)
 			}
 
-			store := models.NewStore(openStore(t, env["DB_DRIVER"], env["DB_DSN"]))
+			store := cliStore(t, env)
 			ctx := t.Context()
 			users := []struct{ name, password, tier string }{{"amy", secret, "pro"}, {"bo", "bo-pw", "gold"}, {"cy", "cy-pw", "free"}}
 			for _, u := range users {
@@ -270,12 +283,14 @@ func TestCLI(t *testing.T) {
 // TestCLISeesSeededUsers: on a fresh database the CLI seeds SEED_USERS as
 // the server does, so a seeded user can get a key before any server ran.
 func TestCLISeesSeededUsers(t *testing.T) {
+	t.Parallel()
 	for backend, newDB := range cliDatabases(t) {
 		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
 			env := newDB(t)
 			env["SEED_USERS"] = "john_doe:EXAMPLE_PASSWORD:pro"
 			_, key := createKey(t, env, "john_doe")
-			store := models.NewStore(openStore(t, env["DB_DRIVER"], env["DB_DSN"]))
+			store := cliStore(t, env)
 			if name, tier, ok, err := store.CheckAPIKey(t.Context(), key); err != nil || !ok || name != "john_doe" || tier != "pro" {
 				t.Errorf("CheckAPIKey(john_doe's new key) = %q, %q, %v, %v; want john_doe, pro, true, nil", name, tier, ok, err)
 			}
@@ -286,11 +301,13 @@ func TestCLISeesSeededUsers(t *testing.T) {
 // TestCLIManagesUsersAndKeys runs the commands an operator needs to run the
 // service without SQL: list, set-tier, passwd and delete users; list keys.
 func TestCLIManagesUsersAndKeys(t *testing.T) {
+	t.Parallel()
 	for backend, newDB := range cliDatabases(t) {
 		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
 			env := newDB(t)
 			env["SEED_USERS"] = "john_doe:EXAMPLE_PASSWORD"
-			store := models.NewStore(openStore(t, env["DB_DRIVER"], env["DB_DSN"]))
+			store := cliStore(t, env)
 			ctx := t.Context()
 			run := func(stdin string, args ...string) string {
 				t.Helper()
@@ -410,6 +427,7 @@ func TestCLIDatabaseUnreachable(t *testing.T) {
 // running service's database, uses the key, revokes it, and sees it refused
 // once the key cache's TTL has passed.
 func TestCLIKeyAgainstService(t *testing.T) {
+	t.Parallel()
 	env := baseEnv(t, sharedRedis(t))
 	const ttl = 200 * time.Millisecond
 	env["AUTH_KEY_CACHE_TTL"] = ttl.String()

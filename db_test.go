@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -14,10 +13,11 @@ import (
 	"tollgate/models"
 )
 
-// mysqlDSN returns TEST_MYSQL_DSN parsed, or skips the test.
+// mysqlDSN returns the DSN of this run's database on TEST_MYSQL_DSN's
+// server parsed (mysqlRunDSN), or skips the test.
 func mysqlDSN(t *testing.T) *mysql.Config {
 	t.Helper()
-	dsn := os.Getenv("TEST_MYSQL_DSN")
+	dsn := mysqlRunDSN(t)
 	if dsn == "" {
 		t.Skip("TEST_MYSQL_DSN not set")
 	}

@@ -208,11 +208,11 @@ func infoInt(info, field string) int {
 	return -1
 }
 
-// mysqlThroughProxy returns a DSN for TEST_MYSQL_DSN's server that passes
+// mysqlThroughProxy returns a DSN for this run's database (mysqlRunDSN) that passes
 // through a fault proxy, and the proxy.
 func mysqlThroughProxy(t *testing.T) (string, *faultProxy) {
 	t.Helper()
-	dsn := os.Getenv("TEST_MYSQL_DSN")
+	dsn := mysqlRunDSN(t)
 	if dsn == "" {
 		t.Skip("TEST_MYSQL_DSN not set: database faults need a MySQL server")
 	}

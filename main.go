@@ -104,10 +104,10 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	if err := models.Migrate(startCtx, db); err != nil {
 		return err
 	}
-	if err := models.Seed(startCtx, db, seedCredentials(cfg.SeedUsers)); err != nil {
+	store, err := seedStore(startCtx, db, cfg.SeedUsers)
+	if err != nil {
 		return err
 	}
-	store := models.NewStore(db)
 	continents, err := store.Continents(startCtx)
 	if err != nil {
 		return err

@@ -104,8 +104,8 @@ func sharedRedis(t *testing.T) testRedis {
 	return testRedis{url: url, rdb: rdb}
 }
 
-// baseEnv points a service at the test's Redis and at MySQL when
-// TEST_MYSQL_DSN is set, else at a SQLite file of its own; keys get a prefix
+// baseEnv points a service at the test's Redis and at this run's database
+// on TEST_MYSQL_DSN's server when set (mysqlRunDSN), else at a SQLite file of its own; keys get a prefix
 // of their own.
 func baseEnv(t *testing.T, r testRedis) map[string]string {
 	t.Helper()
@@ -116,7 +116,7 @@ func baseEnv(t *testing.T, r testRedis) map[string]string {
 		"SEED_USERS":         "john_doe:EXAMPLE_PASSWORD,jane:JANE_PASSWORD",
 		"DB_DSN":             filepath.Join(t.TempDir(), "countries.db"),
 	}
-	if dsn := os.Getenv("TEST_MYSQL_DSN"); dsn != "" {
+	if dsn := mysqlRunDSN(t); dsn != "" {
 		env["DB_DRIVER"] = "mysql"
 		env["DB_DSN"] = dsn
 	}
@@ -478,6 +478,7 @@ func startOwnRedis(t *testing.T) ownRedis {
 }
 
 func TestRedisOutage(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name       string
 		failOpen   string
@@ -583,14 +584,17 @@ func TestDeniedRequestsSkipDatabase(t *testing.T) {
 	if err := models.Migrate(ctx, db); err != nil {
 		t.Fatalf("Migrate: %v", err)
 	}
-	if err := models.Seed(ctx, db, []models.Credential{{Name: "john_doe", Password: "EXAMPLE_PASSWORD"}}); err != nil {
+	if err := models.SeedAtCost(ctx, db, []models.Credential{{Name: "john_doe", Password: "EXAMPLE_PASSWORD"}}, passwordCost); err != nil {
 		t.Fatalf("Seed: %v", err)
 	}
 	var queries atomic.Int64
 	if err := db.Callback().Query().Before("gorm:query").Register("test:count", func(*gorm.DB) { queries.Add(1) }); err != nil {
 		t.Fatalf("register callback: %v", err)
 	}
-	store := models.NewStore(db)
+	store, err := models.NewStore(db).WithHashCost(passwordCost)
+	if err != nil {
+		t.Fatalf("WithHashCost: %v", err)
+	}
 	continents, err := store.Continents(ctx)
 	if err != nil {
 		t.Fatalf("Continents: %v", err)

@@ -109,6 +109,7 @@ func TestDenyCacheMatchesUncached(t *testing.T) {
 	for _, name := range algorithms.Names() {
 		for _, l := range limits {
 			t.Run(name, func(t *testing.T) {
+				t.Parallel() // a miniredis and a cache of its own
 				h := miniredisHarness(t)
 				plain := newScripts(h.rdb)
 				dc := newDenyCache(newScripts(h.rdb), 10)

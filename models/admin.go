@@ -42,7 +42,7 @@ func (s *Store) SetPassword(ctx context.Context, name, password string) error {
 	if password == "" || len(password) > 72 {
 		return fmt.Errorf("set password of %q: password: want 1 to 72 bytes: %w", name, ErrInvalid)
 	}
-	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
+	hash, err := bcrypt.GenerateFromPassword([]byte(password), s.cost)
 	if err != nil {
 		return fmt.Errorf("set password of %q: hash password: %w", name, err)
 	}

@@ -180,6 +180,12 @@ func retry(ctx context.Context, fn func() error) error {
 // instances at once, leaves the same rows. A seeded user whose password
 // changed gets the new hash; one seeded with a tier gets that tier.
 func Seed(ctx context.Context, db *gorm.DB, users []Credential) error {
+	return SeedAtCost(ctx, db, users, bcrypt.DefaultCost)
+}
+
+// SeedAtCost is Seed hashing new passwords at the given bcrypt cost (see
+// Store.WithHashCost): tests seed at bcrypt.MinCost.
+func SeedAtCost(ctx context.Context, db *gorm.DB, users []Credential, cost int) error {
 	db = db.WithContext(ctx)
 	err := retry(ctx, func() error {
 		// A copy per call: Create writes the ids it gets back into the rows,
@@ -195,14 +201,14 @@ func Seed(ctx context.Context, db *gorm.DB, users []Credential) error {
 		return fmt.Errorf("seed continents: %w", err)
 	}
 	for _, u := range users {
-		if err := retry(ctx, func() error { return seedUser(db, u) }); err != nil {
+		if err := retry(ctx, func() error { return seedUser(db, u, cost) }); err != nil {
 			return fmt.Errorf("seed user %q: %w", u.Name, err)
 		}
 	}
 	return nil
 }
 
-func seedUser(db *gorm.DB, c Credential) error {
+func seedUser(db *gorm.DB, c Credential, cost int) error {
 	if !ValidUserName(c.Name) {
 		return fmt.Errorf("name: want %s: %w", UserNameRule, ErrInvalid)
 	}
@@ -216,7 +222,7 @@ func seedUser(db *gorm.DB, c Credential) error {
 			changes["tier"] = c.Tier
 		}
 		if bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), []byte(c.Password)) != nil {
-			hash, err := bcrypt.GenerateFromPassword([]byte(c.Password), bcrypt.DefaultCost)
+			hash, err := bcrypt.GenerateFromPassword([]byte(c.Password), cost)
 			if err != nil {
 				return err
 			}
@@ -227,7 +233,7 @@ func seedUser(db *gorm.DB, c Credential) error {
 		}
 		return db.Model(&u).Updates(changes).Error
 	}
-	hash, err := bcrypt.GenerateFromPassword([]byte(c.Password), bcrypt.DefaultCost)
+	hash, err := bcrypt.GenerateFromPassword([]byte(c.Password), cost)
 	if err != nil {
 		return err
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 	"github.com/google/go-cmp/cmp"
+	"golang.org/x/crypto/bcrypt"
 	"gorm.io/gorm"
 )
 
@@ -79,8 +80,67 @@ func seed(t *testing.T, db *gorm.DB, users ...Credential) {
 	if err := Migrate(ctx, db); err != nil {
 		t.Fatalf("Migrate: %v", err)
 	}
-	if err := Seed(ctx, db, users); err != nil {
+	if err := SeedAtCost(ctx, db, users, testCost); err != nil {
 		t.Fatalf("Seed: %v", err)
+	}
+}
+
+// testCost is the bcrypt cost of the hashes tests make: a hash at
+// bcrypt.DefaultCost takes about a second under the race detector.
+// TestDefaultHashCost checks that the service's own calls keep the default.
+const testCost = bcrypt.MinCost
+
+// testStore is NewStore(db) hashing at testCost.
+func testStore(t *testing.T, db *gorm.DB) *Store {
+	t.Helper()
+	s, err := NewStore(db).WithHashCost(testCost)
+	if err != nil {
+		t.Fatalf("WithHashCost(%d): %v", testCost, err)
+	}
+	return s
+}
+
+// TestDefaultHashCost: Seed and NewStore's CreateUser (SetPassword uses the
+// same cost field) hash at
+// bcrypt.DefaultCost, and so does the hash an unknown name is checked
+// against, whatever cost tests use elsewhere.
+func TestDefaultHashCost(t *testing.T) {
+	t.Parallel()
+	db := open(t, "sqlite", filepath.Join(t.TempDir(), "test.db"))
+	ctx := t.Context()
+	if err := Migrate(ctx, db); err != nil {
+		t.Fatalf("Migrate: %v", err)
+	}
+	if err := Seed(ctx, db, []Credential{{Name: "amy", Password: "pw"}}); err != nil {
+		t.Fatalf("Seed: %v", err)
+	}
+	store := NewStore(db)
+	if err := store.CreateUser(ctx, "bo", "pw", ""); err != nil {
+		t.Fatalf("CreateUser(bo): %v", err)
+	}
+	cost := func(name string) int {
+		t.Helper()
+		var u User
+		if err := db.Where("username = ?", name).Take(&u).Error; err != nil {
+			t.Fatalf("find %s: %v", name, err)
+		}
+		c, err := bcrypt.Cost([]byte(u.PasswordHash))
+		if err != nil {
+			t.Fatalf("bcrypt.Cost(%s's hash): %v", name, err)
+		}
+		return c
+	}
+	for _, name := range []string{"amy", "bo"} {
+		if got := cost(name); got != bcrypt.DefaultCost {
+			t.Errorf("cost of %s's hash = %d, want bcrypt.DefaultCost %d", name, got, bcrypt.DefaultCost)
+		}
+	}
+	if got, err := bcrypt.Cost([]byte(store.dummy)); err != nil || got != bcrypt.DefaultCost {
+		t.Errorf("cost of the hash unknown names are checked against = %d, %v; want %d", got, err, bcrypt.DefaultCost)
+	}
+	cheap := testStore(t, db)
+	if got, err := bcrypt.Cost([]byte(cheap.dummy)); err != nil || got != testCost {
+		t.Errorf("WithHashCost(%d): unknown names are checked against cost %d, %v; want %d", testCost, got, err, testCost)
 	}
 }
 
@@ -90,14 +150,16 @@ var wantContinents = []Continent{
 }
 
 func TestSeedIsIdempotent(t *testing.T) {
+	t.Parallel()
 	for name, newDB := range databases(t) {
 		t.Run(name, func(t *testing.T) {
+			t.Parallel()
 			driver, dsn := newDB(t)
 			db := open(t, driver, dsn)
 			john := Credential{Name: "john_doe", Password: "EXAMPLE_PASSWORD"}
 			seed(t, db, john)
 			seed(t, db, john)
-			got, err := NewStore(db).Continents(t.Context())
+			got, err := testStore(t, db).Continents(t.Context())
 			if err != nil {
 				t.Fatalf("Continents: %v", err)
 			}
@@ -114,8 +176,10 @@ func TestSeedIsIdempotent(t *testing.T) {
 }
 
 func TestMigrateAndSeedConcurrently(t *testing.T) {
+	t.Parallel()
 	for name, newDB := range databases(t) {
 		t.Run(name, func(t *testing.T) {
+			t.Parallel()
 			driver, dsn := newDB(t)
 			// Several instances starting at once on an empty database, each
 			// with connections of its own, all create the tables and seed.
@@ -129,7 +193,7 @@ func TestMigrateAndSeedConcurrently(t *testing.T) {
 						t.Errorf("concurrent Migrate: %v", err)
 						return
 					}
-					if err := Seed(ctx, db, []Credential{{Name: "amy", Password: "pw"}}); err != nil {
+					if err := SeedAtCost(ctx, db, []Credential{{Name: "amy", Password: "pw"}}, testCost); err != nil {
 						t.Errorf("concurrent Seed: %v", err)
 					}
 				})
@@ -147,14 +211,16 @@ func TestMigrateAndSeedConcurrently(t *testing.T) {
 }
 
 func TestCheckPassword(t *testing.T) {
+	t.Parallel()
 	for name, newDB := range databases(t) {
 		t.Run(name, func(t *testing.T) {
+			t.Parallel()
 			driver, dsn := newDB(t)
 			db := open(t, driver, dsn)
 			seed(t, db, Credential{Name: "john_doe", Password: "old"})
 			seed(t, db, Credential{Name: "john_doe", Password: "EXAMPLE_PASSWORD"}) // password changed
 			seed(t, db, Credential{Name: "paula", Password: "pw", Tier: "pro"})
-			store := NewStore(db)
+			store := testStore(t, db)
 			tests := []struct {
 				name, user, password string
 				wantTier             string
@@ -184,11 +250,13 @@ func TestCheckPassword(t *testing.T) {
 }
 
 func TestSeedTiers(t *testing.T) {
+	t.Parallel()
 	for name, newDB := range databases(t) {
 		t.Run(name, func(t *testing.T) {
+			t.Parallel()
 			driver, dsn := newDB(t)
 			db := open(t, driver, dsn)
-			store := NewStore(db)
+			store := testStore(t, db)
 			steps := []struct {
 				seed     Credential
 				wantTier string
@@ -210,12 +278,14 @@ func TestSeedTiers(t *testing.T) {
 }
 
 func TestCreateUser(t *testing.T) {
+	t.Parallel()
 	for name, newDB := range databases(t) {
 		t.Run(name, func(t *testing.T) {
+			t.Parallel()
 			driver, dsn := newDB(t)
 			db := open(t, driver, dsn)
 			seed(t, db)
-			store := NewStore(db)
+			store := testStore(t, db)
 			if err := store.CreateUser(t.Context(), "amy", "pw", "pro"); err != nil {
 				t.Fatalf("CreateUser(amy) = %v, want nil", err)
 			}
@@ -259,12 +329,14 @@ func TestCreateUser(t *testing.T) {
 }
 
 func TestAPIKeys(t *testing.T) {
+	t.Parallel()
 	for name, newDB := range databases(t) {
 		t.Run(name, func(t *testing.T) {
+			t.Parallel()
 			driver, dsn := newDB(t)
 			db := open(t, driver, dsn)
 			seed(t, db, Credential{Name: "amy", Password: "pw", Tier: "pro"}, Credential{Name: "bo", Password: "pw"})
-			store := NewStore(db)
+			store := testStore(t, db)
 			ctx := t.Context()
 
 			id1, key1, err := store.CreateAPIKey(ctx, "amy")
@@ -336,9 +408,10 @@ func TestAPIKeys(t *testing.T) {
 }
 
 func TestStoreHonoursContext(t *testing.T) {
+	t.Parallel()
 	db := open(t, "sqlite", filepath.Join(t.TempDir(), "test.db"))
 	seed(t, db, Credential{Name: "amy", Password: "pw"})
-	store := NewStore(db)
+	store := testStore(t, db)
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	if _, _, _, err := store.CheckPassword(ctx, "amy", "pw"); err == nil {
@@ -367,6 +440,7 @@ func TestOpenUnknownDriver(t *testing.T) {
 // TestOpenMySQLWithoutParseTime: a DSN without parseTime=true still reads
 // DATETIME columns (users.created_at), so Basic logins work: Open sets it.
 func TestOpenMySQLWithoutParseTime(t *testing.T) {
+	t.Parallel()
 	dsn := os.Getenv("TEST_MYSQL_DSN")
 	if dsn == "" {
 		t.Skip("TEST_MYSQL_DSN not set")
@@ -381,7 +455,7 @@ func TestOpenMySQLWithoutParseTime(t *testing.T) {
 	seed(t, db, Credential{Name: "john_doe", Password: "EXAMPLE_PASSWORD"})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	s := NewStore(db)
+	s := testStore(t, db)
 	_, tier, ok, err := s.CheckPassword(ctx, "john_doe", "EXAMPLE_PASSWORD")
 	if err != nil || !ok || tier != DefaultTier {
 		t.Errorf("CheckPassword() = %q, %v, %v; want %q, true, nil", tier, ok, err, DefaultTier)
@@ -394,6 +468,7 @@ func TestOpenMySQLWithoutParseTime(t *testing.T) {
 // TestOpenMissingMySQLDatabase: a DSN naming a database the server does not
 // have says so, and how to create it.
 func TestOpenMissingMySQLDatabase(t *testing.T) {
+	t.Parallel()
 	dsn := os.Getenv("TEST_MYSQL_DSN")
 	if dsn == "" {
 		t.Skip("TEST_MYSQL_DSN not set")

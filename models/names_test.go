@@ -11,6 +11,7 @@ import (
 )
 
 func TestValidUserName(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name string
 		in   string
@@ -46,12 +47,14 @@ func TestValidUserName(t *testing.T) {
 // accents or trailing spaces is another name, on every database (MySQL's
 // default collation matched all of these to john_doe).
 func TestUserNamesMatchByteForByte(t *testing.T) {
+	t.Parallel()
 	for backend, newDB := range databases(t) {
 		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
 			driver, dsn := newDB(t)
 			db := open(t, driver, dsn)
 			seed(t, db, Credential{Name: "john_doe", Password: "EXAMPLE_PASSWORD", Tier: "pro"})
-			store := NewStore(db)
+			store := testStore(t, db)
 			ctx := t.Context()
 			for _, name := range []string{"JOHN_DOE", "John_Doe", "john_doe ", " john_doe", "jöhn_doe", "john_doé"} {
 				if stored, tier, ok, err := store.CheckPassword(ctx, name, "EXAMPLE_PASSWORD"); err != nil || ok {
@@ -84,6 +87,7 @@ func TestUserNamesMatchByteForByte(t *testing.T) {
 // with the database's case- and accent-insensitive default collation, gets a
 // byte-exact one, and keeps its rows.
 func TestMigrateMakesUserNamesExact(t *testing.T) {
+	t.Parallel()
 	dsn := os.Getenv("TEST_MYSQL_DSN")
 	if dsn == "" {
 		t.Skip("TEST_MYSQL_DSN not set")
