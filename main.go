@@ -199,7 +199,21 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		return fmt.Errorf("config: TRUSTED_PROXIES: %w", err)
 	}
 
-	ln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(cfg.Port)))
+	attrs := []any{"metrics_addr", cfg.MetricsAddr, "rate_limit_enabled", cfg.Enabled}
+	if cfg.PolicyFile != "" { // the RATE_LIMIT_* limit is not used
+		attrs = append(attrs, "policy_file", cfg.PolicyFile, "policies", pagePolicy.Policies)
+	} else {
+		attrs = append(attrs, "algorithm", cfg.Algorithm, "limit", cfg.Limit, "window", cfg.Window.String())
+	}
+	attrs = append(attrs, "fail_open", cfg.FailOpen, "redis", redisName, "database", cfg.DBDriver)
+	return serve(ctx, log, cfg.Port, cfg.MetricsAddr, cfg.Shutdown, handler, metricsHandler, attrs)
+}
+
+// serve serves handler on port (and metricsHandler on metricsAddr, if set)
+// until ctx is done, logging "serving" with attrs, then shuts down, giving
+// requests in flight up to shutdown to finish.
+func serve(ctx context.Context, log *slog.Logger, port int, metricsAddr string, shutdown time.Duration, handler, metricsHandler http.Handler, attrs []any) error {
+	ln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(port)))
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
@@ -214,8 +228,8 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	})
 	servers := []*http.Server{routes.NewServer(counted, log)}
 	listeners := []net.Listener{ln}
-	if cfg.MetricsAddr != "" {
-		mln, err := net.Listen("tcp", cfg.MetricsAddr)
+	if metricsAddr != "" {
+		mln, err := net.Listen("tcp", metricsAddr)
 		if err != nil {
 			ln.Close()
 			return fmt.Errorf("listen on METRICS_ADDR: %w", err)
@@ -225,14 +239,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		servers = append(servers, routes.NewServer(mux, log))
 		listeners = append(listeners, mln)
 	}
-	attrs := []any{"addr", ln.Addr().String(), "metrics_addr", cfg.MetricsAddr, "rate_limit_enabled", cfg.Enabled}
-	if cfg.PolicyFile != "" { // the RATE_LIMIT_* limit is not used
-		attrs = append(attrs, "policy_file", cfg.PolicyFile, "policies", pagePolicy.Policies)
-	} else {
-		attrs = append(attrs, "algorithm", cfg.Algorithm, "limit", cfg.Limit, "window", cfg.Window.String())
-	}
-	attrs = append(attrs, "fail_open", cfg.FailOpen, "redis", redisName, "database", cfg.DBDriver)
-	log.Info("serving", attrs...)
+	log.Info("serving", append([]any{"addr", ln.Addr().String()}, attrs...)...)
 
 	serveErr := make(chan error, len(servers))
 	for i, srv := range servers {
@@ -248,7 +255,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	}
 	log.Info("shutting down")
 	// In-flight requests get up to SHUTDOWN_TIMEOUT to finish.
-	shutCtx, cancelShut := context.WithTimeout(context.Background(), cfg.Shutdown)
+	shutCtx, cancelShut := context.WithTimeout(context.Background(), shutdown)
 	defer cancelShut()
 	var shutErr error
 	for _, srv := range servers {
@@ -261,10 +268,10 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 			srv.Close()
 		}
 		if n := inflight.Load(); n > 0 {
-			return fmt.Errorf("shutdown: %d requests cut after SHUTDOWN_TIMEOUT (%v): %w", n, cfg.Shutdown, shutErr)
+			return fmt.Errorf("shutdown: %d requests cut after SHUTDOWN_TIMEOUT (%v): %w", n, shutdown, shutErr)
 		}
 		log.Warn("shutdown: connections open after SHUTDOWN_TIMEOUT, none in a request (clients still sending one); closed them",
-			"shutdown_timeout", cfg.Shutdown.String())
+			"shutdown_timeout", shutdown.String())
 	}
 	log.Info("stopped")
 	return nil
