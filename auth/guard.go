@@ -212,8 +212,14 @@ func (g *Guard) Admit(ctx context.Context, ip, name string) (allowed bool, retry
 func (g *Guard) keys(ip, name string) []string {
 	keys := []string{g.prefix + "authfail:ip:" + ip}
 	if name != "" {
-		sum := sha256.Sum256([]byte(name))
-		keys = append(keys, g.prefix+"authfail:user:"+hex.EncodeToString(sum[:8]))
+		keys = append(keys, g.prefix+"authfail:user:"+nameHash(name))
 	}
 	return keys
+}
+
+// nameHash is how a user name appears in the guard's Redis keys: the first
+// 16 hex digits of its SHA-256, never the name itself.
+func nameHash(name string) string {
+	sum := sha256.Sum256([]byte(name))
+	return hex.EncodeToString(sum[:8])
 }

@@ -2,9 +2,7 @@ package auth
 
 import (
 	"context"
-	"crypto/sha256"
 	_ "embed"
-	"encoding/hex"
 	"fmt"
 	"sync"
 	"time"
@@ -92,12 +90,11 @@ func (g *Guard) Trust(ctx context.Context, ip, name string) error {
 }
 
 // runTrust runs the trust script on name's trusted addresses, within the
-// guard's timeout. The key hashes the name as the logs' keys do.
+// guard's timeout.
 func (g *Guard) runTrust(ctx context.Context, name, op, ip string) (int64, error) {
 	ctx, cancel := context.WithTimeout(ctx, g.timeout)
 	defer cancel()
-	sum := sha256.Sum256([]byte(name))
-	key := g.prefix + "authfail:trusted:" + hex.EncodeToString(sum[:8])
+	key := g.prefix + "authfail:trusted:" + nameHash(name)
 	ttl := max(g.trust.ttl.Milliseconds(), 1)
 	return trustScript.Run(ctx, g.rdb, []string{key}, op, ip, ttl, maxTrustedAddrs).Int64()
 }
