@@ -98,6 +98,9 @@ type Spec struct {
 	// the bound of a reset, a retry and a key's TTL, and how long an
 	// exhausted quota takes to come back in full.
 	Horizon func(l Limit) time.Duration
+	// Grants: the module has m.grant, so an operator can give an identity
+	// more units for the current window (limiter.Limiter.Grant).
+	Grants bool
 }
 
 // Validate checks l for this algorithm.
@@ -143,6 +146,32 @@ func CheckCost(algorithm string, l Limit, cost int) error {
 	return nil
 }
 
+// ErrNoGrant is returned for a grant under an algorithm that has none.
+var ErrNoGrant = errors.New("algorithm cannot grant")
+
+// CheckGrant reports whether n units can be granted at once under l with
+// this algorithm: one quota at most, and no more than one request may cost
+// (sliding_log writes one entry per unit). A grant may go beyond the quota
+// (a support desk's extra try must work on a full quota too), but the
+// modules keep at most one quota beyond it however many grants come: more
+// than that is a new plan (a tier), not one more try.
+func (s Spec) CheckGrant(l Limit, n int) error {
+	most := s.Quota(l)
+	if s.MaxCost > 0 {
+		most = min(most, s.MaxCost)
+	}
+	switch {
+	case !s.Grants:
+		return fmt.Errorf("%w: %s has no grant", ErrNoGrant, s.Name)
+	case n < 1 || n > most:
+		return fmt.Errorf("%w: grant of %d units under %s, want 1 to %d", ErrInvalidLimit, n, s.Name, most)
+	case int64(2*max(l.Requests, l.Capacity())) > maxExact/max(l.Window.Milliseconds(), 1):
+		// Grants hold up to twice the quota: beyond exact arithmetic here.
+		return fmt.Errorf("%w: grants under %s: %d per %v is too large to grant in exactly", ErrInvalidLimit, s.Name, s.Quota(l), l.Window)
+	}
+	return nil
+}
+
 // Quota is the limit a decision under l reports: the capacity for buckets,
 // else the requests per window.
 func (s Spec) Quota(l Limit) int {
@@ -172,6 +201,7 @@ var table = []Spec{
 		Lua:     module("fixed_window"),
 		Args:    window,
 		Horizon: oneWindow,
+		Grants:  true,
 	},
 	{
 		Name:  "sliding_log",
@@ -191,6 +221,7 @@ var table = []Spec{
 		},
 		MaxCost: slidingLogMaxCost,
 		Horizon: oneWindow,
+		Grants:  true,
 	},
 	{
 		Name: "sliding_window",
@@ -200,6 +231,7 @@ var table = []Spec{
 		// A request counts in its own window and, weighted down to zero, in
 		// the next one: the approximation needs twice the window.
 		Horizon: func(l Limit) time.Duration { return 2 * l.Window },
+		Grants:  true,
 	},
 	{
 		Name:   "token_bucket",
@@ -211,6 +243,7 @@ var table = []Spec{
 		Horizon: func(l Limit) time.Duration {
 			return l.Window * time.Duration(l.Capacity()) / time.Duration(l.Requests)
 		},
+		Grants: true,
 	},
 	{
 		Name:   "gcra",
@@ -233,6 +266,7 @@ var table = []Spec{
 			total := time.Duration(int64(l.Capacity())*gcraInterval(l)) * time.Microsecond
 			return (total + time.Millisecond - 1).Truncate(time.Millisecond)
 		},
+		Grants: true,
 	},
 }
 

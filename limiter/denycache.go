@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -23,7 +24,9 @@ import (
 // What it cannot see is state changed outside the engine (a key deleted by
 // hand, a Redis failover that lost writes, an instance with a different
 // limit): those take effect for a cached set once its entry expires, at most
-// its RetryAfter.
+// its RetryAfter. Grants and resets are told (Limiter.Follow): forget drops
+// the denials they made stale, and a denial decided before a forget is not
+// stored after it.
 //
 // Memory is bounded: at most size entries, each dropped at its expiry;
 // when full, expired entries are swept and, if none were, an arbitrary one
@@ -36,6 +39,8 @@ type denyCache struct {
 	mu     sync.Mutex
 	denied map[string]denial
 	swept  time.Time // last full sweep of expired entries
+
+	forgets atomic.Uint64 // calls of forget so far
 }
 
 // denial is one cached denial (one Decision per rule), valid until until.
@@ -61,6 +66,7 @@ func (dc *denyCache) decide(ctx context.Context, rules []Rule, commit bool) ([]D
 	if ds, ok := dc.lookup(key, now); ok {
 		return ds, false, nil
 	}
+	forgets := dc.forgets.Load()
 	ds, allowed, err := dc.next.decide(ctx, rules, commit)
 	if err != nil || allowed {
 		return ds, allowed, err
@@ -73,7 +79,7 @@ func (dc *denyCache) decide(ctx context.Context, rules []Rule, commit bool) ([]D
 	}
 	// Denials shorter than the safety margin are not worth remembering.
 	if wait > time.Millisecond {
-		dc.store(key, denial{ds: ds, at: now, until: now.Add(wait - time.Millisecond)})
+		dc.store(key, denial{ds: ds, at: now, until: now.Add(wait - time.Millisecond)}, forgets)
 	}
 	return ds, false, nil
 }
@@ -125,13 +131,32 @@ func (dc *denyCache) lookup(key string, now time.Time) ([]Decision, bool) {
 	return ds, true
 }
 
-func (dc *denyCache) store(key string, e denial) {
+// store keeps e unless forget was called since forgets was read (before
+// the call that denied): the denial may be stale.
+func (dc *denyCache) store(key string, e denial, forgets uint64) {
 	dc.mu.Lock()
 	defer dc.mu.Unlock()
+	if dc.forgets.Load() != forgets {
+		return
+	}
 	if _, ok := dc.denied[key]; !ok && len(dc.denied) >= dc.size {
 		dc.evict(e.at)
 	}
 	dc.denied[key] = e
+}
+
+// forget drops the denials of rule sets with a key under hash tag tag (a
+// key without one is its own tag). Any set whose keys contain tag goes:
+// forgetting too much is safe.
+func (dc *denyCache) forget(tag string) {
+	dc.mu.Lock()
+	defer dc.mu.Unlock()
+	dc.forgets.Add(1)
+	for k := range dc.denied {
+		if strings.Contains(k, tag) {
+			delete(dc.denied, k)
+		}
+	}
 }
 
 // evict makes room for one entry. A full sweep is O(size), so it runs at

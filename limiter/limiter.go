@@ -8,6 +8,9 @@ package limiter
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
+	"strconv"
 	"time"
 
 	"tollgate/algorithms"
@@ -79,7 +82,10 @@ type decider interface {
 type Limiter struct {
 	chain    decider
 	breaker  *breaker
-	pipeline *pipeline // nil when not pipelining
+	pipeline *pipeline  // nil when not pipelining
+	scripts  *scripts   // for the admin calls, Grant and Reset
+	deny     *denyCache // nil without one
+	timeout  time.Duration
 }
 
 // New returns an engine deciding on rdb (a *redis.Client, *redis.ClusterClient
@@ -119,13 +125,16 @@ func New(rdb redis.Scripter, o Options) *Limiter {
 	if cooldown <= 0 {
 		cooldown = time.Second
 	}
-	l.breaker = newBreaker(newScripts(scripter), failures, cooldown)
+	l.scripts = newScripts(scripter)
+	l.breaker = newBreaker(l.scripts, failures, cooldown)
 	l.chain = l.breaker
+	l.timeout = o.Timeout
 	if o.Timeout > 0 {
 		l.chain = newTimeout(l.chain, o.Timeout)
 	}
 	if o.DenyCacheSize > 0 {
-		l.chain = newDenyCache(l.chain, o.DenyCacheSize)
+		l.deny = newDenyCache(l.chain, o.DenyCacheSize)
+		l.chain = l.deny
 	}
 	return l
 }
@@ -169,4 +178,103 @@ func (l *Limiter) Close() {
 	if l.pipeline != nil {
 		l.pipeline.stop()
 	}
+}
+
+// Grant gives every rule n more units now, atomically in one script per hash
+// tag (every rule of one subject shares one), with its algorithm's own grant
+// (algorithms.Spec.CheckGrant says which n it takes): a window's count goes
+// down, a bucket gains tokens. A grant may go beyond the limit, for the
+// current window (buckets: as long as an empty bucket takes to fill). It
+// returns what a Peek then answers. Admin calls pass neither the deny cache
+// nor the breaker; Timeout bounds them. Other instances' deny caches learn
+// of the change from Announce.
+func (l *Limiter) Grant(ctx context.Context, rules []Rule, n int) (Result, error) {
+	for i, r := range rules {
+		s, err := algorithms.Lookup(r.Algorithm)
+		if err == nil {
+			err = s.CheckGrant(r.Limit, n)
+		}
+		if err != nil {
+			return Result{}, fmt.Errorf("rule %d: %w", i, err)
+		}
+	}
+	return l.admin(ctx, rules, "g"+strconv.Itoa(n))
+}
+
+// Reset deletes the keys of rules, atomically per hash tag: their quotas are
+// full again. It returns what a Peek then answers; see Grant.
+func (l *Limiter) Reset(ctx context.Context, rules []Rule) (Result, error) {
+	return l.admin(ctx, rules, modeReset)
+}
+
+func (l *Limiter) admin(ctx context.Context, rules []Rule, mode string) (Result, error) {
+	if l.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, l.timeout)
+		defer cancel()
+	}
+	ds, err := l.scripts.admin(ctx, rules, mode)
+	if err != nil {
+		return Result{}, err
+	}
+	for _, r := range rules {
+		l.Forget(hashTag(r.Key))
+	}
+	allowed := true
+	for _, d := range ds {
+		allowed = allowed && d.Allowed
+	}
+	return Result{Allowed: allowed, Decisions: ds}, nil
+}
+
+// Forget drops the denials the deny cache remembers of rule sets with a key
+// under hash tag tag: their state changed outside this engine (a grant or a
+// reset by another process). Forgetting is always safe.
+func (l *Limiter) Forget(tag string) {
+	if l.deny != nil {
+		l.deny.forget(tag)
+	}
+}
+
+// Announce tells every engine that Follows channel that the keys of rules
+// have changed outside it (Grant, Reset), so that their deny caches forget
+// the denials of those keys' hash tags.
+func Announce(ctx context.Context, rdb redis.UniversalClient, channel string, rules []Rule) error {
+	var done []string
+	for _, r := range rules {
+		tag := hashTag(r.Key)
+		if slices.Contains(done, tag) {
+			continue
+		}
+		done = append(done, tag)
+		if err := rdb.Publish(ctx, channel, tag).Err(); err != nil {
+			return fmt.Errorf("announce on %s: %w", channel, err)
+		}
+	}
+	return nil
+}
+
+// Follow subscribes to channel, where Announce names hash tags whose keys
+// changed outside this engine, and Forgets each until stop is called; ctx
+// bounds the subscribing. It returns once the subscription stands, so a
+// change announced after it returns is seen. Announcements made while the subscription is
+// down (go-redis reconnects it) are missed: those denials are forgotten at
+// their expiry, at most their RetryAfter, as without Follow.
+func (l *Limiter) Follow(ctx context.Context, rdb redis.UniversalClient, channel string) (stop func(), err error) {
+	sub := rdb.Subscribe(ctx, channel)
+	if _, err := sub.Receive(ctx); err != nil {
+		sub.Close()
+		return nil, fmt.Errorf("subscribe to %s: %w", channel, err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for msg := range sub.Channel() {
+			l.Forget(msg.Payload)
+		}
+	}()
+	return func() {
+		sub.Close()
+		<-done
+	}, nil
 }

@@ -148,11 +148,11 @@ func (s *scripts) decide(ctx context.Context, rules []Rule, commit bool) (decisi
 	nonce := nonceFor(rs)
 	cc, ok := s.rdb.(*redis.ClusterClient)
 	if !ok {
-		return s.run(ctx, s.rdb, rs, nonce, commit)
+		return s.run(ctx, s.rdb, rs, nonce, modeOf(commit))
 	}
 	groups := byHashTag(rs)
 	if len(groups) == 1 {
-		return s.run(ctx, cc, rs, nonce, commit)
+		return s.run(ctx, cc, rs, nonce, modeOf(commit))
 	}
 	decisions = make([]Decision, len(rs))
 	each := func(commit bool) (bool, error) {
@@ -162,7 +162,7 @@ func (s *scripts) decide(ctx context.Context, rules []Rule, commit bool) (decisi
 			for j, i := range g {
 				sub[j] = rs[i]
 			}
-			ds, ok, err := s.run(ctx, cc, sub, nonce, commit)
+			ds, ok, err := s.run(ctx, cc, sub, nonce, modeOf(commit))
 			if err != nil {
 				return false, err
 			}
@@ -195,17 +195,58 @@ func (s *scripts) decide(ctx context.Context, rules []Rule, commit bool) (decisi
 	return decisions, allowed, nil
 }
 
-// run runs the script of rules, whose keys share a hash slot, and turns its
-// reply (per rule {allowed, remaining, reset_ms, retry_ms}, then now_ms) into
-// one Decision per rule.
-func (s *scripts) run(ctx context.Context, rdb redis.Scripter, rules []rule, nonce string, commit bool) ([]Decision, bool, error) {
-	keys := make([]string, len(rules))
-	flag := 0
+// The driver's modes (ARGV[1]): decide and record, peek, reset; a grant of
+// n units is "g<n>".
+const (
+	modeCommit = "1"
+	modePeek   = "0"
+	modeReset  = "r"
+)
+
+func modeOf(commit bool) string {
 	if commit {
-		flag = 1
+		return modeCommit
 	}
+	return modePeek
+}
+
+// admin runs an admin mode (reset, grant) on rules, in one script per hash
+// tag, and returns what a peek then answers.
+func (s *scripts) admin(ctx context.Context, rules []Rule, mode string) ([]Decision, error) {
+	rs, err := resolve(rules)
+	if err != nil || len(rs) == 0 {
+		return nil, err
+	}
+	nonce := nonceFor(rs)
+	cc, ok := s.rdb.(*redis.ClusterClient)
+	if !ok {
+		ds, _, err := s.run(ctx, s.rdb, rs, nonce, mode)
+		return ds, err
+	}
+	decisions := make([]Decision, len(rs))
+	for _, g := range byHashTag(rs) {
+		sub := make([]rule, len(g))
+		for j, i := range g {
+			sub[j] = rs[i]
+		}
+		ds, _, err := s.run(ctx, cc, sub, nonce, mode)
+		if err != nil {
+			return nil, err
+		}
+		for j, i := range g {
+			decisions[i] = ds[j]
+		}
+	}
+	return decisions, nil
+}
+
+// run runs the script of rules, whose keys share a hash slot, in mode, and
+// turns its reply (per rule {allowed, remaining, reset_ms, retry_ms}, then
+// now_ms) into one Decision per rule.
+func (s *scripts) run(ctx context.Context, rdb redis.Scripter, rules []rule, nonce, mode string) ([]Decision, bool, error) {
+	keys := make([]string, len(rules))
 	args := make([]any, 0, 2+6*len(rules))
-	args = append(args, flag, nonce)
+	args = append(args, mode, nonce)
 	for i, r := range rules {
 		keys[i] = r.key
 		args = append(args, s.argsOf(r)...)

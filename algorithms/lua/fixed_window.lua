@@ -4,6 +4,9 @@
 -- key:  hash of the identity {w = window start ms, n = admitted in it}
 -- args: limit (requests per window), window in ms
 -- A cost above limit never passes: retry is one window.
+-- A grant of n lowers the current window's count by n, below zero if need be
+-- (the window then admits up to twice the limit), and lapses as the window
+-- closes; with no window open, the grant opens one.
 do
   local m = {nargs = 2}
   algorithms.fixed_window = m
@@ -43,5 +46,13 @@ do
       redis.call('PEXPIRE', key, reset)
     end
     return limit - used, reset
+  end
+
+  function m.grant(key, args, n)
+    local window = tonumber(args[2])
+    local c = m.check(key, args, 0)
+    -- Several grants give at most one limit beyond it.
+    redis.call('HSET', key, 'w', c.start, 'n', math.max(c.used - n, -tonumber(args[1])))
+    redis.call('PEXPIRE', key, c.start + window - clock.ms)
   end
 end

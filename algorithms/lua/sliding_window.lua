@@ -9,6 +9,9 @@
 --       c = admitted in it, p = admitted in the window before}
 -- args: limit (requests per window), window in ms
 -- A cost above limit never passes: retry is two windows.
+-- A grant of n lowers the current window's count by n, below zero if need be:
+-- like a request in reverse, it weighs fully in this window and fades out
+-- over the next one.
 do
   local m = {nargs = 2}
   algorithms.sliding_window = m
@@ -67,5 +70,13 @@ do
     redis.call('HSET', key, 'w', c.start, 'c', cur, 'p', c.prev)
     redis.call('PEXPIRE', key, reset)
     return math.floor((c.budget - cur * window) / window), reset
+  end
+
+  function m.grant(key, args, n)
+    local window = tonumber(args[2])
+    local c = m.check(key, args, 0)
+    -- Several grants give at most one limit beyond it.
+    redis.call('HSET', key, 'w', c.start, 'c', math.max(c.cur - n, -tonumber(args[1])), 'p', c.prev)
+    redis.call('PEXPIRE', key, c.start + 2 * window - clock.ms)
   end
 end

@@ -2,9 +2,13 @@
 -- per window, continuously; a request takes cost tokens. Tokens are stored
 -- scaled by the window in ms (one token = window units, each ms adds rate
 -- units), so a fractional refill is an exact integer and no float is stored.
--- key:  hash of the identity {t = tokens × window_ms, ts = ms of t}
+-- key:  hash of the identity {t = tokens × window_ms, ts = ms of t,
+--       x = ms until which tokens beyond capacity (a grant's) are kept}
 -- args: rate (tokens per window), window in ms, capacity
 -- A cost above capacity never passes: retry is the time to fill the bucket.
+-- A grant of n adds n tokens, beyond capacity if need be (up to twice it):
+-- tokens beyond it do not refill, and lapse once an empty bucket would have
+-- filled again (x).
 do
   local m = {nargs = 3}
   algorithms.token_bucket = m
@@ -14,38 +18,62 @@ do
     local full = capacity * window
     local now = clock.ms
     -- A missing key is a full bucket: expiry only removes buckets that were full.
-    local state = redis.call('HMGET', key, 't', 'ts')
+    local state = redis.call('HMGET', key, 't', 'ts', 'x')
     local tokens = full
     local last = tonumber(state[2])
+    local lapse = tonumber(state[3]) or 0
     if last then
+      local stored = tonumber(state[1])
+      local top = full
+      if stored > full and now < lapse then
+        top = stored
+      end
       -- max(): if the clock steps back (failover), refill nothing rather than
       -- refilling the same interval twice.
-      tokens = math.min(full, tonumber(state[1]) + math.max(0, now - last) * rate)
+      tokens = math.min(top, stored + math.max(0, now - last) * rate)
       now = math.max(now, last)
     end
     -- ms until the bucket has gained units, rounded up.
     local function after(units)
       return math.ceil(units / rate)
     end
-    local c = {tokens = tokens, now = now, remaining = math.floor(tokens / window),
-      reset = after(full - tokens), retry = 0}
+    local c = {tokens = tokens, now = now, lapse = lapse, remaining = math.floor(tokens / window),
+      reset = after(math.max(0, full - tokens)), retry = 0}
     c.ok = cost <= capacity and cost * window <= tokens
     if cost > capacity then
       c.retry = after(full)
     elseif not c.ok then
-      -- Denied requests change nothing: the stored state already implies the refill.
+      -- Denied requests change nothing: the stored state already implies the
+      -- refill. A bucket that denies holds no tokens beyond capacity.
       c.retry = after(cost * window - tokens)
     end
     return c
   end
 
-  function m.commit(key, args, cost, c)
+  -- write stores tokens as of c.now; the key lives until the bucket is full
+  -- again (then it carries no information), or until tokens beyond capacity
+  -- lapse.
+  local function write(key, args, c, tokens)
     local rate, window, capacity = tonumber(args[1]), tonumber(args[2]), tonumber(args[3])
-    local tokens = c.tokens - cost * window
-    local reset = math.ceil((capacity * window - tokens) / rate)
+    local reset = math.ceil(math.max(0, capacity * window - tokens) / rate)
     redis.call('HSET', key, 't', tokens, 'ts', c.now)
-    -- Once full again the key carries no information.
-    redis.call('PEXPIRE', key, reset)
+    redis.call('PEXPIRE', key, math.max(reset, c.lapse - clock.ms, 1))
     return math.floor(tokens / window), reset
+  end
+
+  function m.commit(key, args, cost, c)
+    return write(key, args, c, c.tokens - cost * tonumber(args[2]))
+  end
+
+  function m.grant(key, args, n)
+    local rate, window, capacity = tonumber(args[1]), tonumber(args[2]), tonumber(args[3])
+    local c = m.check(key, args, 0)
+    -- Several grants give at most one capacity beyond it.
+    local tokens = math.min(c.tokens + n * window, 2 * capacity * window)
+    if tokens > capacity * window then
+      c.lapse = clock.ms + math.ceil(capacity * window / rate)
+      redis.call('HSET', key, 'x', c.lapse)
+    end
+    write(key, args, c, tokens)
   end
 end

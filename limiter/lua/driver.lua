@@ -1,7 +1,10 @@
 -- Driver of every script: checks every rule, and records the request in all of
 -- them only if all admit it, so a request denied by one limit consumes none.
 -- KEYS[i]: the key of rule i
--- ARGV[1]: 1 to record the request if every rule admits it, 0 to peek
+-- ARGV[1]: 1 to record the request if every rule admits it, 0 to peek; for
+--          the engine's admin calls, r to delete every rule's key (Reset) or
+--          g<n> to grant n units in every rule (Grant, the modules' m.grant),
+--          each then answering as a peek
 -- ARGV[2]: nonce, unique per call (sliding_log's members)
 -- then per rule: algorithm name, the module's nargs arguments, cost
 -- reply:   per rule {allowed (0/1), remaining, reset_ms, retry_ms}, then now_ms.
@@ -9,6 +12,37 @@
 --          that denies it when committing, and what is left now otherwise.
 local commit = ARGV[1] == '1'
 local nonce = ARGV[2]
+
+if not commit and ARGV[1] ~= '0' then
+  local reset, units = ARGV[1] == 'r', tonumber(string.sub(ARGV[1], 2))
+  if not reset and (string.sub(ARGV[1], 1, 1) ~= 'g' or units == nil or units < 1) then
+    return redis.error_reply('unknown mode ' .. ARGV[1])
+  end
+  -- Every module is looked up before anything is written: all or nothing.
+  local rules, n = {}, 3
+  for i = 1, #KEYS do
+    local m = algorithms[ARGV[n]]
+    if m == nil then
+      return redis.error_reply('unknown algorithm ' .. tostring(ARGV[n]))
+    end
+    if not (reset or m.grant) then
+      return redis.error_reply('algorithm ' .. ARGV[n] .. ' cannot grant')
+    end
+    local args = {}
+    for j = 1, m.nargs do
+      args[j] = ARGV[n + j]
+    end
+    rules[i] = {m = m, args = args}
+    n = n + m.nargs + 2
+  end
+  for i, r in ipairs(rules) do
+    if reset then
+      redis.call('DEL', KEYS[i])
+    else
+      r.m.grant(KEYS[i], r.args, units, nonce)
+    end
+  end
+end
 
 -- One rule, the common case, without the tables the general loop needs:
 -- the same answers, less work for Redis's one thread.

@@ -11,6 +11,10 @@
 --                                  whatever commit needs
 --   m.commit(key, args, cost, c, nonce)  records the request checked in c and
 --                                  returns remaining, reset_ms after it
+--   m.grant(key, args, n, nonce)   optional (algorithms.Spec.Grants): gives n
+--                                  more units now, beyond the limit if need be,
+--                                  until the current window ends (buckets: for
+--                                  as long as an empty bucket takes to fill)
 -- args are the module's ARGV entries as strings.
 local algorithms = {}
 local clock = {}
