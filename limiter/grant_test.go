@@ -167,3 +167,78 @@ func TestGrantChecks(t *testing.T) {
 		t.Errorf("Grant under an unknown algorithm = %v, want ErrUnknown", err)
 	}
 }
+
+// TestFollowForgetsAnnouncedDenials: an instance whose deny cache holds a
+// denial admits the request once another process grants and announces it,
+// and only if it follows the announcements.
+func TestFollowForgetsAnnouncedDenials(t *testing.T) {
+	for backend, newHarness := range harnesses(t) {
+		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t)
+			prefix := uniquePrefix(t)
+			t.Cleanup(func() { deleteKeys(t, h, prefix) })
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			channel := prefix + "changes"
+			following := New(h.rdb, Options{DenyCacheSize: 100})
+			stop, err := following.Follow(ctx, h.rdb, channel)
+			if err != nil {
+				t.Fatalf("Follow: %v", err)
+			}
+			defer stop()
+			deaf := New(h.rdb, Options{DenyCacheSize: 100})
+			rules := []Rule{{Algorithm: "fixed_window", Limit: algorithms.Limit{Requests: 2, Window: time.Minute}, Key: prefix + "{user:amy}:p:0:fixed_window"}}
+			decide := func(l *Limiter) bool {
+				t.Helper()
+				res, err := l.Decide(ctx, rules)
+				if err != nil {
+					t.Fatalf("Decide: %v", err)
+				}
+				return res.Allowed
+			}
+			decide(following)
+			decide(following)
+			if decide(following) || decide(deaf) {
+				t.Fatal("third request admitted, want denied (and cached)")
+			}
+			admin := New(h.rdb, Options{})
+			if _, err := admin.Grant(ctx, rules, 2); err != nil {
+				t.Fatalf("Grant: %v", err)
+			}
+			if err := Announce(ctx, h.rdb, channel, rules); err != nil {
+				t.Fatalf("Announce: %v", err)
+			}
+			for following.deny.forgets.Load() == 0 { // delivered asynchronously
+				if ctx.Err() != nil {
+					t.Fatal("announcement not received within 10s")
+				}
+				time.Sleep(time.Millisecond)
+			}
+			if !decide(following) {
+				t.Error("after the grant, the following instance denied: its deny cache kept the stale denial")
+			}
+			if decide(deaf) == true {
+				t.Error("after the grant, the deaf instance admitted: want its cached (stale) denial, or this test proves nothing")
+			}
+		})
+	}
+}
+
+// TestDenyCacheKeepsNoDenialDecidedBeforeAForget: a denial decided before a
+// grant was announced, and stored after, would be stale: it is not stored.
+func TestDenyCacheKeepsNoDenialDecidedBeforeAForget(t *testing.T) {
+	var dc *denyCache
+	next := deciderFunc(func(ctx context.Context, rules []Rule, commit bool) ([]Decision, bool, error) {
+		dc.forget("{user:amy}") // the announcement arrives while Redis answers
+		return []Decision{{RetryAfter: time.Minute}}, false, nil
+	})
+	dc = newDenyCache(next, 10)
+	rules := []Rule{{Algorithm: "fixed_window", Key: "p{user:amy}:x"}}
+	if _, allowed, _ := dc.decide(context.Background(), rules, true); allowed {
+		t.Fatal("decide() admitted, want the stub's denial")
+	}
+	if n := dc.len(); n != 0 {
+		t.Errorf("deny cache holds %d entries after a denial decided across a forget, want 0", n)
+	}
+}
