@@ -23,6 +23,9 @@ func TestTable(t *testing.T) {
 			if !strings.Contains(s.Lua, "algorithms."+s.Name+" = ") {
 				t.Errorf("module of %q does not register itself as algorithms.%s", s.Name, s.Name)
 			}
+			if has := strings.Contains(s.Lua, "function m.grant("); has != s.Grants {
+				t.Errorf("spec %q: Grants = %v, but its module defines m.grant: %v", s.Name, s.Grants, has)
+			}
 		})
 	}
 }
@@ -95,4 +98,42 @@ func TestGCRABurstBeyondItsMicroseconds(t *testing.T) {
 	if err := (Limit{Requests: 10, Burst: 1000, Window: time.Hour}).ValidateFor("gcra"); err != nil {
 		t.Errorf("ValidateFor(gcra) of an ordinary limit = %v, want nil", err)
 	}
+}
+
+func TestCheckGrant(t *testing.T) {
+	window := Limit{Requests: 5, Window: time.Minute}
+	bucket := Limit{Requests: 5, Window: time.Minute, Burst: 8}
+	tests := []struct {
+		name      string
+		algorithm string
+		limit     Limit
+		n         int
+		want      error
+	}{
+		{"one", "fixed_window", window, 1, nil},
+		{"a whole quota", "sliding_window", window, 5, nil},
+		{"a whole bucket", "token_bucket", bucket, 8, nil},
+		{"more than the quota", "fixed_window", window, 6, ErrInvalidLimit},
+		{"more than the bucket", "gcra", bucket, 9, ErrInvalidLimit},
+		{"zero", "sliding_log", window, 0, ErrInvalidLimit},
+		{"more than sliding_log writes at once", "sliding_log", Limit{Requests: 50_000, Window: time.Hour}, 10_001, ErrInvalidLimit},
+		{"beyond exact arithmetic", "fixed_window", Limit{Requests: 1 << 30, Window: 366 * 24 * time.Hour / 100}, 1, ErrInvalidLimit},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := Lookup(tt.algorithm)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.CheckGrant(tt.limit, tt.n); !errors.Is(err, tt.want) || (tt.want == nil) != (err == nil) {
+				t.Errorf("CheckGrant(%+v, %d) = %v, want %v", tt.limit, tt.n, err, tt.want)
+			}
+		})
+	}
+	t.Run("an algorithm without a grant", func(t *testing.T) {
+		s := Spec{Name: "in_flight"}
+		if err := s.CheckGrant(window, 1); !errors.Is(err, ErrNoGrant) || !strings.Contains(err.Error(), "in_flight") {
+			t.Errorf("CheckGrant without m.grant = %v, want ErrNoGrant naming the algorithm", err)
+		}
+	})
 }
