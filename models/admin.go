@@ -27,6 +27,16 @@ func (s *Store) Users(ctx context.Context) ([]User, error) {
 	return us, nil
 }
 
+// Tier returns the tier of the user name. An unknown user is an error
+// wrapping ErrNotFound.
+func (s *Store) Tier(ctx context.Context, name string) (string, error) {
+	u, err := findUser(s.db.WithContext(ctx), name)
+	if err != nil {
+		return "", fmt.Errorf("find user %q: %w", name, err)
+	}
+	return u.Tier, nil
+}
+
 // SetTier gives the user name the tier tier. An unknown user is an error
 // wrapping ErrNotFound.
 func (s *Store) SetTier(ctx context.Context, name, tier string) error {

@@ -277,6 +277,27 @@ func TestSeedTiers(t *testing.T) {
 	}
 }
 
+func TestTier(t *testing.T) {
+	t.Parallel()
+	for name, newDB := range databases(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			driver, dsn := newDB(t)
+			db := open(t, driver, dsn)
+			store := testStore(t, db)
+			seed(t, db, Credential{Name: "amy", Password: "pw", Tier: "pro"})
+			if tier, err := store.Tier(t.Context(), "amy"); err != nil || tier != "pro" {
+				t.Errorf("Tier(amy) = %q, %v; want pro, nil", tier, err)
+			}
+			for _, other := range []string{"Amy", "amy ", "bob"} { // byte for byte
+				if _, err := store.Tier(t.Context(), other); !errors.Is(err, ErrNotFound) {
+					t.Errorf("Tier(%q) error = %v, want ErrNotFound", other, err)
+				}
+			}
+		})
+	}
+}
+
 func TestCreateUser(t *testing.T) {
 	t.Parallel()
 	for name, newDB := range databases(t) {
