@@ -36,23 +36,31 @@ const usage = `usage:
   tollgate keys create NAME             make an API key for NAME and print it (shown only once)
   tollgate keys list [NAME]             list the API keys (of NAME): id, user, prefix, created, revoked
   tollgate keys revoke ID               revoke the API key ID
-exit codes: 0 done, 1 failed (database, unknown user or key), 2 usage or settings error
+  tollgate quota show WHO               every limit that applies to WHO: used, remaining, reset
+  tollgate quota reset WHO [--policy P] give WHO the full quota back (of policy P, or of all)
+  tollgate quota grant WHO N --policy P give WHO N more units of policy P, for the current window
+  (WHO: a user NAME, or ip:ADDR for callers without credentials; quota needs REDIS_URL or
+  REDIS_CLUSTER_ADDRS and reads the policies as the server does)
+exit codes: 0 done, 1 failed (database, Redis, unknown user or key), 2 usage or settings error
 `
 
 // command is one parsed admin command line.
 type command struct {
-	do   string // "users add", "keys create", ... or "help"
-	name string // the NAME argument, where there is one
-	tier string // users add, users set-tier
-	id   uint   // keys revoke
+	do     string // "users add", "keys create", ... or "help"
+	name   string // the NAME argument, where there is one; quota: WHO
+	tier   string // users add, users set-tier
+	id     uint   // keys revoke
+	policy string // quota reset, quota grant
+	units  int    // quota grant
 }
 
 // runCLI runs the admin command args (without the program name) on the
 // database of the settings getenv gives (DB_DRIVER, DB_DSN), migrating and
 // seeding it first as the server does (SEED_USERS), so the CLI sees the
 // users the server sees. A password is read from stdin, never from args, so
-// it stays out of shell history and process listings. Results go to stdout.
-func runCLI(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout io.Writer) error {
+// it stays out of shell history and process listings. Results go to stdout,
+// log lines (quota changes) to stderr.
+func runCLI(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
 	cmd, err := parseCommand(args)
 	if err != nil {
 		return err
@@ -74,22 +82,14 @@ func runCLI(ctx context.Context, args []string, getenv func(string) string, stdi
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	db, err := models.Open(ctx, slog.New(slog.DiscardHandler), cfg.DBDriver, cfg.DBDSN)
+	if strings.HasPrefix(cmd.do, "quota ") {
+		return runQuota(ctx, cmd, cfg, getenv, stdout, stderr)
+	}
+	store, closeDB, err := openUserStore(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if sqlDB, err := db.DB(); err == nil {
-			sqlDB.Close()
-		}
-	}()
-	if err := models.Migrate(ctx, db); err != nil {
-		return err
-	}
-	store, err := seedStore(ctx, db, cfg.SeedUsers)
-	if err != nil {
-		return err
-	}
+	defer closeDB()
 	switch cmd.do {
 	case "users add":
 		if err := store.CreateUser(ctx, cmd.name, password, cmd.tier); err != nil {
@@ -133,6 +133,30 @@ func runCLI(ctx context.Context, args []string, getenv func(string) string, stdi
 		_, err = fmt.Fprintf(stdout, "note: SEED_USERS names %s: each start (and each admin command) seeds it again from there\n", cmd.name)
 	}
 	return err
+}
+
+// openUserStore opens the database of cfg, migrating and seeding it as the
+// server does, and returns the Store on it and how to close it.
+func openUserStore(ctx context.Context, cfg config.Config) (*models.Store, func(), error) {
+	db, err := models.Open(ctx, slog.New(slog.DiscardHandler), cfg.DBDriver, cfg.DBDSN)
+	if err != nil {
+		return nil, nil, err
+	}
+	closeDB := func() {
+		if sqlDB, err := db.DB(); err == nil {
+			sqlDB.Close()
+		}
+	}
+	if err := models.Migrate(ctx, db); err != nil {
+		closeDB()
+		return nil, nil, err
+	}
+	store, err := seedStore(ctx, db, cfg.SeedUsers)
+	if err != nil {
+		closeDB()
+		return nil, nil, err
+	}
+	return store, closeDB, nil
 }
 
 // passwordCost is the bcrypt cost of the hashes run and runCLI make:
@@ -258,6 +282,8 @@ func parseCommand(args []string) (command, error) {
 			return command{}, err
 		}
 		return command{do: do, name: name}, nil
+	case "quota show", "quota reset", "quota grant":
+		return parseQuota(do, rest)
 	case "keys revoke":
 		if len(rest) != 1 {
 			return command{}, fmt.Errorf("%w: %s: want one ID", errUsage, do)

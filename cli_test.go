@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -25,7 +26,7 @@ func cli(t *testing.T, env map[string]string, stdin string, args ...string) (str
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var out bytes.Buffer
-	err := runCLI(ctx, args, func(k string) string { return env[k] }, strings.NewReader(stdin), &out)
+	err := runCLI(ctx, args, func(k string) string { return env[k] }, strings.NewReader(stdin), &out, io.Discard)
 	return out.String(), err
 }
 

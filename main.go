@@ -48,7 +48,7 @@ func main() {
 	}
 	if len(os.Args) > 1 {
 		// An admin command (see cli.go) instead of the server.
-		if err := runCLI(ctx, os.Args[1:], os.Getenv, os.Stdin, os.Stdout); err != nil {
+		if err := runCLI(ctx, os.Args[1:], os.Getenv, os.Stdin, os.Stdout, os.Stderr); err != nil {
 			fmt.Fprintln(os.Stderr, "tollgate:", err)
 			if errors.Is(err, errUsage) {
 				fmt.Fprint(os.Stderr, usage)
@@ -162,6 +162,15 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 			DenyCacheSize:  cfg.DenyCacheSize,
 		})
 		defer engine.Close()
+		if cfg.DenyCacheSize > 0 {
+			// Denials cached in memory must not outlive a grant or reset
+			// made with "tollgate quota".
+			stop, err := engine.Follow(startCtx, rdb, quotaChannel(cfg.KeyPrefix))
+			if err != nil {
+				return err
+			}
+			defer stop()
+		}
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "tollgate_ratelimit_circuit_open",
 			Help: "1 while the circuit breaker keeps limiter calls away from Redis.",

@@ -154,6 +154,7 @@ func serviceWithLogs(t *testing.T, env map[string]string) (string, *syncBuffer) 
 	for time.Now().Before(deadline) {
 		select {
 		case err := <-done:
+			done <- nil // for the cleanup, which waits for run() to end
 			t.Fatalf("run() stopped before serving: %v\n%s", err, logs.String())
 		default:
 		}

@@ -1,0 +1,238 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"tollgate/algorithms"
+	"tollgate/auth"
+	"tollgate/config"
+	"tollgate/limiter"
+	"tollgate/models"
+	"tollgate/policy"
+)
+
+// quotaTimeout bounds each Redis call of the quota commands: an operator
+// waits, but not forever, and a command is not cut short at the hot path's
+// RATE_LIMIT_TIMEOUT.
+const quotaTimeout = 2 * time.Second
+
+// quotaChannel is where the quota commands announce changed keys (limiter.
+// Announce) and where servers with a deny cache follow them (limiter.Follow).
+func quotaChannel(keyPrefix string) string { return keyPrefix + "changes" }
+
+// runQuota runs "quota show|reset|grant" with the server's settings: its
+// Redis, its policies (RATE_LIMIT_POLICY_FILE or the RATE_LIMIT_* default),
+// its key prefix and IPv6 grouping, and, for a user, the tier in its
+// database. Changes are logged to stderr and announced to the servers, whose
+// deny caches would otherwise keep answering from memory.
+func runQuota(ctx context.Context, cmd command, cfg config.Config, getenv func(string) string, stdout, stderr io.Writer) error {
+	if !cfg.Enabled {
+		return errors.New("rate limiting is off (RATE_LIMIT_ENABLED=false): no quota applies")
+	}
+	if cfg.RedisURL == "" && len(cfg.RedisCluster) == 0 {
+		return fmt.Errorf("config: %w: quota commands need REDIS_URL or REDIS_CLUSTER_ADDRS: the embedded Redis lives inside the server's process", config.ErrInvalid)
+	}
+	policies, err := loadPolicies(cfg)
+	if err != nil {
+		return err
+	}
+	if cmd.policy != "" && !slices.ContainsFunc(policies, func(p policy.Policy) bool { return p.Name == cmd.policy }) {
+		names := make([]string, len(policies))
+		for i, p := range policies {
+			names[i] = p.Name
+		}
+		return fmt.Errorf("%w: %s: --policy %q: want one of %s", errUsage, cmd.do, cmd.policy, strings.Join(names, ", "))
+	}
+	who, subject, err := quotaCaller(ctx, cmd.name, cfg)
+	if err != nil {
+		return err
+	}
+	log := newLogger(stderr, cfg.LogFormat, cfg.LogLevel)
+	rdb, _, _, closeRedis, err := openRedis(ctx, log, cfg.RedisURL, cfg.RedisCluster, quotaTimeout)
+	if err != nil {
+		return err
+	}
+	defer closeRedis()
+
+	set := policy.NewSet(policies, cfg.KeyPrefix)
+	applied, unlisted := set.AllRules(who, nil)
+	var notes []string
+	if unlisted != "" {
+		notes = append(notes, fmt.Sprintf("tier %s has no limits in policy %s, which has no default limits: it does not limit %s", who.Tier, unlisted, subject))
+	}
+	applied = slices.DeleteFunc(applied, func(a policy.Applied) bool {
+		if who.User != "" && a.Policy.Key == "ip" { // counted by the address a request comes from
+			return true
+		}
+		return cmd.policy != "" && a.Policy.Name != cmd.policy
+	})
+	for _, p := range policies {
+		switch {
+		case cmd.policy != "" && p.Name != cmd.policy:
+		case who.User != "" && p.Key == "ip":
+			notes = append(notes, fmt.Sprintf("policy %s counts users by their address: see quota show ip:ADDR", p.Name))
+		case strings.HasPrefix(p.Key, "header:"):
+			notes = append(notes, fmt.Sprintf("policy %s counts by the %s header: not shown", p.Name, strings.TrimPrefix(p.Key, "header:")))
+		}
+	}
+	if cmd.do != "quota show" && len(applied) == 0 {
+		what := "no policy"
+		if cmd.policy != "" {
+			what = "policy " + cmd.policy
+		}
+		return fmt.Errorf("%s: %s sets no limit for %s (exempt, or not for its tier)", cmd.do, what, subject)
+	}
+
+	engine := limiter.New(rdb, limiter.Options{Timeout: quotaTimeout})
+	rules := make([]limiter.Rule, len(applied))
+	for i, a := range applied {
+		rules[i] = a.Rule
+	}
+	var res limiter.Result
+	switch cmd.do {
+	case "quota show":
+		if len(rules) > 0 {
+			res, err = engine.Peek(ctx, rules)
+		}
+	case "quota reset":
+		res, err = engine.Reset(ctx, rules)
+	case "quota grant":
+		res, err = engine.Grant(ctx, rules, cmd.units)
+		if errors.Is(err, algorithms.ErrNoGrant) || errors.Is(err, algorithms.ErrInvalidLimit) {
+			err = fmt.Errorf("%w: %s: policy %s: %w", errUsage, cmd.do, cmd.policy, err)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if cmd.do != "quota show" {
+		policy := cmd.policy
+		if policy == "" {
+			policy = "*"
+		}
+		attrs := []any{"subject", subject, "policy", policy, "limits", len(rules), "operator", getenv("USER")}
+		if cmd.do == "quota grant" {
+			log.Info("quota granted", append(attrs, "units", cmd.units)...)
+		} else {
+			log.Info("quota reset", attrs...)
+		}
+		if err := limiter.Announce(ctx, rdb, quotaChannel(cfg.KeyPrefix), rules); err != nil {
+			log.Warn("servers not told: their deny caches may deny until the denials' Retry-After", "err", err)
+		}
+	}
+	return printQuota(stdout, subject, who.Tier, applied, res, notes)
+}
+
+// quotaCaller is who (a user name, or ip:ADDR) as the policies see them,
+// and their subject: a user with the tier the database gives, or an address
+// as the server counts it (auth.AddrSubject) with the anonymous tier.
+func quotaCaller(ctx context.Context, who string, cfg config.Config) (policy.Caller, string, error) {
+	if addr, ok := strings.CutPrefix(who, "ip:"); ok {
+		a, _ := auth.CanonicalAddr(addr) // checked by parseCommand
+		c := policy.Caller{IP: auth.AddrSubject(a, cfg.IPv6Prefix), Addr: a, Tier: policy.AnonymousTier}
+		return c, "ip:" + c.IP, nil
+	}
+	store, closeDB, err := openUserStore(ctx, cfg)
+	if err != nil {
+		return policy.Caller{}, "", err
+	}
+	defer closeDB()
+	tier, err := store.Tier(ctx, who)
+	if errors.Is(err, models.ErrNotFound) {
+		return policy.Caller{}, "", fmt.Errorf("no user %q: a user that does not exist has no quota (for an address, write ip:ADDR)", who)
+	}
+	if err != nil {
+		return policy.Caller{}, "", err
+	}
+	return policy.Caller{User: who, Tier: tier}, "user:" + who, nil
+}
+
+// printQuota prints each limit's state in res, as /ratelimit shows it.
+func printQuota(stdout io.Writer, subject, tier string, applied []policy.Applied, res limiter.Result, notes []string) error {
+	fmt.Fprintf(stdout, "%s (tier %s)\n", subject, tier)
+	if len(applied) == 0 {
+		fmt.Fprintln(stdout, "no limits apply")
+	} else {
+		w := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(w, "POLICY\tALGORITHM\tLIMIT\tWINDOW\tUSED\tREMAINING\tRESET")
+		for i, a := range applied {
+			d := res.Decisions[i]
+			name := a.Limit.Name
+			if a.Policy.Shadow {
+				name += " (shadow)"
+			}
+			reset := "-" // full
+			if d.ResetAfter > 0 {
+				secs := int64(math.Ceil(d.ResetAfter.Seconds()))
+				reset = fmt.Sprintf("%s (in %ds)", d.Now.Add(time.Duration(secs)*time.Second).UTC().Format(time.RFC3339), secs)
+			}
+			fmt.Fprintf(w, "%s\t%s\t%d\t%v\t%d\t%d\t%s\n", name, a.Limit.Algorithm, d.Limit, d.Window, max(d.Limit-d.Remaining, 0), d.Remaining, reset)
+		}
+		if err := w.Flush(); err != nil {
+			return err
+		}
+	}
+	for _, n := range notes {
+		fmt.Fprintln(stdout, "note:", n)
+	}
+	return nil
+}
+
+// parseQuota checks the arguments of a quota command: WHO (a user name or
+// ip:ADDR), N for a grant, and --policy P anywhere among them (required for
+// a grant).
+func parseQuota(do string, rest []string) (command, error) {
+	fs := flag.NewFlagSet(do, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	policy := fs.String("policy", "", "")
+	var pos []string
+	for {
+		if err := fs.Parse(rest); err != nil {
+			return command{}, fmt.Errorf("%w: %s: %w", errUsage, do, err)
+		}
+		if rest = fs.Args(); len(rest) == 0 {
+			break
+		}
+		pos, rest = append(pos, rest[0]), rest[1:]
+	}
+	want := 1
+	if do == "quota grant" {
+		want = 2
+	}
+	switch {
+	case len(pos) != want && do == "quota grant":
+		return command{}, fmt.Errorf("%w: %s: want WHO N --policy P", errUsage, do)
+	case len(pos) != want:
+		return command{}, fmt.Errorf("%w: %s: want one WHO: a user NAME or ip:ADDR", errUsage, do)
+	case do == "quota show" && *policy != "":
+		return command{}, fmt.Errorf("%w: %s: takes no --policy (it shows them all)", errUsage, do)
+	case do == "quota grant" && *policy == "":
+		return command{}, fmt.Errorf("%w: %s: want --policy P: a grant is for one policy", errUsage, do)
+	}
+	cmd := command{do: do, name: pos[0], policy: *policy}
+	if addr, ok := strings.CutPrefix(cmd.name, "ip:"); ok {
+		if _, ok := auth.CanonicalAddr(addr); !ok {
+			return command{}, fmt.Errorf("%w: %s: %q: want ip: and an IPv4 or IPv6 address", errUsage, do, cmd.name)
+		}
+	} else if _, err := nameArg(do, pos[:1]); err != nil {
+		return command{}, err
+	}
+	if do == "quota grant" {
+		n, err := strconv.Atoi(pos[1])
+		if err != nil || n < 1 {
+			return command{}, fmt.Errorf("%w: %s: N %q: want a positive whole number of units", errUsage, do, pos[1])
+		}
+		cmd.units = n
+	}
+	return cmd, nil
+}
