@@ -120,7 +120,10 @@ func runQuota(ctx context.Context, cmd command, cfg config.Config, getenv func(s
 		if policy == "" {
 			policy = "*"
 		}
-		attrs := []any{"subject", subject, "policy", policy, "limits", len(rules), "operator", getenv("USER")}
+		attrs := []any{"subject", subject, "policy", policy, "limits", len(rules)}
+		if op := getenv("USER"); op != "" {
+			attrs = append(attrs, "operator", op) // who ran the command, for the audit trail
+		}
 		if cmd.do == "quota grant" {
 			log.Info("quota granted", append(attrs, "units", cmd.units)...)
 		} else {
