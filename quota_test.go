@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -318,5 +319,47 @@ func TestQuotaPolicies(t *testing.T) {
 	}
 	if _, _, err := quota(t, env, "reset", "jane", "--policy", "by-address"); err == nil || !strings.Contains(err.Error(), "sets no limit for user:jane") {
 		t.Errorf("reset of a policy that counts jane by address = %v, want a failure saying it sets no limit for her", err)
+	}
+}
+
+// TestQuotaExitCodes runs the built binary: usage and settings errors exit
+// 2, an unknown user 1, a done command 0.
+func TestQuotaExitCodes(t *testing.T) {
+	t.Parallel()
+	bin := buildBinary(t)
+	r := sharedRedis(t)
+	env := baseEnv(t, r)
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want int
+	}{
+		{"show an address", []string{"show", "ip:::ffff:10.1.2.3"}, nil, 0},
+		{"grant without --policy", []string{"grant", "john_doe", "1"}, nil, 2},
+		{"grant under an unknown policy", []string{"grant", "john_doe", "1", "--policy", "nope"}, nil, 2},
+		{"show an unknown user", []string{"show", "nobody"}, nil, 1},
+		{"show without a Redis of its own", []string{"show", "ip:10.1.2.3"}, map[string]string{"REDIS_URL": ""}, 2},
+		{"show on a Redis that does not answer", []string{"show", "ip:10.1.2.3"}, map[string]string{"REDIS_URL": "redis://127.0.0.1:1/0"}, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, bin, append([]string{"quota"}, tt.args...)...)
+			cmd.Dir = t.TempDir() // no .env file there
+			cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
+			for k, v := range env {
+				cmd.Env = append(cmd.Env, k+"="+v)
+			}
+			for k, v := range tt.env {
+				cmd.Env = append(cmd.Env, k+"="+v) // later entries win
+			}
+			out, err := cmd.CombinedOutput()
+			if code := cmd.ProcessState.ExitCode(); code != tt.want {
+				t.Errorf("quota %q: exit status %d (%v), want %d\n%s", tt.args, code, err, tt.want, out)
+			}
+		})
 	}
 }
