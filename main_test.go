@@ -123,6 +123,19 @@ func baseEnv(t *testing.T, r testRedis) map[string]string {
 	return env
 }
 
+// clusterEnv is baseEnv on the Redis Cluster of TEST_REDIS_CLUSTER_ADDRS; the
+// test is skipped when it is not set.
+func clusterEnv(t *testing.T) map[string]string {
+	t.Helper()
+	addrs := os.Getenv("TEST_REDIS_CLUSTER_ADDRS")
+	if addrs == "" {
+		t.Skip("TEST_REDIS_CLUSTER_ADDRS not set (.ci/redis-cluster starts a cluster)")
+	}
+	env := baseEnv(t, testRedis{})
+	env["REDIS_CLUSTER_ADDRS"] = addrs
+	return env
+}
+
 // service runs run() with env on a free port until the test ends, and
 // returns its base URL once /healthz answers.
 func service(t *testing.T, env map[string]string) string {
@@ -211,15 +224,7 @@ func TestTutorialScenario(t *testing.T) {
 			return map[string]string{"DB_DSN": filepath.Join(t.TempDir(), "countries.db")}
 		}},
 		{"configured backends", func(t *testing.T) map[string]string { return baseEnv(t, sharedRedis(t)) }},
-		{"redis cluster", func(t *testing.T) map[string]string {
-			addrs := os.Getenv("TEST_REDIS_CLUSTER_ADDRS")
-			if addrs == "" {
-				t.Skip("TEST_REDIS_CLUSTER_ADDRS not set (.ci/redis-cluster starts a cluster)")
-			}
-			env := baseEnv(t, testRedis{})
-			env["REDIS_CLUSTER_ADDRS"] = addrs
-			return env
-		}},
+		{"redis cluster", clusterEnv},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

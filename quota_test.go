@@ -122,15 +122,7 @@ func TestQuotaAgainstService(t *testing.T) {
 		env  func(t *testing.T) map[string]string
 	}{
 		{"redis", func(t *testing.T) map[string]string { return baseEnv(t, sharedRedis(t)) }},
-		{"redis cluster", func(t *testing.T) map[string]string {
-			addrs := os.Getenv("TEST_REDIS_CLUSTER_ADDRS")
-			if addrs == "" {
-				t.Skip("TEST_REDIS_CLUSTER_ADDRS not set (.ci/redis-cluster starts a cluster)")
-			}
-			env := baseEnv(t, testRedis{})
-			env["REDIS_CLUSTER_ADDRS"] = addrs
-			return env
-		}},
+		{"redis cluster", clusterEnv},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
