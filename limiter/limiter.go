@@ -257,9 +257,9 @@ func Announce(ctx context.Context, rdb redis.UniversalClient, channel string, ru
 // Follow subscribes to channel, where Announce names hash tags whose keys
 // changed outside this engine, and Forgets each until stop is called; ctx
 // bounds the subscribing. It returns once the subscription stands, so a
-// change announced after it returns is seen. Announcements made while the subscription is
-// down (go-redis reconnects it) are missed: those denials are forgotten at
-// their expiry, at most their RetryAfter, as without Follow.
+// change announced after it returns is seen. Announcements made while the
+// subscription is down (go-redis reconnects it) are missed: those denials
+// are forgotten at their expiry, at most their RetryAfter, as without Follow.
 func (l *Limiter) Follow(ctx context.Context, rdb redis.UniversalClient, channel string) (stop func(), err error) {
 	sub := rdb.Subscribe(ctx, channel)
 	if _, err := sub.Receive(ctx); err != nil {
