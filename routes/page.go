@@ -110,7 +110,7 @@ func serveAsset(assets map[string]asset) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		a, ok := assets[c.Param("name")]
 		if !ok {
-			middleware.Abort(c, http.StatusNotFound, "not found", nil)
+			middleware.Fail(c, nil, middleware.ErrNotFound)
 			return
 		}
 		h := c.Writer.Header()

@@ -62,8 +62,8 @@ func New(d Deps) (*gin.Engine, error) {
 	}
 	r.RemoteIPHeaders = []string{"X-Forwarded-For"}
 	r.HandleMethodNotAllowed = true
-	r.NoRoute(func(c *gin.Context) { middleware.Abort(c, http.StatusNotFound, "not found", nil) })
-	r.NoMethod(func(c *gin.Context) { middleware.Abort(c, http.StatusMethodNotAllowed, "method not allowed", nil) })
+	r.NoRoute(func(c *gin.Context) { middleware.Fail(c, nil, middleware.ErrNotFound) })
+	r.NoMethod(func(c *gin.Context) { middleware.Fail(c, nil, middleware.ErrMethodNotAllowed) })
 	r.Use(middleware.Recover(d.Log), middleware.RequestLog(d.Log, d.Metrics))
 
 	// Every GET route answers HEAD too (RFC 9110 §9.1: health checks and
