@@ -122,7 +122,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	var limiters []gin.HandlerFunc
 	var peek gin.HandlerFunc
 	var engine *limiter.Limiter
-	pagePolicy := routes.Policy{Enabled: cfg.Enabled, Algorithm: cfg.Algorithm, Limit: cfg.Limit, Burst: cfg.Burst, Window: cfg.Window}
+	summary := routes.Summary{Enabled: cfg.Enabled, Algorithm: cfg.Algorithm, Limit: cfg.Limit, Burst: cfg.Burst, Window: cfg.Window}
 	if cfg.Enabled {
 		policies, err := loadPolicies(cfg)
 		if err != nil {
@@ -130,7 +130,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		}
 		if cfg.PolicyFile != "" {
 			for _, p := range policies {
-				pagePolicy.Policies = append(pagePolicy.Policies, p.Name)
+				summary.Policies = append(summary.Policies, p.Name)
 			}
 		}
 		// The engine orders its stages itself (limiter.New).
@@ -153,7 +153,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		Identify:        identify,
 		Proxies:         cfg.TrustedProxies,
 		SeparateMetrics: cfg.MetricsAddr != "",
-		Policy:          pagePolicy,
+		Summary:         summary,
 		Limiters:        limiters,
 		Peek:            peek,
 	})
@@ -174,7 +174,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 
 	attrs := []any{"metrics_addr", cfg.MetricsAddr, "rate_limit_enabled", cfg.Enabled}
 	if cfg.PolicyFile != "" { // the RATE_LIMIT_* limit is not used
-		attrs = append(attrs, "policy_file", cfg.PolicyFile, "policies", pagePolicy.Policies)
+		attrs = append(attrs, "policy_file", cfg.PolicyFile, "policies", summary.Policies)
 	} else {
 		attrs = append(attrs, "algorithm", cfg.Algorithm, "limit", cfg.Limit, "window", cfg.Window.String())
 	}

@@ -157,7 +157,7 @@ func stackPeer(ctx context.Context, redisURL, dsn string) (*http.Server, func(),
 		Driver:    "mysql",
 		PingRedis: func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
 		Identify:  middleware.Identify(log, auth.New(store, nil, auth.WithTimeout(2*time.Second), auth.WithPasswordTTL(5*time.Minute), auth.WithKeyTTL(10*time.Second)), 64),
-		Policy:    routes.Policy{Enabled: true, Algorithm: "fixed_window", Limit: 1_000_000_000, Window: time.Hour},
+		Summary:   routes.Summary{Enabled: true, Algorithm: "fixed_window", Limit: 1_000_000_000, Window: time.Hour},
 		Limiters:  []gin.HandlerFunc{guard},
 	})
 	if err != nil {

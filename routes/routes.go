@@ -25,7 +25,7 @@ type Deps struct {
 	// MetricsHandler serves /metrics; nil when metrics are on an address of
 	// their own (METRICS_ADDR).
 	MetricsHandler http.Handler
-	Policy         Policy // shown on the home page
+	Summary        Summary // shown on the home page
 	// Identify names the caller; it runs before Limiters and Peek (nil: none).
 	Identify gin.HandlerFunc
 	// Limiters run, in order, before every API handler: the rate limit.
@@ -34,8 +34,8 @@ type Deps struct {
 	Peek gin.HandlerFunc
 }
 
-// Policy describes the active rate limit, for people reading the home page.
-type Policy struct {
+// Summary describes the active rate limit, for people reading the home page.
+type Summary struct {
 	Enabled   bool
 	Algorithm string
 	Limit     int
@@ -76,7 +76,7 @@ func New(d Deps) (*gin.Engine, error) {
 	if d.MetricsHandler != nil {
 		get(r, "/metrics", gin.WrapH(d.MetricsHandler))
 	}
-	if err := addPage(r, d.Policy, d.MetricsHandler != nil); err != nil {
+	if err := addPage(r, d.Summary, d.MetricsHandler != nil); err != nil {
 		return nil, err
 	}
 

@@ -36,7 +36,7 @@ type ServiceDeps struct {
 	// SeparateMetrics: /metrics is served on an address of its own
 	// (METRICS_ADDR), not by the API's handler.
 	SeparateMetrics bool
-	Policy          Policy
+	Summary         Summary
 	Limiters        []gin.HandlerFunc
 	Peek            gin.HandlerFunc
 }
@@ -74,7 +74,7 @@ func NewService(ctx context.Context, d ServiceDeps) (Service, error) {
 		Ready:      map[string]Check{"redis": d.PingRedis, "database": d.Store.Ping},
 		Proxies:    d.Proxies,
 		Metrics:    metrics,
-		Policy:     d.Policy,
+		Summary:    d.Summary,
 		Identify:   d.Identify,
 		Limiters:   d.Limiters,
 		Peek:       d.Peek,
