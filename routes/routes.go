@@ -89,19 +89,35 @@ func New(d Deps) (*gin.Engine, error) {
 		get(known, "/ratelimit", d.Peek)
 	}
 	api := known.Group("/", d.Limiters...)
-	get(api, "/continents", listContinents(d.Continents))
-	get(api, "/continents/:id", getContinent(d.Continents))
-	// Keep Limited in step (TestLimitedRoutes).
+	for _, rt := range limited(d.Continents) {
+		get(api, rt.path, rt.handler)
+	}
 	return r, nil
+}
+
+// limitedRoute is one GET route behind the limiters.
+type limitedRoute struct {
+	path    string
+	handler gin.HandlerFunc
+}
+
+// limited is the API behind the rate limiter: New serves it, and Limited
+// derives the routes a policy may name from it.
+func limited(cs []models.Continent) []limitedRoute {
+	return []limitedRoute{
+		{"/continents", listContinents(cs)},
+		{"/continents/:id", getContinent(cs)},
+	}
 }
 
 // Limited lists the routes behind the limiters (the rate limiter): the routes
 // a policy's match may name. Each also answers HEAD.
 func Limited() []policy.Route {
-	return []policy.Route{
-		{Method: http.MethodGet, Path: "/continents"},
-		{Method: http.MethodGet, Path: "/continents/:id"},
+	var out []policy.Route
+	for _, rt := range limited(nil) {
+		out = append(out, policy.Route{Method: http.MethodGet, Path: rt.path})
 	}
+	return out
 }
 
 // NewServer returns an http.Server for h whose every phase has a deadline,
