@@ -48,12 +48,15 @@ type Config struct {
 	TrustedProxies []netip.Prefix
 	KeyPrefix      string
 	PolicyFile     string // empty: one policy from the RATE_LIMIT_* variables
-	SeedUsers      []User
-	MetricsAddr    string // empty: /metrics on the API's port
-	LogFormat      string // json or text
-	LogLevel       slog.Level
-	DBConnect      time.Duration // how long start-up retries the database
-	Shutdown       time.Duration // how long in-flight requests get at shutdown
+	CandidateFile  string // a policy file decided in shadow; empty: none
+	// OverridesRefresh is how often the overrides are read from the database.
+	OverridesRefresh time.Duration
+	SeedUsers        []User
+	MetricsAddr      string // empty: /metrics on the API's port
+	LogFormat        string // json or text
+	LogLevel         slog.Level
+	DBConnect        time.Duration // how long start-up retries the database
+	Shutdown         time.Duration // how long in-flight requests get at shutdown
 
 	AuthKeyCacheTTL time.Duration // how long a checked API key is believed
 	AuthFailLimit   int           // failed credential checks per IP and per user name and window; 0: no guard
@@ -73,19 +76,21 @@ type Config struct {
 func Load(getenv func(string) string) (Config, error) {
 	p := parser{getenv: getenv}
 	c := Config{
-		Port:       p.int("PORT", "8080", 0, 65535),
-		RedisURL:   p.redisURL("REDIS_URL"),
-		DBDriver:   p.oneOf("DB_DRIVER", "sqlite", "sqlite", "mysql"),
-		Enabled:    p.bool("RATE_LIMIT_ENABLED", "true"),
-		Algorithm:  strings.ReplaceAll(p.str("RATE_LIMIT_ALGORITHM", "fixed_window"), "-", "_"),
-		Limit:      p.int("RATE_LIMIT_LIMIT", "5", 1, 1_000_000_000),
-		Window:     p.duration("RATE_LIMIT_WINDOW", "60s", time.Millisecond, 366*24*time.Hour),
-		FailOpen:   p.bool("RATE_LIMIT_FAIL_OPEN", "true"),
-		Timeout:    p.duration("RATE_LIMIT_TIMEOUT", "100ms", time.Millisecond, time.Minute),
-		KeyPrefix:  p.str("REDIS_KEY_PREFIX", "ratelimit:"),
-		PolicyFile: p.str("RATE_LIMIT_POLICY_FILE", ""),
-		DBConnect:  p.duration("DB_CONNECT_TIMEOUT", "30s", time.Second, time.Hour),
-		Shutdown:   p.duration("SHUTDOWN_TIMEOUT", "10s", 0, time.Hour),
+		Port:             p.int("PORT", "8080", 0, 65535),
+		RedisURL:         p.redisURL("REDIS_URL"),
+		DBDriver:         p.oneOf("DB_DRIVER", "sqlite", "sqlite", "mysql"),
+		Enabled:          p.bool("RATE_LIMIT_ENABLED", "true"),
+		Algorithm:        strings.ReplaceAll(p.str("RATE_LIMIT_ALGORITHM", "fixed_window"), "-", "_"),
+		Limit:            p.int("RATE_LIMIT_LIMIT", "5", 1, 1_000_000_000),
+		Window:           p.duration("RATE_LIMIT_WINDOW", "60s", time.Millisecond, 366*24*time.Hour),
+		FailOpen:         p.bool("RATE_LIMIT_FAIL_OPEN", "true"),
+		Timeout:          p.duration("RATE_LIMIT_TIMEOUT", "100ms", time.Millisecond, time.Minute),
+		KeyPrefix:        p.str("REDIS_KEY_PREFIX", "ratelimit:"),
+		PolicyFile:       p.str("RATE_LIMIT_POLICY_FILE", ""),
+		CandidateFile:    p.str("RATE_LIMIT_CANDIDATE_FILE", ""),
+		OverridesRefresh: p.duration("RATE_LIMIT_OVERRIDES_REFRESH", "10s", 100*time.Millisecond, time.Hour),
+		DBConnect:        p.duration("DB_CONNECT_TIMEOUT", "30s", time.Second, time.Hour),
+		Shutdown:         p.duration("SHUTDOWN_TIMEOUT", "10s", 0, time.Hour),
 	}
 	c.LogFormat = p.oneOf("LOG_FORMAT", "json", "json", "text")
 	if err := c.LogLevel.UnmarshalText([]byte(p.oneOf("LOG_LEVEL", "info", "debug", "info", "warn", "error"))); err != nil {
