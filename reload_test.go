@@ -114,7 +114,7 @@ func TestReloadUnderLoad(t *testing.T) {
 	}
 	a, b := file(100000, "p2", 200000, "1m"), file(300000, "q2", 400000, "2m")
 	want := map[string]string{ // RateLimit-Policy -> X-RateLimit-Limit
-		`"p1";q=100000;w=60, "p2";q=200000;w=60`:  "100000",
+		`"p1";q=100000;w=60, "p2";q=200000;w=60`:   "100000",
 		`"p1";q=300000;w=120, "q2";q=400000;w=120`: "300000",
 	}
 	env := baseEnv(t, sharedRedis(t))
