@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -234,5 +235,60 @@ func TestReloadRefusesInvalidFile(t *testing.T) {
 	}
 	if page := string(get(t, base+"/", nil).body); !strings.Contains(page, version(t, file(10))) {
 		t.Errorf("home page does not show the version in use %s", version(t, file(10)))
+	}
+}
+
+// TestCandidatePolicies: a candidate file is decided beside the live one,
+// under keys of its own, never rejecting and adding no headers; its
+// decisions are counted per limit and result, and it reloads like the live
+// file.
+func TestCandidatePolicies(t *testing.T) {
+	t.Parallel()
+	live := "policies:\n  - name: p\n    key: user_or_ip\n    limits: [{algorithm: fixed_window, limit: 100, window: 1h}]\n"
+	candidate := func(limit int) string {
+		return fmt.Sprintf("policies:\n  - name: p\n    key: user_or_ip\n    limits: [{algorithm: fixed_window, limit: %d, window: 1h}]\n", limit)
+	}
+	r := sharedRedis(t)
+	env := baseEnv(t, r)
+	base, _, candidatePath, hup := liveService(t, env, live, candidate(2), time.Hour)
+	for i := range 5 {
+		resp := get(t, base+"/continents", nil)
+		if resp.status != http.StatusOK || resp.header.Get("RateLimit-Policy") != `"p";q=100;w=3600` || resp.header.Get("X-RateLimit-Remaining") != fmt.Sprint(99-i) {
+			t.Errorf("request %d: %d, RateLimit-Policy %q, remaining %q; want 200 and the live file's headers alone",
+				i, resp.status, resp.header.Get("RateLimit-Policy"), resp.header.Get("X-RateLimit-Remaining"))
+		}
+	}
+	m := metricsOf(t, base)
+	for series, want := range map[string]float64{
+		`tollgate_ratelimit_candidate_decisions_total{policy="p",result="allowed"}`: 2,
+		`tollgate_ratelimit_candidate_decisions_total{policy="p",result="limited"}`: 3,
+	} {
+		if got := metricValue(m, series); got != want {
+			t.Errorf("%s = %v, want %v", series, got, want)
+		}
+	}
+	keys, err := r.rdb.Keys(t.Context(), env["REDIS_KEY_PREFIX"]+"*").Result()
+	if err != nil {
+		t.Fatalf("KEYS: %v", err)
+	}
+	slices.Sort(keys)
+	want := []string{env["REDIS_KEY_PREFIX"] + "candidate:{ip:127.0.0.1}:p:0:fixed_window", env["REDIS_KEY_PREFIX"] + "{ip:127.0.0.1}:p:0:fixed_window"}
+	if !slices.Equal(keys, want) {
+		t.Errorf("keys %q, want %q: the candidate's apart from the live one's", keys, want)
+	}
+
+	writeAtomically(t, candidatePath, candidate(10))
+	hup <- syscall.SIGHUP
+	hup <- syscall.SIGHUP // taken once the first one's reload is done
+	if _, got := versions(t, base); got != version(t, candidate(10)) {
+		t.Errorf("/ratelimit candidate_sha256 = %q, want %q", got, version(t, candidate(10)))
+	}
+	get(t, base+"/continents", nil) // the candidate's 3rd of 10 (its count kept)
+	m = metricsOf(t, base)
+	if got := metricValue(m, `tollgate_ratelimit_candidate_decisions_total{policy="p",result="allowed"}`); got != 3 {
+		t.Errorf("candidate allowed after its reload = %v, want 3", got)
+	}
+	if got := metricValue(m, fmt.Sprintf(`tollgate_candidate_policy_info{sha256=%q}`, version(t, candidate(10)))); got != 1 {
+		t.Errorf("tollgate_candidate_policy_info = %v, want 1", got)
 	}
 }
