@@ -81,8 +81,12 @@ func (f *policyFile) reload(log *slog.Logger, forced bool) {
 		return
 	}
 	f.seen = version
+	trigger := "changed"
+	if forced {
+		trigger = "signal"
+	}
 	if err != nil {
-		log.Error("policy file refused: the running policies keep serving", "file", f.kind, "path", f.path, "sha256", version, "err", err)
+		log.Error("policy file refused: the running policies keep serving", "file", f.kind, "path", f.path, "sha256", version, "trigger", trigger, "err", err)
 		f.reloads.WithLabelValues("invalid").Inc()
 		return
 	}
@@ -90,7 +94,7 @@ func (f *policyFile) reload(log *slog.Logger, forced bool) {
 		log.Warn("overrides left out", "err", err)
 	}
 	f.reloads.WithLabelValues("ok").Inc()
-	log.Info("policy file loaded", "file", f.kind, "path", f.path, "sha256", version)
+	log.Info("policy file loaded", "file", f.kind, "path", f.path, "sha256", version, "trigger", trigger)
 }
 
 // watchPolicies reloads files on each value of reload and when one changes
