@@ -25,8 +25,6 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/joho/godotenv"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 	"gorm.io/gorm"
 
@@ -102,13 +100,13 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, opti
 	if err != nil {
 		return err
 	}
+	sqlDB, err := db.DB()
+	if err != nil {
+		return fmt.Errorf("database handle: %w", err)
+	}
+	defer sqlDB.Close()
 	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	defer func() {
-		if sqlDB, err := db.DB(); err == nil {
-			sqlDB.Close()
-		}
-	}()
 	if err := models.Migrate(startCtx, db); err != nil {
 		return err
 	}
@@ -116,26 +114,6 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, opti
 	if err != nil {
 		return err
 	}
-	continents, err := store.Continents(startCtx)
-	if err != nil {
-		return err
-	}
-
-	reg := prometheus.NewRegistry()
-	metrics, err := middleware.NewMetrics(reg)
-	if err != nil {
-		return fmt.Errorf("metrics: %w", err)
-	}
-	sqlDB, err := db.DB()
-	if err != nil {
-		return fmt.Errorf("database handle: %w", err)
-	}
-	reg.MustRegister(
-		collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		collectors.NewDBStatsCollector(sqlDB, cfg.DBDriver),
-	)
-
 	var guard *auth.Guard
 	if cfg.AuthFailLimit > 0 {
 		guard, err = auth.NewGuard(guardRdb, cfg.KeyPrefix, cfg.AuthFailLimit, cfg.AuthFailWindow, cfg.AuthTrustedTTL, checkTimeout, cfg.FailOpen)
@@ -151,61 +129,43 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, opti
 	identify := middleware.Identify(log, authn, cfg.IPv6Prefix)
 	var limiters []gin.HandlerFunc
 	var peek gin.HandlerFunc
-	pagePolicy := routes.Policy{Enabled: cfg.Enabled, Algorithm: cfg.Algorithm, Limit: cfg.Limit, Burst: cfg.Burst, Window: cfg.Window}
+	var engine *limiter.Limiter
 	var limit *middleware.Limiter
+	var version string // the policy file's
+	summary := routes.Summary{Enabled: cfg.Enabled, Algorithm: cfg.Algorithm, Limit: cfg.Limit, Burst: cfg.Burst, Window: cfg.Window}
 	if cfg.Enabled {
-		policies, version, err := loadPolicies(cfg, cfg.PolicyFile)
+		var policies []policy.Policy
+		policies, version, err = loadPolicies(cfg, cfg.PolicyFile)
 		if err != nil {
 			return err
 		}
 		if cfg.PolicyFile != "" {
 			for _, p := range policies {
-				pagePolicy.Policies = append(pagePolicy.Policies, p.Name)
+				summary.Policies = append(summary.Policies, p.Name)
 			}
 		}
 		// The engine orders its stages itself (limiter.New).
-		engine := limiter.New(rdb, limiter.Options{
+		engine = limiter.New(rdb, limiter.Options{
 			Timeout:        cfg.Timeout,
 			PipelineBatch:  cfg.PipelineBatch,
 			PipelineWindow: cfg.PipelineWindow,
 			DenyCacheSize:  cfg.DenyCacheSize,
 		})
 		defer engine.Close()
-		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "tollgate_ratelimit_circuit_open",
-			Help: "1 while the circuit breaker keeps limiter calls away from Redis.",
-		}, func() float64 {
-			if engine.CircuitOpen() {
-				return 1
-			}
-			return 0
-		}))
 		limit = middleware.NewLimiter(log, engine, policies, cfg.KeyPrefix, cfg.FailOpen, cfg.IPv6Prefix).WithClock(opts.now)
 		_ = limit.SetPolicies(policies, version) // the file's version; no overrides yet
-		stopLive, err := startLive(ctx, log, cfg, opts, reg, store, limit, version)
-		if err != nil {
-			return err
-		}
-		defer stopLive()
 		limiters, peek = []gin.HandlerFunc{limit.Handler()}, limit.Peek()
 	}
-	metricsHandler := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
-	handler, err := routes.New(routes.Deps{
-		Log:        log,
-		Continents: continents,
-		Ready: map[string]routes.Check{
-			"redis":    func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
-			"database": store.Ping,
-		},
-		Proxies: cfg.TrustedProxies,
-		Metrics: metrics,
-		MetricsHandler: func() http.Handler {
-			if cfg.MetricsAddr != "" {
-				return nil
-			}
-			return metricsHandler
-		}(),
-		Policy: pagePolicy,
+	svc, err := routes.NewService(startCtx, routes.ServiceDeps{
+		Log:             log,
+		Store:           store,
+		SQL:             sqlDB,
+		Driver:          cfg.DBDriver,
+		PingRedis:       func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
+		Identify:        identify,
+		Proxies:         cfg.TrustedProxies,
+		SeparateMetrics: cfg.MetricsAddr != "",
+		Summary:         summary,
 		LivePolicy: func() func() (names []string, version string) {
 			if limit == nil || cfg.PolicyFile == "" {
 				return nil
@@ -215,22 +175,37 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, opti
 				return names, version
 			}
 		}(),
-		Identify: identify,
 		Limiters: limiters,
 		Peek:     peek,
 	})
 	if err != nil {
-		return fmt.Errorf("config: TRUSTED_PROXIES: %w", err)
+		return err
+	}
+	if engine != nil {
+		svc.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "tollgate_ratelimit_circuit_open",
+			Help: "1 while the circuit breaker keeps limiter calls away from Redis.",
+		}, func() float64 {
+			if engine.CircuitOpen() {
+				return 1
+			}
+			return 0
+		}))
+		stopLive, err := startLive(ctx, log, cfg, opts, svc.Registry, store, limit, version)
+		if err != nil {
+			return err
+		}
+		defer stopLive()
 	}
 
 	attrs := []any{"metrics_addr", cfg.MetricsAddr, "rate_limit_enabled", cfg.Enabled}
 	if cfg.PolicyFile != "" { // the RATE_LIMIT_* limit is not used
-		attrs = append(attrs, "policy_file", cfg.PolicyFile, "policies", pagePolicy.Policies)
+		attrs = append(attrs, "policy_file", cfg.PolicyFile, "policies", summary.Policies)
 	} else {
 		attrs = append(attrs, "algorithm", cfg.Algorithm, "limit", cfg.Limit, "window", cfg.Window.String())
 	}
 	attrs = append(attrs, "fail_open", cfg.FailOpen, "redis", redisName, "database", cfg.DBDriver)
-	return serve(ctx, log, cfg.Port, cfg.MetricsAddr, cfg.Shutdown, handler, metricsHandler, attrs)
+	return serve(ctx, log, cfg.Port, cfg.MetricsAddr, cfg.Shutdown, svc.Handler, svc.Metrics, attrs)
 }
 
 // serve serves handler on port (and metricsHandler on metricsAddr, if set)

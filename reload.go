@@ -15,7 +15,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"tollgate/config"
 	"tollgate/middleware"
 	"tollgate/models"
 	"tollgate/policy"
@@ -58,7 +57,7 @@ func readPolicyFile(path string) ([]policy.Policy, string, error) {
 	version := hex.EncodeToString(sum[:6])
 	policies, err := policy.Parse(bytes.NewReader(text))
 	if err == nil {
-		err = errors.Join(policy.CheckRoutes(policies, routes.Limited()), policy.CheckTiers(policies, config.IsTier))
+		err = errors.Join(policy.CheckRoutes(policies, routes.Limited()), policy.CheckTiers(policies))
 	}
 	return policies, version, err
 }

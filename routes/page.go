@@ -41,7 +41,7 @@ var assetTypes = map[string]string{
 // addPage registers the home page and its assets. They never pass the
 // limiters: reading about the limit must not use up the limit. metrics says
 // whether this server serves /metrics (METRICS_ADDR moves it elsewhere).
-func addPage(r gin.IRoutes, p Policy, live func() ([]string, string), metrics bool) error {
+func addPage(r gin.IRoutes, p Summary, live func() ([]string, string), metrics bool) error {
 	assets := make(map[string]asset, len(assetTypes))
 	for name, ct := range assetTypes {
 		body, err := static.ReadFile("static/" + name)
@@ -65,7 +65,7 @@ func addPage(r gin.IRoutes, p Policy, live func() ([]string, string), metrics bo
 // home renders the page once for each version of the policy: without a
 // policy file it is fixed for the life of the process; with one (live set),
 // it is rendered again when a reload changes the file.
-func home(p Policy, live func() ([]string, string), metrics bool, assets map[string]asset) (gin.HandlerFunc, error) {
+func home(p Summary, live func() ([]string, string), metrics bool, assets map[string]asset) (gin.HandlerFunc, error) {
 	tmpl, err := template.New("index.html").Funcs(template.FuncMap{
 		"asset": func(name string) (string, error) {
 			a, ok := assets[name]
@@ -78,10 +78,10 @@ func home(p Policy, live func() ([]string, string), metrics bool, assets map[str
 	if err != nil {
 		return nil, fmt.Errorf("home page template: %w", err)
 	}
-	render := func(p Policy) (*renderedPage, error) {
+	render := func(p Summary) (*renderedPage, error) {
 		var buf bytes.Buffer
 		if err := tmpl.Execute(&buf, pageData{
-			Policy:    p,
+			Summary:   p,
 			Metrics:   metrics,
 			Window:    windowText(p.Window),
 			HasBurst:  hasBurst(p.Algorithm),
@@ -127,7 +127,7 @@ type renderedPage struct {
 
 // pageData is what index.html shows.
 type pageData struct {
-	Policy    Policy
+	Summary   Summary
 	Metrics   bool   // /metrics is served here
 	Window    string // "60 seconds"
 	HasBurst  bool
@@ -140,7 +140,7 @@ func serveAsset(assets map[string]asset) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		a, ok := assets[c.Param("name")]
 		if !ok {
-			middleware.Abort(c, http.StatusNotFound, "not found", nil)
+			middleware.Fail(c, nil, middleware.ErrNotFound)
 			return
 		}
 		h := c.Writer.Header()
