@@ -49,15 +49,12 @@ type Config struct {
 	TrustedProxies []netip.Prefix
 	KeyPrefix      string
 	PolicyFile     string // empty: one policy from the RATE_LIMIT_* variables
-	CandidateFile  string // a policy file decided in shadow; empty: none
-	// OverridesRefresh is how often the overrides are read from the database.
-	OverridesRefresh time.Duration
-	SeedUsers        []User
-	MetricsAddr      string // empty: /metrics on the API's port
-	LogFormat        string // json or text
-	LogLevel         slog.Level
-	DBConnect        time.Duration // how long start-up retries the database
-	Shutdown         time.Duration // how long in-flight requests get at shutdown
+	SeedUsers      []User
+	MetricsAddr    string // empty: /metrics on the API's port
+	LogFormat      string // json or text
+	LogLevel       slog.Level
+	DBConnect      time.Duration // how long start-up retries the database
+	Shutdown       time.Duration // how long in-flight requests get at shutdown
 
 	AuthKeyCacheTTL time.Duration // how long a checked API key is believed
 	AuthFailLimit   int           // failed credential checks per IP and per user name and window; 0: no guard
@@ -70,6 +67,9 @@ type Config struct {
 	DenyCacheSize  int           // denied identities remembered in memory; 0: no deny cache
 
 	IPv6Prefix int // IPv6 clients are one identity per prefix of this many bits
+
+	CandidateFile    string        // a policy file decided in shadow beside the live one; empty: none
+	OverridesRefresh time.Duration // how often the overrides are read from the database
 }
 
 // Load reads the configuration through getenv. Every problem is reported at
@@ -77,21 +77,19 @@ type Config struct {
 func Load(getenv func(string) string) (Config, error) {
 	p := parser{getenv: getenv}
 	c := Config{
-		Port:             p.int("PORT", "8080", 0, 65535),
-		RedisURL:         p.redisURL("REDIS_URL"),
-		DBDriver:         p.oneOf("DB_DRIVER", "sqlite", "sqlite", "mysql"),
-		Enabled:          p.bool("RATE_LIMIT_ENABLED", "true"),
-		Algorithm:        strings.ReplaceAll(p.str("RATE_LIMIT_ALGORITHM", "fixed_window"), "-", "_"),
-		Limit:            p.int("RATE_LIMIT_LIMIT", "5", 1, 1_000_000_000),
-		Window:           p.duration("RATE_LIMIT_WINDOW", "60s", time.Millisecond, 366*24*time.Hour),
-		FailOpen:         p.bool("RATE_LIMIT_FAIL_OPEN", "true"),
-		Timeout:          p.duration("RATE_LIMIT_TIMEOUT", "100ms", time.Millisecond, time.Minute),
-		KeyPrefix:        p.str("REDIS_KEY_PREFIX", "ratelimit:"),
-		PolicyFile:       p.str("RATE_LIMIT_POLICY_FILE", ""),
-		CandidateFile:    p.str("RATE_LIMIT_CANDIDATE_FILE", ""),
-		OverridesRefresh: p.duration("RATE_LIMIT_OVERRIDES_REFRESH", "10s", 100*time.Millisecond, time.Hour),
-		DBConnect:        p.duration("DB_CONNECT_TIMEOUT", "30s", time.Second, time.Hour),
-		Shutdown:         p.duration("SHUTDOWN_TIMEOUT", "10s", 0, time.Hour),
+		Port:       p.int("PORT", "8080", 0, 65535),
+		RedisURL:   p.redisURL("REDIS_URL"),
+		DBDriver:   p.oneOf("DB_DRIVER", "sqlite", "sqlite", "mysql"),
+		Enabled:    p.bool("RATE_LIMIT_ENABLED", "true"),
+		Algorithm:  strings.ReplaceAll(p.str("RATE_LIMIT_ALGORITHM", "fixed_window"), "-", "_"),
+		Limit:      p.int("RATE_LIMIT_LIMIT", "5", 1, 1_000_000_000),
+		Window:     p.duration("RATE_LIMIT_WINDOW", "60s", time.Millisecond, 366*24*time.Hour),
+		FailOpen:   p.bool("RATE_LIMIT_FAIL_OPEN", "true"),
+		Timeout:    p.duration("RATE_LIMIT_TIMEOUT", "100ms", time.Millisecond, time.Minute),
+		KeyPrefix:  p.str("REDIS_KEY_PREFIX", "ratelimit:"),
+		PolicyFile: p.str("RATE_LIMIT_POLICY_FILE", ""),
+		DBConnect:  p.duration("DB_CONNECT_TIMEOUT", "30s", time.Second, time.Hour),
+		Shutdown:   p.duration("SHUTDOWN_TIMEOUT", "10s", 0, time.Hour),
 	}
 	c.LogFormat = p.oneOf("LOG_FORMAT", "json", "json", "text")
 	if err := c.LogLevel.UnmarshalText([]byte(p.oneOf("LOG_LEVEL", "info", "debug", "info", "warn", "error"))); err != nil {
@@ -134,6 +132,8 @@ func Load(getenv func(string) string) (Config, error) {
 	c.PipelineWindow = p.duration("RATE_LIMIT_PIPELINE_WINDOW", "0s", 0, time.Millisecond)
 	c.DenyCacheSize = p.int("RATE_LIMIT_DENY_CACHE_SIZE", "10000", 0, 10_000_000)
 	c.IPv6Prefix = p.int("RATE_LIMIT_IPV6_PREFIX", "64", 1, 128)
+	c.CandidateFile = p.str("RATE_LIMIT_CANDIDATE_FILE", "")
+	c.OverridesRefresh = p.duration("RATE_LIMIT_OVERRIDES_REFRESH", "10s", 100*time.Millisecond, time.Hour)
 	if len(p.errs) > 0 {
 		return Config{}, fmt.Errorf("%w: %w", ErrInvalid, errors.Join(p.errs...))
 	}

@@ -39,14 +39,15 @@ func TestLoadDefaults(t *testing.T) {
 		DBConnect: 30 * time.Second,
 		Shutdown:  10 * time.Second,
 
-		AuthKeyCacheTTL:  10 * time.Second,
-		AuthFailLimit:    10,
-		AuthFailWindow:   15 * time.Minute,
-		AuthTrustedTTL:   720 * time.Hour,
-		AuthMaxChecks:    runtime.NumCPU(),
-		PipelineBatch:    16,
-		DenyCacheSize:    10_000,
-		IPv6Prefix:       64,
+		AuthKeyCacheTTL: 10 * time.Second,
+		AuthFailLimit:   10,
+		AuthFailWindow:  15 * time.Minute,
+		AuthTrustedTTL:  720 * time.Hour,
+		AuthMaxChecks:   runtime.NumCPU(),
+		PipelineBatch:   16,
+		DenyCacheSize:   10_000,
+		IPv6Prefix:      64,
+
 		OverridesRefresh: 10 * time.Second,
 	}
 	mysql := sqlite
