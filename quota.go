@@ -42,7 +42,7 @@ func runQuota(ctx context.Context, cmd command, cfg config.Config, getenv func(s
 	if cfg.RedisURL == "" && len(cfg.RedisCluster) == 0 {
 		return fmt.Errorf("config: %w: quota commands need REDIS_URL or REDIS_CLUSTER_ADDRS: the embedded Redis lives inside the server's process", config.ErrInvalid)
 	}
-	policies, err := loadPolicies(cfg)
+	policies, _, err := loadPolicies(cfg, cfg.PolicyFile)
 	if err != nil {
 		return err
 	}
@@ -53,9 +53,24 @@ func runQuota(ctx context.Context, cmd command, cfg config.Config, getenv func(s
 		}
 		return fmt.Errorf("%w: %s: --policy %q: want one of %s", errUsage, cmd.do, cmd.policy, strings.Join(names, ", "))
 	}
-	who, subject, err := quotaCaller(ctx, cmd.name, cfg)
+	store, closeDB, err := openUserStore(ctx, cfg)
 	if err != nil {
 		return err
+	}
+	defer closeDB()
+	who, subject, err := quotaCaller(ctx, store, cmd.name, cfg)
+	if err != nil {
+		return err
+	}
+	// The overrides in force, as the servers apply them (reload.go).
+	var notes []string
+	overrides, err := loadOverrides(ctx, store, who.Now)
+	if err != nil && overrides == nil {
+		return err
+	}
+	set, oerr := policy.NewSet(policies, cfg.KeyPrefix).WithOverrides(overrides)
+	if err = errors.Join(err, oerr); err != nil {
+		notes = append(notes, "overrides the servers leave out too: "+strings.ReplaceAll(err.Error(), "\n", "; "))
 	}
 	log := newLogger(stderr, cfg.LogFormat, cfg.LogLevel)
 	rdb, _, _, closeRedis, err := openRedis(ctx, log, cfg.RedisURL, cfg.RedisCluster, quotaTimeout)
@@ -64,9 +79,7 @@ func runQuota(ctx context.Context, cmd command, cfg config.Config, getenv func(s
 	}
 	defer closeRedis()
 
-	set := policy.NewSet(policies, cfg.KeyPrefix)
 	applied, unlisted := set.AllRules(who, nil)
-	var notes []string
 	if unlisted != "" {
 		notes = append(notes, fmt.Sprintf("tier %s has no limits in policy %s, which has no default limits: it does not limit %s", who.Tier, unlisted, subject))
 	}
@@ -136,20 +149,16 @@ func runQuota(ctx context.Context, cmd command, cfg config.Config, getenv func(s
 	return printQuota(stdout, subject, who.Tier, applied, res, notes)
 }
 
-// quotaCaller is who (a user name, or ip:ADDR) as the policies see them,
-// and their subject: a user with the tier the database gives, or an address
-// as the server counts it (auth.AddrSubject) with the anonymous tier.
-func quotaCaller(ctx context.Context, who string, cfg config.Config) (policy.Caller, string, error) {
+// quotaCaller is who (a user name, or ip:ADDR) as the policies see them
+// now, and their subject: a user with the tier the database gives, or an
+// address as the server counts it (auth.AddrSubject) with the anonymous tier.
+func quotaCaller(ctx context.Context, store *models.Store, who string, cfg config.Config) (policy.Caller, string, error) {
+	now := time.Now()
 	if addr, ok := strings.CutPrefix(who, "ip:"); ok {
 		a, _ := auth.CanonicalAddr(addr) // checked by parseCommand
-		c := policy.Caller{IP: auth.AddrSubject(a, cfg.IPv6Prefix), Addr: a, Tier: policy.AnonymousTier}
+		c := policy.Caller{IP: auth.AddrSubject(a, cfg.IPv6Prefix), Addr: a, Tier: policy.AnonymousTier, Now: now}
 		return c, "ip:" + c.IP, nil
 	}
-	store, closeDB, err := openUserStore(ctx, cfg)
-	if err != nil {
-		return policy.Caller{}, "", err
-	}
-	defer closeDB()
 	tier, err := store.Tier(ctx, who)
 	if errors.Is(err, models.ErrNotFound) {
 		return policy.Caller{}, "", fmt.Errorf("no user %q: a user that does not exist has no quota (for an address, write ip:ADDR)", who)
@@ -157,7 +166,7 @@ func quotaCaller(ctx context.Context, who string, cfg config.Config) (policy.Cal
 	if err != nil {
 		return policy.Caller{}, "", err
 	}
-	return policy.Caller{User: who, Tier: tier}, "user:" + who, nil
+	return policy.Caller{User: who, Tier: tier, Now: now}, "user:" + who, nil
 }
 
 // printQuota prints each limit's state in res, as /ratelimit shows it.
@@ -173,6 +182,9 @@ func printQuota(stdout io.Writer, subject, tier string, applied []policy.Applied
 			name := a.Limit.Name
 			if a.Policy.Shadow {
 				name += " (shadow)"
+			}
+			if a.Override != nil {
+				name += fmt.Sprintf(" (override %d)", a.Override.ID)
 			}
 			reset := "-" // full
 			if d.ResetAfter > 0 {

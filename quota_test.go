@@ -355,3 +355,30 @@ func TestQuotaExitCodes(t *testing.T) {
 		})
 	}
 }
+
+// TestQuotaSeesOverrides: an override in force replaces the policy's limit
+// for its user, in show and in a grant, as on the servers.
+func TestQuotaSeesOverrides(t *testing.T) {
+	t.Parallel()
+	env := baseEnv(t, sharedRedis(t))
+	if out, err := cli(t, env, "", "overrides", "set", "john_doe", "--policy", "fixed_window", "--limit", "2"); err != nil {
+		t.Fatalf("overrides set: %v\n%s", err, out)
+	}
+	out := mustQuota(t, env, "grant", "john_doe", "2", "--policy", "fixed_window")
+	var row []string
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(line, "fixed_window (override ") {
+			row = strings.Fields(line)
+		}
+	}
+	// fixed_window (override N) ALGORITHM LIMIT WINDOW USED REMAINING RESET
+	if len(row) < 8 || row[4] != "2" || row[7] != "4" {
+		t.Errorf("grant of 2 under an override of 2: row %q, want limit 2 and remaining 4\n%s", row, out)
+	}
+	if _, _, err := quota(t, env, "grant", "john_doe", "3", "--policy", "fixed_window"); !errors.Is(err, errUsage) {
+		t.Errorf("grant of 3 under an override of 2 = %v, want a usage error (at most one quota)", err)
+	}
+	if got := quotaRow(t, mustQuota(t, env, "show", "jane"), "fixed_window")[2]; got != "5" {
+		t.Errorf("show jane: limit %s, want the policy's 5 (the override is john_doe's)", got)
+	}
+}

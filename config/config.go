@@ -18,6 +18,7 @@ import (
 	"github.com/go-sql-driver/mysql"
 
 	"tollgate/models"
+	"tollgate/policy"
 )
 
 // ErrInvalid is wrapped by every error Load returns.
@@ -66,6 +67,9 @@ type Config struct {
 	DenyCacheSize  int           // denied identities remembered in memory; 0: no deny cache
 
 	IPv6Prefix int // IPv6 clients are one identity per prefix of this many bits
+
+	CandidateFile    string        // a policy file decided in shadow beside the live one; empty: none
+	OverridesRefresh time.Duration // how often the overrides are read from the database
 }
 
 // Load reads the configuration through getenv. Every problem is reported at
@@ -128,6 +132,8 @@ func Load(getenv func(string) string) (Config, error) {
 	c.PipelineWindow = p.duration("RATE_LIMIT_PIPELINE_WINDOW", "0s", 0, time.Millisecond)
 	c.DenyCacheSize = p.int("RATE_LIMIT_DENY_CACHE_SIZE", "10000", 0, 10_000_000)
 	c.IPv6Prefix = p.int("RATE_LIMIT_IPV6_PREFIX", "64", 1, 128)
+	c.CandidateFile = p.str("RATE_LIMIT_CANDIDATE_FILE", "")
+	c.OverridesRefresh = p.duration("RATE_LIMIT_OVERRIDES_REFRESH", "10s", 100*time.Millisecond, time.Hour)
 	if len(p.errs) > 0 {
 		return Config{}, fmt.Errorf("%w: %w", ErrInvalid, errors.Join(p.errs...))
 	}
@@ -264,7 +270,7 @@ func (p *parser) users(name, def string) []User {
 	for i, s := range strings.Split(v, ",") {
 		user, pass, ok := strings.Cut(strings.TrimSpace(s), ":")
 		var tier string
-		if i := strings.LastIndexByte(pass, ':'); i >= 0 && IsTier(pass[i+1:]) {
+		if i := strings.LastIndexByte(pass, ':'); i >= 0 && policy.ValidTier(pass[i+1:]) {
 			pass, tier = pass[:i], pass[i+1:]
 		}
 		if !ok || !models.ValidUserName(user) || pass == "" || len(pass) > 72 {
@@ -281,18 +287,4 @@ func (p *parser) users(name, def string) []User {
 func isPort(s string) bool {
 	n, err := strconv.Atoi(s)
 	return err == nil && n >= 0 && n <= 65535 && s == strconv.Itoa(n)
-}
-
-// IsTier reports whether s is a tier name: a lowercase letter, then up to 31
-// lowercase letters, digits, _ or -.
-func IsTier(s string) bool {
-	if s == "" || len(s) > 32 || s[0] < 'a' || s[0] > 'z' {
-		return false
-	}
-	for _, r := range s {
-		if (r < 'a' || r > 'z') && (r < '0' || r > '9') && r != '_' && r != '-' {
-			return false
-		}
-	}
-	return true
 }

@@ -541,7 +541,7 @@ func limitHandler(t *testing.T, d decider, failOpen bool) gin.HandlerFunc {
 
 // named is the header data of a limit named name, as NewLimiter makes it.
 func named(name string) *limitText {
-	return &NewLimiter(discard(), nil, []policy.Policy{{Name: name, Limits: []policy.Limit{{}}}}, "p:", true, 64).texts[0]
+	return &NewLimiter(discard(), nil, []policy.Policy{{Name: name, Limits: []policy.Limit{{}}}}, "p:", true, 64).snap.Load().live.texts[0]
 }
 
 func TestSetHeadersFollowsTheDecisionsLimit(t *testing.T) {
@@ -613,7 +613,7 @@ func TestCaller(t *testing.T) {
 		ExemptCIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}}
 	header := http.Header{"X-Tenant": {"acme"}}
 	amy := auth.Identity{Kind: auth.User, Name: "amy", Addr: "2001:db8::/64", Tier: "pro"}
-	addr := auth.Identity{Kind: auth.IP, Addr: "2001:db8::/64", Tier: auth.AnonymousTier}
+	addr := auth.Identity{Kind: auth.IP, Addr: "2001:db8::/64", Tier: policy.AnonymousTier}
 	tests := []struct {
 		name     string
 		policies []policy.Policy
@@ -636,7 +636,7 @@ func TestCaller(t *testing.T) {
 			if tt.identity.Kind != "" {
 				c.Set(identityKey, tt.identity)
 			}
-			got := l.caller(c)
+			got := l.caller(c, l.snap.Load())
 			if diff := cmp.Diff(tt.want, got, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
 				t.Errorf("caller() (-want +got):\n%s", diff)
 			}
