@@ -79,25 +79,8 @@ func runQuota(ctx context.Context, cmd command, cfg config.Config, getenv func(s
 	}
 	defer closeRedis()
 
-	applied, unlisted := set.AllRules(who, nil)
-	if unlisted != "" {
-		notes = append(notes, fmt.Sprintf("tier %s has no limits in policy %s, which has no default limits: it does not limit %s", who.Tier, unlisted, subject))
-	}
-	applied = slices.DeleteFunc(applied, func(a policy.Applied) bool {
-		if who.User != "" && a.Policy.Key == "ip" { // counted by the address a request comes from
-			return true
-		}
-		return cmd.policy != "" && a.Policy.Name != cmd.policy
-	})
-	for _, p := range policies {
-		switch {
-		case cmd.policy != "" && p.Name != cmd.policy:
-		case who.User != "" && p.Key == "ip":
-			notes = append(notes, fmt.Sprintf("policy %s counts users by their address: see quota show ip:ADDR", p.Name))
-		case strings.HasPrefix(p.Key, "header:"):
-			notes = append(notes, fmt.Sprintf("policy %s counts by the %s header: not shown", p.Name, strings.TrimPrefix(p.Key, "header:")))
-		}
-	}
+	applied, more := quotaLimits(set, policies, who, subject, cmd.policy)
+	notes = append(notes, more...)
 	if cmd.do != "quota show" && len(applied) == 0 {
 		what := "no policy"
 		if cmd.policy != "" {
@@ -147,6 +130,31 @@ func runQuota(ctx context.Context, cmd command, cfg config.Config, getenv func(s
 		}
 	}
 	return printQuota(stdout, subject, who.Tier, applied, res, notes)
+}
+
+// quotaLimits are the limits of policy (every policy, if "") that apply to
+// who anywhere, as /ratelimit lists them, and notes on what is left out: a
+// user counted by address (key ip) is counted per request's address, and a
+// header key has no value here.
+func quotaLimits(set *policy.Set, policies []policy.Policy, who policy.Caller, subject, name string) ([]policy.Applied, []string) {
+	applied, unlisted := set.AllRules(who, nil)
+	var notes []string
+	if unlisted != "" {
+		notes = append(notes, fmt.Sprintf("tier %s has no limits in policy %s, which has no default limits: it does not limit %s", who.Tier, unlisted, subject))
+	}
+	applied = slices.DeleteFunc(applied, func(a policy.Applied) bool {
+		return who.User != "" && a.Policy.Key == "ip" || name != "" && a.Policy.Name != name
+	})
+	for _, p := range policies {
+		switch {
+		case name != "" && p.Name != name:
+		case who.User != "" && p.Key == "ip":
+			notes = append(notes, fmt.Sprintf("policy %s counts users by their address: see quota show ip:ADDR", p.Name))
+		case strings.HasPrefix(p.Key, "header:"):
+			notes = append(notes, fmt.Sprintf("policy %s counts by the %s header: not shown", p.Name, strings.TrimPrefix(p.Key, "header:")))
+		}
+	}
+	return applied, notes
 }
 
 // quotaCaller is who (a user name, or ip:ADDR) as the policies see them
