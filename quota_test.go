@@ -362,6 +362,9 @@ func TestQuotaExitCodes(t *testing.T) {
 func TestQuotaSeesOverrides(t *testing.T) {
 	t.Parallel()
 	env := baseEnv(t, sharedRedis(t))
+	// A database of its own: the run's MySQL database is shared by the
+	// services of other tests, whose john_doe must keep the policy's limit.
+	env["DB_DRIVER"], env["DB_DSN"] = "sqlite", filepath.Join(t.TempDir(), "overrides.db")
 	if out, err := cli(t, env, "", "overrides", "set", "john_doe", "--policy", "fixed_window", "--limit", "2"); err != nil {
 		t.Fatalf("overrides set: %v\n%s", err, out)
 	}
