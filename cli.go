@@ -22,6 +22,7 @@ import (
 
 	"tollgate/config"
 	"tollgate/models"
+	"tollgate/policy"
 )
 
 // errUsage is wrapped by runCLI's errors about the command line itself.
@@ -238,7 +239,7 @@ func parseCommand(args []string) (command, error) {
 		if len(pos) != 1 || !models.ValidUserName(pos[0]) {
 			return command{}, fmt.Errorf("%w: %s: want one NAME of %s", errUsage, do, models.UserNameRule)
 		}
-		if !config.IsTier(*tier) {
+		if !policy.ValidTier(*tier) {
 			return command{}, fmt.Errorf("%w: %s: --tier %q: %s", errUsage, do, *tier, tierRule)
 		}
 		return command{do: do, name: pos[0], tier: *tier}, nil
@@ -250,7 +251,7 @@ func parseCommand(args []string) (command, error) {
 		if err != nil {
 			return command{}, err
 		}
-		if !config.IsTier(rest[1]) {
+		if !policy.ValidTier(rest[1]) {
 			return command{}, fmt.Errorf("%w: %s: TIER %q: %s", errUsage, do, rest[1], tierRule)
 		}
 		return command{do: do, name: name, tier: rest[1]}, nil
@@ -310,7 +311,7 @@ func healthcheck(ctx context.Context, port int, stdout io.Writer) error {
 	return err
 }
 
-// tierRule says what config.IsTier accepts, for usage errors.
+// tierRule says what policy.ValidTier accepts, for usage errors.
 const tierRule = "want a tier name: a lowercase letter, then up to 31 lowercase letters, digits, '_' or '-'"
 
 // nameArg returns the one NAME argument in rest: a valid user name that does
