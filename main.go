@@ -82,8 +82,8 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	redis.SetLogger(redisLog{middleware.NewThrottledLog(log, 10*time.Second)})
 	warnProxiesEverything(log, cfg.TrustedProxies)
 
-	sentinel := sentinel{addrs: cfg.RedisSentinels, master: cfg.RedisSentinelMaster, password: cfg.RedisSentinelPassword}
-	rdb, guardRdb, redisName, closeRedis, err := openRedis(ctx, log, cfg.RedisURL, cfg.RedisCluster, sentinel, cfg.Timeout)
+	rdb, guardRdb, redisName, closeRedis, err := openRedis(ctx, log, cfg.RedisURL, cfg.RedisCluster,
+		sentinel{addrs: cfg.RedisSentinels, master: cfg.RedisSentinelMaster, password: cfg.RedisSentinelPassword}, cfg.Timeout)
 	if err != nil {
 		return err
 	}

@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -194,47 +193,31 @@ func TestSentinelFailover(t *testing.T) {
 			}
 			counted := int64(1)
 
-			// 16 workers send requests until stop; a response with
-			// X-RateLimit-Remaining was decided (and counted) by Redis.
+			// A response with X-RateLimit-Remaining was decided (and
+			// counted) by Redis.
 			var (
 				mu        sync.Mutex
 				statuses  = map[int]int{}
 				unchecked int       // served with X-RateLimit-Checked: false
 				killedAt  time.Time // zero until the master is dead
 				resumedAt time.Time // the first decision of a request sent after killedAt
-				stop      atomic.Bool
-				wg        sync.WaitGroup
 			)
 			client := &http.Client{Timeout: 10 * time.Second}
 			defer client.CloseIdleConnections()
-			for range 16 {
-				wg.Go(func() {
-					for !stop.Load() {
-						sent := time.Now()
-						req, _ := http.NewRequest(http.MethodGet, base+"/continents", nil)
-						req.Header = auth
-						resp, err := client.Do(req)
-						if err != nil {
-							t.Errorf("GET under load: %v", err)
-							return
-						}
-						resp.Body.Close()
-						decided := resp.Header.Get("X-RateLimit-Remaining") != ""
-						mu.Lock()
-						statuses[resp.StatusCode]++
-						if resp.Header.Get("X-RateLimit-Checked") == "false" {
-							unchecked++
-						}
-						if decided {
-							counted++
-							if !killedAt.IsZero() && sent.After(killedAt) && resumedAt.IsZero() {
-								resumedAt = time.Now()
-							}
-						}
-						mu.Unlock()
+			stop := load(t, client, base+"/continents", auth, func(sent time.Time, resp *http.Response) {
+				mu.Lock()
+				defer mu.Unlock()
+				statuses[resp.StatusCode]++
+				if resp.Header.Get("X-RateLimit-Checked") == "false" {
+					unchecked++
+				}
+				if resp.Header.Get("X-RateLimit-Remaining") != "" {
+					counted++
+					if !killedAt.IsZero() && sent.After(killedAt) && resumedAt.IsZero() {
+						resumedAt = time.Now()
 					}
-				})
-			}
+				}
+			})
 			time.Sleep(time.Second)
 			s.master.Process.Kill()
 			s.master.Wait()
@@ -259,8 +242,7 @@ func TestSentinelFailover(t *testing.T) {
 				return !resumedAt.IsZero()
 			})
 			time.Sleep(time.Second) // more load on the new master
-			stop.Store(true)
-			wg.Wait()
+			stop()
 
 			mu.Lock()
 			resumed := resumedAt.Sub(killedAt)
