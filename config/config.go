@@ -240,19 +240,15 @@ func (p *parser) prefixes(name string) []netip.Prefix {
 	var bad []string
 	for _, s := range strings.Split(v, ",") {
 		s = strings.TrimSpace(s)
-		pf, err := netip.ParsePrefix(s)
+		pf, err := policy.ParseCIDR(s)
 		if err != nil {
-			addr, aerr := netip.ParseAddr(s)
-			if aerr != nil {
-				if !slices.Contains(bad, s) { // each bad entry once
-					bad = append(bad, s)
-					p.fail(name, v, fmt.Sprintf("%q: want a comma list of CIDRs such as 10.0.0.0/8,::1/128", s))
-				}
-				continue
+			if !slices.Contains(bad, s) { // each bad entry once
+				bad = append(bad, s)
+				p.fail(name, v, fmt.Sprintf("%q: want a comma list of CIDRs such as 10.0.0.0/8,::1/128", s))
 			}
-			pf = netip.PrefixFrom(addr, addr.BitLen())
+			continue
 		}
-		out = append(out, pf.Masked())
+		out = append(out, pf)
 	}
 	return out
 }
