@@ -76,13 +76,13 @@ func startSentinels(t *testing.T) *sentinelSetup {
 	defer cancel()
 	master := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + s.masterPort})
 	defer master.Close()
-	waitFor(ctx, t, "the replica in sync with the master", func() bool {
+	waitFor(t, "the replica in sync with the master", func() bool {
 		info, err := master.Info(ctx, "replication").Result()
 		return err == nil && strings.Contains(info, "state=online")
 	})
 	for _, addr := range s.sentinels {
 		sc := redis.NewSentinelClient(&redis.Options{Addr: addr, Password: s.password})
-		waitFor(ctx, t, "Sentinel "+addr+" to know the replica and two other Sentinels", func() bool {
+		waitFor(t, "Sentinel "+addr+" to know the replica and two other Sentinels", func() bool {
 			m, err := sc.Master(ctx, sentinelMaster).Result()
 			return err == nil && m["num-slaves"] == "1" && m["num-other-sentinels"] == "2"
 		})
@@ -130,9 +130,7 @@ func startProcess(t *testing.T, logFile, bin string, args ...string) *exec.Cmd {
 		}
 		port = strings.TrimPrefix(strings.SplitN(string(b), "\n", 2)[0], "port ")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	waitFor(ctx, t, bin+" to listen on port "+port, func() bool {
+	waitFor(t, bin+" to listen on port "+port, func() bool {
 		c, err := net.Dial("tcp", "127.0.0.1:"+port)
 		if err == nil {
 			c.Close()
@@ -140,19 +138,6 @@ func startProcess(t *testing.T, logFile, bin string, args ...string) *exec.Cmd {
 		return err == nil
 	})
 	return cmd
-}
-
-// waitFor polls ready every 50ms until it is true, failing the test when ctx
-// ends first.
-func waitFor(ctx context.Context, t *testing.T, what string, ready func() bool) {
-	t.Helper()
-	for !ready() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("waiting for %s: %v", what, ctx.Err())
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
 }
 
 // TestSentinelFailover kills the Redis master under load while the service
@@ -231,12 +216,12 @@ func TestSentinelFailover(t *testing.T) {
 			defer cancel()
 			sc := redis.NewSentinelClient(&redis.Options{Addr: s.sentinels[0], Password: s.password})
 			defer sc.Close()
-			waitFor(ctx, t, "the Sentinels to promote the replica", func() bool {
+			waitFor(t, "the Sentinels to promote the replica", func() bool {
 				addr, err := sc.GetMasterAddrByName(ctx, sentinelMaster).Result()
 				return err == nil && len(addr) == 2 && addr[1] == s.replicaPort
 			})
 			promoted := time.Since(killedAt)
-			waitFor(ctx, t, "decisions to resume on the promoted replica", func() bool {
+			waitFor(t, "decisions to resume on the promoted replica", func() bool {
 				mu.Lock()
 				defer mu.Unlock()
 				return !resumedAt.IsZero()
