@@ -39,8 +39,8 @@ func runQuota(ctx context.Context, cmd command, cfg config.Config, getenv func(s
 	if !cfg.Enabled {
 		return errors.New("rate limiting is off (RATE_LIMIT_ENABLED=false): no quota applies")
 	}
-	if cfg.RedisURL == "" && len(cfg.RedisCluster) == 0 {
-		return fmt.Errorf("config: %w: quota commands need REDIS_URL or REDIS_CLUSTER_ADDRS: the embedded Redis lives inside the server's process", config.ErrInvalid)
+	if cfg.RedisURL == "" && len(cfg.RedisCluster) == 0 && len(cfg.RedisSentinels) == 0 {
+		return fmt.Errorf("config: %w: quota commands need REDIS_URL, REDIS_CLUSTER_ADDRS or REDIS_SENTINEL_ADDRS: the embedded Redis lives inside the server's process", config.ErrInvalid)
 	}
 	policies, _, err := loadPolicies(cfg, cfg.PolicyFile)
 	if err != nil {
@@ -73,7 +73,8 @@ func runQuota(ctx context.Context, cmd command, cfg config.Config, getenv func(s
 		notes = append(notes, "overrides the servers leave out too: "+strings.ReplaceAll(err.Error(), "\n", "; "))
 	}
 	log := newLogger(stderr, cfg.LogFormat, cfg.LogLevel)
-	rdb, _, _, closeRedis, err := openRedis(ctx, log, cfg.RedisURL, cfg.RedisCluster, quotaTimeout)
+	rdb, _, _, closeRedis, err := openRedis(ctx, log, cfg.RedisURL, cfg.RedisCluster,
+		sentinel{addrs: cfg.RedisSentinels, master: cfg.RedisSentinelMaster, password: cfg.RedisSentinelPassword}, quotaTimeout)
 	if err != nil {
 		return err
 	}

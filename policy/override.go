@@ -68,22 +68,14 @@ func ParseOverrideSubject(s string) (user string, prefix netip.Prefix, err error
 	if !ok {
 		return s, netip.Prefix{}, nil
 	}
-	p, err := netip.ParsePrefix(text)
+	p, err := ParseCIDR(text)
 	if err != nil {
-		a, aerr := netip.ParseAddr(text)
-		if aerr != nil || a.Zone() != "" {
-			return "", netip.Prefix{}, fmt.Errorf("%w: %q: want ip: and a CIDR such as 10.0.0.0/8 or an address", ErrOverride, s)
-		}
-		p = netip.PrefixFrom(a, a.BitLen())
+		return "", netip.Prefix{}, fmt.Errorf("%w: %q: want ip: and a CIDR such as 10.0.0.0/8 or an address: %v", ErrOverride, s, err)
 	}
-	if p != p.Masked() {
-		return "", netip.Prefix{}, fmt.Errorf("%w: %q: address bits set after /%d: want ip:%s", ErrOverride, s, p.Bits(), p.Masked())
-	}
-	if a := p.Addr(); a.Is4In6() {
-		if p.Bits() < 96 {
-			return "", netip.Prefix{}, fmt.Errorf("%w: %q: an IPv4-mapped prefix shorter than /96: want an IPv4 CIDR", ErrOverride, s)
-		}
-		p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
+	// An override names what it covers exactly: host bits set are a typo,
+	// not something to clear silently.
+	if raw, err := netip.ParsePrefix(text); err == nil && raw != raw.Masked() {
+		return "", netip.Prefix{}, fmt.Errorf("%w: %q: address bits set after /%d: want ip:%s", ErrOverride, s, raw.Bits(), raw.Masked())
 	}
 	return "", p, nil
 }
