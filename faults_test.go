@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"os"
 	"runtime"
@@ -258,11 +257,14 @@ func TestDatabaseDownWhileServing(t *testing.T) {
 }
 
 func TestDatabaseUnreachableAtStartup(t *testing.T) {
+	// A database that hangs up on every connection: a proxy that is down.
+	db := startProxy(t, "127.0.0.1:1")
+	db.setDown(true)
 	env := map[string]string{
 		"DB_DRIVER":          "mysql",
-		"DB_DSN":             fmt.Sprintf("root@tcp(127.0.0.1:%d)/test", freePort(t)),
+		"DB_DSN":             "root@tcp(" + db.addr() + ")/test",
 		"DB_CONNECT_TIMEOUT": "2s",
-		"PORT":               strconv.Itoa(freePort(t)),
+		"PORT":               "0",
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -199,7 +199,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		return fmt.Errorf("config: TRUSTED_PROXIES: %w", err)
 	}
 
-	attrs := []any{"metrics_addr", cfg.MetricsAddr, "rate_limit_enabled", cfg.Enabled}
+	attrs := []any{"rate_limit_enabled", cfg.Enabled}
 	if cfg.PolicyFile != "" { // the RATE_LIMIT_* limit is not used
 		attrs = append(attrs, "policy_file", cfg.PolicyFile, "policies", pagePolicy.Policies)
 	} else {
@@ -239,7 +239,13 @@ func serve(ctx context.Context, log *slog.Logger, port int, metricsAddr string, 
 		servers = append(servers, routes.NewServer(mux, log))
 		listeners = append(listeners, mln)
 	}
-	log.Info("serving", append([]any{"addr", ln.Addr().String()}, attrs...)...)
+	// The addresses bound, not the ones asked for: with port 0 (tests) the
+	// log line is how the caller learns where the service listens.
+	addrs := []any{"addr", ln.Addr().String(), "metrics_addr", ""}
+	if len(listeners) > 1 {
+		addrs[3] = listeners[1].Addr().String()
+	}
+	log.Info("serving", append(addrs, attrs...)...)
 
 	serveErr := make(chan error, len(servers))
 	for i, srv := range servers {

@@ -75,13 +75,15 @@ func TestMetricsMoveWithRequests(t *testing.T) {
 
 func TestMetricsOnTheirOwnAddress(t *testing.T) {
 	env := baseEnv(t, sharedRedis(t))
-	port := freePort(t)
-	env["METRICS_ADDR"] = "127.0.0.1:" + strconv.Itoa(port)
-	base := service(t, env)
-	if r := get(t, base+"/metrics", nil); r.status != http.StatusNotFound {
+	env["METRICS_ADDR"] = "127.0.0.1:0"
+	l, _ := startService(t, env)
+	if r := get(t, l.base+"/metrics", nil); r.status != http.StatusNotFound {
 		t.Errorf("METRICS_ADDR set: /metrics on the API port status %d, want 404", r.status)
 	}
-	r := get(t, "http://"+env["METRICS_ADDR"]+"/metrics", nil)
+	if l.metricsAddr == "" {
+		t.Fatal(`METRICS_ADDR set: the "serving" log line names no metrics_addr`)
+	}
+	r := get(t, "http://"+l.metricsAddr+"/metrics", nil)
 	if r.status != http.StatusOK || !strings.Contains(string(r.body), "go_goroutines") {
 		t.Errorf("/metrics on METRICS_ADDR: status %d, want 200 with go_goroutines", r.status)
 	}
