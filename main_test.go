@@ -38,6 +38,7 @@ import (
 	"tollgate/middleware"
 	"tollgate/models"
 	"tollgate/policy"
+	"tollgate/redistest"
 	"tollgate/routes"
 )
 
@@ -163,34 +164,24 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// testRedis is the Redis a test's service uses, and a client to look inside it.
+// testRedis is the Redis a test's service uses, a client to look inside
+// it, and the key prefix the service is to use (empty: one of its own).
 type testRedis struct {
-	url string
-	rdb *redis.Client
+	url    string
+	rdb    redis.UniversalClient
+	prefix string
 }
 
 // sharedRedis is the real Redis of TEST_REDIS_URL when set (it must answer),
-// else a miniredis of the test's own.
+// else a miniredis of the test's own; keys under its prefix are deleted when
+// the test ends.
 func sharedRedis(t *testing.T) testRedis {
 	t.Helper()
-	url := os.Getenv("TEST_REDIS_URL")
-	if url == "" {
-		m := miniredis.RunT(t)
-		m.ClockTTL(true)
-		url = "redis://" + m.Addr() + "/0"
+	r := redistest.New(t)
+	if r.Mini != nil {
+		r.Mini.ClockTTL(true) // keys expire as on a real Redis
 	}
-	opt, err := redis.ParseURL(url)
-	if err != nil {
-		t.Fatalf("redis url %q: %v", url, err)
-	}
-	rdb := redis.NewClient(opt)
-	t.Cleanup(func() { rdb.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if err := rdb.Ping(ctx).Err(); err != nil {
-		t.Fatalf("Redis at %s does not answer: %v", url, err)
-	}
-	return testRedis{url: url, rdb: rdb}
+	return testRedis{url: r.URL, rdb: r.Client, prefix: r.Prefix}
 }
 
 // baseEnv points a service at the test's Redis and at this run's database
@@ -200,10 +191,13 @@ func baseEnv(t *testing.T, r testRedis) map[string]string {
 	t.Helper()
 	env := map[string]string{
 		"REDIS_URL":          r.url,
-		"REDIS_KEY_PREFIX":   "test:" + randomHex(6) + ":",
+		"REDIS_KEY_PREFIX":   r.prefix,
 		"RATE_LIMIT_TIMEOUT": "5s", // race-detector builds are slow; faults are tested on their own
 		"SEED_USERS":         "john_doe:EXAMPLE_PASSWORD,jane:JANE_PASSWORD",
 		"DB_DSN":             filepath.Join(t.TempDir(), "countries.db"),
+	}
+	if r.prefix == "" {
+		env["REDIS_KEY_PREFIX"] = "test:" + randomHex(6) + ":"
 	}
 	if dsn := mysqlRunDSN(t); dsn != "" {
 		env["DB_DRIVER"] = "mysql"
@@ -286,6 +280,7 @@ func basic(user, password string) http.Header {
 }
 
 func TestTutorialScenario(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name string
 		env  func(t *testing.T) map[string]string
@@ -392,6 +387,8 @@ func statuses(t *testing.T, url string, n int, header http.Header) map[int]int {
 	return counts
 }
 
+// Not parallel: 600 requests to a service that fails closed; alone, a busy
+// machine's delays do not turn them into 503s.
 func TestConcurrentRequestsAdmitExactlyTheLimit(t *testing.T) {
 	env := baseEnv(t, sharedRedis(t))
 	env["RATE_LIMIT_LIMIT"] = "50"
@@ -409,6 +406,7 @@ func TestConcurrentRequestsAdmitExactlyTheLimit(t *testing.T) {
 }
 
 func TestIdentitiesHaveSeparateQuotas(t *testing.T) {
+	t.Parallel()
 	r := sharedRedis(t)
 	env := baseEnv(t, r)
 	env["RATE_LIMIT_LIMIT"] = "2"
@@ -465,6 +463,7 @@ func TestIdentitiesHaveSeparateQuotas(t *testing.T) {
 }
 
 func TestForwardedForIgnoredFromUntrustedPeers(t *testing.T) {
+	t.Parallel()
 	env := baseEnv(t, sharedRedis(t))
 	env["RATE_LIMIT_LIMIT"] = "1"
 	base := service(t, env)
@@ -479,6 +478,7 @@ func TestForwardedForIgnoredFromUntrustedPeers(t *testing.T) {
 }
 
 func TestBadCredentials(t *testing.T) {
+	t.Parallel()
 	base := service(t, baseEnv(t, sharedRedis(t)))
 	junk := http.Header{}
 	junk.Set("Authorization", "Basic "+strings.Repeat("!", 8<<10))
@@ -676,6 +676,7 @@ func TestRedisOutage(t *testing.T) {
 }
 
 func TestBadConfigStopsStartup(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name string
 		env  map[string]string
@@ -706,6 +707,7 @@ func TestBadConfigStopsStartup(t *testing.T) {
 }
 
 func TestDeniedRequestsSkipDatabase(t *testing.T) {
+	t.Parallel()
 	ctx := t.Context()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	db, err := models.Open(ctx, log, "sqlite", filepath.Join(t.TempDir(), "countries.db"))

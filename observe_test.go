@@ -28,6 +28,7 @@ func metricValue(exposition, series string) float64 {
 }
 
 func TestMetricsMoveWithRequests(t *testing.T) {
+	t.Parallel()
 	env := baseEnv(t, sharedRedis(t))
 	env["RATE_LIMIT_LIMIT"] = "2"
 	base := service(t, env)
@@ -74,6 +75,7 @@ func TestMetricsMoveWithRequests(t *testing.T) {
 }
 
 func TestMetricsOnTheirOwnAddress(t *testing.T) {
+	t.Parallel()
 	env := baseEnv(t, sharedRedis(t))
 	env["METRICS_ADDR"] = "127.0.0.1:0"
 	l, _ := startService(t, env)
@@ -90,6 +92,7 @@ func TestMetricsOnTheirOwnAddress(t *testing.T) {
 }
 
 func TestRequestLogs(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		format string
 		want   []string // in the line of the request
@@ -145,6 +148,7 @@ func TestRequestLogs(t *testing.T) {
 // TestRedisClientLog: go-redis's own messages become warnings of the
 // service's log, at most one per period, with the number left out.
 func TestRedisClientLog(t *testing.T) {
+	t.Parallel()
 	var buf bytes.Buffer
 	const period = 200 * time.Millisecond
 	l := redisLog{middleware.NewThrottledLog(slog.New(slog.NewJSONHandler(&buf, nil)), period)}

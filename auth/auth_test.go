@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"tollgate/auth/authtest"
+	"tollgate/policy"
 )
 
 func basic(name, password string) string {
@@ -39,7 +40,7 @@ func TestAuthenticateAnonymous(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Authenticate() error = %v", err)
 	}
-	want := Identity{Kind: IP, Addr: "2001:db8::/64", Tier: AnonymousTier}
+	want := Identity{Kind: IP, Addr: "2001:db8::/64", Tier: policy.AnonymousTier}
 	if diff := cmp.Diff(want, id); diff != "" {
 		t.Errorf("Authenticate() mismatch (-want +got):\n%s", diff)
 	}
