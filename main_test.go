@@ -214,8 +214,9 @@ func service(t *testing.T, env map[string]string) string {
 	return base
 }
 
-// serviceWithLogs is service, also returning what the service logs.
-func serviceWithLogs(t *testing.T, env map[string]string) (string, *syncBuffer) {
+// serviceWithLogs is service, also returning what the service logs; opts
+// go to run.
+func serviceWithLogs(t *testing.T, env map[string]string, opts ...runOption) (string, *syncBuffer) {
 	t.Helper()
 	l, logs := startService(t, env)
 	return l.base, logs
@@ -230,7 +231,7 @@ func startService(t *testing.T, env map[string]string) (listening, *syncBuffer) 
 	ctx, cancel := context.WithCancel(context.Background())
 	logs := &syncBuffer{}
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, func(k string) string { return env[k] }, logs) }()
+	go func() { done <- run(ctx, func(k string) string { return env[k] }, logs, opts...) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
