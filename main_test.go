@@ -218,14 +218,14 @@ func service(t *testing.T, env map[string]string) string {
 // go to run.
 func serviceWithLogs(t *testing.T, env map[string]string, opts ...runOption) (string, *syncBuffer) {
 	t.Helper()
-	l, logs := startService(t, env)
+	l, logs := startService(t, env, opts...)
 	return l.base, logs
 }
 
-// startService runs run() with env on PORT=0 until the test ends, and
-// returns where it listens (its "serving" log line) and its logs once
+// startService runs run() with env and opts on PORT=0 until the test ends,
+// and returns where it listens (its "serving" log line) and its logs once
 // /healthz answers there.
-func startService(t *testing.T, env map[string]string) (listening, *syncBuffer) {
+func startService(t *testing.T, env map[string]string, opts ...runOption) (listening, *syncBuffer) {
 	t.Helper()
 	env["PORT"] = "0"
 	ctx, cancel := context.WithCancel(context.Background())

@@ -231,11 +231,12 @@ func TestDenyCacheBounded(t *testing.T) {
 // (a reloaded policy file, an override) is not answered from the cache: it
 // goes to Redis, which admits it under the higher limit.
 func TestDenyCacheSeesAChangedLimit(t *testing.T) {
+	t.Parallel()
 	h := miniredisHarness(t)
-	prefix := uniquePrefix(t)
+	prefix := h.prefix()
 	counted := &counting{next: newScripts(h.rdb)}
 	dc := newDenyCache(counted, 100)
-	dc.now = redisClock(t, h.rdb)
+	dc.now = h.now
 	h.room(100*h.unit, 5*h.unit)
 	low := algorithms.Limit{Requests: 1, Window: 100 * h.unit}
 	one(t, dc, "fixed_window", low, prefix+"k")
