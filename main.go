@@ -125,7 +125,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, opti
 	// then (503, Retry-After: 1) is told to come back, not counted as a guess.
 	authn := auth.New(auth.BoundChecks(store, cfg.AuthMaxChecks, time.Second), guard,
 		auth.WithWarner(middleware.NewThrottledLog(log, 10*time.Second)), auth.WithTimeout(checkTimeout),
-		auth.WithPasswordTTL(5*time.Minute), auth.WithKeyTTL(cfg.AuthKeyCacheTTL))
+		auth.WithPasswordTTL(5*time.Minute), auth.WithKeyTTL(cfg.AuthKeyCacheTTL), auth.WithClock(opts.now))
 	identify := middleware.Identify(log, authn, cfg.IPv6Prefix)
 	var limiters []gin.HandlerFunc
 	var peek gin.HandlerFunc
