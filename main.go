@@ -90,7 +90,8 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, opti
 	redis.SetLogger(redisLog{middleware.NewThrottledLog(log, 10*time.Second)})
 	warnProxiesEverything(log, cfg.TrustedProxies)
 
-	rdb, guardRdb, redisName, closeRedis, err := openRedis(ctx, log, cfg.RedisURL, cfg.RedisCluster, cfg.Timeout)
+	rdb, guardRdb, redisName, closeRedis, err := openRedis(ctx, log, cfg.RedisURL, cfg.RedisCluster,
+		sentinel{addrs: cfg.RedisSentinels, master: cfg.RedisSentinelMaster, password: cfg.RedisSentinelPassword}, cfg.Timeout)
 	if err != nil {
 		return err
 	}
@@ -391,14 +392,21 @@ func openDB(ctx context.Context, log *slog.Logger, driver, dsn string, within ti
 // guesses pour in.
 const checkTimeout = 2 * time.Second
 
+// sentinel is where Redis Sentinel says the master is: the Sentinels' addrs
+// (empty: no Sentinel), the master's name and the Sentinels' password.
+type sentinel struct {
+	addrs            []string
+	master, password string
+}
+
 // openRedis connects to the Redis Cluster of the seed nodes in cluster, or to
-// the Redis at url, or starts an in-process one when both are empty. It
-// returns two clients of that Redis: rdb for the limiter, whose timeouts match
-// the limiter's deadline, so a dead Redis costs a request at most that long,
-// and guardRdb for the brute-force guard, with checkTimeout and a small pool
-// of its own, so that load on the limiter can neither starve nor cut short
-// the guard's calls.
-func openRedis(ctx context.Context, log *slog.Logger, url string, cluster []string, timeout time.Duration) (rdb, guardRdb redis.UniversalClient, name string, closeAll func(), err error) {
+// the master the Sentinels of s name, or to the Redis at url, or starts an
+// in-process one when all are empty. It returns two clients of that Redis:
+// rdb for the limiter, whose timeouts match the limiter's deadline, so a dead
+// Redis costs a request at most that long, and guardRdb for the brute-force
+// guard, with checkTimeout and a small pool of its own, so that load on the
+// limiter can neither starve nor cut short the guard's calls.
+func openRedis(ctx context.Context, log *slog.Logger, url string, cluster []string, s sentinel, timeout time.Duration) (rdb, guardRdb redis.UniversalClient, name string, closeAll func(), err error) {
 	opt := &redis.UniversalOptions{}
 	closeServer := func() {}
 	switch {
@@ -406,6 +414,16 @@ func openRedis(ctx context.Context, log *slog.Logger, url string, cluster []stri
 		opt.Addrs = cluster
 		opt.IsClusterMode = true
 		name = "cluster " + strings.Join(cluster, ",")
+	case len(s.addrs) > 0:
+		// With MasterName, NewUniversalClient makes a failover client
+		// (redis.NewFailoverClient): each new connection asks a Sentinel
+		// where the master is, and a +switch-master closes the connections
+		// to the old one, so decisions move to a promoted replica by
+		// themselves. A *redis.Client still: the limiter pipelines on it.
+		opt.Addrs = s.addrs
+		opt.MasterName = s.master
+		opt.SentinelPassword = s.password
+		name = "sentinel " + s.master + " via " + strings.Join(s.addrs, ",")
 	case url != "":
 		one, err := redis.ParseURL(url)
 		if err != nil {

@@ -514,6 +514,22 @@ type ownRedis struct {
 	stop, start func()
 }
 
+// childPort is a port for a child process that cannot listen on port 0 and
+// report the port (redis-server, redis-sentinel): one the kernel just handed
+// out and released. Another process may take it before the child does: the
+// caller must see the child fail with "Address already in use" and retry, or
+// check that what answers there is its child (startOwnRedis does both). The
+// service itself never needs this: it listens on PORT=0 and logs its address.
+func childPort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("find a port: %v", err)
+	}
+	defer ln.Close()
+	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+}
+
 func startOwnRedis(t *testing.T) ownRedis {
 	t.Helper()
 	if os.Getenv("TEST_REDIS_URL") == "" {
@@ -584,12 +600,7 @@ func startOwnRedis(t *testing.T) ownRedis {
 		return false
 	}
 	for attempt := 0; ; attempt++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("find a port: %v", err)
-		}
-		port = strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
-		ln.Close()
+		port = childPort(t)
 		if launch() {
 			break
 		}
