@@ -33,22 +33,10 @@ func TestDenyCacheRuleSetExact(t *testing.T) {
 					{Algorithm: name, Limit: algorithms.Limit{Requests: 2 * limit, Window: w}, Key: prefix + "{s}:b"},
 				}
 				h.room(w, 5*h.unit)
-				flood := func() (admitted, denied int64) {
-					return together(t, callers, func(ctx context.Context) (bool, error) {
-						_, allowed, err := dd.decide(ctx, rules, true)
-						return allowed, err
-					})
-				}
-				if admitted, denied := flood(); admitted != limit || denied != callers-limit {
-					t.Errorf("first flood of %d: admitted %d, denied %d; want %d, %d", callers, admitted, denied, limit, callers-limit)
-				}
-				before := counted.calls.Load()
-				if admitted, denied := flood(); admitted != 0 || denied != callers {
-					t.Errorf("second flood of %d: admitted %d, denied %d; want 0, %d", callers, admitted, denied, callers)
-				}
-				if n := counted.calls.Load() - before; n != 0 {
-					t.Errorf("second flood: %d decisions reached Redis, want 0 (denial cached)", n)
-				}
+				floodTwice(t, callers, limit, counted, func(ctx context.Context) (bool, error) {
+					_, allowed, err := dd.decide(ctx, rules, true)
+					return allowed, err
+				})
 			})
 		})
 	}

@@ -71,27 +71,32 @@ func TestDenyCacheExactUnderConcurrency(t *testing.T) {
 				counted := &counting{next: newScripts(p)}
 				dc := newDenyCache(counted, 100)
 				h.room(w, 5*h.unit)
-				flood := func() (admitted, denied int64) {
-					return together(t, callers, func(ctx context.Context) (bool, error) {
-						ds, allowed, err := dc.decide(ctx, rules, true)
-						if err == nil && !allowed && ds[0].RetryAfter <= 0 {
-							t.Errorf("denied decide() retry after %v, want > 0", ds[0].RetryAfter)
-						}
-						return allowed, err
-					})
-				}
-				if admitted, denied := flood(); admitted != limit || denied != callers-limit {
-					t.Errorf("first flood of %d: admitted %d, denied %d; want %d, %d", callers, admitted, denied, limit, callers-limit)
-				}
-				before := counted.calls.Load()
-				if admitted, denied := flood(); admitted != 0 || denied != callers {
-					t.Errorf("second flood of %d: admitted %d, denied %d; want 0, %d", callers, admitted, denied, callers)
-				}
-				if n := counted.calls.Load() - before; n != 0 {
-					t.Errorf("second flood: %d calls reached Redis, want 0 (denial cached)", n)
-				}
+				floodTwice(t, callers, limit, counted, func(ctx context.Context) (bool, error) {
+					ds, allowed, err := dc.decide(ctx, rules, true)
+					if err == nil && !allowed && ds[0].RetryAfter <= 0 {
+						t.Errorf("denied decide() retry after %v, want > 0", ds[0].RetryAfter)
+					}
+					return allowed, err
+				})
 			})
 		})
+	}
+}
+
+// floodTwice makes callers concurrent decisions with decide, twice: the
+// first flood must admit exactly limit, the second none, and none of its
+// decisions may reach counted (the denial is cached).
+func floodTwice(t *testing.T, callers int, limit int64, counted *counting, decide func(ctx context.Context) (bool, error)) {
+	t.Helper()
+	if admitted, denied := together(t, callers, decide); admitted != limit || denied != int64(callers)-limit {
+		t.Errorf("first flood of %d: admitted %d, denied %d; want %d, %d", callers, admitted, denied, limit, int64(callers)-limit)
+	}
+	before := counted.calls.Load()
+	if admitted, denied := together(t, callers, decide); admitted != 0 || denied != int64(callers) {
+		t.Errorf("second flood of %d: admitted %d, denied %d; want 0, %d", callers, admitted, denied, callers)
+	}
+	if n := counted.calls.Load() - before; n != 0 {
+		t.Errorf("second flood: %d decisions reached Redis, want 0 (denial cached)", n)
 	}
 }
 
