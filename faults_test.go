@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"os"
 	"runtime"
@@ -19,6 +18,7 @@ import (
 )
 
 func TestRedisSlow(t *testing.T) {
+	t.Parallel()
 	own := startOwnRedis(t)
 	opt, _ := redis.ParseURL(own.url)
 	p := startProxy(t, opt.Addr)
@@ -53,6 +53,7 @@ func TestRedisSlow(t *testing.T) {
 // not cut at RATE_LIMIT_TIMEOUT. A Redis slower than that makes the limiter
 // fail open, but guesses are still counted and refused.
 func TestGuardOutlastsLimiterTimeout(t *testing.T) {
+	t.Parallel()
 	own := startOwnRedis(t)
 	opt, _ := redis.ParseURL(own.url)
 	p := startProxy(t, opt.Addr)
@@ -115,6 +116,7 @@ func waitForLimiting(t *testing.T, base string, auth http.Header) {
 	}
 }
 
+// Not parallel: it counts the process's goroutines.
 func TestRedisKilledUnderLoad(t *testing.T) {
 	tests := []struct {
 		name     string
@@ -240,6 +242,7 @@ func mysqlThroughProxy(t *testing.T) (string, *faultProxy) {
 }
 
 func TestDatabaseDownWhileServing(t *testing.T) {
+	t.Parallel()
 	dsn, p := mysqlThroughProxy(t)
 	env := baseEnv(t, sharedRedis(t))
 	env["DB_DSN"] = dsn
@@ -272,11 +275,15 @@ func TestDatabaseDownWhileServing(t *testing.T) {
 }
 
 func TestDatabaseUnreachableAtStartup(t *testing.T) {
+	t.Parallel()
+	// A database that hangs up on every connection: a proxy that is down.
+	db := startProxy(t, "127.0.0.1:1")
+	db.setDown(true)
 	env := map[string]string{
 		"DB_DRIVER":          "mysql",
-		"DB_DSN":             fmt.Sprintf("root@tcp(127.0.0.1:%d)/test", freePort(t)),
+		"DB_DSN":             "root@tcp(" + db.addr() + ")/test",
 		"DB_CONNECT_TIMEOUT": "2s",
-		"PORT":               strconv.Itoa(freePort(t)),
+		"PORT":               "0",
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -287,6 +294,7 @@ func TestDatabaseUnreachableAtStartup(t *testing.T) {
 }
 
 func TestDatabaseLateAtStartup(t *testing.T) {
+	t.Parallel()
 	dsn, p := mysqlThroughProxy(t)
 	p.setDown(true)
 	time.AfterFunc(1500*time.Millisecond, func() { p.setDown(false) })

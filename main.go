@@ -126,7 +126,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, opti
 	// then (503, Retry-After: 1) is told to come back, not counted as a guess.
 	authn := auth.New(auth.BoundChecks(store, cfg.AuthMaxChecks, time.Second), guard,
 		auth.WithWarner(middleware.NewThrottledLog(log, 10*time.Second)), auth.WithTimeout(checkTimeout),
-		auth.WithPasswordTTL(5*time.Minute), auth.WithKeyTTL(cfg.AuthKeyCacheTTL))
+		auth.WithPasswordTTL(5*time.Minute), auth.WithKeyTTL(cfg.AuthKeyCacheTTL), auth.WithClock(opts.now))
 	identify := middleware.Identify(log, authn, cfg.IPv6Prefix)
 	var limiters []gin.HandlerFunc
 	var peek gin.HandlerFunc
@@ -208,7 +208,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, opti
 		defer stopLive()
 	}
 
-	attrs := []any{"metrics_addr", cfg.MetricsAddr, "rate_limit_enabled", cfg.Enabled}
+	attrs := []any{"rate_limit_enabled", cfg.Enabled}
 	if cfg.PolicyFile != "" { // the RATE_LIMIT_* limit is not used
 		attrs = append(attrs, "policy_file", cfg.PolicyFile, "policies", summary.Policies)
 	} else {
@@ -248,7 +248,13 @@ func serve(ctx context.Context, log *slog.Logger, port int, metricsAddr string, 
 		servers = append(servers, routes.NewServer(mux, log))
 		listeners = append(listeners, mln)
 	}
-	log.Info("serving", append([]any{"addr", ln.Addr().String()}, attrs...)...)
+	// The addresses bound, not the ones asked for: with port 0 (tests) the
+	// log line is how the caller learns where the service listens.
+	addrs := []any{"addr", ln.Addr().String(), "metrics_addr", ""}
+	if len(listeners) > 1 {
+		addrs[3] = listeners[1].Addr().String()
+	}
+	log.Info("serving", append(addrs, attrs...)...)
 
 	serveErr := make(chan error, len(servers))
 	for i, srv := range servers {

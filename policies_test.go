@@ -78,6 +78,7 @@ func peek(t *testing.T, base string, h http.Header) map[string]int {
 }
 
 func TestSeveralLimitsAtOnce(t *testing.T) {
+	t.Parallel()
 	base := servicePolicies(t, `
 policies:
   - name: both
@@ -112,6 +113,7 @@ policies:
 }
 
 func TestTiersRoutesShadowAndExemptions(t *testing.T) {
+	t.Parallel()
 	base := servicePolicies(t, `
 policies:
   - name: tier
@@ -163,6 +165,7 @@ policies:
 }
 
 func TestExemptCIDRNeverLimited(t *testing.T) {
+	t.Parallel()
 	base := servicePolicies(t, `
 policies:
   - name: strict
@@ -176,6 +179,7 @@ policies:
 }
 
 func TestBadPolicyFileStopsStartup(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name, yaml, want string
 	}{
@@ -214,6 +218,7 @@ func TestBadPolicyFileStopsStartup(t *testing.T) {
 }
 
 func TestExamplePolicies(t *testing.T) {
+	t.Parallel()
 	text, err := os.ReadFile("policies.example.yaml")
 	if err != nil {
 		t.Fatalf("read the example: %v", err)

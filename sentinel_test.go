@@ -46,13 +46,14 @@ func startSentinels(t *testing.T) *sentinelSetup {
 		t.Fatalf("TEST_REDIS_SENTINEL is set but redis-sentinel is not installed (apt-get install redis-sentinel): %v", err)
 	}
 	dir := t.TempDir()
-	s := &sentinelSetup{masterPort: strconv.Itoa(freePort(t)), replicaPort: strconv.Itoa(freePort(t)), password: "sentinel-" + randomHex(4)}
+	// Child processes on ports picked for them: see childPort for the race.
+	s := &sentinelSetup{masterPort: childPort(t), replicaPort: childPort(t), password: "sentinel-" + randomHex(4)}
 	common := []string{"--bind", "127.0.0.1", "--save", "", "--appendonly", "no"}
 	s.master = startProcess(t, filepath.Join(dir, "master.log"), server, append([]string{"--port", s.masterPort, "--dir", dir, "--dbfilename", "master.rdb"}, common...)...)
 	s.replica = startProcess(t, filepath.Join(dir, "replica.log"), server, append([]string{"--port", s.replicaPort, "--dir", dir, "--dbfilename", "replica.rdb",
 		"--replicaof", "127.0.0.1", s.masterPort}, common...)...)
 	for i := range 3 {
-		port := strconv.Itoa(freePort(t))
+		port := childPort(t)
 		conf := filepath.Join(dir, fmt.Sprintf("sentinel-%d.conf", i))
 		text := strings.Join([]string{
 			"port " + port,

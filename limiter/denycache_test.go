@@ -56,44 +56,47 @@ func one(t *testing.T, d decider, name string, l algorithms.Limit, key string) D
 // pipeline and the cache admit exactly the limit, and once the denial is
 // cached, a second flood costs Redis nothing.
 func TestDenyCacheExactUnderConcurrency(t *testing.T) {
+	t.Parallel()
 	for backend, newHarness := range harnesses(t) {
 		t.Run(backend, func(t *testing.T) {
-			for _, name := range algorithms.Names() {
-				t.Run(name, func(t *testing.T) {
-					t.Parallel()
-					const callers, limit = 500, 50
-					h := newHarness(t)
-					p := newPipeline(h.rdb, 16, 20*time.Microsecond, 4)
-					t.Cleanup(p.stop)
-					prefix := uniquePrefix(t)
-					t.Cleanup(func() { deleteKeys(t, h, prefix) })
-					w := 100 * h.unit
-					rules := []Rule{{Algorithm: name, Limit: algorithms.Limit{Requests: limit, Window: w}, Key: prefix + "k"}}
-					counted := &counting{next: newScripts(p)}
-					dc := newDenyCache(counted, 100)
-					h.room(w, 5*h.unit)
-					flood := func() (admitted, denied int64) {
-						return together(t, callers, func(ctx context.Context) (bool, error) {
-							ds, allowed, err := dc.decide(ctx, rules, true)
-							if err == nil && !allowed && ds[0].RetryAfter <= 0 {
-								t.Errorf("denied decide() retry after %v, want > 0", ds[0].RetryAfter)
-							}
-							return allowed, err
-						})
+			subtests(t, algorithms.Names(), func(t *testing.T, i int) {
+				name := algorithms.Names()[i]
+				const callers, limit = 500, 50
+				h := newHarness(t)
+				p := newPipeline(h.rdb, 16, 20*time.Microsecond, 4)
+				t.Cleanup(p.stop)
+				prefix := h.prefix()
+				w := 1000 * h.unit // no refill while the callers run, however slowly
+				rules := []Rule{{Algorithm: name, Limit: algorithms.Limit{Requests: limit, Window: w}, Key: prefix + "k"}}
+				counted := &counting{next: newScripts(p)}
+				dc := newDenyCache(counted, 100)
+				h.room(w, 5*h.unit)
+				floodTwice(t, callers, limit, counted, func(ctx context.Context) (bool, error) {
+					ds, allowed, err := dc.decide(ctx, rules, true)
+					if err == nil && !allowed && ds[0].RetryAfter <= 0 {
+						t.Errorf("denied decide() retry after %v, want > 0", ds[0].RetryAfter)
 					}
-					if admitted, denied := flood(); admitted != limit || denied != callers-limit {
-						t.Errorf("first flood of %d: admitted %d, denied %d; want %d, %d", callers, admitted, denied, limit, callers-limit)
-					}
-					before := counted.calls.Load()
-					if admitted, denied := flood(); admitted != 0 || denied != callers {
-						t.Errorf("second flood of %d: admitted %d, denied %d; want 0, %d", callers, admitted, denied, callers)
-					}
-					if n := counted.calls.Load() - before; n != 0 {
-						t.Errorf("second flood: %d calls reached Redis, want 0 (denial cached)", n)
-					}
+					return allowed, err
 				})
-			}
+			})
 		})
+	}
+}
+
+// floodTwice makes callers concurrent decisions with decide, twice: the
+// first flood must admit exactly limit, the second none, and none of its
+// decisions may reach counted (the denial is cached).
+func floodTwice(t *testing.T, callers int, limit int64, counted *counting, decide func(ctx context.Context) (bool, error)) {
+	t.Helper()
+	if admitted, denied := together(t, callers, decide); admitted != limit || denied != int64(callers)-limit {
+		t.Errorf("first flood of %d: admitted %d, denied %d; want %d, %d", callers, admitted, denied, limit, int64(callers)-limit)
+	}
+	before := counted.calls.Load()
+	if admitted, denied := together(t, callers, decide); admitted != 0 || denied != int64(callers) {
+		t.Errorf("second flood of %d: admitted %d, denied %d; want 0, %d", callers, admitted, denied, callers)
+	}
+	if n := counted.calls.Load() - before; n != 0 {
+		t.Errorf("second flood: %d decisions reached Redis, want 0 (denial cached)", n)
 	}
 }
 
@@ -101,6 +104,7 @@ func TestDenyCacheExactUnderConcurrency(t *testing.T) {
 // with and without the cache, on one steered clock: every decision must be
 // the same, including right at and around each RetryAfter.
 func TestDenyCacheMatchesUncached(t *testing.T) {
+	t.Parallel()
 	limits := []algorithms.Limit{
 		{Requests: 3, Window: time.Minute},
 		{Requests: 5, Window: time.Minute, Burst: 8},
@@ -113,7 +117,7 @@ func TestDenyCacheMatchesUncached(t *testing.T) {
 				h := miniredisHarness(t)
 				plain := newScripts(h.rdb)
 				dc := newDenyCache(newScripts(h.rdb), 10)
-				dc.now = redisClock(t, h.rdb)
+				dc.now = h.now
 				rng := rand.New(rand.NewPCG(1, uint64(l.Requests)))
 				hits := 0
 				for step := range 400 {
@@ -232,11 +236,12 @@ func TestDenyCacheBounded(t *testing.T) {
 // (a reloaded policy file, an override) is not answered from the cache: it
 // goes to Redis, which admits it under the higher limit.
 func TestDenyCacheSeesAChangedLimit(t *testing.T) {
+	t.Parallel()
 	h := miniredisHarness(t)
-	prefix := uniquePrefix(t)
+	prefix := h.prefix()
 	counted := &counting{next: newScripts(h.rdb)}
 	dc := newDenyCache(counted, 100)
-	dc.now = redisClock(t, h.rdb)
+	dc.now = h.now
 	h.room(100*h.unit, 5*h.unit)
 	low := algorithms.Limit{Requests: 1, Window: 100 * h.unit}
 	one(t, dc, "fixed_window", low, prefix+"k")

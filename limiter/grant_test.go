@@ -143,9 +143,7 @@ func TestGrant(t *testing.T) {
 					h := newHarness(t)
 					for _, tc := range grantCases {
 						t.Run(tc.name, func(t *testing.T) {
-							prefix := uniquePrefix(t)
-							t.Cleanup(func() { deleteKeys(t, h, prefix) })
-							s := subject{h: h, spec: spec, prefix: prefix, newLimiter: engines["plain"]}
+							s := subject{h: h, spec: spec, prefix: h.prefix(), newLimiter: engines["plain"]}
 							window := 30 * h.unit
 							if tc.waits {
 								window = h.unit
@@ -184,8 +182,7 @@ func TestFollowForgetsAnnouncedDenials(t *testing.T) {
 		t.Run(backend, func(t *testing.T) {
 			t.Parallel()
 			h := newHarness(t)
-			prefix := uniquePrefix(t)
-			t.Cleanup(func() { deleteKeys(t, h, prefix) })
+			prefix := h.prefix()
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			channel := prefix + "changes"
