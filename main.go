@@ -160,6 +160,8 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 			PipelineBatch:  cfg.PipelineBatch,
 			PipelineWindow: cfg.PipelineWindow,
 			DenyCacheSize:  cfg.DenyCacheSize,
+			Lease:          cfg.Lease,
+			Log:            log,
 		})
 		defer engine.Close()
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{

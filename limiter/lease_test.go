@@ -3,6 +3,7 @@ package limiter
 import (
 	"context"
 	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -49,16 +50,18 @@ func cleanupKeys(t *testing.T, h harness, keys ...string) {
 }
 
 // TestLeaseThreeInstances runs three engines with leases on one Redis, as
-// three instances of the service, 300 callers sending 1.5 times the limit
-// between them: together they admit at most the limit, at least the limit
-// minus the documented bound (leaseBound), and once every instance is closed
-// Redis counts exactly what was admitted (the unused units were given back).
+// three instances of the service, 300 callers sending the limit, then 1.5
+// times the limit, between them: together they admit at most the limit, at
+// least the limit minus the documented bound (leaseBound), and once every
+// instance is closed Redis counts exactly what was admitted (the unused
+// units were given back).
 func TestLeaseThreeInstances(t *testing.T) {
 	t.Parallel()
 	for name, mk := range harnesses(t) {
-		for _, spec := range leasableSpecs() {
-			// One algorithm at a time: 300 callers are load enough.
-			t.Run(name+"/"+spec.Name, func(t *testing.T) {
+		for _, tt := range leaseRuns() {
+			spec, requests := tt.spec, tt.requests
+			// One at a time: 300 callers are load enough.
+			t.Run(name+"/"+spec.Name+"/"+strconv.Itoa(requests), func(t *testing.T) {
 				h := mk(t)
 				rule := Rule{Algorithm: spec.Name, Limit: leaseLimit, Key: uniquePrefix(t) + "{k}:" + spec.Name}
 				cleanupKeys(t, h, rule.Key)
@@ -67,7 +70,6 @@ func TestLeaseThreeInstances(t *testing.T) {
 				for i := range engines {
 					engines[i] = New(h.rdb, Options{Lease: true, Timeout: 10 * time.Second, Log: slog.New(slog.NewTextHandler(t.Output(), nil))})
 				}
-				requests := leaseLimit.Requests * 3 / 2
 				var next, admitted, leased atomic.Int64
 				var wg sync.WaitGroup
 				for c := range callers {
@@ -107,6 +109,28 @@ func TestLeaseThreeInstances(t *testing.T) {
 			})
 		}
 	}
+}
+
+// leaseRuns is every leasable algorithm with the limit's worth of requests
+// (the burst ends exactly at the limit: what leases hold unused shows), then
+// half as many more.
+func leaseRuns() []struct {
+	spec     algorithms.Spec
+	requests int
+} {
+	var out []struct {
+		spec     algorithms.Spec
+		requests int
+	}
+	for _, s := range leasableSpecs() {
+		for _, n := range []int{leaseLimit.Requests, leaseLimit.Requests * 3 / 2} {
+			out = append(out, struct {
+				spec     algorithms.Spec
+				requests int
+			}{s, n})
+		}
+	}
+	return out
 }
 
 // leaseBound is the under-admission the README documents for a burst that

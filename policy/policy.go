@@ -43,6 +43,7 @@ type Route struct {
 type Limit struct {
 	Algorithm string
 	Limit     algorithms.Limit
+	NoLease   bool // lease: off: decided by Redis on every request
 }
 
 // AnonymousTier is the tier of callers without credentials, counted by
@@ -203,6 +204,7 @@ func (s *Set) rules(anyRoute bool, method, route string, c Caller, out []Applied
 			// subject lives in one slot and is decided in one script.
 			out = append(out, Applied{Policy: p, Limit: nl, Rule: limiter.Rule{
 				Algorithm: nl.Algorithm, Limit: nl.Limit.Limit, Cost: p.Cost, Key: s.prefix + "{" + who + "}" + nl.keySuffix,
+				NoLease: nl.NoLease,
 			}})
 		}
 	}
