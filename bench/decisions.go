@@ -62,9 +62,9 @@ func measureDecisions(ctx context.Context, log *slog.Logger, s *redisServer, dur
 	// default, 100ms), circuit breaker, scripts with the rules' modules, on
 	// the pipeline or (RATE_LIMIT_PIPELINE_BATCH=0) on the client itself; one
 	// rule per request, as the default policy has.
-	chain := func(name string, pipelined bool) func(prefix string) (decider, func(), error) {
+	chain := func(name string, pipelined bool, lease ...bool) func(prefix string) (decider, func(), error) {
 		return func(prefix string) (decider, func(), error) {
-			o := limiter.Options{Timeout: 100 * time.Millisecond, DenyCacheSize: denyCacheSize}
+			o := limiter.Options{Timeout: 100 * time.Millisecond, DenyCacheSize: denyCacheSize, Lease: len(lease) > 0}
 			if pipelined {
 				o.PipelineBatch, o.PipelineWindow, o.PipelineConns = pipeBatch, pipeWindow, pipeConns
 			}
@@ -80,6 +80,12 @@ func measureDecisions(ctx context.Context, log *slog.Logger, s *redisServer, dur
 	}
 	for _, name := range algorithms.Names() {
 		subjects = append(subjects, subject{"tollgate " + name + " +pipeline", chain(name, true)})
+	}
+	// RATE_LIMIT_LEASE=auto: what the service does with a large limit.
+	for _, s := range algorithms.Specs() {
+		if s.LeaseFor != nil {
+			subjects = append(subjects, subject{"tollgate " + s.Name + " +pipeline +lease", chain(s.Name, true, true)})
+		}
 	}
 	subjects = append(subjects,
 		subject{"redis_rate (GCRA)", func(prefix string) (decider, func(), error) {
@@ -150,7 +156,7 @@ func measureDecisions(ctx context.Context, log *slog.Logger, s *redisServer, dur
 	}
 	// One caller: the pipeline must cost nothing measurable when there is
 	// nothing to batch.
-	for _, sub := range subjects[:2*len(algorithms.Names())] {
+	for _, sub := range subjects[:2*len(algorithms.Names())] { // plain and +pipeline
 		if err := one(sub, "spread", 1, dur/3); err != nil {
 			return nil, err
 		}
