@@ -233,3 +233,42 @@ func TestLeaseLikePlain(t *testing.T) {
 		}
 	}
 }
+
+// TestRefund: a give-back returns units to the window or bucket that took
+// them and never more than had they not been taken: nothing to a window
+// that closed, nothing a full bucket would have lost meanwhile. A lease of
+// 600 from a fresh limit of 1000 a minute, a request of 1 after a while,
+// then the give-back: Redis must have left what it would have without the
+// lease (the buckets may keep one unit less: the give-back rounds down).
+func TestRefund(t *testing.T) {
+	t.Parallel()
+	limit := algorithms.Limit{Requests: 1000, Window: time.Minute}
+	for _, algorithm := range []string{"fixed_window", "sliding_window", "token_bucket", "gcra"} {
+		for _, after := range []time.Duration{time.Second, time.Minute, 90 * time.Second} {
+			t.Run(algorithm+"/"+after.String(), func(t *testing.T) {
+				t.Parallel()
+				h := miniredisHarness(t)
+				h.align(limit.Window)
+				s := newScripts(h.rdb)
+				r := Rule{Algorithm: algorithm, Limit: limit, Cost: 600, Key: uniquePrefix(t) + algorithm}
+				ds, ok, err := s.decide(context.Background(), []Rule{r}, true)
+				if err != nil || !ok {
+					t.Fatalf("decide(cost 600) = %v, %v", ok, err)
+				}
+				h.advance(after)
+				one := Rule{Algorithm: algorithm, Limit: limit, Key: r.Key}
+				if _, ok, err := s.decide(context.Background(), []Rule{one}, true); err != nil || !ok {
+					t.Fatalf("decide(cost 1) = %v, %v", ok, err)
+				}
+				rs, _ := resolve([]Rule{r})
+				if err := s.refund(context.Background(), rs[0], 600, ds[0].Now.Add(ds[0].ResetAfter)); err != nil {
+					t.Fatalf("refund() error = %v", err)
+				}
+				got := peekRemaining(t, h, one)
+				if want := limit.Requests - 1; got > want || got < want-1 {
+					t.Errorf("remaining after give-back = %d, want %d (or one less)", got, want)
+				}
+			})
+		}
+	}
+}
