@@ -10,7 +10,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"tollgate/algorithms"
-	"tollgate/config"
 )
 
 func TestParseExample(t *testing.T) {
@@ -90,7 +89,7 @@ policies:
 	if err != nil {
 		t.Fatalf("Parse() = %v", err)
 	}
-	err = CheckTiers(policies, config.IsTier)
+	err = CheckTiers(policies)
 	if err == nil {
 		t.Fatal("CheckTiers() = nil, want the tiers Free and pro.plus refused")
 	}
