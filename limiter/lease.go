@@ -164,14 +164,13 @@ func (l *leases) decide(ctx context.Context, rules []Rule, commit bool) ([]Decis
 		n = 1
 	}
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	e.taking = false
-	if err != nil {
-		return nil, false, err
-	}
-	if !allowed || n == 1 {
-		e.headroom = headroom(e.rules, ds)
-		return ds, allowed, nil
+	if err != nil || !allowed || n == 1 {
+		if err == nil {
+			e.headroom = headroom(e.rules, ds)
+		}
+		e.mu.Unlock()
+		return ds, allowed, err
 	}
 	l.taken.Add(1)
 	e.ds, e.at, e.left = ds, now, n-1
@@ -180,14 +179,17 @@ func (l *leases) decide(ctx context.Context, rules []Rule, commit bool) ([]Decis
 		e.until = minTime(e.until, now.Add(r.spec.LeaseFor(r.limit, ds[i].ResetAfter)))
 	}
 	e.headroom = headroom(e.rules, ds)
+	out := e.answer(now)
+	e.mu.Unlock()
+	// Checked after e.mu (expire locks l.mu, then e.mu): if Close ran
+	// meanwhile, its give-back may have missed this lease.
 	if l.isClosed() {
-		// Close ran meanwhile: give back at once what this request leaves.
+		e.mu.Lock()
 		back := e.end()
-		out := e.answerAs(now, back.left)
-		go l.giveBack(back)
-		return out, true, nil
+		e.mu.Unlock()
+		l.giveBack(back)
 	}
-	return e.answer(now), true, nil
+	return out, true, nil
 }
 
 // entry returns the lease record of rules, made on first use; nil when rules

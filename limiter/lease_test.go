@@ -15,7 +15,7 @@ import (
 // leaseLimit is large enough to be leased and long enough that nothing is
 // refilled or forgotten while a test runs: what Redis counts is what the
 // instances took.
-var leaseLimit = algorithms.Limit{Requests: 2000, Window: 1000 * time.Hour}
+var leaseLimit = algorithms.Limit{Requests: minLeaseQuota, Window: 1000 * time.Hour}
 
 // leasableSpecs is every algorithm of the table that leases.
 func leasableSpecs() []algorithms.Spec {
