@@ -32,6 +32,9 @@ type denyCache struct {
 	next decider
 	size int
 	now  func() time.Time
+	// hold > 0 keeps a denial at most this long: behind leases, whose
+	// give-backs can admit a request before the RetryAfter Redis gave.
+	hold time.Duration
 
 	mu     sync.Mutex
 	denied map[string]denial
@@ -73,7 +76,11 @@ func (dc *denyCache) decide(ctx context.Context, rules []Rule, commit bool) ([]D
 	}
 	// Denials shorter than the safety margin are not worth remembering.
 	if wait > time.Millisecond {
-		dc.store(key, denial{ds: ds, at: now, until: now.Add(wait - time.Millisecond)})
+		until := now.Add(wait - time.Millisecond)
+		if dc.hold > 0 {
+			until = minTime(until, now.Add(dc.hold))
+		}
+		dc.store(key, denial{ds: ds, at: now, until: until})
 	}
 	return ds, false, nil
 }

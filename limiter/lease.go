@@ -48,7 +48,8 @@ const (
 
 // leases is the engine's outermost stage when leasing is on.
 type leases struct {
-	next    decider
+	next    decider // rule sets never leased: the deny cache and on
+	leased  decider // rule sets that may be: denials kept at most leaseMaxAge
 	scripts *scripts
 	timeout time.Duration
 	log     *slog.Logger
@@ -89,11 +90,11 @@ type giveBack struct {
 
 var _ decider = (*leases)(nil)
 
-func newLeases(next decider, s *scripts, timeout time.Duration, log *slog.Logger) *leases {
+func newLeases(next, leased decider, s *scripts, timeout time.Duration, log *slog.Logger) *leases {
 	if timeout <= 0 {
 		timeout = time.Second
 	}
-	l := &leases{next: next, scripts: s, timeout: timeout, log: log, now: time.Now,
+	l := &leases{next: next, leased: leased, scripts: s, timeout: timeout, log: log, now: time.Now,
 		entries: map[string]*lease{}, stop: make(chan struct{}), done: make(chan struct{})}
 	go l.sweep()
 	return l
@@ -139,7 +140,7 @@ func (l *leases) decide(ctx context.Context, rules []Rule, commit bool) ([]Decis
 	if n < 2 || e.taking {
 		e.mu.Unlock()
 		l.giveBack(back)
-		ds, allowed, err := l.next.decide(ctx, rules, commit)
+		ds, allowed, err := l.leased.decide(ctx, rules, commit)
 		if err == nil {
 			e.mu.Lock()
 			e.headroom = headroom(e.rules, ds)
@@ -157,10 +158,10 @@ func (l *leases) decide(ctx context.Context, rules []Rule, commit bool) ([]Decis
 		many[i] = r
 		many[i].Cost = e.rules[i].cost * n
 	}
-	ds, allowed, err := l.next.decide(ctx, many, true)
+	ds, allowed, err := l.leased.decide(ctx, many, true)
 	if err == nil && !allowed {
 		// Less left than n requests' worth: this request alone, exactly.
-		ds, allowed, err = l.next.decide(ctx, rules, true)
+		ds, allowed, err = l.leased.decide(ctx, rules, true)
 		n = 1
 	}
 	e.mu.Lock()

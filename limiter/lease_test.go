@@ -68,7 +68,7 @@ func TestLeaseThreeInstances(t *testing.T) {
 				const instances, callers = 3, 300
 				var engines [instances]*Limiter
 				for i := range engines {
-					engines[i] = New(h.rdb, Options{Lease: true, Timeout: 10 * time.Second, Log: slog.New(slog.NewTextHandler(t.Output(), nil))})
+					engines[i] = New(h.rdb, Options{Lease: true, DenyCacheSize: 10_000, Timeout: 10 * time.Second, Log: slog.New(slog.NewTextHandler(t.Output(), nil))})
 				}
 				var next, admitted, leased atomic.Int64
 				var wg sync.WaitGroup

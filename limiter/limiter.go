@@ -138,15 +138,24 @@ func New(rdb redis.Scripter, o Options) *Limiter {
 	if o.Timeout > 0 {
 		l.chain = newTimeout(l.chain, o.Timeout)
 	}
+	inner := l.chain
 	if o.DenyCacheSize > 0 {
-		l.chain = newDenyCache(l.chain, o.DenyCacheSize)
+		l.chain = newDenyCache(inner, o.DenyCacheSize)
 	}
 	if o.Lease {
 		log := o.Log
 		if log == nil {
 			log = slog.New(slog.DiscardHandler)
 		}
-		l.leases = newLeases(l.chain, s, o.Timeout, log)
+		// Rule sets that may be leased keep denials no longer than a lease
+		// lives: units another instance gives back can admit them sooner.
+		leased := inner
+		if o.DenyCacheSize > 0 {
+			dc := newDenyCache(inner, o.DenyCacheSize)
+			dc.hold = leaseMaxAge
+			leased = dc
+		}
+		l.leases = newLeases(l.chain, leased, s, o.Timeout, log)
 		l.chain = l.leases
 	}
 	return l
