@@ -23,7 +23,8 @@ import (
 // What it cannot see is state changed outside the engine (a key deleted by
 // hand, a Redis failover that lost writes, an instance with a different
 // limit): those take effect for a cached set once its entry expires, at most
-// its RetryAfter.
+// its RetryAfter. Leases give units back, which can admit a request sooner:
+// behind leases (New), rule sets that may be leased are held at most hold.
 //
 // Memory is bounded: at most size entries, each dropped at its expiry;
 // when full, expired entries are swept and, if none were, an arbitrary one
