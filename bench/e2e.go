@@ -68,7 +68,8 @@ func e2eConfigs() []e2eConfig {
 	}
 	cs := []e2eConfig{{name: "limiter off", kind: "tollgate", env: map[string]string{"RATE_LIMIT_ENABLED": "false"}}}
 	for _, a := range algorithms.Names() {
-		cs = append(cs, e2eConfig{name: a + ", all admitted", kind: "tollgate", env: with(admitted, "RATE_LIMIT_ALGORITHM", a)})
+		cs = append(cs, e2eConfig{name: a + ", all admitted", kind: "tollgate",
+			env: with(admitted, "RATE_LIMIT_ALGORITHM", a, "RATE_LIMIT_LIMIT", strconv.Itoa(admitting(a).Requests))})
 	}
 	cs = append(cs, e2eConfig{name: "fixed_window, all admitted, leases on", kind: "tollgate",
 		env: with(admitted, "RATE_LIMIT_ALGORITHM", "fixed_window", "RATE_LIMIT_LEASE", "auto")})

@@ -57,9 +57,11 @@ type leases struct {
 
 	taken atomic.Int64 // leases taken, for tests
 
-	mu      sync.Mutex
-	entries map[string]*lease
-	closed  bool
+	// entries holds each tracked rule set's *lease (by ruleSetKey): a
+	// sync.Map, since requests on many keys look up and rarely add.
+	entries sync.Map
+	count   atomic.Int64 // entries, at most maxLeases
+	closed  atomic.Bool
 
 	stop chan struct{}
 	done chan struct{}
@@ -74,6 +76,7 @@ type lease struct {
 	at     time.Time  // local clock at the commit
 	until  time.Time  // local clock: the lease ends
 	taking bool       // a lease is being taken: others decide plainly
+	gone   bool       // dropped from leases.entries: use a new one
 
 	seen     int       // requests since since: the observed rate
 	since    time.Time //
@@ -95,7 +98,7 @@ func newLeases(next, leased decider, s *scripts, timeout time.Duration, log *slo
 		timeout = time.Second
 	}
 	l := &leases{next: next, leased: leased, scripts: s, timeout: timeout, log: log, now: time.Now,
-		entries: map[string]*lease{}, stop: make(chan struct{}), done: make(chan struct{})}
+		stop: make(chan struct{}), done: make(chan struct{})}
 	go l.sweep()
 	return l
 }
@@ -127,6 +130,10 @@ func (l *leases) decide(ctx context.Context, rules []Rule, commit bool) ([]Decis
 	}
 	now := l.now()
 	e.mu.Lock()
+	if e.gone { // swept as idle after this request found it
+		e.mu.Unlock()
+		return l.decide(ctx, rules, commit)
+	}
 	e.seen++
 	e.used = now
 	if e.left > 0 && now.Before(e.until) {
@@ -182,9 +189,8 @@ func (l *leases) decide(ctx context.Context, rules []Rule, commit bool) ([]Decis
 	e.headroom = headroom(e.rules, ds)
 	out := e.answer(now)
 	e.mu.Unlock()
-	// Checked after e.mu (expire locks l.mu, then e.mu): if Close ran
-	// meanwhile, its give-back may have missed this lease.
-	if l.isClosed() {
+	// If Close ran meanwhile, its give-back may have missed this lease.
+	if l.closed.Load() {
 		e.mu.Lock()
 		back := e.end()
 		e.mu.Unlock()
@@ -200,31 +206,21 @@ func (l *leases) entry(rules []Rule) *lease {
 		return nil
 	}
 	key := ruleSetKey(rules)
-	l.mu.Lock()
-	e, ok := l.entries[key]
-	closed := l.closed
-	l.mu.Unlock()
-	if closed {
+	if l.closed.Load() {
 		return nil
 	}
-	if ok {
-		return e
+	if e, ok := l.entries.Load(key); ok {
+		return e.(*lease)
 	}
 	rs, ok := leasable(rules)
-	if !ok {
+	if !ok || l.count.Load() >= maxLeases {
 		return nil
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.closed {
-		return nil
+	e, loaded := l.entries.LoadOrStore(key, &lease{rules: rs, headroom: -1, since: l.now()})
+	if !loaded {
+		l.count.Add(1)
 	}
-	if e, ok := l.entries[key]; ok || len(l.entries) >= maxLeases {
-		return e
-	}
-	e = &lease{rules: rs, headroom: -1, since: l.now()}
-	l.entries[key] = e
-	return e
+	return e.(*lease)
 }
 
 // size is how many requests' worth the next lease takes: leaseHorizon of
@@ -327,9 +323,9 @@ func (l *leases) sweep() {
 // and forgets rule sets unused for a few lease ages.
 func (l *leases) expire(now time.Time) {
 	var backs []*giveBack
-	l.mu.Lock()
-	closed := l.closed
-	for k, e := range l.entries {
+	closed := l.closed.Load()
+	l.entries.Range(func(k, v any) bool {
+		e := v.(*lease)
 		e.mu.Lock()
 		if closed || !now.Before(e.until) {
 			if b := e.end(); b != nil {
@@ -337,31 +333,23 @@ func (l *leases) expire(now time.Time) {
 			}
 		}
 		if e.left == 0 && !e.taking && now.Sub(e.used) > 4*leaseMaxAge {
-			delete(l.entries, k)
+			e.gone = true
+			l.entries.Delete(k)
+			l.count.Add(-1)
 		}
 		e.mu.Unlock()
-	}
-	l.mu.Unlock()
+		return true
+	})
 	for _, b := range backs {
 		l.giveBack(b)
 	}
 }
 
-func (l *leases) isClosed() bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.closed
-}
-
 // close stops leasing and gives back every lease's unused units.
 func (l *leases) close() {
-	l.mu.Lock()
-	if l.closed {
-		l.mu.Unlock()
+	if !l.closed.CompareAndSwap(false, true) {
 		return
 	}
-	l.closed = true
-	l.mu.Unlock()
 	close(l.stop)
 	<-l.done
 	l.expire(l.now())
@@ -375,8 +363,4 @@ func minTime(a, b time.Time) time.Time {
 }
 
 // len reports how many rule sets are tracked.
-func (l *leases) len() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.entries)
-}
+func (l *leases) len() int { return int(l.count.Load()) }
