@@ -147,7 +147,7 @@ func measureDecisions(ctx context.Context, log *slog.Logger, s *redisServer, dur
 		if n := calls["evalsha"] + calls["eval"]; n > 0 {
 			r.scriptUsec = float64(usec["evalsha"]+usec["eval"]) / float64(n)
 		}
-		log.Info("decisions", "subject", sub.name, "keys", keys, "goroutines", goroutines, "per_sec", int(r.perSec), "p99", r.p99.String(), "redis_cpu", fmt.Sprintf("%.2f", r.redisCPU), "errors", r.errors)
+		log.Info("decisions", "subject", sub.name, "keys", keys, "goroutines", goroutines, "per_sec", int(r.perSec), "p99", r.p99.String(), "redis_cpu", fmt.Sprintf("%.2f", r.redisCPU), "script_usec", fmt.Sprintf("%.1f", r.scriptUsec), "errors", r.errors)
 		runs = append(runs, r)
 		return nil
 	}
