@@ -301,6 +301,10 @@ func TestBadSettingsExitTwo(t *testing.T) {
 			[]string{`policy "tiers": tiers.Free[0].limit: "2.5": want a whole number`}},
 		{"sliding_log over a million", map[string]string{"RATE_LIMIT_ALGORITHM": "sliding_log", "RATE_LIMIT_LIMIT": "2000000"},
 			[]string{"RATE_LIMIT_LIMIT", "sliding_log", "at most 1000000"}},
+		{"two ways to reach Redis", map[string]string{"REDIS_URL": "redis://127.0.0.1:6379/0", "REDIS_SENTINEL_ADDRS": "127.0.0.1:26379", "REDIS_SENTINEL_MASTER": "mymaster"},
+			[]string{"REDIS_URL and REDIS_SENTINEL_ADDRS", "set one way to reach Redis"}},
+		{"Sentinel password without Sentinels", map[string]string{"REDIS_SENTINEL_PASSWORD": "s3cr3t-Pa55"},
+			[]string{"REDIS_SENTINEL_PASSWORD", "only with REDIS_SENTINEL_ADDRS"}},
 		{"mysql DSN that does not parse", map[string]string{"DB_DRIVER": "mysql", "DB_DSN": "api_user:s3cr3t-Pa55@127.0.0.1:3306/countries"},
 			[]string{"DB_DSN", "want a go-sql-driver DSN"}},
 	}

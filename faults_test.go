@@ -70,6 +70,35 @@ func TestGuardOutlastsLimiterTimeout(t *testing.T) {
 	}
 }
 
+// load sends GET url with header from 16 workers until the stop it returns
+// is called (stop waits for them), and passes each response, with the time
+// its request was sent, to record, which runs on the workers.
+func load(t *testing.T, client *http.Client, url string, header http.Header, record func(sent time.Time, resp *http.Response)) (stop func()) {
+	t.Helper()
+	var done atomic.Bool
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			for !done.Load() {
+				sent := time.Now()
+				req, _ := http.NewRequest(http.MethodGet, url, nil)
+				req.Header = header
+				resp, err := client.Do(req)
+				if err != nil {
+					t.Errorf("GET under load: %v", err)
+					return
+				}
+				resp.Body.Close()
+				record(sent, resp)
+			}
+		})
+	}
+	return func() {
+		done.Store(true)
+		wg.Wait()
+	}
+}
+
 // waitForLimiting waits until responses carry rate-limit headers again.
 func waitForLimiting(t *testing.T, base string, auth http.Header) {
 	t.Helper()
@@ -111,28 +140,13 @@ func TestRedisKilledUnderLoad(t *testing.T) {
 			hammer := func(during func()) map[int]int {
 				var mu sync.Mutex
 				counts := map[int]int{}
-				var stop atomic.Bool
-				var wg sync.WaitGroup
-				for range 16 {
-					wg.Go(func() {
-						for !stop.Load() {
-							req, _ := http.NewRequest(http.MethodGet, base+"/continents", nil)
-							req.Header = auth
-							resp, err := client.Do(req)
-							if err != nil {
-								t.Errorf("GET under load: %v", err)
-								return
-							}
-							resp.Body.Close()
-							mu.Lock()
-							counts[resp.StatusCode]++
-							mu.Unlock()
-						}
-					})
-				}
+				stop := load(t, client, base+"/continents", auth, func(_ time.Time, resp *http.Response) {
+					mu.Lock()
+					counts[resp.StatusCode]++
+					mu.Unlock()
+				})
 				during()
-				stop.Store(true)
-				wg.Wait()
+				stop()
 				client.CloseIdleConnections()
 				return counts
 			}

@@ -16,6 +16,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -59,7 +60,10 @@ func main() {
 		}
 		return
 	}
-	if err := run(ctx, os.Getenv, os.Stdout); err != nil {
+	// SIGHUP reloads the policy files (reload.go).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	if err := run(ctx, os.Getenv, os.Stdout, withReload(hup)); err != nil {
 		fmt.Fprintln(os.Stderr, "server:", err)
 		if errors.Is(err, config.ErrInvalid) || errors.Is(err, algorithms.ErrUnknown) || errors.Is(err, algorithms.ErrInvalidLimit) {
 			os.Exit(2)
@@ -70,7 +74,11 @@ func main() {
 
 // run starts the service with the settings getenv gives and serves until ctx
 // is done, then shuts down gracefully.
-func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
+func run(ctx context.Context, getenv func(string) string, stdout io.Writer, options ...runOption) error {
+	opts := runOptions{policyPoll: policyPoll, now: time.Now}
+	for _, o := range options {
+		o(&opts)
+	}
 	cfg, err := config.Load(getenv)
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
@@ -82,7 +90,8 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	redis.SetLogger(redisLog{middleware.NewThrottledLog(log, 10*time.Second)})
 	warnProxiesEverything(log, cfg.TrustedProxies)
 
-	rdb, guardRdb, redisName, closeRedis, err := openRedis(ctx, log, cfg.RedisURL, cfg.RedisCluster, cfg.Timeout)
+	rdb, guardRdb, redisName, closeRedis, err := openRedis(ctx, log, cfg.RedisURL, cfg.RedisCluster,
+		sentinel{addrs: cfg.RedisSentinels, master: cfg.RedisSentinelMaster, password: cfg.RedisSentinelPassword}, cfg.Timeout)
 	if err != nil {
 		return err
 	}
@@ -122,9 +131,12 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	var limiters []gin.HandlerFunc
 	var peek gin.HandlerFunc
 	var engine *limiter.Limiter
+	var limit *middleware.Limiter
+	var version string // the policy file's
 	summary := routes.Summary{Enabled: cfg.Enabled, Algorithm: cfg.Algorithm, Limit: cfg.Limit, Burst: cfg.Burst, Window: cfg.Window}
 	if cfg.Enabled {
-		policies, err := loadPolicies(cfg)
+		var policies []policy.Policy
+		policies, version, err = loadPolicies(cfg, cfg.PolicyFile)
 		if err != nil {
 			return err
 		}
@@ -143,7 +155,8 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 			Log:            log,
 		})
 		defer engine.Close()
-		limit := middleware.NewLimiter(log, engine, policies, cfg.KeyPrefix, cfg.FailOpen, cfg.IPv6Prefix)
+		limit = middleware.NewLimiter(log, engine, policies, cfg.KeyPrefix, cfg.FailOpen, cfg.IPv6Prefix).WithClock(opts.now)
+		_ = limit.SetPolicies(policies, version) // the file's version; no overrides yet
 		limiters, peek = []gin.HandlerFunc{limit.Handler()}, limit.Peek()
 	}
 	svc, err := routes.NewService(startCtx, routes.ServiceDeps{
@@ -156,8 +169,17 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		Proxies:         cfg.TrustedProxies,
 		SeparateMetrics: cfg.MetricsAddr != "",
 		Summary:         summary,
-		Limiters:        limiters,
-		Peek:            peek,
+		LivePolicy: func() func() (names []string, version string) {
+			if limit == nil || cfg.PolicyFile == "" {
+				return nil
+			}
+			return func() ([]string, string) {
+				version, _, names := limit.Versions()
+				return names, version
+			}
+		}(),
+		Limiters: limiters,
+		Peek:     peek,
 	})
 	if err != nil {
 		return err
@@ -172,6 +194,11 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 			}
 			return 0
 		}))
+		stopLive, err := startLive(ctx, log, cfg, opts, svc.Registry, store, limit, version)
+		if err != nil {
+			return err
+		}
+		defer stopLive()
 	}
 
 	attrs := []any{"metrics_addr", cfg.MetricsAddr, "rate_limit_enabled", cfg.Enabled}
@@ -269,29 +296,64 @@ func newLogger(w io.Writer, format string, level slog.Level) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
-// loadPolicies reads RATE_LIMIT_POLICY_FILE, or else makes the one policy
-// the RATE_LIMIT_* variables describe.
-func loadPolicies(cfg config.Config) ([]policy.Policy, error) {
-	if cfg.PolicyFile == "" {
+// loadPolicies reads the policy file at path (RATE_LIMIT_POLICY_FILE or
+// RATE_LIMIT_CANDIDATE_FILE) and returns its policies and version, or else
+// (no path) makes the one policy the RATE_LIMIT_* variables describe.
+func loadPolicies(cfg config.Config, path string) ([]policy.Policy, string, error) {
+	if path == "" {
 		policies, err := policy.Default(cfg.Algorithm, algorithms.Limit{Requests: cfg.Limit, Window: cfg.Window, Burst: cfg.Burst})
 		if err != nil {
-			return nil, fmt.Errorf("config: %w", err)
+			return nil, "", fmt.Errorf("config: %w", err)
 		}
-		return policies, nil
+		return policies, "", nil
 	}
-	f, err := os.Open(cfg.PolicyFile)
+	name := "RATE_LIMIT_POLICY_FILE"
+	if path == cfg.CandidateFile {
+		name = "RATE_LIMIT_CANDIDATE_FILE"
+	}
+	policies, version, err := readPolicyFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("config: %w: RATE_LIMIT_POLICY_FILE: %w", config.ErrInvalid, err)
+		return nil, "", fmt.Errorf("config: %w: %s=%s: %w", config.ErrInvalid, name, path, err)
 	}
-	defer f.Close()
-	policies, err := policy.Parse(f)
-	if err == nil {
-		err = errors.Join(policy.CheckRoutes(policies, routes.Limited()), policy.CheckTiers(policies))
-	}
+	return policies, version, nil
+}
+
+// startLive loads the candidate file and the overrides into limit, and
+// starts what keeps them and the policy file current while the service
+// runs: the watcher of the files (and SIGHUP) and the refresher of the
+// overrides. They stop with ctx.
+//
+// It returns a function that stops them and waits until they have.
+func startLive(ctx context.Context, log *slog.Logger, cfg config.Config, opts runOptions, reg prometheus.Registerer, store *models.Store, limit *middleware.Limiter, version string) (stop func(), err error) {
+	liveReloads, candidateReloads, err := newReloadMetrics(reg, limit)
 	if err != nil {
-		return nil, fmt.Errorf("config: %w: RATE_LIMIT_POLICY_FILE=%s: %w", config.ErrInvalid, cfg.PolicyFile, err)
+		return nil, fmt.Errorf("metrics: %w", err)
 	}
-	return policies, nil
+	var files []*policyFile
+	if cfg.PolicyFile != "" {
+		files = append(files, &policyFile{kind: "live", path: cfg.PolicyFile, seen: version, use: limit.SetPolicies, reloads: liveReloads})
+	}
+	if cfg.CandidateFile != "" {
+		candidate, cversion, err := loadPolicies(cfg, cfg.CandidateFile)
+		if err != nil {
+			return nil, err
+		}
+		limit.SetCandidate(candidate, cversion)
+		files = append(files, &policyFile{kind: "candidate", path: cfg.CandidateFile, seen: cversion, reloads: candidateReloads,
+			use: func(p []policy.Policy, v string) error { limit.SetCandidate(p, v); return nil }})
+	}
+	overrides, err := loadOverrides(ctx, store, opts.now())
+	if overrides == nil && err != nil {
+		return nil, err
+	}
+	if err := errors.Join(err, limit.SetOverrides(overrides)); err != nil {
+		log.Warn("overrides left out", "err", err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { watchPolicies(ctx, log, files, opts.reload, opts.policyPoll) })
+	wg.Go(func() { refreshOverrides(ctx, log, store, limit, cfg.OverridesRefresh, opts.now, overrides) })
+	return func() { cancel(); wg.Wait() }, nil
 }
 
 // openDB connects to the database, retrying with backoff for up to within:
@@ -326,14 +388,21 @@ func openDB(ctx context.Context, log *slog.Logger, driver, dsn string, within ti
 // guesses pour in.
 const checkTimeout = 2 * time.Second
 
+// sentinel is where Redis Sentinel says the master is: the Sentinels' addrs
+// (empty: no Sentinel), the master's name and the Sentinels' password.
+type sentinel struct {
+	addrs            []string
+	master, password string
+}
+
 // openRedis connects to the Redis Cluster of the seed nodes in cluster, or to
-// the Redis at url, or starts an in-process one when both are empty. It
-// returns two clients of that Redis: rdb for the limiter, whose timeouts match
-// the limiter's deadline, so a dead Redis costs a request at most that long,
-// and guardRdb for the brute-force guard, with checkTimeout and a small pool
-// of its own, so that load on the limiter can neither starve nor cut short
-// the guard's calls.
-func openRedis(ctx context.Context, log *slog.Logger, url string, cluster []string, timeout time.Duration) (rdb, guardRdb redis.UniversalClient, name string, closeAll func(), err error) {
+// the master the Sentinels of s name, or to the Redis at url, or starts an
+// in-process one when all are empty. It returns two clients of that Redis:
+// rdb for the limiter, whose timeouts match the limiter's deadline, so a dead
+// Redis costs a request at most that long, and guardRdb for the brute-force
+// guard, with checkTimeout and a small pool of its own, so that load on the
+// limiter can neither starve nor cut short the guard's calls.
+func openRedis(ctx context.Context, log *slog.Logger, url string, cluster []string, s sentinel, timeout time.Duration) (rdb, guardRdb redis.UniversalClient, name string, closeAll func(), err error) {
 	opt := &redis.UniversalOptions{}
 	closeServer := func() {}
 	switch {
@@ -341,6 +410,16 @@ func openRedis(ctx context.Context, log *slog.Logger, url string, cluster []stri
 		opt.Addrs = cluster
 		opt.IsClusterMode = true
 		name = "cluster " + strings.Join(cluster, ",")
+	case len(s.addrs) > 0:
+		// With MasterName, NewUniversalClient makes a failover client
+		// (redis.NewFailoverClient): each new connection asks a Sentinel
+		// where the master is, and a +switch-master closes the connections
+		// to the old one, so decisions move to a promoted replica by
+		// themselves. A *redis.Client still: the limiter pipelines on it.
+		opt.Addrs = s.addrs
+		opt.MasterName = s.master
+		opt.SentinelPassword = s.password
+		name = "sentinel " + s.master + " via " + strings.Join(s.addrs, ",")
 	case url != "":
 		one, err := redis.ParseURL(url)
 		if err != nil {

@@ -48,6 +48,8 @@ func TestLoadDefaults(t *testing.T) {
 		DenyCacheSize:   10_000,
 		Lease:           true,
 		IPv6Prefix:      64,
+
+		OverridesRefresh: 10 * time.Second,
 	}
 	mysql := sqlite
 	mysql.DBDriver = "mysql"
@@ -132,6 +134,11 @@ func TestLoadValues(t *testing.T) {
 		{"trusted addresses off", map[string]string{"AUTH_TRUSTED_TTL": "0"}, func(c Config) any { return c.AuthTrustedTTL }, time.Duration(0)},
 		{"max checks", map[string]string{"AUTH_MAX_CHECKS": "3"}, func(c Config) any { return c.AuthMaxChecks }, 3},
 		{"cluster", map[string]string{"REDIS_CLUSTER_ADDRS": "10.0.0.1:7000, 10.0.0.2:7001"}, func(c Config) any { return c.RedisCluster }, []string{"10.0.0.1:7000", "10.0.0.2:7001"}},
+		{"sentinel", map[string]string{"REDIS_SENTINEL_ADDRS": "10.0.0.1:26379, 10.0.0.2:26379", "REDIS_SENTINEL_MASTER": "mymaster", "REDIS_SENTINEL_PASSWORD": "pw"},
+			func(c Config) any {
+				return []any{c.RedisSentinels, c.RedisSentinelMaster, c.RedisSentinelPassword, c.RedisURL}
+			},
+			[]any{[]string{"10.0.0.1:26379", "10.0.0.2:26379"}, "mymaster", "pw", ""}},
 		{"ipv6 prefix default", map[string]string{}, func(c Config) any { return c.IPv6Prefix }, 64},
 		{"ipv6 prefix 1", map[string]string{"RATE_LIMIT_IPV6_PREFIX": "1"}, func(c Config) any { return c.IPv6Prefix }, 1},
 		{"ipv6 prefix 128", map[string]string{"RATE_LIMIT_IPV6_PREFIX": "128"}, func(c Config) any { return c.IPv6Prefix }, 128},
@@ -202,6 +209,13 @@ func TestLoadInvalid(t *testing.T) {
 		{"redis url no host", map[string]string{"REDIS_URL": "redis://"}, "REDIS_URL"},
 		{"redis url and cluster", map[string]string{"REDIS_URL": "redis://a:6379", "REDIS_CLUSTER_ADDRS": "b:7000"}, "REDIS_CLUSTER_ADDRS"},
 		{"cluster without port", map[string]string{"REDIS_CLUSTER_ADDRS": "10.0.0.1"}, "REDIS_CLUSTER_ADDRS"},
+		{"redis url and sentinel", map[string]string{"REDIS_URL": "redis://a:6379", "REDIS_SENTINEL_ADDRS": "b:26379", "REDIS_SENTINEL_MASTER": "m"}, "REDIS_SENTINEL_ADDRS"},
+		{"cluster and sentinel", map[string]string{"REDIS_CLUSTER_ADDRS": "a:7000", "REDIS_SENTINEL_ADDRS": "b:26379", "REDIS_SENTINEL_MASTER": "m"}, "REDIS_CLUSTER_ADDRS and REDIS_SENTINEL_ADDRS"},
+		{"sentinel without master", map[string]string{"REDIS_SENTINEL_ADDRS": "b:26379"}, "REDIS_SENTINEL_MASTER"},
+		{"sentinel master with a space", map[string]string{"REDIS_SENTINEL_ADDRS": "b:26379", "REDIS_SENTINEL_MASTER": "my master"}, "REDIS_SENTINEL_MASTER"},
+		{"sentinel without port", map[string]string{"REDIS_SENTINEL_ADDRS": "b", "REDIS_SENTINEL_MASTER": "m"}, "REDIS_SENTINEL_ADDRS"},
+		{"sentinel master alone", map[string]string{"REDIS_SENTINEL_MASTER": "m"}, "REDIS_SENTINEL_MASTER"},
+		{"sentinel password alone", map[string]string{"REDIS_URL": "redis://a:6379", "REDIS_SENTINEL_PASSWORD": "pw"}, "REDIS_SENTINEL_PASSWORD"},
 		{"proxies not a cidr", map[string]string{"TRUSTED_PROXIES": "not-a-cidr"}, "TRUSTED_PROXIES"},
 		{"proxies one bad", map[string]string{"TRUSTED_PROXIES": "10.0.0.0/8,10.0.0.0/33"}, "TRUSTED_PROXIES"},
 		{"seed users no colon", map[string]string{"SEED_USERS": "nocolon"}, "SEED_USERS"},

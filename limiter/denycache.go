@@ -6,6 +6,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"tollgate/algorithms"
 )
 
 // denyCache remembers rule sets the wrapped stage denied and denies them
@@ -44,9 +46,13 @@ type denyCache struct {
 
 // denial is one cached denial (one Decision per rule), valid until until.
 type denial struct {
-	ds    []Decision
-	at    time.Time // local clock just before the call that denied
-	until time.Time
+	ds []Decision
+	// limits are the rules' limits: a rule on the same key with another
+	// limit (a reloaded policy file, an override, another tier) is not this
+	// denial, and goes to Redis.
+	limits []algorithms.Limit
+	at     time.Time // local clock just before the call that denied
+	until  time.Time
 }
 
 var _ decider = (*denyCache)(nil)
@@ -62,7 +68,7 @@ func newDenyCache(next decider, size int) *denyCache {
 func (dc *denyCache) decide(ctx context.Context, rules []Rule, commit bool) ([]Decision, bool, error) {
 	key := ruleSetKey(rules)
 	now := dc.now()
-	if ds, ok := dc.lookup(key, now); ok {
+	if ds, ok := dc.lookup(key, rules, now); ok {
 		return ds, false, nil
 	}
 	ds, allowed, err := dc.next.decide(ctx, rules, commit)
@@ -77,11 +83,15 @@ func (dc *denyCache) decide(ctx context.Context, rules []Rule, commit bool) ([]D
 	}
 	// Denials shorter than the safety margin are not worth remembering.
 	if wait > time.Millisecond {
+		limits := make([]algorithms.Limit, len(rules))
+		for i, r := range rules {
+			limits[i] = r.Limit
+		}
 		until := now.Add(wait - time.Millisecond)
 		if dc.hold > 0 {
 			until = minTime(until, now.Add(dc.hold))
 		}
-		dc.store(key, denial{ds: ds, at: now, until: until})
+		dc.store(key, denial{ds: ds, limits: limits, at: now, until: until})
 	}
 	return ds, false, nil
 }
@@ -110,11 +120,12 @@ func (dc *denyCache) len() int {
 	return len(dc.denied)
 }
 
-// lookup returns the cached denial of key aged to now, if it still holds.
-func (dc *denyCache) lookup(key string, now time.Time) ([]Decision, bool) {
+// lookup returns the cached denial of key aged to now, if it still holds
+// and was made for the limits of rules.
+func (dc *denyCache) lookup(key string, rules []Rule, now time.Time) ([]Decision, bool) {
 	dc.mu.Lock()
 	e, ok := dc.denied[key]
-	if ok && !now.Before(e.until) {
+	if ok && (!now.Before(e.until) || !sameLimits(e.limits, rules)) {
 		delete(dc.denied, key)
 		ok = false
 	}
@@ -131,6 +142,18 @@ func (dc *denyCache) lookup(key string, now time.Time) ([]Decision, bool) {
 		ds[i] = d
 	}
 	return ds, true
+}
+
+func sameLimits(limits []algorithms.Limit, rules []Rule) bool {
+	if len(limits) != len(rules) {
+		return false
+	}
+	for i, r := range rules {
+		if r.Limit != limits[i] {
+			return false
+		}
+	}
+	return true
 }
 
 func (dc *denyCache) store(key string, e denial) {

@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"tollgate/algorithms"
 	"tollgate/limiter"
@@ -97,6 +98,10 @@ type Caller struct {
 	// exemption names addresses, not the group they are counted in.
 	Addr   netip.Addr
 	Header http.Header // the request's headers, for keys header:NAME
+	// Now is the time overrides are checked against (only when
+	// Set.HasOverrides): an expired one stops applying at once, not at the
+	// next refresh of the overrides.
+	Now time.Time
 }
 
 // NamedLimit is a policy's limit as requests see it, named and keyed once,
@@ -115,9 +120,10 @@ type NamedLimit struct {
 // Applied is one limit of a policy that applies to a request, with the
 // rule that decides it.
 type Applied struct {
-	Policy *Policy
-	Limit  *NamedLimit
-	Rule   limiter.Rule
+	Policy   *Policy
+	Limit    *NamedLimit
+	Rule     limiter.Rule
+	Override *Override // the override that replaced the policy's limits, or nil
 }
 
 // Set is a list of policies ready to match requests. It is read-only after
@@ -133,6 +139,10 @@ type Set struct {
 	// exempts addresses or counts users by IP: requests skip that work when
 	// none does.
 	anyShadow, anyCIDR, anyIP bool
+	// byUser and byPrefix are the overrides (WithOverrides), by user name
+	// and by prefix, longest first.
+	byUser   map[string][]*override
+	byPrefix []*override
 }
 
 // NewSet returns the Set of policies, their keys under prefix.
@@ -169,8 +179,8 @@ func (s *Set) Limits() []*NamedLimit { return s.all }
 // AnyShadow reports whether a policy of the set is in shadow mode.
 func (s *Set) AnyShadow() bool { return s.anyShadow }
 
-// ExemptsCIDRs reports whether a policy exempts addresses: only then does
-// Rules read Caller.Addr.
+// ExemptsCIDRs reports whether a policy exempts addresses, or an override
+// names some: only then does Rules read Caller.Addr.
 func (s *Set) ExemptsCIDRs() bool { return s.anyCIDR }
 
 // KeysByIP reports whether a policy counts users by IP too (key ip): only
@@ -206,24 +216,36 @@ func (s *Set) rules(anyRoute bool, method, route string, c Caller, out []Applied
 		if !ok {
 			continue
 		}
-		limits, ok := s.named[i][c.Tier]
+		tier := c.Tier
+		limits, ok := s.named[i][tier]
 		if !ok {
-			limits = s.named[i][""]
+			tier, limits = "", s.named[i][""]
 			if len(limits) == 0 && c.Tier != AnonymousTier && unlisted == "" {
 				unlisted = p.Name
 			}
 		}
+		if s.HasOverrides() && len(limits) > 0 {
+			if o := s.overrideFor(i, kind, c); o != nil { // it reads the kind only
+				out = append(out, s.applied(p, o.named[tier], kind, who, &o.Override))
+				continue
+			}
+		}
 		for j := range limits {
-			nl := &limits[j]
-			// The subject is the hash tag: on a cluster, every limit of one
-			// subject lives in one slot and is decided in one script.
-			out = append(out, Applied{Policy: p, Limit: nl, Rule: limiter.Rule{
-				Algorithm: nl.Algorithm, Limit: nl.Limit.Limit, Cost: p.Cost, Key: s.prefix + "{" + kind + who + "}" + nl.keySuffix,
-				NoLease: nl.NoLease,
-			}})
+			out = append(out, s.applied(p, &limits[j], kind, who, nil))
 		}
 	}
 	return out, unlisted
+}
+
+// applied is nl of p applied to the subject kind+who (kind "ip:", "user:"
+// or "h:"). The subject is the hash tag: on
+// a cluster, every limit of one subject lives in one slot and is decided in
+// one script.
+func (s *Set) applied(p *Policy, nl *NamedLimit, kind, who string, o *Override) Applied {
+	return Applied{Policy: p, Limit: nl, Override: o, Rule: limiter.Rule{
+		Algorithm: nl.Algorithm, Limit: nl.Limit.Limit, Cost: p.Cost, Key: s.prefix + "{" + kind + who + "}" + nl.keySuffix,
+		NoLease: nl.NoLease,
+	}}
 }
 
 func (p *Policy) matches(method, route string) bool {
