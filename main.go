@@ -154,6 +154,8 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, opti
 			PipelineBatch:  cfg.PipelineBatch,
 			PipelineWindow: cfg.PipelineWindow,
 			DenyCacheSize:  cfg.DenyCacheSize,
+			Lease:          cfg.Lease,
+			Log:            log,
 		})
 		defer engine.Close()
 		limit = middleware.NewLimiter(log, engine, policies, cfg.KeyPrefix, cfg.FailOpen, cfg.IPv6Prefix).WithClock(opts.now)
