@@ -89,6 +89,15 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, opti
 	// per process, stored atomically: the latest run's log wins.
 	redis.SetLogger(redisLog{middleware.NewThrottledLog(log, 10*time.Second)})
 	warnProxiesEverything(log, cfg.TrustedProxies)
+	// The policy file is a setting too: refused before any client is opened.
+	var policies []policy.Policy
+	var version string // the policy file's
+	if cfg.Enabled {
+		policies, version, err = loadPolicies(cfg, cfg.PolicyFile)
+		if err != nil {
+			return err
+		}
+	}
 
 	rdb, guardRdb, redisName, closeRedis, err := openRedis(ctx, log, cfg.RedisURL, cfg.RedisCluster,
 		sentinel{addrs: cfg.RedisSentinels, master: cfg.RedisSentinelMaster, password: cfg.RedisSentinelPassword}, cfg.Timeout)
@@ -132,14 +141,8 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, opti
 	var peek gin.HandlerFunc
 	var engine *limiter.Limiter
 	var limit *middleware.Limiter
-	var version string // the policy file's
 	summary := routes.Summary{Enabled: cfg.Enabled, Algorithm: cfg.Algorithm, Limit: cfg.Limit, Burst: cfg.Burst, Window: cfg.Window}
 	if cfg.Enabled {
-		var policies []policy.Policy
-		policies, version, err = loadPolicies(cfg, cfg.PolicyFile)
-		if err != nil {
-			return err
-		}
 		if cfg.PolicyFile != "" {
 			for _, p := range policies {
 				summary.Policies = append(summary.Policies, p.Name)
@@ -151,6 +154,8 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, opti
 			PipelineBatch:  cfg.PipelineBatch,
 			PipelineWindow: cfg.PipelineWindow,
 			DenyCacheSize:  cfg.DenyCacheSize,
+			Lease:          cfg.Lease,
+			Log:            log,
 		})
 		defer engine.Close()
 		if cfg.DenyCacheSize > 0 {

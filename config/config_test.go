@@ -46,6 +46,7 @@ func TestLoadDefaults(t *testing.T) {
 		AuthMaxChecks:   runtime.NumCPU(),
 		PipelineBatch:   16,
 		DenyCacheSize:   10_000,
+		Lease:           true,
 		IPv6Prefix:      64,
 
 		OverridesRefresh: 10 * time.Second,
@@ -108,6 +109,7 @@ func TestLoadValues(t *testing.T) {
 		{"rediss url", map[string]string{"REDIS_URL": "rediss://cache.example:6380"}, func(c Config) any { return c.RedisURL }, "rediss://cache.example:6380"},
 		{"disabled", map[string]string{"RATE_LIMIT_ENABLED": "false"}, func(c Config) any { return c.Enabled }, false},
 		{"fail closed", map[string]string{"RATE_LIMIT_FAIL_OPEN": "0"}, func(c Config) any { return c.FailOpen }, false},
+		{"lease off", map[string]string{"RATE_LIMIT_LEASE": "off"}, func(c Config) any { return c.Lease }, false},
 		{"window in minutes", map[string]string{"RATE_LIMIT_WINDOW": "2m"}, func(c Config) any { return c.Window }, 2 * time.Minute},
 		{"timeout", map[string]string{"RATE_LIMIT_TIMEOUT": "250ms"}, func(c Config) any { return c.Timeout }, 250 * time.Millisecond},
 		{"limit", map[string]string{"RATE_LIMIT_LIMIT": "100"}, func(c Config) any { return c.Limit }, 100},
@@ -240,6 +242,7 @@ func TestLoadInvalid(t *testing.T) {
 		{"metrics addr no port", map[string]string{"METRICS_ADDR": "localhost"}, "METRICS_ADDR"},
 		{"metrics addr port not a number", map[string]string{"METRICS_ADDR": "foo:bar"}, "METRICS_ADDR"},
 		{"metrics addr port too big", map[string]string{"METRICS_ADDR": ":70000"}, "METRICS_ADDR"},
+		{"lease", map[string]string{"RATE_LIMIT_LEASE": "on"}, "RATE_LIMIT_LEASE"},
 		{"log format", map[string]string{"LOG_FORMAT": "xml"}, "LOG_FORMAT"},
 		{"log level", map[string]string{"LOG_LEVEL": "loud"}, "LOG_LEVEL"},
 		{"ipv6 prefix 0", map[string]string{"RATE_LIMIT_IPV6_PREFIX": "0"}, "RATE_LIMIT_IPV6_PREFIX"},

@@ -26,7 +26,9 @@ import (
 // What it cannot see is state changed outside the engine (a key deleted by
 // hand, a Redis failover that lost writes, an instance with a different
 // limit): those take effect for a cached set once its entry expires, at most
-// its RetryAfter. Grants and resets are told (Limiter.Follow): forget drops
+// its RetryAfter. Leases give units back, which can admit a request sooner:
+// behind leases (New), rule sets that may be leased are held at most hold.
+// Grants and resets are told (Limiter.Follow): forget drops
 // the denials they made stale, and a denial decided before a forget is not
 // stored after it.
 //
@@ -37,6 +39,9 @@ type denyCache struct {
 	next decider
 	size int
 	now  func() time.Time
+	// hold > 0 keeps a denial at most this long: behind leases, whose
+	// give-backs can admit a request before the RetryAfter Redis gave.
+	hold time.Duration
 
 	mu     sync.Mutex
 	denied map[string]denial
@@ -89,7 +94,11 @@ func (dc *denyCache) decide(ctx context.Context, rules []Rule, commit bool) ([]D
 		for i, r := range rules {
 			limits[i] = r.Limit
 		}
-		dc.store(key, denial{ds: ds, limits: limits, at: now, until: now.Add(wait - time.Millisecond)}, forgets)
+		until := now.Add(wait - time.Millisecond)
+		if dc.hold > 0 {
+			until = minTime(until, now.Add(dc.hold))
+		}
+		dc.store(key, denial{ds: ds, limits: limits, at: now, until: until}, forgets)
 	}
 	return ds, false, nil
 }

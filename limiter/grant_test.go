@@ -214,7 +214,7 @@ func TestFollowForgetsAnnouncedDenials(t *testing.T) {
 			if err := Announce(ctx, h.rdb, channel, rules); err != nil {
 				t.Fatalf("Announce: %v", err)
 			}
-			for following.deny.forgets.Load() == 0 { // delivered asynchronously
+			for following.denies[0].forgets.Load() == 0 { // delivered asynchronously
 				if ctx.Err() != nil {
 					t.Fatal("announcement not received within 10s")
 				}

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strconv"
 	"time"
@@ -29,6 +30,9 @@ type Rule struct {
 	// Key is the full Redis key. Rules whose keys share a {hash tag} (or have
 	// none) are decided in one script on a Redis Cluster too.
 	Key string
+	// NoLease keeps the rule sets this rule is in from being leased
+	// (Options.Lease; a policy's "lease: off").
+	NoLease bool
 }
 
 // Decision is the outcome of one rule. Durations are relative to Now.
@@ -71,6 +75,11 @@ type Options struct {
 	// BreakerCooldown (default 1s).
 	BreakerFailures int
 	BreakerCooldown time.Duration
+	// Lease lets rule sets of large limits under heavy traffic take several
+	// requests' worth of quota in one call and admit from memory (lease.go).
+	Lease bool
+	// Log receives warnings (a lease's give-back that failed); nil: none.
+	Log *slog.Logger
 }
 
 // decider is one stage of the engine: the scripts, or a stage wrapping another.
@@ -82,9 +91,10 @@ type decider interface {
 type Limiter struct {
 	chain    decider
 	breaker  *breaker
-	pipeline *pipeline  // nil when not pipelining
-	scripts  *scripts   // for the admin calls, Grant and Reset
-	deny     *denyCache // nil without one
+	pipeline *pipeline    // nil when not pipelining
+	leases   *leases      // nil when not leasing
+	scripts  *scripts     // for the admin calls, Grant and Reset
+	denies   []*denyCache // the deny caches, for Forget
 	timeout  time.Duration
 }
 
@@ -93,8 +103,11 @@ type Limiter struct {
 //
 // The stages, from the caller inwards, and why in this order:
 //
-//		deny cache -> timeout -> breaker -> scripts -> pipeline -> rdb
+//		leases -> deny cache -> timeout -> breaker -> scripts -> pipeline -> rdb
 //
+//	  - Leases are outermost: a request admitted from a lease needs nothing
+//	    else; taking a lease is a decision like any other (of the rules with
+//	    their costs times the lease's size), through every stage behind.
 //	  - The deny cache is outermost: its answers from memory need no deadline
 //	    (a timer costs per call) and must neither close an open circuit nor
 //	    reset its count of failures.
@@ -132,9 +145,28 @@ func New(rdb redis.Scripter, o Options) *Limiter {
 	if o.Timeout > 0 {
 		l.chain = newTimeout(l.chain, o.Timeout)
 	}
+	inner := l.chain
 	if o.DenyCacheSize > 0 {
-		l.deny = newDenyCache(l.chain, o.DenyCacheSize)
-		l.chain = l.deny
+		dc := newDenyCache(inner, o.DenyCacheSize)
+		l.denies = append(l.denies, dc)
+		l.chain = dc
+	}
+	if o.Lease {
+		log := o.Log
+		if log == nil {
+			log = slog.New(slog.DiscardHandler)
+		}
+		// Rule sets that may be leased keep denials no longer than a lease
+		// lives: units another instance gives back can admit them sooner.
+		leased := inner
+		if o.DenyCacheSize > 0 {
+			dc := newDenyCache(inner, o.DenyCacheSize)
+			dc.hold = leaseMaxAge
+			l.denies = append(l.denies, dc)
+			leased = dc
+		}
+		l.leases = newLeases(l.chain, leased, l.scripts, o.Timeout, log)
+		l.chain = l.leases
 	}
 	return l
 }
@@ -172,9 +204,12 @@ func (l *Limiter) Peek(ctx context.Context, rules []Rule) (Result, error) {
 // CircuitOpen reports whether the breaker keeps calls away from Redis.
 func (l *Limiter) CircuitOpen() bool { return l.breaker.open() }
 
-// Close makes later calls through the pipeline fail; calls under way finish.
-// It does not close rdb.
+// Close gives back the unused units of every lease, then makes later calls
+// through the pipeline fail; calls under way finish. It does not close rdb.
 func (l *Limiter) Close() {
+	if l.leases != nil {
+		l.leases.close()
+	}
 	if l.pipeline != nil {
 		l.pipeline.stop()
 	}
@@ -231,8 +266,8 @@ func (l *Limiter) admin(ctx context.Context, rules []Rule, mode string) (Result,
 // under hash tag tag: their state changed outside this engine (a grant or a
 // reset by another process). Forgetting is always safe.
 func (l *Limiter) Forget(tag string) {
-	if l.deny != nil {
-		l.deny.forget(tag)
+	for _, dc := range l.denies {
+		dc.forget(tag)
 	}
 }
 

@@ -22,17 +22,35 @@ var preludeLua string
 //go:embed lua/driver.lua
 var driverLua string
 
+//go:embed lua/single.lua
+var singleLua string
+
+//go:embed lua/giveback.lua
+var giveBackLua string
+
 // compose builds a script from algorithm modules: the prelude reads the clock
 // and holds the table the modules register in by name, the driver decides
 // the rules of KEYS and ARGV with them.
 func compose(specs []algorithms.Spec) *redis.Script {
+	return composeWith(specs, driverLua)
+}
+
+// composeSingle builds the script deciding one rule of spec's algorithm:
+// its module with single.lua, which skips the general driver's tables and
+// loops (the most common rule set is one limit, and Redis's one thread runs
+// every line of a script on every call).
+func composeSingle(spec algorithms.Spec) *redis.Script {
+	return composeWith([]algorithms.Spec{spec}, singleLua)
+}
+
+func composeWith(specs []algorithms.Spec, driver string) *redis.Script {
 	var b strings.Builder
 	b.WriteString(preludeLua)
 	for _, s := range specs {
 		b.WriteString(s.Lua)
 		b.WriteByte('\n')
 	}
-	b.WriteString(driverLua)
+	b.WriteString(driver)
 	return redis.NewScript(b.String())
 }
 
@@ -44,6 +62,8 @@ type scripts struct {
 	rdb redis.Scripter
 
 	composed sync.Map // module names joined by "," -> *redis.Script
+	single   sync.Map // algorithm name -> *redis.Script of one rule
+	giveBack sync.Map // algorithm name -> *redis.Script returning leased units
 
 	mu   sync.RWMutex
 	args map[ruleLimit][]any // a rule's ARGV entries but its cost, made once per algorithm and limit
@@ -67,8 +87,24 @@ type rule struct {
 	key   string
 }
 
-// scriptFor returns the script with the modules of rs, and only those.
+// scriptFor returns the script with the modules of rs, and only those: for
+// one rule, its module with the one-rule driver.
 func (s *scripts) scriptFor(rs []rule) *redis.Script {
+	if len(rs) == 1 {
+		name := rs[0].spec.Name
+		if sc, ok := s.single.Load(name); ok {
+			return sc.(*redis.Script)
+		}
+		sc, _ := s.single.LoadOrStore(name, composeSingle(rs[0].spec))
+		return sc.(*redis.Script)
+	}
+	return s.composedFor(rs)
+}
+
+// composedFor returns the script of the general driver with the modules of
+// rs, and only those: for several rules, and for the admin modes, which
+// single.lua does not know.
+func (s *scripts) composedFor(rs []rule) *redis.Script {
 	var one [1]string
 	names := one[:0]
 	for _, r := range rs {
@@ -247,12 +283,23 @@ func (s *scripts) run(ctx context.Context, rdb redis.Scripter, rules []rule, non
 	keys := make([]string, len(rules))
 	args := make([]any, 0, 2+6*len(rules))
 	args = append(args, mode, nonce)
+	single := len(rules) == 1 && (mode == modeCommit || mode == modePeek)
 	for i, r := range rules {
 		keys[i] = r.key
-		args = append(args, s.argsOf(r)...)
+		a := s.argsOf(r)
+		if single {
+			a = a[1:] // single.lua knows its module: no name
+		}
+		args = append(args, a...)
 		args = append(args, r.cost)
 	}
-	reply, err := s.scriptFor(rules).Run(ctx, rdb, keys, args...).Int64Slice()
+	var script *redis.Script
+	if single {
+		script = s.scriptFor(rules)
+	} else {
+		script = s.composedFor(rules)
+	}
+	reply, err := script.Run(ctx, rdb, keys, args...).Int64Slice()
 	if err != nil {
 		return nil, false, fmt.Errorf("run script: %w", err)
 	}
@@ -276,6 +323,20 @@ func (s *scripts) run(ctx context.Context, rdb redis.Scripter, rules []rule, non
 		allowed = allowed && ds[i].Allowed
 	}
 	return ds, allowed, nil
+}
+
+// refund gives units of r back (a lease's unused units; reset the reset of
+// the commit that took them, on Redis's clock).
+func (s *scripts) refund(ctx context.Context, r rule, units int, reset time.Time) error {
+	sc, ok := s.giveBack.Load(r.spec.Name)
+	if !ok {
+		sc, _ = s.giveBack.LoadOrStore(r.spec.Name, composeWith([]algorithms.Spec{r.spec}, giveBackLua))
+	}
+	args := append([]any{units, reset.UnixMilli()}, s.argsOf(r)[1:]...)
+	if err := sc.(*redis.Script).Run(ctx, s.rdb, []string{r.key}, args...).Err(); err != nil {
+		return fmt.Errorf("give back %d units of %s: %w", units, r.key, err)
+	}
+	return nil
 }
 
 // resolve checks rules and looks up their algorithms.

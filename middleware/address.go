@@ -2,6 +2,7 @@ package middleware
 
 import (
 	"net/netip"
+	"strings"
 
 	"github.com/gin-gonic/gin"
 
@@ -19,9 +20,15 @@ func clientAddr(c *gin.Context) (netip.Addr, bool) {
 // "ip:" kind (auth.AddrSubject: IPv6 clients grouped by their first
 // v6Prefix bits); "unknown" when there is no address.
 func ipSubject(c *gin.Context, v6Prefix int) string {
-	a, ok := clientAddr(c)
-	if !ok {
+	ip := c.ClientIP()
+	a, ok := auth.CanonicalAddr(ip)
+	switch {
+	case !ok:
 		return "unknown"
+	case a.Is4() && !strings.Contains(ip, ":"):
+		// Already canonical: ParseAddr takes dotted quads without leading
+		// zeros only. Reused rather than printed again, on every request.
+		return ip
 	}
 	return auth.AddrSubject(a, v6Prefix)
 }

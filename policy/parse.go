@@ -44,6 +44,7 @@ type limitDoc struct {
 	Limit     wholeNumber `yaml:"limit"`
 	Window    string      `yaml:"window"`
 	Burst     wholeNumber `yaml:"burst"`
+	Lease     string      `yaml:"lease"` // auto (the default) or off
 }
 
 // wholeNumber is an integer field of the file, kept as written: YAML
@@ -273,6 +274,10 @@ func limits(field string, docs []limitDoc, cost int) ([]Limit, []error) {
 			errs = append(errs, fmt.Errorf("%s.burst: %d: want 0 (the limit) or more", f, burst))
 			ok = false
 		}
+		if d.Lease != "" && d.Lease != "auto" && d.Lease != "off" {
+			errs = append(errs, fmt.Errorf("%s.lease: %q: want auto (leased when large and busy, RATE_LIMIT_LEASE permitting) or off", f, d.Lease))
+			ok = false
+		}
 		w, err := time.ParseDuration(d.Window)
 		if err != nil || w < time.Millisecond || w > maxWindow {
 			errs = append(errs, fmt.Errorf("%s.window: %q: want a positive Go duration such as 60s, at most 366 days (%v)", f, d.Window, maxWindow))
@@ -290,7 +295,7 @@ func limits(field string, docs []limitDoc, cost int) ([]Limit, []error) {
 			errs = append(errs, fmt.Errorf("%s: %w", f, err))
 			continue
 		}
-		out = append(out, Limit{Algorithm: strings.ReplaceAll(d.Algorithm, "-", "_"), Limit: l})
+		out = append(out, Limit{Algorithm: strings.ReplaceAll(d.Algorithm, "-", "_"), Limit: l, NoLease: d.Lease == "off"})
 	}
 	return out, errs
 }

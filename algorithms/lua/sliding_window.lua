@@ -79,4 +79,18 @@ do
     redis.call('HSET', key, 'w', c.start, 'c', math.max(c.cur - n, -tonumber(args[1])), 'p', c.prev)
     redis.call('PEXPIRE', key, c.start + 2 * window - clock.ms)
   end
+
+  -- Gives back units leased and not used: from the count of the window that
+  -- took them, current or (after a later commit) previous.
+  function m.refund(key, args, units, reset_at)
+    local window = tonumber(args[2])
+    local start = reset_at - 2 * window
+    local state = redis.call('HMGET', key, 'w', 'c', 'p')
+    local stored = tonumber(state[1])
+    if stored == start then
+      redis.call('HSET', key, 'c', math.max(0, (tonumber(state[2]) or 0) - units))
+    elseif stored == start + window then
+      redis.call('HSET', key, 'p', math.max(0, (tonumber(state[3]) or 0) - units))
+    end
+  end
 end

@@ -15,6 +15,11 @@
 --                                  more units now, beyond the limit if need be,
 --                                  until the current window ends (buckets: for
 --                                  as long as an empty bucket takes to fill)
+--   m.refund(key, args, units, reset_at)  optional, for leases (Spec.LeaseFor):
+--                                  gives back units committed and not used,
+--                                  reset_at the reset (ms since the epoch) the
+--                                  commit that took them returned; never leaves
+--                                  more than had they not been taken
 -- args are the module's ARGV entries as strings.
 local algorithms = {}
 local clock = {}
