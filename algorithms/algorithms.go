@@ -19,10 +19,18 @@ import (
 
 // Limit is the quota of one algorithm: Requests per Window. For token_bucket
 // and gcra, Requests per Window is the refill rate and Burst the capacity.
+// For concurrency, Requests is how many requests may be under way at once and
+// Window how long one holds its place at most (its timeout). For calendar,
+// Requests per Period in Location; Window is the longest such period
+// (CalendarLimit sets it).
 type Limit struct {
 	Requests int
 	Window   time.Duration
 	Burst    int // token_bucket, gcra: bucket capacity; 0 means Requests
+	// Period and Location: calendar's period and its time zone (nil: UTC);
+	// "" and nil for the other algorithms.
+	Period   Period
+	Location *time.Location
 }
 
 // Capacity is the most requests a token bucket or GCRA admits at once: Burst,
@@ -58,6 +66,8 @@ func (l Limit) Validate() error {
 		return fmt.Errorf("%w: window %v, want at least 1ms", ErrInvalidLimit, l.Window)
 	case int64(max(l.Requests, l.Capacity())) > maxExact/ms:
 		return fmt.Errorf("%w: %d requests per %v is beyond exact arithmetic; use a smaller limit or window", ErrInvalidLimit, max(l.Requests, l.Capacity()), l.Window)
+	case l.Period != "" && l.Window != l.Period.longest():
+		return fmt.Errorf("%w: period %q with window %v: want a day, week or month made by CalendarLimit", ErrInvalidLimit, l.Period, l.Window)
 	}
 	return nil
 }
@@ -98,12 +108,28 @@ type Spec struct {
 	// the bound of a reset, a retry and a key's TTL, and how long an
 	// exhausted quota takes to come back in full.
 	Horizon func(l Limit) time.Duration
+	// Held: an admitted request holds its units until it ends, when the
+	// engine gives them back (limiter.Limiter.Release, which calls the
+	// module's m.release), or until Limit.Window (its timeout) passes. A
+	// policy file calls that window "timeout".
+	Held bool
+	// Calendar: windows are calendar periods (Limit.Period in
+	// Limit.Location), and the module's ARGV entries after Args are the
+	// period starts around now (Limit.Starts). A policy file gives
+	// "period" and "timezone" instead of a window.
+	Calendar bool
+	// Unit is what the quota counts, for RateLimit-Policy's qu; "" means
+	// requests per window.
+	Unit string
 }
 
 // Validate checks l for this algorithm.
 func (s Spec) Validate(l Limit) error {
 	if err := l.Validate(); err != nil {
 		return err
+	}
+	if l.Period != "" && !s.Calendar {
+		return fmt.Errorf("%w: %s has no calendar period: want a window", ErrInvalidLimit, s.Name)
 	}
 	if s.Check != nil {
 		return s.Check(l)
@@ -162,6 +188,15 @@ func oneWindow(l Limit) time.Duration { return l.Window }
 const (
 	slidingLogMaxLimit = 1_000_000
 	slidingLogMaxCost  = 10_000
+)
+
+// The concurrency limit's caps: places per identity, places per request
+// (one sorted-set member each, as sliding_log), the longest timeout (how
+// long a place of an instance that died stays taken).
+const (
+	concurrencyMaxLimit   = 100_000
+	concurrencyMaxCost    = 1_000
+	concurrencyMaxTimeout = 24 * time.Hour
 )
 
 // table is every algorithm, in the order Names lists them.
@@ -233,6 +268,42 @@ var table = []Spec{
 			total := time.Duration(int64(l.Capacity())*gcraInterval(l)) * time.Microsecond
 			return (total + time.Millisecond - 1).Truncate(time.Millisecond)
 		},
+	},
+	{
+		Name:  "concurrency",
+		Doc:   "At most Limit requests under way at once; a place is given back when its request ends, or after the timeout if its instance died.",
+		Lua:   module("concurrency"),
+		Args:  window,
+		Nonce: true,
+		Held:  true,
+		Unit:  "concurrent-requests",
+		Check: func(l Limit) error {
+			switch {
+			case l.Requests > concurrencyMaxLimit:
+				return fmt.Errorf("%w: concurrency keeps one entry per request under way: limit %d, want at most %d", ErrInvalidLimit, l.Requests, concurrencyMaxLimit)
+			case l.Window > concurrencyMaxTimeout:
+				return fmt.Errorf("%w: concurrency timeout %v, want at most %v (a place of an instance that died stays taken that long)", ErrInvalidLimit, l.Window, concurrencyMaxTimeout)
+			}
+			return nil
+		},
+		MaxCost: concurrencyMaxCost,
+		// The newest place expires one timeout after it was taken.
+		Horizon: oneWindow,
+	},
+	{
+		Name:     "calendar",
+		Doc:      "Limit requests per calendar day, ISO week or month in a time zone, reset at local midnight of the period's first day.",
+		Lua:      module("calendar"),
+		Args:     func(l Limit) []any { return []any{l.Requests} },
+		Calendar: true,
+		Check: func(l Limit) error {
+			if l.Period == "" {
+				return fmt.Errorf("%w: calendar needs a period: want day, week or month", ErrInvalidLimit)
+			}
+			return nil
+		},
+		// The longest period: a month of 31 days with a 25-hour day.
+		Horizon: oneWindow,
 	},
 }
 

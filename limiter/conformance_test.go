@@ -31,6 +31,22 @@ type harness struct {
 	// room makes sure at least need is left before the next multiple of w,
 	// aligning only if not: cheaper than align for long windows on real Redis.
 	room func(w, need time.Duration)
+	// steered: advance moves a clock rather than sleeping, so a case may
+	// wait for a calendar period to end.
+	steered bool
+	// clock is the Redis clock as the engine's Options.Clock: calendar
+	// periods are computed around it.
+	clock func() time.Time
+}
+
+// wait skips t when advancing by d means sleeping for more than a few
+// seconds (a calendar's day, on a real Redis): calendar_test.go places
+// period ends around Redis's clock there instead.
+func (h harness) wait(t *testing.T, d time.Duration) {
+	t.Helper()
+	if !h.steered && d > 5*time.Second {
+		t.Skipf("waiting %v on a real Redis: too long to sleep; calendar_test.go checks period ends on real Redis", d)
+	}
 }
 
 func miniredisHarness(t *testing.T) harness {
@@ -50,11 +66,17 @@ func miniredisHarness(t *testing.T) harness {
 	t.Cleanup(func() { rdb.Close() })
 	align := func(w time.Duration) { set(now.Truncate(w).Add(w + time.Millisecond)) }
 	return harness{
+		clock: func() time.Time {
+			mu.Lock()
+			defer mu.Unlock()
+			return now
+		},
 		rdb:     rdb,
 		unit:    time.Minute,
 		advance: func(d time.Duration) { set(now.Add(d)) },
 		align:   align,
 		room:    func(w, _ time.Duration) { align(w) },
+		steered: true,
 	}
 }
 
@@ -95,6 +117,7 @@ func sleepingHarness(t *testing.T, rdb redis.UniversalClient, setting string) ha
 		return now.Truncate(w).Add(w + 5*time.Millisecond).Sub(now)
 	}
 	return harness{
+		clock:   time.Now, // Redis's, near enough: calendar periods are days
 		rdb:     rdb,
 		unit:    time.Second,
 		advance: time.Sleep,
@@ -131,10 +154,33 @@ func uniquePrefix(t *testing.T) string {
 	return "test:conformance:" + hex.EncodeToString(b) + ":"
 }
 
-// conformanceCase is one property every algorithm must have.
+// conformanceCase is one property every algorithm must have, or every
+// algorithm of a kind (when).
 type conformanceCase struct {
 	name string
 	run  func(t *testing.T, h harness, s subject)
+	// when says which algorithms the case is for; nil: all of them.
+	when func(algorithms.Spec) bool
+}
+
+// notHeld and isHeld sort cases by whether requests hold their units until
+// they end (algorithms.Spec.Held): a denial by a held limit ends when a
+// request under way does, so RetryAfter is a poll, not a promise.
+func notHeld(s algorithms.Spec) bool { return !s.Held }
+func isHeld(s algorithms.Spec) bool  { return s.Held }
+
+// limitOf is l as algorithm spec takes it: a calendar limit keeps the
+// requests and counts them per UTC day (its periods are calendar days,
+// whatever the window).
+func limitOf(spec algorithms.Spec, l algorithms.Limit) algorithms.Limit {
+	if !spec.Calendar {
+		return l
+	}
+	cl, err := algorithms.CalendarLimit(l.Requests, algorithms.Day, time.UTC)
+	if err != nil {
+		panic(err)
+	}
+	return cl
 }
 
 // subject is the algorithm under test on one backend, with keys of its own,
@@ -158,15 +204,21 @@ type single struct {
 
 // decide decides one request of identity under the rule.
 func (a single) decide(ctx context.Context, identity string) (Decision, error) {
-	res, err := a.l.Decide(ctx, []Rule{{Algorithm: a.name, Limit: a.limit, Key: a.prefix + a.name + ":" + identity}})
+	res, err := a.result(ctx, identity)
 	if err != nil {
 		return Decision{}, err
 	}
 	return res.Decisions[0], nil
 }
 
+// result is decide's whole Result, for Release.
+func (a single) result(ctx context.Context, identity string) (Result, error) {
+	return a.l.Decide(ctx, []Rule{{Algorithm: a.name, Limit: a.limit, Key: a.prefix + a.name + ":" + identity}})
+}
+
 func (s subject) new(t *testing.T, l algorithms.Limit) single {
 	t.Helper()
+	l = limitOf(s.spec, l)
 	if err := s.spec.Validate(l); err != nil {
 		t.Fatalf("%s: Validate(%+v): %v", s.spec.Name, l, err)
 	}
@@ -177,7 +229,7 @@ func (s subject) new(t *testing.T, l algorithms.Limit) single {
 // decisions under l (algorithms.Spec.Horizon).
 func (s subject) horizon(t *testing.T, l algorithms.Limit) time.Duration {
 	t.Helper()
-	return s.spec.Horizon(l)
+	return s.spec.Horizon(limitOf(s.spec, l))
 }
 
 func allow(t *testing.T, a single, key string) Decision {
@@ -272,7 +324,7 @@ var conformanceCases = []conformanceCase{
 		if d := allow(t, a, "k"); !d.Allowed || d.Remaining != 3 {
 			t.Errorf("after SCRIPT FLUSH: Decide() = %+v, want allowed with remaining 3", d)
 		}
-	}},
+	}, nil},
 	{"first request is admitted with limit-1 remaining", func(t *testing.T, h harness, s subject) {
 		l := algorithms.Limit{Requests: 5, Window: h.unit}
 		a := s.new(t, l)
@@ -284,10 +336,10 @@ var conformanceCases = []conformanceCase{
 		if hz := s.horizon(t, l); d.ResetAfter <= 0 || d.ResetAfter > hz {
 			t.Errorf("Decide() reset after %v, want in (0, %v]", d.ResetAfter, hz)
 		}
-		if d.Window != h.unit {
-			t.Errorf("Decide() window = %v, want %v", d.Window, h.unit)
+		if _, w := a.limit.Span(d.Now); d.Window != w {
+			t.Errorf("Decide() window = %v, want %v", d.Window, w)
 		}
-	}},
+	}, nil},
 	{"a burst admits exactly the limit", func(t *testing.T, h harness, s subject) {
 		l := algorithms.Limit{Requests: 5, Window: h.unit}
 		a := s.new(t, l)
@@ -308,7 +360,7 @@ var conformanceCases = []conformanceCase{
 				t.Errorf("denied Decide() retry after %v, want in (0, %v]", d.RetryAfter, hz)
 			}
 		}
-	}},
+	}, nil},
 	{"quota returns in full after the horizon", func(t *testing.T, h harness, s subject) {
 		l := algorithms.Limit{Requests: 3, Window: h.unit}
 		a := s.new(t, l)
@@ -316,11 +368,12 @@ var conformanceCases = []conformanceCase{
 		for range 4 {
 			allow(t, a, "k")
 		}
+		h.wait(t, s.horizon(t, l))
 		h.advance(s.horizon(t, l) + 10*time.Millisecond)
 		if d := allow(t, a, "k"); !d.Allowed || d.Remaining != 2 {
 			t.Errorf("after %v: Decide() = %+v, want allowed with remaining 2", s.horizon(t, l), d)
 		}
-	}},
+	}, nil},
 	{"a denied request retried at RetryAfter is admitted, and not clearly before", func(t *testing.T, h harness, s subject) {
 		a := s.new(t, algorithms.Limit{Requests: 2, Window: h.unit})
 		h.align(h.unit)
@@ -330,6 +383,7 @@ var conformanceCases = []conformanceCase{
 		if d.Allowed {
 			t.Fatalf("third request: Decide() = %+v, want denied", d)
 		}
+		h.wait(t, d.RetryAfter)
 		early := d.RetryAfter / 2
 		h.advance(early)
 		if d2 := allow(t, a, "k"); d2.Allowed {
@@ -339,7 +393,38 @@ var conformanceCases = []conformanceCase{
 		if d3 := allow(t, a, "k"); !d3.Allowed {
 			t.Errorf("retried at RetryAfter %v: Decide() = %+v, want allowed", d.RetryAfter, d3)
 		}
-	}},
+	}, notHeld},
+	{"a denied request is admitted once a place is given back, and polls within a second", func(t *testing.T, h harness, s subject) {
+		a := s.new(t, algorithms.Limit{Requests: 2, Window: 100 * h.unit})
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		first, err := a.result(ctx, "k")
+		if err != nil || !first.Allowed || !first.Holds() {
+			t.Fatalf("first request: Decide() = %+v, %v; want allowed, holding a place", first, err)
+		}
+		allow(t, a, "k")
+		d := allow(t, a, "k")
+		if d.Allowed || d.RetryAfter <= 0 || d.RetryAfter > time.Second {
+			t.Fatalf("third request: Decide() = %+v, want denied with a retry in (0, 1s]", d)
+		}
+		h.advance(d.RetryAfter)
+		if d := allow(t, a, "k"); d.Allowed {
+			t.Errorf("after RetryAfter with every place held: Decide() = %+v, want denied", d)
+		}
+		if err := a.l.Release(ctx, first); err != nil {
+			t.Fatalf("Release(): %v", err)
+		}
+		if d := allow(t, a, "k"); !d.Allowed || d.Remaining != 0 {
+			t.Errorf("after a Release: Decide() = %+v, want allowed with remaining 0", d)
+		}
+		// A second Release of the same result gives back nothing more.
+		if err := a.l.Release(ctx, first); err != nil {
+			t.Fatalf("Release() again: %v", err)
+		}
+		if d := allow(t, a, "k"); d.Allowed {
+			t.Errorf("after a second Release of one result: Decide() = %+v, want denied", d)
+		}
+	}, isHeld},
 	{"keys are isolated", func(t *testing.T, h harness, s subject) {
 		a := s.new(t, algorithms.Limit{Requests: 1, Window: h.unit})
 		h.align(h.unit)
@@ -350,7 +435,7 @@ var conformanceCases = []conformanceCase{
 		if d := allow(t, a, "bob"); !d.Allowed {
 			t.Errorf("bob after alice: Decide() = %+v, want allowed", d)
 		}
-	}},
+	}, nil},
 	{"500 concurrent callers admit exactly the limit", func(t *testing.T, h harness, s subject) {
 		const callers, limit = 500, 50
 		// A long window: on real Redis the callers take tens of ms, and the
@@ -366,7 +451,7 @@ var conformanceCases = []conformanceCase{
 			t.Errorf("%d concurrent callers: admitted %d, denied %d; want %d, %d",
 				callers, admitted, denied, limit, callers-limit)
 		}
-	}},
+	}, nil},
 	{"every key has a TTL no longer than needed", func(t *testing.T, h harness, s subject) {
 		l := algorithms.Limit{Requests: 2, Window: h.unit}
 		a := s.new(t, l)
@@ -389,7 +474,7 @@ var conformanceCases = []conformanceCase{
 				t.Errorf("PTTL %s = %v, want in (0, %v]", k, ttl, hz)
 			}
 		}
-	}},
+	}, nil},
 	{"memory stays bounded under sustained over-limit traffic", func(t *testing.T, h harness, s subject) {
 		const limit = 3
 		a := s.new(t, algorithms.Limit{Requests: limit, Window: h.unit})
@@ -416,7 +501,7 @@ var conformanceCases = []conformanceCase{
 			}
 			h.advance(h.unit / 10)
 		}
-	}},
+	}, nil},
 }
 
 // propertyCases are what one algorithm promises beyond the conformance cases,
@@ -447,7 +532,7 @@ var propertyCases = map[string][]conformanceCase{
 			if d := allow(t, a, "k"); d.Allowed {
 				t.Errorf("request after the edge burst: Decide() = %+v, want denied", d)
 			}
-		}},
+		}, nil},
 	},
 	"sliding_log": {
 		{"never admits more than the limit in any window-long span", func(t *testing.T, h harness, s subject) {
@@ -471,7 +556,7 @@ var propertyCases = map[string][]conformanceCase{
 			if len(admitted) < 3*limit-limit {
 				t.Errorf("admitted %d over three windows, want at least %d", len(admitted), 2*limit)
 			}
-		}},
+		}, nil},
 	},
 	"sliding_window": {
 		{"stays within its error bound when traffic bunches at window ends", func(t *testing.T, h harness, s subject) {
@@ -511,7 +596,7 @@ var propertyCases = map[string][]conformanceCase{
 			} else if n != 2*limit-1 {
 				t.Errorf("admitted %d within one window-long span, want exactly %d for this trace", n, 2*limit-1)
 			}
-		}},
+		}, nil},
 		{"never admits more than the limit in an aligned window", func(t *testing.T, h harness, s subject) {
 			const limit = 5
 			a := s.new(t, algorithms.Limit{Requests: limit, Window: h.unit})
@@ -535,7 +620,7 @@ var propertyCases = map[string][]conformanceCase{
 			if n := maxInSpan(admitted, h.unit); n > 2*limit-1 {
 				t.Errorf("admitted %d within one window-long span, want at most %d (2×limit-1)", n, 2*limit-1)
 			}
-		}},
+		}, nil},
 	},
 	"token_bucket": refillCases,
 	"gcra":         refillCases,
@@ -563,7 +648,7 @@ var refillCases = []conformanceCase{
 				t.Errorf("round %d, %v later: Decide() = %+v, want allowed with remaining 0", i, interval, d)
 			}
 		}
-	}},
+	}, nil},
 	{"burst sets the capacity", func(t *testing.T, h harness, s subject) {
 		l := algorithms.Limit{Requests: 2, Window: h.unit, Burst: 4}
 		a := s.new(t, l)
@@ -583,7 +668,7 @@ var refillCases = []conformanceCase{
 		if d.RetryAfter > h.unit/2 {
 			t.Errorf("Decide() retry after %v, want at most %v", d.RetryAfter, h.unit/2)
 		}
-	}},
+	}, nil},
 }
 
 // engines are the ways the service builds the engine; the conformance
@@ -591,10 +676,10 @@ var refillCases = []conformanceCase{
 // cached as the service wires them (neither may change any decision).
 var engines = map[string]func(t *testing.T, h harness) *Limiter{
 	"plain": func(t *testing.T, h harness) *Limiter {
-		return New(h.rdb, Options{})
+		return New(h.rdb, Options{Clock: h.clock})
 	},
 	"pipelined, deny cache": func(t *testing.T, h harness) *Limiter {
-		l := New(h.rdb, Options{PipelineBatch: 16, PipelineConns: 2, DenyCacheSize: 1000})
+		l := New(h.rdb, Options{PipelineBatch: 16, PipelineConns: 2, DenyCacheSize: 1000, Clock: h.clock})
 		t.Cleanup(l.Close)
 		if dc, ok := l.chain.(*denyCache); ok {
 			dc.now = redisClock(t, h.rdb)
@@ -620,6 +705,9 @@ func TestConformance(t *testing.T) {
 							t.Parallel()
 							h := newHarness(t)
 							for _, tc := range append(conformanceCases, propertyCases[spec.Name]...) {
+								if tc.when != nil && !tc.when(spec) {
+									continue // the case's when says why
+								}
 								t.Run(tc.name, func(t *testing.T) {
 									prefix := uniquePrefix(t)
 									t.Cleanup(func() { deleteKeys(t, h, prefix) })

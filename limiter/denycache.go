@@ -6,6 +6,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"tollgate/algorithms"
 )
 
 // denyCache remembers rule sets the wrapped stage denied and denies them
@@ -20,6 +22,9 @@ import (
 // admission earlier than the RetryAfter Redis gave. The cache counts
 // RetryAfter from before the call and one millisecond short (Redis rounds
 // durations up to whole ms), so it never denies a request Redis would admit.
+// Held rules (concurrency) are the exception: a place is given back when a
+// request ends, at any moment, so a denial by one is never cached (a set is
+// cached only as long as its other, unheld rules deny it).
 // What it cannot see is state changed outside the engine (a key deleted by
 // hand, a Redis failover that lost writes, an instance with a different
 // limit): those take effect for a cached set once its entry expires, at most
@@ -66,8 +71,8 @@ func (dc *denyCache) decide(ctx context.Context, rules []Rule, commit bool) ([]D
 		return ds, allowed, err
 	}
 	var wait time.Duration
-	for _, d := range ds {
-		if !d.Allowed {
+	for i, d := range ds {
+		if !d.Allowed && !heldRule(rules[i]) {
 			wait = max(wait, d.RetryAfter)
 		}
 	}
@@ -76,6 +81,13 @@ func (dc *denyCache) decide(ctx context.Context, rules []Rule, commit bool) ([]D
 		dc.store(key, denial{ds: ds, at: now, until: now.Add(wait - time.Millisecond)})
 	}
 	return ds, false, nil
+}
+
+// heldRule reports whether r's algorithm holds what it admits until
+// Release (concurrency): its denials can end at any moment.
+func heldRule(r Rule) bool {
+	s, err := algorithms.Lookup(r.Algorithm)
+	return err == nil && s.Held
 }
 
 // ruleSetKey names a set of rules: their keys, and costs other than one.
@@ -120,6 +132,7 @@ func (dc *denyCache) lookup(key string, now time.Time) ([]Decision, bool) {
 		d.RetryAfter = max(d.RetryAfter-elapsed, 0)
 		d.ResetAfter = max(d.ResetAfter-elapsed, d.RetryAfter)
 		d.Now = d.Now.Add(elapsed)
+		d.held = nil // given back by the caller of the call that held it
 		ds[i] = d
 	}
 	return ds, true

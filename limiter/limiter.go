@@ -37,6 +37,14 @@ type Decision struct {
 	ResetAfter time.Duration // until the quota is fully restored
 	RetryAfter time.Duration // until a denied request could pass; 0 when Allowed
 	Now        time.Time     // Redis's clock at the decision, so Reset does not wobble with ours
+
+	held *held // what an admitted held rule (concurrency) took, for Release
+}
+
+// held is what a held rule took in one call: Release gives it back.
+type held struct {
+	rule  rule
+	nonce string
 }
 
 // Result is the outcome of a set of rules: Allowed when every rule admits,
@@ -44,6 +52,19 @@ type Decision struct {
 type Result struct {
 	Allowed   bool
 	Decisions []Decision
+}
+
+// Holds reports whether the request holds places (a concurrency limit
+// admitted it) that Release must give back when the request ends. Check it
+// whatever Allowed says: on a cluster, a request denied by one hash tag's
+// rules may hold places under another's.
+func (r Result) Holds() bool {
+	for _, d := range r.Decisions {
+		if d.held != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // ErrInvalidRule is returned for rules the engine cannot decide: a negative
@@ -68,6 +89,9 @@ type Options struct {
 	// BreakerCooldown (default 1s).
 	BreakerFailures int
 	BreakerCooldown time.Duration
+	// Clock is our clock, from which calendar periods' starts are computed
+	// (Redis's clock then picks among them); nil: time.Now.
+	Clock func() time.Time
 }
 
 // decider is one stage of the engine: the scripts, or a stage wrapping another.
@@ -80,7 +104,14 @@ type Limiter struct {
 	chain    decider
 	breaker  *breaker
 	pipeline *pipeline // nil when not pipelining
+	scripts  *scripts
+	// releaseTimeout bounds Release, which must not end with the request's
+	// context: Options.Timeout, or defaultReleaseTimeout.
+	releaseTimeout time.Duration
 }
+
+// defaultReleaseTimeout bounds Release when Options.Timeout is 0.
+const defaultReleaseTimeout = time.Second
 
 // New returns an engine deciding on rdb (a *redis.Client, *redis.ClusterClient
 // or anything that runs scripts).
@@ -119,7 +150,15 @@ func New(rdb redis.Scripter, o Options) *Limiter {
 	if cooldown <= 0 {
 		cooldown = time.Second
 	}
-	l.breaker = newBreaker(newScripts(scripter), failures, cooldown)
+	l.scripts = newScripts(scripter)
+	if o.Clock != nil {
+		l.scripts.now = o.Clock
+	}
+	l.releaseTimeout = o.Timeout
+	if l.releaseTimeout <= 0 {
+		l.releaseTimeout = defaultReleaseTimeout
+	}
+	l.breaker = newBreaker(l.scripts, failures, cooldown)
 	l.chain = l.breaker
 	if o.Timeout > 0 {
 		l.chain = newTimeout(l.chain, o.Timeout)
@@ -158,6 +197,30 @@ func (l *Limiter) Decide(ctx context.Context, rules []Rule) (Result, error) {
 func (l *Limiter) Peek(ctx context.Context, rules []Rule) (Result, error) {
 	ds, allowed, err := l.chain.decide(ctx, rules, false)
 	return Result{Allowed: allowed, Decisions: ds}, err
+}
+
+// Release gives back the places res holds (Result.Holds), in one round trip
+// per hash tag: call it once when the request ends, however it ends. It
+// runs under its own deadline, not ctx's (the request's context is often
+// done by then: a client that went away must not keep its places), and is
+// not counted by the breaker; while the circuit is open it returns
+// ErrCircuitOpen at once. Places not given back expire after their timeout.
+func (l *Limiter) Release(ctx context.Context, res Result) error {
+	var hs []*held
+	for _, d := range res.Decisions {
+		if d.held != nil {
+			hs = append(hs, d.held)
+		}
+	}
+	if len(hs) == 0 {
+		return nil
+	}
+	if l.breaker.open() {
+		return ErrCircuitOpen
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.releaseTimeout)
+	defer cancel()
+	return l.scripts.release(ctx, hs)
 }
 
 // CircuitOpen reports whether the breaker keeps calls away from Redis.

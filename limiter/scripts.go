@@ -3,6 +3,7 @@ package limiter
 import (
 	"context"
 	_ "embed"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -22,17 +23,24 @@ var preludeLua string
 //go:embed lua/driver.lua
 var driverLua string
 
+//go:embed lua/release.lua
+var releaseLua string
+
 // compose builds a script from algorithm modules: the prelude reads the clock
 // and holds the table the modules register in by name, the driver decides
 // the rules of KEYS and ARGV with them.
-func compose(specs []algorithms.Spec) *redis.Script {
+func compose(specs []algorithms.Spec) *redis.Script { return composeWith(specs, driverLua) }
+
+// composeWith is compose with another driver: releaseLua gives back what
+// held rules took.
+func composeWith(specs []algorithms.Spec, driver string) *redis.Script {
 	var b strings.Builder
 	b.WriteString(preludeLua)
 	for _, s := range specs {
 		b.WriteString(s.Lua)
 		b.WriteByte('\n')
 	}
-	b.WriteString(driverLua)
+	b.WriteString(driver)
 	return redis.NewScript(b.String())
 }
 
@@ -42,6 +50,7 @@ func compose(specs []algorithms.Spec) *redis.Script {
 // and kept; there are at most 2^len(table) sets, and a service uses a few.
 type scripts struct {
 	rdb redis.Scripter
+	now func() time.Time // our clock, for calendar periods' starts
 
 	composed sync.Map // module names joined by "," -> *redis.Script
 
@@ -56,7 +65,7 @@ type ruleLimit struct {
 }
 
 func newScripts(rdb redis.Scripter) *scripts {
-	return &scripts{rdb: rdb, args: map[ruleLimit][]any{}}
+	return &scripts{rdb: rdb, now: time.Now, args: map[ruleLimit][]any{}}
 }
 
 // rule is a Rule resolved for the scripts.
@@ -68,7 +77,10 @@ type rule struct {
 }
 
 // scriptFor returns the script with the modules of rs, and only those.
-func (s *scripts) scriptFor(rs []rule) *redis.Script {
+func (s *scripts) scriptFor(rs []rule) *redis.Script { return s.scriptWith(rs, driverLua) }
+
+// scriptWith is scriptFor with another driver (releaseLua).
+func (s *scripts) scriptWith(rs []rule, driver string) *redis.Script {
 	var one [1]string
 	names := one[:0]
 	for _, r := range rs {
@@ -80,6 +92,9 @@ func (s *scripts) scriptFor(rs []rule) *redis.Script {
 		slices.Sort(names)
 	}
 	key := strings.Join(names, ",")
+	if driver == releaseLua {
+		key = "release:" + key
+	}
 	if sc, ok := s.composed.Load(key); ok {
 		return sc.(*redis.Script)
 	}
@@ -92,7 +107,7 @@ func (s *scripts) scriptFor(rs []rule) *redis.Script {
 			}
 		}
 	}
-	sc, _ := s.composed.LoadOrStore(key, compose(specs))
+	sc, _ := s.composed.LoadOrStore(key, composeWith(specs, driver))
 	return sc.(*redis.Script)
 }
 
@@ -206,9 +221,18 @@ func (s *scripts) run(ctx context.Context, rdb redis.Scripter, rules []rule, non
 	}
 	args := make([]any, 0, 2+6*len(rules))
 	args = append(args, flag, nonce)
+	var local time.Time // our clock, read once, if a calendar needs it
 	for i, r := range rules {
 		keys[i] = r.key
 		args = append(args, s.argsOf(r)...)
+		if r.spec.Calendar {
+			if local.IsZero() {
+				local = s.now()
+			}
+			for _, t := range r.limit.Starts(local) {
+				args = append(args, t.UnixMilli())
+			}
+		}
 		args = append(args, r.cost)
 	}
 	reply, err := s.scriptFor(rules).Run(ctx, rdb, keys, args...).Int64Slice()
@@ -223,10 +247,11 @@ func (s *scripts) run(ctx context.Context, rdb redis.Scripter, rules []rule, non
 	allowed := true
 	for i, r := range rules {
 		v := reply[4*i : 4*i+4]
+		_, window := r.limit.Span(now) // a calendar's current period on Redis's clock
 		ds[i] = Decision{
 			Allowed:    v[0] == 1,
 			Limit:      r.spec.Quota(r.limit),
-			Window:     r.limit.Window,
+			Window:     window,
 			Remaining:  int(max(v[1], 0)),
 			ResetAfter: time.Duration(v[2]) * time.Millisecond,
 			RetryAfter: time.Duration(v[3]) * time.Millisecond,
@@ -234,7 +259,46 @@ func (s *scripts) run(ctx context.Context, rdb redis.Scripter, rules []rule, non
 		}
 		allowed = allowed && ds[i].Allowed
 	}
+	if commit && allowed {
+		for i, r := range rules {
+			if r.spec.Held {
+				ds[i].held = &held{rule: r, nonce: nonce}
+			}
+		}
+	}
 	return ds, allowed, nil
+}
+
+// release gives back what the held rules took, in one script per hash tag.
+func (s *scripts) release(ctx context.Context, hs []*held) error {
+	rs := make([]rule, len(hs))
+	for i, h := range hs {
+		rs[i] = h.rule
+	}
+	groups := [][]int{nil}
+	if _, ok := s.rdb.(*redis.ClusterClient); ok {
+		groups = byHashTag(rs)
+	} else {
+		for i := range rs {
+			groups[0] = append(groups[0], i)
+		}
+	}
+	var errs []error
+	for _, g := range groups {
+		keys := make([]string, len(g))
+		args := make([]any, 0, 1+4*len(g))
+		args = append(args, hs[g[0]].nonce)
+		sub := make([]rule, len(g))
+		for j, i := range g {
+			keys[j], sub[j] = rs[i].key, rs[i]
+			args = append(args, s.argsOf(rs[i])...)
+			args = append(args, rs[i].cost)
+		}
+		if err := s.scriptWith(sub, releaseLua).Run(ctx, s.rdb, keys, args...).Err(); err != nil {
+			errs = append(errs, fmt.Errorf("release: %w", err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // resolve checks rules and looks up their algorithms.

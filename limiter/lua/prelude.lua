@@ -11,7 +11,12 @@
 --                                  whatever commit needs
 --   m.commit(key, args, cost, c, nonce)  records the request checked in c and
 --                                  returns remaining, reset_ms after it
--- args are the module's ARGV entries as strings.
+-- and, for an algorithm whose requests hold what they take until they end
+-- (algorithms.Spec.Held: concurrency), in the release script (release.lua)
+--   m.release(key, args, cost, nonce)    gives back what the call with nonce
+--                                  took; returns how many units it gave back
+-- args are the module's ARGV entries as strings (a calendar's end with the
+-- period starts the engine computes per call).
 local algorithms = {}
 local clock = {}
 do
