@@ -57,6 +57,10 @@ func Default(algorithm string, l algorithms.Limit) ([]Policy, error) {
 		return nil, fmt.Errorf("RATE_LIMIT_ALGORITHM=%q: %w: want one of %s",
 			algorithm, algorithms.ErrUnknown, strings.Join(algorithms.Names(), ", "))
 	}
+	if s, _ := algorithms.Lookup(algorithm); s.Held || s.Calendar {
+		return nil, fmt.Errorf("RATE_LIMIT_ALGORITHM=%q: %w: %s needs fields of a policy file (a timeout, or a period and time zone): set RATE_LIMIT_POLICY_FILE, or want one of %s",
+			algorithm, algorithms.ErrInvalidLimit, s.Name, strings.Join(windowed(), ", "))
+	}
 	if err := l.ValidateFor(algorithm); err != nil {
 		return nil, fmt.Errorf("RATE_LIMIT_LIMIT, RATE_LIMIT_BURST, RATE_LIMIT_WINDOW: %w", err)
 	}
@@ -66,6 +70,18 @@ func Default(algorithm string, l algorithms.Limit) ([]Policy, error) {
 		Cost:   1,
 		Limits: []Limit{{Algorithm: algorithm, Limit: l}},
 	}}, nil
+}
+
+// windowed lists the algorithms the RATE_LIMIT_* variables can describe:
+// a limit per window, with no field of a policy file's.
+func windowed() []string {
+	var names []string
+	for _, s := range algorithms.Specs() {
+		if !s.Held && !s.Calendar {
+			names = append(names, s.Name)
+		}
+	}
+	return names
 }
 
 // Caller is what policies know of a request's sender. The adapter fills it
