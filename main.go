@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	_ "time/tzdata" // calendar quotas' time zones, in a container without a zone database too
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/gin-gonic/gin"
@@ -153,6 +154,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 			for _, p := range policies {
 				pagePolicy.Policies = append(pagePolicy.Policies, p.Name)
 			}
+			pagePolicy.Special = policy.Describe(policies)
 		}
 		// The engine orders its stages itself (limiter.New).
 		engine := limiter.New(rdb, limiter.Options{

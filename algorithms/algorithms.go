@@ -337,6 +337,20 @@ func Names() []string {
 	return names
 }
 
+// Windowed lists the algorithms a limit per window describes in full, in
+// the order of Names: all but the held (concurrency) and calendar ones,
+// which need fields of a policy file (a timeout; a period and time zone).
+// The RATE_LIMIT_* variables, the simulation and the benchmarks take these.
+func Windowed() []string {
+	var names []string
+	for _, s := range table {
+		if !s.Held && !s.Calendar {
+			names = append(names, s.Name)
+		}
+	}
+	return names
+}
+
 // Specs lists every algorithm's spec, in the order of Names.
 func Specs() []Spec {
 	return append([]Spec(nil), table...)

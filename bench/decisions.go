@@ -75,10 +75,10 @@ func measureDecisions(ctx context.Context, log *slog.Logger, s *redisServer, dur
 			}, l.Close, nil
 		}
 	}
-	for _, name := range algorithms.Names() {
+	for _, name := range algorithms.Windowed() {
 		subjects = append(subjects, subject{"tollgate " + name, chain(name, false)})
 	}
-	for _, name := range algorithms.Names() {
+	for _, name := range algorithms.Windowed() {
 		subjects = append(subjects, subject{"tollgate " + name + " +pipeline", chain(name, true)})
 	}
 	subjects = append(subjects,
@@ -150,7 +150,7 @@ func measureDecisions(ctx context.Context, log *slog.Logger, s *redisServer, dur
 	}
 	// One caller: the pipeline must cost nothing measurable when there is
 	// nothing to batch.
-	for _, sub := range subjects[:2*len(algorithms.Names())] {
+	for _, sub := range subjects[:2*len(algorithms.Windowed())] {
 		if err := one(sub, "spread", 1, dur/3); err != nil {
 			return nil, err
 		}

@@ -45,6 +45,10 @@ type Policy struct {
 	// when set, the page lists them instead of Algorithm, Limit, Burst and
 	// Window, which do not apply.
 	Policies []string
+	// Special describes the file's limits that are not per window, for
+	// people: "heavy: at most 4 requests at once", "heavy: 10000 per month
+	// in Europe/Berlin".
+	Special []string
 }
 
 // New returns the API's handler. Health and metrics routes answer before any
