@@ -16,9 +16,6 @@ const (
 	Month Period = "month"
 )
 
-// Periods lists the calendar periods.
-func Periods() []Period { return []Period{Day, Week, Month} }
-
 // longest is the longest the period can be: with a 25-hour day in it.
 func (p Period) longest() time.Duration {
 	switch p {

@@ -141,9 +141,21 @@ func TestInFlightAcrossInstances(t *testing.T) {
 			t.Parallel()
 			s := newShared(t)
 			var running, most atomic.Int64
+			// The first requests in wait for each other until 4 run at once
+			// (a loaded machine may otherwise never overlap four): a fifth
+			// admitted meanwhile would show in most.
+			full := make(chan struct{})
+			var fullOnce sync.Once
 			slow := func(c *gin.Context) {
 				n := running.Add(1)
 				for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+				}
+				if n >= 4 {
+					fullOnce.Do(func() { close(full) })
+				}
+				select {
+				case <-full:
+				case <-time.After(5 * time.Second):
 				}
 				time.Sleep(20 * time.Millisecond) // the slow work, not a synchronisation
 				running.Add(-1)
