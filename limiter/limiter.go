@@ -185,7 +185,9 @@ const defaultPipelineConns = 2
 // script: Decide peeks at every group and, only if all admit, commits each
 // group in turn, each re-checking and committing atomically. A group that has
 // become full in between denies the request after the groups before it
-// recorded it, so atomicity across hash tags is per group.
+// recorded it, so atomicity across hash tags is per group. Places those
+// groups took are in the Result, denied or failed: check Result.Holds and
+// Release it whatever Decide returned.
 func (l *Limiter) Decide(ctx context.Context, rules []Rule) (Result, error) {
 	ds, allowed, err := l.chain.decide(ctx, rules, true)
 	return Result{Allowed: allowed, Decisions: ds}, err

@@ -205,7 +205,9 @@ func (s *scripts) decide(ctx context.Context, rules []Rule, commit bool) (decisi
 	}
 	allowed, err = each(true)
 	if err != nil {
-		return nil, false, err
+		// Groups committed before the error may hold places: the decisions
+		// carry them, for Release.
+		return decisions, false, err
 	}
 	return decisions, allowed, nil
 }
