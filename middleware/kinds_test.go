@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -260,5 +261,50 @@ func TestInFlightReleasedHoweverTheRequestEnds(t *testing.T) {
 				})
 			}
 		})
+	}
+}
+
+// TestCalendarHeaders: a monthly quota in Berlin, an hour before the
+// month (of 31 days and the hour the clocks go back) ends: w is the
+// month's length, the reset and Retry-After its real end.
+func TestCalendarHeaders(t *testing.T) {
+	m := miniredis.RunT(t)
+	berlin, err := time.LoadLocation("Europe/Berlin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	end := time.Date(2026, 11, 1, 0, 0, 0, 0, berlin)
+	now := end.Add(-time.Hour)
+	m.SetTime(now) // Redis's clock
+	rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
+	t.Cleanup(func() { rdb.Close() })
+	engine := limiter.New(rdb, limiter.Options{Timeout: 5 * time.Second, Clock: func() time.Time { return now }})
+	policies, err := policy.Parse(strings.NewReader(`
+policies:
+  - {name: monthly, key: ip, limits: [{algorithm: calendar, limit: 1, period: month, timezone: Europe/Berlin}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := NewLimiter(discard(), engine, policies, "test:", false, 64)
+	r := gin.New()
+	r.GET("/x", l.Handler(), func(c *gin.Context) { c.Status(http.StatusOK) })
+
+	first := get(t, r, "/x", nil)
+	reset := strconv.FormatInt(end.Unix(), 10)
+	if h := first.Header(); first.Code != http.StatusOK || h.Get("RateLimit-Policy") != `"monthly";q=1;w=2682000` ||
+		h.Get("X-RateLimit-Reset") != reset || h.Get("RateLimit") != `"monthly";r=0;t=3600` {
+		t.Errorf("first: %d, RateLimit-Policy %q, X-RateLimit-Reset %q, RateLimit %q; want 200, w=2682000 (31 days and an hour), %s, t=3600",
+			first.Code, h.Get("RateLimit-Policy"), h.Get("X-RateLimit-Reset"), h.Get("RateLimit"), reset)
+	}
+	second := get(t, r, "/x", nil)
+	if second.Code != http.StatusTooManyRequests || second.Header().Get("Retry-After") != "3600" || second.Header().Get("X-RateLimit-Reset") != reset {
+		t.Errorf("second: %d, Retry-After %q, X-RateLimit-Reset %q; want 429, 3600, %s", second.Code, second.Header().Get("Retry-After"), second.Header().Get("X-RateLimit-Reset"), reset)
+	}
+	if want := "Too many requests: 1 per month in Europe/Berlin allowed. Try again in 3600 seconds."; !strings.Contains(second.Body.String(), want) {
+		t.Errorf("second: body %s, want the message %q", second.Body, want)
+	}
+	m.SetTime(end) // November: 30 days
+	if third := get(t, r, "/x", nil); third.Code != http.StatusOK || third.Header().Get("RateLimit-Policy") != `"monthly";q=1;w=2592000` {
+		t.Errorf("in November: %d, RateLimit-Policy %q; want 200, w=2592000", third.Code, third.Header().Get("RateLimit-Policy"))
 	}
 }
