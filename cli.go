@@ -20,6 +20,7 @@ import (
 
 	"tollgate/config"
 	"tollgate/models"
+	"tollgate/policy"
 )
 
 // errUsage is wrapped by runCLI's errors about the command line itself.
@@ -222,7 +223,7 @@ func parseCommand(args []string) (command, error) {
 		if len(pos) != 1 || !models.ValidUserName(pos[0]) {
 			return command{}, fmt.Errorf("%w: %s: want one NAME of %s", errUsage, do, models.UserNameRule)
 		}
-		if !config.IsTier(*tier) {
+		if !policy.ValidTier(*tier) {
 			return command{}, fmt.Errorf("%w: %s: --tier %q: %s", errUsage, do, *tier, tierRule)
 		}
 		return command{do: do, name: pos[0], tier: *tier}, nil
@@ -234,7 +235,7 @@ func parseCommand(args []string) (command, error) {
 		if err != nil {
 			return command{}, err
 		}
-		if !config.IsTier(rest[1]) {
+		if !policy.ValidTier(rest[1]) {
 			return command{}, fmt.Errorf("%w: %s: TIER %q: %s", errUsage, do, rest[1], tierRule)
 		}
 		return command{do: do, name: name, tier: rest[1]}, nil
@@ -271,7 +272,7 @@ func parseCommand(args []string) (command, error) {
 	return command{}, fmt.Errorf("%w: unknown command %q", errUsage, do)
 }
 
-// tierRule says what config.IsTier accepts, for usage errors.
+// tierRule says what policy.ValidTier accepts, for usage errors.
 const tierRule = "want a tier name: a lowercase letter, then up to 31 lowercase letters, digits, '_' or '-'"
 
 // nameArg returns the one NAME argument in rest: a valid user name that does

@@ -25,8 +25,6 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/joho/godotenv"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 	"gorm.io/gorm"
 
@@ -95,13 +93,13 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	if err != nil {
 		return err
 	}
+	sqlDB, err := db.DB()
+	if err != nil {
+		return fmt.Errorf("database handle: %w", err)
+	}
+	defer sqlDB.Close()
 	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	defer func() {
-		if sqlDB, err := db.DB(); err == nil {
-			sqlDB.Close()
-		}
-	}()
 	if err := models.Migrate(startCtx, db); err != nil {
 		return err
 	}
@@ -109,26 +107,6 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	if err != nil {
 		return err
 	}
-	continents, err := store.Continents(startCtx)
-	if err != nil {
-		return err
-	}
-
-	reg := prometheus.NewRegistry()
-	metrics, err := middleware.NewMetrics(reg)
-	if err != nil {
-		return fmt.Errorf("metrics: %w", err)
-	}
-	sqlDB, err := db.DB()
-	if err != nil {
-		return fmt.Errorf("database handle: %w", err)
-	}
-	reg.MustRegister(
-		collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		collectors.NewDBStatsCollector(sqlDB, cfg.DBDriver),
-	)
-
 	var guard *auth.Guard
 	if cfg.AuthFailLimit > 0 {
 		guard, err = auth.NewGuard(guardRdb, cfg.KeyPrefix, cfg.AuthFailLimit, cfg.AuthFailWindow, cfg.AuthTrustedTTL, checkTimeout, cfg.FailOpen)
@@ -144,7 +122,8 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	identify := middleware.Identify(log, authn, cfg.IPv6Prefix)
 	var limiters []gin.HandlerFunc
 	var peek gin.HandlerFunc
-	pagePolicy := routes.Policy{Enabled: cfg.Enabled, Algorithm: cfg.Algorithm, Limit: cfg.Limit, Burst: cfg.Burst, Window: cfg.Window}
+	var engine *limiter.Limiter
+	summary := routes.Summary{Enabled: cfg.Enabled, Algorithm: cfg.Algorithm, Limit: cfg.Limit, Burst: cfg.Burst, Window: cfg.Window}
 	if cfg.Enabled {
 		policies, err := loadPolicies(cfg)
 		if err != nil {
@@ -152,19 +131,39 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		}
 		if cfg.PolicyFile != "" {
 			for _, p := range policies {
-				pagePolicy.Policies = append(pagePolicy.Policies, p.Name)
+				summary.Policies = append(summary.Policies, p.Name)
 			}
-			pagePolicy.Special = policy.Describe(policies)
+			summary.Special = policy.Describe(policies)
 		}
 		// The engine orders its stages itself (limiter.New).
-		engine := limiter.New(rdb, limiter.Options{
+		engine = limiter.New(rdb, limiter.Options{
 			Timeout:        cfg.Timeout,
 			PipelineBatch:  cfg.PipelineBatch,
 			PipelineWindow: cfg.PipelineWindow,
 			DenyCacheSize:  cfg.DenyCacheSize,
 		})
 		defer engine.Close()
-		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		limit := middleware.NewLimiter(log, engine, policies, cfg.KeyPrefix, cfg.FailOpen, cfg.IPv6Prefix)
+		limiters, peek = []gin.HandlerFunc{limit.Handler()}, limit.Peek()
+	}
+	svc, err := routes.NewService(startCtx, routes.ServiceDeps{
+		Log:             log,
+		Store:           store,
+		SQL:             sqlDB,
+		Driver:          cfg.DBDriver,
+		PingRedis:       func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
+		Identify:        identify,
+		Proxies:         cfg.TrustedProxies,
+		SeparateMetrics: cfg.MetricsAddr != "",
+		Summary:         summary,
+		Limiters:        limiters,
+		Peek:            peek,
+	})
+	if err != nil {
+		return err
+	}
+	if engine != nil {
+		svc.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "tollgate_ratelimit_circuit_open",
 			Help: "1 while the circuit breaker keeps limiter calls away from Redis.",
 		}, func() float64 {
@@ -173,42 +172,16 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 			}
 			return 0
 		}))
-		limit := middleware.NewLimiter(log, engine, policies, cfg.KeyPrefix, cfg.FailOpen, cfg.IPv6Prefix)
-		limiters, peek = []gin.HandlerFunc{limit.Handler()}, limit.Peek()
-	}
-	metricsHandler := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
-	handler, err := routes.New(routes.Deps{
-		Log:        log,
-		Continents: continents,
-		Ready: map[string]routes.Check{
-			"redis":    func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
-			"database": store.Ping,
-		},
-		Proxies: cfg.TrustedProxies,
-		Metrics: metrics,
-		MetricsHandler: func() http.Handler {
-			if cfg.MetricsAddr != "" {
-				return nil
-			}
-			return metricsHandler
-		}(),
-		Policy:   pagePolicy,
-		Identify: identify,
-		Limiters: limiters,
-		Peek:     peek,
-	})
-	if err != nil {
-		return fmt.Errorf("config: TRUSTED_PROXIES: %w", err)
 	}
 
 	attrs := []any{"metrics_addr", cfg.MetricsAddr, "rate_limit_enabled", cfg.Enabled}
 	if cfg.PolicyFile != "" { // the RATE_LIMIT_* limit is not used
-		attrs = append(attrs, "policy_file", cfg.PolicyFile, "policies", pagePolicy.Policies)
+		attrs = append(attrs, "policy_file", cfg.PolicyFile, "policies", summary.Policies)
 	} else {
 		attrs = append(attrs, "algorithm", cfg.Algorithm, "limit", cfg.Limit, "window", cfg.Window.String())
 	}
 	attrs = append(attrs, "fail_open", cfg.FailOpen, "redis", redisName, "database", cfg.DBDriver)
-	return serve(ctx, log, cfg.Port, cfg.MetricsAddr, cfg.Shutdown, handler, metricsHandler, attrs)
+	return serve(ctx, log, cfg.Port, cfg.MetricsAddr, cfg.Shutdown, svc.Handler, svc.Metrics, attrs)
 }
 
 // serve serves handler on port (and metricsHandler on metricsAddr, if set)
@@ -313,7 +286,7 @@ func loadPolicies(cfg config.Config) ([]policy.Policy, error) {
 	defer f.Close()
 	policies, err := policy.Parse(f)
 	if err == nil {
-		err = errors.Join(policy.CheckRoutes(policies, routes.Limited()), policy.CheckTiers(policies, config.IsTier))
+		err = errors.Join(policy.CheckRoutes(policies, routes.Limited()), policy.CheckTiers(policies))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("config: %w: RATE_LIMIT_POLICY_FILE=%s: %w", config.ErrInvalid, cfg.PolicyFile, err)

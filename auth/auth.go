@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"tollgate/models"
+	"tollgate/policy"
 )
 
 // Users checks credentials against the stored users.
@@ -104,7 +105,7 @@ func (noWarner) Warn(string, ...any) {}
 
 // Authenticate names the caller of a request from addr (the client's
 // address subject) that sent cred: a user for valid HTTP Basic credentials
-// or a valid API key, else addr, of AnonymousTier. Both credential kinds
+// or a valid API key, else addr, of policy.AnonymousTier. Both credential kinds
 // name the same user, so a user's limits are the same whichever is sent.
 // Wrong, malformed, empty or revoked credentials are ErrBadCredentials;
 // both kinds at once, or one sent twice, ErrAmbiguous.
@@ -132,7 +133,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, cred Credential, addr 
 	)
 	switch {
 	case !sentAuth && !sentKey:
-		return Identity{Kind: IP, Addr: addr, Tier: AnonymousTier}, nil
+		return Identity{Kind: IP, Addr: addr, Tier: policy.AnonymousTier}, nil
 	case sentAuth && sentKey, len(cred.Authorization) > 1, len(cred.APIKey) > 1:
 		return Identity{}, ErrAmbiguous
 	case sentKey:

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"tollgate/policy"
 )
 
 // fakeUsers is a Users that knows one user (of tier, "free" when empty) and
@@ -110,7 +112,7 @@ func TestAuthenticateAnonymous(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Authenticate() error = %v", err)
 	}
-	want := Identity{Kind: IP, Addr: "2001:db8::/64", Tier: AnonymousTier}
+	want := Identity{Kind: IP, Addr: "2001:db8::/64", Tier: policy.AnonymousTier}
 	if diff := cmp.Diff(want, id); diff != "" {
 		t.Errorf("Authenticate() mismatch (-want +got):\n%s", diff)
 	}

@@ -15,7 +15,7 @@ import (
 )
 
 // Outcomes of Authenticate, as the tests count them (the middleware's
-// abortError turns each into one status: 200, 401, 429, 503, 503).
+// Fail turns each into one status: 200, 401, 429, 503, 503).
 const (
 	admitted    = "admitted"    // an identity
 	rejected    = "rejected"    // ErrBadCredentials

@@ -20,9 +20,6 @@ const (
 	IP   Kind = "ip"
 )
 
-// AnonymousTier is the tier of callers identified by their address.
-const AnonymousTier = "anonymous"
-
 // Identity is who a request comes from. The zero Identity is no identity:
 // the request was not authenticated.
 type Identity struct {
@@ -33,7 +30,7 @@ type Identity struct {
 	// Addr is the client's address subject, as the caller gave it to
 	// Authenticate: an IPv4 address or an IPv6 prefix.
 	Addr string
-	// Tier picks the user's limits; AnonymousTier for IP.
+	// Tier picks the user's limits; policy.AnonymousTier for IP.
 	Tier string
 	// ByKey is true for a user who sent an API key, not a password.
 	ByKey bool

@@ -12,9 +12,6 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 	ulule "github.com/ulule/limiter/v3"
 	mgin "github.com/ulule/limiter/v3/drivers/middleware/gin"
@@ -112,7 +109,7 @@ func tinyPeer(kind, redisURL, bodyPath string) (*http.Server, func(), error) {
 	return &http.Server{Handler: r, ReadHeaderTimeout: 5 * time.Second}, closeAll, nil
 }
 
-// stackPeer is the service's handler wired as main.go's run wires it (JSON
+// stackPeer is the service built by routes.NewService, as main.go's run builds it (JSON
 // access log at info on stdout, metrics and /metrics with the Go collector,
 // identity on the same database, the continents served from memory), with
 // ulule/limiter's gin middleware as the only guard instead of Tollgate's
@@ -152,36 +149,20 @@ func stackPeer(ctx context.Context, redisURL, dsn string) (*http.Server, func(),
 		return fail(err)
 	}
 	store := models.NewStore(db)
-	continents, err := store.Continents(startCtx)
-	if err != nil {
-		return fail(err)
-	}
-	reg := prometheus.NewRegistry()
-	metrics, err := middleware.NewMetrics(reg)
-	if err != nil {
-		return fail(err)
-	}
-	reg.MustRegister(
-		collectors.NewGoCollector(), // go_memstats_mallocs_total: allocs/req
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		collectors.NewDBStatsCollector(sqlDB, "mysql"),
-	)
-	handler, err := routes.New(routes.Deps{
-		Log:        log,
-		Continents: continents,
-		Ready: map[string]routes.Check{
-			"redis":    func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
-			"database": store.Ping,
-		},
-		Metrics:        metrics,
-		MetricsHandler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
-		Policy:         routes.Policy{Enabled: true, Algorithm: "fixed_window", Limit: 1_000_000_000, Window: time.Hour},
-		Identify:       middleware.Identify(log, auth.New(store, nil, auth.WithTimeout(2*time.Second), auth.WithPasswordTTL(5*time.Minute), auth.WithKeyTTL(10*time.Second)), 64),
-		Limiters:       []gin.HandlerFunc{guard},
+	// The service's own constructor, as run calls it; only the limiter differs.
+	svc, err := routes.NewService(startCtx, routes.ServiceDeps{
+		Log:       log,
+		Store:     store,
+		SQL:       sqlDB,
+		Driver:    "mysql",
+		PingRedis: func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
+		Identify:  middleware.Identify(log, auth.New(store, nil, auth.WithTimeout(2*time.Second), auth.WithPasswordTTL(5*time.Minute), auth.WithKeyTTL(10*time.Second)), 64),
+		Summary:   routes.Summary{Enabled: true, Algorithm: "fixed_window", Limit: 1_000_000_000, Window: time.Hour},
+		Limiters:  []gin.HandlerFunc{guard},
 	})
 	if err != nil {
 		return fail(err)
 	}
-	srv := routes.NewServer(handler, log)
+	srv := routes.NewServer(svc.Handler, log)
 	return srv, closeAll, nil
 }

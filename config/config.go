@@ -18,6 +18,7 @@ import (
 	"github.com/go-sql-driver/mysql"
 
 	"tollgate/models"
+	"tollgate/policy"
 )
 
 // ErrInvalid is wrapped by every error Load returns.
@@ -264,7 +265,7 @@ func (p *parser) users(name, def string) []User {
 	for i, s := range strings.Split(v, ",") {
 		user, pass, ok := strings.Cut(strings.TrimSpace(s), ":")
 		var tier string
-		if i := strings.LastIndexByte(pass, ':'); i >= 0 && IsTier(pass[i+1:]) {
+		if i := strings.LastIndexByte(pass, ':'); i >= 0 && policy.ValidTier(pass[i+1:]) {
 			pass, tier = pass[:i], pass[i+1:]
 		}
 		if !ok || !models.ValidUserName(user) || pass == "" || len(pass) > 72 {
@@ -281,18 +282,4 @@ func (p *parser) users(name, def string) []User {
 func isPort(s string) bool {
 	n, err := strconv.Atoi(s)
 	return err == nil && n >= 0 && n <= 65535 && s == strconv.Itoa(n)
-}
-
-// IsTier reports whether s is a tier name: a lowercase letter, then up to 31
-// lowercase letters, digits, _ or -.
-func IsTier(s string) bool {
-	if s == "" || len(s) > 32 || s[0] < 'a' || s[0] > 'z' {
-		return false
-	}
-	for _, r := range s {
-		if (r < 'a' || r > 'z') && (r < '0' || r > '9') && r != '_' && r != '-' {
-			return false
-		}
-	}
-	return true
 }

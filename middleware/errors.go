@@ -12,8 +12,24 @@ import (
 	"tollgate/auth"
 )
 
+// Errors handlers and middleware answer with Fail. Their text is the
+// answer's "error", so it says what the client can know.
+var (
+	ErrNotFound         = errors.New("not found")
+	ErrMethodNotAllowed = errors.New("method not allowed")
+	// ErrLimiterUnavailable: the rate limit could not be decided and the
+	// limiter fails closed (RATE_LIMIT_FAIL_OPEN=false).
+	ErrLimiterUnavailable = errors.New("rate limiter unavailable")
+	// ErrBadRequest is wrapped by input the client must change, e.g.
+	// fmt.Errorf("%w: continent id must be an integer", ErrBadRequest);
+	// the answer's error is the text after the ": ".
+	ErrBadRequest = errors.New("bad request")
+	// errPanic: a handler panicked (Recover has logged it).
+	errPanic = errors.New("panic")
+)
+
 // Abort ends the request with status and the JSON body {"error": msg},
-// plus any extra fields.
+// plus any extra fields. Statuses are chosen by Fail; Abort only writes.
 func Abort(c *gin.Context, status int, msg string, extra gin.H) {
 	body := gin.H{"error": msg}
 	for k, v := range extra {
@@ -22,12 +38,24 @@ func Abort(c *gin.Context, status int, msg string, extra gin.H) {
 	c.AbortWithStatusJSON(status, body)
 }
 
-// abortError ends the request with the status, headers and body err calls
-// for: it is where an error becomes a status. Errors of trouble on our side
-// are written to warn, not to the client.
-func abortError(c *gin.Context, warn *ThrottledLog, err error) {
+// Fail ends the request with the status, headers and body err calls for:
+// it is the one place where an error becomes a status. (A request over its
+// rate limit is not an error but a decision: the limiter answers it with
+// its headers and the 429 of abortLimited, below.) Trouble on our side is
+// written to warn when given, never to the client.
+func Fail(c *gin.Context, warn *ThrottledLog, err error) {
 	var refused *auth.RefusedError
 	switch {
+	case errors.Is(err, ErrNotFound):
+		Abort(c, http.StatusNotFound, err.Error(), nil)
+	case errors.Is(err, ErrMethodNotAllowed):
+		Abort(c, http.StatusMethodNotAllowed, err.Error(), nil)
+	case errors.Is(err, ErrBadRequest):
+		msg := err.Error()
+		if prefix := ErrBadRequest.Error() + ": "; len(msg) > len(prefix) && msg[:len(prefix)] == prefix {
+			msg = msg[len(prefix):]
+		}
+		Abort(c, http.StatusBadRequest, msg, nil)
 	case errors.Is(err, auth.ErrBadCredentials):
 		// The Basic challenge is sent for rejected API keys too: it is the
 		// one scheme a browser can answer, and clients that send keys
@@ -51,8 +79,31 @@ func abortError(c *gin.Context, warn *ThrottledLog, err error) {
 	case errors.Is(err, auth.ErrUnavailable):
 		warn.Warn("check credentials", "err", err)
 		Abort(c, http.StatusServiceUnavailable, "authentication unavailable", nil)
+	case errors.Is(err, ErrLimiterUnavailable):
+		c.Header("Retry-After", "1")
+		Abort(c, http.StatusServiceUnavailable, ErrLimiterUnavailable.Error(), nil)
+	case errors.Is(err, errPanic):
+		if c.Writer.Written() {
+			c.Abort() // too late for a status
+			return
+		}
+		Abort(c, http.StatusInternalServerError, "internal error", nil)
 	default:
 		warn.Warn("unexpected error", "err", err)
 		Abort(c, http.StatusInternalServerError, "internal error", nil)
 	}
+}
+
+// abortLimited answers a request over its rate limit: 429 with the body
+// {"error", "message", "retry_after"}, after the limiter wrote its headers.
+// The body is written by hand (deniedBody): it is the answer to floods, so
+// it should cost little. It is written without c.Data, which also sets
+// Content-Length in the header map: with Retry-After that is a ninth entry,
+// and a map of more than eight costs two allocations of a table on every
+// 429. net/http adds Content-Length itself to a body this small.
+func abortLimited(c *gin.Context, message string, retry int64) {
+	c.Writer.Header()["Content-Type"] = []string{"application/json; charset=utf-8"}
+	c.Writer.WriteHeader(http.StatusTooManyRequests)
+	_, _ = c.Writer.Write(deniedBody(message, retry))
+	c.Abort()
 }

@@ -14,15 +14,15 @@ import (
 	"tollgate/auth"
 )
 
-// TestAbortError: each error of auth is one status, headers and body; the
-// causes of trouble on our side are never in the body.
-func TestAbortError(t *testing.T) {
+// TestFail: each error is one status, headers and body; the causes of
+// trouble on our side are never in the body.
+func TestFail(t *testing.T) {
 	cause := errors.New("dial tcp 127.0.0.1:3306: connection refused")
 	tests := []struct {
 		name       string
 		err        error
 		wantStatus int
-		wantHeader http.Header // the headers abortError sets
+		wantHeader http.Header // the headers Fail sets
 		wantBody   map[string]any
 	}{
 		{"bad credentials", auth.ErrBadCredentials, http.StatusUnauthorized,
@@ -42,6 +42,16 @@ func TestAbortError(t *testing.T) {
 			http.Header{"Retry-After": {"1"}}, map[string]any{"error": "authentication unavailable"}},
 		{"store down", fmt.Errorf("%w: %w", auth.ErrUnavailable, cause), http.StatusServiceUnavailable,
 			http.Header{}, map[string]any{"error": "authentication unavailable"}},
+		{"not found", fmt.Errorf("continent %w", ErrNotFound), http.StatusNotFound, http.Header{},
+			map[string]any{"error": "continent not found"}},
+		{"method", ErrMethodNotAllowed, http.StatusMethodNotAllowed, http.Header{},
+			map[string]any{"error": "method not allowed"}},
+		{"bad request", fmt.Errorf("%w: id must be an integer", ErrBadRequest), http.StatusBadRequest, http.Header{},
+			map[string]any{"error": "id must be an integer"}},
+		{"limiter down", fmt.Errorf("%w: %w", ErrLimiterUnavailable, cause), http.StatusServiceUnavailable,
+			http.Header{"Retry-After": {"1"}}, map[string]any{"error": "rate limiter unavailable"}},
+		{"panic", errPanic, http.StatusInternalServerError, http.Header{},
+			map[string]any{"error": "internal error"}},
 		{"anything else", cause, http.StatusInternalServerError, http.Header{},
 			map[string]any{"error": "internal error"}},
 	}
@@ -49,7 +59,7 @@ func TestAbortError(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			w := httptest.NewRecorder()
 			c, _ := gin.CreateTestContext(w)
-			abortError(c, NewThrottledLog(discard(), time.Minute), tt.err)
+			Fail(c, NewThrottledLog(discard(), time.Minute), tt.err)
 
 			if w.Code != tt.wantStatus {
 				t.Errorf("status = %d, want %d", w.Code, tt.wantStatus)

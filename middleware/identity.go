@@ -8,6 +8,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"tollgate/auth"
+	"tollgate/policy"
 )
 
 // identityKey is where Identify leaves the caller's auth.Identity in the gin
@@ -22,13 +23,13 @@ func Identity(c *gin.Context) auth.Identity {
 	return who
 }
 
-// Tier returns the tier of the user Identify found, or auth.AnonymousTier
+// Tier returns the tier of the user Identify found, or policy.AnonymousTier
 // for a caller identified by address, or not identified.
 func Tier(c *gin.Context) string {
 	if t := Identity(c).Tier; t != "" {
 		return t
 	}
-	return auth.AnonymousTier
+	return policy.AnonymousTier
 }
 
 // authenticator names callers; *auth.Authenticator is the one.
@@ -40,7 +41,7 @@ type authenticator interface {
 // from its Authorization and X-API-Key headers and its address: gin's
 // ClientIP, which honours X-Forwarded-For only from trusted proxies, in
 // canonical form, IPv6 clients grouped by their first ipv6Prefix bits
-// (ipSubject). A request that cannot be named is answered here (abortError).
+// (ipSubject). A request that cannot be named is answered here (Fail).
 func Identify(log *slog.Logger, a authenticator, ipv6Prefix int) gin.HandlerFunc {
 	warn := NewThrottledLog(log, 10*time.Second)
 	return func(c *gin.Context) {
@@ -48,7 +49,7 @@ func Identify(log *slog.Logger, a authenticator, ipv6Prefix int) gin.HandlerFunc
 		cred := auth.Credential{Authorization: h["Authorization"], APIKey: h["X-Api-Key"]}
 		id, err := a.Authenticate(c.Request.Context(), cred, ipSubject(c, ipv6Prefix))
 		if err != nil {
-			abortError(c, warn, err)
+			Fail(c, warn, err)
 			return
 		}
 		c.Set(identityKey, id)

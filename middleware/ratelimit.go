@@ -274,8 +274,7 @@ func (l *Limiter) Handler() gin.HandlerFunc {
 			}
 			o.Result = ResultFailedClosed
 			c.Set(outcomeKey, o)
-			c.Header("Retry-After", "1")
-			Abort(c, http.StatusServiceUnavailable, "rate limiter unavailable", nil)
+			Fail(c, nil, ErrLimiterUnavailable)
 			return
 		}
 		if len(enforced) == 0 {
@@ -299,14 +298,7 @@ func (l *Limiter) Handler() gin.HandlerFunc {
 		c.Set(outcomeKey, o)
 		setHeaders(c.Writer.Header(), items, chosen)
 		if !allowed {
-			// Written without c.Data, which also sets Content-Length in the
-			// header map: with Retry-After that is a ninth entry, and a map of
-			// more than eight costs two allocations of a table on every 429.
-			// net/http adds Content-Length itself to a body this small.
-			c.Writer.Header()["Content-Type"] = []string{"application/json; charset=utf-8"}
-			c.Writer.WriteHeader(http.StatusTooManyRequests)
-			_, _ = c.Writer.Write(deniedBody(items[chosen].lt.headers(d).message, retryAfterSeconds(d)))
-			c.Abort()
+			abortLimited(c, items[chosen].lt.headers(d).message, retryAfterSeconds(d))
 			return
 		}
 		c.Next()
@@ -322,8 +314,7 @@ func (l *Limiter) release(ctx context.Context, res limiter.Result) {
 	}
 }
 
-// deniedBody is the 429's JSON, {"error", "message", "retry_after"}, written
-// by hand: it is the answer to floods, so it should cost little. message is
+// deniedBody is the 429's JSON, {"error", "message", "retry_after"}. message is
 // the limit's text up to the seconds (digits and plain words: nothing to escape).
 func deniedBody(message string, retry int64) []byte {
 	b := make([]byte, 0, 96+len(message))
@@ -446,8 +437,7 @@ func (l *Limiter) Peek() gin.HandlerFunc {
 		res, err := l.decider.Peek(c.Request.Context(), rulesOf(all))
 		if err != nil {
 			l.warn.Warn("rate limiter unavailable", "err", err)
-			c.Header("Retry-After", "1")
-			Abort(c, http.StatusServiceUnavailable, "rate limiter unavailable", nil)
+			Fail(c, nil, ErrLimiterUnavailable)
 			return
 		}
 		var states []policyState
@@ -521,8 +511,12 @@ func NewThrottledLog(log *slog.Logger, period time.Duration) *ThrottledLog {
 }
 
 // Warn logs msg with args and the number of warnings held back since the
-// last one, unless one was logged less than a period ago.
+// last one, unless one was logged less than a period ago. A nil
+// ThrottledLog logs nothing.
 func (tl *ThrottledLog) Warn(msg string, args ...any) {
+	if tl == nil {
+		return
+	}
 	tl.mu.Lock()
 	now := time.Now()
 	if now.Sub(tl.last) < tl.period {

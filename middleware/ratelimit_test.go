@@ -616,7 +616,7 @@ func TestCaller(t *testing.T) {
 		ExemptCIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}}
 	header := http.Header{"X-Tenant": {"acme"}}
 	amy := auth.Identity{Kind: auth.User, Name: "amy", Addr: "2001:db8::/64", Tier: "pro"}
-	addr := auth.Identity{Kind: auth.IP, Addr: "2001:db8::/64", Tier: auth.AnonymousTier}
+	addr := auth.Identity{Kind: auth.IP, Addr: "2001:db8::/64", Tier: policy.AnonymousTier}
 	tests := []struct {
 		name     string
 		policies []policy.Policy

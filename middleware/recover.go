@@ -22,11 +22,7 @@ func Recover(log *slog.Logger) gin.HandlerFunc {
 				panic(r) // the server's own signal to drop the connection
 			}
 			log.Error("panic", "err", r, "path", c.FullPath(), "stack", string(debug.Stack()))
-			if c.Writer.Written() {
-				c.Abort()
-				return
-			}
-			Abort(c, http.StatusInternalServerError, "internal error", nil)
+			Fail(c, nil, errPanic)
 		}()
 		c.Next()
 	}

@@ -16,7 +16,6 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"tollgate/algorithms"
-	"tollgate/auth"
 )
 
 // The policy file's shape; unknown fields are errors (a typo must not
@@ -169,15 +168,15 @@ func CheckRoutes(policies []Policy, limited []Route) error {
 	return errors.Join(errs...)
 }
 
-// CheckTiers reports every tier of policies that isTier (the rule for the
+// CheckTiers reports every tier of policies that ValidTier (the rule for the
 // tiers users can have, as in SEED_USERS) refuses: no user could ever get
 // its limits, most likely a typo such as Free for free. "anonymous" is the
 // tier of requests without credentials.
-func CheckTiers(policies []Policy, isTier func(string) bool) error {
+func CheckTiers(policies []Policy) error {
 	var errs []error
 	for _, p := range policies {
 		for _, tier := range slices.Sorted(maps.Keys(p.Tiers)) {
-			if tier != auth.AnonymousTier && !isTier(tier) {
+			if tier != AnonymousTier && !ValidTier(tier) {
 				errs = append(errs, fmt.Errorf("policy %q: tiers.%s: no user can have this tier: want a lowercase letter, then up to 31 lowercase letters, digits, _ or - (as tiers in SEED_USERS)", p.Name, tier))
 			}
 		}

@@ -9,7 +9,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"tollgate/algorithms"
-	"tollgate/config"
 )
 
 func TestParseExample(t *testing.T) {
@@ -92,7 +91,7 @@ policies:
 	if err != nil {
 		t.Fatalf("Parse() = %v", err)
 	}
-	err = CheckTiers(policies, config.IsTier)
+	err = CheckTiers(policies)
 	if err == nil {
 		t.Fatal("CheckTiers() = nil, want the tiers Free and pro.plus refused")
 	}

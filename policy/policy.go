@@ -50,6 +50,21 @@ type Limit struct {
 // their address: "anonymous" in a policy's tiers.
 const AnonymousTier = "anonymous"
 
+// ValidTier reports whether s is a tier name: a lowercase letter, then up to 31
+// lowercase letters, digits, _ or -. It is the one rule for tiers: of users
+// (SEED_USERS, the CLI) and of policies.
+func ValidTier(s string) bool {
+	if s == "" || len(s) > 32 || s[0] < 'a' || s[0] > 'z' {
+		return false
+	}
+	for _, r := range s {
+		if (r < 'a' || r > 'z') && (r < '0' || r > '9') && r != '_' && r != '-' {
+			return false
+		}
+	}
+	return true
+}
+
 // Default is the single policy the RATE_LIMIT_* variables describe: every
 // limited route, per user or else per client IP, named after the algorithm.
 // Its errors name the variables.

@@ -3,6 +3,7 @@ package routes
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 
@@ -33,12 +34,17 @@ func listContinents(cs []models.Continent) gin.HandlerFunc {
 	body, err := json.Marshal(toContinents(cs))
 	return func(c *gin.Context) {
 		if err != nil { // plain structs always encode; kept for honesty
-			middleware.Abort(c, http.StatusInternalServerError, "internal error", nil)
+			middleware.Fail(c, nil, fmt.Errorf("encode continents: %w", err))
 			return
 		}
 		c.Data(http.StatusOK, "application/json; charset=utf-8", body)
 	}
 }
+
+var (
+	errContinentNotFound = fmt.Errorf("continent %w", middleware.ErrNotFound)
+	errContinentID       = fmt.Errorf("%w: continent id must be an integer", middleware.ErrBadRequest)
+)
 
 func getContinent(cs []models.Continent) gin.HandlerFunc {
 	byID := make(map[int64]continent, len(cs))
@@ -49,16 +55,16 @@ func getContinent(cs []models.Continent) gin.HandlerFunc {
 		id, err := strconv.ParseInt(c.Param("id"), 10, 64)
 		if errors.Is(err, strconv.ErrRange) {
 			// An integer, only too large for any continent.
-			middleware.Abort(c, http.StatusNotFound, "continent not found", nil)
+			middleware.Fail(c, nil, errContinentNotFound)
 			return
 		}
 		if err != nil {
-			middleware.Abort(c, http.StatusBadRequest, "continent id must be an integer", nil)
+			middleware.Fail(c, nil, errContinentID)
 			return
 		}
 		ct, ok := byID[id]
 		if !ok {
-			middleware.Abort(c, http.StatusNotFound, "continent not found", nil)
+			middleware.Fail(c, nil, errContinentNotFound)
 			return
 		}
 		c.JSON(http.StatusOK, ct)

@@ -40,7 +40,7 @@ var assetTypes = map[string]string{
 // addPage registers the home page and its assets. They never pass the
 // limiters: reading about the limit must not use up the limit. metrics says
 // whether this server serves /metrics (METRICS_ADDR moves it elsewhere).
-func addPage(r gin.IRoutes, p Policy, metrics bool) error {
+func addPage(r gin.IRoutes, p Summary, metrics bool) error {
 	assets := make(map[string]asset, len(assetTypes))
 	for name, ct := range assetTypes {
 		body, err := static.ReadFile("static/" + name)
@@ -63,7 +63,7 @@ func addPage(r gin.IRoutes, p Policy, metrics bool) error {
 
 // home renders the page once: it only depends on the policy, which is fixed
 // for the life of the process.
-func home(p Policy, metrics bool, assets map[string]asset) (gin.HandlerFunc, error) {
+func home(p Summary, metrics bool, assets map[string]asset) (gin.HandlerFunc, error) {
 	tmpl, err := template.New("index.html").Funcs(template.FuncMap{
 		"asset": func(name string) (string, error) {
 			a, ok := assets[name]
@@ -78,7 +78,7 @@ func home(p Policy, metrics bool, assets map[string]asset) (gin.HandlerFunc, err
 	}
 	var buf bytes.Buffer
 	if err := tmpl.Execute(&buf, pageData{
-		Policy:    p,
+		Summary:   p,
 		Metrics:   metrics,
 		Window:    windowText(p.Window),
 		HasBurst:  hasBurst(p.Algorithm),
@@ -97,7 +97,7 @@ func home(p Policy, metrics bool, assets map[string]asset) (gin.HandlerFunc, err
 
 // pageData is what index.html shows.
 type pageData struct {
-	Policy    Policy
+	Summary   Summary
 	Metrics   bool   // /metrics is served here
 	Window    string // "60 seconds"
 	HasBurst  bool
@@ -110,7 +110,7 @@ func serveAsset(assets map[string]asset) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		a, ok := assets[c.Param("name")]
 		if !ok {
-			middleware.Abort(c, http.StatusNotFound, "not found", nil)
+			middleware.Fail(c, nil, middleware.ErrNotFound)
 			return
 		}
 		h := c.Writer.Header()

@@ -16,19 +16,19 @@ import (
 
 // pageHandler is the API with policy p behind a limiter that denies every
 // request with 429 and counts how often it ran; it serves /metrics.
-func pageHandler(t *testing.T, p Policy) (http.Handler, *int) {
+func pageHandler(t *testing.T, p Summary) (http.Handler, *int) {
 	t.Helper()
 	return pageHandlerMetrics(t, p, http.NotFoundHandler())
 }
 
 // pageHandlerMetrics is pageHandler with metrics as the /metrics handler
 // (nil: metrics are on METRICS_ADDR).
-func pageHandlerMetrics(t *testing.T, p Policy, metrics http.Handler) (http.Handler, *int) {
+func pageHandlerMetrics(t *testing.T, p Summary, metrics http.Handler) (http.Handler, *int) {
 	t.Helper()
 	var limited int
 	h, err := New(Deps{
 		Log:            slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Policy:         p,
+		Summary:        p,
 		MetricsHandler: metrics,
 		Limiters: []gin.HandlerFunc{func(c *gin.Context) {
 			limited++
@@ -50,29 +50,29 @@ func serve(h http.Handler, method, target string) *httptest.ResponseRecorder {
 func TestPageHome(t *testing.T) {
 	tests := []struct {
 		name   string
-		policy Policy
+		policy Summary
 		want   []string
 		absent []string
 	}{
 		{
 			name:   "fixed window",
-			policy: Policy{Enabled: true, Algorithm: "fixed_window", Limit: 5, Burst: 5, Window: time.Minute},
+			policy: Summary{Enabled: true, Algorithm: "fixed_window", Limit: 5, Burst: 5, Window: time.Minute},
 			want:   []string{"<code>fixed_window</code>", "5 requests per 60 seconds"},
 		},
 		{
 			name:   "token bucket shows burst",
-			policy: Policy{Enabled: true, Algorithm: "token_bucket", Limit: 10, Burst: 20, Window: time.Second},
+			policy: Summary{Enabled: true, Algorithm: "token_bucket", Limit: 10, Burst: 20, Window: time.Second},
 			want:   []string{"<code>token_bucket</code>", "10 requests per second", "up to 20 at once"},
 		},
 		{
 			name:   "policy file lists its policies, not the RATE_LIMIT_* ones",
-			policy: Policy{Enabled: true, Algorithm: "fixed_window", Limit: 5, Window: time.Minute, Policies: []string{"anonymous", "per-user"}},
+			policy: Summary{Enabled: true, Algorithm: "fixed_window", Limit: 5, Window: time.Minute, Policies: []string{"anonymous", "per-user"}},
 			want:   []string{"<code>anonymous</code>, <code>per-user</code>", `href="/ratelimit"`},
 			absent: []string{"5 requests per 60 seconds"},
 		},
 		{
 			name:   "disabled",
-			policy: Policy{Enabled: false, Algorithm: "fixed_window", Limit: 5, Window: time.Minute},
+			policy: Summary{Enabled: false, Algorithm: "fixed_window", Limit: 5, Window: time.Minute},
 			want:   []string{"Rate limiting is off"},
 		},
 	}
@@ -110,7 +110,7 @@ func TestPageHome(t *testing.T) {
 // TestPageMetricsElsewhere: with METRICS_ADDR, /metrics is not on this
 // server, and the page does not link it.
 func TestPageMetricsElsewhere(t *testing.T) {
-	h, _ := pageHandlerMetrics(t, Policy{Enabled: true, Algorithm: "fixed_window", Limit: 5, Window: time.Minute}, nil)
+	h, _ := pageHandlerMetrics(t, Summary{Enabled: true, Algorithm: "fixed_window", Limit: 5, Window: time.Minute}, nil)
 	body := serve(h, http.MethodGet, "/").Body.String()
 	if strings.Contains(body, `href="/metrics"`) || !strings.Contains(body, "METRICS_ADDR") {
 		t.Errorf("GET / with metrics elsewhere: want no /metrics link and a mention of METRICS_ADDR; body %s", body)
@@ -118,14 +118,14 @@ func TestPageMetricsElsewhere(t *testing.T) {
 }
 
 func TestPageNoBurstForWindows(t *testing.T) {
-	h, _ := pageHandler(t, Policy{Enabled: true, Algorithm: "sliding_log", Limit: 5, Burst: 5, Window: time.Minute})
+	h, _ := pageHandler(t, Summary{Enabled: true, Algorithm: "sliding_log", Limit: 5, Burst: 5, Window: time.Minute})
 	if body := serve(h, http.MethodGet, "/").Body.String(); strings.Contains(body, "at once") {
 		t.Errorf("GET / shows a burst for sliding_log; body:\n%s", body)
 	}
 }
 
 func TestPageLimitersStillLimitAPI(t *testing.T) {
-	h, limited := pageHandler(t, Policy{Enabled: true, Algorithm: "fixed_window", Limit: 5, Window: time.Minute})
+	h, limited := pageHandler(t, Summary{Enabled: true, Algorithm: "fixed_window", Limit: 5, Window: time.Minute})
 	if w := serve(h, http.MethodGet, "/continents"); w.Code != http.StatusTooManyRequests {
 		t.Errorf("GET /continents status = %d, want 429 from the limiter", w.Code)
 	}
@@ -135,7 +135,7 @@ func TestPageLimitersStillLimitAPI(t *testing.T) {
 }
 
 func TestPageHead(t *testing.T) {
-	h, _ := pageHandler(t, Policy{Enabled: true, Algorithm: "fixed_window", Limit: 5, Window: time.Minute})
+	h, _ := pageHandler(t, Summary{Enabled: true, Algorithm: "fixed_window", Limit: 5, Window: time.Minute})
 	get := serve(h, http.MethodGet, "/")
 	head := serve(h, http.MethodHead, "/")
 	if head.Code != http.StatusOK {
@@ -150,7 +150,7 @@ func TestPageHead(t *testing.T) {
 }
 
 func TestPageAssets(t *testing.T) {
-	h, limited := pageHandler(t, Policy{Enabled: true, Algorithm: "fixed_window", Limit: 5, Window: time.Minute})
+	h, limited := pageHandler(t, Summary{Enabled: true, Algorithm: "fixed_window", Limit: 5, Window: time.Minute})
 	page := serve(h, http.MethodGet, "/").Body.String()
 	tests := []struct {
 		name        string

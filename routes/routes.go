@@ -25,7 +25,7 @@ type Deps struct {
 	// MetricsHandler serves /metrics; nil when metrics are on an address of
 	// their own (METRICS_ADDR).
 	MetricsHandler http.Handler
-	Policy         Policy // shown on the home page
+	Summary        Summary // shown on the home page
 	// Identify names the caller; it runs before Limiters and Peek (nil: none).
 	Identify gin.HandlerFunc
 	// Limiters run, in order, before every API handler: the rate limit.
@@ -34,8 +34,8 @@ type Deps struct {
 	Peek gin.HandlerFunc
 }
 
-// Policy describes the active rate limit, for people reading the home page.
-type Policy struct {
+// Summary describes the active rate limit, for people reading the home page.
+type Summary struct {
 	Enabled   bool
 	Algorithm string
 	Limit     int
@@ -66,8 +66,8 @@ func New(d Deps) (*gin.Engine, error) {
 	}
 	r.RemoteIPHeaders = []string{"X-Forwarded-For"}
 	r.HandleMethodNotAllowed = true
-	r.NoRoute(func(c *gin.Context) { middleware.Abort(c, http.StatusNotFound, "not found", nil) })
-	r.NoMethod(func(c *gin.Context) { middleware.Abort(c, http.StatusMethodNotAllowed, "method not allowed", nil) })
+	r.NoRoute(func(c *gin.Context) { middleware.Fail(c, nil, middleware.ErrNotFound) })
+	r.NoMethod(func(c *gin.Context) { middleware.Fail(c, nil, middleware.ErrMethodNotAllowed) })
 	r.Use(middleware.Recover(d.Log), middleware.RequestLog(d.Log, d.Metrics))
 
 	// Every GET route answers HEAD too (RFC 9110 §9.1: health checks and
@@ -80,7 +80,7 @@ func New(d Deps) (*gin.Engine, error) {
 	if d.MetricsHandler != nil {
 		get(r, "/metrics", gin.WrapH(d.MetricsHandler))
 	}
-	if err := addPage(r, d.Policy, d.MetricsHandler != nil); err != nil {
+	if err := addPage(r, d.Summary, d.MetricsHandler != nil); err != nil {
 		return nil, err
 	}
 
@@ -93,19 +93,35 @@ func New(d Deps) (*gin.Engine, error) {
 		get(known, "/ratelimit", d.Peek)
 	}
 	api := known.Group("/", d.Limiters...)
-	get(api, "/continents", listContinents(d.Continents))
-	get(api, "/continents/:id", getContinent(d.Continents))
-	// Keep Limited in step (TestLimitedRoutes).
+	for _, rt := range limited(d.Continents) {
+		get(api, rt.path, rt.handler)
+	}
 	return r, nil
+}
+
+// limitedRoute is one GET route behind the limiters.
+type limitedRoute struct {
+	path    string
+	handler gin.HandlerFunc
+}
+
+// limited is the API behind the rate limiter: New serves it, and Limited
+// derives the routes a policy may name from it.
+func limited(cs []models.Continent) []limitedRoute {
+	return []limitedRoute{
+		{"/continents", listContinents(cs)},
+		{"/continents/:id", getContinent(cs)},
+	}
 }
 
 // Limited lists the routes behind the limiters (the rate limiter): the routes
 // a policy's match may name. Each also answers HEAD.
 func Limited() []policy.Route {
-	return []policy.Route{
-		{Method: http.MethodGet, Path: "/continents"},
-		{Method: http.MethodGet, Path: "/continents/:id"},
+	var out []policy.Route
+	for _, rt := range limited(nil) {
+		out = append(out, policy.Route{Method: http.MethodGet, Path: rt.path})
 	}
+	return out
 }
 
 // NewServer returns an http.Server for h whose every phase has a deadline,
