@@ -7,6 +7,10 @@
 //
 // Adding an algorithm is one Lua module in lua/ and one entry in table; the
 // conformance suite in limiter runs every entry, so it needs no new test code.
+// Two kinds need more than a window, and say so in their Spec rather than by
+// name: held algorithms (concurrency), whose requests keep what they take
+// until the engine gives it back (m.release), and calendar ones, whose
+// windows are calendar periods the engine passes as arguments.
 package algorithms
 
 import (
