@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -37,6 +38,11 @@ const usage = `usage:
   tollgate keys create NAME             make an API key for NAME and print it (shown only once)
   tollgate keys list [NAME]             list the API keys (of NAME): id, user, prefix, created, revoked
   tollgate keys revoke ID               revoke the API key ID
+  tollgate overrides set USER|ip:CIDR --policy P --limit N [--window W] [--expires 72h]
+                                        replace policy P's limits for USER (or the addresses of CIDR)
+                                        by N per window (W: default the window of the limit replaced)
+  tollgate overrides list               list the overrides: id, subject, policy, limit, window, expires
+  tollgate overrides delete ID          delete the override ID
 exit codes: 0 done, 1 failed (database, unknown user or key), 2 usage or settings error
 `
 
@@ -46,6 +52,9 @@ type command struct {
 	name string // the NAME argument, where there is one
 	tier string // users add, users set-tier
 	id   uint   // keys revoke
+	// overrides set (Override.ID is the ID of overrides delete)
+	override policy.Override
+	expires  time.Duration // overrides set --expires; 0: never
 }
 
 // runCLI runs the admin command args (without the program name) on the
@@ -128,6 +137,15 @@ func runCLI(ctx context.Context, args []string, getenv func(string) string, stdi
 		_, err = fmt.Fprintf(stdout, "deleted user %s and revoked its API keys\n", cmd.name)
 	case "keys list":
 		return listKeys(ctx, store, cmd.name, stdout)
+	case "overrides set":
+		return setOverride(ctx, store, cfg, cmd, stdout)
+	case "overrides list":
+		return listOverrides(ctx, store, stdout)
+	case "overrides delete":
+		if err := store.DeleteOverride(ctx, cmd.override.ID); err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(stdout, "deleted override %d (running servers drop it within RATE_LIMIT_OVERRIDES_REFRESH, %v)\n", cmd.override.ID, cfg.OverridesRefresh)
 	}
 	if err == nil && slices.ContainsFunc(cfg.SeedUsers, func(u config.User) bool { return u.Name == cmd.name }) &&
 		(cmd.do == "users passwd" || cmd.do == "users delete" || cmd.do == "users set-tier") {
@@ -268,8 +286,136 @@ func parseCommand(args []string) (command, error) {
 			return command{}, fmt.Errorf("%w: %s: ID %q: want a positive integer", errUsage, do, rest[0])
 		}
 		return command{do: do, id: uint(id)}, nil
+	case "overrides set":
+		return parseOverrideSet(do, rest)
+	case "overrides list":
+		if len(rest) != 0 {
+			return command{}, fmt.Errorf("%w: %s: want no arguments", errUsage, do)
+		}
+		return command{do: do}, nil
+	case "overrides delete":
+		if len(rest) != 1 {
+			return command{}, fmt.Errorf("%w: %s: want one ID", errUsage, do)
+		}
+		id, err := strconv.ParseInt(rest[0], 10, 64)
+		if err != nil || id <= 0 {
+			return command{}, fmt.Errorf("%w: %s: ID %q: want a positive integer", errUsage, do, rest[0])
+		}
+		return command{do: do, override: policy.Override{ID: id}}, nil
 	}
 	return command{}, fmt.Errorf("%w: unknown command %q", errUsage, do)
+}
+
+// parseOverrideSet reads overrides set's arguments: one subject, user name
+// or ip:CIDR (canonical: policy.ParseOverrideSubject), and the flags, before
+// or after it.
+func parseOverrideSet(do string, rest []string) (command, error) {
+	fs := flag.NewFlagSet(do, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	name := fs.String("policy", "", "")
+	limit := fs.Int("limit", 0, "")
+	window := fs.Duration("window", 0, "")
+	expires := fs.Duration("expires", 0, "")
+	if err := fs.Parse(rest); err != nil {
+		return command{}, fmt.Errorf("%w: %s: %w", errUsage, do, err)
+	}
+	pos := fs.Args()
+	if len(pos) > 0 {
+		if err := fs.Parse(pos[1:]); err != nil {
+			return command{}, fmt.Errorf("%w: %s: %w", errUsage, do, err)
+		}
+		pos = append(pos[:1], fs.Args()...)
+	}
+	if len(pos) != 1 {
+		return command{}, fmt.Errorf("%w: %s: want one USER or ip:CIDR", errUsage, do)
+	}
+	user, prefix, err := policy.ParseOverrideSubject(pos[0])
+	if err != nil {
+		return command{}, fmt.Errorf("%w: %s: %w", errUsage, do, err)
+	}
+	if prefix == (netip.Prefix{}) && (!models.ValidUserName(user) || strings.HasPrefix(user, "-")) {
+		return command{}, fmt.Errorf("%w: %s: %q: want a USER (%s) or ip:CIDR", errUsage, do, user, models.UserNameRule)
+	}
+	if *expires < 0 {
+		return command{}, fmt.Errorf("%w: %s: --expires %v: want a positive Go duration such as 72h", errUsage, do, *expires)
+	}
+	o := policy.Override{User: user, Prefix: prefix, Policy: *name, Limit: *limit, Window: *window}
+	if *window != 0 && *window%time.Millisecond != 0 {
+		return command{}, fmt.Errorf("%w: %s: --window %v: want whole milliseconds", errUsage, do, *window)
+	}
+	if err := policy.CheckOverride(o); err != nil {
+		return command{}, fmt.Errorf("%w: %s: %w (--policy P --limit N [--window W])", errUsage, do, err)
+	}
+	return command{do: do, override: o, expires: *expires}, nil
+}
+
+// setOverride stores cmd's override, noting when its policy is in neither
+// policy file (it then applies to nothing until one has it).
+func setOverride(ctx context.Context, store *models.Store, cfg config.Config, cmd command, stdout io.Writer) error {
+	o := cmd.override
+	row := models.Override{Subject: o.Subject(), Policy: o.Policy, Requests: o.Limit, WindowMS: o.Window.Milliseconds()}
+	expires := "never"
+	if cmd.expires > 0 {
+		at := time.Now().Add(cmd.expires).UTC().Truncate(time.Second)
+		row.ExpiresAt = &at
+		expires = at.Format(time.RFC3339)
+	}
+	id, err := store.SetOverride(ctx, row)
+	if err != nil {
+		return err
+	}
+	if _, err := fmt.Fprintf(stdout, "override %d: %s, policy %s, %d per %s, expires %s (running servers apply it within RATE_LIMIT_OVERRIDES_REFRESH, %v)\n",
+		id, row.Subject, o.Policy, o.Limit, windowText(o.Window), expires, cfg.OverridesRefresh); err != nil {
+		return err
+	}
+	known := false
+	for _, path := range []string{cfg.PolicyFile, cfg.CandidateFile} {
+		if path == "" && path == cfg.CandidateFile {
+			continue // no candidate file (no policy file: the RATE_LIMIT_* policy)
+		}
+		if policies, _, err := loadPolicies(cfg, path); err == nil {
+			known = known || slices.ContainsFunc(policies, func(p policy.Policy) bool { return p.Name == o.Policy })
+		}
+	}
+	if !known {
+		_, err = fmt.Fprintf(stdout, "note: no policy %s in the policy files here: the override applies to nothing until one has it\n", o.Policy)
+	}
+	return err
+}
+
+// windowText is an override's window as listed: "(policy's)" for 0.
+func windowText(w time.Duration) string {
+	if w == 0 {
+		return "the policy's window"
+	}
+	return w.String()
+}
+
+// listOverrides prints one line per override, expired ones too: id, subject,
+// policy, limit, window, expires (UTC; "never", or "expired").
+func listOverrides(ctx context.Context, store *models.Store, stdout io.Writer) error {
+	rows, err := store.Overrides(ctx, time.Time{})
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	w := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(w, "ID\tSUBJECT\tPOLICY\tLIMIT\tWINDOW\tEXPIRES")
+	for _, r := range rows {
+		expires := "never"
+		if r.ExpiresAt != nil {
+			expires = r.ExpiresAt.UTC().Format(time.RFC3339)
+			if !now.Before(*r.ExpiresAt) {
+				expires += " (expired)"
+			}
+		}
+		window := "-"
+		if r.WindowMS > 0 {
+			window = (time.Duration(r.WindowMS) * time.Millisecond).String()
+		}
+		fmt.Fprintf(w, "%d\t%s\t%s\t%d\t%s\t%s\n", r.ID, r.Subject, r.Policy, r.Requests, window, expires)
+	}
+	return w.Flush()
 }
 
 // tierRule says what policy.ValidTier accepts, for usage errors.

@@ -138,6 +138,23 @@ func TestCLIUsage(t *testing.T) {
 		{"keys revoke zero", []string{"keys", "revoke", "0"}},
 		{"keys revoke negative", []string{"keys", "revoke", "-1"}},
 		{"keys revoke two ids", []string{"keys", "revoke", "1", "2"}},
+		{"overrides set without a subject", []string{"overrides", "set", "--policy", "tier", "--limit", "5"}},
+		{"overrides set without a policy", []string{"overrides", "set", "amy", "--limit", "5"}},
+		{"overrides set without a limit", []string{"overrides", "set", "amy", "--policy", "tier"}},
+		{"overrides set with limit 0", []string{"overrides", "set", "amy", "--policy", "tier", "--limit", "0"}},
+		{"overrides set with a bad policy name", []string{"overrides", "set", "amy", "--policy", "a b", "--limit", "5"}},
+		{"overrides set with a window of words", []string{"overrides", "set", "amy", "--policy", "tier", "--limit", "5", "--window", "1 minute"}},
+		{"overrides set with a window over 366 days", []string{"overrides", "set", "amy", "--policy", "tier", "--limit", "5", "--window", "9000h"}},
+		{"overrides set with a negative expiry", []string{"overrides", "set", "amy", "--policy", "tier", "--limit", "5", "--expires", "-1h"}},
+		{"overrides set with two subjects", []string{"overrides", "set", "amy", "bo", "--policy", "tier", "--limit", "5"}},
+		{"overrides set with host bits", []string{"overrides", "set", "ip:10.1.2.3/8", "--policy", "tier", "--limit", "5"}},
+		{"overrides set with a zone", []string{"overrides", "set", "ip:fe80::1%eth0", "--policy", "tier", "--limit", "5"}},
+		{"overrides set with a bad address", []string{"overrides", "set", "ip:10.0.0", "--policy", "tier", "--limit", "5"}},
+		{"overrides set with a short mapped prefix", []string{"overrides", "set", "ip:::ffff:0:0/80", "--policy", "tier", "--limit", "5"}},
+		{"overrides set with a control character", []string{"overrides", "set", "am\ty", "--policy", "tier", "--limit", "5"}},
+		{"overrides list with an argument", []string{"overrides", "list", "amy"}},
+		{"overrides delete a word", []string{"overrides", "delete", "one"}},
+		{"overrides delete zero", []string{"overrides", "delete", "0"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -455,5 +472,29 @@ func TestCLIKeyAgainstService(t *testing.T) {
 	r = get(t, base+"/continents", header)
 	if r.status != http.StatusUnauthorized {
 		t.Errorf("GET /continents with the revoked key after %v: status %d, want 401", 2*ttl, r.status)
+	}
+}
+
+// TestOverrideSubjectsAreCanonical: an address override is stored in the one
+// form client addresses are compared in, however it was written.
+func TestOverrideSubjectsAreCanonical(t *testing.T) {
+	tests := []struct{ arg, want string }{
+		{"amy", "user:amy"},
+		{"ip:10.0.0.0/8", "ip:10.0.0.0/8"},
+		{"ip:1.2.3.4", "ip:1.2.3.4/32"},
+		{"ip:::ffff:1.2.3.0/120", "ip:1.2.3.0/24"},
+		{"ip:::FFFF:1.2.3.4", "ip:1.2.3.4/32"},
+		{"ip:2001:DB8:0:0::/64", "ip:2001:db8::/64"},
+		{"ip:2001:db8::1", "ip:2001:db8::1/128"},
+	}
+	for _, tt := range tests {
+		cmd, err := parseCommand([]string{"overrides", "set", tt.arg, "--policy", "tier", "--limit", "5"})
+		if err != nil {
+			t.Errorf("parseCommand(overrides set %q) = %v", tt.arg, err)
+			continue
+		}
+		if got := cmd.override.Subject(); got != tt.want {
+			t.Errorf("overrides set %q: subject %q, want %q", tt.arg, got, tt.want)
+		}
 	}
 }

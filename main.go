@@ -16,6 +16,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -60,7 +61,10 @@ func main() {
 		}
 		return
 	}
-	if err := run(ctx, os.Getenv, os.Stdout); err != nil {
+	// SIGHUP reloads the policy files (reload.go).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	if err := run(ctx, os.Getenv, os.Stdout, withReload(hup)); err != nil {
 		fmt.Fprintln(os.Stderr, "server:", err)
 		if errors.Is(err, config.ErrInvalid) || errors.Is(err, algorithms.ErrUnknown) || errors.Is(err, algorithms.ErrInvalidLimit) {
 			os.Exit(2)
@@ -71,7 +75,11 @@ func main() {
 
 // run starts the service with the settings getenv gives and serves until ctx
 // is done, then shuts down gracefully.
-func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
+func run(ctx context.Context, getenv func(string) string, stdout io.Writer, options ...runOption) error {
+	opts := runOptions{policyPoll: policyPoll, now: time.Now}
+	for _, o := range options {
+		o(&opts)
+	}
 	cfg, err := config.Load(getenv)
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
@@ -123,9 +131,12 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	var limiters []gin.HandlerFunc
 	var peek gin.HandlerFunc
 	var engine *limiter.Limiter
+	var limit *middleware.Limiter
+	var version string // the policy file's
 	summary := routes.Summary{Enabled: cfg.Enabled, Algorithm: cfg.Algorithm, Limit: cfg.Limit, Burst: cfg.Burst, Window: cfg.Window}
 	if cfg.Enabled {
-		policies, err := loadPolicies(cfg)
+		var policies []policy.Policy
+		policies, version, err = loadPolicies(cfg, cfg.PolicyFile)
 		if err != nil {
 			return err
 		}
@@ -143,7 +154,8 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 			DenyCacheSize:  cfg.DenyCacheSize,
 		})
 		defer engine.Close()
-		limit := middleware.NewLimiter(log, engine, policies, cfg.KeyPrefix, cfg.FailOpen, cfg.IPv6Prefix)
+		limit = middleware.NewLimiter(log, engine, policies, cfg.KeyPrefix, cfg.FailOpen, cfg.IPv6Prefix).WithClock(opts.now)
+		_ = limit.SetPolicies(policies, version) // the file's version; no overrides yet
 		limiters, peek = []gin.HandlerFunc{limit.Handler()}, limit.Peek()
 	}
 	svc, err := routes.NewService(startCtx, routes.ServiceDeps{
@@ -156,8 +168,17 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		Proxies:         cfg.TrustedProxies,
 		SeparateMetrics: cfg.MetricsAddr != "",
 		Summary:         summary,
-		Limiters:        limiters,
-		Peek:            peek,
+		LivePolicy: func() func() (names []string, version string) {
+			if limit == nil || cfg.PolicyFile == "" {
+				return nil
+			}
+			return func() ([]string, string) {
+				version, _, names := limit.Versions()
+				return names, version
+			}
+		}(),
+		Limiters: limiters,
+		Peek:     peek,
 	})
 	if err != nil {
 		return err
@@ -172,6 +193,11 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 			}
 			return 0
 		}))
+		stopLive, err := startLive(ctx, log, cfg, opts, svc.Registry, store, limit, version)
+		if err != nil {
+			return err
+		}
+		defer stopLive()
 	}
 
 	attrs := []any{"metrics_addr", cfg.MetricsAddr, "rate_limit_enabled", cfg.Enabled}
@@ -269,29 +295,64 @@ func newLogger(w io.Writer, format string, level slog.Level) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
-// loadPolicies reads RATE_LIMIT_POLICY_FILE, or else makes the one policy
-// the RATE_LIMIT_* variables describe.
-func loadPolicies(cfg config.Config) ([]policy.Policy, error) {
-	if cfg.PolicyFile == "" {
+// loadPolicies reads the policy file at path (RATE_LIMIT_POLICY_FILE or
+// RATE_LIMIT_CANDIDATE_FILE) and returns its policies and version, or else
+// (no path) makes the one policy the RATE_LIMIT_* variables describe.
+func loadPolicies(cfg config.Config, path string) ([]policy.Policy, string, error) {
+	if path == "" {
 		policies, err := policy.Default(cfg.Algorithm, algorithms.Limit{Requests: cfg.Limit, Window: cfg.Window, Burst: cfg.Burst})
 		if err != nil {
-			return nil, fmt.Errorf("config: %w", err)
+			return nil, "", fmt.Errorf("config: %w", err)
 		}
-		return policies, nil
+		return policies, "", nil
 	}
-	f, err := os.Open(cfg.PolicyFile)
+	name := "RATE_LIMIT_POLICY_FILE"
+	if path == cfg.CandidateFile {
+		name = "RATE_LIMIT_CANDIDATE_FILE"
+	}
+	policies, version, err := readPolicyFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("config: %w: RATE_LIMIT_POLICY_FILE: %w", config.ErrInvalid, err)
+		return nil, "", fmt.Errorf("config: %w: %s=%s: %w", config.ErrInvalid, name, path, err)
 	}
-	defer f.Close()
-	policies, err := policy.Parse(f)
-	if err == nil {
-		err = errors.Join(policy.CheckRoutes(policies, routes.Limited()), policy.CheckTiers(policies))
-	}
+	return policies, version, nil
+}
+
+// startLive loads the candidate file and the overrides into limit, and
+// starts what keeps them and the policy file current while the service
+// runs: the watcher of the files (and SIGHUP) and the refresher of the
+// overrides. They stop with ctx.
+//
+// It returns a function that stops them and waits until they have.
+func startLive(ctx context.Context, log *slog.Logger, cfg config.Config, opts runOptions, reg prometheus.Registerer, store *models.Store, limit *middleware.Limiter, version string) (stop func(), err error) {
+	liveReloads, candidateReloads, err := newReloadMetrics(reg, limit)
 	if err != nil {
-		return nil, fmt.Errorf("config: %w: RATE_LIMIT_POLICY_FILE=%s: %w", config.ErrInvalid, cfg.PolicyFile, err)
+		return nil, fmt.Errorf("metrics: %w", err)
 	}
-	return policies, nil
+	var files []*policyFile
+	if cfg.PolicyFile != "" {
+		files = append(files, &policyFile{kind: "live", path: cfg.PolicyFile, seen: version, use: limit.SetPolicies, reloads: liveReloads})
+	}
+	if cfg.CandidateFile != "" {
+		candidate, cversion, err := loadPolicies(cfg, cfg.CandidateFile)
+		if err != nil {
+			return nil, err
+		}
+		limit.SetCandidate(candidate, cversion)
+		files = append(files, &policyFile{kind: "candidate", path: cfg.CandidateFile, seen: cversion, reloads: candidateReloads,
+			use: func(p []policy.Policy, v string) error { limit.SetCandidate(p, v); return nil }})
+	}
+	overrides, err := loadOverrides(ctx, store, opts.now())
+	if overrides == nil && err != nil {
+		return nil, err
+	}
+	if err := errors.Join(err, limit.SetOverrides(overrides)); err != nil {
+		log.Warn("overrides left out", "err", err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { watchPolicies(ctx, log, files, opts.reload, opts.policyPoll) })
+	wg.Go(func() { refreshOverrides(ctx, log, store, limit, cfg.OverridesRefresh, opts.now, overrides) })
+	return func() { cancel(); wg.Wait() }, nil
 }
 
 // openDB connects to the database, retrying with backoff for up to within:

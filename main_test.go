@@ -131,15 +131,16 @@ func service(t *testing.T, env map[string]string) string {
 	return base
 }
 
-// serviceWithLogs is service, also returning what the service logs.
-func serviceWithLogs(t *testing.T, env map[string]string) (string, *syncBuffer) {
+// serviceWithLogs is service, also returning what the service logs; opts
+// go to run.
+func serviceWithLogs(t *testing.T, env map[string]string, opts ...runOption) (string, *syncBuffer) {
 	t.Helper()
 	port := freePort(t)
 	env["PORT"] = strconv.Itoa(port)
 	ctx, cancel := context.WithCancel(context.Background())
 	logs := &syncBuffer{}
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, func(k string) string { return env[k] }, logs) }()
+	go func() { done <- run(ctx, func(k string) string { return env[k] }, logs, opts...) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {

@@ -67,6 +67,9 @@ type Config struct {
 	DenyCacheSize  int           // denied identities remembered in memory; 0: no deny cache
 
 	IPv6Prefix int // IPv6 clients are one identity per prefix of this many bits
+
+	CandidateFile    string        // a policy file decided in shadow beside the live one; empty: none
+	OverridesRefresh time.Duration // how often the overrides are read from the database
 }
 
 // Load reads the configuration through getenv. Every problem is reported at
@@ -129,6 +132,8 @@ func Load(getenv func(string) string) (Config, error) {
 	c.PipelineWindow = p.duration("RATE_LIMIT_PIPELINE_WINDOW", "0s", 0, time.Millisecond)
 	c.DenyCacheSize = p.int("RATE_LIMIT_DENY_CACHE_SIZE", "10000", 0, 10_000_000)
 	c.IPv6Prefix = p.int("RATE_LIMIT_IPV6_PREFIX", "64", 1, 128)
+	c.CandidateFile = p.str("RATE_LIMIT_CANDIDATE_FILE", "")
+	c.OverridesRefresh = p.duration("RATE_LIMIT_OVERRIDES_REFRESH", "10s", 100*time.Millisecond, time.Hour)
 	if len(p.errs) > 0 {
 		return Config{}, fmt.Errorf("%w: %w", ErrInvalid, errors.Join(p.errs...))
 	}
@@ -235,19 +240,15 @@ func (p *parser) prefixes(name string) []netip.Prefix {
 	var bad []string
 	for _, s := range strings.Split(v, ",") {
 		s = strings.TrimSpace(s)
-		pf, err := netip.ParsePrefix(s)
+		pf, err := policy.ParseCIDR(s)
 		if err != nil {
-			addr, aerr := netip.ParseAddr(s)
-			if aerr != nil {
-				if !slices.Contains(bad, s) { // each bad entry once
-					bad = append(bad, s)
-					p.fail(name, v, fmt.Sprintf("%q: want a comma list of CIDRs such as 10.0.0.0/8,::1/128", s))
-				}
-				continue
+			if !slices.Contains(bad, s) { // each bad entry once
+				bad = append(bad, s)
+				p.fail(name, v, fmt.Sprintf("%q: want a comma list of CIDRs such as 10.0.0.0/8,::1/128", s))
 			}
-			pf = netip.PrefixFrom(addr, addr.BitLen())
+			continue
 		}
-		out = append(out, pf.Masked())
+		out = append(out, pf)
 	}
 	return out
 }

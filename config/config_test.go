@@ -47,6 +47,8 @@ func TestLoadDefaults(t *testing.T) {
 		PipelineBatch:   16,
 		DenyCacheSize:   10_000,
 		IPv6Prefix:      64,
+
+		OverridesRefresh: 10 * time.Second,
 	}
 	mysql := sqlite
 	mysql.DBDriver = "mysql"

@@ -45,9 +45,13 @@ type denyCache struct {
 
 // denial is one cached denial (one Decision per rule), valid until until.
 type denial struct {
-	ds    []Decision
-	at    time.Time // local clock just before the call that denied
-	until time.Time
+	ds []Decision
+	// limits are the rules' limits: a rule on the same key with another
+	// limit (a reloaded policy file, an override, another tier) is not this
+	// denial, and goes to Redis.
+	limits []algorithms.Limit
+	at     time.Time // local clock just before the call that denied
+	until  time.Time
 }
 
 var _ decider = (*denyCache)(nil)
@@ -63,7 +67,7 @@ func newDenyCache(next decider, size int) *denyCache {
 func (dc *denyCache) decide(ctx context.Context, rules []Rule, commit bool) ([]Decision, bool, error) {
 	key := ruleSetKey(rules)
 	now := dc.now()
-	if ds, ok := dc.lookup(key, now); ok {
+	if ds, ok := dc.lookup(key, rules, now); ok {
 		return ds, false, nil
 	}
 	ds, allowed, err := dc.next.decide(ctx, rules, commit)
@@ -78,7 +82,11 @@ func (dc *denyCache) decide(ctx context.Context, rules []Rule, commit bool) ([]D
 	}
 	// Denials shorter than the safety margin are not worth remembering.
 	if wait > time.Millisecond {
-		dc.store(key, denial{ds: ds, at: now, until: now.Add(wait - time.Millisecond)})
+		limits := make([]algorithms.Limit, len(rules))
+		for i, r := range rules {
+			limits[i] = r.Limit
+		}
+		dc.store(key, denial{ds: ds, limits: limits, at: now, until: now.Add(wait - time.Millisecond)})
 	}
 	return ds, false, nil
 }
@@ -114,11 +122,12 @@ func (dc *denyCache) len() int {
 	return len(dc.denied)
 }
 
-// lookup returns the cached denial of key aged to now, if it still holds.
-func (dc *denyCache) lookup(key string, now time.Time) ([]Decision, bool) {
+// lookup returns the cached denial of key aged to now, if it still holds
+// and was made for the limits of rules.
+func (dc *denyCache) lookup(key string, rules []Rule, now time.Time) ([]Decision, bool) {
 	dc.mu.Lock()
 	e, ok := dc.denied[key]
-	if ok && !now.Before(e.until) {
+	if ok && (!now.Before(e.until) || !sameLimits(e.limits, rules)) {
 		delete(dc.denied, key)
 		ok = false
 	}
@@ -136,6 +145,18 @@ func (dc *denyCache) lookup(key string, now time.Time) ([]Decision, bool) {
 		ds[i] = d
 	}
 	return ds, true
+}
+
+func sameLimits(limits []algorithms.Limit, rules []Rule) bool {
+	if len(limits) != len(rules) {
+		return false
+	}
+	for i, r := range rules {
+		if r.Limit != limits[i] {
+			return false
+		}
+	}
+	return true
 }
 
 func (dc *denyCache) store(key string, e denial) {

@@ -247,3 +247,29 @@ func TestDenyCacheBounded(t *testing.T) {
 		t.Errorf("after every denial expired: %d cached, want 1", n)
 	}
 }
+
+// TestDenyCacheSeesAChangedLimit: a rule on a denied key with another limit
+// (a reloaded policy file, an override) is not answered from the cache: it
+// goes to Redis, which admits it under the higher limit.
+func TestDenyCacheSeesAChangedLimit(t *testing.T) {
+	h := miniredisHarness(t)
+	prefix := uniquePrefix(t)
+	counted := &counting{next: newScripts(h.rdb)}
+	dc := newDenyCache(counted, 100)
+	dc.now = redisClock(t, h.rdb)
+	h.room(100*h.unit, 5*h.unit)
+	low := algorithms.Limit{Requests: 1, Window: 100 * h.unit}
+	one(t, dc, "fixed_window", low, prefix+"k")
+	if d := one(t, dc, "fixed_window", low, prefix+"k"); d.Allowed {
+		t.Fatalf("second decide() under limit 1 allowed, want denied")
+	}
+	before := counted.calls.Load()
+	if d := one(t, dc, "fixed_window", low, prefix+"k"); d.Allowed || counted.calls.Load() != before {
+		t.Fatalf("third decide() under limit 1: allowed %v, %d Redis calls, want denied from the cache", d.Allowed, counted.calls.Load()-before)
+	}
+	high := algorithms.Limit{Requests: 5, Window: 100 * h.unit}
+	d := one(t, dc, "fixed_window", high, prefix+"k")
+	if !d.Allowed || d.Limit != 5 {
+		t.Errorf("decide() under limit 5 on the denied key = allowed %v, limit %d; want allowed, 5", d.Allowed, d.Limit)
+	}
+}

@@ -308,3 +308,32 @@ policies:
 		t.Errorf("in November: %d, RateLimit-Policy %q; want 200, w=2592000", third.Code, third.Header().Get("RateLimit-Policy"))
 	}
 }
+
+// TestInFlightShadowReleased: a shadow policy's in-flight places, decided
+// beside the enforced limits, are given back when the request ends too.
+func TestInFlightShadowReleased(t *testing.T) {
+	m := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
+	t.Cleanup(func() { rdb.Close() })
+	engine := limiter.New(rdb, limiter.Options{Timeout: 5 * time.Second})
+	policies, err := policy.Parse(strings.NewReader(`
+policies:
+  - {name: watch, key: ip, shadow: true, limits: [{algorithm: concurrency, limit: 1, timeout: 1h}]}
+  - {name: rate, key: ip, limits: [{algorithm: fixed_window, limit: 100, window: 1h}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := NewLimiter(discard(), engine, policies, "test:", false, 64)
+	r := gin.New()
+	r.GET("/x", l.Handler(), func(c *gin.Context) { c.Status(http.StatusOK) })
+	for i := range 3 {
+		w := get(t, r, "/x", nil)
+		if w.Code != http.StatusOK {
+			t.Fatalf("request %d: status %d, want 200", i+1, w.Code)
+		}
+	}
+	keys, err := rdb.Keys(t.Context(), "test:*:watch:*").Result()
+	if err != nil || len(keys) != 0 {
+		t.Errorf("shadow in-flight keys after every request ended: %v (%v), want none (every place given back)", keys, err)
+	}
+}

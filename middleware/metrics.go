@@ -15,14 +15,16 @@ type Metrics struct {
 	redisErrors prometheus.Counter
 	requests    *prometheus.CounterVec
 	duration    *prometheus.HistogramVec
+	candidate   *prometheus.CounterVec
 
 	// The series requests touch, by label values, so that a request does
 	// not hash its labels into each vector: every label comes from a small
 	// set (methods are folded, routes are patterns, policies configured).
-	requestSeries  children[requestLabels, prometheus.Counter]
-	durationSeries children[string, prometheus.Observer]
-	decisionSeries children[decisionLabels, prometheus.Counter]
-	latencySeries  children[string, prometheus.Observer]
+	requestSeries   children[requestLabels, prometheus.Counter]
+	durationSeries  children[string, prometheus.Observer]
+	decisionSeries  children[decisionLabels, prometheus.Counter]
+	latencySeries   children[string, prometheus.Observer]
+	candidateSeries children[CandidateRef, prometheus.Counter]
 }
 
 type requestLabels struct {
@@ -94,8 +96,12 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help:    "HTTP request duration by route pattern.",
 			Buckets: prometheus.DefBuckets,
 		}, []string{"route"}),
+		candidate: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tollgate_ratelimit_candidate_decisions_total",
+			Help: "Decisions of the candidate policy file's limits (RATE_LIMIT_CANDIDATE_FILE), never enforced, by limit and result (allowed, limited, failed).",
+		}, []string{"policy", "result"}),
 	}
-	for _, c := range []prometheus.Collector{m.decisions, m.latency, m.redisErrors, m.requests, m.duration} {
+	for _, c := range []prometheus.Collector{m.decisions, m.latency, m.redisErrors, m.requests, m.duration, m.candidate} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -118,6 +124,11 @@ func (m *Metrics) observe(method, route string, status int, seconds float64, o O
 	}
 	for _, s := range o.ShadowLimited {
 		m.decision(s.Policy, s.Algorithm, ResultShadowLimited).Inc()
+	}
+	for _, ref := range o.Candidate {
+		m.candidateSeries.get(ref, func(ref CandidateRef) prometheus.Counter {
+			return m.candidate.WithLabelValues(ref.Policy, ref.Result)
+		}).Inc()
 	}
 	if o.Policy == "" { // only shadow policies applied
 		return

@@ -14,7 +14,6 @@ import (
 
 	"github.com/gin-gonic/gin"
 
-	"tollgate/algorithms"
 	"tollgate/auth"
 	"tollgate/limiter"
 	"tollgate/policy"
@@ -42,6 +41,8 @@ type Outcome struct {
 	RedisError bool          // a call failed on Redis (not refused by an open circuit)
 	// ShadowLimited are the shadow policies' limits that would have denied.
 	ShadowLimited []PolicyRef
+	// Candidate are the candidate policies' decisions (SetCandidate).
+	Candidate []CandidateRef
 }
 
 // A PolicyRef names one limit of a policy, for metrics.
@@ -70,19 +71,23 @@ type decider interface {
 
 // Limiter applies rate-limit policies to requests. All limits of the
 // enforced policies that apply to a request are decided in one call, so a
-// request denied by any of them is counted by none.
+// request denied by any of them is counted by none. Its policies, candidate
+// policies and overrides can be replaced while it serves (SetPolicies,
+// SetCandidate, SetOverrides): each request uses one snapshot of them.
 type Limiter struct {
 	log      *slog.Logger
 	decider  decider
-	set      *policy.Set
+	prefix   string
 	failOpen bool
 	warn     *ThrottledLog // Redis trouble
 	tierWarn *ThrottledLog // users of tiers a policy does not limit
-	// texts holds each named limit's header data (by policy.NamedLimit.ID),
-	// made once here rather than on every request.
-	texts []limitText
 	// ipv6Prefix groups IPv6 clients for policies keyed by IP (ipSubject).
 	ipv6Prefix int
+	// now is the clock overrides expire by.
+	now func() time.Time
+
+	mu   sync.Mutex // serialises the making of snapshots
+	snap atomic.Pointer[snapshot]
 }
 
 // limitText is a named limit as the headers show it. It is used by pointer
@@ -144,26 +149,21 @@ func (lt *limitText) headers(d limiter.Decision) *limitHeaders {
 // counted by IP address are counted per IPv6 prefix of ipv6Prefix bits
 // (ipSubject); exemptions by CIDR match the client's own address.
 func NewLimiter(log *slog.Logger, d decider, policies []policy.Policy, prefix string, failOpen bool, ipv6Prefix int) *Limiter {
-	set := policy.NewSet(policies, prefix)
-	l := &Limiter{log: log, decider: d, set: set, failOpen: failOpen, ipv6Prefix: ipv6Prefix,
-		warn: NewThrottledLog(log, 10*time.Second), tierWarn: NewThrottledLog(log, time.Minute),
-		texts: make([]limitText, len(set.Limits()))}
-	for _, nl := range set.Limits() {
-		lt := &l.texts[nl.ID]
-		lt.name, lt.algorithm, lt.sfName = nl.Name, nl.Algorithm, sfString(nl.Name)
-		if spec, err := algorithms.Lookup(nl.Algorithm); err == nil {
-			lt.unit = spec.Unit
-		}
-		if p := nl.Limit.Limit.Period; p != "" {
-			lt.per = "per " + string(p) + " in " + nl.Limit.Limit.Location.String()
-		}
-	}
+	l := &Limiter{log: log, decider: d, prefix: prefix, failOpen: failOpen, ipv6Prefix: ipv6Prefix, now: time.Now,
+		warn: NewThrottledLog(log, 10*time.Second), tierWarn: NewThrottledLog(log, time.Minute)}
+	_ = l.store(policies, "", nil, "", nil) // no overrides: no error
+	return l
+}
+
+// WithClock makes now the clock overrides expire by (tests); it returns l.
+func (l *Limiter) WithClock(now func() time.Time) *Limiter {
+	l.now = now
 	return l
 }
 
 // caller is what the policies know of the request's sender, read from the
 // identity Identify left: the one place the adapter reads it.
-func (l *Limiter) caller(c *gin.Context) policy.Caller {
+func (l *Limiter) caller(c *gin.Context, s *snapshot) policy.Caller {
 	id := Identity(c)
 	who := policy.Caller{Tier: Tier(c), Header: c.Request.Header}
 	switch id.Kind {
@@ -172,24 +172,27 @@ func (l *Limiter) caller(c *gin.Context) policy.Caller {
 	case auth.IP:
 		who.IP = id.Addr
 	}
-	if who.IP == "" && (who.User == "" || l.set.KeysByIP()) { // no Identify in front, or a user counted by IP
+	if who.IP == "" && (who.User == "" || s.keysByIP) { // no Identify in front, or a user counted by IP
 		who.IP = ipSubject(c, l.ipv6Prefix)
 	}
-	if l.set.ExemptsCIDRs() {
+	if s.exemptsCIDRs {
 		who.Addr, _ = clientAddr(c) // the real address, not its group
+	}
+	if s.hasOverrides {
+		who.Now = l.now()
 	}
 	return who
 }
 
-// rules lists the limits that apply to the request: of policies matching its
-// route (or of every policy, for anyRoute), for its tier, minus exemptions.
-func (l *Limiter) rules(c *gin.Context, anyRoute bool, out []policy.Applied) []policy.Applied {
-	who := l.caller(c)
+// rules lists the limits of set that apply to the request from who: of
+// policies matching its route (or of every policy, for anyRoute), for its
+// tier, minus exemptions.
+func (l *Limiter) rules(c *gin.Context, set *policy.Set, who policy.Caller, anyRoute bool, out []policy.Applied) []policy.Applied {
 	var unlisted string
 	if anyRoute {
-		out, unlisted = l.set.AllRules(who, out)
+		out, unlisted = set.AllRules(who, out)
 	} else {
-		out, unlisted = l.set.Rules(c.Request.Method, c.FullPath(), who, out)
+		out, unlisted = set.Rules(c.Request.Method, c.FullPath(), who, out)
 	}
 	if unlisted != "" {
 		// Most likely a typo in a user's tier or in the file.
@@ -211,26 +214,41 @@ func rulesOf(as []policy.Applied) []limiter.Rule {
 // when any enforced limit denies.
 func (l *Limiter) Handler() gin.HandlerFunc {
 	return func(c *gin.Context) {
+		s := l.snap.Load() // the whole request is decided under this one
+		who := l.caller(c, s)
 		var buf [4]policy.Applied // most requests have a limit or two: no allocation
-		all := l.rules(c, false, buf[:0])
-		if len(all) == 0 {
+		all := l.rules(c, s.live.set, who, false, buf[:0])
+		var candidate []policy.Applied
+		if s.candidate != nil {
+			candidate = l.rules(c, s.candidate, who, false, nil)
+		}
+		if len(all) == 0 && len(candidate) == 0 {
 			c.Next()
 			return
 		}
-		enforced, shadow := all, []policy.Applied(nil)
-		if l.set.AnyShadow() {
-			enforced = nil
-			for _, a := range all {
-				if a.Policy.Shadow {
-					shadow = append(shadow, a)
-				} else {
-					enforced = append(enforced, a)
-				}
-			}
-		}
+		enforced, shadow := splitShadow(all, s.live.set.AnyShadow())
 		ctx := c.Request.Context()
 		start := time.Now()
 		var o Outcome
+		var side *aside
+		if len(shadow) > 0 || len(candidate) > 0 {
+			// Shadow limits are decided apart: their denials must never keep
+			// an enforced limit from counting the request.
+			side = &aside{}
+			side.start(ctx, l.decider, shadow, candidate)
+			defer func() {
+				side.wg.Wait()
+				if side.shadowErr != nil {
+					l.warn.Warn("shadow limits unavailable", "err", side.shadowErr)
+				}
+				o.ShadowLimited = side.shadowLimited
+				o.Candidate = append(side.candidate[0], side.candidate[1]...)
+				c.Set(outcomeKey, o)
+				for _, res := range side.held {
+					l.release(ctx, res)
+				}
+			}()
+		}
 		var ds []limiter.Decision
 		allowed := true
 		var err error
@@ -242,22 +260,6 @@ func (l *Limiter) Handler() gin.HandlerFunc {
 				// Deferred: the places go back when the request ends, however
 				// it ends (a panic unwinds through here before Recover).
 				defer l.release(ctx, res)
-			}
-		}
-		if err == nil && len(shadow) > 0 {
-			// Shadow limits are decided apart: their denials must never keep
-			// an enforced limit from counting the request.
-			sres, serr := l.decider.Decide(ctx, rulesOf(shadow))
-			if serr != nil {
-				l.warn.Warn("shadow limits unavailable", "err", serr)
-			}
-			if sres.Holds() {
-				defer l.release(ctx, sres)
-			}
-			for i, d := range sres.Decisions {
-				if !d.Allowed {
-					o.ShadowLimited = append(o.ShadowLimited, PolicyRef{Policy: shadow[i].Limit.Name, Algorithm: shadow[i].Limit.Algorithm})
-				}
 			}
 		}
 		o.Took = time.Since(start)
@@ -286,7 +288,7 @@ func (l *Limiter) Handler() gin.HandlerFunc {
 		var ibuf [4]headerItem
 		items := ibuf[:0]
 		for i, a := range enforced {
-			items = append(items, headerItem{lt: &l.texts[a.Limit.ID], d: ds[i]})
+			items = append(items, headerItem{lt: &s.live.texts[a.Limit.ID], d: ds[i]})
 		}
 		chosen := closest(items)
 		d := items[chosen].d
@@ -421,15 +423,28 @@ func (l *Limiter) Peek() gin.HandlerFunc {
 		Reset         int64  `json:"reset"`
 		ResetAfter    int64  `json:"reset_after_seconds"`
 	}
+	type overrideState struct {
+		ID      int64   `json:"id"`
+		Subject string  `json:"subject"`
+		Expires *string `json:"expires"` // RFC 3339, UTC; null: never
+	}
 	type policyState struct {
-		Name   string       `json:"name"`
-		Routes []string     `json:"routes"`
-		Shadow bool         `json:"shadow"`
-		Limits []limitState `json:"limits"`
+		Name     string         `json:"name"`
+		Routes   []string       `json:"routes"`
+		Shadow   bool           `json:"shadow"`
+		Override *overrideState `json:"override,omitempty"` // replaces the policy's limits for this caller
+		Limits   []limitState   `json:"limits"`
 	}
 	return func(c *gin.Context) {
-		all := l.rules(c, true, nil)
+		s := l.snap.Load()
+		all := l.rules(c, s.live.set, l.caller(c, s), true, nil)
 		body := gin.H{"identity": string(Identity(c).Kind), "tier": Tier(c), "policies": []policyState{}}
+		if s.live.version != "" {
+			body["policy_sha256"] = s.live.version
+		}
+		if s.candidateVersion != "" {
+			body["candidate_sha256"] = s.candidateVersion
+		}
 		if len(all) == 0 {
 			c.JSON(http.StatusOK, body)
 			return
@@ -451,6 +466,14 @@ func (l *Limiter) Peek() gin.HandlerFunc {
 					}
 				}
 				states = append(states, policyState{Name: a.Policy.Name, Routes: routes, Shadow: a.Policy.Shadow})
+				if o := a.Override; o != nil {
+					st := &overrideState{ID: o.ID, Subject: o.Subject()}
+					if !o.Expires.IsZero() {
+						e := o.Expires.UTC().Format(time.RFC3339)
+						st.Expires = &e
+					}
+					states[len(states)-1].Override = st
+				}
 			}
 			d := res.Decisions[i]
 			now := d.Now

@@ -544,7 +544,7 @@ func limitHandler(t *testing.T, d decider, failOpen bool) gin.HandlerFunc {
 
 // named is the header data of a limit named name, as NewLimiter makes it.
 func named(name string) *limitText {
-	return &NewLimiter(discard(), nil, []policy.Policy{{Name: name, Limits: []policy.Limit{{}}}}, "p:", true, 64).texts[0]
+	return &NewLimiter(discard(), nil, []policy.Policy{{Name: name, Limits: []policy.Limit{{}}}}, "p:", true, 64).snap.Load().live.texts[0]
 }
 
 func TestSetHeadersFollowsTheDecisionsLimit(t *testing.T) {
@@ -639,7 +639,7 @@ func TestCaller(t *testing.T) {
 			if tt.identity.Kind != "" {
 				c.Set(identityKey, tt.identity)
 			}
-			got := l.caller(c)
+			got := l.caller(c, l.snap.Load())
 			if diff := cmp.Diff(tt.want, got, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
 				t.Errorf("caller() (-want +got):\n%s", diff)
 			}

@@ -105,7 +105,7 @@ func noDatabase(dsn string) error {
 // Migrate creates or updates the tables. Instances starting together race to
 // create them; the losers see "already exists" and succeed on a retry.
 func Migrate(ctx context.Context, db *gorm.DB) error {
-	err := retry(ctx, func() error { return db.WithContext(ctx).AutoMigrate(&Continent{}, &User{}, &APIKey{}) })
+	err := retry(ctx, func() error { return db.WithContext(ctx).AutoMigrate(&Continent{}, &User{}, &APIKey{}, &Override{}) })
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}

@@ -7,7 +7,6 @@ import (
 	"io"
 	"maps"
 	"net/http"
-	"net/netip"
 	"regexp"
 	"slices"
 	"strings"
@@ -220,16 +219,12 @@ func (doc policyDoc) policy() (Policy, []error) {
 		}
 	}
 	for _, c := range doc.Exempt.CIDRs {
-		prefix, err := netip.ParsePrefix(c)
+		prefix, err := ParseCIDR(c)
 		if err != nil {
-			addr, aerr := netip.ParseAddr(c)
-			if aerr != nil {
-				fail("exempt.cidrs: %q: want a CIDR such as 10.0.0.0/8", c)
-				continue
-			}
-			prefix = netip.PrefixFrom(addr, addr.BitLen())
+			fail("exempt.cidrs: %q: want a CIDR such as 10.0.0.0/8", c)
+			continue
 		}
-		p.ExemptCIDRs = append(p.ExemptCIDRs, prefix.Masked())
+		p.ExemptCIDRs = append(p.ExemptCIDRs, prefix)
 	}
 	if len(doc.Limits) == 0 && len(doc.Tiers) == 0 {
 		fail("limits: none: want limits, tiers, or both")

@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"tollgate/algorithms"
 	"tollgate/limiter"
@@ -131,6 +132,10 @@ type Caller struct {
 	// exemption names addresses, not the group they are counted in.
 	Addr   netip.Addr
 	Header http.Header // the request's headers, for keys header:NAME
+	// Now is the time overrides are checked against (only when
+	// Set.HasOverrides): an expired one stops applying at once, not at the
+	// next refresh of the overrides.
+	Now time.Time
 }
 
 // NamedLimit is a policy's limit as requests see it, named and keyed once,
@@ -149,9 +154,10 @@ type NamedLimit struct {
 // Applied is one limit of a policy that applies to a request, with the
 // rule that decides it.
 type Applied struct {
-	Policy *Policy
-	Limit  *NamedLimit
-	Rule   limiter.Rule
+	Policy   *Policy
+	Limit    *NamedLimit
+	Rule     limiter.Rule
+	Override *Override // the override that replaced the policy's limits, or nil
 }
 
 // Set is a list of policies ready to match requests. It is read-only after
@@ -167,6 +173,10 @@ type Set struct {
 	// exempts addresses or counts users by IP: requests skip that work when
 	// none does.
 	anyShadow, anyCIDR, anyIP bool
+	// byUser and byPrefix are the overrides (WithOverrides), by user name
+	// and by prefix, longest first.
+	byUser   map[string][]*override
+	byPrefix []*override
 }
 
 // NewSet returns the Set of policies, their keys under prefix.
@@ -203,8 +213,8 @@ func (s *Set) Limits() []*NamedLimit { return s.all }
 // AnyShadow reports whether a policy of the set is in shadow mode.
 func (s *Set) AnyShadow() bool { return s.anyShadow }
 
-// ExemptsCIDRs reports whether a policy exempts addresses: only then does
-// Rules read Caller.Addr.
+// ExemptsCIDRs reports whether a policy exempts addresses, or an override
+// names some: only then does Rules read Caller.Addr.
 func (s *Set) ExemptsCIDRs() bool { return s.anyCIDR }
 
 // KeysByIP reports whether a policy counts users by IP too (key ip): only
@@ -240,23 +250,34 @@ func (s *Set) rules(anyRoute bool, method, route string, c Caller, out []Applied
 		if !ok {
 			continue
 		}
-		limits, ok := s.named[i][c.Tier]
+		tier := c.Tier
+		limits, ok := s.named[i][tier]
 		if !ok {
-			limits = s.named[i][""]
+			tier, limits = "", s.named[i][""]
 			if len(limits) == 0 && c.Tier != AnonymousTier && unlisted == "" {
 				unlisted = p.Name
 			}
 		}
+		if s.HasOverrides() && len(limits) > 0 {
+			if o := s.overrideFor(i, who, c); o != nil {
+				out = append(out, s.applied(p, o.named[tier], who, &o.Override))
+				continue
+			}
+		}
 		for j := range limits {
-			nl := &limits[j]
-			// The subject is the hash tag: on a cluster, every limit of one
-			// subject lives in one slot and is decided in one script.
-			out = append(out, Applied{Policy: p, Limit: nl, Rule: limiter.Rule{
-				Algorithm: nl.Algorithm, Limit: nl.Limit.Limit, Cost: p.Cost, Key: s.prefix + "{" + who + "}" + nl.keySuffix,
-			}})
+			out = append(out, s.applied(p, &limits[j], who, nil))
 		}
 	}
 	return out, unlisted
+}
+
+// applied is nl of p applied to subject who. The subject is the hash tag: on
+// a cluster, every limit of one subject lives in one slot and is decided in
+// one script.
+func (s *Set) applied(p *Policy, nl *NamedLimit, who string, o *Override) Applied {
+	return Applied{Policy: p, Limit: nl, Override: o, Rule: limiter.Rule{
+		Algorithm: nl.Algorithm, Limit: nl.Limit.Limit, Cost: p.Cost, Key: s.prefix + "{" + who + "}" + nl.keySuffix,
+	}}
 }
 
 func (p *Policy) matches(method, route string) bool {

@@ -9,6 +9,7 @@ import (
 	"html/template"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -40,7 +41,7 @@ var assetTypes = map[string]string{
 // addPage registers the home page and its assets. They never pass the
 // limiters: reading about the limit must not use up the limit. metrics says
 // whether this server serves /metrics (METRICS_ADDR moves it elsewhere).
-func addPage(r gin.IRoutes, p Summary, metrics bool) error {
+func addPage(r gin.IRoutes, p Summary, live func() ([]string, string), metrics bool) error {
 	assets := make(map[string]asset, len(assetTypes))
 	for name, ct := range assetTypes {
 		body, err := static.ReadFile("static/" + name)
@@ -50,7 +51,7 @@ func addPage(r gin.IRoutes, p Summary, metrics bool) error {
 		sum := sha256.Sum256(body)
 		assets[name] = asset{body: body, contentType: ct, version: hex.EncodeToString(sum[:6])}
 	}
-	h, err := home(p, metrics, assets)
+	h, err := home(p, live, metrics, assets)
 	if err != nil {
 		return err
 	}
@@ -61,9 +62,10 @@ func addPage(r gin.IRoutes, p Summary, metrics bool) error {
 	return nil
 }
 
-// home renders the page once: it only depends on the policy, which is fixed
-// for the life of the process.
-func home(p Summary, metrics bool, assets map[string]asset) (gin.HandlerFunc, error) {
+// home renders the page once for each version of the policy: without a
+// policy file it is fixed for the life of the process; with one (live set),
+// it is rendered again when a reload changes the file.
+func home(p Summary, live func() ([]string, string), metrics bool, assets map[string]asset) (gin.HandlerFunc, error) {
 	tmpl, err := template.New("index.html").Funcs(template.FuncMap{
 		"asset": func(name string) (string, error) {
 			a, ok := assets[name]
@@ -76,23 +78,51 @@ func home(p Summary, metrics bool, assets map[string]asset) (gin.HandlerFunc, er
 	if err != nil {
 		return nil, fmt.Errorf("home page template: %w", err)
 	}
-	var buf bytes.Buffer
-	if err := tmpl.Execute(&buf, pageData{
-		Summary:   p,
-		Metrics:   metrics,
-		Window:    windowText(p.Window),
-		HasBurst:  hasBurst(p.Algorithm),
-		Algorithm: strings.ReplaceAll(p.Algorithm, "_", " "),
-	}); err != nil {
-		return nil, fmt.Errorf("home page template: %w", err)
+	render := func(p Summary) (*renderedPage, error) {
+		var buf bytes.Buffer
+		if err := tmpl.Execute(&buf, pageData{
+			Summary:   p,
+			Metrics:   metrics,
+			Window:    windowText(p.Window),
+			HasBurst:  hasBurst(p.Algorithm),
+			Algorithm: strings.ReplaceAll(p.Algorithm, "_", " "),
+		}); err != nil {
+			return nil, fmt.Errorf("home page template: %w", err)
+		}
+		return &renderedPage{version: p.SHA256, body: buf.Bytes()}, nil
 	}
-	page := buf.Bytes()
+	if live != nil {
+		p.Policies, p.SHA256 = live()
+	}
+	first, err := render(p)
+	if err != nil {
+		return nil, err
+	}
+	var page atomic.Pointer[renderedPage]
+	page.Store(first)
 	return func(c *gin.Context) {
+		pg := page.Load()
+		if live != nil {
+			if names, version := live(); version != pg.version {
+				q := p
+				q.Policies, q.SHA256 = names, version
+				if next, err := render(q); err == nil { // it rendered before: the same template and kind of data
+					page.Store(next)
+					pg = next
+				}
+			}
+		}
 		c.Header("Content-Security-Policy", "default-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 		c.Header("X-Content-Type-Options", "nosniff")
 		c.Header("Cache-Control", "no-cache")
-		c.Data(http.StatusOK, "text/html; charset=utf-8", page)
+		c.Data(http.StatusOK, "text/html; charset=utf-8", pg.body)
 	}, nil
+}
+
+// renderedPage is the page for one version of the policy file.
+type renderedPage struct {
+	version string
+	body    []byte
 }
 
 // pageData is what index.html shows.

@@ -26,6 +26,10 @@ type Deps struct {
 	// their own (METRICS_ADDR).
 	MetricsHandler http.Handler
 	Summary        Summary // shown on the home page
+	// LivePolicy, when set, gives the names and version of the policy
+	// file in use, which a reload changes: the page shows them instead of
+	// Summary's.
+	LivePolicy func() (names []string, version string)
 	// Identify names the caller; it runs before Limiters and Peek (nil: none).
 	Identify gin.HandlerFunc
 	// Limiters run, in order, before every API handler: the rate limit.
@@ -49,6 +53,8 @@ type Summary struct {
 	// people: "heavy: at most 4 requests at once", "heavy: 10000 per month
 	// in Europe/Berlin".
 	Special []string
+	// SHA256 is the first 12 hex digits of the policy file's SHA-256.
+	SHA256 string
 }
 
 // New returns the API's handler. Health and metrics routes answer before any
@@ -80,7 +86,7 @@ func New(d Deps) (*gin.Engine, error) {
 	if d.MetricsHandler != nil {
 		get(r, "/metrics", gin.WrapH(d.MetricsHandler))
 	}
-	if err := addPage(r, d.Summary, d.MetricsHandler != nil); err != nil {
+	if err := addPage(r, d.Summary, d.LivePolicy, d.MetricsHandler != nil); err != nil {
 		return nil, err
 	}
 

@@ -37,8 +37,11 @@ type ServiceDeps struct {
 	// (METRICS_ADDR), not by the API's handler.
 	SeparateMetrics bool
 	Summary         Summary
-	Limiters        []gin.HandlerFunc
-	Peek            gin.HandlerFunc
+	// LivePolicy gives the policy file's names and version, which a reload
+	// changes (nil: none; see Deps).
+	LivePolicy func() (names []string, version string)
+	Limiters   []gin.HandlerFunc
+	Peek       gin.HandlerFunc
 }
 
 // Service is the built service: its API handler, and the Prometheus
@@ -75,6 +78,7 @@ func NewService(ctx context.Context, d ServiceDeps) (Service, error) {
 		Proxies:    d.Proxies,
 		Metrics:    metrics,
 		Summary:    d.Summary,
+		LivePolicy: d.LivePolicy,
 		Identify:   d.Identify,
 		Limiters:   d.Limiters,
 		Peek:       d.Peek,
