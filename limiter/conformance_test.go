@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"os"
 	"strings"
 	"sync"
@@ -730,9 +731,9 @@ func TestDecideRedisDown(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			defer cancel()
-			rules := []Rule{{Algorithm: name, Limit: algorithms.Limit{Requests: 1, Window: time.Second}, Key: "k"}}
-			if res, err := l.Decide(ctx, rules); err == nil {
-				t.Errorf("Decide() with Redis down = %+v, nil; want an error", res)
+			rules := []Rule{{Algorithm: name, Limit: limitFor(name, algorithms.Limit{Requests: 1, Window: time.Second}), Key: "k"}}
+			if res, err := l.Decide(ctx, rules); err == nil || errors.Is(err, algorithms.ErrInvalidLimit) {
+				t.Errorf("Decide() with Redis down = %+v, %v; want Redis's error", res, err)
 			}
 		})
 	}
