@@ -13,6 +13,7 @@ import (
 // RATE_LIMIT_IPV6_PREFIX=48 behind a trusted proxy: the spellings of one
 // IPv4 address share a quota, and so do the addresses of one IPv6 /48.
 func TestClientAddressIsOneIdentity(t *testing.T) {
+	t.Parallel()
 	r := sharedRedis(t)
 	env := baseEnv(t, r)
 	env["RATE_LIMIT_LIMIT"] = "2"

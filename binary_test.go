@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -27,18 +26,18 @@ type process struct {
 	done chan error
 }
 
-// startBinary starts bin with env (and only env, besides PATH and HOME) on a
-// free port and waits until /healthz answers.
+// startBinary starts bin with env (and only env, besides PATH and HOME) on
+// PORT=0, and returns once it says where it serves and /healthz answers there.
 func startBinary(t *testing.T, bin string, env map[string]string) *process {
 	t.Helper()
-	port := freePort(t)
 	cmd := exec.Command(bin)
 	cmd.Dir = t.TempDir() // no .env file there
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "PORT=" + strconv.Itoa(port)}
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
-	p := &process{cmd: cmd, base: fmt.Sprintf("http://127.0.0.1:%d", port), logs: &syncBuffer{}, done: make(chan error, 1)}
+	cmd.Env = append(cmd.Env, "PORT=0") // later entries win
+	p := &process{cmd: cmd, logs: &syncBuffer{}, done: make(chan error, 1)}
 	cmd.Stdout, cmd.Stderr = p.logs, p.logs
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", bin, err)
@@ -51,22 +50,11 @@ func startBinary(t *testing.T, bin string, env map[string]string) *process {
 			t.Logf("log of %s:\n%s", p.base, p.logs.String())
 		}
 	})
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case err := <-p.done:
-			p.done <- err
-			t.Fatalf("service exited before serving: %v\n%s", err, p.logs.String())
-		default:
-		}
-		if resp, err := http.Get(p.base + "/healthz"); err == nil {
-			resp.Body.Close()
-			return p
-		}
-		time.Sleep(20 * time.Millisecond)
+	p.base = waitServing(t, p.logs, p.done).base
+	if r := get(t, p.base+"/healthz", nil); r.status != http.StatusOK {
+		t.Fatalf("GET /healthz once serving: status %d, want 200\n%s", r.status, p.logs.String())
 	}
-	t.Fatalf("service did not answer /healthz within 30s\n%s", p.logs.String())
-	return nil
+	return p
 }
 
 func TestThreeInstancesShareOneLimit(t *testing.T) {
@@ -132,8 +120,12 @@ func TestShutdownUnderLoad(t *testing.T) {
 	env["RATE_LIMIT_TIMEOUT"] = "5s"
 	env["RATE_LIMIT_LIMIT"] = "100"
 	env["SHUTDOWN_TIMEOUT"] = "5s"
+	// One Redis call per decision, each on a connection of its own: the
+	// proxy's pending requests are the service's requests in flight.
+	env["RATE_LIMIT_PIPELINE_BATCH"] = "0"
 	p := startBinary(t, bin, env)
-	proxy.setDelay(time.Second) // every decision now takes a second: requests stay in flight
+	get(t, p.base+"/continents", nil) // loads the script: a held decision is one call
+	proxy.hold()                      // decisions now wait: requests stay in flight
 
 	const inFlight = 10
 	statuses := make(chan int, inFlight)
@@ -149,11 +141,13 @@ func TestShutdownUnderLoad(t *testing.T) {
 			statuses <- resp.StatusCode
 		}()
 	}
-	time.Sleep(300 * time.Millisecond)
+	proxy.waitPending(t, inFlight)
 	sent := time.Now()
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatalf("SIGTERM: %v", err)
 	}
+	p.logs.waitFor(t, p.done, `"shutting down"`, func(text string) bool { return strings.Contains(text, "shutting down") })
+	proxy.release()
 	for range inFlight {
 		if s := <-statuses; s != http.StatusOK {
 			t.Errorf("in-flight request at SIGTERM: status %d, want 200", s)
@@ -183,13 +177,15 @@ func TestShutdownTimeout(t *testing.T) {
 		env := baseEnv(t, sharedRedis(t))
 		env["SHUTDOWN_TIMEOUT"] = "1s"
 		p := startBinary(t, bin, env)
-		conn, err := net.Dial("tcp", strings.TrimPrefix(p.base, "http://"))
+		// The header goes through a proxy that tells when it has passed on.
+		client := startProxy(t, strings.TrimPrefix(p.base, "http://"))
+		conn, err := net.Dial("tcp", client.addr())
 		if err != nil {
 			t.Fatalf("dial: %v", err)
 		}
 		defer conn.Close()
 		fmt.Fprint(conn, "GET /continents HTTP/1.1\r\nHost: x\r\n") // and never the blank line
-		time.Sleep(200 * time.Millisecond)
+		client.waitPending(t, 1)
 		if err := waitExit(t, p); err != nil {
 			t.Errorf("exit after SIGTERM with a slow client: %v, want status 0", err)
 		}
@@ -200,14 +196,15 @@ func TestShutdownTimeout(t *testing.T) {
 		env := baseEnv(t, testRedis{url: "redis://" + proxy.addr() + "/0"})
 		env["RATE_LIMIT_TIMEOUT"] = "10s"
 		env["SHUTDOWN_TIMEOUT"] = "1s"
+		env["RATE_LIMIT_PIPELINE_BATCH"] = "0" // the decision is one call the proxy sees pending
 		p := startBinary(t, bin, env)
-		proxy.setDelay(5 * time.Second) // the decision outlasts the shutdown
+		proxy.hold() // the decision outlasts the shutdown
 		go func() {
 			if resp, err := http.Get(p.base + "/continents"); err == nil {
 				resp.Body.Close()
 			}
 		}()
-		time.Sleep(300 * time.Millisecond)
+		proxy.waitPending(t, 1)
 		err := waitExit(t, p)
 		if err == nil || !strings.Contains(p.logs.String(), "1 requests cut") {
 			t.Errorf("exit after SIGTERM with a request running: %v, want a non-zero status and the log naming 1 request cut", err)
@@ -303,6 +300,10 @@ func TestBadSettingsExitTwo(t *testing.T) {
 			[]string{"RATE_LIMIT_LIMIT", "sliding_log", "at most 1000000"}},
 		{"concurrency without a policy file", map[string]string{"RATE_LIMIT_ALGORITHM": "concurrency"},
 			[]string{`RATE_LIMIT_ALGORITHM="concurrency"`, "RATE_LIMIT_POLICY_FILE"}},
+		{"two ways to reach Redis", map[string]string{"REDIS_URL": "redis://127.0.0.1:6379/0", "REDIS_SENTINEL_ADDRS": "127.0.0.1:26379", "REDIS_SENTINEL_MASTER": "mymaster"},
+			[]string{"REDIS_URL and REDIS_SENTINEL_ADDRS", "set one way to reach Redis"}},
+		{"Sentinel password without Sentinels", map[string]string{"REDIS_SENTINEL_PASSWORD": "s3cr3t-Pa55"},
+			[]string{"REDIS_SENTINEL_PASSWORD", "only with REDIS_SENTINEL_ADDRS"}},
 		{"mysql DSN that does not parse", map[string]string{"DB_DRIVER": "mysql", "DB_DSN": "api_user:s3cr3t-Pa55@127.0.0.1:3306/countries"},
 			[]string{"DB_DSN", "want a go-sql-driver DSN"}},
 	}

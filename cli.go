@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -30,6 +32,7 @@ var errUsage = errors.New("usage")
 // usage is what the admin commands are; main prints it after a usage error.
 const usage = `usage:
   tollgate                              serve the API (settings from the environment and .env)
+  tollgate healthcheck                  exit 0 if the server on PORT answers GET /healthz with 200, else 1
   tollgate users add NAME [--tier TIER] add a user; the password is read from stdin (one line)
   tollgate users list                   list the users: name, tier, created
   tollgate users set-tier NAME TIER     give NAME the tier TIER
@@ -70,6 +73,13 @@ func runCLI(ctx context.Context, args []string, getenv func(string) string, stdi
 	if cmd.do == "help" {
 		_, err := fmt.Fprint(stdout, usage)
 		return err
+	}
+	if cmd.do == "healthcheck" {
+		cfg, err := config.Load(getenv)
+		if err != nil {
+			return fmt.Errorf("config: %w", err)
+		}
+		return healthcheck(ctx, cfg.Port, stdout)
 	}
 	var password string
 	if cmd.do == "users add" || cmd.do == "users passwd" {
@@ -218,6 +228,12 @@ func parseCommand(args []string) (command, error) {
 	if len(args) == 1 && (args[0] == "help" || args[0] == "-h" || args[0] == "--help") {
 		return command{do: "help"}, nil
 	}
+	if args[0] == "healthcheck" {
+		if len(args) != 1 {
+			return command{}, fmt.Errorf("%w: healthcheck: want no arguments", errUsage)
+		}
+		return command{do: "healthcheck"}, nil
+	}
 	if len(args) < 2 {
 		return command{}, fmt.Errorf("%w: unknown command %q", errUsage, strings.Join(args, " "))
 	}
@@ -304,6 +320,29 @@ func parseCommand(args []string) (command, error) {
 		return command{do: do, override: policy.Override{ID: id}}, nil
 	}
 	return command{}, fmt.Errorf("%w: unknown command %q", errUsage, do)
+}
+
+// healthcheck asks the server on port of this host for /healthz, as a
+// container's HEALTHCHECK does: a minimal image has no curl. Any answer but
+// 200 within 3 seconds is an error.
+func healthcheck(ctx context.Context, port int, stdout io.Writer) error {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	url := "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) + "/healthz"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("healthcheck: GET %s: status %d, want 200", url, resp.StatusCode)
+	}
+	_, err = fmt.Fprintf(stdout, "healthy: GET %s answered 200\n", url)
+	return err
 }
 
 // parseOverrideSet reads overrides set's arguments: one subject, user name

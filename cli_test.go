@@ -5,11 +5,15 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -138,6 +142,7 @@ func TestCLIUsage(t *testing.T) {
 		{"keys revoke zero", []string{"keys", "revoke", "0"}},
 		{"keys revoke negative", []string{"keys", "revoke", "-1"}},
 		{"keys revoke two ids", []string{"keys", "revoke", "1", "2"}},
+		{"healthcheck with an argument", []string{"healthcheck", "now"}},
 		{"overrides set without a subject", []string{"overrides", "set", "--policy", "tier", "--limit", "5"}},
 		{"overrides set without a policy", []string{"overrides", "set", "amy", "--limit", "5"}},
 		{"overrides set without a limit", []string{"overrides", "set", "amy", "--policy", "tier"}},
@@ -441,14 +446,26 @@ func TestCLIDatabaseUnreachable(t *testing.T) {
 }
 
 // TestCLIKeyAgainstService creates a user and a key with the CLI on a
-// running service's database, uses the key, revokes it, and sees it refused
-// once the key cache's TTL has passed.
+// running service's database, uses the key, revokes it, and sees it still
+// remembered until the key cache's TTL has passed, then refused.
 func TestCLIKeyAgainstService(t *testing.T) {
 	t.Parallel()
 	env := baseEnv(t, sharedRedis(t))
 	const ttl = 200 * time.Millisecond
 	env["AUTH_KEY_CACHE_TTL"] = ttl.String()
-	base := service(t, env)
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		return now
+	}
+	advance := func(d time.Duration) {
+		mu.Lock()
+		defer mu.Unlock()
+		now = now.Add(d)
+	}
+	base, _ := serviceWithLogs(t, env, withClock(clock))
 	name := "cli_" + randomHex(4) // the MySQL database is shared with other tests
 
 	if _, err := cli(t, env, "pw-"+name+"\n", "users", "add", name, "--tier", "pro"); err != nil {
@@ -468,10 +485,55 @@ func TestCLIKeyAgainstService(t *testing.T) {
 	if _, err := cli(t, env, "", "keys", "revoke", id); err != nil {
 		t.Fatalf("keys revoke %s: %v", id, err)
 	}
-	time.Sleep(2 * ttl)
+	advance(ttl - time.Millisecond)
+	if r := get(t, base+"/continents", header); r.status != http.StatusOK {
+		t.Errorf("GET /continents with the revoked key within the TTL: status %d, want 200 (remembered)", r.status)
+	}
+	advance(time.Millisecond)
 	r = get(t, base+"/continents", header)
 	if r.status != http.StatusUnauthorized {
-		t.Errorf("GET /continents with the revoked key after %v: status %d, want 401", 2*ttl, r.status)
+		t.Errorf("GET /continents with the revoked key after the TTL (%v): status %d, want 401", ttl, r.status)
+	}
+}
+
+// TestCLIHealthcheck: "tollgate healthcheck" (a container's HEALTHCHECK)
+// succeeds while the server on PORT answers /healthz with 200, and fails
+// (not a usage error) when it answers otherwise or nothing listens there.
+func TestCLIHealthcheck(t *testing.T) {
+	t.Parallel()
+	status := func(code int) string {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path != "/healthz" {
+				w.WriteHeader(http.StatusNotFound)
+				return
+			}
+			w.WriteHeader(code)
+		}))
+		t.Cleanup(srv.Close)
+		return strconv.Itoa(srv.Listener.Addr().(*net.TCPAddr).Port)
+	}
+	tests := []struct {
+		name    string
+		port    string
+		healthy bool
+	}{
+		{"200", status(http.StatusOK), true},
+		{"503", status(http.StatusServiceUnavailable), false},
+		{"nothing listening", "1", false}, // tcpmux: nobody serves it
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			// No database: the check must not need one.
+			env := map[string]string{"PORT": tt.port, "DB_DRIVER": "mysql", "DB_DSN": "nobody@tcp(127.0.0.1:1)/x"}
+			out, err := cli(t, env, "", "healthcheck")
+			if tt.healthy && (err != nil || !strings.Contains(out, "200")) {
+				t.Errorf("healthcheck on a healthy server = %v, printed %q; want nil and a line saying 200", err, out)
+			}
+			if !tt.healthy && (err == nil || errors.Is(err, errUsage)) {
+				t.Errorf("healthcheck = %v, want an error (not a usage error)", err)
+			}
+		})
 	}
 }
 

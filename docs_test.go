@@ -13,6 +13,7 @@ import (
 // docs/algorithms.md give, and the example key docs/algorithms.md spells
 // out, are the keys the service writes.
 func TestDocumentedKeyFormat(t *testing.T) {
+	t.Parallel()
 	read := func(name string) string {
 		b, err := os.ReadFile(name)
 		if err != nil {

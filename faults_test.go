@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"os"
 	"runtime"
@@ -19,6 +18,7 @@ import (
 )
 
 func TestRedisSlow(t *testing.T) {
+	t.Parallel()
 	own := startOwnRedis(t)
 	opt, _ := redis.ParseURL(own.url)
 	p := startProxy(t, opt.Addr)
@@ -53,6 +53,7 @@ func TestRedisSlow(t *testing.T) {
 // not cut at RATE_LIMIT_TIMEOUT. A Redis slower than that makes the limiter
 // fail open, but guesses are still counted and refused.
 func TestGuardOutlastsLimiterTimeout(t *testing.T) {
+	t.Parallel()
 	own := startOwnRedis(t)
 	opt, _ := redis.ParseURL(own.url)
 	p := startProxy(t, opt.Addr)
@@ -67,6 +68,35 @@ func TestGuardOutlastsLimiterTimeout(t *testing.T) {
 	}
 	if want := []int{401, 401, 401, 429, 429}; !slices.Equal(got, want) {
 		t.Errorf("five wrong passwords with Redis 150ms slow, limiter timeout 50ms: statuses %v, want %v", got, want)
+	}
+}
+
+// load sends GET url with header from 16 workers until the stop it returns
+// is called (stop waits for them), and passes each response, with the time
+// its request was sent, to record, which runs on the workers.
+func load(t *testing.T, client *http.Client, url string, header http.Header, record func(sent time.Time, resp *http.Response)) (stop func()) {
+	t.Helper()
+	var done atomic.Bool
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			for !done.Load() {
+				sent := time.Now()
+				req, _ := http.NewRequest(http.MethodGet, url, nil)
+				req.Header = header
+				resp, err := client.Do(req)
+				if err != nil {
+					t.Errorf("GET under load: %v", err)
+					return
+				}
+				resp.Body.Close()
+				record(sent, resp)
+			}
+		})
+	}
+	return func() {
+		done.Store(true)
+		wg.Wait()
 	}
 }
 
@@ -86,6 +116,7 @@ func waitForLimiting(t *testing.T, base string, auth http.Header) {
 	}
 }
 
+// Not parallel: it counts the process's goroutines.
 func TestRedisKilledUnderLoad(t *testing.T) {
 	tests := []struct {
 		name     string
@@ -111,28 +142,13 @@ func TestRedisKilledUnderLoad(t *testing.T) {
 			hammer := func(during func()) map[int]int {
 				var mu sync.Mutex
 				counts := map[int]int{}
-				var stop atomic.Bool
-				var wg sync.WaitGroup
-				for range 16 {
-					wg.Go(func() {
-						for !stop.Load() {
-							req, _ := http.NewRequest(http.MethodGet, base+"/continents", nil)
-							req.Header = auth
-							resp, err := client.Do(req)
-							if err != nil {
-								t.Errorf("GET under load: %v", err)
-								return
-							}
-							resp.Body.Close()
-							mu.Lock()
-							counts[resp.StatusCode]++
-							mu.Unlock()
-						}
-					})
-				}
+				stop := load(t, client, base+"/continents", auth, func(_ time.Time, resp *http.Response) {
+					mu.Lock()
+					counts[resp.StatusCode]++
+					mu.Unlock()
+				})
 				during()
-				stop.Store(true)
-				wg.Wait()
+				stop()
 				client.CloseIdleConnections()
 				return counts
 			}
@@ -226,6 +242,7 @@ func mysqlThroughProxy(t *testing.T) (string, *faultProxy) {
 }
 
 func TestDatabaseDownWhileServing(t *testing.T) {
+	t.Parallel()
 	dsn, p := mysqlThroughProxy(t)
 	env := baseEnv(t, sharedRedis(t))
 	env["DB_DSN"] = dsn
@@ -258,11 +275,15 @@ func TestDatabaseDownWhileServing(t *testing.T) {
 }
 
 func TestDatabaseUnreachableAtStartup(t *testing.T) {
+	t.Parallel()
+	// A database that hangs up on every connection: a proxy that is down.
+	db := startProxy(t, "127.0.0.1:1")
+	db.setDown(true)
 	env := map[string]string{
 		"DB_DRIVER":          "mysql",
-		"DB_DSN":             fmt.Sprintf("root@tcp(127.0.0.1:%d)/test", freePort(t)),
+		"DB_DSN":             "root@tcp(" + db.addr() + ")/test",
 		"DB_CONNECT_TIMEOUT": "2s",
-		"PORT":               strconv.Itoa(freePort(t)),
+		"PORT":               "0",
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -273,6 +294,7 @@ func TestDatabaseUnreachableAtStartup(t *testing.T) {
 }
 
 func TestDatabaseLateAtStartup(t *testing.T) {
+	t.Parallel()
 	dsn, p := mysqlThroughProxy(t)
 	p.setDown(true)
 	time.AfterFunc(1500*time.Millisecond, func() { p.setDown(false) })

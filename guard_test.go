@@ -13,6 +13,7 @@ import (
 // addresses; his right password still works from A and is refused from an
 // address he never used.
 func TestGuardSparesTrustedAddress(t *testing.T) {
+	t.Parallel()
 	r := sharedRedis(t)
 	env := baseEnv(t, r)
 	env["TRUSTED_PROXIES"] = "127.0.0.1/32"
@@ -51,6 +52,7 @@ func TestGuardSparesTrustedAddress(t *testing.T) {
 // TestTrustedProxiesEverythingWarns: a TRUSTED_PROXIES that covers every
 // address lets any client choose its address; start-up says so.
 func TestTrustedProxiesEverythingWarns(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		proxies  string
 		wantWarn bool

@@ -90,8 +90,18 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, opti
 	// per process, stored atomically: the latest run's log wins.
 	redis.SetLogger(redisLog{middleware.NewThrottledLog(log, 10*time.Second)})
 	warnProxiesEverything(log, cfg.TrustedProxies)
+	// The policy file is a setting too: refused before any client is opened.
+	var policies []policy.Policy
+	var version string // the policy file's
+	if cfg.Enabled {
+		policies, version, err = loadPolicies(cfg, cfg.PolicyFile)
+		if err != nil {
+			return err
+		}
+	}
 
-	rdb, guardRdb, redisName, closeRedis, err := openRedis(ctx, log, cfg.RedisURL, cfg.RedisCluster, cfg.Timeout)
+	rdb, guardRdb, redisName, closeRedis, err := openRedis(ctx, log, cfg.RedisURL, cfg.RedisCluster,
+		sentinel{addrs: cfg.RedisSentinels, master: cfg.RedisSentinelMaster, password: cfg.RedisSentinelPassword}, cfg.Timeout)
 	if err != nil {
 		return err
 	}
@@ -126,20 +136,14 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, opti
 	// then (503, Retry-After: 1) is told to come back, not counted as a guess.
 	authn := auth.New(auth.BoundChecks(store, cfg.AuthMaxChecks, time.Second), guard,
 		auth.WithWarner(middleware.NewThrottledLog(log, 10*time.Second)), auth.WithTimeout(checkTimeout),
-		auth.WithPasswordTTL(5*time.Minute), auth.WithKeyTTL(cfg.AuthKeyCacheTTL))
+		auth.WithPasswordTTL(5*time.Minute), auth.WithKeyTTL(cfg.AuthKeyCacheTTL), auth.WithClock(opts.now))
 	identify := middleware.Identify(log, authn, cfg.IPv6Prefix)
 	var limiters []gin.HandlerFunc
 	var peek gin.HandlerFunc
 	var engine *limiter.Limiter
 	var limit *middleware.Limiter
-	var version string // the policy file's
 	summary := routes.Summary{Enabled: cfg.Enabled, Algorithm: cfg.Algorithm, Limit: cfg.Limit, Burst: cfg.Burst, Window: cfg.Window}
 	if cfg.Enabled {
-		var policies []policy.Policy
-		policies, version, err = loadPolicies(cfg, cfg.PolicyFile)
-		if err != nil {
-			return err
-		}
 		if cfg.PolicyFile != "" {
 			for _, p := range policies {
 				summary.Policies = append(summary.Policies, p.Name)
@@ -152,6 +156,8 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, opti
 			PipelineBatch:  cfg.PipelineBatch,
 			PipelineWindow: cfg.PipelineWindow,
 			DenyCacheSize:  cfg.DenyCacheSize,
+			Lease:          cfg.Lease,
+			Log:            log,
 		})
 		defer engine.Close()
 		limit = middleware.NewLimiter(log, engine, policies, cfg.KeyPrefix, cfg.FailOpen, cfg.IPv6Prefix).WithClock(opts.now)
@@ -200,7 +206,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, opti
 		defer stopLive()
 	}
 
-	attrs := []any{"metrics_addr", cfg.MetricsAddr, "rate_limit_enabled", cfg.Enabled}
+	attrs := []any{"rate_limit_enabled", cfg.Enabled}
 	if cfg.PolicyFile != "" { // the RATE_LIMIT_* limit is not used
 		attrs = append(attrs, "policy_file", cfg.PolicyFile, "policies", summary.Policies)
 	} else {
@@ -240,7 +246,13 @@ func serve(ctx context.Context, log *slog.Logger, port int, metricsAddr string, 
 		servers = append(servers, routes.NewServer(mux, log))
 		listeners = append(listeners, mln)
 	}
-	log.Info("serving", append([]any{"addr", ln.Addr().String()}, attrs...)...)
+	// The addresses bound, not the ones asked for: with port 0 (tests) the
+	// log line is how the caller learns where the service listens.
+	addrs := []any{"addr", ln.Addr().String(), "metrics_addr", ""}
+	if len(listeners) > 1 {
+		addrs[3] = listeners[1].Addr().String()
+	}
+	log.Info("serving", append(addrs, attrs...)...)
 
 	serveErr := make(chan error, len(servers))
 	for i, srv := range servers {
@@ -387,14 +399,21 @@ func openDB(ctx context.Context, log *slog.Logger, driver, dsn string, within ti
 // guesses pour in.
 const checkTimeout = 2 * time.Second
 
+// sentinel is where Redis Sentinel says the master is: the Sentinels' addrs
+// (empty: no Sentinel), the master's name and the Sentinels' password.
+type sentinel struct {
+	addrs            []string
+	master, password string
+}
+
 // openRedis connects to the Redis Cluster of the seed nodes in cluster, or to
-// the Redis at url, or starts an in-process one when both are empty. It
-// returns two clients of that Redis: rdb for the limiter, whose timeouts match
-// the limiter's deadline, so a dead Redis costs a request at most that long,
-// and guardRdb for the brute-force guard, with checkTimeout and a small pool
-// of its own, so that load on the limiter can neither starve nor cut short
-// the guard's calls.
-func openRedis(ctx context.Context, log *slog.Logger, url string, cluster []string, timeout time.Duration) (rdb, guardRdb redis.UniversalClient, name string, closeAll func(), err error) {
+// the master the Sentinels of s name, or to the Redis at url, or starts an
+// in-process one when all are empty. It returns two clients of that Redis:
+// rdb for the limiter, whose timeouts match the limiter's deadline, so a dead
+// Redis costs a request at most that long, and guardRdb for the brute-force
+// guard, with checkTimeout and a small pool of its own, so that load on the
+// limiter can neither starve nor cut short the guard's calls.
+func openRedis(ctx context.Context, log *slog.Logger, url string, cluster []string, s sentinel, timeout time.Duration) (rdb, guardRdb redis.UniversalClient, name string, closeAll func(), err error) {
 	opt := &redis.UniversalOptions{}
 	closeServer := func() {}
 	switch {
@@ -402,6 +421,16 @@ func openRedis(ctx context.Context, log *slog.Logger, url string, cluster []stri
 		opt.Addrs = cluster
 		opt.IsClusterMode = true
 		name = "cluster " + strings.Join(cluster, ",")
+	case len(s.addrs) > 0:
+		// With MasterName, NewUniversalClient makes a failover client
+		// (redis.NewFailoverClient): each new connection asks a Sentinel
+		// where the master is, and a +switch-master closes the connections
+		// to the old one, so decisions move to a promoted replica by
+		// themselves. A *redis.Client still: the limiter pipelines on it.
+		opt.Addrs = s.addrs
+		opt.MasterName = s.master
+		opt.SentinelPassword = s.password
+		name = "sentinel " + s.master + " via " + strings.Join(s.addrs, ",")
 	case url != "":
 		one, err := redis.ParseURL(url)
 		if err != nil {

@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -37,18 +38,24 @@ import (
 	"tollgate/middleware"
 	"tollgate/models"
 	"tollgate/policy"
+	"tollgate/redistest"
 	"tollgate/routes"
 )
 
 // syncBuffer collects a service's log lines; run writes while the test reads.
 type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	written chan struct{} // closed at the next write
 }
 
 func (b *syncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.written != nil {
+		close(b.written)
+		b.written = nil
+	}
 	return b.buf.Write(p)
 }
 
@@ -58,14 +65,97 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("find a free port: %v", err)
+// next returns what is written so far and a channel closed at the next write.
+func (b *syncBuffer) next() (string, <-chan struct{}) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.written == nil {
+		b.written = make(chan struct{})
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return b.buf.String(), b.written
+}
+
+// listening is where a service listens, as its "serving" log line says.
+type listening struct {
+	base        string // http://127.0.0.1:PORT
+	metricsAddr string // host:port of METRICS_ADDR's server; "" when none
+}
+
+// waitServing waits for the "serving" line a service started with PORT=0
+// writes to logs (JSON or text) and returns the addresses it bound. It fails
+// t when the service stops first (done says so) or after 60s.
+func waitServing(t *testing.T, logs *syncBuffer, done chan error) listening {
+	t.Helper()
+	var l listening
+	logs.waitFor(t, done, `"serving"`, func(text string) bool {
+		for _, line := range strings.Split(text, "\n") {
+			var ok bool
+			if l, ok = servingLine(t, line); ok {
+				return true
+			}
+		}
+		return false
+	})
+	return l
+}
+
+// waitFor waits until found accepts what b holds, failing t when the
+// service writing it stops first (done says so) or after 60s.
+func (b *syncBuffer) waitFor(t *testing.T, done chan error, what string, found func(text string) bool) {
+	t.Helper()
+	timeout := time.After(60 * time.Second)
+	for {
+		text, written := b.next()
+		if found(text) {
+			return
+		}
+		select {
+		case <-written:
+		case err := <-done:
+			done <- err
+			if text, _ = b.next(); found(text) {
+				return
+			}
+			t.Fatalf("service stopped before logging %s: %v\n%s", what, err, text)
+		case <-timeout:
+			t.Fatalf("service did not log %s within 60s\n%s", what, text)
+		}
+	}
+}
+
+var textAttr = regexp.MustCompile(`(?:^| )(msg|addr|metrics_addr)=("[^"]*"|\S*)`)
+
+// servingLine reads the addresses of a "serving" log line.
+func servingLine(t *testing.T, line string) (listening, bool) {
+	t.Helper()
+	var j struct {
+		Msg         string `json:"msg"`
+		Addr        string `json:"addr"`
+		MetricsAddr string `json:"metrics_addr"`
+	}
+	attrs := map[string]string{}
+	if err := json.Unmarshal([]byte(line), &j); err == nil {
+		attrs = map[string]string{"msg": j.Msg, "addr": j.Addr, "metrics_addr": j.MetricsAddr}
+	} else {
+		for _, m := range textAttr.FindAllStringSubmatch(line, -1) {
+			attrs[m[1]] = strings.Trim(m[2], `"`)
+		}
+	}
+	if attrs["msg"] != "serving" {
+		return listening{}, false
+	}
+	local := func(addr string) string {
+		_, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			t.Fatalf("serving on %q: %v", addr, err)
+		}
+		return "127.0.0.1:" + port
+	}
+	l := listening{base: "http://" + local(attrs["addr"])}
+	if attrs["metrics_addr"] != "" {
+		l.metricsAddr = local(attrs["metrics_addr"])
+	}
+	return l, true
 }
 
 func randomHex(n int) string {
@@ -74,34 +164,24 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// testRedis is the Redis a test's service uses, and a client to look inside it.
+// testRedis is the Redis a test's service uses, a client to look inside
+// it, and the key prefix the service is to use (empty: one of its own).
 type testRedis struct {
-	url string
-	rdb *redis.Client
+	url    string
+	rdb    redis.UniversalClient
+	prefix string
 }
 
 // sharedRedis is the real Redis of TEST_REDIS_URL when set (it must answer),
-// else a miniredis of the test's own.
+// else a miniredis of the test's own; keys under its prefix are deleted when
+// the test ends.
 func sharedRedis(t *testing.T) testRedis {
 	t.Helper()
-	url := os.Getenv("TEST_REDIS_URL")
-	if url == "" {
-		m := miniredis.RunT(t)
-		m.ClockTTL(true)
-		url = "redis://" + m.Addr() + "/0"
+	r := redistest.New(t)
+	if r.Mini != nil {
+		r.Mini.ClockTTL(true) // keys expire as on a real Redis
 	}
-	opt, err := redis.ParseURL(url)
-	if err != nil {
-		t.Fatalf("redis url %q: %v", url, err)
-	}
-	rdb := redis.NewClient(opt)
-	t.Cleanup(func() { rdb.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if err := rdb.Ping(ctx).Err(); err != nil {
-		t.Fatalf("Redis at %s does not answer: %v", url, err)
-	}
-	return testRedis{url: url, rdb: rdb}
+	return testRedis{url: r.URL, rdb: r.Client, prefix: r.Prefix}
 }
 
 // baseEnv points a service at the test's Redis and at this run's database
@@ -111,10 +191,13 @@ func baseEnv(t *testing.T, r testRedis) map[string]string {
 	t.Helper()
 	env := map[string]string{
 		"REDIS_URL":          r.url,
-		"REDIS_KEY_PREFIX":   "test:" + randomHex(6) + ":",
+		"REDIS_KEY_PREFIX":   r.prefix,
 		"RATE_LIMIT_TIMEOUT": "5s", // race-detector builds are slow; faults are tested on their own
 		"SEED_USERS":         "john_doe:EXAMPLE_PASSWORD,jane:JANE_PASSWORD",
 		"DB_DSN":             filepath.Join(t.TempDir(), "countries.db"),
+	}
+	if r.prefix == "" {
+		env["REDIS_KEY_PREFIX"] = "test:" + randomHex(6) + ":"
 	}
 	if dsn := mysqlRunDSN(t); dsn != "" {
 		env["DB_DRIVER"] = "mysql"
@@ -123,8 +206,8 @@ func baseEnv(t *testing.T, r testRedis) map[string]string {
 	return env
 }
 
-// service runs run() with env on a free port until the test ends, and
-// returns its base URL once /healthz answers.
+// service runs run() with env on a port of its own until the test ends,
+// and returns its base URL once it serves.
 func service(t *testing.T, env map[string]string) string {
 	t.Helper()
 	base, _ := serviceWithLogs(t, env)
@@ -135,8 +218,16 @@ func service(t *testing.T, env map[string]string) string {
 // go to run.
 func serviceWithLogs(t *testing.T, env map[string]string, opts ...runOption) (string, *syncBuffer) {
 	t.Helper()
-	port := freePort(t)
-	env["PORT"] = strconv.Itoa(port)
+	l, logs := startService(t, env, opts...)
+	return l.base, logs
+}
+
+// startService runs run() with env and opts on PORT=0 until the test ends,
+// and returns where it listens (its "serving" log line) and its logs once
+// /healthz answers there.
+func startService(t *testing.T, env map[string]string, opts ...runOption) (listening, *syncBuffer) {
+	t.Helper()
+	env["PORT"] = "0"
 	ctx, cancel := context.WithCancel(context.Background())
 	logs := &syncBuffer{}
 	done := make(chan error, 1)
@@ -150,24 +241,11 @@ func serviceWithLogs(t *testing.T, env map[string]string, opts ...runOption) (st
 			t.Logf("service log:\n%s", logs.String())
 		}
 	})
-	base := fmt.Sprintf("http://127.0.0.1:%d", port)
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case err := <-done:
-			t.Fatalf("run() stopped before serving: %v\n%s", err, logs.String())
-		default:
-		}
-		if resp, err := http.Get(base + "/healthz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return base, logs
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
+	l := waitServing(t, logs, done)
+	if r := get(t, l.base+"/healthz", nil); r.status != http.StatusOK {
+		t.Fatalf("GET /healthz once serving: status %d, want 200\n%s", r.status, logs.String())
 	}
-	t.Fatalf("service did not answer /healthz within 60s\n%s", logs.String())
-	return "", nil
+	return l, logs
 }
 
 type response struct {
@@ -203,6 +281,7 @@ func basic(user, password string) http.Header {
 }
 
 func TestTutorialScenario(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name string
 		env  func(t *testing.T) map[string]string
@@ -309,6 +388,8 @@ func statuses(t *testing.T, url string, n int, header http.Header) map[int]int {
 	return counts
 }
 
+// Not parallel: 600 requests to a service that fails closed; alone, a busy
+// machine's delays do not turn them into 503s.
 func TestConcurrentRequestsAdmitExactlyTheLimit(t *testing.T) {
 	env := baseEnv(t, sharedRedis(t))
 	env["RATE_LIMIT_LIMIT"] = "50"
@@ -326,6 +407,7 @@ func TestConcurrentRequestsAdmitExactlyTheLimit(t *testing.T) {
 }
 
 func TestIdentitiesHaveSeparateQuotas(t *testing.T) {
+	t.Parallel()
 	r := sharedRedis(t)
 	env := baseEnv(t, r)
 	env["RATE_LIMIT_LIMIT"] = "2"
@@ -382,6 +464,7 @@ func TestIdentitiesHaveSeparateQuotas(t *testing.T) {
 }
 
 func TestForwardedForIgnoredFromUntrustedPeers(t *testing.T) {
+	t.Parallel()
 	env := baseEnv(t, sharedRedis(t))
 	env["RATE_LIMIT_LIMIT"] = "1"
 	base := service(t, env)
@@ -396,6 +479,7 @@ func TestForwardedForIgnoredFromUntrustedPeers(t *testing.T) {
 }
 
 func TestBadCredentials(t *testing.T) {
+	t.Parallel()
 	base := service(t, baseEnv(t, sharedRedis(t)))
 	junk := http.Header{}
 	junk.Set("Authorization", "Basic "+strings.Repeat("!", 8<<10))
@@ -430,6 +514,22 @@ type ownRedis struct {
 	stop, start func()
 }
 
+// childPort is a port for a child process that cannot listen on port 0 and
+// report the port (redis-server, redis-sentinel): one the kernel just handed
+// out and released. Another process may take it before the child does: the
+// caller must see the child fail with "Address already in use" and retry, or
+// check that what answers there is its child (startOwnRedis does both). The
+// service itself never needs this: it listens on PORT=0 and logs its address.
+func childPort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("find a port: %v", err)
+	}
+	defer ln.Close()
+	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+}
+
 func startOwnRedis(t *testing.T) ownRedis {
 	t.Helper()
 	if os.Getenv("TEST_REDIS_URL") == "" {
@@ -449,33 +549,75 @@ func startOwnRedis(t *testing.T) ownRedis {
 	if err != nil {
 		t.Fatalf("TEST_REDIS_URL is set but redis-server is not installed: %v", err)
 	}
-	port := strconv.Itoa(freePort(t))
-	var cmd *exec.Cmd
-	start := func() {
-		cmd = exec.Command(bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
+	// redis-server cannot listen on port 0 and report the port, and a
+	// restart must come back on the same one: so the port is one the kernel
+	// just handed out and released. Another process may take it meanwhile:
+	// then redis-server exits with "Address already in use" and the first
+	// start tries another port (a restart fails the test). The process
+	// answering is checked to be ours by its process id.
+	var port string
+	var stop func()
+	// launch starts redis-server on port and waits until it answers;
+	// false when the port is taken.
+	launch := func() bool {
+		out := &syncBuffer{}
+		cmd := exec.Command(bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
+		cmd.Stdout, cmd.Stderr = out, out
 		if err := cmd.Start(); err != nil {
 			t.Fatalf("start redis-server: %v", err)
 		}
-		rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + port})
-		defer rdb.Close()
-		for range 100 {
-			if rdb.Ping(context.Background()).Err() == nil {
-				return
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-		t.Fatalf("redis-server on port %s did not answer", port)
-	}
-	stop := func() {
-		if cmd != nil && cmd.Process != nil {
-			cmd.Process.Kill()
+		exited := make(chan struct{})
+		go func() {
 			cmd.Wait()
-			cmd = nil
+			close(exited)
+		}()
+		stop = func() {
+			cmd.Process.Kill()
+			<-exited
+		}
+		rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + port, MaxRetries: -1})
+		defer rdb.Close()
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) {
+			select {
+			case <-exited:
+				if strings.Contains(out.String(), "Address already in use") {
+					return false
+				}
+				t.Fatalf("redis-server on port %s exited:\n%s", port, out)
+			default:
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			info, err := rdb.Info(ctx, "server").Result()
+			cancel()
+			if err == nil && infoInt(info, "process_id") == cmd.Process.Pid {
+				return true
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		stop()
+		t.Fatalf("redis-server on port %s did not answer within 10s:\n%s", port, out)
+		return false
+	}
+	for attempt := 0; ; attempt++ {
+		port = childPort(t)
+		if launch() {
+			break
+		}
+		if attempt == 4 {
+			t.Fatalf("redis-server: 5 ports in use by the time it started")
 		}
 	}
-	start()
-	t.Cleanup(stop)
-	return ownRedis{url: "redis://127.0.0.1:" + port + "/0", stop: stop, start: start}
+	t.Cleanup(func() { stop() })
+	return ownRedis{
+		url:  "redis://127.0.0.1:" + port + "/0",
+		stop: func() { stop() },
+		start: func() {
+			if !launch() {
+				t.Fatalf("restart redis-server: port %s was taken while it was down", port)
+			}
+		},
+	}
 }
 
 func TestRedisOutage(t *testing.T) {
@@ -546,6 +688,7 @@ func TestRedisOutage(t *testing.T) {
 }
 
 func TestBadConfigStopsStartup(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name string
 		env  map[string]string
@@ -566,7 +709,7 @@ func TestBadConfigStopsStartup(t *testing.T) {
 			if tt.env["DB_DSN"] == "" {
 				tt.env["DB_DSN"] = filepath.Join(t.TempDir(), "countries.db")
 			}
-			tt.env["PORT"] = strconv.Itoa(freePort(t))
+			tt.env["PORT"] = "0"
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			err := run(ctx, func(k string) string { return tt.env[k] }, io.Discard)
@@ -578,6 +721,7 @@ func TestBadConfigStopsStartup(t *testing.T) {
 }
 
 func TestDeniedRequestsSkipDatabase(t *testing.T) {
+	t.Parallel()
 	ctx := t.Context()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	db, err := models.Open(ctx, log, "sqlite", filepath.Join(t.TempDir(), "countries.db"))

@@ -28,6 +28,7 @@ func metricValue(exposition, series string) float64 {
 }
 
 func TestMetricsMoveWithRequests(t *testing.T) {
+	t.Parallel()
 	env := baseEnv(t, sharedRedis(t))
 	env["RATE_LIMIT_LIMIT"] = "2"
 	base := service(t, env)
@@ -74,20 +75,24 @@ func TestMetricsMoveWithRequests(t *testing.T) {
 }
 
 func TestMetricsOnTheirOwnAddress(t *testing.T) {
+	t.Parallel()
 	env := baseEnv(t, sharedRedis(t))
-	port := freePort(t)
-	env["METRICS_ADDR"] = "127.0.0.1:" + strconv.Itoa(port)
-	base := service(t, env)
-	if r := get(t, base+"/metrics", nil); r.status != http.StatusNotFound {
+	env["METRICS_ADDR"] = "127.0.0.1:0"
+	l, _ := startService(t, env)
+	if r := get(t, l.base+"/metrics", nil); r.status != http.StatusNotFound {
 		t.Errorf("METRICS_ADDR set: /metrics on the API port status %d, want 404", r.status)
 	}
-	r := get(t, "http://"+env["METRICS_ADDR"]+"/metrics", nil)
+	if l.metricsAddr == "" {
+		t.Fatal(`METRICS_ADDR set: the "serving" log line names no metrics_addr`)
+	}
+	r := get(t, "http://"+l.metricsAddr+"/metrics", nil)
 	if r.status != http.StatusOK || !strings.Contains(string(r.body), "go_goroutines") {
 		t.Errorf("/metrics on METRICS_ADDR: status %d, want 200 with go_goroutines", r.status)
 	}
 }
 
 func TestRequestLogs(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		format string
 		want   []string // in the line of the request
@@ -143,6 +148,7 @@ func TestRequestLogs(t *testing.T) {
 // TestRedisClientLog: go-redis's own messages become warnings of the
 // service's log, at most one per period, with the number left out.
 func TestRedisClientLog(t *testing.T) {
+	t.Parallel()
 	var buf bytes.Buffer
 	const period = 200 * time.Millisecond
 	l := redisLog{middleware.NewThrottledLog(slog.New(slog.NewJSONHandler(&buf, nil)), period)}

@@ -79,6 +79,7 @@ func peek(t *testing.T, base string, h http.Header) map[string]int {
 }
 
 func TestSeveralLimitsAtOnce(t *testing.T) {
+	t.Parallel()
 	base := servicePolicies(t, `
 policies:
   - name: both
@@ -113,6 +114,7 @@ policies:
 }
 
 func TestTiersRoutesShadowAndExemptions(t *testing.T) {
+	t.Parallel()
 	base := servicePolicies(t, `
 policies:
   - name: tier
@@ -164,6 +166,7 @@ policies:
 }
 
 func TestExemptCIDRNeverLimited(t *testing.T) {
+	t.Parallel()
 	base := servicePolicies(t, `
 policies:
   - name: strict
@@ -177,6 +180,7 @@ policies:
 }
 
 func TestBadPolicyFileStopsStartup(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name, yaml, want string
 	}{
@@ -231,6 +235,7 @@ func berlinMonth(t *testing.T) string {
 }
 
 func TestExamplePolicies(t *testing.T) {
+	t.Parallel()
 	text, err := os.ReadFile("policies.example.yaml")
 	if err != nil {
 		t.Fatalf("read the example: %v", err)

@@ -30,7 +30,7 @@ const policyPoll = 3 * time.Second
 type runOptions struct {
 	reload     <-chan os.Signal // SIGHUP: read the policy files now
 	policyPoll time.Duration    // how often the policy files are checked for changes
-	now        func() time.Time // the clock overrides expire by
+	now        func() time.Time // the clock overrides and remembered credentials expire by
 }
 
 // runOption changes one of run's options.
@@ -42,7 +42,7 @@ func withReload(ch <-chan os.Signal) runOption { return func(o *runOptions) { o.
 // withPolicyPoll checks the policy files every d.
 func withPolicyPoll(d time.Duration) runOption { return func(o *runOptions) { o.policyPoll = d } }
 
-// withClock makes now the clock overrides expire by.
+// withClock makes now the clock overrides and remembered credentials expire by.
 func withClock(now func() time.Time) runOption { return func(o *runOptions) { o.now = now } }
 
 // readPolicyFile reads and checks the policy file at path exactly as

@@ -17,6 +17,7 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 )
@@ -125,6 +126,12 @@ type Spec struct {
 	// Unit is what the quota counts, for RateLimit-Policy's qu; "" means
 	// requests per window.
 	Unit string
+	// LeaseFor is how long units of l taken now, with resetAfter the reset
+	// the decision reported, may be admitted later from memory (the engine's
+	// leases) without admitting more than the algorithm would: for the
+	// window algorithms, until the window that counted them closes. nil:
+	// never leased. A leasable module has m.refund (limiter/lua/prelude.lua).
+	LeaseFor func(l Limit, resetAfter time.Duration) time.Duration
 }
 
 // Validate checks l for this algorithm.
@@ -188,6 +195,10 @@ func window(l Limit) []any { return []any{l.Requests, l.Window.Milliseconds()} }
 // oneWindow is the horizon of the algorithms that forget a request after one window.
 func oneWindow(l Limit) time.Duration { return l.Window }
 
+// anyTime is LeaseFor of the buckets: a token taken earlier than it is used
+// only makes the bucket stricter meanwhile, so a leased unit never expires.
+func anyTime(Limit, time.Duration) time.Duration { return math.MaxInt64 }
+
 // The sliding log's caps: members per identity, members per call.
 const (
 	slidingLogMaxLimit = 1_000_000
@@ -211,6 +222,8 @@ var table = []Spec{
 		Lua:     module("fixed_window"),
 		Args:    window,
 		Horizon: oneWindow,
+		// The reset after a commit is the end of the window that counted it.
+		LeaseFor: func(_ Limit, resetAfter time.Duration) time.Duration { return resetAfter },
 	},
 	{
 		Name:  "sliding_log",
@@ -239,6 +252,10 @@ var table = []Spec{
 		// A request counts in its own window and, weighted down to zero, in
 		// the next one: the approximation needs twice the window.
 		Horizon: func(l Limit) time.Duration { return 2 * l.Window },
+		// The reset after a commit is one window after the end of the window
+		// that counted it; a unit used in the next window would be weighted
+		// as if admitted before it.
+		LeaseFor: func(l Limit, resetAfter time.Duration) time.Duration { return max(resetAfter-l.Window, 0) },
 	},
 	{
 		Name:   "token_bucket",
@@ -250,6 +267,7 @@ var table = []Spec{
 		Horizon: func(l Limit) time.Duration {
 			return l.Window * time.Duration(l.Capacity()) / time.Duration(l.Requests)
 		},
+		LeaseFor: anyTime,
 	},
 	{
 		Name:   "gcra",
@@ -272,6 +290,7 @@ var table = []Spec{
 			total := time.Duration(int64(l.Capacity())*gcraInterval(l)) * time.Microsecond
 			return (total + time.Millisecond - 1).Truncate(time.Millisecond)
 		},
+		LeaseFor: anyTime,
 	},
 	{
 		Name:  "concurrency",

@@ -55,6 +55,7 @@ type Authenticator struct {
 	timeout   time.Duration
 	passwords *credentialCache
 	keys      *credentialCache
+	now       func() time.Time
 	group     singleflight.Group
 }
 
@@ -82,6 +83,10 @@ func WithKeyTTL(d time.Duration) Option {
 	return func(a *Authenticator) { a.keys = newCredentialCache(d, cacheSize) }
 }
 
+// WithClock makes the credential caches read the time from now (default
+// time.Now): tests move it to see a TTL run out without waiting for it.
+func WithClock(now func() time.Time) Option { return func(a *Authenticator) { a.now = now } }
+
 // cacheSize bounds each credential cache.
 const cacheSize = 10_000
 
@@ -92,10 +97,12 @@ func New(users Users, guard *Guard, opts ...Option) *Authenticator {
 		users: users, guard: guard, warn: noWarner{}, timeout: time.Second,
 		passwords: newCredentialCache(5*time.Minute, cacheSize),
 		keys:      newCredentialCache(10*time.Second, cacheSize),
+		now:       time.Now,
 	}
 	for _, o := range opts {
 		o(a)
 	}
+	a.passwords.now, a.keys.now = a.now, a.now
 	return a
 }
 
@@ -328,6 +335,7 @@ type credentialCache struct {
 	secret  []byte
 	ttl     time.Duration
 	max     int
+	now     func() time.Time // set by New
 	mu      sync.Mutex
 	entries map[[sha256.Size]byte]cacheEntry
 }
@@ -357,7 +365,7 @@ func (cc *credentialCache) get(k [sha256.Size]byte) (cached, bool) {
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
 	e, ok := cc.entries[k]
-	if !ok || !time.Now().Before(e.expires) {
+	if !ok || !cc.now().Before(e.expires) {
 		return cached{}, false
 	}
 	return e.who, true
@@ -372,5 +380,5 @@ func (cc *credentialCache) add(k [sha256.Size]byte, who cached) {
 	if len(cc.entries) >= cc.max {
 		clear(cc.entries) // rare; the next requests pay their checks once more
 	}
-	cc.entries[k] = cacheEntry{who: who, expires: time.Now().Add(cc.ttl)}
+	cc.entries[k] = cacheEntry{who: who, expires: cc.now().Add(cc.ttl)}
 }

@@ -12,81 +12,9 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"tollgate/auth/authtest"
 	"tollgate/policy"
 )
-
-// fakeUsers is a Users that knows one user (of tier, "free" when empty) and
-// that user's API keys; it counts its calls, can fail, and can hold every
-// call until release is closed.
-type fakeUsers struct {
-	name, password, tier string
-	err                  error
-	release              chan struct{} // nil: answer at once
-
-	mu    sync.Mutex
-	calls int
-	keys  map[string]bool // key: revoked
-}
-
-func (f *fakeUsers) CheckPassword(ctx context.Context, name, password string) (string, string, bool, error) {
-	if err := f.call(ctx); err != nil {
-		return "", "", false, err
-	}
-	if name != f.name || password != f.password {
-		return "", "", false, nil
-	}
-	return f.name, f.userTier(), true, nil
-}
-
-func (f *fakeUsers) CheckAPIKey(ctx context.Context, key string) (string, string, bool, error) {
-	if err := f.call(ctx); err != nil {
-		return "", "", false, err
-	}
-	f.mu.Lock()
-	revoked, ok := f.keys[key]
-	f.mu.Unlock()
-	if !ok || revoked {
-		return "", "", false, nil
-	}
-	return f.name, f.userTier(), true, nil
-}
-
-func (f *fakeUsers) userTier() string {
-	if f.tier == "" {
-		return "free"
-	}
-	return f.tier
-}
-
-func (f *fakeUsers) call(ctx context.Context) error {
-	f.mu.Lock()
-	f.calls++
-	f.mu.Unlock()
-	if f.release != nil {
-		select {
-		case <-f.release:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	return f.err
-}
-
-// setKey adds key for the user, or revokes it.
-func (f *fakeUsers) setKey(key string, revoked bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.keys == nil {
-		f.keys = map[string]bool{}
-	}
-	f.keys[key] = revoked
-}
-
-func (f *fakeUsers) Calls() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.calls
-}
 
 func basic(name, password string) string {
 	return "Basic " + base64.StdEncoding.EncodeToString([]byte(name+":"+password))
@@ -107,7 +35,7 @@ func newAuth(users Users) *Authenticator {
 const addr = "192.0.2.1"
 
 func TestAuthenticateAnonymous(t *testing.T) {
-	users := &fakeUsers{name: "alice", password: "pw"}
+	users := &authtest.Users{Name: "alice", Password: "pw"}
 	id, err := newAuth(users).Authenticate(t.Context(), Credential{}, "2001:db8::/64")
 	if err != nil {
 		t.Fatalf("Authenticate() error = %v", err)
@@ -125,7 +53,7 @@ func TestAuthenticateAnonymous(t *testing.T) {
 }
 
 func TestAuthenticateBasic(t *testing.T) {
-	users := &fakeUsers{name: "alice", password: "s3cret:with:colons"}
+	users := &authtest.Users{Name: "alice", Password: "s3cret:with:colons"}
 	id, err := newAuth(users).Authenticate(t.Context(), byBasic(basic("alice", "s3cret:with:colons")), addr)
 	if err != nil {
 		t.Fatalf("Authenticate() error = %v", err)
@@ -166,9 +94,9 @@ func TestAuthenticateAPIKey(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			users := &fakeUsers{name: "alice", password: "pw", tier: "pro"}
-			users.setKey("tg_good", false)
-			users.setKey("tg_revoked", true)
+			users := &authtest.Users{Name: "alice", Password: "pw", Tier: "pro"}
+			users.SetKey("tg_good", false)
+			users.SetKey("tg_revoked", true)
 
 			id, err := newAuth(users).Authenticate(t.Context(), tt.cred, addr)
 
@@ -185,11 +113,32 @@ func TestAuthenticateAPIKey(t *testing.T) {
 	}
 }
 
+// clock is a time a test moves by hand (WithClock).
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newClock() *clock { return &clock{now: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)} }
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
 func TestAuthenticateRevokedKeyStopsAfterTTL(t *testing.T) {
-	const ttl = 50 * time.Millisecond
-	users := &fakeUsers{name: "alice", password: "pw", tier: "pro"}
-	users.setKey("tg_good", false)
-	a := New(users, nil, WithKeyTTL(ttl))
+	const ttl = 10 * time.Second
+	users := &authtest.Users{Name: "alice", Password: "pw", Tier: "pro"}
+	users.SetKey("tg_good", false)
+	c := newClock()
+	a := New(users, nil, WithKeyTTL(ttl), WithClock(c.Now))
 
 	for i := range 3 {
 		if id, err := a.Authenticate(t.Context(), byKey("tg_good"), addr); err != nil || id.Tier != "pro" {
@@ -199,16 +148,46 @@ func TestAuthenticateRevokedKeyStopsAfterTTL(t *testing.T) {
 	if got := users.Calls(); got != 1 {
 		t.Errorf("CheckAPIKey() called %d times for 3 requests, want 1 (cached)", got)
 	}
-	users.setKey("tg_good", true)
-	time.Sleep(2 * ttl)
+	users.SetKey("tg_good", true)
+	c.advance(ttl - time.Millisecond)
+	if id, err := a.Authenticate(t.Context(), byKey("tg_good"), addr); err != nil || id.Tier != "pro" {
+		t.Errorf("request after revoking, just within the TTL = %+v, %v; want tier pro (remembered)", id, err)
+	}
+	c.advance(time.Millisecond)
 	if _, err := a.Authenticate(t.Context(), byKey("tg_good"), addr); !errors.Is(err, ErrBadCredentials) {
 		t.Errorf("request after revoking and the TTL: error %v, want ErrBadCredentials", err)
 	}
 }
 
+// TestAuthenticatePasswordCheckedAgainAfterTTL: a password that passed is
+// believed for the password TTL, then checked again.
+func TestAuthenticatePasswordCheckedAgainAfterTTL(t *testing.T) {
+	const ttl = 5 * time.Minute
+	users := &authtest.Users{Name: "alice", Password: "pw"}
+	c := newClock()
+	a := New(users, nil, WithPasswordTTL(ttl), WithClock(c.Now))
+	check := func() {
+		t.Helper()
+		if _, err := a.Authenticate(t.Context(), byBasic(basic("alice", "pw")), addr); err != nil {
+			t.Fatalf("Authenticate() error %v, want none", err)
+		}
+	}
+	check()
+	c.advance(ttl - time.Millisecond)
+	check()
+	if got := users.Calls(); got != 1 {
+		t.Errorf("CheckPassword() called %d times within the TTL, want 1 (cached)", got)
+	}
+	c.advance(time.Millisecond)
+	check()
+	if got := users.Calls(); got != 2 {
+		t.Errorf("CheckPassword() called %d times once the TTL ran out, want 2", got)
+	}
+}
+
 func TestAuthenticateCacheKeepsTier(t *testing.T) {
-	users := &fakeUsers{name: "alice", password: "pw", tier: "pro"}
-	users.setKey("tg_good", false)
+	users := &authtest.Users{Name: "alice", Password: "pw", Tier: "pro"}
+	users.SetKey("tg_good", false)
 	a := newAuth(users)
 	for _, cred := range []Credential{
 		byBasic(basic("alice", "pw")), byBasic(basic("alice", "pw")), byKey("tg_good"), byKey("tg_good"),
@@ -250,7 +229,7 @@ func TestAuthenticateRejects(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			users := &fakeUsers{name: "alice", password: "pw"}
+			users := &authtest.Users{Name: "alice", Password: "pw"}
 
 			_, err := newAuth(users).Authenticate(t.Context(), byBasic(tt.authorization), addr)
 
@@ -266,7 +245,7 @@ func TestAuthenticateRejects(t *testing.T) {
 
 func TestAuthenticateConcurrentSameCredentials(t *testing.T) {
 	const n = 50
-	users := &fakeUsers{name: "alice", password: "pw", release: make(chan struct{})}
+	users := &authtest.Users{Name: "alice", Password: "pw", Release: make(chan struct{})}
 	a := newAuth(users)
 	cred := byBasic(basic("alice", "pw"))
 
@@ -278,7 +257,7 @@ func TestAuthenticateConcurrentSameCredentials(t *testing.T) {
 			ids[i], errs[i] = a.Authenticate(t.Context(), cred, addr)
 		})
 	}
-	close(users.release)
+	close(users.Release)
 	wg.Wait()
 
 	for i := range n {
@@ -309,7 +288,7 @@ func TestAuthenticateDoesNotCacheFailures(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			users := &fakeUsers{name: "alice", password: "right", err: tt.err}
+			users := &authtest.Users{Name: "alice", Password: "right", Err: tt.err}
 			a := newAuth(users)
 			cred := byBasic(basic("alice", "wrong"))
 
@@ -326,7 +305,7 @@ func TestAuthenticateDoesNotCacheFailures(t *testing.T) {
 }
 
 func TestAuthenticateCacheIsPerCredential(t *testing.T) {
-	users := &fakeUsers{name: "alice", password: "pw"}
+	users := &authtest.Users{Name: "alice", Password: "pw"}
 	a := newAuth(users)
 
 	steps := []struct {
@@ -352,7 +331,7 @@ func TestAuthenticateCacheIsPerCredential(t *testing.T) {
 // TestAuthenticateEmptyKey: an X-API-Key header sent empty is a wrong key,
 // not anonymous, and costs no lookup.
 func TestAuthenticateEmptyKey(t *testing.T) {
-	users := &fakeUsers{name: "alice", password: "pw"}
+	users := &authtest.Users{Name: "alice", Password: "pw"}
 	a := newAuth(users)
 	if _, err := a.Authenticate(t.Context(), byKey(""), addr); !errors.Is(err, ErrBadCredentials) || users.Calls() != 0 {
 		t.Errorf("empty X-API-Key: error %v, %d lookups; want ErrBadCredentials and none", err, users.Calls())
@@ -366,8 +345,8 @@ func TestAuthenticateEmptyKey(t *testing.T) {
 // TestAuthenticateRepeatedCredential: a credential sent twice is ambiguous
 // (which one is the caller?), and nothing is checked.
 func TestAuthenticateRepeatedCredential(t *testing.T) {
-	users := &fakeUsers{name: "alice", password: "pw"}
-	users.setKey("tg_good", false)
+	users := &authtest.Users{Name: "alice", Password: "pw"}
+	users.SetKey("tg_good", false)
 	a := newAuth(users)
 	for _, cred := range []Credential{
 		{Authorization: []string{basic("alice", "pw"), basic("bob", "x")}},
@@ -383,16 +362,14 @@ func TestAuthenticateRepeatedCredential(t *testing.T) {
 // failure of the store.
 func TestAuthenticateBusy(t *testing.T) {
 	release := make(chan struct{})
-	users := &fakeUsers{name: "alice", password: "pw", release: release}
+	users := &authtest.Users{Name: "alice", Password: "pw", Release: release}
 	a := newAuth(BoundChecks(users, 1, 10*time.Millisecond))
 	done := make(chan error)
 	go func() {
 		_, err := a.Authenticate(context.Background(), byBasic(basic("alice", "pw")), addr)
 		done <- err
 	}()
-	for users.Calls() == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	users.WaitCalls(t, 1)
 	_, err := a.Authenticate(t.Context(), byBasic(basic("alice", "other")), addr)
 	if !errors.Is(err, ErrBusy) || errors.Is(err, ErrUnavailable) {
 		t.Errorf("a second check while one runs: error %v, want ErrBusy", err)

@@ -12,6 +12,9 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
+
+	"tollgate/auth/authtest"
+	"tollgate/redistest"
 )
 
 // Outcomes of Authenticate, as the tests count them (the middleware's
@@ -68,12 +71,12 @@ func guardedTimeout(t *testing.T, users Users, rdb redis.Scripter, prefix string
 }
 
 func TestGuardBlocksAfterFailures(t *testing.T) {
-	for backend, newRedis := range guardBackends(t) {
+	for backend, newRedis := range redistest.Backends() {
 		t.Run(backend, func(t *testing.T) {
 			g := newRedis(t)
-			users := &fakeUsers{name: "bob", password: "pw"}
-			users.setKey("tg_good", false)
-			a := guarded(t, users, g.rdb, g.prefix, 10, true, time.Minute)
+			users := &authtest.Users{Name: "bob", Password: "pw"}
+			users.SetKey("tg_good", false)
+			a := guarded(t, users, g.Client, g.Prefix, 10, true, time.Minute)
 			const attacker, other, fresh = "192.0.2.1", "198.51.100.2", "203.0.113.3"
 			wrong := byBasic(basic("alice", "guess"))
 
@@ -124,10 +127,10 @@ func TestGuardBlocksAfterFailures(t *testing.T) {
 			}
 
 			// Keys name the IP and a hash of the user name, never what was sent as one.
-			for _, k := range g.keys(t) {
-				rest, ok := strings.CutPrefix(k, g.prefix+"authfail:")
+			for _, k := range g.Keys(t) {
+				rest, ok := strings.CutPrefix(k, g.Prefix+"authfail:")
 				if !ok || strings.Contains(k, "alice") || strings.Contains(k, "guess") {
-					t.Errorf("Redis key %q, want %sauthfail:ip:ADDR or ...:user:HASH", k, g.prefix)
+					t.Errorf("Redis key %q, want %sauthfail:ip:ADDR or ...:user:HASH", k, g.Prefix)
 				}
 				if h, ok := strings.CutPrefix(rest, "user:"); ok {
 					if _, err := hex.DecodeString(h); err != nil || len(h) != 16 {
@@ -140,12 +143,12 @@ func TestGuardBlocksAfterFailures(t *testing.T) {
 }
 
 func TestGuardCountsOnlyFailures(t *testing.T) {
-	for backend, newRedis := range guardBackends(t) {
+	for backend, newRedis := range redistest.Backends() {
 		t.Run(backend, func(t *testing.T) {
 			g := newRedis(t)
-			users := &fakeUsers{name: "bob", password: "pw"}
-			users.setKey("tg_good", false)
-			a := guarded(t, users, g.rdb, g.prefix, 3, true, 0) // every password is checked
+			users := &authtest.Users{Name: "bob", Password: "pw"}
+			users.SetKey("tg_good", false)
+			a := guarded(t, users, g.Client, g.Prefix, 3, true, 0) // every password is checked
 			const ip = "192.0.2.1"
 			steps := []struct {
 				cred Credential
@@ -189,18 +192,18 @@ func TestGuardExactUnderConcurrency(t *testing.T) {
 		{"distinct guesses", func(i int) string { return "guess" + strconv.Itoa(i) }, limit},
 		{"one guess", func(int) string { return "guess" }, 1},
 	}
-	for backend, newRedis := range guardBackends(t) {
+	for backend, newRedis := range redistest.Backends() {
 		for _, tt := range tests {
 			t.Run(backend+"/"+tt.name, func(t *testing.T) {
 				g := newRedis(t)
 				release := make(chan struct{})
-				users := &fakeUsers{name: "bob", password: "pw", release: release}
+				users := &authtest.Users{Name: "bob", Password: "pw", Release: release}
 				// Checks are held until the test has seen them all start,
 				// which on a loaded machine can take longer than a second,
 				// and 200 requests reach miniredis at once (no HTTP layer
 				// spreads them): a timeout that cut a check or a guard call
 				// would be unavailable, not the count.
-				a := guardedTimeout(t, users, g.rdb, g.prefix, limit, false, 0, 10*time.Second)
+				a := guardedTimeout(t, users, g.Client, g.Prefix, limit, false, 0, 10*time.Second)
 
 				outcomes := make(chan string, n)
 				for i := range n {
@@ -231,16 +234,16 @@ func TestGuardExactUnderConcurrency(t *testing.T) {
 // credential behind them waits for them instead of being refused, and its
 // place is given back.
 func TestGuardRightCredentialsWait(t *testing.T) {
-	for backend, newRedis := range guardBackends(t) {
+	for backend, newRedis := range redistest.Backends() {
 		t.Run(backend, func(t *testing.T) {
 			g := newRedis(t)
 			release := make(chan struct{})
-			users := &fakeUsers{name: "bob", password: "pw", release: release}
+			users := &authtest.Users{Name: "bob", Password: "pw", Release: release}
 			const limit, n = 2, 5
 			for i := range n {
-				users.setKey("tg_good"+strconv.Itoa(i), false)
+				users.SetKey("tg_good"+strconv.Itoa(i), false)
 			}
-			a := guarded(t, users, g.rdb, g.prefix, limit, false, 0)
+			a := guarded(t, users, g.Client, g.Prefix, limit, false, 0)
 
 			outcomes := make(chan string, n)
 			for i := range n {
@@ -258,8 +261,8 @@ func TestGuardRightCredentialsWait(t *testing.T) {
 			if users.Calls() != n {
 				t.Errorf("checker called %d times, want %d", users.Calls(), n)
 			}
-			if keys := g.keys(t); len(keys) != 0 {
-				n, _ := g.rdb.ZCard(t.Context(), keys[0]).Result()
+			if keys := g.Keys(t); len(keys) != 0 {
+				n, _ := g.Client.ZCard(t.Context(), keys[0]).Result()
 				if n != 0 {
 					t.Errorf("%d places still taken after right credentials, want 0", n)
 				}
@@ -270,12 +273,10 @@ func TestGuardRightCredentialsWait(t *testing.T) {
 
 // waitCalls waits until the checker has been called want times, then a
 // little longer, so that calls beyond want would show up too.
-func waitCalls(t *testing.T, users *fakeUsers, want int) {
+func waitCalls(t *testing.T, users *authtest.Users, want int) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for users.Calls() < want && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
+	users.WaitCalls(t, want)
+	// Extra calls could only come later: nothing signals their absence.
 	time.Sleep(50 * time.Millisecond)
 	if got := users.Calls(); got != want {
 		t.Errorf("checker called %d times while checks were held, want %d", got, want)
@@ -285,18 +286,18 @@ func waitCalls(t *testing.T, users *fakeUsers, want int) {
 // TestGuardUncheckedKeepsNoPlace: a check that could not run (the user store
 // is down) gives its place back; it is not a failed guess.
 func TestGuardUncheckedKeepsNoPlace(t *testing.T) {
-	for backend, newRedis := range guardBackends(t) {
+	for backend, newRedis := range redistest.Backends() {
 		t.Run(backend, func(t *testing.T) {
 			g := newRedis(t)
-			users := &fakeUsers{name: "bob", password: "pw", err: errors.New("store down")}
-			a := guarded(t, users, g.rdb, g.prefix, 2, false, 0)
+			users := &authtest.Users{Name: "bob", Password: "pw", Err: errors.New("store down")}
+			a := guarded(t, users, g.Client, g.Prefix, 2, false, 0)
 			wrong := byBasic(basic("bob", "guess"))
 			for i := range 5 {
 				if got := attempt(t, a, "192.0.2.1", wrong); got != unavailable {
 					t.Fatalf("store down, attempt %d: %s, want unavailable", i+1, got)
 				}
 			}
-			users.err = nil
+			users.SetErr(nil)
 			for i, want := range []string{rejected, rejected, refused} {
 				if got := attempt(t, a, "192.0.2.1", wrong); got != want {
 					t.Errorf("store back, attempt %d: %s, want %s", i+1, got, want)
@@ -328,8 +329,8 @@ func TestGuardRedisDown(t *testing.T) {
 			rdb := redis.NewClient(&redis.Options{Addr: m.Addr(), MaxRetries: -1})
 			t.Cleanup(func() { rdb.Close() })
 			m.Close()
-			users := &fakeUsers{name: "bob", password: "pw"}
-			users.setKey("tg_good", false)
+			users := &authtest.Users{Name: "bob", Password: "pw"}
+			users.SetKey("tg_good", false)
 			a := guarded(t, users, rdb, "test:", 10, tt.failOpen, time.Minute)
 
 			_, err := a.Authenticate(t.Context(), tt.cred, "192.0.2.1")
@@ -372,13 +373,13 @@ func TestGuardTrustedAddressNotLockedOut(t *testing.T) {
 		{"checked every time", 0},
 		{"remembered", time.Minute},
 	}
-	for backend, newRedis := range guardBackends(t) {
+	for backend, newRedis := range redistest.Backends() {
 		for _, tt := range tests {
 			t.Run(backend+"/"+tt.name, func(t *testing.T) {
 				g := newRedis(t)
-				users := &fakeUsers{name: "john_doe", password: "pw"}
-				a := trusting(t, users, g.rdb, g.prefix, 720*time.Hour, tt.passwordTTL)
-				other := trusting(t, users, g.rdb, g.prefix, 720*time.Hour, tt.passwordTTL) // another instance
+				users := &authtest.Users{Name: "john_doe", Password: "pw"}
+				a := trusting(t, users, g.Client, g.Prefix, 720*time.Hour, tt.passwordTTL)
+				other := trusting(t, users, g.Client, g.Prefix, 720*time.Hour, tt.passwordTTL) // another instance
 				const home, fresh = "192.0.2.1", "203.0.113.9"
 				right := byBasic(basic("john_doe", "pw"))
 
@@ -427,11 +428,11 @@ func TestGuardTrustedAddressNotLockedOut(t *testing.T) {
 // TestGuardTrustedAddressKeepsItsOwnCounter: a trusted address is spared its
 // user's counter, not its own: failures from it still lock it.
 func TestGuardTrustedAddressKeepsItsOwnCounter(t *testing.T) {
-	for backend, newRedis := range guardBackends(t) {
+	for backend, newRedis := range redistest.Backends() {
 		t.Run(backend, func(t *testing.T) {
 			g := newRedis(t)
-			users := &fakeUsers{name: "john_doe", password: "pw"}
-			a := trusting(t, users, g.rdb, g.prefix, 720*time.Hour, 0)
+			users := &authtest.Users{Name: "john_doe", Password: "pw"}
+			a := trusting(t, users, g.Client, g.Prefix, 720*time.Hour, 0)
 			const home = "192.0.2.1"
 			if got := attempt(t, a, home, byBasic(basic("john_doe", "pw"))); got != admitted {
 				t.Fatalf("login from A: %s, want admitted", got)
@@ -451,11 +452,11 @@ func TestGuardTrustedAddressKeepsItsOwnCounter(t *testing.T) {
 // TestGuardTrustedTTLZero: AUTH_TRUSTED_TTL=0 trusts no address: a locked
 // name is locked everywhere, and nothing is written for trust.
 func TestGuardTrustedTTLZero(t *testing.T) {
-	for backend, newRedis := range guardBackends(t) {
+	for backend, newRedis := range redistest.Backends() {
 		t.Run(backend, func(t *testing.T) {
 			g := newRedis(t)
-			users := &fakeUsers{name: "john_doe", password: "pw"}
-			a := trusting(t, users, g.rdb, g.prefix, 0, time.Minute)
+			users := &authtest.Users{Name: "john_doe", Password: "pw"}
+			a := trusting(t, users, g.Client, g.Prefix, 0, time.Minute)
 			const home = "192.0.2.1"
 			right := byBasic(basic("john_doe", "pw"))
 			if got := attempt(t, a, home, right); got != admitted {
@@ -467,8 +468,8 @@ func TestGuardTrustedTTLZero(t *testing.T) {
 			if got := attempt(t, a, home, right); got != refused {
 				t.Errorf("remembered password from A, name locked, no trust: %s, want refused", got)
 			}
-			for _, k := range g.keys(t) {
-				if strings.HasPrefix(k, g.prefix+"authfail:trusted:") {
+			for _, k := range g.Keys(t) {
+				if strings.HasPrefix(k, g.Prefix+"authfail:trusted:") {
 					t.Errorf("Redis key %q written with trust off", k)
 				}
 			}
@@ -480,12 +481,12 @@ func TestGuardTrustedTTLZero(t *testing.T) {
 // for it, then is busy; it was not a guess, so the guard gives its place
 // back: the address still has all its failures to spend.
 func TestGuardMaxChecks(t *testing.T) {
-	for backend, newRedis := range guardBackends(t) {
+	for backend, newRedis := range redistest.Backends() {
 		t.Run(backend, func(t *testing.T) {
 			g := newRedis(t)
 			release := make(chan struct{})
-			users := &fakeUsers{name: "bob", password: "pw", release: release}
-			a := guarded(t, BoundChecks(users, 1, 50*time.Millisecond), g.rdb, g.prefix, 3, false, 0)
+			users := &authtest.Users{Name: "bob", Password: "pw", Release: release}
+			a := guarded(t, BoundChecks(users, 1, 50*time.Millisecond), g.Client, g.Prefix, 3, false, 0)
 			const ip = "192.0.2.1"
 
 			var wg sync.WaitGroup

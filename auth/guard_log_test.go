@@ -8,6 +8,8 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
+
+	"tollgate/redistest"
 )
 
 // TestGuardLongLog: a log far longer than the limit (the limit was lowered
@@ -19,19 +21,19 @@ import (
 func TestGuardLongLog(t *testing.T) {
 	const n, step = 200_000, 4 * time.Millisecond // failures, spread over 800 s
 	const window = 15 * time.Minute
-	for backend, newRedis := range guardBackends(t) {
+	for backend, newRedis := range redistest.Backends() {
 		t.Run(backend, func(t *testing.T) {
 			if backend == "miniredis" {
 				t.Skip("miniredis' sorted sets take seconds per call at 200,000 entries; this is about Redis's")
 			}
 			g := newRedis(t)
 			ctx := t.Context()
-			probe, err := NewGuard(g.rdb, g.prefix, 1, window, 0, 5*time.Second, false)
+			probe, err := NewGuard(g.Client, g.Prefix, 1, window, 0, 5*time.Second, false)
 			if err != nil {
 				t.Fatalf("NewGuard: %v", err)
 			}
 			key := probe.keys("192.0.2.1", "bob")[1]
-			now, err := g.rdb.Time(ctx).Result()
+			now, err := g.Client.Time(ctx).Result()
 			if err != nil {
 				t.Fatalf("TIME: %v", err)
 			}
@@ -42,11 +44,11 @@ func TestGuardLongLog(t *testing.T) {
 				for i := from; i < from+10_000; i++ {
 					members = append(members, redis.Z{Score: float64(now.Add(-time.Duration(i) * step).UnixMicro()), Member: "f:" + strconv.Itoa(i)})
 				}
-				if err := g.rdb.ZAdd(ctx, key, members...).Err(); err != nil {
+				if err := g.Client.ZAdd(ctx, key, members...).Err(); err != nil {
 					t.Fatalf("ZADD: %v", err)
 				}
 			}
-			g.rdb.Expire(ctx, key, time.Hour)
+			g.Client.Expire(ctx, key, time.Hour)
 
 			tests := []struct {
 				limit       int
@@ -61,7 +63,7 @@ func TestGuardLongLog(t *testing.T) {
 				{n + 1, true, 0},
 			}
 			for _, tt := range tests {
-				guard, err := NewGuard(g.rdb, g.prefix, tt.limit, window, 0, 5*time.Second, false)
+				guard, err := NewGuard(g.Client, g.Prefix, tt.limit, window, 0, 5*time.Second, false)
 				if err != nil {
 					t.Fatalf("NewGuard: %v", err)
 				}
@@ -84,7 +86,7 @@ func TestGuardLongLog(t *testing.T) {
 					}
 				}
 			}
-			if got, err := g.rdb.ZCard(ctx, key).Result(); err != nil || got != n {
+			if got, err := g.Client.ZCard(ctx, key).Result(); err != nil || got != n {
 				t.Errorf("log holds %d entries (err %v), want the %d failures", got, err, n)
 			}
 		})

@@ -7,16 +7,18 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"tollgate/redistest"
 )
 
 // TestGuardBusyIsNotDown: a wait for a place that runs out is a refusal
 // (429 after a second), never a Redis failure, which would let the check run
 // unguarded when the guard fails open.
 func TestGuardBusyIsNotDown(t *testing.T) {
-	for backend, newRedis := range guardBackends(t) {
+	for backend, newRedis := range redistest.Backends() {
 		t.Run(backend, func(t *testing.T) {
 			g := newRedis(t)
-			guard, err := NewGuard(g.rdb, g.prefix, 1, time.Minute, 720*time.Hour, time.Second, true)
+			guard, err := NewGuard(g.Client, g.Prefix, 1, time.Minute, 720*time.Hour, time.Second, true)
 			if err != nil {
 				t.Fatalf("NewGuard: %v", err)
 			}

@@ -4,15 +4,17 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"tollgate/redistest"
 )
 
 // TestGuardTrustedAddrsBounded: a user's trusted addresses are kept to
 // maxTrustedAddrs, the most recent.
 func TestGuardTrustedAddrsBounded(t *testing.T) {
-	for backend, newRedis := range guardBackends(t) {
+	for backend, newRedis := range redistest.Backends() {
 		t.Run(backend, func(t *testing.T) {
 			g := newRedis(t)
-			guard, err := NewGuard(g.rdb, g.prefix, 10, time.Minute, time.Hour, time.Second, false)
+			guard, err := NewGuard(g.Client, g.Prefix, 10, time.Minute, time.Hour, time.Second, false)
 			if err != nil {
 				t.Fatalf("NewGuard: %v", err)
 			}
@@ -21,14 +23,14 @@ func TestGuardTrustedAddrsBounded(t *testing.T) {
 					t.Fatalf("Trust: %v", err)
 				}
 			}
-			keys := g.keys(t)
+			keys := g.Keys(t)
 			if len(keys) != 1 {
 				t.Fatalf("keys %v, want one set of trusted addresses", keys)
 			}
-			if n, err := g.rdb.ZCard(t.Context(), keys[0]).Result(); err != nil || n != maxTrustedAddrs {
+			if n, err := g.Client.ZCard(t.Context(), keys[0]).Result(); err != nil || n != maxTrustedAddrs {
 				t.Errorf("trusted addresses kept: %d (err %v), want %d", n, err, maxTrustedAddrs)
 			}
-			if ttl, err := g.rdb.PTTL(t.Context(), keys[0]).Result(); err != nil || ttl <= 0 || ttl > time.Hour {
+			if ttl, err := g.Client.PTTL(t.Context(), keys[0]).Result(); err != nil || ttl <= 0 || ttl > time.Hour {
 				t.Errorf("PTTL = %v (err %v), want up to the trusted TTL", ttl, err)
 			}
 		})

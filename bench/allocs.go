@@ -13,21 +13,22 @@ import (
 
 // measureAllocs runs the middleware's and the limiter package's
 // benchmarks with -benchmem on the run's Redis: the allocations of the
-// rate-limit middleware per request, and of one decision, direct, pipelined
-// and answered by the deny cache.
+// rate-limit middleware per request, of one decision, direct, pipelined
+// and answered by the deny cache, and of a whole request with the limiter
+// off and admitted (with and without a lease).
 func measureAllocs(ctx context.Context, repo string, s *redisServer) ([]allocRow, error) {
 	if err := s.flush(ctx); err != nil {
 		return nil, err
 	}
-	cmd := exec.CommandContext(ctx, "go", "test", "-run", "^$", "-bench", "^(BenchmarkLimiter|BenchmarkDecide|BenchmarkPipelined|BenchmarkDenyCache)",
-		"-benchmem", "-benchtime", "1s", "./middleware/", "./limiter/")
+	cmd := exec.CommandContext(ctx, "go", "test", "-run", "^$", "-bench", "^(BenchmarkLimiter|BenchmarkDecide|BenchmarkPipelined|BenchmarkDenyCache|BenchmarkRequest)",
+		"-benchmem", "-benchtime", "1s", "./middleware/", "./limiter/", "./routes/")
 	cmd.Dir = repo
 	cmd.Env = append(os.Environ(), "TEST_REDIS_URL="+s.url())
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return nil, fmt.Errorf("go test -bench ./middleware/ ./limiter/: %w: %s%s", err, out, stderr.Bytes())
+		return nil, fmt.Errorf("go test -bench ./middleware/ ./limiter/ ./routes/: %w: %s%s", err, out, stderr.Bytes())
 	}
 	var rows []allocRow
 	sc := bufio.NewScanner(bytes.NewReader(out))

@@ -46,6 +46,16 @@ type decider func(ctx context.Context, key string) error
 // limit admits everything during a run: the cost of a decision, not of a denial.
 var benchLimit = algorithms.Limit{Requests: 1_000_000_000, Window: time.Hour}
 
+// admitting is benchLimit, or for an algorithm that refuses it (sliding_log
+// keeps an entry per request: at most 10⁶) 10⁶ an hour, which no run reaches
+// on one key either.
+func admitting(algorithm string) algorithms.Limit {
+	if benchLimit.ValidateFor(algorithm) == nil {
+		return benchLimit
+	}
+	return algorithms.Limit{Requests: 1_000_000, Window: time.Hour}
+}
+
 // measureDecisions calls every limiter from 64 goroutines (and Tollgate's
 // from one, with and without the pipeline) and records decisions/s and latency.
 // Tollgate's rows decide the way the service does, without ("plain") and with
@@ -62,15 +72,15 @@ func measureDecisions(ctx context.Context, log *slog.Logger, s *redisServer, dur
 	// default, 100ms), circuit breaker, scripts with the rules' modules, on
 	// the pipeline or (RATE_LIMIT_PIPELINE_BATCH=0) on the client itself; one
 	// rule per request, as the default policy has.
-	chain := func(name string, pipelined bool) func(prefix string) (decider, func(), error) {
+	chain := func(name string, pipelined bool, lease ...bool) func(prefix string) (decider, func(), error) {
 		return func(prefix string) (decider, func(), error) {
-			o := limiter.Options{Timeout: 100 * time.Millisecond, DenyCacheSize: denyCacheSize}
+			o := limiter.Options{Timeout: 100 * time.Millisecond, DenyCacheSize: denyCacheSize, Lease: len(lease) > 0}
 			if pipelined {
 				o.PipelineBatch, o.PipelineWindow, o.PipelineConns = pipeBatch, pipeWindow, pipeConns
 			}
 			l := limiter.New(rdb, o)
 			return func(ctx context.Context, key string) error {
-				_, err := l.Decide(ctx, []limiter.Rule{{Algorithm: name, Limit: benchLimit, Key: prefix + key}})
+				_, err := l.Decide(ctx, []limiter.Rule{{Algorithm: name, Limit: admitting(name), Key: prefix + key}})
 				return err
 			}, l.Close, nil
 		}
@@ -80,6 +90,12 @@ func measureDecisions(ctx context.Context, log *slog.Logger, s *redisServer, dur
 	}
 	for _, name := range algorithms.Windowed() {
 		subjects = append(subjects, subject{"tollgate " + name + " +pipeline", chain(name, true)})
+	}
+	// RATE_LIMIT_LEASE=auto: what the service does with a large limit.
+	for _, s := range algorithms.Specs() {
+		if s.LeaseFor != nil {
+			subjects = append(subjects, subject{"tollgate " + s.Name + " +pipeline +lease", chain(s.Name, true, true)})
+		}
 	}
 	subjects = append(subjects,
 		subject{"redis_rate (GCRA)", func(prefix string) (decider, func(), error) {
@@ -131,7 +147,7 @@ func measureDecisions(ctx context.Context, log *slog.Logger, s *redisServer, dur
 		if n := calls["evalsha"] + calls["eval"]; n > 0 {
 			r.scriptUsec = float64(usec["evalsha"]+usec["eval"]) / float64(n)
 		}
-		log.Info("decisions", "subject", sub.name, "keys", keys, "goroutines", goroutines, "per_sec", int(r.perSec), "p99", r.p99.String(), "redis_cpu", fmt.Sprintf("%.2f", r.redisCPU), "errors", r.errors)
+		log.Info("decisions", "subject", sub.name, "keys", keys, "goroutines", goroutines, "per_sec", int(r.perSec), "p99", r.p99.String(), "redis_cpu", fmt.Sprintf("%.2f", r.redisCPU), "script_usec", fmt.Sprintf("%.1f", r.scriptUsec), "errors", r.errors)
 		runs = append(runs, r)
 		return nil
 	}
@@ -150,7 +166,7 @@ func measureDecisions(ctx context.Context, log *slog.Logger, s *redisServer, dur
 	}
 	// One caller: the pipeline must cost nothing measurable when there is
 	// nothing to batch.
-	for _, sub := range subjects[:2*len(algorithms.Windowed())] {
+	for _, sub := range subjects[:2*len(algorithms.Windowed())] { // plain and +pipeline
 		if err := one(sub, "spread", 1, dur/3); err != nil {
 			return nil, err
 		}

@@ -53,7 +53,8 @@ type e2eResult struct {
 func (c e2eConfig) hasMetrics() bool { return c.kind == "tollgate" || c.kind == peerUluleStack }
 
 func e2eConfigs() []e2eConfig {
-	admitted := map[string]string{"RATE_LIMIT_LIMIT": "1000000000", "RATE_LIMIT_WINDOW": "1h"}
+	// Leases off unless a row says otherwise: the rows measure a decision per request.
+	admitted := map[string]string{"RATE_LIMIT_LIMIT": "1000000000", "RATE_LIMIT_WINDOW": "1h", "RATE_LIMIT_LEASE": "off"}
 	denied := map[string]string{"RATE_LIMIT_LIMIT": "1", "RATE_LIMIT_WINDOW": "1h"}
 	with := func(base map[string]string, kv ...string) map[string]string {
 		m := map[string]string{}
@@ -67,8 +68,11 @@ func e2eConfigs() []e2eConfig {
 	}
 	cs := []e2eConfig{{name: "limiter off", kind: "tollgate", env: map[string]string{"RATE_LIMIT_ENABLED": "false"}}}
 	for _, a := range algorithms.Windowed() {
-		cs = append(cs, e2eConfig{name: a + ", all admitted", kind: "tollgate", env: with(admitted, "RATE_LIMIT_ALGORITHM", a)})
+		cs = append(cs, e2eConfig{name: a + ", all admitted", kind: "tollgate",
+			env: with(admitted, "RATE_LIMIT_ALGORITHM", a, "RATE_LIMIT_LIMIT", strconv.Itoa(admitting(a).Requests))})
 	}
+	cs = append(cs, e2eConfig{name: "fixed_window, all admitted, leases on", kind: "tollgate",
+		env: with(admitted, "RATE_LIMIT_ALGORITHM", "fixed_window", "RATE_LIMIT_LEASE", "auto")})
 	cs = append(cs, e2eConfig{name: "fixed_window, all admitted, pipeline off", kind: "tollgate",
 		env: with(admitted, "RATE_LIMIT_ALGORITHM", "fixed_window", "RATE_LIMIT_PIPELINE_BATCH", "0")})
 	for _, a := range algorithms.Windowed() {

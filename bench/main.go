@@ -111,6 +111,10 @@ func run(ctx context.Context, log *slog.Logger, o options) error {
 	if o.only == "decisions" {
 		return nil
 	}
+	log.Info("three instances with leases")
+	if r.leases, err = measureLeaseCheck(ctx, log, srv); err != nil {
+		return err
+	}
 	log.Info("allocations: go test -benchmem")
 	if r.allocs, err = measureAllocs(ctx, o.repo, srv); err != nil {
 		return err

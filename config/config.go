@@ -35,7 +35,7 @@ type User struct {
 // Config is every setting the service reads.
 type Config struct {
 	Port           int
-	RedisURL       string   // empty: embedded Redis, unless RedisCluster
+	RedisURL       string   // empty: embedded Redis, unless RedisCluster or RedisSentinels
 	RedisCluster   []string // seed nodes host:port; empty: not a cluster
 	DBDriver       string   // sqlite or mysql
 	DBDSN          string
@@ -56,6 +56,13 @@ type Config struct {
 	DBConnect      time.Duration // how long start-up retries the database
 	Shutdown       time.Duration // how long in-flight requests get at shutdown
 
+	// RedisSentinels are the Sentinels (host:port) to ask for the master
+	// named RedisSentinelMaster; empty: no Sentinel. RedisSentinelPassword is
+	// the Sentinels' own password (their requirepass); empty: none.
+	RedisSentinels        []string
+	RedisSentinelMaster   string
+	RedisSentinelPassword string
+
 	AuthKeyCacheTTL time.Duration // how long a checked API key is believed
 	AuthFailLimit   int           // failed credential checks per IP and per user name and window; 0: no guard
 	AuthFailWindow  time.Duration
@@ -65,6 +72,7 @@ type Config struct {
 	PipelineBatch  int           // script calls sent together at most; 0: no pipelining
 	PipelineWindow time.Duration // how long a batch waits to fill; 0: sends what is queued
 	DenyCacheSize  int           // denied identities remembered in memory; 0: no deny cache
+	Lease          bool          // RATE_LIMIT_LEASE=auto: large limits under heavy traffic are leased
 
 	IPv6Prefix int // IPv6 clients are one identity per prefix of this many bits
 
@@ -103,9 +111,10 @@ func Load(getenv func(string) string) (Config, error) {
 	// max: a bad RATE_LIMIT_LIMIT is already reported; do not blame the burst too.
 	c.Burst = p.int("RATE_LIMIT_BURST", strconv.Itoa(max(c.Limit, 1)), 1, 1_000_000_000)
 	c.RedisCluster = p.addrs("REDIS_CLUSTER_ADDRS")
-	if len(c.RedisCluster) > 0 && c.RedisURL != "" {
-		p.errs = append(p.errs, errors.New("REDIS_URL and REDIS_CLUSTER_ADDRS: set one of them, not both"))
-	}
+	c.RedisSentinels = p.addrs("REDIS_SENTINEL_ADDRS")
+	c.RedisSentinelMaster = p.str("REDIS_SENTINEL_MASTER", "")
+	c.RedisSentinelPassword = p.str("REDIS_SENTINEL_PASSWORD", "")
+	p.oneRedis(c)
 	c.TrustedProxies = p.prefixes("TRUSTED_PROXIES")
 	dsnDefault := ""
 	usersDefault := ""
@@ -131,6 +140,7 @@ func Load(getenv func(string) string) (Config, error) {
 	c.PipelineBatch = p.int("RATE_LIMIT_PIPELINE_BATCH", "16", 0, 1024)
 	c.PipelineWindow = p.duration("RATE_LIMIT_PIPELINE_WINDOW", "0s", 0, time.Millisecond)
 	c.DenyCacheSize = p.int("RATE_LIMIT_DENY_CACHE_SIZE", "10000", 0, 10_000_000)
+	c.Lease = p.oneOf("RATE_LIMIT_LEASE", "auto", "auto", "off") == "auto"
 	c.IPv6Prefix = p.int("RATE_LIMIT_IPV6_PREFIX", "64", 1, 128)
 	c.CandidateFile = p.str("RATE_LIMIT_CANDIDATE_FILE", "")
 	c.OverridesRefresh = p.duration("RATE_LIMIT_OVERRIDES_REFRESH", "10s", 100*time.Millisecond, time.Hour)
@@ -229,6 +239,37 @@ func (p *parser) addrs(name string) []string {
 		out = append(out, s)
 	}
 	return out
+}
+
+// oneRedis checks that c names one way to reach Redis at most (none: the
+// embedded one), and that the Sentinel settings come together.
+func (p *parser) oneRedis(c Config) {
+	var set []string
+	if c.RedisURL != "" {
+		set = append(set, "REDIS_URL")
+	}
+	if p.str("REDIS_CLUSTER_ADDRS", "") != "" {
+		set = append(set, "REDIS_CLUSTER_ADDRS")
+	}
+	sentinel := p.str("REDIS_SENTINEL_ADDRS", "") != ""
+	if sentinel {
+		set = append(set, "REDIS_SENTINEL_ADDRS")
+	}
+	if len(set) > 1 {
+		p.errs = append(p.errs, fmt.Errorf("%s: set one way to reach Redis (REDIS_URL, REDIS_CLUSTER_ADDRS or REDIS_SENTINEL_ADDRS), not %d", strings.Join(set, " and "), len(set)))
+	}
+	switch {
+	case sentinel && c.RedisSentinelMaster == "":
+		p.fail("REDIS_SENTINEL_MASTER", "", "want the name the Sentinels monitor the master under (sentinel monitor NAME ...) when REDIS_SENTINEL_ADDRS is set")
+	case sentinel && strings.ContainsFunc(c.RedisSentinelMaster, func(r rune) bool { return r <= ' ' || r == 0x7f }):
+		p.fail("REDIS_SENTINEL_MASTER", c.RedisSentinelMaster, "want a master name without spaces or control characters")
+	case !sentinel && c.RedisSentinelMaster != "":
+		p.fail("REDIS_SENTINEL_MASTER", c.RedisSentinelMaster, "set it only with REDIS_SENTINEL_ADDRS")
+	}
+	if !sentinel && c.RedisSentinelPassword != "" {
+		// Never echo the value: it is a password.
+		p.errs = append(p.errs, errors.New("REDIS_SENTINEL_PASSWORD: set it only with REDIS_SENTINEL_ADDRS"))
+	}
 }
 
 func (p *parser) prefixes(name string) []netip.Prefix {

@@ -111,8 +111,7 @@ func TestCalendarOnRealRedis(t *testing.T) {
 		t.Run(backend, func(t *testing.T) {
 			t.Parallel()
 			h := newHarness(t)
-			prefix := uniquePrefix(t)
-			t.Cleanup(func() { deleteKeys(t, h, prefix) })
+			prefix := h.prefix()
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			now, err := h.rdb.Time(ctx).Result()

@@ -5,25 +5,29 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"tollgate/algorithms"
-
-	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
+
+	"tollgate/algorithms"
+	"tollgate/redistest"
 )
 
 // harness is one Redis backend the conformance suite runs on.
 type harness struct {
+	r   *redistest.Redis
 	rdb redis.UniversalClient
+	// steered is true where the test moves the clock (miniredis), false on
+	// a real server, whose clock the test sleeps through.
+	steered bool
 	// unit is the window length cases build on: long where time is steered,
 	// short where the test has to sleep through it.
 	unit time.Duration
+	// now reads the backend's clock (for a deny cache that must follow it).
+	now func() time.Time
 	// advance moves the Redis clock forward by d.
 	advance func(d time.Duration)
 	// align moves the clock to just after a multiple of w, so a burst does not
@@ -32,12 +36,6 @@ type harness struct {
 	// room makes sure at least need is left before the next multiple of w,
 	// aligning only if not: cheaper than align for long windows on real Redis.
 	room func(w, need time.Duration)
-	// steered: advance moves a clock rather than sleeping, so a case may
-	// wait for a calendar period to end.
-	steered bool
-	// clock is the Redis clock as the engine's Options.Clock: calendar
-	// periods are computed around it.
-	clock func() time.Time
 }
 
 // wait skips t when advancing by d means sleeping for more than a few
@@ -52,7 +50,8 @@ func (h harness) wait(t *testing.T, d time.Duration) {
 
 func miniredisHarness(t *testing.T) harness {
 	t.Helper()
-	m := miniredis.RunT(t)
+	r := redistest.Embedded(t)
+	m := r.Mini
 	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	m.SetTime(now)
 	m.ClockTTL(true) // keys expire as the steered clock moves, like on a real Redis
@@ -63,50 +62,39 @@ func miniredisHarness(t *testing.T) harness {
 		now = t
 		m.SetTime(now)
 	}
-	rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
-	t.Cleanup(func() { rdb.Close() })
-	align := func(w time.Duration) { set(now.Truncate(w).Add(w + time.Millisecond)) }
+	align := func(w time.Duration) {
+		mu.Lock()
+		to := now.Truncate(w).Add(w + time.Millisecond)
+		mu.Unlock()
+		set(to)
+	}
 	return harness{
-		clock: func() time.Time {
+		r:       r,
+		rdb:     r.Client,
+		steered: true,
+		unit:    time.Minute,
+		// The steered time itself: what TIME would answer, without asking.
+		now: func() time.Time {
 			mu.Lock()
 			defer mu.Unlock()
 			return now
 		},
-		rdb:     rdb,
-		unit:    time.Minute,
-		advance: func(d time.Duration) { set(now.Add(d)) },
-		align:   align,
-		room:    func(w, _ time.Duration) { align(w) },
-		steered: true,
+		advance: func(d time.Duration) {
+			mu.Lock()
+			to := now.Add(d)
+			mu.Unlock()
+			set(to)
+		},
+		align: align,
+		room:  func(w, _ time.Duration) { align(w) },
 	}
-}
-
-func realRedisHarness(t *testing.T, url string) harness {
-	t.Helper()
-	opt, err := redis.ParseURL(url)
-	if err != nil {
-		t.Fatalf("TEST_REDIS_URL: %v", err)
-	}
-	return sleepingHarness(t, redis.NewClient(opt), "TEST_REDIS_URL="+url)
-}
-
-// clusterHarness runs on the Redis Cluster of the seed nodes in addrs.
-func clusterHarness(t *testing.T, addrs string) harness {
-	t.Helper()
-	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: strings.Split(addrs, ",")})
-	return sleepingHarness(t, rdb, "TEST_REDIS_CLUSTER_ADDRS="+addrs)
 }
 
 // sleepingHarness runs on a real Redis (or Cluster), whose clock the test
 // cannot steer: it sleeps instead.
-func sleepingHarness(t *testing.T, rdb redis.UniversalClient, setting string) harness {
+func sleepingHarness(t *testing.T, r *redistest.Redis) harness {
 	t.Helper()
-	t.Cleanup(func() { rdb.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if err := rdb.Ping(ctx).Err(); err != nil {
-		t.Fatalf("%s is set but Redis does not answer: %v", setting, err)
-	}
+	rdb := r.Client
 	// untilEdge is how long until just after the next multiple of w on Redis's clock.
 	untilEdge := func(w time.Duration) time.Duration {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -118,9 +106,10 @@ func sleepingHarness(t *testing.T, rdb redis.UniversalClient, setting string) ha
 		return now.Truncate(w).Add(w + 5*time.Millisecond).Sub(now)
 	}
 	return harness{
-		clock:   time.Now, // Redis's, near enough: calendar periods are days
+		r:       r,
 		rdb:     rdb,
 		unit:    time.Second,
+		now:     redisClock(t, rdb),
 		advance: time.Sleep,
 		align:   func(w time.Duration) { time.Sleep(untilEdge(w)) },
 		room: func(w, need time.Duration) {
@@ -137,22 +126,40 @@ func sleepingHarness(t *testing.T, rdb redis.UniversalClient, setting string) ha
 // is set must answer.
 func harnesses(t *testing.T) map[string]func(*testing.T) harness {
 	t.Helper()
-	hs := map[string]func(*testing.T) harness{"miniredis": miniredisHarness}
-	if url := os.Getenv("TEST_REDIS_URL"); url != "" {
-		hs["redis"] = func(t *testing.T) harness { return realRedisHarness(t, url) }
+	hs := map[string]func(*testing.T) harness{}
+	for name, newRedis := range redistest.Backends() {
+		hs[name] = func(t *testing.T) harness { return sleepingHarness(t, newRedis(t)) }
 	}
-	if addrs := os.Getenv("TEST_REDIS_CLUSTER_ADDRS"); addrs != "" {
-		hs["cluster"] = func(t *testing.T) harness { return clusterHarness(t, addrs) }
+	hs["miniredis"] = miniredisHarness
+	if redistest.ClusterAddrs() != "" {
+		hs["cluster"] = func(t *testing.T) harness {
+			r, _ := redistest.Cluster(t)
+			return sleepingHarness(t, r)
+		}
 	}
 	return hs
 }
 
-// uniquePrefix gives each test its own keys on a shared Redis.
-func uniquePrefix(t *testing.T) string {
+// subtests runs f(t, i) as the subtest names[i], for each i, in parallel:
+// each makes a harness of its own, so nothing is shared. (Running the real
+// servers' subtests all at once, past -parallel, was tried: their floods of
+// concurrent callers then starve the timing cases on a 2-core machine.)
+func subtests(t *testing.T, names []string, f func(t *testing.T, i int)) {
 	t.Helper()
-	b := make([]byte, 6)
+	for i, name := range names {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			f(t, i)
+		})
+	}
+}
+
+// prefix gives a test or case keys of its own under the harness's prefix,
+// which the harness deletes when its test ends.
+func (h harness) prefix() string {
+	b := make([]byte, 4)
 	rand.Read(b)
-	return "test:conformance:" + hex.EncodeToString(b) + ":"
+	return h.r.Prefix + hex.EncodeToString(b) + ":"
 }
 
 // conformanceCase is one property every algorithm must have, or every
@@ -244,49 +251,10 @@ func allow(t *testing.T, a single, key string) Decision {
 	return d
 }
 
-// keysUnder lists the keys under the test's prefix, on every master of a
-// cluster.
+// keysUnder lists the keys under prefix, on every master of a cluster.
 func keysUnder(t *testing.T, h harness, prefix string) []string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	cc, ok := h.rdb.(*redis.ClusterClient)
-	if !ok {
-		keys, err := h.rdb.Keys(ctx, prefix+"*").Result()
-		if err != nil {
-			t.Fatalf("KEYS %s*: %v", prefix, err)
-		}
-		return keys
-	}
-	var mu sync.Mutex
-	var keys []string
-	err := cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
-		ks, err := c.Keys(ctx, prefix+"*").Result()
-		mu.Lock()
-		defer mu.Unlock()
-		keys = append(keys, ks...)
-		return err
-	})
-	if err != nil {
-		t.Fatalf("KEYS %s* on every master: %v", prefix, err)
-	}
-	return keys
-}
-
-// deleteKeys removes the test's keys from a shared Redis.
-func deleteKeys(t *testing.T, h harness, prefix string) {
-	t.Helper()
-	keys := keysUnder(t, h, prefix)
-	if len(keys) == 0 {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	for _, k := range keys { // one by one: keys of a cluster live in different slots
-		if err := h.rdb.Del(ctx, k).Err(); err != nil {
-			t.Errorf("DEL %s: %v", k, err)
-		}
-	}
+	return (&redistest.Redis{Client: h.rdb, Prefix: prefix}).Keys(t)
 }
 
 // maxInSpan is the most of times (sorted) that fall within any span shorter
@@ -440,8 +408,9 @@ var conformanceCases = []conformanceCase{
 	{"500 concurrent callers admit exactly the limit", func(t *testing.T, h harness, s subject) {
 		const callers, limit = 500, 50
 		// A long window: on real Redis the callers take tens of ms, and the
-		// refilling algorithms must not earn a token meanwhile (one per 2 units here).
-		w := 100 * h.unit
+		// refilling algorithms must not earn a token meanwhile (one per 20 units
+		// here: callers slowed by a busy machine have taken over 2 s).
+		w := 1000 * h.unit
 		a := s.new(t, algorithms.Limit{Requests: limit, Window: w})
 		h.room(w, 5*h.unit)
 		admitted, denied := together(t, callers, func(ctx context.Context) (bool, error) {
@@ -485,8 +454,14 @@ var conformanceCases = []conformanceCase{
 		// Three windows at twice the limit.
 		for step := range 30 {
 			allow(t, a, "k")
-			allow(t, a, "k")
+			last := allow(t, a, "k")
 			keys := keysUnder(t, h, s.prefix)
+			if len(keys) == 0 && !h.steered && !h.now().Truncate(h.unit).Equal(last.Now.Truncate(h.unit)) {
+				// On a real server a fixed window can end between the request and
+				// KEYS: its key expires with it. Only then may it be missing.
+				h.advance(h.unit / 10)
+				continue
+			}
 			if len(keys) != 1 {
 				t.Fatalf("step %d: %d keys under %q (%v), want 1", step, len(keys), s.prefix, keys)
 			}
@@ -677,13 +652,13 @@ var refillCases = []conformanceCase{
 // cached as the service wires them (neither may change any decision).
 var engines = map[string]func(t *testing.T, h harness) *Limiter{
 	"plain": func(t *testing.T, h harness) *Limiter {
-		return New(h.rdb, Options{Clock: h.clock})
+		return New(h.rdb, Options{Clock: h.now})
 	},
 	"pipelined, deny cache": func(t *testing.T, h harness) *Limiter {
-		l := New(h.rdb, Options{PipelineBatch: 16, PipelineConns: 2, DenyCacheSize: 1000, Clock: h.clock})
+		l := New(h.rdb, Options{PipelineBatch: 16, PipelineConns: 2, DenyCacheSize: 1000, Clock: h.now})
 		t.Cleanup(l.Close)
 		if dc, ok := l.chain.(*denyCache); ok {
-			dc.now = redisClock(t, h.rdb)
+			dc.now = h.now
 		} else {
 			t.Fatalf("engine with DenyCacheSize: outermost stage %T, want the deny cache", l.chain)
 		}
@@ -695,28 +670,25 @@ var engines = map[string]func(t *testing.T, h harness) *Limiter{
 // backend and every way the engine is built: a new table entry is tested
 // with no new test code.
 func TestConformance(t *testing.T) {
+	t.Parallel()
 	for backend, newHarness := range harnesses(t) {
 		t.Run(backend, func(t *testing.T) {
 			for engine, newLimiter := range engines {
 				t.Run(engine, func(t *testing.T) {
-					for _, spec := range algorithms.Specs() {
-						t.Run(spec.Name, func(t *testing.T) {
-							// Each algorithm gets its own backend clock, so algorithms run in
-							// parallel while the cases of one stay in order.
-							t.Parallel()
-							h := newHarness(t)
-							for _, tc := range append(conformanceCases, propertyCases[spec.Name]...) {
-								if tc.when != nil && !tc.when(spec) {
-									continue // the case's when says why
-								}
-								t.Run(tc.name, func(t *testing.T) {
-									prefix := uniquePrefix(t)
-									t.Cleanup(func() { deleteKeys(t, h, prefix) })
-									tc.run(t, h, subject{h: h, spec: spec, prefix: prefix, newLimiter: newLimiter})
-								})
+					// Each algorithm gets its own backend clock; its cases share it
+					// and run in order.
+					specs := algorithms.Specs()
+					subtests(t, algorithms.Names(), func(t *testing.T, i int) {
+						spec, h := specs[i], newHarness(t)
+						for _, tc := range append(conformanceCases, propertyCases[spec.Name]...) {
+							if tc.when != nil && !tc.when(spec) {
+								continue // the case's when says why
 							}
-						})
-					}
+							t.Run(tc.name, func(t *testing.T) {
+								tc.run(t, h, subject{h: h, spec: spec, prefix: h.prefix(), newLimiter: newLimiter})
+							})
+						}
+					})
 				})
 			}
 		})
@@ -724,6 +696,7 @@ func TestConformance(t *testing.T) {
 }
 
 func TestDecideRedisDown(t *testing.T) {
+	t.Parallel()
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1})
 	t.Cleanup(func() { rdb.Close() })
 	l := New(rdb, Options{Timeout: time.Second})

@@ -28,7 +28,8 @@ import (
 // What it cannot see is state changed outside the engine (a key deleted by
 // hand, a Redis failover that lost writes, an instance with a different
 // limit): those take effect for a cached set once its entry expires, at most
-// its RetryAfter.
+// its RetryAfter. Leases give units back, which can admit a request sooner:
+// behind leases (New), rule sets that may be leased are held at most hold.
 //
 // Memory is bounded: at most size entries, each dropped at its expiry;
 // when full, expired entries are swept and, if none were, an arbitrary one
@@ -37,6 +38,9 @@ type denyCache struct {
 	next decider
 	size int
 	now  func() time.Time
+	// hold > 0 keeps a denial at most this long: behind leases, whose
+	// give-backs can admit a request before the RetryAfter Redis gave.
+	hold time.Duration
 
 	mu     sync.Mutex
 	denied map[string]denial
@@ -86,7 +90,11 @@ func (dc *denyCache) decide(ctx context.Context, rules []Rule, commit bool) ([]D
 		for i, r := range rules {
 			limits[i] = r.Limit
 		}
-		dc.store(key, denial{ds: ds, limits: limits, at: now, until: now.Add(wait - time.Millisecond)})
+		until := now.Add(wait - time.Millisecond)
+		if dc.hold > 0 {
+			until = minTime(until, now.Add(dc.hold))
+		}
+		dc.store(key, denial{ds: ds, limits: limits, at: now, until: until})
 	}
 	return ds, false, nil
 }

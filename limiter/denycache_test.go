@@ -31,7 +31,7 @@ func redisClock(t *testing.T, rdb redis.UniversalClient) func() time.Time {
 // clocked sets the engine's clock of s to the harness's Redis clock:
 // calendar periods are computed around it.
 func clocked(s *scripts, h harness) *scripts {
-	s.now = h.clock
+	s.now = h.now
 	return s
 }
 
@@ -73,45 +73,49 @@ func one(t *testing.T, d decider, name string, l algorithms.Limit, key string) D
 // pipeline and the cache admit exactly the limit, and once the denial is
 // cached, a second flood costs Redis nothing.
 func TestDenyCacheExactUnderConcurrency(t *testing.T) {
+	t.Parallel()
 	for backend, newHarness := range harnesses(t) {
 		t.Run(backend, func(t *testing.T) {
-			for _, spec := range algorithms.Specs() {
+			subtests(t, algorithms.Names(), func(t *testing.T, i int) {
+				spec := algorithms.Specs()[i]
 				name := spec.Name
-				t.Run(name, func(t *testing.T) {
-					t.Parallel()
-					const callers, limit = 500, 50
-					h := newHarness(t)
-					p := newPipeline(h.rdb, 16, 20*time.Microsecond, 4)
-					t.Cleanup(p.stop)
-					prefix := uniquePrefix(t)
-					t.Cleanup(func() { deleteKeys(t, h, prefix) })
-					w := 100 * h.unit
-					rules := []Rule{{Algorithm: name, Limit: limitOf(spec, algorithms.Limit{Requests: limit, Window: w}), Key: prefix + "k"}}
-					counted := &counting{next: clocked(newScripts(p), h)}
-					dc := newDenyCache(counted, 100)
-					h.room(w, 5*h.unit)
-					flood := func() (admitted, denied int64) {
-						return together(t, callers, func(ctx context.Context) (bool, error) {
-							ds, allowed, err := dc.decide(ctx, rules, true)
-							if err == nil && !allowed && ds[0].RetryAfter <= 0 {
-								t.Errorf("denied decide() retry after %v, want > 0", ds[0].RetryAfter)
-							}
-							return allowed, err
-						})
+				const callers, limit = 500, 50
+				h := newHarness(t)
+				p := newPipeline(h.rdb, 16, 20*time.Microsecond, 4)
+				t.Cleanup(p.stop)
+				prefix := h.prefix()
+				w := 1000 * h.unit // no refill while the callers run, however slowly
+				rules := []Rule{{Algorithm: name, Limit: limitOf(spec, algorithms.Limit{Requests: limit, Window: w}), Key: prefix + "k"}}
+				counted := &counting{next: clocked(newScripts(p), h)}
+				dc := newDenyCache(counted, 100)
+				h.room(w, 5*h.unit)
+				floodTwice(t, spec, callers, limit, counted, func(ctx context.Context) (bool, error) {
+					ds, allowed, err := dc.decide(ctx, rules, true)
+					if err == nil && !allowed && ds[0].RetryAfter <= 0 {
+						t.Errorf("denied decide() retry after %v, want > 0", ds[0].RetryAfter)
 					}
-					if admitted, denied := flood(); admitted != limit || denied != callers-limit {
-						t.Errorf("first flood of %d: admitted %d, denied %d; want %d, %d", callers, admitted, denied, limit, callers-limit)
-					}
-					before := counted.calls.Load()
-					if admitted, denied := flood(); admitted != 0 || denied != callers {
-						t.Errorf("second flood of %d: admitted %d, denied %d; want 0, %d", callers, admitted, denied, callers)
-					}
-					if n, want := counted.calls.Load()-before, cachedCalls(spec, callers); n != want {
-						t.Errorf("second flood: %d calls reached Redis, want %d", n, want)
-					}
+					return allowed, err
 				})
-			}
+			})
 		})
+	}
+}
+
+// floodTwice makes callers concurrent decisions with decide, twice: the
+// first flood must admit exactly limit, the second none, and none of its
+// decisions may reach counted (the denial is cached).
+func floodTwice(t *testing.T, spec algorithms.Spec, callers int, limit int64, counted *counting, decide func(ctx context.Context) (bool, error)) {
+	t.Helper()
+	if admitted, denied := together(t, callers, decide); admitted != limit || denied != int64(callers)-limit {
+		t.Errorf("first flood of %d: admitted %d, denied %d; want %d, %d", callers, admitted, denied, limit, int64(callers)-limit)
+	}
+	before := counted.calls.Load()
+	if admitted, denied := together(t, callers, decide); admitted != 0 || denied != int64(callers) {
+		t.Errorf("second flood of %d: admitted %d, denied %d; want 0, %d", callers, admitted, denied, callers)
+	}
+	// A held limit's denial may end at any moment: never cached.
+	if n, want := counted.calls.Load()-before, cachedCalls(spec, callers); n != want {
+		t.Errorf("second flood: %d decisions reached Redis, want %d", n, want)
 	}
 }
 
@@ -119,6 +123,7 @@ func TestDenyCacheExactUnderConcurrency(t *testing.T) {
 // with and without the cache, on one steered clock: every decision must be
 // the same, including right at and around each RetryAfter.
 func TestDenyCacheMatchesUncached(t *testing.T) {
+	t.Parallel()
 	limits := []algorithms.Limit{
 		{Requests: 3, Window: time.Minute},
 		{Requests: 5, Window: time.Minute, Burst: 8},
@@ -133,7 +138,7 @@ func TestDenyCacheMatchesUncached(t *testing.T) {
 				l := limitOf(spec, l)
 				plain := clocked(newScripts(h.rdb), h)
 				dc := newDenyCache(clocked(newScripts(h.rdb), h), 10)
-				dc.now = redisClock(t, h.rdb)
+				dc.now = h.now
 				rng := rand.New(rand.NewPCG(1, uint64(l.Requests)))
 				hits := 0
 				for step := range 400 {
@@ -252,11 +257,12 @@ func TestDenyCacheBounded(t *testing.T) {
 // (a reloaded policy file, an override) is not answered from the cache: it
 // goes to Redis, which admits it under the higher limit.
 func TestDenyCacheSeesAChangedLimit(t *testing.T) {
+	t.Parallel()
 	h := miniredisHarness(t)
-	prefix := uniquePrefix(t)
+	prefix := h.prefix()
 	counted := &counting{next: newScripts(h.rdb)}
 	dc := newDenyCache(counted, 100)
-	dc.now = redisClock(t, h.rdb)
+	dc.now = h.now
 	h.room(100*h.unit, 5*h.unit)
 	low := algorithms.Limit{Requests: 1, Window: 100 * h.unit}
 	one(t, dc, "fixed_window", low, prefix+"k")

@@ -3,6 +3,8 @@ package limiter
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
@@ -54,6 +56,13 @@ func TestHoldPlacesChild(t *testing.T) {
 	select {} // until kill -9: the places are never given back
 }
 
+// heldPrefix gives the kill test's key a prefix of its own on a shared Redis.
+func heldPrefix() string {
+	b := make([]byte, 6)
+	rand.Read(b)
+	return "test:held:" + hex.EncodeToString(b) + ":"
+}
+
 // TestPlacesFreedAfterKill: a process holding every place of a key is
 // killed with SIGKILL; its places are free again within the timeout, and
 // not before.
@@ -95,7 +104,7 @@ func TestPlacesFreedAfterKill(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			b := newBackend(t)
-			key := uniquePrefix(t) + "{held}:concurrency"
+			key := heldPrefix() + "{held}:concurrency"
 			t.Cleanup(func() {
 				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 				defer cancel()

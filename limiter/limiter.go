@@ -8,6 +8,7 @@ package limiter
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"time"
 
 	"tollgate/algorithms"
@@ -26,6 +27,9 @@ type Rule struct {
 	// Key is the full Redis key. Rules whose keys share a {hash tag} (or have
 	// none) are decided in one script on a Redis Cluster too.
 	Key string
+	// NoLease keeps the rule sets this rule is in from being leased
+	// (Options.Lease; a policy's "lease: off").
+	NoLease bool
 }
 
 // Decision is the outcome of one rule. Durations are relative to Now.
@@ -92,6 +96,11 @@ type Options struct {
 	// Clock is our clock, from which calendar periods' starts are computed
 	// (Redis's clock then picks among them); nil: time.Now.
 	Clock func() time.Time
+	// Lease lets rule sets of large limits under heavy traffic take several
+	// requests' worth of quota in one call and admit from memory (lease.go).
+	Lease bool
+	// Log receives warnings (a lease's give-back that failed); nil: none.
+	Log *slog.Logger
 }
 
 // decider is one stage of the engine: the scripts, or a stage wrapping another.
@@ -108,6 +117,7 @@ type Limiter struct {
 	// releaseTimeout bounds Release, which must not end with the request's
 	// context: Options.Timeout, or defaultReleaseTimeout.
 	releaseTimeout time.Duration
+	leases         *leases // nil when not leasing
 }
 
 // defaultReleaseTimeout bounds Release when Options.Timeout is 0.
@@ -118,8 +128,11 @@ const defaultReleaseTimeout = time.Second
 //
 // The stages, from the caller inwards, and why in this order:
 //
-//		deny cache -> timeout -> breaker -> scripts -> pipeline -> rdb
+//		leases -> deny cache -> timeout -> breaker -> scripts -> pipeline -> rdb
 //
+//	  - Leases are outermost: a request admitted from a lease needs nothing
+//	    else; taking a lease is a decision like any other (of the rules with
+//	    their costs times the lease's size), through every stage behind.
 //	  - The deny cache is outermost: its answers from memory need no deadline
 //	    (a timer costs per call) and must neither close an open circuit nor
 //	    reset its count of failures.
@@ -150,21 +163,39 @@ func New(rdb redis.Scripter, o Options) *Limiter {
 	if cooldown <= 0 {
 		cooldown = time.Second
 	}
-	l.scripts = newScripts(scripter)
+	s := newScripts(scripter)
 	if o.Clock != nil {
-		l.scripts.now = o.Clock
+		s.now = o.Clock
 	}
+	l.scripts = s
 	l.releaseTimeout = o.Timeout
 	if l.releaseTimeout <= 0 {
 		l.releaseTimeout = defaultReleaseTimeout
 	}
-	l.breaker = newBreaker(l.scripts, failures, cooldown)
+	l.breaker = newBreaker(s, failures, cooldown)
 	l.chain = l.breaker
 	if o.Timeout > 0 {
 		l.chain = newTimeout(l.chain, o.Timeout)
 	}
+	inner := l.chain
 	if o.DenyCacheSize > 0 {
-		l.chain = newDenyCache(l.chain, o.DenyCacheSize)
+		l.chain = newDenyCache(inner, o.DenyCacheSize)
+	}
+	if o.Lease {
+		log := o.Log
+		if log == nil {
+			log = slog.New(slog.DiscardHandler)
+		}
+		// Rule sets that may be leased keep denials no longer than a lease
+		// lives: units another instance gives back can admit them sooner.
+		leased := inner
+		if o.DenyCacheSize > 0 {
+			dc := newDenyCache(inner, o.DenyCacheSize)
+			dc.hold = leaseMaxAge
+			leased = dc
+		}
+		l.leases = newLeases(l.chain, leased, s, o.Timeout, log)
+		l.chain = l.leases
 	}
 	return l
 }
@@ -228,9 +259,12 @@ func (l *Limiter) Release(ctx context.Context, res Result) error {
 // CircuitOpen reports whether the breaker keeps calls away from Redis.
 func (l *Limiter) CircuitOpen() bool { return l.breaker.open() }
 
-// Close makes later calls through the pipeline fail; calls under way finish.
-// It does not close rdb.
+// Close gives back the unused units of every lease, then makes later calls
+// through the pipeline fail; calls under way finish. It does not close rdb.
 func (l *Limiter) Close() {
+	if l.leases != nil {
+		l.leases.close()
+	}
 	if l.pipeline != nil {
 		l.pipeline.stop()
 	}

@@ -38,13 +38,14 @@ var _ redis.Hook = (*pipelineSizes)(nil)
 // TestPipelineBatchesAndKeepsRepliesApart: concurrent calls share pipelines
 // of at most the batch size, and each caller gets its own reply.
 func TestPipelineBatchesAndKeepsRepliesApart(t *testing.T) {
+	t.Parallel()
 	h := miniredisHarness(t)
 	ps := &pipelineSizes{}
 	h.rdb.AddHook(ps)
 	const batch, callers = 8, 300
 	p := newPipeline(h.rdb, batch, 50*time.Microsecond, 2)
 	t.Cleanup(p.stop)
-	a := single{l: &Limiter{chain: newScripts(p)}, name: "fixed_window", prefix: uniquePrefix(t), limit: algorithms.Limit{Requests: 1000, Window: time.Minute}}
+	a := single{l: &Limiter{chain: newScripts(p)}, name: "fixed_window", prefix: h.prefix(), limit: algorithms.Limit{Requests: 1000, Window: time.Minute}}
 	var wg sync.WaitGroup
 	start := make(chan struct{})
 	for i := range callers {
@@ -103,6 +104,7 @@ func TestPipelineClosed(t *testing.T) {
 
 // TestPipelineRedisDown: a dead Redis fails each call with an error, quickly.
 func TestPipelineRedisDown(t *testing.T) {
+	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -26,13 +26,29 @@ var driverLua string
 //go:embed lua/release.lua
 var releaseLua string
 
+//go:embed lua/single.lua
+var singleLua string
+
+//go:embed lua/giveback.lua
+var giveBackLua string
+
 // compose builds a script from algorithm modules: the prelude reads the clock
 // and holds the table the modules register in by name, the driver decides
 // the rules of KEYS and ARGV with them.
-func compose(specs []algorithms.Spec) *redis.Script { return composeWith(specs, driverLua) }
+func compose(specs []algorithms.Spec) *redis.Script {
+	return composeWith(specs, driverLua)
+}
 
-// composeWith is compose with another driver: releaseLua gives back what
-// held rules took.
+// composeSingle builds the script deciding one rule of spec's algorithm:
+// its module with single.lua, which skips the general driver's tables and
+// loops (the most common rule set is one limit, and Redis's one thread runs
+// every line of a script on every call).
+func composeSingle(spec algorithms.Spec) *redis.Script {
+	return composeWith([]algorithms.Spec{spec}, singleLua)
+}
+
+// composeWith builds a script from modules and a driver: driverLua,
+// singleLua, giveBackLua, or releaseLua (gives back what held rules took).
 func composeWith(specs []algorithms.Spec, driver string) *redis.Script {
 	var b strings.Builder
 	b.WriteString(preludeLua)
@@ -53,6 +69,8 @@ type scripts struct {
 	now func() time.Time // our clock, for calendar periods' starts
 
 	composed sync.Map // module names joined by "," -> *redis.Script
+	single   sync.Map // algorithm name -> *redis.Script of one rule
+	giveBack sync.Map // algorithm name -> *redis.Script returning leased units
 
 	mu   sync.RWMutex
 	args map[ruleLimit][]any // a rule's ARGV entries but its cost, made once per algorithm and limit
@@ -76,10 +94,22 @@ type rule struct {
 	key   string
 }
 
-// scriptFor returns the script with the modules of rs, and only those.
-func (s *scripts) scriptFor(rs []rule) *redis.Script { return s.scriptWith(rs, driverLua) }
+// scriptFor returns the script with the modules of rs, and only those: for
+// one rule, its module with the one-rule driver.
+func (s *scripts) scriptFor(rs []rule) *redis.Script {
+	if len(rs) == 1 {
+		name := rs[0].spec.Name
+		if sc, ok := s.single.Load(name); ok {
+			return sc.(*redis.Script)
+		}
+		sc, _ := s.single.LoadOrStore(name, composeSingle(rs[0].spec))
+		return sc.(*redis.Script)
+	}
+	return s.scriptWith(rs, driverLua)
+}
 
-// scriptWith is scriptFor with another driver (releaseLua).
+// scriptWith returns the script with the modules of rs, and only those, and
+// driver: driverLua, or releaseLua to give back what held rules took.
 func (s *scripts) scriptWith(rs []rule, driver string) *redis.Script {
 	var one [1]string
 	names := one[:0]
@@ -226,7 +256,11 @@ func (s *scripts) run(ctx context.Context, rdb redis.Scripter, rules []rule, non
 	var local time.Time // our clock, read once, if a calendar needs it
 	for i, r := range rules {
 		keys[i] = r.key
-		args = append(args, s.argsOf(r)...)
+		a := s.argsOf(r)
+		if len(rules) == 1 {
+			a = a[1:] // single.lua knows its module: no name
+		}
+		args = append(args, a...)
 		if r.spec.Calendar {
 			if local.IsZero() {
 				local = s.now()
@@ -301,6 +335,20 @@ func (s *scripts) release(ctx context.Context, hs []*held) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// refund gives units of r back (a lease's unused units; reset the reset of
+// the commit that took them, on Redis's clock).
+func (s *scripts) refund(ctx context.Context, r rule, units int, reset time.Time) error {
+	sc, ok := s.giveBack.Load(r.spec.Name)
+	if !ok {
+		sc, _ = s.giveBack.LoadOrStore(r.spec.Name, composeWith([]algorithms.Spec{r.spec}, giveBackLua))
+	}
+	args := append([]any{units, reset.UnixMilli()}, s.argsOf(r)[1:]...)
+	if err := sc.(*redis.Script).Run(ctx, s.rdb, []string{r.key}, args...).Err(); err != nil {
+		return fmt.Errorf("give back %d units of %s: %w", units, r.key, err)
+	}
+	return nil
 }
 
 // resolve checks rules and looks up their algorithms.

@@ -2,6 +2,7 @@ package middleware
 
 import (
 	"net/netip"
+	"strings"
 
 	"github.com/gin-gonic/gin"
 )
@@ -12,7 +13,12 @@ import (
 // same client must be one address however a proxy spells it (::FFFF:1.2.3.4,
 // ::ffff:1.2.3.4 and 1.2.3.4 are one). false when there is no address.
 func clientAddr(c *gin.Context) (netip.Addr, bool) {
-	a, err := netip.ParseAddr(c.ClientIP())
+	return canonicalAddr(c.ClientIP())
+}
+
+// canonicalAddr is ip parsed as clientAddr describes.
+func canonicalAddr(ip string) (netip.Addr, bool) {
+	a, err := netip.ParseAddr(ip)
 	if err != nil {
 		return netip.Addr{}, false
 	}
@@ -27,10 +33,15 @@ func clientAddr(c *gin.Context) (netip.Addr, bool) {
 // v6Prefix of 128 the subject is the address itself, written like an IPv4
 // one, without /128. "unknown" when there is no address.
 func ipSubject(c *gin.Context, v6Prefix int) string {
-	a, ok := clientAddr(c)
+	ip := c.ClientIP()
+	a, ok := canonicalAddr(ip)
 	switch {
 	case !ok:
 		return "unknown"
+	case a.Is4() && !strings.Contains(ip, ":"):
+		// Already canonical: ParseAddr takes dotted quads without leading
+		// zeros only. Reused rather than printed again, on every request.
+		return ip
 	case a.Is4() || v6Prefix >= 128:
 		return a.String()
 	}

@@ -14,8 +14,10 @@ import (
 
 	"tollgate/algorithms"
 	"tollgate/auth"
+	"tollgate/auth/authtest"
 	"tollgate/limiter"
 	"tollgate/policy"
+	"tollgate/redistest"
 )
 
 // proxyAddr is the trusted proxy of addressEngine: requests from it name the
@@ -25,16 +27,16 @@ const proxyAddr = "10.0.0.1:4321"
 // addressEngine serves GET /x behind Identify (with guard, nil: none) and a
 // limiter of policies deciding on g, and GET /ratelimit (Peek), with
 // 10.0.0.0/8 as trusted proxies and IPv6 clients grouped by ipv6Prefix bits.
-func addressEngine(t *testing.T, g testRedis, guard *auth.Guard, policies []policy.Policy, ipv6Prefix int) *gin.Engine {
+func addressEngine(t *testing.T, g *redistest.Redis, guard *auth.Guard, policies []policy.Policy, ipv6Prefix int) *gin.Engine {
 	t.Helper()
 	r := gin.New()
 	if err := r.SetTrustedProxies([]string{"10.0.0.0/8"}); err != nil {
 		t.Fatalf("SetTrustedProxies: %v", err)
 	}
 	r.RemoteIPHeaders = []string{"X-Forwarded-For"}
-	users := &fakeUsers{name: "bob", password: "pw"}
+	users := &authtest.Users{Name: "bob", Password: "pw"}
 	identify := newIdentify(discard(), users, guard, time.Second, time.Minute, time.Minute, ipv6Prefix)
-	lim := NewLimiter(discard(), limiter.New(g.rdb, limiter.Options{Timeout: time.Second}), policies, g.prefix, false, ipv6Prefix)
+	lim := NewLimiter(discard(), limiter.New(g.Client, limiter.Options{Timeout: time.Second}), policies, g.Prefix, false, ipv6Prefix)
 	r.GET("/x", identify, lim.Handler(), func(c *gin.Context) { c.String(http.StatusOK, Identity(c).Subject()) })
 	r.GET("/ratelimit", identify, lim.Peek())
 	return r
@@ -106,7 +108,7 @@ func TestIdentifyCanonicalClientIP(t *testing.T) {
 				t.Fatalf("SetTrustedProxies: %v", err)
 			}
 			r.RemoteIPHeaders = []string{"X-Forwarded-For"}
-			r.GET("/x", newIdentify(discard(), &fakeUsers{}, nil, time.Second, time.Minute, time.Minute, tt.ipv6Prefix), func(c *gin.Context) {
+			r.GET("/x", newIdentify(discard(), &authtest.Users{}, nil, time.Second, time.Minute, time.Minute, tt.ipv6Prefix), func(c *gin.Context) {
 				c.String(http.StatusOK, Identity(c).Subject())
 			})
 
@@ -122,7 +124,7 @@ func TestIdentifyCanonicalClientIP(t *testing.T) {
 // TestIPSpellingsShareOneQuota: one IPv4 client is one quota, however the
 // proxy spells its address.
 func TestIPSpellingsShareOneQuota(t *testing.T) {
-	for backend, newRedis := range redisBackends(t) {
+	for backend, newRedis := range redistest.Backends() {
 		t.Run(backend, func(t *testing.T) {
 			g := newRedis(t)
 			r := addressEngine(t, g, nil, ipPolicy(3), 64)
@@ -133,7 +135,7 @@ func TestIPSpellingsShareOneQuota(t *testing.T) {
 			if !slices.Equal(got, want) {
 				t.Errorf("statuses = %v, want %v", got, want)
 			}
-			keys := g.keys(t)
+			keys := g.Keys(t)
 			if len(keys) != 1 || !strings.Contains(keys[0], "{ip:1.2.3.4}") {
 				t.Errorf("keys = %q, want one with {ip:1.2.3.4}", keys)
 			}
@@ -144,7 +146,7 @@ func TestIPSpellingsShareOneQuota(t *testing.T) {
 // TestIPv6PrefixSharesOneQuota: the addresses of one /64 share a quota, and
 // its /ratelimit; another /64 has its own.
 func TestIPv6PrefixSharesOneQuota(t *testing.T) {
-	for backend, newRedis := range redisBackends(t) {
+	for backend, newRedis := range redistest.Backends() {
 		t.Run(backend, func(t *testing.T) {
 			g := newRedis(t)
 			r := addressEngine(t, g, nil, ipPolicy(3), 64)
@@ -155,7 +157,7 @@ func TestIPv6PrefixSharesOneQuota(t *testing.T) {
 			if !slices.Equal(got, want) {
 				t.Errorf("statuses = %v, want %v", got, want)
 			}
-			keys := strings.Join(g.keys(t), " ")
+			keys := strings.Join(g.Keys(t), " ")
 			for _, subject := range []string{"{ip:2001:db8::/64}", "{ip:2001:db8:0:1::/64}"} {
 				if !strings.Contains(keys, subject) {
 					t.Errorf("keys = %q, want one with %s", keys, subject)
@@ -189,7 +191,7 @@ func TestIPv6PrefixSetting(t *testing.T) {
 		{"128", 128, []int{200, 200, 200, 200}, "{ip:2001:db8::1}"},
 		{"48", 48, []int{200, 200, 429, 429}, "{ip:2001:db8::/48}"},
 	}
-	for backend, newRedis := range redisBackends(t) {
+	for backend, newRedis := range redistest.Backends() {
 		for _, tt := range tests {
 			t.Run(backend+"/"+tt.name, func(t *testing.T) {
 				g := newRedis(t)
@@ -200,7 +202,7 @@ func TestIPv6PrefixSetting(t *testing.T) {
 				if !slices.Equal(got, tt.want) {
 					t.Errorf("statuses = %v, want %v", got, tt.want)
 				}
-				if keys := strings.Join(g.keys(t), " "); !strings.Contains(keys, tt.subject) {
+				if keys := strings.Join(g.Keys(t), " "); !strings.Contains(keys, tt.subject) {
 					t.Errorf("keys = %q, want one with %s", keys, tt.subject)
 				}
 			})
@@ -212,7 +214,7 @@ func TestIPv6PrefixSetting(t *testing.T) {
 // group they are counted in: 2001:db8::5/128 does not hold the group's
 // representative 2001:db8::, and still exempts 2001:db8::5.
 func TestExemptCIDRMatchesTheRealAddress(t *testing.T) {
-	for backend, newRedis := range redisBackends(t) {
+	for backend, newRedis := range redistest.Backends() {
 		t.Run(backend, func(t *testing.T) {
 			g := newRedis(t)
 			r := addressEngine(t, g, nil, ipPolicy(1, "2001:db8::5/128", "1.2.3.0/24"), 64)
@@ -248,11 +250,11 @@ func TestGuardBudgetPerCanonicalAddress(t *testing.T) {
 		{"ipv4 spellings", []string{"1.2.3.4", "::ffff:1.2.3.4", "::FFFF:1.2.3.4"}, "[::ffff:1.2.3.4]:1", "1.2.3.5", "authfail:ip:1.2.3.4"},
 		{"ipv6 /64", []string{"2001:db8::1", "2001:db8::2:3", "[2001:db8::ff]:1"}, "2001:DB8::abc", "2001:db8:1::1", "authfail:ip:2001:db8::/64"},
 	}
-	for backend, newRedis := range redisBackends(t) {
+	for backend, newRedis := range redistest.Backends() {
 		for _, tt := range tests {
 			t.Run(backend+"/"+tt.name, func(t *testing.T) {
 				g := newRedis(t)
-				guard, err := auth.NewGuard(g.rdb, g.prefix, len(tt.failures), 15*time.Minute, 0, time.Second, true)
+				guard, err := auth.NewGuard(g.Client, g.Prefix, len(tt.failures), 15*time.Minute, 0, time.Second, true)
 				if err != nil {
 					t.Fatalf("NewGuard: %v", err)
 				}
@@ -271,8 +273,8 @@ func TestGuardBudgetPerCanonicalAddress(t *testing.T) {
 				if w := from(t, r, "/x", tt.other, next); w.Code != http.StatusUnauthorized {
 					t.Errorf("%s: status %d, want 401 (a budget of its own)", tt.other, w.Code)
 				}
-				if keys := g.keys(t); !slices.Contains(keys, g.prefix+tt.key) {
-					t.Errorf("keys = %q, want %s", keys, g.prefix+tt.key)
+				if keys := g.Keys(t); !slices.Contains(keys, g.Prefix+tt.key) {
+					t.Errorf("keys = %q, want %s", keys, g.Prefix+tt.key)
 				}
 			})
 		}

@@ -1,84 +1,19 @@
 package middleware
 
 import (
-	"context"
 	"encoding/base64"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/gin-gonic/gin"
 
 	"tollgate/auth"
+	"tollgate/auth/authtest"
 )
-
-// fakeUsers is an auth.Users that knows one user (of tier, "free" when
-// empty) and that user's API keys; it counts its calls and can fail.
-type fakeUsers struct {
-	name, password, tier string
-	err                  error
-
-	mu    sync.Mutex
-	calls int
-	keys  map[string]bool // key: revoked
-}
-
-func (f *fakeUsers) CheckPassword(ctx context.Context, name, password string) (string, string, bool, error) {
-	if err := f.call(); err != nil {
-		return "", "", false, err
-	}
-	if name != f.name || password != f.password {
-		return "", "", false, nil
-	}
-	return f.name, f.userTier(), true, nil
-}
-
-func (f *fakeUsers) CheckAPIKey(ctx context.Context, key string) (string, string, bool, error) {
-	if err := f.call(); err != nil {
-		return "", "", false, err
-	}
-	f.mu.Lock()
-	revoked, ok := f.keys[key]
-	f.mu.Unlock()
-	if !ok || revoked {
-		return "", "", false, nil
-	}
-	return f.name, f.userTier(), true, nil
-}
-
-func (f *fakeUsers) userTier() string {
-	if f.tier == "" {
-		return "free"
-	}
-	return f.tier
-}
-
-func (f *fakeUsers) call() error {
-	f.mu.Lock()
-	f.calls++
-	f.mu.Unlock()
-	return f.err
-}
-
-// setKey adds key for the user, or revokes it.
-func (f *fakeUsers) setKey(key string, revoked bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.keys == nil {
-		f.keys = map[string]bool{}
-	}
-	f.keys[key] = revoked
-}
-
-func (f *fakeUsers) Calls() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.calls
-}
 
 // identifyEngine serves GET /x behind Identify, answering with the identity
 // and the tier in X-Tier. proxies are the engine's trusted proxies (nil:
@@ -184,7 +119,7 @@ func TestIdentifyClientIP(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			users := &fakeUsers{name: "alice", password: "pw"}
+			users := &authtest.Users{Name: "alice", Password: "pw"}
 			r := identifyEngine(t, users, tt.proxies)
 
 			w := serve(t, r, tt.remoteAddr, tt.header)
@@ -206,7 +141,7 @@ func TestIdentifyClientIP(t *testing.T) {
 }
 
 func TestIdentifyBasic(t *testing.T) {
-	users := &fakeUsers{name: "alice", password: "s3cret:with:colons"}
+	users := &authtest.Users{Name: "alice", Password: "s3cret:with:colons"}
 	r := identifyEngine(t, users, []string{"192.0.2.0/24"})
 
 	w := serve(t, r, "192.0.2.1:1234", map[string]string{
@@ -231,8 +166,8 @@ func TestIdentifyBasic(t *testing.T) {
 // TestRequestLogIdentityKind: the access log names how the caller was
 // identified: user (password), key (API key) or ip, never the credential.
 func TestRequestLogIdentityKind(t *testing.T) {
-	users := &fakeUsers{name: "bob", password: "pw"}
-	users.setKey("tg_good", false)
+	users := &authtest.Users{Name: "bob", Password: "pw"}
+	users.SetKey("tg_good", false)
 	var logs strings.Builder
 	r := gin.New()
 	r.Use(RequestLog(slog.New(slog.NewJSONHandler(&logs, nil)), nil))
@@ -260,7 +195,7 @@ func TestRequestLogIdentityKind(t *testing.T) {
 // TestIdentifyEmptyKey: an X-API-Key header sent empty is a wrong key (401),
 // not anonymous, and costs no lookup.
 func TestIdentifyEmptyKey(t *testing.T) {
-	users := &fakeUsers{name: "alice", password: "pw"}
+	users := &authtest.Users{Name: "alice", Password: "pw"}
 	r := identifyEngine(t, users, nil)
 	w := serve(t, r, "192.0.2.1:1234", map[string]string{"X-API-Key": ""})
 	if w.Code != http.StatusUnauthorized || users.Calls() != 0 {
@@ -275,8 +210,8 @@ func TestIdentifyEmptyKey(t *testing.T) {
 // TestIdentifyRepeatedCredential: a credential header sent twice is
 // ambiguous (which one is the caller?): 400, and nothing is checked.
 func TestIdentifyRepeatedCredential(t *testing.T) {
-	users := &fakeUsers{name: "alice", password: "pw"}
-	users.setKey("tg_good", false)
+	users := &authtest.Users{Name: "alice", Password: "pw"}
+	users.SetKey("tg_good", false)
 	r := identifyEngine(t, users, nil)
 	for _, h := range []http.Header{
 		{"Authorization": {basic("alice", "pw"), basic("bob", "x")}},

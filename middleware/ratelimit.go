@@ -383,19 +383,34 @@ func setHeaders(h http.Header, items []headerItem, chosen int) {
 	// One backing array for every value, and keys already in canonical form
 	// (http.Header.Set would allocate both on every request).
 	v := make([]string, 6)
-	v[0], v[1] = lh.quota, strconv.Itoa(remaining)
-	v[2] = strconv.FormatInt(ceilUnix(now.Add(d.ResetAfter)), 10)
-	v[3] = policy
+	v[0], v[3] = lh.quota, policy
 	// RateLimit's t is the delay until more quota: the full reset while
 	// there is quota left, and Retry-After's value on a denial (for a bucket,
 	// the next token, long before the bucket is full again).
 	t := ceilSeconds(d.ResetAfter)
 	if !d.Allowed {
 		t = retryAfterSeconds(d)
-		v[5] = strconv.FormatInt(t, 10)
+	}
+	// The numbers and RateLimit are written into one string, which the
+	// values then share: one allocation instead of four or five.
+	var buf [160]byte
+	b := strconv.AppendInt(buf[:0], int64(remaining), 10)
+	endRemaining := len(b)
+	b = strconv.AppendInt(b, ceilUnix(now.Add(d.ResetAfter)), 10)
+	endReset := len(b)
+	b = strconv.AppendInt(b, t, 10)
+	endT := len(b)
+	b = append(b, it.lt.sfName...)
+	b = append(b, ";r="...)
+	b = append(b, b[:endRemaining]...)
+	b = append(b, ";t="...)
+	b = append(b, b[endReset:endT]...)
+	all := string(b)
+	v[1], v[2], v[4] = all[:endRemaining], all[endRemaining:endReset], all[endT:]
+	if !d.Allowed {
+		v[5] = all[endReset:endT]
 		h[hdrRetryAfter] = v[5:6:6]
 	}
-	v[4] = it.lt.sfName + ";r=" + v[1] + ";t=" + strconv.FormatInt(t, 10)
 	h[hdrLimit], h[hdrRemaining], h[hdrReset] = v[0:1:1], v[1:2:2], v[2:3:3]
 	h[hdrPolicy], h[hdrRateLimit] = v[3:4:4], v[4:5:5]
 }

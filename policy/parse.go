@@ -47,6 +47,7 @@ type limitDoc struct {
 	Timeout   string      `yaml:"timeout"`  // held algorithms (concurrency), instead of window
 	Period    string      `yaml:"period"`   // calendar, instead of window
 	Timezone  string      `yaml:"timezone"` // calendar; default UTC
+	Lease     string      `yaml:"lease"`    // auto (the default) or off
 }
 
 // wholeNumber is an integer field of the file, kept as written: YAML
@@ -276,6 +277,10 @@ func limits(field string, docs []limitDoc, cost int) ([]Limit, []error) {
 			errs = append(errs, fmt.Errorf("%s.burst: %d: want 0 (the limit) or more", f, burst))
 			ok = false
 		}
+		if d.Lease != "" && d.Lease != "auto" && d.Lease != "off" {
+			errs = append(errs, fmt.Errorf("%s.lease: %q: want auto (leased when large and busy, RATE_LIMIT_LEASE permitting) or off", f, d.Lease))
+			ok = false
+		}
 		spec, _ := algorithms.Lookup(d.Algorithm) // the zero Spec when unknown, already reported
 		l, lerrs := window(f, spec, d)
 		errs = append(errs, lerrs...)
@@ -291,7 +296,7 @@ func limits(field string, docs []limitDoc, cost int) ([]Limit, []error) {
 			errs = append(errs, fmt.Errorf("%s: %w", f, err))
 			continue
 		}
-		out = append(out, Limit{Algorithm: strings.ReplaceAll(d.Algorithm, "-", "_"), Limit: l})
+		out = append(out, Limit{Algorithm: strings.ReplaceAll(d.Algorithm, "-", "_"), Limit: l, NoLease: d.Lease == "off"})
 	}
 	return out, errs
 }

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -180,6 +181,11 @@ policies:
     key: user
     tiers: {pro: []}`, []string{`policy "p12"`, "tiers.pro"}},
 		{"empty file", ``, []string{"no policies"}},
+		{"lease neither auto nor off", `
+policies:
+  - name: q9
+    key: ip
+    limits: [{algorithm: fixed_window, limit: 5000, window: 1m, lease: sometimes}]`, []string{`policy "q9"`, "limits[0].lease", `"sometimes"`, "auto", "off"}},
 		{"fractional limit", `
 policies:
   - name: q1
@@ -317,5 +323,24 @@ policies:
 				}
 			}
 		})
+	}
+}
+
+// TestParseLease: lease: off reaches the rules, so the engine decides them
+// on Redis every time; auto (or nothing) leaves them to RATE_LIMIT_LEASE.
+func TestParseLease(t *testing.T) {
+	ps, err := Parse(strings.NewReader(`
+policies:
+  - {name: a, key: ip, limits: [{algorithm: fixed_window, limit: 5000, window: 1m, lease: off}, {algorithm: gcra, limit: 5000, window: 1m, lease: auto}, {algorithm: gcra, limit: 9000, window: 1h}]}`))
+	if err != nil {
+		t.Fatalf("Parse() = %v", err)
+	}
+	rules, _ := NewSet(ps, "p:").Rules("GET", "/x", Caller{IP: "192.0.2.1"}, nil)
+	var got []bool
+	for _, a := range rules {
+		got = append(got, a.Rule.NoLease)
+	}
+	if want := []bool{true, false, false}; !slices.Equal(got, want) {
+		t.Errorf("rules' NoLease = %v, want %v", got, want)
 	}
 }

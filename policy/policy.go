@@ -45,6 +45,7 @@ type Route struct {
 type Limit struct {
 	Algorithm string
 	Limit     algorithms.Limit
+	NoLease   bool // lease: off: decided by Redis on every request
 }
 
 // AnonymousTier is the tier of callers without credentials, counted by
@@ -246,7 +247,7 @@ func (s *Set) rules(anyRoute bool, method, route string, c Caller, out []Applied
 		if !anyRoute && !p.matches(method, route) || p.exempt(c) {
 			continue
 		}
-		who, ok := p.subject(c)
+		kind, who, ok := p.subject(c)
 		if !ok {
 			continue
 		}
@@ -259,24 +260,26 @@ func (s *Set) rules(anyRoute bool, method, route string, c Caller, out []Applied
 			}
 		}
 		if s.HasOverrides() && len(limits) > 0 {
-			if o := s.overrideFor(i, who, c); o != nil {
-				out = append(out, s.applied(p, o.named[tier], who, &o.Override))
+			if o := s.overrideFor(i, kind, c); o != nil { // it reads the kind only
+				out = append(out, s.applied(p, o.named[tier], kind, who, &o.Override))
 				continue
 			}
 		}
 		for j := range limits {
-			out = append(out, s.applied(p, &limits[j], who, nil))
+			out = append(out, s.applied(p, &limits[j], kind, who, nil))
 		}
 	}
 	return out, unlisted
 }
 
-// applied is nl of p applied to subject who. The subject is the hash tag: on
+// applied is nl of p applied to the subject kind+who (kind "ip:", "user:"
+// or "h:"). The subject is the hash tag: on
 // a cluster, every limit of one subject lives in one slot and is decided in
 // one script.
-func (s *Set) applied(p *Policy, nl *NamedLimit, who string, o *Override) Applied {
+func (s *Set) applied(p *Policy, nl *NamedLimit, kind, who string, o *Override) Applied {
 	return Applied{Policy: p, Limit: nl, Override: o, Rule: limiter.Rule{
-		Algorithm: nl.Algorithm, Limit: nl.Limit.Limit, Cost: p.Cost, Key: s.prefix + "{" + who + "}" + nl.keySuffix,
+		Algorithm: nl.Algorithm, Limit: nl.Limit.Limit, Cost: p.Cost, Key: s.prefix + "{" + kind + who + "}" + nl.keySuffix,
+		NoLease: nl.NoLease,
 	}}
 }
 
@@ -308,24 +311,26 @@ func (p *Policy) exempt(c Caller) bool {
 // subject is what the policy counts for c, or false when its key does not
 // apply (key user for an anonymous caller, a missing header). Header values
 // are hashed: they may be secrets.
-func (p *Policy) subject(c Caller) (string, bool) {
+func (p *Policy) subject(c Caller) (kind, value string, ok bool) {
+	// Kind and value apart: the caller joins them into the key in one
+	// concatenation, one allocation per limit and request rather than two.
 	switch {
 	case p.Key == "ip":
-		return "ip:" + c.IP, true
+		return "ip:", c.IP, true
 	case p.Key == "user":
-		return "user:" + c.User, c.User != ""
+		return "user:", c.User, c.User != ""
 	case p.Key == "user_or_ip":
 		if c.User == "" {
-			return "ip:" + c.IP, true
+			return "ip:", c.IP, true
 		}
-		return "user:" + c.User, true
+		return "user:", c.User, true
 	default:
 		name := strings.TrimPrefix(p.Key, "header:")
 		v := c.Header.Get(name)
 		if v == "" {
-			return "", false
+			return "", "", false
 		}
 		sum := sha256.Sum256([]byte(name + ":" + v))
-		return "h:" + hex.EncodeToString(sum[:16]), true
+		return "h:", hex.EncodeToString(sum[:16]), true
 	}
 }

@@ -36,12 +36,24 @@ do
     local limit, window = tonumber(args[1]), tonumber(args[2])
     local used = c.used + cost
     local reset = c.start + window - clock.ms
-    redis.call('HSET', key, 'w', c.start, 'n', used)
     -- The key expires when its window closes: set once, as the window opens
-    -- (HSET keeps a key's expiry), not on every request.
+    -- (HINCRBY keeps a key's expiry), not on every request; within a window
+    -- only the count changes.
     if c.used == 0 then
+      redis.call('HSET', key, 'w', c.start, 'n', used)
       redis.call('PEXPIRE', key, reset)
+    else
+      redis.call('HINCRBY', key, 'n', cost)
     end
     return limit - used, reset
+  end
+
+  -- Gives back units leased and not used, if the window that counted them
+  -- is still the stored one (a later window never counted them).
+  function m.refund(key, args, units, reset_at)
+    local window = tonumber(args[2])
+    if tonumber(redis.call('HGET', key, 'w')) == reset_at - window then
+      redis.call('HINCRBY', key, 'n', -units)
+    end
   end
 end

@@ -39,4 +39,25 @@ do
     redis.call('SET', key, tat, 'PX', ms(tat - now))
     return math.floor((interval * burst - (tat - now)) / interval), ms(tat - now)
   end
+
+  -- Gives back units leased and not used by moving TAT back. Had they never
+  -- been taken, TAT would have reached now (a full bucket) units intervals
+  -- before reset_at; what that can have lost is not given back.
+  function m.refund(key, args, units, reset_at)
+    local interval = tonumber(args[1])
+    local now = clock.us
+    -- reset_at is whole ms, up to 1 ms after TAT: counted from 1 ms earlier.
+    local lost = math.max(0, now - ((reset_at - 1) * 1000 - units * interval))
+    units = units - math.ceil(lost / interval)
+    local stored = redis.call('GET', key)
+    if units <= 0 or not stored then
+      return
+    end
+    local tat = math.max(now, tonumber(stored) - units * interval)
+    if tat <= now then
+      redis.call('DEL', key)
+    else
+      redis.call('SET', key, tat, 'PX', ms(tat - now))
+    end
+  end
 end

@@ -68,4 +68,18 @@ do
     redis.call('PEXPIRE', key, reset)
     return math.floor((c.budget - cur * window) / window), reset
   end
+
+  -- Gives back units leased and not used: from the count of the window that
+  -- took them, current or (after a later commit) previous.
+  function m.refund(key, args, units, reset_at)
+    local window = tonumber(args[2])
+    local start = reset_at - 2 * window
+    local state = redis.call('HMGET', key, 'w', 'c', 'p')
+    local stored = tonumber(state[1])
+    if stored == start then
+      redis.call('HSET', key, 'c', math.max(0, (tonumber(state[2]) or 0) - units))
+    elseif stored == start + window then
+      redis.call('HSET', key, 'p', math.max(0, (tonumber(state[3]) or 0) - units))
+    end
+  end
 end

@@ -48,4 +48,25 @@ do
     redis.call('PEXPIRE', key, reset)
     return math.floor(tokens / window), reset
   end
+
+  -- Gives back units leased and not used. Had they never been taken, the
+  -- bucket would have been full (and lost refill) from the time its reset
+  -- came units' refill earlier; what that can have lost is not given back,
+  -- so a give-back never leaves more tokens than without the lease.
+  function m.refund(key, args, units, reset_at)
+    local rate, window, capacity = tonumber(args[1]), tonumber(args[2]), tonumber(args[3])
+    local full = capacity * window
+    -- reset_at is rounded up to whole ms: counted from 1 ms earlier.
+    local lost = math.max(0, clock.ms - (reset_at - 1 - math.ceil(units * window / rate)))
+    units = units - math.ceil(lost * rate / window)
+    local state = redis.call('HMGET', key, 't', 'ts')
+    local last = tonumber(state[2])
+    if units <= 0 or not last then
+      return
+    end
+    local now = math.max(clock.ms, last)
+    local tokens = math.min(full, tonumber(state[1]) + (now - last) * rate + units * window)
+    redis.call('HSET', key, 't', tokens, 'ts', now)
+    redis.call('PEXPIRE', key, math.max(1, math.ceil((full - tokens) / rate)))
+  end
 end

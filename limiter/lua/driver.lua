@@ -1,5 +1,6 @@
--- Driver of every script: checks every rule, and records the request in all of
--- them only if all admit it, so a request denied by one limit consumes none.
+-- Driver of the scripts for several rules (single.lua decides one): checks
+-- every rule, and records the request in all of them only if all admit it, so
+-- a request denied by one limit consumes none.
 -- KEYS[i]: the key of rule i
 -- ARGV[1]: 1 to record the request if every rule admits it, 0 to peek
 -- ARGV[2]: nonce, unique per call (sliding_log's members)
@@ -9,29 +10,6 @@
 --          that denies it when committing, and what is left now otherwise.
 local commit = ARGV[1] == '1'
 local nonce = ARGV[2]
-
--- One rule, the common case, without the tables the general loop needs:
--- the same answers, less work for Redis's one thread.
-if #KEYS == 1 then
-  local m = algorithms[ARGV[3]]
-  if m == nil then
-    return redis.error_reply('unknown algorithm ' .. tostring(ARGV[3]))
-  end
-  local args = {}
-  for j = 1, m.nargs do
-    args[j] = ARGV[3 + j]
-  end
-  local cost = tonumber(ARGV[m.nargs + 4])
-  local c = m.check(KEYS[1], args, cost)
-  if not c.ok then
-    return {0, commit and 0 or c.remaining, c.reset, c.retry, clock.ms}
-  end
-  if not commit then
-    return {1, c.remaining, c.reset, 0, clock.ms}
-  end
-  local remaining, reset = m.commit(KEYS[1], args, cost, c, nonce)
-  return {1, remaining, reset, 0, clock.ms}
-end
 
 local rules, admit = {}, true
 local n = 3

@@ -11,6 +11,11 @@
 --                                  whatever commit needs
 --   m.commit(key, args, cost, c, nonce)  records the request checked in c and
 --                                  returns remaining, reset_ms after it
+--   m.refund(key, args, units, reset_at)  optional, for leases (Spec.LeaseFor):
+--                                  gives back units committed and not used,
+--                                  reset_at the reset (ms since the epoch) the
+--                                  commit that took them returned; never leaves
+--                                  more than had they not been taken
 -- and, for an algorithm whose requests hold what they take until they end
 -- (algorithms.Spec.Held: concurrency), in the release script (release.lua)
 --   m.release(key, args, cost, nonce)    gives back what the call with nonce

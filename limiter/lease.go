@@ -1,0 +1,366 @@
+package limiter
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"tollgate/algorithms"
+)
+
+// Leases: a rule set under heavy traffic takes several requests' worth of
+// its quota in one decision (the request's rules with their costs times n,
+// committed atomically by the same scripts as any decision, so never more
+// than remains in any rule) and admits the next n-1 requests from memory.
+// The units are counted in Redis when taken, so all instances together never
+// admit more than the limit. What a lease can cost is under-admission: units
+// one instance holds that another instance's requests cannot have. It is
+// bounded three ways:
+//   - size: a lease is at most about leaseHorizon of the rule set's observed
+//     rate, and at most remaining/(2*leaseInstances) of every rule (the
+//     remaining of the last decision), so leases shrink towards the end of a
+//     quota and stop (plain decisions, exact) when under 2 requests' worth;
+//   - time: a lease ends after leaseMaxAge (so also when the rate drops), at
+//     the end of the window that counted it (Spec.LeaseFor) and at Close;
+//     its unused units are then given back (the module's m.refund);
+//   - scope: limits under minLeaseQuota per window, rules with NoLease and
+//     algorithms without LeaseFor (requests in flight, say) are never leased.
+const (
+	// leaseHorizon is how much traffic one lease covers: at 10,000 requests
+	// a second on one rule set, 1,000 requests per Redis call.
+	leaseHorizon = 100 * time.Millisecond
+	// leaseMaxAge ends a lease that was not used up: units held longer than
+	// this are more likely stranded than needed.
+	leaseMaxAge = 250 * time.Millisecond
+	// leaseInstances is the number of instances assumed to share a rule
+	// set's quota when sizing a lease: remaining/(2*4) each, so four
+	// instances hold at most half of what remains.
+	leaseInstances = 4
+	// minLeaseQuota: limits below it are never leased. At 1,000 per window
+	// a lease is at most 125 units; the tutorial's 5 per minute (and any
+	// limit a person counts by hand) is decided exactly, call by call.
+	minLeaseQuota = 1000
+	// maxLeases bounds the rule sets tracked; beyond it, decisions are plain.
+	maxLeases = 10_000
+)
+
+// leases is the engine's outermost stage when leasing is on.
+type leases struct {
+	next    decider // rule sets never leased: the deny cache and on
+	leased  decider // rule sets that may be: denials kept at most leaseMaxAge
+	scripts *scripts
+	timeout time.Duration
+	log     *slog.Logger
+	now     func() time.Time
+
+	taken atomic.Int64 // leases taken, for tests
+
+	// entries holds each tracked rule set's *lease (by ruleSetKey): a
+	// sync.Map, since requests on many keys look up and rarely add.
+	entries sync.Map
+	count   atomic.Int64 // entries, at most maxLeases
+	closed  atomic.Bool
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+// lease is one rule set's lease and what sizes the next one.
+type lease struct {
+	mu     sync.Mutex
+	rules  []rule     // resolved, costs as per request
+	left   int        // requests this instance may still admit from it
+	ds     []Decision // of the commit that took it: Remaining after it
+	at     time.Time  // local clock at the commit
+	until  time.Time  // local clock: the lease ends
+	taking bool       // a lease is being taken: others decide plainly
+	gone   bool       // dropped from leases.entries: use a new one
+
+	seen     int       // requests since since: the observed rate
+	since    time.Time //
+	headroom int       // requests' worth the last decision left in every rule /(2*leaseInstances); -1: none known
+	used     time.Time // last request
+}
+
+// giveBack is a lease's unused units, to be returned to Redis.
+type giveBack struct {
+	rules []rule
+	ds    []Decision
+	left  int
+}
+
+var _ decider = (*leases)(nil)
+
+func newLeases(next, leased decider, s *scripts, timeout time.Duration, log *slog.Logger) *leases {
+	if timeout <= 0 {
+		timeout = time.Second
+	}
+	l := &leases{next: next, leased: leased, scripts: s, timeout: timeout, log: log, now: time.Now,
+		stop: make(chan struct{}), done: make(chan struct{})}
+	go l.sweep()
+	return l
+}
+
+// leasable reports whether rules may be leased, and resolves them.
+func leasable(rules []Rule) ([]rule, bool) {
+	for _, r := range rules {
+		if r.NoLease {
+			return nil, false
+		}
+		s, err := algorithms.Lookup(r.Algorithm)
+		if err != nil || s.LeaseFor == nil || s.Quota(r.Limit) < minLeaseQuota {
+			return nil, false
+		}
+	}
+	rs, err := resolve(rules)
+	return rs, err == nil
+}
+
+// decide admits from this instance's lease on rules if it has one, else
+// decides plainly or takes a new lease. Peeks are never leased.
+func (l *leases) decide(ctx context.Context, rules []Rule, commit bool) ([]Decision, bool, error) {
+	if !commit {
+		return l.next.decide(ctx, rules, commit)
+	}
+	e := l.entry(rules)
+	if e == nil {
+		return l.next.decide(ctx, rules, commit)
+	}
+	now := l.now()
+	e.mu.Lock()
+	if e.gone { // swept as idle after this request found it
+		e.mu.Unlock()
+		return l.decide(ctx, rules, commit)
+	}
+	e.seen++
+	e.used = now
+	if e.left > 0 && now.Before(e.until) {
+		e.left--
+		ds := e.answer(now)
+		e.mu.Unlock()
+		return ds, true, nil
+	}
+	back := e.end()
+	n := e.size(now)
+	if n < 2 || e.taking {
+		e.mu.Unlock()
+		l.giveBack(back)
+		ds, allowed, err := l.leased.decide(ctx, rules, commit)
+		if err == nil {
+			e.mu.Lock()
+			e.headroom = headroom(e.rules, ds)
+			e.mu.Unlock()
+		}
+		return ds, allowed, err
+	}
+	e.taking = true
+	e.seen, e.since = 0, now
+	e.mu.Unlock()
+	l.giveBack(back)
+
+	many := make([]Rule, len(rules))
+	for i, r := range rules {
+		many[i] = r
+		many[i].Cost = e.rules[i].cost * n
+	}
+	ds, allowed, err := l.leased.decide(ctx, many, true)
+	if err == nil && !allowed {
+		// Less left than n requests' worth: this request alone, exactly.
+		ds, allowed, err = l.leased.decide(ctx, rules, true)
+		n = 1
+	}
+	e.mu.Lock()
+	e.taking = false
+	if err != nil || !allowed || n == 1 {
+		if err == nil {
+			e.headroom = headroom(e.rules, ds)
+		}
+		e.mu.Unlock()
+		return ds, allowed, err
+	}
+	l.taken.Add(1)
+	e.ds, e.at, e.left = ds, now, n-1
+	e.until = now.Add(leaseMaxAge)
+	for i, r := range e.rules {
+		e.until = minTime(e.until, now.Add(r.spec.LeaseFor(r.limit, ds[i].ResetAfter)))
+	}
+	e.headroom = headroom(e.rules, ds)
+	out := e.answer(now)
+	e.mu.Unlock()
+	// If Close ran meanwhile, its give-back may have missed this lease.
+	if l.closed.Load() {
+		e.mu.Lock()
+		back := e.end()
+		e.mu.Unlock()
+		l.giveBack(back)
+	}
+	return out, true, nil
+}
+
+// entry returns the lease record of rules, made on first use; nil when rules
+// are not leasable, the engine is closed or too many rule sets are tracked.
+func (l *leases) entry(rules []Rule) *lease {
+	if len(rules) == 0 {
+		return nil
+	}
+	key := ruleSetKey(rules)
+	if l.closed.Load() {
+		return nil
+	}
+	if e, ok := l.entries.Load(key); ok {
+		return e.(*lease)
+	}
+	rs, ok := leasable(rules)
+	if !ok || l.count.Load() >= maxLeases {
+		return nil
+	}
+	e, loaded := l.entries.LoadOrStore(key, &lease{rules: rs, headroom: -1, since: l.now()})
+	if !loaded {
+		l.count.Add(1)
+	}
+	return e.(*lease)
+}
+
+// size is how many requests' worth the next lease takes: leaseHorizon of
+// the rate seen since the last lease (or the first request), at most the
+// headroom the last decision left. Called with e.mu held.
+func (e *lease) size(now time.Time) int {
+	elapsed := max(now.Sub(e.since), time.Millisecond)
+	if elapsed > leaseMaxAge*4 {
+		// An old burst must not size leases for a slow key: observe anew.
+		e.seen, e.since = 1, now
+		return 0
+	}
+	if e.headroom < 2 || e.seen < 2 {
+		return 0
+	}
+	n := int(int64(e.seen) * int64(leaseHorizon) / int64(elapsed))
+	return min(n, e.headroom)
+}
+
+// headroom is the most requests' worth of rs a lease may take after ds: what
+// every rule has left, in requests, shared by leaseInstances instances, half
+// of it.
+func headroom(rs []rule, ds []Decision) int {
+	h := -1
+	for i, r := range rs {
+		n := ds[i].Remaining / r.cost / (2 * leaseInstances)
+		if h < 0 || n < h {
+			h = n
+		}
+	}
+	return h
+}
+
+// answer is the decisions of a request admitted from the lease at now, with
+// e.left requests' worth still unused. Called with e.mu held.
+func (e *lease) answer(now time.Time) []Decision {
+	return e.answerAs(now, e.left)
+}
+
+// answerAs is answer with left unused: Remaining is what this instance
+// knows, the count at the lease minus what it admitted since, so it counts
+// its own unused units as remaining and never goes negative.
+func (e *lease) answerAs(now time.Time, left int) []Decision {
+	elapsed := now.Sub(e.at)
+	ds := make([]Decision, len(e.ds))
+	for i, d := range e.ds {
+		d.Remaining += left * e.rules[i].cost
+		d.ResetAfter = max(d.ResetAfter-elapsed, 0)
+		d.Now = d.Now.Add(elapsed)
+		ds[i] = d
+	}
+	return ds
+}
+
+// end ends e's lease, returning what is to be given back (nil if nothing).
+// Called with e.mu held.
+func (e *lease) end() *giveBack {
+	if e.left <= 0 {
+		return nil
+	}
+	b := &giveBack{rules: e.rules, ds: e.ds, left: e.left}
+	e.left = 0
+	return b
+}
+
+// giveBack returns a lease's unused units, rule by rule (each alone is a
+// correct give-back; none needs the others). Errors are logged: units not
+// given back are under-admission until the window or bucket forgets them.
+func (l *leases) giveBack(b *giveBack) {
+	if b == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), l.timeout)
+	defer cancel()
+	for i, r := range b.rules {
+		reset := b.ds[i].Now.Add(b.ds[i].ResetAfter)
+		if err := l.scripts.refund(ctx, r, b.left*r.cost, reset); err != nil {
+			l.log.Warn("lease give-back failed", "err", err, "units", b.left*r.cost)
+		}
+	}
+}
+
+// sweep ends leases that aged out, and forgets idle rule sets, every
+// leaseMaxAge/5 until Close.
+func (l *leases) sweep() {
+	defer close(l.done)
+	t := time.NewTicker(leaseMaxAge / 5)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-t.C:
+			l.expire(l.now())
+		}
+	}
+}
+
+// expire gives back the leases that ended by now (all of them once closed)
+// and forgets rule sets unused for a few lease ages.
+func (l *leases) expire(now time.Time) {
+	var backs []*giveBack
+	closed := l.closed.Load()
+	l.entries.Range(func(k, v any) bool {
+		e := v.(*lease)
+		e.mu.Lock()
+		if closed || !now.Before(e.until) {
+			if b := e.end(); b != nil {
+				backs = append(backs, b)
+			}
+		}
+		if e.left == 0 && !e.taking && now.Sub(e.used) > 4*leaseMaxAge {
+			e.gone = true
+			l.entries.Delete(k)
+			l.count.Add(-1)
+		}
+		e.mu.Unlock()
+		return true
+	})
+	for _, b := range backs {
+		l.giveBack(b)
+	}
+}
+
+// close stops leasing and gives back every lease's unused units.
+func (l *leases) close() {
+	if !l.closed.CompareAndSwap(false, true) {
+		return
+	}
+	close(l.stop)
+	<-l.done
+	l.expire(l.now())
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+// len reports how many rule sets are tracked.
+func (l *leases) len() int { return int(l.count.Load()) }
