@@ -38,17 +38,6 @@ func peekRemaining(t *testing.T, h harness, r Rule) int {
 	return res.Decisions[0].Remaining
 }
 
-// cleanupKeys deletes keys when the test ends (their windows are long).
-func cleanupKeys(t *testing.T, h harness, keys ...string) {
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		for _, k := range keys {
-			h.rdb.Del(ctx, k)
-		}
-	})
-}
-
 // TestLeaseThreeInstances runs three engines with leases on one Redis, as
 // three instances of the service, 300 callers sending the limit, then 1.5
 // times the limit, between them: together they admit at most the limit, at
@@ -63,8 +52,7 @@ func TestLeaseThreeInstances(t *testing.T) {
 			// One at a time: 300 callers are load enough.
 			t.Run(name+"/"+spec.Name+"/"+strconv.Itoa(requests), func(t *testing.T) {
 				h := mk(t)
-				rule := Rule{Algorithm: spec.Name, Limit: leaseLimit, Key: uniquePrefix(t) + "{k}:" + spec.Name}
-				cleanupKeys(t, h, rule.Key)
+				rule := Rule{Algorithm: spec.Name, Limit: leaseLimit, Key: h.prefix() + "{k}:" + spec.Name}
 				const instances, callers = 3, 300
 				var engines [instances]*Limiter
 				for i := range engines {
@@ -151,7 +139,7 @@ func TestLeaseNotTaken(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			h := mk(t)
-			prefix := uniquePrefix(t)
+			prefix := h.prefix()
 			var rules []Rule
 			for _, s := range algorithms.Specs() {
 				rules = append(rules, Rule{Algorithm: s.Name, Limit: small, Key: prefix + "{a}:small:" + s.Name})
@@ -161,9 +149,6 @@ func TestLeaseNotTaken(t *testing.T) {
 				}
 				rules = append(rules, Rule{Algorithm: s.Name, Limit: l, Key: prefix + "{a}:below:" + s.Name})
 				rules = append(rules, Rule{Algorithm: s.Name, Limit: leaseLimit, Key: prefix + "{a}:off:" + s.Name, NoLease: true})
-			}
-			for _, r := range rules {
-				cleanupKeys(t, h, r.Key)
 			}
 			l := New(h.rdb, Options{Lease: true})
 			defer l.Close()
@@ -195,13 +180,12 @@ func TestLeaseLikePlain(t *testing.T) {
 			t.Run(name+"/"+spec.Name, func(t *testing.T) {
 				t.Parallel()
 				h := mk(t)
-				prefix := uniquePrefix(t)
+				prefix := h.prefix()
 				wide := algorithms.Limit{Requests: 5000, Window: 2000 * time.Hour}
 				rules := []Rule{
 					{Algorithm: spec.Name, Limit: leaseLimit, Key: prefix + "{k}:a:" + spec.Name},
 					{Algorithm: spec.Name, Limit: wide, Key: prefix + "{k}:b:" + spec.Name},
 				}
-				cleanupKeys(t, h, rules[0].Key, rules[1].Key)
 				l := New(h.rdb, Options{Lease: true})
 				admitted, last := 0, leaseLimit.Requests
 				for range leaseLimit.Requests + 50 {
@@ -250,7 +234,7 @@ func TestRefund(t *testing.T) {
 				h := miniredisHarness(t)
 				h.align(limit.Window)
 				s := newScripts(h.rdb)
-				r := Rule{Algorithm: algorithm, Limit: limit, Cost: 600, Key: uniquePrefix(t) + algorithm}
+				r := Rule{Algorithm: algorithm, Limit: limit, Cost: 600, Key: h.prefix() + algorithm}
 				ds, ok, err := s.decide(context.Background(), []Rule{r}, true)
 				if err != nil || !ok {
 					t.Fatalf("decide(cost 600) = %v, %v", ok, err)
