@@ -179,8 +179,11 @@ func isHeld(s algorithms.Spec) bool  { return s.Held }
 
 // limitOf is l as algorithm spec takes it: a calendar limit keeps the
 // requests and counts them per UTC day (its periods are calendar days,
-// whatever the window).
+// whatever the window); a held limit's timeout is at most a day.
 func limitOf(spec algorithms.Spec, l algorithms.Limit) algorithms.Limit {
+	if spec.Held {
+		l.Window = min(l.Window, 24*time.Hour)
+	}
 	if !spec.Calendar {
 		return l
 	}
