@@ -61,7 +61,7 @@ func TestThreeInstancesShareOneLimit(t *testing.T) {
 	t.Parallel()
 	bin := buildBinary(t)
 	r := sharedRedis(t)
-	for _, name := range algorithms.Names() {
+	for _, name := range algorithms.Windowed() { // the others need a policy file
 		t.Run(name, func(t *testing.T) {
 			env := baseEnv(t, r)
 			env["RATE_LIMIT_ALGORITHM"] = name
@@ -298,6 +298,8 @@ func TestBadSettingsExitTwo(t *testing.T) {
 			[]string{`policy "tiers": tiers.Free[0].limit: "2.5": want a whole number`}},
 		{"sliding_log over a million", map[string]string{"RATE_LIMIT_ALGORITHM": "sliding_log", "RATE_LIMIT_LIMIT": "2000000"},
 			[]string{"RATE_LIMIT_LIMIT", "sliding_log", "at most 1000000"}},
+		{"concurrency without a policy file", map[string]string{"RATE_LIMIT_ALGORITHM": "concurrency"},
+			[]string{`RATE_LIMIT_ALGORITHM="concurrency"`, "RATE_LIMIT_POLICY_FILE"}},
 		{"two ways to reach Redis", map[string]string{"REDIS_URL": "redis://127.0.0.1:6379/0", "REDIS_SENTINEL_ADDRS": "127.0.0.1:26379", "REDIS_SENTINEL_MASTER": "mymaster"},
 			[]string{"REDIS_URL and REDIS_SENTINEL_ADDRS", "set one way to reach Redis"}},
 		{"Sentinel password without Sentinels", map[string]string{"REDIS_SENTINEL_PASSWORD": "s3cr3t-Pa55"},

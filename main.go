@@ -20,6 +20,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	_ "time/tzdata" // calendar quotas' time zones, in a container without a zone database too
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/gin-gonic/gin"
@@ -147,6 +148,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, opti
 			for _, p := range policies {
 				summary.Policies = append(summary.Policies, p.Name)
 			}
+			summary.Special = policy.Describe(policies)
 		}
 		// The engine orders its stages itself (limiter.New).
 		engine = limiter.New(rdb, limiter.Options{

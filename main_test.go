@@ -705,6 +705,8 @@ func TestBadConfigStopsStartup(t *testing.T) {
 		{"unknown REDIS_URL option", map[string]string{"REDIS_URL": "redis://127.0.0.1:6379/0?foo=bar"}, config.ErrInvalid},
 		{"IPv6 prefix out of range", map[string]string{"RATE_LIMIT_IPV6_PREFIX": "0"}, config.ErrInvalid},
 		{"sliding_log over a million", map[string]string{"RATE_LIMIT_ALGORITHM": "sliding_log", "RATE_LIMIT_LIMIT": "1000001"}, algorithms.ErrInvalidLimit},
+		{"concurrency needs a policy file", map[string]string{"RATE_LIMIT_ALGORITHM": "concurrency"}, algorithms.ErrInvalidLimit},
+		{"calendar needs a policy file", map[string]string{"RATE_LIMIT_ALGORITHM": "calendar"}, algorithms.ErrInvalidLimit},
 		{"mysql DSN that does not parse", map[string]string{"DB_DRIVER": "mysql", "DB_DSN": "api_user:pw@127.0.0.1:3306/countries"}, config.ErrInvalid},
 	}
 	for _, tt := range tests {

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -198,6 +199,9 @@ func TestBadPolicyFileStopsStartup(t *testing.T) {
 		{"window over 366 days", "policies: [{name: m, key: ip, limits: [{algorithm: fixed_window, limit: 1, window: 2562047h}]}]", `policy "m": limits[0].window: "2562047h"`},
 		{"key by a credential", "policies: [{name: n, key: 'header:authorization', limits: [{algorithm: gcra, limit: 1, window: 1s}]}]", `policy "n": key: "header:authorization"`},
 		{"sliding_log cost", "policies: [{name: o, key: ip, cost: 200000, limits: [{algorithm: sliding_log, limit: 1000000, window: 1h}]}]", `policy "o": limits[0]`},
+		{"calendar in no such zone", "policies: [{name: p, key: ip, limits: [{algorithm: calendar, limit: 1, period: month, timezone: Europe/Berlinn}]}]", `policy "p": limits[0].timezone: "Europe/Berlinn": want an IANA time zone`},
+		{"calendar per year", "policies: [{name: q, key: ip, limits: [{algorithm: calendar, limit: 1, period: year}]}]", `policy "q": limits[0].period: "year"`},
+		{"concurrency without a timeout", "policies: [{name: r, key: ip, limits: [{algorithm: concurrency, limit: 4, window: 1s}]}]", `policy "r": limits[0].window: concurrency has no window`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -215,6 +219,19 @@ func TestBadPolicyFileStopsStartup(t *testing.T) {
 			}
 		})
 	}
+}
+
+// berlinMonth is the length of the current calendar month in Berlin, in
+// seconds: the example's calendar quota's w.
+func berlinMonth(t *testing.T) string {
+	t.Helper()
+	loc, err := time.LoadLocation("Europe/Berlin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().In(loc)
+	start := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, loc)
+	return strconv.Itoa(int(start.AddDate(0, 1, 0).Sub(start).Seconds()))
 }
 
 func TestExamplePolicies(t *testing.T) {
@@ -240,13 +257,15 @@ func TestExamplePolicies(t *testing.T) {
 	})
 	t.Run("free: 60 per minute", func(t *testing.T) {
 		r := get(t, base+"/continents", basic("john_doe", "EXAMPLE_PASSWORD"))
-		if p := r.header.Get("RateLimit-Policy"); p != `"tier";q=60;w=60` || r.header.Get("X-RateLimit-Remaining") != "59" {
-			t.Errorf("free user: RateLimit-Policy %q, remaining %q; want \"tier\";q=60;w=60 and 59", p, r.header.Get("X-RateLimit-Remaining"))
+		// heavy's limits apply to the list too; its 4 places are the closest to exhaustion.
+		want := `"tier";q=60;w=60, "heavy-1";q=4;qu="concurrent-requests", "heavy-2";q=10000;w=` + berlinMonth(t)
+		if p := r.header.Get("RateLimit-Policy"); p != want || r.header.Get("X-RateLimit-Remaining") != "3" {
+			t.Errorf("free user: RateLimit-Policy %q, remaining %q; want %s and 3", p, r.header.Get("X-RateLimit-Remaining"), want)
 		}
 	})
 	t.Run("pro: 600 per minute and 10,000 per day", func(t *testing.T) {
 		r := get(t, base+"/continents", basic("paula", "PRO_PASSWORD"))
-		if p := r.header.Get("RateLimit-Policy"); p != `"tier-1";q=600;w=60, "tier-2";q=10000;w=86400` {
+		if p := r.header.Get("RateLimit-Policy"); p != `"tier-1";q=600;w=60, "tier-2";q=10000;w=86400, "heavy-1";q=4;qu="concurrent-requests", "heavy-2";q=10000;w=`+berlinMonth(t) {
 			t.Errorf("pro user: RateLimit-Policy %q, want both pro limits", p)
 		}
 		if r.status != 200 {
@@ -255,7 +274,7 @@ func TestExamplePolicies(t *testing.T) {
 	})
 	t.Run("home page names the file's policies", func(t *testing.T) {
 		r := get(t, base+"/", nil)
-		for _, want := range []string{"<code>tier</code>, <code>detail</code>, <code>trial</code>", `href="/ratelimit"`} {
+		for _, want := range []string{"<code>tier</code>, <code>detail</code>, <code>trial</code>, <code>heavy</code>", "at most 4 requests at once", "10000 per month in Europe/Berlin", `href="/ratelimit"`} {
 			if !strings.Contains(string(r.body), want) {
 				t.Errorf("GET / lacks %q", want)
 			}

@@ -7,6 +7,10 @@
 //
 // Adding an algorithm is one Lua module in lua/ and one entry in table; the
 // conformance suite in limiter runs every entry, so it needs no new test code.
+// Two kinds need more than a window, and say so in their Spec rather than by
+// name: held algorithms (concurrency), whose requests keep what they take
+// until the engine gives it back (m.release), and calendar ones, whose
+// windows are calendar periods the engine passes as arguments.
 package algorithms
 
 import (
@@ -20,10 +24,18 @@ import (
 
 // Limit is the quota of one algorithm: Requests per Window. For token_bucket
 // and gcra, Requests per Window is the refill rate and Burst the capacity.
+// For concurrency, Requests is how many requests may be under way at once and
+// Window how long one holds its place at most (its timeout). For calendar,
+// Requests per Period in Location; Window is the longest such period
+// (CalendarLimit sets it).
 type Limit struct {
 	Requests int
 	Window   time.Duration
 	Burst    int // token_bucket, gcra: bucket capacity; 0 means Requests
+	// Period and Location: calendar's period and its time zone (nil: UTC);
+	// "" and nil for the other algorithms.
+	Period   Period
+	Location *time.Location
 }
 
 // Capacity is the most requests a token bucket or GCRA admits at once: Burst,
@@ -59,6 +71,8 @@ func (l Limit) Validate() error {
 		return fmt.Errorf("%w: window %v, want at least 1ms", ErrInvalidLimit, l.Window)
 	case int64(max(l.Requests, l.Capacity())) > maxExact/ms:
 		return fmt.Errorf("%w: %d requests per %v is beyond exact arithmetic; use a smaller limit or window", ErrInvalidLimit, max(l.Requests, l.Capacity()), l.Window)
+	case l.Period != "" && l.Window != l.Period.longest():
+		return fmt.Errorf("%w: period %q with window %v: want a day, week or month made by CalendarLimit", ErrInvalidLimit, l.Period, l.Window)
 	}
 	return nil
 }
@@ -102,6 +116,19 @@ type Spec struct {
 	// Grants: the module has m.grant, so an operator can give an identity
 	// more units for the current window (limiter.Limiter.Grant).
 	Grants bool
+	// Held: an admitted request holds its units until it ends, when the
+	// engine gives them back (limiter.Limiter.Release, which calls the
+	// module's m.release), or until Limit.Window (its timeout) passes. A
+	// policy file calls that window "timeout".
+	Held bool
+	// Calendar: windows are calendar periods (Limit.Period in
+	// Limit.Location), and the module's ARGV entries after Args are the
+	// period starts around now (Limit.Starts). A policy file gives
+	// "period" and "timezone" instead of a window.
+	Calendar bool
+	// Unit is what the quota counts, for RateLimit-Policy's qu; "" means
+	// requests per window.
+	Unit string
 	// LeaseFor is how long units of l taken now, with resetAfter the reset
 	// the decision reported, may be admitted later from memory (the engine's
 	// leases) without admitting more than the algorithm would: for the
@@ -114,6 +141,9 @@ type Spec struct {
 func (s Spec) Validate(l Limit) error {
 	if err := l.Validate(); err != nil {
 		return err
+	}
+	if l.Period != "" && !s.Calendar {
+		return fmt.Errorf("%w: %s has no calendar period: want a window", ErrInvalidLimit, s.Name)
 	}
 	if s.Check != nil {
 		return s.Check(l)
@@ -204,6 +234,15 @@ const (
 	slidingLogMaxCost  = 10_000
 )
 
+// The concurrency limit's caps: places per identity, places per request
+// (one sorted-set member each, as sliding_log), the longest timeout (how
+// long a place of an instance that died stays taken).
+const (
+	concurrencyMaxLimit   = 100_000
+	concurrencyMaxCost    = 1_000
+	concurrencyMaxTimeout = 24 * time.Hour
+)
+
 // table is every algorithm, in the order Names lists them.
 var table = []Spec{
 	{
@@ -287,6 +326,42 @@ var table = []Spec{
 		Grants:   true,
 		LeaseFor: anyTime,
 	},
+	{
+		Name:  "concurrency",
+		Doc:   "At most Limit requests under way at once; a place is given back when its request ends, or after the timeout if its instance died.",
+		Lua:   module("concurrency"),
+		Args:  window,
+		Nonce: true,
+		Held:  true,
+		Unit:  "concurrent-requests",
+		Check: func(l Limit) error {
+			switch {
+			case l.Requests > concurrencyMaxLimit:
+				return fmt.Errorf("%w: concurrency keeps one entry per request under way: limit %d, want at most %d", ErrInvalidLimit, l.Requests, concurrencyMaxLimit)
+			case l.Window > concurrencyMaxTimeout:
+				return fmt.Errorf("%w: concurrency timeout %v, want at most %v (a place of an instance that died stays taken that long)", ErrInvalidLimit, l.Window, concurrencyMaxTimeout)
+			}
+			return nil
+		},
+		MaxCost: concurrencyMaxCost,
+		// The newest place expires one timeout after it was taken.
+		Horizon: oneWindow,
+	},
+	{
+		Name:     "calendar",
+		Doc:      "Limit requests per calendar day, ISO week or month in a time zone, reset at local midnight of the period's first day.",
+		Lua:      module("calendar"),
+		Args:     func(l Limit) []any { return []any{l.Requests} },
+		Calendar: true,
+		Check: func(l Limit) error {
+			if l.Period == "" {
+				return fmt.Errorf("%w: calendar needs a period: want day, week or month", ErrInvalidLimit)
+			}
+			return nil
+		},
+		// The longest period: a month of 31 days with a 25-hour day.
+		Horizon: oneWindow,
+	},
 }
 
 // gcraInterval is the emission interval in whole µs: whole microseconds keep
@@ -315,6 +390,20 @@ func Names() []string {
 	names := make([]string, len(table))
 	for i, s := range table {
 		names[i] = s.Name
+	}
+	return names
+}
+
+// Windowed lists the algorithms a limit per window describes in full, in
+// the order of Names: all but the held (concurrency) and calendar ones,
+// which need fields of a policy file (a timeout; a period and time zone).
+// The RATE_LIMIT_* variables, the simulation and the benchmarks take these.
+func Windowed() []string {
+	var names []string
+	for _, s := range table {
+		if !s.Held && !s.Calendar {
+			names = append(names, s.Name)
+		}
 	}
 	return names
 }

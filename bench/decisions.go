@@ -85,10 +85,10 @@ func measureDecisions(ctx context.Context, log *slog.Logger, s *redisServer, dur
 			}, l.Close, nil
 		}
 	}
-	for _, name := range algorithms.Names() {
+	for _, name := range algorithms.Windowed() {
 		subjects = append(subjects, subject{"tollgate " + name, chain(name, false)})
 	}
-	for _, name := range algorithms.Names() {
+	for _, name := range algorithms.Windowed() {
 		subjects = append(subjects, subject{"tollgate " + name + " +pipeline", chain(name, true)})
 	}
 	// RATE_LIMIT_LEASE=auto: what the service does with a large limit.
@@ -166,7 +166,7 @@ func measureDecisions(ctx context.Context, log *slog.Logger, s *redisServer, dur
 	}
 	// One caller: the pipeline must cost nothing measurable when there is
 	// nothing to batch.
-	for _, sub := range subjects[:2*len(algorithms.Names())] { // plain and +pipeline
+	for _, sub := range subjects[:2*len(algorithms.Windowed())] { // plain and +pipeline
 		if err := one(sub, "spread", 1, dur/3); err != nil {
 			return nil, err
 		}

@@ -67,7 +67,7 @@ func e2eConfigs() []e2eConfig {
 		return m
 	}
 	cs := []e2eConfig{{name: "limiter off", kind: "tollgate", env: map[string]string{"RATE_LIMIT_ENABLED": "false"}}}
-	for _, a := range algorithms.Names() {
+	for _, a := range algorithms.Windowed() {
 		cs = append(cs, e2eConfig{name: a + ", all admitted", kind: "tollgate",
 			env: with(admitted, "RATE_LIMIT_ALGORITHM", a, "RATE_LIMIT_LIMIT", strconv.Itoa(admitting(a).Requests))})
 	}
@@ -75,7 +75,7 @@ func e2eConfigs() []e2eConfig {
 		env: with(admitted, "RATE_LIMIT_ALGORITHM", "fixed_window", "RATE_LIMIT_LEASE", "auto")})
 	cs = append(cs, e2eConfig{name: "fixed_window, all admitted, pipeline off", kind: "tollgate",
 		env: with(admitted, "RATE_LIMIT_ALGORITHM", "fixed_window", "RATE_LIMIT_PIPELINE_BATCH", "0")})
-	for _, a := range algorithms.Names() {
+	for _, a := range algorithms.Windowed() {
 		cs = append(cs, e2eConfig{name: a + ", all denied", kind: "tollgate", env: with(denied, "RATE_LIMIT_ALGORITHM", a)})
 	}
 	cs = append(cs,

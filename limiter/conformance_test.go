@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -35,6 +36,16 @@ type harness struct {
 	// room makes sure at least need is left before the next multiple of w,
 	// aligning only if not: cheaper than align for long windows on real Redis.
 	room func(w, need time.Duration)
+}
+
+// wait skips t when advancing by d means sleeping for more than a few
+// seconds (a calendar's day, on a real Redis): calendar_test.go places
+// period ends around Redis's clock there instead.
+func (h harness) wait(t *testing.T, d time.Duration) {
+	t.Helper()
+	if !h.steered && d > 5*time.Second {
+		t.Skipf("waiting %v on a real Redis: too long to sleep; calendar_test.go checks period ends on real Redis", d)
+	}
 }
 
 func miniredisHarness(t *testing.T) harness {
@@ -151,10 +162,36 @@ func (h harness) prefix() string {
 	return h.r.Prefix + hex.EncodeToString(b) + ":"
 }
 
-// conformanceCase is one property every algorithm must have.
+// conformanceCase is one property every algorithm must have, or every
+// algorithm of a kind (when).
 type conformanceCase struct {
 	name string
 	run  func(t *testing.T, h harness, s subject)
+	// when says which algorithms the case is for; nil: all of them.
+	when func(algorithms.Spec) bool
+}
+
+// notHeld and isHeld sort cases by whether requests hold their units until
+// they end (algorithms.Spec.Held): a denial by a held limit ends when a
+// request under way does, so RetryAfter is a poll, not a promise.
+func notHeld(s algorithms.Spec) bool { return !s.Held }
+func isHeld(s algorithms.Spec) bool  { return s.Held }
+
+// limitOf is l as algorithm spec takes it: a calendar limit keeps the
+// requests and counts them per UTC day (its periods are calendar days,
+// whatever the window); a held limit's timeout is at most a day.
+func limitOf(spec algorithms.Spec, l algorithms.Limit) algorithms.Limit {
+	if spec.Held {
+		l.Window = min(l.Window, 24*time.Hour)
+	}
+	if !spec.Calendar {
+		return l
+	}
+	cl, err := algorithms.CalendarLimit(l.Requests, algorithms.Day, time.UTC)
+	if err != nil {
+		panic(err)
+	}
+	return cl
 }
 
 // subject is the algorithm under test on one backend, with keys of its own,
@@ -178,15 +215,21 @@ type single struct {
 
 // decide decides one request of identity under the rule.
 func (a single) decide(ctx context.Context, identity string) (Decision, error) {
-	res, err := a.l.Decide(ctx, []Rule{{Algorithm: a.name, Limit: a.limit, Key: a.prefix + a.name + ":" + identity}})
+	res, err := a.result(ctx, identity)
 	if err != nil {
 		return Decision{}, err
 	}
 	return res.Decisions[0], nil
 }
 
+// result is decide's whole Result, for Release.
+func (a single) result(ctx context.Context, identity string) (Result, error) {
+	return a.l.Decide(ctx, []Rule{{Algorithm: a.name, Limit: a.limit, Key: a.prefix + a.name + ":" + identity}})
+}
+
 func (s subject) new(t *testing.T, l algorithms.Limit) single {
 	t.Helper()
+	l = limitOf(s.spec, l)
 	if err := s.spec.Validate(l); err != nil {
 		t.Fatalf("%s: Validate(%+v): %v", s.spec.Name, l, err)
 	}
@@ -197,7 +240,7 @@ func (s subject) new(t *testing.T, l algorithms.Limit) single {
 // decisions under l (algorithms.Spec.Horizon).
 func (s subject) horizon(t *testing.T, l algorithms.Limit) time.Duration {
 	t.Helper()
-	return s.spec.Horizon(l)
+	return s.spec.Horizon(limitOf(s.spec, l))
 }
 
 func allow(t *testing.T, a single, key string) Decision {
@@ -253,7 +296,7 @@ var conformanceCases = []conformanceCase{
 		if d := allow(t, a, "k"); !d.Allowed || d.Remaining != 3 {
 			t.Errorf("after SCRIPT FLUSH: Decide() = %+v, want allowed with remaining 3", d)
 		}
-	}},
+	}, nil},
 	{"first request is admitted with limit-1 remaining", func(t *testing.T, h harness, s subject) {
 		l := algorithms.Limit{Requests: 5, Window: h.unit}
 		a := s.new(t, l)
@@ -265,10 +308,10 @@ var conformanceCases = []conformanceCase{
 		if hz := s.horizon(t, l); d.ResetAfter <= 0 || d.ResetAfter > hz {
 			t.Errorf("Decide() reset after %v, want in (0, %v]", d.ResetAfter, hz)
 		}
-		if d.Window != h.unit {
-			t.Errorf("Decide() window = %v, want %v", d.Window, h.unit)
+		if _, w := a.limit.Span(d.Now); d.Window != w {
+			t.Errorf("Decide() window = %v, want %v", d.Window, w)
 		}
-	}},
+	}, nil},
 	{"a burst admits exactly the limit", func(t *testing.T, h harness, s subject) {
 		l := algorithms.Limit{Requests: 5, Window: h.unit}
 		a := s.new(t, l)
@@ -289,7 +332,7 @@ var conformanceCases = []conformanceCase{
 				t.Errorf("denied Decide() retry after %v, want in (0, %v]", d.RetryAfter, hz)
 			}
 		}
-	}},
+	}, nil},
 	{"quota returns in full after the horizon", func(t *testing.T, h harness, s subject) {
 		l := algorithms.Limit{Requests: 3, Window: h.unit}
 		a := s.new(t, l)
@@ -297,11 +340,12 @@ var conformanceCases = []conformanceCase{
 		for range 4 {
 			allow(t, a, "k")
 		}
+		h.wait(t, s.horizon(t, l))
 		h.advance(s.horizon(t, l) + 10*time.Millisecond)
 		if d := allow(t, a, "k"); !d.Allowed || d.Remaining != 2 {
 			t.Errorf("after %v: Decide() = %+v, want allowed with remaining 2", s.horizon(t, l), d)
 		}
-	}},
+	}, nil},
 	{"a denied request retried at RetryAfter is admitted, and not clearly before", func(t *testing.T, h harness, s subject) {
 		a := s.new(t, algorithms.Limit{Requests: 2, Window: h.unit})
 		h.align(h.unit)
@@ -311,6 +355,7 @@ var conformanceCases = []conformanceCase{
 		if d.Allowed {
 			t.Fatalf("third request: Decide() = %+v, want denied", d)
 		}
+		h.wait(t, d.RetryAfter)
 		early := d.RetryAfter / 2
 		h.advance(early)
 		if d2 := allow(t, a, "k"); d2.Allowed {
@@ -320,7 +365,38 @@ var conformanceCases = []conformanceCase{
 		if d3 := allow(t, a, "k"); !d3.Allowed {
 			t.Errorf("retried at RetryAfter %v: Decide() = %+v, want allowed", d.RetryAfter, d3)
 		}
-	}},
+	}, notHeld},
+	{"a denied request is admitted once a place is given back, and polls within a second", func(t *testing.T, h harness, s subject) {
+		a := s.new(t, algorithms.Limit{Requests: 2, Window: 100 * h.unit})
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		first, err := a.result(ctx, "k")
+		if err != nil || !first.Allowed || !first.Holds() {
+			t.Fatalf("first request: Decide() = %+v, %v; want allowed, holding a place", first, err)
+		}
+		allow(t, a, "k")
+		d := allow(t, a, "k")
+		if d.Allowed || d.RetryAfter <= 0 || d.RetryAfter > time.Second {
+			t.Fatalf("third request: Decide() = %+v, want denied with a retry in (0, 1s]", d)
+		}
+		h.advance(d.RetryAfter)
+		if d := allow(t, a, "k"); d.Allowed {
+			t.Errorf("after RetryAfter with every place held: Decide() = %+v, want denied", d)
+		}
+		if err := a.l.Release(ctx, first); err != nil {
+			t.Fatalf("Release(): %v", err)
+		}
+		if d := allow(t, a, "k"); !d.Allowed || d.Remaining != 0 {
+			t.Errorf("after a Release: Decide() = %+v, want allowed with remaining 0", d)
+		}
+		// A second Release of the same result gives back nothing more.
+		if err := a.l.Release(ctx, first); err != nil {
+			t.Fatalf("Release() again: %v", err)
+		}
+		if d := allow(t, a, "k"); d.Allowed {
+			t.Errorf("after a second Release of one result: Decide() = %+v, want denied", d)
+		}
+	}, isHeld},
 	{"keys are isolated", func(t *testing.T, h harness, s subject) {
 		a := s.new(t, algorithms.Limit{Requests: 1, Window: h.unit})
 		h.align(h.unit)
@@ -331,7 +407,7 @@ var conformanceCases = []conformanceCase{
 		if d := allow(t, a, "bob"); !d.Allowed {
 			t.Errorf("bob after alice: Decide() = %+v, want allowed", d)
 		}
-	}},
+	}, nil},
 	{"500 concurrent callers admit exactly the limit", func(t *testing.T, h harness, s subject) {
 		const callers, limit = 500, 50
 		// A long window: on real Redis the callers take tens of ms, and the
@@ -348,7 +424,7 @@ var conformanceCases = []conformanceCase{
 			t.Errorf("%d concurrent callers: admitted %d, denied %d; want %d, %d",
 				callers, admitted, denied, limit, callers-limit)
 		}
-	}},
+	}, nil},
 	{"every key has a TTL no longer than needed", func(t *testing.T, h harness, s subject) {
 		l := algorithms.Limit{Requests: 2, Window: h.unit}
 		a := s.new(t, l)
@@ -371,7 +447,7 @@ var conformanceCases = []conformanceCase{
 				t.Errorf("PTTL %s = %v, want in (0, %v]", k, ttl, hz)
 			}
 		}
-	}},
+	}, nil},
 	{"memory stays bounded under sustained over-limit traffic", func(t *testing.T, h harness, s subject) {
 		const limit = 3
 		a := s.new(t, algorithms.Limit{Requests: limit, Window: h.unit})
@@ -404,7 +480,7 @@ var conformanceCases = []conformanceCase{
 			}
 			h.advance(h.unit / 10)
 		}
-	}},
+	}, nil},
 }
 
 // propertyCases are what one algorithm promises beyond the conformance cases,
@@ -435,7 +511,7 @@ var propertyCases = map[string][]conformanceCase{
 			if d := allow(t, a, "k"); d.Allowed {
 				t.Errorf("request after the edge burst: Decide() = %+v, want denied", d)
 			}
-		}},
+		}, nil},
 	},
 	"sliding_log": {
 		{"never admits more than the limit in any window-long span", func(t *testing.T, h harness, s subject) {
@@ -459,7 +535,7 @@ var propertyCases = map[string][]conformanceCase{
 			if len(admitted) < 3*limit-limit {
 				t.Errorf("admitted %d over three windows, want at least %d", len(admitted), 2*limit)
 			}
-		}},
+		}, nil},
 	},
 	"sliding_window": {
 		{"stays within its error bound when traffic bunches at window ends", func(t *testing.T, h harness, s subject) {
@@ -499,7 +575,7 @@ var propertyCases = map[string][]conformanceCase{
 			} else if n != 2*limit-1 {
 				t.Errorf("admitted %d within one window-long span, want exactly %d for this trace", n, 2*limit-1)
 			}
-		}},
+		}, nil},
 		{"never admits more than the limit in an aligned window", func(t *testing.T, h harness, s subject) {
 			const limit = 5
 			a := s.new(t, algorithms.Limit{Requests: limit, Window: h.unit})
@@ -523,7 +599,7 @@ var propertyCases = map[string][]conformanceCase{
 			if n := maxInSpan(admitted, h.unit); n > 2*limit-1 {
 				t.Errorf("admitted %d within one window-long span, want at most %d (2×limit-1)", n, 2*limit-1)
 			}
-		}},
+		}, nil},
 	},
 	"token_bucket": refillCases,
 	"gcra":         refillCases,
@@ -551,7 +627,7 @@ var refillCases = []conformanceCase{
 				t.Errorf("round %d, %v later: Decide() = %+v, want allowed with remaining 0", i, interval, d)
 			}
 		}
-	}},
+	}, nil},
 	{"burst sets the capacity", func(t *testing.T, h harness, s subject) {
 		l := algorithms.Limit{Requests: 2, Window: h.unit, Burst: 4}
 		a := s.new(t, l)
@@ -571,7 +647,7 @@ var refillCases = []conformanceCase{
 		if d.RetryAfter > h.unit/2 {
 			t.Errorf("Decide() retry after %v, want at most %v", d.RetryAfter, h.unit/2)
 		}
-	}},
+	}, nil},
 }
 
 // engines are the ways the service builds the engine; the conformance
@@ -579,10 +655,10 @@ var refillCases = []conformanceCase{
 // cached as the service wires them (neither may change any decision).
 var engines = map[string]func(t *testing.T, h harness) *Limiter{
 	"plain": func(t *testing.T, h harness) *Limiter {
-		return New(h.rdb, Options{})
+		return New(h.rdb, Options{Clock: h.now})
 	},
 	"pipelined, deny cache": func(t *testing.T, h harness) *Limiter {
-		l := New(h.rdb, Options{PipelineBatch: 16, PipelineConns: 2, DenyCacheSize: 1000})
+		l := New(h.rdb, Options{PipelineBatch: 16, PipelineConns: 2, DenyCacheSize: 1000, Clock: h.now})
 		t.Cleanup(l.Close)
 		if dc, ok := l.chain.(*denyCache); ok {
 			dc.now = h.now
@@ -608,6 +684,9 @@ func TestConformance(t *testing.T) {
 					subtests(t, algorithms.Names(), func(t *testing.T, i int) {
 						spec, h := specs[i], newHarness(t)
 						for _, tc := range append(conformanceCases, propertyCases[spec.Name]...) {
+							if tc.when != nil && !tc.when(spec) {
+								continue // the case's when says why
+							}
 							t.Run(tc.name, func(t *testing.T) {
 								tc.run(t, h, subject{h: h, spec: spec, prefix: h.prefix(), newLimiter: newLimiter})
 							})
@@ -628,9 +707,9 @@ func TestDecideRedisDown(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			defer cancel()
-			rules := []Rule{{Algorithm: name, Limit: algorithms.Limit{Requests: 1, Window: time.Second}, Key: "k"}}
-			if res, err := l.Decide(ctx, rules); err == nil {
-				t.Errorf("Decide() with Redis down = %+v, nil; want an error", res)
+			rules := []Rule{{Algorithm: name, Limit: limitFor(name, algorithms.Limit{Requests: 1, Window: time.Second}), Key: "k"}}
+			if res, err := l.Decide(ctx, rules); err == nil || errors.Is(err, algorithms.ErrInvalidLimit) {
+				t.Errorf("Decide() with Redis down = %+v, %v; want Redis's error", res, err)
 			}
 		})
 	}

@@ -30,7 +30,7 @@ func benchAlgorithms(b *testing.B, rdb redis.UniversalClient, l *Limiter) {
 	for _, name := range algorithms.Names() {
 		b.Run(name, func(b *testing.B) {
 			prefix := "bench:" + strconv.FormatInt(time.Now().UnixNano(), 36) + ":"
-			a := single{l: l, name: name, prefix: prefix, limit: limit}
+			a := single{l: l, name: name, prefix: prefix, limit: limitFor(name, limit)}
 			b.Cleanup(func() { deleteBenchKeys(b, rdb, prefix) })
 			var n atomic.Int64
 			b.ReportAllocs()

@@ -23,6 +23,9 @@ import (
 // admission earlier than the RetryAfter Redis gave. The cache counts
 // RetryAfter from before the call and one millisecond short (Redis rounds
 // durations up to whole ms), so it never denies a request Redis would admit.
+// Held rules (concurrency) are the exception: a place is given back when a
+// request ends, at any moment, so a denial by one is never cached (a set is
+// cached only as long as its other, unheld rules deny it).
 // What it cannot see is state changed outside the engine (a key deleted by
 // hand, a Redis failover that lost writes, an instance with a different
 // limit): those take effect for a cached set once its entry expires, at most
@@ -83,8 +86,8 @@ func (dc *denyCache) decide(ctx context.Context, rules []Rule, commit bool) ([]D
 		return ds, allowed, err
 	}
 	var wait time.Duration
-	for _, d := range ds {
-		if !d.Allowed {
+	for i, d := range ds {
+		if !d.Allowed && !heldRule(rules[i]) {
 			wait = max(wait, d.RetryAfter)
 		}
 	}
@@ -101,6 +104,13 @@ func (dc *denyCache) decide(ctx context.Context, rules []Rule, commit bool) ([]D
 		dc.store(key, denial{ds: ds, limits: limits, at: now, until: until}, forgets)
 	}
 	return ds, false, nil
+}
+
+// heldRule reports whether r's algorithm holds what it admits until
+// Release (concurrency): its denials can end at any moment.
+func heldRule(r Rule) bool {
+	s, err := algorithms.Lookup(r.Algorithm)
+	return err == nil && s.Held
 }
 
 // ruleSetKey names a set of rules: their keys, and costs other than one.
@@ -146,6 +156,7 @@ func (dc *denyCache) lookup(key string, rules []Rule, now time.Time) ([]Decision
 		d.RetryAfter = max(d.RetryAfter-elapsed, 0)
 		d.ResetAfter = max(d.ResetAfter-elapsed, d.RetryAfter)
 		d.Now = d.Now.Add(elapsed)
+		d.held = nil // given back by the caller of the call that held it
 		ds[i] = d
 	}
 	return ds, true

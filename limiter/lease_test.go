@@ -31,7 +31,7 @@ func leasableSpecs() []algorithms.Spec {
 // peekRemaining is what Redis counts as left of rule, asked without leases.
 func peekRemaining(t *testing.T, h harness, r Rule) int {
 	t.Helper()
-	res, err := New(h.rdb, Options{}).Peek(context.Background(), []Rule{r})
+	res, err := New(h.rdb, Options{Clock: h.now}).Peek(context.Background(), []Rule{r})
 	if err != nil {
 		t.Fatalf("Peek() error = %v", err)
 	}
@@ -142,15 +142,15 @@ func TestLeaseNotTaken(t *testing.T) {
 			prefix := h.prefix()
 			var rules []Rule
 			for _, s := range algorithms.Specs() {
-				rules = append(rules, Rule{Algorithm: s.Name, Limit: small, Key: prefix + "{a}:small:" + s.Name})
+				rules = append(rules, Rule{Algorithm: s.Name, Limit: limitOf(s, small), Key: prefix + "{a}:small:" + s.Name})
 				l := below
 				if s.LeaseFor == nil {
 					l = leaseLimit
 				}
-				rules = append(rules, Rule{Algorithm: s.Name, Limit: l, Key: prefix + "{a}:below:" + s.Name})
-				rules = append(rules, Rule{Algorithm: s.Name, Limit: leaseLimit, Key: prefix + "{a}:off:" + s.Name, NoLease: true})
+				rules = append(rules, Rule{Algorithm: s.Name, Limit: limitOf(s, l), Key: prefix + "{a}:below:" + s.Name})
+				rules = append(rules, Rule{Algorithm: s.Name, Limit: limitOf(s, leaseLimit), Key: prefix + "{a}:off:" + s.Name, NoLease: true})
 			}
-			l := New(h.rdb, Options{Lease: true})
+			l := New(h.rdb, Options{Lease: true, Clock: h.now})
 			defer l.Close()
 			for _, r := range rules {
 				quota := peekRemaining(t, h, r)

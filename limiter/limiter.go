@@ -44,6 +44,14 @@ type Decision struct {
 	ResetAfter time.Duration // until the quota is fully restored
 	RetryAfter time.Duration // until a denied request could pass; 0 when Allowed
 	Now        time.Time     // Redis's clock at the decision, so Reset does not wobble with ours
+
+	held *held // what an admitted held rule (concurrency) took, for Release
+}
+
+// held is what a held rule took in one call: Release gives it back.
+type held struct {
+	rule  rule
+	nonce string
 }
 
 // Result is the outcome of a set of rules: Allowed when every rule admits,
@@ -51,6 +59,19 @@ type Decision struct {
 type Result struct {
 	Allowed   bool
 	Decisions []Decision
+}
+
+// Holds reports whether the request holds places (a concurrency limit
+// admitted it) that Release must give back when the request ends. Check it
+// whatever Allowed says: on a cluster, a request denied by one hash tag's
+// rules may hold places under another's.
+func (r Result) Holds() bool {
+	for _, d := range r.Decisions {
+		if d.held != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // ErrInvalidRule is returned for rules the engine cannot decide: a negative
@@ -75,6 +96,9 @@ type Options struct {
 	// BreakerCooldown (default 1s).
 	BreakerFailures int
 	BreakerCooldown time.Duration
+	// Clock is our clock, from which calendar periods' starts are computed
+	// (Redis's clock then picks among them); nil: time.Now.
+	Clock func() time.Time
 	// Lease lets rule sets of large limits under heavy traffic take several
 	// requests' worth of quota in one call and admit from memory (lease.go).
 	Lease bool
@@ -91,12 +115,18 @@ type decider interface {
 type Limiter struct {
 	chain    decider
 	breaker  *breaker
-	pipeline *pipeline    // nil when not pipelining
-	leases   *leases      // nil when not leasing
-	scripts  *scripts     // for the admin calls, Grant and Reset
-	denies   []*denyCache // the deny caches, for Forget
-	timeout  time.Duration
+	pipeline *pipeline // nil when not pipelining
+	scripts  *scripts
+	// releaseTimeout bounds Release, which must not end with the request's
+	// context: Options.Timeout, or defaultReleaseTimeout.
+	releaseTimeout time.Duration
+	leases         *leases      // nil when not leasing
+	denies         []*denyCache // the deny caches, for Forget
+	timeout        time.Duration
 }
+
+// defaultReleaseTimeout bounds Release when Options.Timeout is 0.
+const defaultReleaseTimeout = time.Second
 
 // New returns an engine deciding on rdb (a *redis.Client, *redis.ClusterClient
 // or anything that runs scripts).
@@ -138,8 +168,16 @@ func New(rdb redis.Scripter, o Options) *Limiter {
 	if cooldown <= 0 {
 		cooldown = time.Second
 	}
-	l.scripts = newScripts(scripter)
-	l.breaker = newBreaker(l.scripts, failures, cooldown)
+	s := newScripts(scripter)
+	if o.Clock != nil {
+		s.now = o.Clock
+	}
+	l.scripts = s
+	l.releaseTimeout = o.Timeout
+	if l.releaseTimeout <= 0 {
+		l.releaseTimeout = defaultReleaseTimeout
+	}
+	l.breaker = newBreaker(s, failures, cooldown)
 	l.chain = l.breaker
 	l.timeout = o.Timeout
 	if o.Timeout > 0 {
@@ -187,7 +225,9 @@ const defaultPipelineConns = 2
 // script: Decide peeks at every group and, only if all admit, commits each
 // group in turn, each re-checking and committing atomically. A group that has
 // become full in between denies the request after the groups before it
-// recorded it, so atomicity across hash tags is per group.
+// recorded it, so atomicity across hash tags is per group. Places those
+// groups took are in the Result, denied or failed: check Result.Holds and
+// Release it whatever Decide returned.
 func (l *Limiter) Decide(ctx context.Context, rules []Rule) (Result, error) {
 	ds, allowed, err := l.chain.decide(ctx, rules, true)
 	return Result{Allowed: allowed, Decisions: ds}, err
@@ -199,6 +239,30 @@ func (l *Limiter) Decide(ctx context.Context, rules []Rule) (Result, error) {
 func (l *Limiter) Peek(ctx context.Context, rules []Rule) (Result, error) {
 	ds, allowed, err := l.chain.decide(ctx, rules, false)
 	return Result{Allowed: allowed, Decisions: ds}, err
+}
+
+// Release gives back the places res holds (Result.Holds), in one round trip
+// per hash tag: call it once when the request ends, however it ends. It
+// runs under its own deadline, not ctx's (the request's context is often
+// done by then: a client that went away must not keep its places), and is
+// not counted by the breaker; while the circuit is open it returns
+// ErrCircuitOpen at once. Places not given back expire after their timeout.
+func (l *Limiter) Release(ctx context.Context, res Result) error {
+	var hs []*held
+	for _, d := range res.Decisions {
+		if d.held != nil {
+			hs = append(hs, d.held)
+		}
+	}
+	if len(hs) == 0 {
+		return nil
+	}
+	if l.breaker.open() {
+		return ErrCircuitOpen
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.releaseTimeout)
+	defer cancel()
+	return l.scripts.release(ctx, hs)
 }
 
 // CircuitOpen reports whether the breaker keeps calls away from Redis.

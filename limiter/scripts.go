@@ -3,6 +3,7 @@ package limiter
 import (
 	"context"
 	_ "embed"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -21,6 +22,9 @@ var preludeLua string
 
 //go:embed lua/driver.lua
 var driverLua string
+
+//go:embed lua/release.lua
+var releaseLua string
 
 //go:embed lua/single.lua
 var singleLua string
@@ -43,6 +47,8 @@ func composeSingle(spec algorithms.Spec) *redis.Script {
 	return composeWith([]algorithms.Spec{spec}, singleLua)
 }
 
+// composeWith builds a script from modules and a driver: driverLua,
+// singleLua, giveBackLua, or releaseLua (gives back what held rules took).
 func composeWith(specs []algorithms.Spec, driver string) *redis.Script {
 	var b strings.Builder
 	b.WriteString(preludeLua)
@@ -60,6 +66,7 @@ func composeWith(specs []algorithms.Spec, driver string) *redis.Script {
 // and kept; there are at most 2^len(table) sets, and a service uses a few.
 type scripts struct {
 	rdb redis.Scripter
+	now func() time.Time // our clock, for calendar periods' starts
 
 	composed sync.Map // module names joined by "," -> *redis.Script
 	single   sync.Map // algorithm name -> *redis.Script of one rule
@@ -76,7 +83,7 @@ type ruleLimit struct {
 }
 
 func newScripts(rdb redis.Scripter) *scripts {
-	return &scripts{rdb: rdb, args: map[ruleLimit][]any{}}
+	return &scripts{rdb: rdb, now: time.Now, args: map[ruleLimit][]any{}}
 }
 
 // rule is a Rule resolved for the scripts.
@@ -98,13 +105,12 @@ func (s *scripts) scriptFor(rs []rule) *redis.Script {
 		sc, _ := s.single.LoadOrStore(name, composeSingle(rs[0].spec))
 		return sc.(*redis.Script)
 	}
-	return s.composedFor(rs)
+	return s.scriptWith(rs, driverLua)
 }
 
-// composedFor returns the script of the general driver with the modules of
-// rs, and only those: for several rules, and for the admin modes, which
-// single.lua does not know.
-func (s *scripts) composedFor(rs []rule) *redis.Script {
+// scriptWith returns the script with the modules of rs, and only those, and
+// driver: driverLua, or releaseLua to give back what held rules took.
+func (s *scripts) scriptWith(rs []rule, driver string) *redis.Script {
 	var one [1]string
 	names := one[:0]
 	for _, r := range rs {
@@ -116,6 +122,9 @@ func (s *scripts) composedFor(rs []rule) *redis.Script {
 		slices.Sort(names)
 	}
 	key := strings.Join(names, ",")
+	if driver == releaseLua {
+		key = "release:" + key
+	}
 	if sc, ok := s.composed.Load(key); ok {
 		return sc.(*redis.Script)
 	}
@@ -128,7 +137,7 @@ func (s *scripts) composedFor(rs []rule) *redis.Script {
 			}
 		}
 	}
-	sc, _ := s.composed.LoadOrStore(key, compose(specs))
+	sc, _ := s.composed.LoadOrStore(key, composeWith(specs, driver))
 	return sc.(*redis.Script)
 }
 
@@ -226,7 +235,9 @@ func (s *scripts) decide(ctx context.Context, rules []Rule, commit bool) (decisi
 	}
 	allowed, err = each(true)
 	if err != nil {
-		return nil, false, err
+		// Groups committed before the error may hold places: the decisions
+		// carry them, for Release.
+		return decisions, false, err
 	}
 	return decisions, allowed, nil
 }
@@ -284,6 +295,7 @@ func (s *scripts) run(ctx context.Context, rdb redis.Scripter, rules []rule, non
 	args := make([]any, 0, 2+6*len(rules))
 	args = append(args, mode, nonce)
 	single := len(rules) == 1 && (mode == modeCommit || mode == modePeek)
+	var local time.Time // our clock, read once, if a calendar needs it
 	for i, r := range rules {
 		keys[i] = r.key
 		a := s.argsOf(r)
@@ -291,13 +303,22 @@ func (s *scripts) run(ctx context.Context, rdb redis.Scripter, rules []rule, non
 			a = a[1:] // single.lua knows its module: no name
 		}
 		args = append(args, a...)
+		if r.spec.Calendar {
+			if local.IsZero() {
+				local = s.now()
+			}
+			for _, t := range r.limit.Starts(local) {
+				args = append(args, t.UnixMilli())
+			}
+		}
 		args = append(args, r.cost)
 	}
 	var script *redis.Script
 	if single {
 		script = s.scriptFor(rules)
 	} else {
-		script = s.composedFor(rules)
+		// Several rules, or an admin mode, which single.lua does not know.
+		script = s.scriptWith(rules, driverLua)
 	}
 	reply, err := script.Run(ctx, rdb, keys, args...).Int64Slice()
 	if err != nil {
@@ -311,10 +332,11 @@ func (s *scripts) run(ctx context.Context, rdb redis.Scripter, rules []rule, non
 	allowed := true
 	for i, r := range rules {
 		v := reply[4*i : 4*i+4]
+		_, window := r.limit.Span(now) // a calendar's current period on Redis's clock
 		ds[i] = Decision{
 			Allowed:    v[0] == 1,
 			Limit:      r.spec.Quota(r.limit),
-			Window:     r.limit.Window,
+			Window:     window,
 			Remaining:  int(max(v[1], 0)),
 			ResetAfter: time.Duration(v[2]) * time.Millisecond,
 			RetryAfter: time.Duration(v[3]) * time.Millisecond,
@@ -322,7 +344,46 @@ func (s *scripts) run(ctx context.Context, rdb redis.Scripter, rules []rule, non
 		}
 		allowed = allowed && ds[i].Allowed
 	}
+	if mode == modeCommit && allowed {
+		for i, r := range rules {
+			if r.spec.Held {
+				ds[i].held = &held{rule: r, nonce: nonce}
+			}
+		}
+	}
 	return ds, allowed, nil
+}
+
+// release gives back what the held rules took, in one script per hash tag.
+func (s *scripts) release(ctx context.Context, hs []*held) error {
+	rs := make([]rule, len(hs))
+	for i, h := range hs {
+		rs[i] = h.rule
+	}
+	groups := [][]int{nil}
+	if _, ok := s.rdb.(*redis.ClusterClient); ok {
+		groups = byHashTag(rs)
+	} else {
+		for i := range rs {
+			groups[0] = append(groups[0], i)
+		}
+	}
+	var errs []error
+	for _, g := range groups {
+		keys := make([]string, len(g))
+		args := make([]any, 0, 1+4*len(g))
+		args = append(args, hs[g[0]].nonce)
+		sub := make([]rule, len(g))
+		for j, i := range g {
+			keys[j], sub[j] = rs[i].key, rs[i]
+			args = append(args, s.argsOf(rs[i])...)
+			args = append(args, rs[i].cost)
+		}
+		if err := s.scriptWith(sub, releaseLua).Run(ctx, s.rdb, keys, args...).Err(); err != nil {
+			errs = append(errs, fmt.Errorf("release: %w", err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // refund gives units of r back (a lease's unused units; reset the reset of

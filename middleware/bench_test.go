@@ -20,6 +20,9 @@ func (f fixedDecider) Peek(ctx context.Context, rules []limiter.Rule) (limiter.R
 	return f.Decide(ctx, rules)
 }
 
+// Release has nothing to give back: fixed decisions hold nothing.
+func (f fixedDecider) Release(context.Context, limiter.Result) error { return nil }
+
 func (f fixedDecider) Decide(_ context.Context, rules []limiter.Rule) (limiter.Result, error) {
 	ds := make([]limiter.Decision, len(rules))
 	for i := range ds {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync"
 
+	"tollgate/algorithms"
+	"tollgate/limiter"
 	"tollgate/policy"
 )
 
@@ -48,6 +50,12 @@ func (l *Limiter) store(policies []policy.Policy, version string, candidate []po
 	for _, nl := range set.Limits() {
 		lt := &s.live.texts[nl.ID]
 		lt.name, lt.algorithm, lt.sfName = nl.Name, nl.Algorithm, sfString(nl.Name)
+		if spec, err := algorithms.Lookup(nl.Algorithm); err == nil {
+			lt.unit = spec.Unit
+		}
+		if p := nl.Limit.Limit.Period; p != "" {
+			lt.per = "per " + string(p) + " in " + nl.Limit.Limit.Location.String()
+		}
 	}
 	s.keysByIP, s.exemptsCIDRs, s.hasOverrides = set.KeysByIP(), set.ExemptsCIDRs(), set.HasOverrides()
 	if candidate != nil {
@@ -125,6 +133,10 @@ type CandidateRef struct {
 // often share the enforced decision's).
 type aside struct {
 	wg sync.WaitGroup
+	mu sync.Mutex
+	// held are the results that hold in-flight places, given back when
+	// the request ends (Limiter.release).
+	held []limiter.Result
 	// shadowLimited are the live shadow limits that would have denied.
 	shadowLimited []PolicyRef
 	candidate     [2][]CandidateRef
@@ -137,6 +149,7 @@ func (a *aside) start(ctx context.Context, d decider, shadow, candidate []policy
 	if len(shadow) > 0 {
 		a.wg.Go(func() {
 			res, err := d.Decide(ctx, rulesOf(shadow))
+			a.hold(res)
 			a.shadowErr = err
 			for i, dec := range res.Decisions {
 				if !dec.Allowed {
@@ -157,6 +170,7 @@ func (a *aside) start(ctx context.Context, d decider, shadow, candidate []policy
 		}
 		a.wg.Go(func() {
 			res, err := d.Decide(ctx, rulesOf(group))
+			a.hold(res)
 			refs := make([]CandidateRef, len(group))
 			for i, ap := range group {
 				refs[i] = CandidateRef{Policy: ap.Limit.Name, Result: CandidateFailed}
@@ -170,6 +184,16 @@ func (a *aside) start(ctx context.Context, d decider, shadow, candidate []policy
 			a.candidate[k] = refs
 		})
 	}
+}
+
+// hold keeps res for release when it holds places.
+func (a *aside) hold(res limiter.Result) {
+	if !res.Holds() {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.held = append(a.held, res)
 }
 
 // splitShadow returns the enforced and the shadow limits of all, in their

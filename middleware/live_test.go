@@ -36,6 +36,9 @@ func (g gate) Decide(ctx context.Context, rules []limiter.Rule) (limiter.Result,
 	return limiter.Result{Allowed: allowed, Decisions: ds}, nil
 }
 
+// Release has nothing to give back: the gate's decisions hold nothing.
+func (g gate) Release(context.Context, limiter.Result) error { return nil }
+
 func (g gate) Peek(ctx context.Context, rules []limiter.Rule) (limiter.Result, error) {
 	return g.Decide(ctx, rules)
 }

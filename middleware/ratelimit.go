@@ -65,6 +65,8 @@ func OutcomeOf(c *gin.Context) (Outcome, bool) {
 type decider interface {
 	Decide(ctx context.Context, rules []limiter.Rule) (limiter.Result, error)
 	Peek(ctx context.Context, rules []limiter.Rule) (limiter.Result, error)
+	// Release gives back what a Result holds (in-flight places).
+	Release(ctx context.Context, res limiter.Result) error
 }
 
 // Limiter applies rate-limit policies to requests. All limits of the
@@ -94,6 +96,10 @@ type limitText struct {
 	name      string // the item in RateLimit-Policy: the policy, or policy-N for its Nth limit
 	algorithm string
 	sfName    string // name as a structured-field String
+	// unit is what the quota counts when not requests per window (qu, and
+	// no w: "concurrent-requests"); per says the quota's span in the 429
+	// message when it is a calendar period ("month in Europe/Berlin").
+	unit, per string
 	hdr       atomic.Pointer[limitHeaders]
 }
 
@@ -113,13 +119,23 @@ func (lt *limitText) headers(d limiter.Decision) *limitHeaders {
 	if h := lt.hdr.Load(); h != nil && h.limit == d.Limit && h.window == d.Window {
 		return h
 	}
-	window := strconv.FormatFloat(d.Window.Seconds(), 'f', -1, 64)
+	per := lt.per
+	if per == "" {
+		per = "per " + strconv.FormatFloat(d.Window.Seconds(), 'f', -1, 64) + "s"
+	}
+	// w is the span of the quota (a calendar's current period); a quota of
+	// another unit (requests at once) has no window.
+	item := lt.sfName + ";q=" + strconv.Itoa(d.Limit) + ";w=" + strconv.FormatInt(max(ceilSeconds(d.Window), 1), 10)
+	if lt.unit != "" {
+		item = lt.sfName + ";q=" + strconv.Itoa(d.Limit) + ";qu=" + sfString(lt.unit)
+		per = "at once"
+	}
 	h := &limitHeaders{
 		limit:   d.Limit,
 		window:  d.Window,
 		quota:   strconv.Itoa(d.Limit),
-		item:    lt.sfName + ";q=" + strconv.Itoa(d.Limit) + ";w=" + strconv.FormatInt(max(ceilSeconds(d.Window), 1), 10),
-		message: "Too many requests: " + strconv.Itoa(d.Limit) + " per " + window + "s allowed. Try again in ",
+		item:    item,
+		message: "Too many requests: " + strconv.Itoa(d.Limit) + " " + per + " allowed. Try again in ",
 	}
 	lt.hdr.Store(h)
 	return h
@@ -228,6 +244,9 @@ func (l *Limiter) Handler() gin.HandlerFunc {
 				o.ShadowLimited = side.shadowLimited
 				o.Candidate = append(side.candidate[0], side.candidate[1]...)
 				c.Set(outcomeKey, o)
+				for _, res := range side.held {
+					l.release(ctx, res)
+				}
 			}()
 		}
 		var ds []limiter.Decision
@@ -237,6 +256,11 @@ func (l *Limiter) Handler() gin.HandlerFunc {
 			var res limiter.Result
 			res, err = l.decider.Decide(ctx, rulesOf(enforced))
 			ds, allowed = res.Decisions, res.Allowed
+			if res.Holds() {
+				// Deferred: the places go back when the request ends, however
+				// it ends (a panic unwinds through here before Recover).
+				defer l.release(ctx, res)
+			}
 		}
 		o.Took = time.Since(start)
 		if err != nil {
@@ -280,6 +304,15 @@ func (l *Limiter) Handler() gin.HandlerFunc {
 			return
 		}
 		c.Next()
+	}
+}
+
+// release gives back the places res holds, once the request has ended.
+// The engine gives the call a deadline of its own: ctx (the request's) is
+// often done by now, and a client that went away must not keep its places.
+func (l *Limiter) release(ctx context.Context, res limiter.Result) {
+	if err := l.decider.Release(ctx, res); err != nil {
+		l.warn.Warn("in-flight places not given back: they expire after their timeout", "err", err)
 	}
 }
 

@@ -207,6 +207,9 @@ func (f *fakeAlg) Peek(ctx context.Context, rules []limiter.Rule) (limiter.Resul
 	return f.Decide(ctx, rules)
 }
 
+// Release has nothing to give back: fake decisions hold nothing.
+func (f *fakeAlg) Release(context.Context, limiter.Result) error { return nil }
+
 func (f *fakeAlg) Calls() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()

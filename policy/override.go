@@ -25,8 +25,9 @@ import (
 // client's own address, as exemptions are. The policy's key still decides
 // what is counted: with ip:10.0.0.0/8 each address keeps a count of its own.
 //
-// Its limit takes the algorithm (and, without a Window, the window) of the
-// first limit it replaces, for the caller's tier, and its own Redis key
+// Its limit takes the algorithm (and, without a Window, the window, or a
+// concurrency limit's timeout; a calendar's period and zone) of the first
+// limit it replaces, for the caller's tier, and its own Redis key
 // <prefix>{<subject>}:<policy>:o<ID>:<algorithm>: it starts with a fresh
 // count, and the caller's normal count is there, untouched, when it ends.
 type Override struct {
@@ -134,7 +135,10 @@ func (s *Set) WithOverrides(overrides []Override) (*Set, error) {
 				continue
 			}
 			base := limits[0]
-			l := algorithms.Limit{Requests: o.Limit, Window: cmp.Or(o.Window, base.Limit.Limit.Window)}
+			// The base's kind stays (a calendar's period and zone); its burst
+			// does not: the override's limit is the capacity too.
+			l := base.Limit.Limit
+			l.Requests, l.Burst, l.Window = o.Limit, 0, cmp.Or(o.Window, l.Window)
 			err := l.ValidateFor(base.Algorithm)
 			if err == nil {
 				err = algorithms.CheckCost(base.Algorithm, l, p.Cost)

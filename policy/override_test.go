@@ -3,6 +3,7 @@ package policy
 import (
 	"errors"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -96,6 +97,35 @@ func TestOverridesLeftOut(t *testing.T) {
 	got, _ = set.AllRules(Caller{User: "bo", Tier: "free"}, nil)
 	if len(got) != 1 || got[0].Override == nil || got[0].Rule.Limit.Requests != 50 {
 		t.Errorf("bo: %+v, want override 3's 50", summary(got))
+	}
+}
+
+// TestOverridesOfNewKinds: an override of a calendar quota keeps its
+// period and zone; one of an in-flight limit its timeout, or takes its own.
+func TestOverridesOfNewKinds(t *testing.T) {
+	policies, err := Parse(strings.NewReader(`
+policies:
+  - {name: monthly, key: user, limits: [{algorithm: calendar, limit: 100, period: month, timezone: Europe/Berlin}]}
+  - {name: heavy, key: user, limits: [{algorithm: concurrency, limit: 2, timeout: 30s}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := NewSet(policies, "p:").WithOverrides([]Override{
+		{ID: 1, User: "amy", Policy: "monthly", Limit: 1000},
+		{ID: 2, User: "amy", Policy: "heavy", Limit: 8, Window: time.Minute},
+	})
+	if err != nil {
+		t.Fatalf("WithOverrides() = %v", err)
+	}
+	got, _ := set.AllRules(Caller{User: "amy", Tier: "free"}, nil)
+	if len(got) != 2 {
+		t.Fatalf("AllRules() = %+v, want two rules", summary(got))
+	}
+	if l := got[0].Rule.Limit; l.Requests != 1000 || l.Period != "month" || l.Location.String() != "Europe/Berlin" {
+		t.Errorf("calendar override: %+v, want 1000 per month in Europe/Berlin", l)
+	}
+	if l := got[1].Rule.Limit; l.Requests != 8 || l.Window != time.Minute {
+		t.Errorf("concurrency override: %+v, want 8 places, a timeout of 1m", l)
 	}
 }
 

@@ -44,7 +44,10 @@ type limitDoc struct {
 	Limit     wholeNumber `yaml:"limit"`
 	Window    string      `yaml:"window"`
 	Burst     wholeNumber `yaml:"burst"`
-	Lease     string      `yaml:"lease"` // auto (the default) or off
+	Timeout   string      `yaml:"timeout"`  // held algorithms (concurrency), instead of window
+	Period    string      `yaml:"period"`   // calendar, instead of window
+	Timezone  string      `yaml:"timezone"` // calendar; default UTC
+	Lease     string      `yaml:"lease"`    // auto (the default) or off
 }
 
 // wholeNumber is an integer field of the file, kept as written: YAML
@@ -278,15 +281,13 @@ func limits(field string, docs []limitDoc, cost int) ([]Limit, []error) {
 			errs = append(errs, fmt.Errorf("%s.lease: %q: want auto (leased when large and busy, RATE_LIMIT_LEASE permitting) or off", f, d.Lease))
 			ok = false
 		}
-		w, err := time.ParseDuration(d.Window)
-		if err != nil || w < time.Millisecond || w > maxWindow {
-			errs = append(errs, fmt.Errorf("%s.window: %q: want a positive Go duration such as 60s, at most 366 days (%v)", f, d.Window, maxWindow))
-			ok = false
-		}
-		if !ok {
+		spec, _ := algorithms.Lookup(d.Algorithm) // the zero Spec when unknown, already reported
+		l, lerrs := window(f, spec, d)
+		errs = append(errs, lerrs...)
+		if !ok || len(lerrs) > 0 {
 			continue
 		}
-		l := algorithms.Limit{Requests: limit, Window: w, Burst: burst}
+		l.Requests, l.Burst = limit, burst
 		if err := l.ValidateFor(d.Algorithm); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", f, err))
 			continue
@@ -298,4 +299,52 @@ func limits(field string, docs []limitDoc, cost int) ([]Limit, []error) {
 		out = append(out, Limit{Algorithm: strings.ReplaceAll(d.Algorithm, "-", "_"), Limit: l, NoLease: d.Lease == "off"})
 	}
 	return out, errs
+}
+
+// window reads what bounds a limit in time, by its algorithm's kind: a
+// window, a held request's timeout (concurrency) or a calendar period in a
+// time zone; each kind refuses the others' fields.
+func window(f string, spec algorithms.Spec, d limitDoc) (algorithms.Limit, []error) {
+	var errs []error
+	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf(f+"."+format, args...)) }
+	refuse := func(field, value, instead string) {
+		if value != "" {
+			fail("%s: %s has no %s: want %s", field, spec.Name, field, instead)
+		}
+	}
+	switch {
+	case spec.Calendar:
+		refuse("window", d.Window, "period (day, week or month) and timezone")
+		refuse("timeout", d.Timeout, "period (day, week or month) and timezone")
+		loc := time.UTC
+		if d.Timezone != "" {
+			var err error
+			// "Local" would be the host's zone, which differs between instances.
+			if loc, err = time.LoadLocation(d.Timezone); err != nil || d.Timezone == "Local" {
+				fail("timezone: %q: want an IANA time zone such as Europe/Berlin (default UTC)", d.Timezone)
+			}
+		}
+		l, err := algorithms.CalendarLimit(0, algorithms.Period(d.Period), loc)
+		if err != nil {
+			fail("period: %q: want day, week (ISO, from Monday) or month", d.Period)
+		}
+		return l, errs
+	case spec.Held:
+		refuse("window", d.Window, "timeout, how long a request holds its place at most (such as 30s)")
+		refuse("period", d.Period, "timeout")
+		refuse("timezone", d.Timezone, "timeout")
+		t, err := time.ParseDuration(d.Timeout)
+		if err != nil || t < time.Millisecond {
+			fail("timeout: %q: want a positive Go duration such as 30s: how long a request holds its place if its instance dies", d.Timeout)
+		}
+		return algorithms.Limit{Window: t}, errs
+	}
+	refuse("timeout", d.Timeout, "window (timeout is for concurrency)")
+	refuse("period", d.Period, "window (period is for calendar)")
+	refuse("timezone", d.Timezone, "window (timezone is for calendar)")
+	w, err := time.ParseDuration(d.Window)
+	if err != nil || w < time.Millisecond || w > maxWindow {
+		fail("window: %q: want a positive Go duration such as 60s, at most 366 days (%v)", d.Window, maxWindow)
+	}
+	return algorithms.Limit{Window: w}, errs
 }

@@ -26,7 +26,7 @@ func TestParseExample(t *testing.T) {
 	for i, p := range got {
 		names[i] = p.Name
 	}
-	if diff := cmp.Diff([]string{"tier", "detail", "trial"}, names); diff != "" {
+	if diff := cmp.Diff([]string{"tier", "detail", "trial", "heavy"}, names); diff != "" {
 		t.Errorf("policy names (-want +got):\n%s", diff)
 	}
 	pro := got[0].Tiers["pro"]
@@ -63,6 +63,9 @@ policies:
 		{"a header that is no credential", `
 policies:
   - {name: d, key: "header:X-Tenant", limits: [{algorithm: fixed_window, limit: 5, window: 1m}]}`},
+		{"concurrency and calendar", `
+policies:
+  - {name: f, key: ip, cost: 2, limits: [{algorithm: concurrency, limit: 4, timeout: 30s}, {algorithm: calendar, limit: 10000, period: month, timezone: Europe/Berlin}, {algorithm: calendar, limit: 5, period: week}]}`},
 		{"sliding_log at its caps", `
 policies:
   - {name: e, key: ip, cost: 10000, limits: [{algorithm: sliding_log, limit: 1000000, window: 1h}]}`},
@@ -277,6 +280,36 @@ policies:
     key: ip
     cost: 200000
     limits: [{algorithm: sliding_log, limit: 1000000, window: 1h}]`, []string{`policy "q18"`, "limits[0]", "cost 200000", "at most 10000"}},
+		{"concurrency with a window", `
+policies:
+  - {name: r1, key: ip, limits: [{algorithm: concurrency, limit: 4, window: 30s}]}`, []string{`policy "r1"`, "limits[0].window", "concurrency has no window", "timeout"}},
+		{"concurrency without a timeout", `
+policies:
+  - {name: r2, key: ip, limits: [{algorithm: concurrency, limit: 4}]}`, []string{`policy "r2"`, "limits[0].timeout", `""`}},
+		{"concurrency timeout over a day", `
+policies:
+  - {name: r3, key: ip, limits: [{algorithm: concurrency, limit: 4, timeout: 25h}]}`, []string{`policy "r3"`, "limits[0]", "at most 24h"}},
+		{"timeout on fixed_window", `
+policies:
+  - {name: r4, key: ip, limits: [{algorithm: fixed_window, limit: 4, window: 1m, timeout: 1s}]}`, []string{`policy "r4"`, "limits[0].timeout", "fixed_window has no timeout"}},
+		{"calendar with a bad zone", `
+policies:
+  - {name: r5, key: ip, limits: [{algorithm: calendar, limit: 4, period: day, timezone: Mars/Olympus}]}`, []string{`policy "r5"`, "limits[0].timezone", "Mars/Olympus", "IANA"}},
+		{"calendar with the host's zone", `
+policies:
+  - {name: r6, key: ip, limits: [{algorithm: calendar, limit: 4, period: day, timezone: Local}]}`, []string{`policy "r6"`, "limits[0].timezone", "Local"}},
+		{"calendar with a year", `
+policies:
+  - {name: r7, key: ip, limits: [{algorithm: calendar, limit: 4, period: year}]}`, []string{`policy "r7"`, "limits[0].period", "year", "day, week"}},
+		{"calendar with a window", `
+policies:
+  - {name: r8, key: ip, limits: [{algorithm: calendar, limit: 4, period: day, window: 24h}]}`, []string{`policy "r8"`, "limits[0].window", "calendar has no window"}},
+		{"burst on concurrency", `
+policies:
+  - {name: r9, key: ip, limits: [{algorithm: concurrency, limit: 4, burst: 8, timeout: 1s}]}`, []string{`policy "r9"`, "limits[0].burst", "concurrency has no burst"}},
+		{"period on gcra", `
+policies:
+  - {name: r10, key: ip, limits: [{algorithm: gcra, limit: 4, window: 1s, period: day, timezone: UTC}]}`, []string{`policy "r10"`, "limits[0].period", "limits[0].timezone"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

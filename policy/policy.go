@@ -10,6 +10,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/netip"
 	"slices"
@@ -74,6 +75,10 @@ func Default(algorithm string, l algorithms.Limit) ([]Policy, error) {
 		return nil, fmt.Errorf("RATE_LIMIT_ALGORITHM=%q: %w: want one of %s",
 			algorithm, algorithms.ErrUnknown, strings.Join(algorithms.Names(), ", "))
 	}
+	if s, _ := algorithms.Lookup(algorithm); s.Held || s.Calendar {
+		return nil, fmt.Errorf("RATE_LIMIT_ALGORITHM=%q: %w: %s needs fields of a policy file (a timeout, or a period and time zone): set RATE_LIMIT_POLICY_FILE, or want one of %s",
+			algorithm, algorithms.ErrInvalidLimit, s.Name, strings.Join(algorithms.Windowed(), ", "))
+	}
 	if err := l.ValidateFor(algorithm); err != nil {
 		return nil, fmt.Errorf("RATE_LIMIT_LIMIT, RATE_LIMIT_BURST, RATE_LIMIT_WINDOW: %w", err)
 	}
@@ -83,6 +88,36 @@ func Default(algorithm string, l algorithms.Limit) ([]Policy, error) {
 		Cost:   1,
 		Limits: []Limit{{Algorithm: algorithm, Limit: l}},
 	}}, nil
+}
+
+// Describe says, for people, what the limits of policies that are not per
+// window do: in-flight limits and calendar quotas, each once.
+func Describe(policies []Policy) []string {
+	var out []string
+	add := func(p Policy, limits []Limit) {
+		for _, l := range limits {
+			s, _ := algorithms.Lookup(l.Algorithm)
+			var d string
+			switch {
+			case s.Held:
+				d = fmt.Sprintf("%s: at most %d requests at once (a place expires after %v)", p.Name, l.Limit.Requests, l.Limit.Window)
+			case s.Calendar:
+				d = fmt.Sprintf("%s: %d per %s in %s", p.Name, l.Limit.Requests, l.Limit.Period, l.Limit.Location)
+			default:
+				continue
+			}
+			if !slices.Contains(out, d) {
+				out = append(out, d)
+			}
+		}
+	}
+	for _, p := range policies {
+		add(p, p.Limits)
+		for _, tier := range slices.Sorted(maps.Keys(p.Tiers)) {
+			add(p, p.Tiers[tier])
+		}
+	}
+	return out
 }
 
 // Caller is what policies know of a request's sender. The adapter fills it

@@ -254,6 +254,29 @@ func TestDefault(t *testing.T) {
 	}
 }
 
+func TestDescribe(t *testing.T) {
+	policies, err := Parse(strings.NewReader(`
+policies:
+  - name: heavy
+    key: ip
+    limits:
+      - {algorithm: concurrency, limit: 4, timeout: 30s}
+      - {algorithm: calendar, limit: 10000, period: month, timezone: Europe/Berlin}
+      - {algorithm: fixed_window, limit: 5, window: 1m}
+  - name: daily
+    key: user
+    tiers:
+      free: [{algorithm: calendar, limit: 100, period: day}]
+      pro: [{algorithm: calendar, limit: 100, period: day}]`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"heavy: at most 4 requests at once (a place expires after 30s)", "heavy: 10000 per month in Europe/Berlin", "daily: 100 per day in UTC"}
+	if diff := cmp.Diff(want, Describe(policies)); diff != "" {
+		t.Errorf("Describe() (-want +got):\n%s", diff)
+	}
+}
+
 func TestDefaultErrors(t *testing.T) {
 	tests := []struct {
 		name      string
@@ -264,6 +287,8 @@ func TestDefaultErrors(t *testing.T) {
 	}{
 		{"unknown algorithm", "leaky", algorithms.Limit{Requests: 5, Window: time.Minute}, algorithms.ErrUnknown, `RATE_LIMIT_ALGORITHM="leaky"`},
 		{"sliding_log over a million", "sliding_log", algorithms.Limit{Requests: 1_000_001, Window: time.Minute}, algorithms.ErrInvalidLimit, "RATE_LIMIT_LIMIT, RATE_LIMIT_BURST, RATE_LIMIT_WINDOW"},
+		{"concurrency", "concurrency", algorithms.Limit{Requests: 5, Window: time.Minute}, algorithms.ErrInvalidLimit, "RATE_LIMIT_POLICY_FILE"},
+		{"calendar", "calendar", algorithms.Limit{Requests: 5, Window: time.Minute}, algorithms.ErrInvalidLimit, "RATE_LIMIT_POLICY_FILE"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

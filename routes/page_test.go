@@ -71,6 +71,12 @@ func TestPageHome(t *testing.T) {
 			absent: []string{"5 requests per 60 seconds"},
 		},
 		{
+			name: "policy file lists its in-flight limits and calendar quotas",
+			policy: Summary{Enabled: true, Policies: []string{"heavy"},
+				Special: []string{"heavy: at most 4 requests at once (a place expires after 30s)", "heavy: 10000 per month in Europe/Berlin"}},
+			want: []string{`<ul id="special">`, "<li>heavy: at most 4 requests at once (a place expires after 30s)</li>", "<li>heavy: 10000 per month in Europe/Berlin</li>"},
+		},
+		{
 			name:   "disabled",
 			policy: Summary{Enabled: false, Algorithm: "fixed_window", Limit: 5, Window: time.Minute},
 			want:   []string{"Rate limiting is off"},

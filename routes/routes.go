@@ -49,6 +49,10 @@ type Summary struct {
 	// when set, the page lists them instead of Algorithm, Limit, Burst and
 	// Window, which do not apply.
 	Policies []string
+	// Special describes the file's limits that are not per window, for
+	// people: "heavy: at most 4 requests at once", "heavy: 10000 per month
+	// in Europe/Berlin".
+	Special []string
 	// SHA256 is the first 12 hex digits of the policy file's SHA-256.
 	SHA256 string
 }

@@ -45,7 +45,7 @@ var (
 func run(out string, stdout io.Writer) error {
 	trace := bursty()
 	var lanes []lane
-	for _, name := range algorithms.Names() {
+	for _, name := range algorithms.Windowed() {
 		allowed, err := replay(name, trace)
 		if err != nil {
 			return fmt.Errorf("replay %s: %w", name, err)

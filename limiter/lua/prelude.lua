@@ -20,7 +20,12 @@
 --                                  reset_at the reset (ms since the epoch) the
 --                                  commit that took them returned; never leaves
 --                                  more than had they not been taken
--- args are the module's ARGV entries as strings.
+-- and, for an algorithm whose requests hold what they take until they end
+-- (algorithms.Spec.Held: concurrency), in the release script (release.lua)
+--   m.release(key, args, cost, nonce)    gives back what the call with nonce
+--                                  took; returns how many units it gave back
+-- args are the module's ARGV entries as strings (a calendar's end with the
+-- period starts the engine computes per call).
 local algorithms = {}
 local clock = {}
 do

@@ -1,0 +1,159 @@
+package limiter
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"tollgate/algorithms"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+)
+
+// calendarDecide decides one request under l on key with an engine whose
+// clock (the one the periods are computed from) is ours.
+func calendarDecide(t *testing.T, rdb redis.UniversalClient, ours time.Time, l algorithms.Limit, key string) Decision {
+	t.Helper()
+	e := New(rdb, Options{Clock: func() time.Time { return ours }})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	res, err := e.Decide(ctx, []Rule{{Algorithm: "calendar", Limit: l, Key: key}})
+	if err != nil {
+		t.Fatalf("Decide(): %v", err)
+	}
+	return res.Decisions[0]
+}
+
+// TestCalendarPeriods: across daylight-saving changes and month ends, on
+// miniredis whose clock plays Redis's: the period is Redis's, whatever the
+// instance's clock says, and the reset, retry and window are the real ones.
+func TestCalendarPeriods(t *testing.T) {
+	zone := func(name string) *time.Location {
+		loc, err := time.LoadLocation(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return loc
+	}
+	berlin, newYork := zone("Europe/Berlin"), zone("America/New_York")
+	tests := []struct {
+		name     string
+		period   algorithms.Period
+		loc      *time.Location
+		boundary time.Time     // a period ends here
+		before   time.Duration // the length of the period that ends there
+		after    time.Duration // and of the one that starts there
+	}{
+		{"Berlin, into the 23-hour day", algorithms.Day, berlin, time.Date(2026, 3, 29, 0, 0, 0, 0, berlin), 24 * time.Hour, 23 * time.Hour},
+		{"Berlin, out of the 23-hour day", algorithms.Day, berlin, time.Date(2026, 3, 30, 0, 0, 0, 0, berlin), 23 * time.Hour, 24 * time.Hour},
+		{"Berlin, into the 25-hour day", algorithms.Day, berlin, time.Date(2026, 10, 25, 0, 0, 0, 0, berlin), 24 * time.Hour, 25 * time.Hour},
+		{"New York, into the 23-hour day", algorithms.Day, newYork, time.Date(2026, 3, 8, 0, 0, 0, 0, newYork), 24 * time.Hour, 23 * time.Hour},
+		{"New York, out of the 25-hour day", algorithms.Day, newYork, time.Date(2026, 11, 2, 0, 0, 0, 0, newYork), 25 * time.Hour, 24 * time.Hour},
+		{"month end, Berlin, October to November", algorithms.Month, berlin, time.Date(2026, 11, 1, 0, 0, 0, 0, berlin), 31*24*time.Hour + time.Hour, 30 * 24 * time.Hour},
+		{"month end, New York, February of a leap year", algorithms.Month, newYork, time.Date(2028, 3, 1, 0, 0, 0, 0, newYork), 29 * 24 * time.Hour, 31*24*time.Hour - time.Hour},
+		{"year end, UTC week", algorithms.Week, time.UTC, time.Date(2027, 1, 4, 0, 0, 0, 0, time.UTC), 7 * 24 * time.Hour, 7 * 24 * time.Hour},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			m := miniredis.RunT(t)
+			rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
+			t.Cleanup(func() { rdb.Close() })
+			l, err := algorithms.CalendarLimit(2, tt.period, tt.loc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Redis is 300ms before the boundary; one instance's clock is a
+			// second past it, another's a second short of it.
+			redisNow := tt.boundary.Add(-300 * time.Millisecond)
+			m.SetTime(redisNow)
+			ahead, behind := tt.boundary.Add(time.Second), tt.boundary.Add(-time.Second)
+			for i, ours := range []time.Time{ahead, behind} {
+				d := calendarDecide(t, rdb, ours, l, "k")
+				if !d.Allowed || d.Remaining != 1-i {
+					t.Fatalf("request %d before the boundary (our clock %v): Decide() = %+v, want allowed with %d left", i+1, ours, d, 1-i)
+				}
+				if d.Window != tt.before || d.ResetAfter != 300*time.Millisecond {
+					t.Errorf("request %d: window %v, reset after %v; want %v, 300ms (the period's end)", i+1, d.Window, d.ResetAfter, tt.before)
+				}
+			}
+			d := calendarDecide(t, rdb, ahead, l, "k")
+			if d.Allowed || d.RetryAfter != 300*time.Millisecond || !d.Now.Add(d.RetryAfter).Equal(tt.boundary) {
+				t.Errorf("third request before the boundary: Decide() = %+v, want denied until %v", d, tt.boundary)
+			}
+			// Redis passes the boundary; our clocks stay where they were.
+			m.SetTime(tt.boundary)
+			for i, ours := range []time.Time{behind, ahead} {
+				d := calendarDecide(t, rdb, ours, l, "k")
+				if !d.Allowed || d.Remaining != 1-i {
+					t.Fatalf("request %d at the boundary (our clock %v): Decide() = %+v, want allowed with %d left: a new period", i+1, ours, d, 1-i)
+				}
+				if d.Window != tt.after || d.ResetAfter != tt.after {
+					t.Errorf("request %d in the new period: window %v, reset after %v; want both %v", i+1, d.Window, d.ResetAfter, tt.after)
+				}
+			}
+			if d := calendarDecide(t, rdb, behind, l, "k"); d.Allowed || d.RetryAfter != tt.after {
+				t.Errorf("third request in the new period: Decide() = %+v, want denied for %v", d, tt.after)
+			}
+		})
+	}
+}
+
+// TestCalendarOnRealRedis: on a real Redis (and Cluster) the periods are
+// placed around Redis's TIME with a zone whose midnight falls 1.5s after
+// it: the instances' clocks differ by seconds, Redis decides which side.
+func TestCalendarOnRealRedis(t *testing.T) {
+	for backend, newHarness := range harnesses(t) {
+		if backend == "miniredis" {
+			continue // TestCalendarPeriods steers its clock
+		}
+		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t)
+			prefix := h.prefix()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			now, err := h.rdb.Time(ctx).Result()
+			if err != nil {
+				t.Fatalf("TIME: %v", err)
+			}
+			// A zone whose next midnight is 1.5s after Redis's now.
+			boundary := now.Add(1500 * time.Millisecond).Truncate(time.Millisecond)
+			offset := -int(boundary.Sub(boundary.Truncate(24*time.Hour)) / time.Second)
+			loc := time.FixedZone("test", offset)
+			// The offset is whole seconds: find the midnight it makes.
+			boundary = time.Date(boundary.In(loc).Year(), boundary.In(loc).Month(), boundary.In(loc).Day(), 0, 0, 0, 0, loc)
+			if boundary.Before(now) {
+				boundary = boundary.AddDate(0, 0, 1)
+			}
+			l, err := algorithms.CalendarLimit(2, algorithms.Day, loc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			key := prefix + "{cal}:k"
+			ahead := boundary.Add(3 * time.Second) // an instance whose clock is past the midnight
+			behind := now.Add(-3 * time.Second)
+			for i, ours := range []time.Time{ahead, behind} {
+				if d := calendarDecide(t, h.rdb, ours, l, key); !d.Allowed || d.Remaining != 1-i {
+					t.Fatalf("request %d (our clock %v, Redis before %v): Decide() = %+v, want allowed with %d left", i+1, ours, boundary, d, 1-i)
+				}
+			}
+			d := calendarDecide(t, h.rdb, ahead, l, key)
+			if d.Now.Before(boundary) {
+				if d.Allowed || d.RetryAfter <= 0 || d.RetryAfter > 1500*time.Millisecond || !d.Now.Add(d.RetryAfter).Equal(boundary) {
+					t.Errorf("third request: Decide() = %+v, want denied until %v", d, boundary)
+				}
+			} else {
+				t.Logf("a loaded machine: Redis passed the midnight before the third request")
+			}
+			time.Sleep(time.Until(boundary) + 50*time.Millisecond) // Redis's clock has to pass it: it cannot be steered
+			for i, ours := range []time.Time{behind, ahead} {
+				d := calendarDecide(t, h.rdb, ours, l, key)
+				if !d.Allowed || d.Remaining != 1-i || d.Window != 24*time.Hour {
+					t.Errorf("request %d after the midnight (our clock %v): Decide() = %+v, want allowed with %d left in a 24h period", i+1, ours, d, 1-i)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,157 @@
+package limiter
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"tollgate/algorithms"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+)
+
+// holdEnv tells the test binary, run again as a child, to take places and
+// wait to be killed (TestHoldPlacesChild): "<addr kind>|<addrs>|<key>".
+const holdEnv = "TOLLGATE_TEST_HOLD"
+
+// holdTimeout is how long a place is held at most.
+const holdTimeout = 2 * time.Second
+
+// holdLimit is the places of the key, all taken by the child.
+var holdLimit = algorithms.Limit{Requests: 3, Window: holdTimeout}
+
+// TestHoldPlacesChild is the child of TestPlacesFreedAfterKill: it takes
+// every place of the key, says so, and blocks until it is killed.
+func TestHoldPlacesChild(t *testing.T) {
+	spec := os.Getenv(holdEnv)
+	if spec == "" {
+		t.Skip("run by TestPlacesFreedAfterKill as a child process")
+	}
+	parts := strings.SplitN(spec, "|", 3)
+	if len(parts) != 3 {
+		t.Fatalf("%s=%q: want kind|addrs|key", holdEnv, spec)
+	}
+	kind, addrs, key := parts[0], parts[1], parts[2]
+	var rdb redis.UniversalClient = redis.NewClient(&redis.Options{Addr: addrs})
+	if kind == "cluster" {
+		rdb = redis.NewClusterClient(&redis.ClusterOptions{Addrs: strings.Split(addrs, ",")})
+	}
+	l := New(rdb, Options{Timeout: 5 * time.Second})
+	for range holdLimit.Requests {
+		res, err := l.Decide(context.Background(), []Rule{{Algorithm: "concurrency", Limit: holdLimit, Key: key}})
+		if err != nil || !res.Allowed {
+			fmt.Println("failed:", res, err)
+			os.Exit(1)
+		}
+	}
+	fmt.Println("holding")
+	select {} // until kill -9: the places are never given back
+}
+
+// heldPrefix gives the kill test's key a prefix of its own on a shared Redis.
+func heldPrefix() string {
+	b := make([]byte, 6)
+	rand.Read(b)
+	return "test:held:" + hex.EncodeToString(b) + ":"
+}
+
+// TestPlacesFreedAfterKill: a process holding every place of a key is
+// killed with SIGKILL; its places are free again within the timeout, and
+// not before.
+func TestPlacesFreedAfterKill(t *testing.T) {
+	type backend struct {
+		kind, addrs string
+		rdb         redis.UniversalClient
+		advance     func(time.Duration) // moves Redis's clock: sleeps on a real one
+	}
+	backends := map[string]func(t *testing.T) backend{
+		"miniredis": func(t *testing.T) backend {
+			m := miniredis.RunT(t)
+			now := time.Now()
+			m.SetTime(now)
+			rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
+			t.Cleanup(func() { rdb.Close() })
+			return backend{"redis", m.Addr(), rdb, func(d time.Duration) { now = now.Add(d); m.SetTime(now) }}
+		},
+	}
+	if url := os.Getenv("TEST_REDIS_URL"); url != "" {
+		backends["redis"] = func(t *testing.T) backend {
+			opt, err := redis.ParseURL(url)
+			if err != nil || opt.DB != 0 || opt.Password != "" {
+				t.Skipf("TEST_REDIS_URL %q: the child connects by address to DB 0 only", url)
+			}
+			rdb := redis.NewClient(opt)
+			t.Cleanup(func() { rdb.Close() })
+			return backend{"redis", opt.Addr, rdb, time.Sleep}
+		}
+	}
+	if addrs := os.Getenv("TEST_REDIS_CLUSTER_ADDRS"); addrs != "" {
+		backends["cluster"] = func(t *testing.T) backend {
+			rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: strings.Split(addrs, ",")})
+			t.Cleanup(func() { rdb.Close() })
+			return backend{"cluster", addrs, rdb, time.Sleep}
+		}
+	}
+	for name, newBackend := range backends {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			b := newBackend(t)
+			key := heldPrefix() + "{held}:concurrency"
+			t.Cleanup(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				defer cancel()
+				b.rdb.Del(ctx, key)
+			})
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			child := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestHoldPlacesChild$", "-test.count=1")
+			child.Env = append(os.Environ(), holdEnv+"="+b.kind+"|"+b.addrs+"|"+key)
+			out, err := child.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := child.Start(); err != nil {
+				t.Fatalf("start the child: %v", err)
+			}
+			t.Cleanup(func() { _ = child.Process.Kill(); _ = child.Wait() })
+			line, err := bufio.NewReader(out).ReadString('\n')
+			if err != nil || strings.TrimSpace(line) != "holding" {
+				t.Fatalf("child said %q (%v), want holding", line, err)
+			}
+			if err := child.Process.Kill(); err != nil { // SIGKILL: no deferred release runs
+				t.Fatalf("kill -9 the child: %v", err)
+			}
+			_ = child.Wait()
+			killed := time.Now()
+
+			l := New(b.rdb, Options{Timeout: 5 * time.Second})
+			decide := func() Result {
+				t.Helper()
+				res, err := l.Decide(ctx, []Rule{{Algorithm: "concurrency", Limit: holdLimit, Key: key}})
+				if err != nil {
+					t.Fatalf("Decide(): %v", err)
+				}
+				if res.Holds() {
+					t.Cleanup(func() { l.Release(context.Background(), res) })
+				}
+				return res
+			}
+			if res := decide(); res.Allowed {
+				t.Fatalf("right after the kill: Decide() = %+v, want denied (the dead process's places are held)", res)
+			}
+			b.advance(holdTimeout - time.Since(killed) + 50*time.Millisecond)
+			res := decide()
+			if !res.Allowed || res.Decisions[0].Remaining != holdLimit.Requests-1 {
+				t.Errorf("%v after the kill: Decide() = %+v, want allowed with %d left (every place expired)", time.Since(killed), res, holdLimit.Requests-1)
+			}
+		})
+	}
+}
