@@ -141,7 +141,7 @@ func TestDenyCacheMatchesUncached(t *testing.T) {
 				dc.now = h.now
 				rng := rand.New(rand.NewPCG(1, uint64(l.Requests)))
 				hits := 0
-				for step := range 400 {
+				for step := range 200 {
 					var d Decision
 					for range 1 + rng.IntN(3) {
 						d = one(t, plain, name, l, "plain:k")
