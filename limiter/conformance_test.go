@@ -505,8 +505,11 @@ var propertyCases = map[string][]conformanceCase{
 					h.advance(150 * time.Millisecond) // past the edge
 				}
 			}
-			if n := maxInSpan(times, 200*time.Millisecond); n != 2*limit-1 {
-				t.Errorf("admitted %d within 200ms across the edge, want %d (2×limit-1, as documented)", n, 2*limit-1)
+			// Within half a window: far less than the window that should hold
+			// at most limit, and slack enough for a loaded machine's slow calls
+			// around the 150ms step on a real Redis's clock.
+			if n := maxInSpan(times, h.unit/2); n != 2*limit-1 {
+				t.Errorf("admitted %d within %v across the edge, want %d (2×limit-1, as documented)", n, h.unit/2, 2*limit-1)
 			}
 			if d := allow(t, a, "k"); d.Allowed {
 				t.Errorf("request after the edge burst: Decide() = %+v, want denied", d)

@@ -6,7 +6,7 @@ import (
 	"testing"
 )
 
-// TestMain lets more of this package's tests run at once than go test's
+// TestMain lets more of this package's tests run at once (four) than go test's
 // default of one per CPU (unless -parallel is given): most of them wait,
 // on real Redis's clock for windows to pass or on goroutines parked in a
 // flood, and on a 2-core machine one per CPU left the package the slowest
@@ -16,7 +16,7 @@ func TestMain(m *testing.M) {
 	given := false
 	flag.Visit(func(f *flag.Flag) { given = given || f.Name == "test.parallel" })
 	if !given {
-		_ = flag.Set("test.parallel", "6")
+		_ = flag.Set("test.parallel", "4")
 	}
 	os.Exit(m.Run())
 }
