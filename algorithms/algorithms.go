@@ -361,6 +361,7 @@ var table = []Spec{
 		},
 		// The longest period: a month of 31 days with a 25-hour day.
 		Horizon: oneWindow,
+		Grants:  true,
 	},
 }
 
