@@ -267,16 +267,9 @@ func parseCommand(args []string) (command, error) {
 		fs := flag.NewFlagSet(do, flag.ContinueOnError)
 		fs.SetOutput(io.Discard)
 		tier := fs.String("tier", models.DefaultTier, "")
-		// Flags may come before or after the name.
-		if err := fs.Parse(rest); err != nil {
-			return command{}, fmt.Errorf("%w: %s: %w", errUsage, do, err)
-		}
-		pos := fs.Args()
-		if len(pos) > 0 {
-			if err := fs.Parse(pos[1:]); err != nil {
-				return command{}, fmt.Errorf("%w: %s: %w", errUsage, do, err)
-			}
-			pos = append(pos[:1], fs.Args()...)
+		pos, err := parseAround(fs, do, rest)
+		if err != nil {
+			return command{}, err
 		}
 		if len(pos) != 1 || !models.ValidUserName(pos[0]) {
 			return command{}, fmt.Errorf("%w: %s: want one NAME of %s", errUsage, do, models.UserNameRule)
@@ -381,15 +374,9 @@ func parseOverrideSet(do string, rest []string) (command, error) {
 	limit := fs.Int("limit", 0, "")
 	window := fs.Duration("window", 0, "")
 	expires := fs.Duration("expires", 0, "")
-	if err := fs.Parse(rest); err != nil {
-		return command{}, fmt.Errorf("%w: %s: %w", errUsage, do, err)
-	}
-	pos := fs.Args()
-	if len(pos) > 0 {
-		if err := fs.Parse(pos[1:]); err != nil {
-			return command{}, fmt.Errorf("%w: %s: %w", errUsage, do, err)
-		}
-		pos = append(pos[:1], fs.Args()...)
+	pos, err := parseAround(fs, do, rest)
+	if err != nil {
+		return command{}, err
 	}
 	if len(pos) != 1 {
 		return command{}, fmt.Errorf("%w: %s: want one USER or ip:CIDR", errUsage, do)
@@ -511,4 +498,19 @@ func readPassword(r io.Reader) (string, error) {
 		return "", fmt.Errorf("%w: read password from stdin: %d bytes; want at most 72", errUsage, len(line))
 	}
 	return line, nil
+}
+
+// parseAround parses the flags of command do wherever they stand among its
+// positional arguments, and returns the positional arguments in order.
+func parseAround(fs *flag.FlagSet, do string, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, fmt.Errorf("%w: %s: %w", errUsage, do, err)
+		}
+		if args = fs.Args(); len(args) == 0 {
+			return pos, nil
+		}
+		pos, args = append(pos, args[0]), args[1:]
+	}
 }

@@ -219,15 +219,9 @@ func parseQuota(do string, rest []string) (command, error) {
 	fs := flag.NewFlagSet(do, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	policy := fs.String("policy", "", "")
-	var pos []string
-	for {
-		if err := fs.Parse(rest); err != nil {
-			return command{}, fmt.Errorf("%w: %s: %w", errUsage, do, err)
-		}
-		if rest = fs.Args(); len(rest) == 0 {
-			break
-		}
-		pos, rest = append(pos, rest[0]), rest[1:]
+	pos, err := parseAround(fs, do, rest)
+	if err != nil {
+		return command{}, err
 	}
 	want := 1
 	if do == "quota grant" {
