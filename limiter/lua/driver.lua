@@ -22,19 +22,15 @@ if not commit and ARGV[1] ~= '0' then
   -- Every module is looked up before anything is written: all or nothing.
   local rules, n = {}, 3
   for i = 1, #KEYS do
-    local m = algorithms[ARGV[n]]
+    local m, args, _, next_n = rule_at(n)
     if m == nil then
       return redis.error_reply('unknown algorithm ' .. tostring(ARGV[n]))
     end
     if not (reset or m.grant) then
       return redis.error_reply('algorithm ' .. ARGV[n] .. ' cannot grant')
     end
-    local args = {}
-    for j = 1, m.nargs do
-      args[j] = ARGV[n + j]
-    end
     rules[i] = {m = m, args = args}
-    n = n + m.nargs + 2
+    n = next_n
   end
   for i, r in ipairs(rules) do
     if reset then
@@ -48,16 +44,11 @@ end
 local rules, admit = {}, true
 local n = 3
 for i = 1, #KEYS do
-  local m = algorithms[ARGV[n]]
+  local m, args, cost, next_n = rule_at(n)
   if m == nil then
     return redis.error_reply('unknown algorithm ' .. tostring(ARGV[n]))
   end
-  local args = {}
-  for j = 1, m.nargs do
-    args[j] = ARGV[n + j]
-  end
-  local cost = tonumber(ARGV[n + m.nargs + 1])
-  n = n + m.nargs + 2
+  n = next_n
   local c = m.check(KEYS[i], args, cost)
   rules[i] = {m = m, args = args, cost = cost, c = c}
   admit = admit and c.ok

@@ -35,6 +35,21 @@ do
   clock.ms = math.floor(clock.us / 1000)
 end
 
+-- The rule whose ARGV start at n (algorithm name, the module's nargs
+-- arguments, cost), for the drivers of several rules: its module (nil for
+-- an unknown name), its arguments, its cost, and where the next rule starts.
+local function rule_at(n)
+  local m = algorithms[ARGV[n]]
+  if m == nil then
+    return nil
+  end
+  local args = {}
+  for j = 1, m.nargs do
+    args[j] = ARGV[n + j]
+  end
+  return m, args, tonumber(ARGV[n + m.nargs + 1]), n + m.nargs + 2
+end
+
 -- Durations go out in whole ms, rounded up, so a request sent at retry_ms passes.
 local function ms(us)
   return math.ceil(us / 1000)

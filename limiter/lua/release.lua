@@ -7,16 +7,11 @@
 local nonce = ARGV[1]
 local n, released = 2, 0
 for i = 1, #KEYS do
-  local m = algorithms[ARGV[n]]
+  local m, args, cost, next_n = rule_at(n)
   if m == nil or m.release == nil then
     return redis.error_reply('no release for algorithm ' .. tostring(ARGV[n]))
   end
-  local args = {}
-  for j = 1, m.nargs do
-    args[j] = ARGV[n + j]
-  end
-  local cost = tonumber(ARGV[n + m.nargs + 1])
-  n = n + m.nargs + 2
+  n = next_n
   released = released + m.release(KEYS[i], args, cost, nonce)
 end
 return released
