@@ -64,13 +64,19 @@ func main() {
 	// SIGHUP reloads the policy files (reload.go).
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
-	if err := run(ctx, os.Getenv, os.Stdout, withReload(hup)); err != nil {
+	if err := run(ctx, os.Getenv, os.Stdout, withReload(hup), withEnviron(os.Environ)); err != nil {
 		fmt.Fprintln(os.Stderr, "server:", err)
 		if errors.Is(err, config.ErrInvalid) || errors.Is(err, algorithms.ErrUnknown) || errors.Is(err, algorithms.ErrInvalidLimit) {
 			os.Exit(2)
 		}
 		os.Exit(1)
 	}
+}
+
+// withEnviron gives run the variables set (os.Environ), so that a variable
+// named like a setting that is none is warned of at start-up.
+func withEnviron(environ func() []string) runOption {
+	return func(o *runOptions) { o.environ = environ }
 }
 
 // run starts the service with the settings getenv gives and serves until ctx
@@ -85,6 +91,11 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, opti
 		return fmt.Errorf("config: %w", err)
 	}
 	log := newLogger(stdout, cfg.LogFormat, cfg.LogLevel)
+	if opts.environ != nil {
+		for _, w := range config.Unknown(opts.environ()) {
+			log.Warn(w) // a mistyped setting would otherwise be its default, silently
+		}
+	}
 	// go-redis logs a few events of its own (a pool that cannot dial); they
 	// go to this log too, not as plain lines on stderr. Its logger is one
 	// per process, stored atomically: the latest run's log wins.

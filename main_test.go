@@ -788,3 +788,20 @@ func TestDeniedRequestsSkipDatabase(t *testing.T) {
 		t.Errorf("5 denied requests made %d database queries, want 0", n)
 	}
 }
+
+// TestUnknownSettingWarned: a variable named like a setting that is none is
+// warned of at start-up, naming the nearest setting, and the service starts.
+func TestUnknownSettingWarned(t *testing.T) {
+	t.Parallel()
+	env := baseEnv(t, sharedRedis(t))
+	environ := []string{"RATE_LIMIT_ALGORITM=gcra", "PATH=/bin", "RATE_LIMIT_LIMIT=5"}
+	_, logs := startService(t, env, withEnviron(func() []string { return environ }))
+	text := logs.String()
+	want := "RATE_LIMIT_ALGORITM: unknown setting; did you mean RATE_LIMIT_ALGORITHM?"
+	if !strings.Contains(text, want) {
+		t.Errorf("log has no %q:\n%s", want, text)
+	}
+	if strings.Contains(text, "RATE_LIMIT_LIMIT: unknown") || strings.Contains(text, "PATH: unknown") {
+		t.Errorf("log warns of a real setting or another variable:\n%s", text)
+	}
+}

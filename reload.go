@@ -31,6 +31,7 @@ type runOptions struct {
 	reload     <-chan os.Signal // SIGHUP: read the policy files now
 	policyPoll time.Duration    // how often the policy files are checked for changes
 	now        func() time.Time // the clock overrides and remembered credentials expire by
+	environ    func() []string  // the variables set, for the unknown-setting warnings; nil: none
 }
 
 // runOption changes one of run's options.
