@@ -494,7 +494,7 @@ func TestRecover(t *testing.T) {
 		{"panic with an error", func(c *gin.Context) { panic(errors.New("boom")) }},
 		{"nil map write", func(c *gin.Context) {
 			var m map[string]int
-			m["x"] = 1
+			m["x"] = 1 //nolint:staticcheck // the panic is the point
 		}},
 	}
 	for _, tt := range tests {

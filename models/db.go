@@ -109,7 +109,7 @@ func Migrate(ctx context.Context, db *gorm.DB) error {
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
-	if db.Dialector.Name() == "mysql" {
+	if db.Name() == "mysql" {
 		if err := retry(ctx, func() error { return exactUserNames(db.WithContext(ctx)) }); err != nil {
 			return fmt.Errorf("migrate: users.username collation: %w", err)
 		}
