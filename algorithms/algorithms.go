@@ -349,7 +349,7 @@ var table = []Spec{
 	},
 	{
 		Name:     "calendar",
-		Doc:      "Limit requests per calendar day, ISO week or month in a time zone, reset at local midnight of the period's first day.",
+		Doc:      "Limit requests per calendar day, ISO week or month in a time zone, reset at the first instant of the period's first day (local midnight, or where the clock skips it, the instant it skips to).",
 		Lua:      module("calendar"),
 		Args:     func(l Limit) []any { return []any{l.Requests} },
 		Calendar: true,
@@ -359,7 +359,8 @@ var table = []Spec{
 			}
 			return nil
 		},
-		// The longest period: a month of 31 days with a 25-hour day.
+		// The longest period: a month of 31 days with a day that the
+		// largest daylight-saving shift lengthens (26 hours in Antarctica/Troll).
 		Horizon: oneWindow,
 		Grants:  true,
 	},
