@@ -207,3 +207,61 @@ func TestCalendarDayWithoutMidnight(t *testing.T) {
 		})
 	}
 }
+
+// TestCalendarLargeMonthlyLimit: a calendar's counts are only added and
+// compared, never multiplied by its period in ms, so a monthly quota of
+// millions is exact (it was refused above 3,358,359): 5,000,000 admitted,
+// the next unit denied until the month ends, a grant of the whole quota
+// kept. On every backend.
+func TestCalendarLargeMonthlyLimit(t *testing.T) {
+	l, err := algorithms.CalendarLimit(5_000_000, algorithms.Month, time.UTC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.ValidateFor("calendar"); err != nil {
+		t.Fatalf("ValidateFor(calendar, 5,000,000 a month) = %v, want nil", err)
+	}
+	for backend, newHarness := range harnesses(t) {
+		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t)
+			e := New(h.rdb, Options{Clock: h.now})
+			rule := Rule{Algorithm: "calendar", Limit: l, Key: h.prefix() + "{cal}:big"}
+			decide := func(cost int) Decision {
+				t.Helper()
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				r := rule
+				r.Cost = cost
+				res, err := e.Decide(ctx, []Rule{r})
+				if err != nil {
+					t.Fatalf("Decide(cost %d): %v", cost, err)
+				}
+				return res.Decisions[0]
+			}
+			if d := decide(4_999_999); !d.Allowed || d.Remaining != 1 || d.Limit != 5_000_000 {
+				t.Errorf("Decide(cost 4,999,999) = %+v, want allowed with 1 left of 5,000,000", d)
+			}
+			if d := decide(1); !d.Allowed || d.Remaining != 0 {
+				t.Errorf("Decide(cost 1) = %+v, want allowed with 0 left", d)
+			}
+			d := decide(1)
+			y, m, _ := d.Now.UTC().Date()
+			if next := time.Date(y, m+1, 1, 0, 0, 0, 0, time.UTC); d.Allowed || !d.Now.Add(d.RetryAfter).Equal(next) {
+				t.Errorf("Decide(cost 1) on a spent quota = %+v, want denied until %v", d, next)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			res, err := e.Grant(ctx, []Rule{rule}, 5_000_000)
+			if err != nil {
+				t.Fatalf("Grant(5,000,000): %v", err)
+			}
+			if d := res.Decisions[0]; d.Remaining != 5_000_000 {
+				t.Errorf("Grant(5,000,000) on a spent quota = %+v, want 5,000,000 left", d)
+			}
+			if d := decide(5_000_000); !d.Allowed || d.Remaining != 0 {
+				t.Errorf("Decide(cost 5,000,000) after the grant = %+v, want allowed with 0 left", d)
+			}
+		})
+	}
+}
