@@ -257,7 +257,8 @@ func sweepPeriod(t *testing.T, l Limit, key time.Time, before *[4]time.Time) boo
 	e := l.Starts(end) // and at its last millisecond
 	for i, got := range [][4]time.Time{s, e} {
 		now := []time.Time{start, end}[i]
-		if !(got[0].Before(got[1]) && !got[1].After(now) && now.Before(got[2]) && got[2].Before(got[3])) {
+		ordered := got[0].Before(got[1]) && !got[1].After(now) && now.Before(got[2]) && got[2].Before(got[3])
+		if !ordered {
 			t.Errorf("%s %s: Starts(%v) = %v, want prev < cur <= now < next < after", loc, l.Period, now, got)
 			return false
 		}
