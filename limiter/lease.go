@@ -54,6 +54,9 @@ type leases struct {
 	timeout time.Duration
 	log     *slog.Logger
 	now     func() time.Time
+	// instances is how many instances share the quota (instances.go); nil:
+	// leaseInstances.
+	instances func() int
 
 	taken atomic.Int64 // leases taken, for tests
 
@@ -150,7 +153,7 @@ func (l *leases) decide(ctx context.Context, rules []Rule, commit bool) ([]Decis
 		ds, allowed, err := l.leased.decide(ctx, rules, commit)
 		if err == nil {
 			e.mu.Lock()
-			e.headroom = headroom(e.rules, ds)
+			e.headroom = headroom(e.rules, ds, l.instanceCount())
 			e.mu.Unlock()
 		}
 		return ds, allowed, err
@@ -175,7 +178,7 @@ func (l *leases) decide(ctx context.Context, rules []Rule, commit bool) ([]Decis
 	e.taking = false
 	if err != nil || !allowed || n == 1 {
 		if err == nil {
-			e.headroom = headroom(e.rules, ds)
+			e.headroom = headroom(e.rules, ds, l.instanceCount())
 		}
 		e.mu.Unlock()
 		return ds, allowed, err
@@ -186,7 +189,7 @@ func (l *leases) decide(ctx context.Context, rules []Rule, commit bool) ([]Decis
 	for i, r := range e.rules {
 		e.until = minTime(e.until, now.Add(r.spec.LeaseFor(r.limit, ds[i].ResetAfter)))
 	}
-	e.headroom = headroom(e.rules, ds)
+	e.headroom = headroom(e.rules, ds, l.instanceCount())
 	out := e.answer(now)
 	e.mu.Unlock()
 	// If Close ran meanwhile, its give-back may have missed this lease.
@@ -243,10 +246,10 @@ func (e *lease) size(now time.Time) int {
 // headroom is the most requests' worth of rs a lease may take after ds: what
 // every rule has left, in requests, shared by leaseInstances instances, half
 // of it.
-func headroom(rs []rule, ds []Decision) int {
+func headroom(rs []rule, ds []Decision, instances int) int {
 	h := -1
 	for i, r := range rs {
-		n := ds[i].Remaining / r.cost / (2 * leaseInstances)
+		n := ds[i].Remaining / r.cost / (2 * instances)
 		if h < 0 || n < h {
 			h = n
 		}
@@ -360,6 +363,14 @@ func minTime(a, b time.Time) time.Time {
 		return b
 	}
 	return a
+}
+
+// instanceCount is how many instances share the quota.
+func (l *leases) instanceCount() int {
+	if l.instances == nil {
+		return leaseInstances
+	}
+	return l.instances()
 }
 
 // len reports how many rule sets are tracked.
