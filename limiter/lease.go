@@ -57,6 +57,10 @@ type leases struct {
 	// instances is how many instances share the quota (instances.go); nil:
 	// leaseInstances.
 	instances func() int
+	// localMode reports whether decisions are local (local.go): no lease is
+	// taken then (its units would be charged back whole, and given back to
+	// Redis, not to the in-process one); nil: never.
+	localMode func() bool
 
 	taken atomic.Int64 // leases taken, for tests
 
@@ -147,7 +151,7 @@ func (l *leases) decide(ctx context.Context, rules []Rule, commit bool) ([]Decis
 	}
 	back := e.end()
 	n := e.size(now)
-	if n < 2 || e.taking {
+	if n < 2 || e.taking || l.localMode != nil && l.localMode() {
 		e.mu.Unlock()
 		l.giveBack(back)
 		ds, allowed, err := l.leased.decide(ctx, rules, commit)

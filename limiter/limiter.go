@@ -234,6 +234,7 @@ func New(rdb redis.Scripter, o Options) *Limiter {
 		}
 		l.leases = newLeases(l.chain, leased, l.scripts, o.Timeout, log)
 		l.leases.instances = l.instances.count
+		l.leases.localMode = l.LocalMode
 		l.chain = l.leases
 	}
 	return l

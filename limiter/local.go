@@ -36,7 +36,8 @@ var chargeBackLua string
 // call timed out (Redis may have received and counted it: a frozen Redis
 // runs it when it wakes; charging it would count it twice), units of a
 // window that ended before Redis returned, and in-flight places (given back
-// locally, never counted in Redis).
+// locally, never counted in Redis). A charge is retried until Redis takes
+// it, marked so that a retry of one Redis ran (its reply lost) counts once.
 
 // probeEvery is how often local mode asks Redis whether it answers again.
 const probeEvery = 500 * time.Millisecond
@@ -67,7 +68,8 @@ type local struct {
 	wg        sync.WaitGroup
 
 	mu      sync.Mutex
-	pending map[string]*charge // by key
+	pending map[string]*charge // admitted, not yet tried: by key
+	retry   []*charge          // tried and failed: each again as it was (its id)
 	since   time.Time          // local mode's start
 	decided int                // local decisions since
 	failed  error              // what started it
@@ -80,6 +82,9 @@ type charge struct {
 	r     rule // full limit
 	units int
 	until time.Time
+	// id, given at the first try, marks the charge in Redis: a retry of a
+	// charge whose reply was lost (but which Redis ran) is not counted twice.
+	id string
 }
 
 func newLocal(next decider, remote, in *scripts, b *breaker, count func() int, timeout time.Duration, log *slog.Logger) *local {
@@ -230,17 +235,21 @@ func (lc *local) recover() bool {
 	charged := 0
 	for {
 		lc.mu.Lock()
-		batch := lc.pending
-		lc.pending = map[string]*charge{}
+		batch := lc.retry
+		for _, c := range lc.pending {
+			c.id = newNonce()
+			batch = append(batch, c)
+		}
+		lc.pending, lc.retry = map[string]*charge{}, nil
 		lc.mu.Unlock()
 		n, err := lc.chargeBack(batch)
 		charged += n
 		if err != nil {
-			return false // the rest is back in pending: the next probe
+			return false // the rest is in retry: the next probe
 		}
 		lc.gate.Lock()
 		lc.mu.Lock()
-		if len(lc.pending) > 0 { // admitted during the charge-back
+		if len(lc.pending) > 0 || len(lc.retry) > 0 { // admitted during the charge-back
 			lc.mu.Unlock()
 			lc.gate.Unlock()
 			continue
@@ -259,66 +268,43 @@ func (lc *local) recover() bool {
 
 // chargeBack records batch's charges in Redis, each rule in a script of its
 // own (each alone is a correct charge). It returns the units charged; on an
-// error the charges not made go back to pending, but for one that timed out
-// (it may have been counted).
-func (lc *local) chargeBack(batch map[string]*charge) (int, error) {
+// error, the charges not known to be made go to retry.
+func (lc *local) chargeBack(batch []*charge) (int, error) {
 	now := lc.now()
 	charged := 0
-	var failed error
-	for key, c := range batch {
-		if failed != nil {
-			lc.requeue(key, c)
-			continue
-		}
+	for i, c := range batch {
 		if !now.Before(c.until) {
 			continue // its window is over: nothing left to count against
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), lc.timeout)
-		err := lc.chargeOne(ctx, c)
+		err := lc.chargeOne(ctx, c, c.until.Sub(now))
 		cancel()
-		switch {
-		case err == nil:
-			charged += c.units
-		case maybeCounted(err):
-			failed = err
-			lc.log.Warn("charge-back timed out: not repeated, it may have been counted", "key", key, "units", c.units, "err", err)
-		default:
-			failed = err
-			lc.requeue(key, c)
+		if err != nil {
+			lc.mu.Lock()
+			lc.retry = append(lc.retry, batch[i:]...)
+			lc.mu.Unlock()
+			return charged, err
 		}
+		charged += c.units
 	}
-	return charged, failed
+	return charged, nil
 }
 
-func (lc *local) requeue(key string, c *charge) {
-	lc.mu.Lock()
-	defer lc.mu.Unlock()
-	if p := lc.pending[key]; p != nil && p.r.limit == c.r.limit && p.r.spec.Name == c.r.spec.Name {
-		p.units += c.units
-		if c.until.After(p.until) {
-			p.until = c.until
-		}
-		return
-	}
-	if lc.pending[key] == nil {
-		lc.pending[key] = c
-	}
-}
-
-// chargeOne runs chargeback.lua for c on Redis.
-func (lc *local) chargeOne(ctx context.Context, c *charge) error {
+// chargeOne runs chargeback.lua for c on Redis; its mark lives for ttl.
+func (lc *local) chargeOne(ctx context.Context, c *charge, ttl time.Duration) error {
 	sc, ok := lc.charges.Load(c.r.spec.Name)
 	if !ok {
 		sc, _ = lc.charges.LoadOrStore(c.r.spec.Name, composeWith([]algorithms.Spec{c.r.spec}, chargeBackLua))
 	}
-	args := append([]any{newNonce()}, lc.remote.argsOf(c.r)...)
+	args := append([]any{newNonce(), max(ttl.Milliseconds(), 1)}, lc.remote.argsOf(c.r)...)
 	if c.r.spec.Calendar {
 		for _, t := range c.r.limit.Starts(lc.remote.now()) {
 			args = append(args, t.UnixMilli())
 		}
 	}
 	args = append(args, c.units)
-	return sc.(*redis.Script).Run(ctx, lc.remote.rdb, []string{c.r.key}, args...).Err()
+	// The mark shares the rule key's hash tag: one slot on a cluster.
+	return sc.(*redis.Script).Run(ctx, lc.remote.rdb, []string{c.r.key, c.r.key + ":charged:" + c.id}, args...).Err()
 }
 
 // release gives back in-flight places taken locally.
