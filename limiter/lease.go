@@ -19,7 +19,7 @@ import (
 // one instance holds that another instance's requests cannot have. It is
 // bounded three ways:
 //   - size: a lease is at most about leaseHorizon of the rule set's observed
-//     rate, and at most remaining/(2*leaseInstances) of every rule (the
+//     rate, and at most remaining/(2*N) of every rule, N the instances (the
 //     remaining of the last decision), so leases shrink towards the end of a
 //     quota and stop (plain decisions, exact) when under 2 requests' worth;
 //   - time: a lease ends after leaseMaxAge (so also when the rate drops), at
@@ -35,8 +35,8 @@ const (
 	// this are more likely stranded than needed.
 	leaseMaxAge = 250 * time.Millisecond
 	// leaseInstances is the number of instances assumed to share a rule
-	// set's quota when sizing a lease: remaining/(2*4) each, so four
-	// instances hold at most half of what remains.
+	// set's quota when sizing a lease, until they are counted (instances.go):
+	// remaining/(2*N) each, so N instances hold at most half of what remains.
 	leaseInstances = 4
 	// minLeaseQuota: limits below it are never leased. At 1,000 per window
 	// a lease is at most 125 units; the tutorial's 5 per minute (and any

@@ -24,7 +24,8 @@ func localEngine(t *testing.T, n int) (*Limiter, *miniredis.Miniredis) {
 	t.Cleanup(func() { rdb.Close(); lrdb.Close() })
 	// The deny cache as configured by default: local denials must not
 	// outlive local mode.
-	l := New(rdb, Options{Timeout: time.Second, Local: lrdb, Instances: n, DenyCacheSize: 100})
+	// A long timeout: a stopped Redis refuses (charged back) long before it.
+	l := New(rdb, Options{Timeout: 5 * time.Second, Local: lrdb, Instances: n, DenyCacheSize: 100})
 	t.Cleanup(l.Close)
 	return l, remote
 }
