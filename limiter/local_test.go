@@ -69,6 +69,10 @@ func waitRemote(t *testing.T, l *Limiter, rules []Rule) {
 func TestLocalModeShareAndChargeBack(t *testing.T) {
 	t.Parallel()
 	window := time.Hour
+	month, err := algorithms.CalendarLimit(10, algorithms.Month, time.UTC)
+	if err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name  string
 		limit algorithms.Limit
@@ -78,6 +82,7 @@ func TestLocalModeShareAndChargeBack(t *testing.T) {
 		{"sliding_log", algorithms.Limit{Requests: 10, Window: window}},
 		{"token_bucket", algorithms.Limit{Requests: 10, Window: window}},
 		{"gcra", algorithms.Limit{Requests: 10, Window: window}},
+		{"calendar", month},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -209,4 +214,28 @@ func TestInstancesCounted(t *testing.T) {
 		t.Errorf("Redis down: Instances() = %d, want the last count, 1", got)
 	}
 	engines[0].Close()
+}
+
+func TestChargeBackCountsOnce(t *testing.T) {
+	t.Parallel()
+	l, _ := localEngine(t, 2)
+	rules := []Rule{{Algorithm: "fixed_window", Limit: algorithms.Limit{Requests: 10, Window: time.Hour}, Key: "t:{c}:once"}}
+	rs, err := resolve(rules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &charge{r: rs[0], units: 3, until: time.Now().Add(time.Hour), id: "retried"}
+	// The same charge twice: a retry after a reply that was lost.
+	for range 2 {
+		if err := l.local.chargeOne(context.Background(), c, time.Hour); err != nil {
+			t.Fatalf("chargeOne: %v", err)
+		}
+	}
+	res, err := l.Peek(context.Background(), rules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := res.Decisions[0].Remaining; got != 7 {
+		t.Errorf("after one charge of 3 tried twice: Remaining = %d, want 7", got)
+	}
 }
