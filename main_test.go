@@ -450,8 +450,11 @@ func TestIdentitiesHaveSeparateQuotas(t *testing.T) {
 	if err != nil {
 		t.Fatalf("KEYS: %v", err)
 	}
-	// Besides: the addresses trusted for each user (the brute-force guard).
-	quotas := slices.DeleteFunc(slices.Clone(keys), func(k string) bool { return strings.Contains(k, ":authfail:trusted:") })
+	// Besides: the addresses trusted for each user (the brute-force guard)
+	// and the instances announcing themselves (local mode's N).
+	quotas := slices.DeleteFunc(slices.Clone(keys), func(k string) bool {
+		return strings.Contains(k, ":authfail:trusted:") || k == env["REDIS_KEY_PREFIX"]+"instances"
+	})
 	if len(quotas) != len(tests) {
 		t.Errorf("keys under the prefix = %q, want one per identity (%d)", keys, len(tests))
 	}
