@@ -34,9 +34,12 @@ type instances struct {
 	timeout time.Duration
 	fixed   int // > 0: N fixed (RATE_LIMIT_INSTANCES), nothing announced
 
-	n    atomic.Int64 // the last count; 0: none yet
-	stop chan struct{}
-	wg   sync.WaitGroup
+	n atomic.Int64 // the last count; 0: none yet
+	// ctx ends at close: an announce under way then must not hold up a
+	// shutdown (Redis may hang).
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 }
 
 // newInstances counts the instances announcing themselves under key on rdb,
@@ -45,20 +48,21 @@ type instances struct {
 // close.
 func newInstances(rdb redis.Scripter, key string, fixed int, timeout time.Duration) *instances {
 	in := &instances{rdb: rdb, key: key, id: newNonce() + newNonce(), script: redis.NewScript(announceLua),
-		timeout: max(timeout, time.Second), fixed: fixed, stop: make(chan struct{})}
+		timeout: max(timeout, time.Second), fixed: fixed}
+	in.ctx, in.cancel = context.WithCancel(context.Background())
 	if fixed > 0 {
 		return in
 	}
-	_ = in.announce(instanceTTL) // a Redis down at start: the next tick counts
+	_ = in.announce(in.ctx, instanceTTL) // a Redis down at start: the next tick counts
 	in.wg.Go(func() {
 		t := time.NewTicker(announceEvery)
 		defer t.Stop()
 		for {
 			select {
-			case <-in.stop:
+			case <-in.ctx.Done():
 				return
 			case <-t.C:
-				_ = in.announce(instanceTTL)
+				_ = in.announce(in.ctx, instanceTTL)
 			}
 		}
 	})
@@ -67,8 +71,8 @@ func newInstances(rdb redis.Scripter, key string, fixed int, timeout time.Durati
 
 // announce refreshes this instance's entry (ttl 0: removes it) and stores
 // the count.
-func (in *instances) announce(ttl time.Duration) error {
-	ctx, cancel := context.WithTimeout(context.Background(), in.timeout)
+func (in *instances) announce(ctx context.Context, ttl time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, in.timeout)
 	defer cancel()
 	n, err := in.script.Run(ctx, in.rdb, []string{in.key}, in.id, ttl.Milliseconds()).Int64()
 	if err != nil {
@@ -95,12 +99,18 @@ func (in *instances) count() int {
 }
 
 // close stops announcing and removes this instance's entry, so the others
-// count one fewer at once.
+// count one fewer at once; it waits for that at most closeTimeout.
 func (in *instances) close() {
 	if in == nil || in.fixed > 0 {
 		return
 	}
-	close(in.stop)
+	in.cancel()
 	in.wg.Wait()
-	_ = in.announce(0)
+	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+	defer cancel()
+	_ = in.announce(ctx, 0)
 }
+
+// closeTimeout bounds what Close waits for Redis (an instance's entry
+// removed): a hung Redis must not hold up a shutdown; the entry lapses anyway.
+const closeTimeout = 200 * time.Millisecond

@@ -62,10 +62,12 @@ type local struct {
 	active atomic.Bool
 	// onEnd runs as local mode ends: the deny caches forget every denial,
 	// local ones (of this instance's share) among them.
-	onEnd     func()
-	stop      chan struct{}
-	closeOnce sync.Once
-	wg        sync.WaitGroup
+	onEnd func()
+	// ctx ends at close: a probe or charge-back under way then must not
+	// hold up a shutdown (Redis may hang).
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 
 	mu      sync.Mutex
 	pending map[string]*charge // admitted, not yet tried: by key
@@ -91,8 +93,10 @@ func newLocal(next decider, remote, in *scripts, b *breaker, count func() int, t
 	// Local calls are never cut at the Redis deadline: the in-process
 	// Redis is as fast as this process, and a slow moment must not fail them.
 	timeout = max(timeout, time.Second)
-	return &local{next: next, remote: remote, scripts: in, breaker: b, count: count, timeout: timeout, log: log,
-		now: time.Now, ping: redis.NewScript("return 1"), pending: map[string]*charge{}, onEnd: func() {}, stop: make(chan struct{})}
+	lc := &local{next: next, remote: remote, scripts: in, breaker: b, count: count, timeout: timeout, log: log,
+		now: time.Now, ping: redis.NewScript("return 1"), pending: map[string]*charge{}, onEnd: func() {}}
+	lc.ctx, lc.cancel = context.WithCancel(context.Background())
+	return lc
 }
 
 var _ decider = (*local)(nil)
@@ -143,7 +147,7 @@ func (lc *local) watch() {
 	defer t.Stop()
 	for {
 		select {
-		case <-lc.stop:
+		case <-lc.ctx.Done():
 			return
 		case <-t.C:
 			if lc.recover() {
@@ -155,7 +159,7 @@ func (lc *local) watch() {
 
 // close stops probing; local mode, if on, stays on.
 func (lc *local) close() {
-	lc.closeOnce.Do(func() { close(lc.stop) })
+	lc.cancel()
 	lc.wg.Wait()
 }
 
@@ -226,7 +230,7 @@ func share(l algorithms.Limit, n int) algorithms.Limit {
 // recover asks Redis whether it answers; if it does, charges back what was
 // admitted locally and ends local mode, reporting true.
 func (lc *local) recover() bool {
-	ctx, cancel := context.WithTimeout(context.Background(), lc.timeout)
+	ctx, cancel := context.WithTimeout(lc.ctx, lc.timeout)
 	err := lc.ping.Run(ctx, lc.remote.rdb, nil).Err()
 	cancel()
 	if err != nil {
@@ -276,7 +280,7 @@ func (lc *local) chargeBack(batch []*charge) (int, error) {
 		if !now.Before(c.until) {
 			continue // its window is over: nothing left to count against
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), lc.timeout)
+		ctx, cancel := context.WithTimeout(lc.ctx, lc.timeout)
 		err := lc.chargeOne(ctx, c, c.until.Sub(now))
 		cancel()
 		if err != nil {

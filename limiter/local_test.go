@@ -193,7 +193,7 @@ func TestInstancesCounted(t *testing.T) {
 		}
 	}
 	engines[2].Close()
-	if err := engines[0].instances.announce(instanceTTL); err != nil {
+	if err := engines[0].instances.announce(context.Background(), instanceTTL); err != nil {
 		t.Fatal(err)
 	}
 	if got := engines[0].Instances(); got != 2 {
@@ -202,14 +202,14 @@ func TestInstancesCounted(t *testing.T) {
 	m.FastForward(instanceTTL + time.Second) // engine 2 stops refreshing: lapses
 	m.SetTime(time.Now().Add(instanceTTL + time.Second))
 	engines[1].instances.close()
-	if err := engines[0].instances.announce(instanceTTL); err != nil {
+	if err := engines[0].instances.announce(context.Background(), instanceTTL); err != nil {
 		t.Fatal(err)
 	}
 	if got := engines[0].Instances(); got != 1 {
 		t.Errorf("alone: Instances() = %d, want 1", got)
 	}
 	m.Close() // Redis gone: the last count holds
-	_ = engines[0].instances.announce(instanceTTL)
+	_ = engines[0].instances.announce(context.Background(), instanceTTL)
 	if got := engines[0].Instances(); got != 1 {
 		t.Errorf("Redis down: Instances() = %d, want the last count, 1", got)
 	}
