@@ -161,6 +161,15 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, opti
 			}
 			summary.Special = policy.Describe(policies)
 		}
+		localRdb, closeLocal, err := openLocal(cfg.OnRedisError, redisName)
+		if err != nil {
+			return err
+		}
+		defer closeLocal()
+		var local redis.Scripter
+		if localRdb != nil {
+			local = localRdb
+		}
 		// The engine orders its stages itself (limiter.New).
 		engine = limiter.New(rdb, limiter.Options{
 			Timeout:        cfg.Timeout,
@@ -169,6 +178,9 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, opti
 			DenyCacheSize:  cfg.DenyCacheSize,
 			Lease:          cfg.Lease,
 			Log:            log,
+			Local:          local,
+			Instances:      cfg.Instances,
+			InstancesKey:   cfg.KeyPrefix + "instances",
 		})
 		defer engine.Close()
 		if cfg.DenyCacheSize > 0 {
@@ -219,6 +231,15 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, opti
 			}
 			return 0
 		}))
+		svc.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "tollgate_ratelimit_local_mode",
+			Help: "1 while decisions are made in this process at its share of every limit, Redis being unavailable (RATE_LIMIT_ON_REDIS_ERROR=local).",
+		}, func() float64 {
+			if engine.LocalMode() {
+				return 1
+			}
+			return 0
+		}))
 		stopLive, err := startLive(ctx, log, cfg, opts, svc.Registry, store, limit, version)
 		if err != nil {
 			return err
@@ -232,7 +253,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, opti
 	} else {
 		attrs = append(attrs, "algorithm", cfg.Algorithm, "limit", cfg.Limit, "window", cfg.Window.String())
 	}
-	attrs = append(attrs, "fail_open", cfg.FailOpen, "redis", redisName, "database", cfg.DBDriver)
+	attrs = append(attrs, "on_redis_error", cfg.OnRedisError, "redis", redisName, "database", cfg.DBDriver)
 	return serve(ctx, log, cfg.Port, cfg.MetricsAddr, cfg.Shutdown, svc.Handler, svc.Metrics, attrs)
 }
 
@@ -462,14 +483,13 @@ func openRedis(ctx context.Context, log *slog.Logger, url string, cluster []stri
 		opt.TLSConfig = one.TLSConfig
 		name = one.Addr
 	default:
-		m := miniredis.NewMiniRedis()
-		if err := m.Start(); err != nil {
-			return nil, nil, "", nil, fmt.Errorf("start embedded redis: %w", err)
+		addr, stop, err := startEmbedded()
+		if err != nil {
+			return nil, nil, "", nil, err
 		}
-		m.ClockTTL(true) // keys expire as the wall clock moves, as on a real Redis
-		closeServer = m.Close
+		closeServer = stop
 		log.Warn("using embedded in-process redis: for development only; set REDIS_URL for production")
-		opt.Addrs = []string{m.Addr()}
+		opt.Addrs = []string{addr}
 		name = "embedded"
 	}
 	opt.ContextTimeoutEnabled = true
@@ -497,6 +517,33 @@ func openRedis(ctx context.Context, log *slog.Logger, url string, cluster []stri
 		return nil, nil, "", nil, fmt.Errorf("ping redis at %s: %w", name, err)
 	}
 	return rdb, guardRdb, name, closeAll, nil
+}
+
+// startEmbedded starts an in-process Redis (miniredis) on a loopback port:
+// the zero-setup run's Redis, and the one local decisions run the limiter's
+// scripts on (RATE_LIMIT_ON_REDIS_ERROR=local).
+func startEmbedded() (addr string, stop func(), err error) {
+	m := miniredis.NewMiniRedis()
+	if err := m.Start(); err != nil {
+		return "", nil, fmt.Errorf("start embedded redis: %w", err)
+	}
+	m.ClockTTL(true) // keys expire as the wall clock moves, as on a real Redis
+	return m.Addr(), m.Close, nil
+}
+
+// openLocal starts the in-process Redis local decisions are made on, and a
+// client of it; nil when there is none to make: another mode, or Redis is
+// the embedded one already (it cannot fail on its own).
+func openLocal(mode, redisName string) (rdb *redis.Client, closeAll func(), err error) {
+	if mode != config.OnErrorLocal || redisName == "embedded" {
+		return nil, func() {}, nil
+	}
+	addr, stop, err := startEmbedded()
+	if err != nil {
+		return nil, nil, err
+	}
+	rdb = redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
+	return rdb, func() { rdb.Close(); stop() }, nil
 }
 
 // warnProxiesEverything warns when TRUSTED_PROXIES trusts every address:

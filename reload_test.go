@@ -267,7 +267,8 @@ func TestCandidatePolicies(t *testing.T) {
 			t.Errorf("%s = %v, want %v", series, got, want)
 		}
 	}
-	keys, err := r.rdb.Keys(t.Context(), env["REDIS_KEY_PREFIX"]+"*").Result()
+	// The counters' keys, each with its {subject} (not the instances').
+	keys, err := r.rdb.Keys(t.Context(), env["REDIS_KEY_PREFIX"]+"*{*").Result()
 	if err != nil {
 		t.Fatalf("KEYS: %v", err)
 	}
