@@ -3,6 +3,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -382,8 +383,9 @@ func startLive(ctx context.Context, log *slog.Logger, cfg config.Config, opts ru
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
 	var files []*policyFile
+	settle := cmp.Or(opts.policySettle, 2*opts.policyPoll)
 	if cfg.PolicyFile != "" {
-		files = append(files, &policyFile{kind: "live", path: cfg.PolicyFile, seen: version, use: limit.SetPolicies, reloads: liveReloads})
+		files = append(files, &policyFile{kind: "live", path: cfg.PolicyFile, seen: version, read: readPolicyFile, settle: settle, use: limit.SetPolicies, reloads: liveReloads})
 	}
 	if cfg.CandidateFile != "" {
 		candidate, cversion, err := loadPolicies(cfg, cfg.CandidateFile)
@@ -391,7 +393,7 @@ func startLive(ctx context.Context, log *slog.Logger, cfg config.Config, opts ru
 			return nil, err
 		}
 		limit.SetCandidate(candidate, cversion)
-		files = append(files, &policyFile{kind: "candidate", path: cfg.CandidateFile, seen: cversion, reloads: candidateReloads,
+		files = append(files, &policyFile{kind: "candidate", path: cfg.CandidateFile, seen: cversion, read: readPolicyFile, settle: settle, reloads: candidateReloads,
 			use: func(p []policy.Policy, v string) error { limit.SetCandidate(p, v); return nil }})
 	}
 	overrides, err := loadOverrides(ctx, store, opts.now())
