@@ -3,8 +3,13 @@ package limiter
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"time"
+
+	"tollgate/algorithms"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // ErrCircuitOpen is returned while the breaker keeps calls away from a
@@ -43,13 +48,49 @@ func (b *breaker) decide(ctx context.Context, rules []Rule, commit bool) ([]Deci
 		return nil, false, err
 	}
 	ds, allowed, err := b.next.decide(ctx, rules, commit)
-	// A caller that went away says nothing about Redis's health; a probe is
-	// settled either way, or the circuit would wait for it forever.
-	if errors.Is(err, context.Canceled) && ctx.Err() != nil && !probe {
-		return ds, allowed, err
+	switch {
+	case err == nil || answered(err):
+		b.record(probe, nil)
+	case refused(ctx, err):
+		// Nothing learnt of Redis's health; a probe is settled all the
+		// same, or the circuit would wait for it forever: the next call
+		// probes.
+		if probe {
+			b.mu.Lock()
+			b.probing = false
+			b.mu.Unlock()
+		}
+	default:
+		b.record(probe, err)
 	}
-	b.record(probe, err)
 	return ds, allowed, err
+}
+
+// refused reports whether err ended a call without a word from Redis that
+// says nothing of its health: rules the engine refused before sending them
+// (ErrInvalidRule, an invalid limit, an unknown algorithm), or a caller that
+// went away. A rule set with a bad argument must not turn every limit off.
+func refused(ctx context.Context, err error) bool {
+	return errors.Is(err, ErrInvalidRule) || errors.Is(err, algorithms.ErrInvalidLimit) ||
+		errors.Is(err, algorithms.ErrUnknown) || errors.Is(err, context.Canceled) && ctx.Err() != nil
+}
+
+// answered reports whether err is Redis's reply: a script's error (an
+// argument it refused, "more than a period away"), so Redis is up, unless
+// the reply says Redis cannot serve (loading, busy with a slow script,
+// a replica or cluster that cannot take writes, out of memory).
+func answered(err error) bool {
+	var re redis.Error
+	if !errors.As(err, &re) {
+		return false
+	}
+	msg := re.Error()
+	code, _, _ := strings.Cut(msg, " ")
+	switch code {
+	case "LOADING", "BUSY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "NOREPLICAS", "OOM", "MISCONF":
+		return false
+	}
+	return !strings.Contains(msg, "max number of clients")
 }
 
 // open reports whether calls are currently refused.
