@@ -52,6 +52,10 @@ type Decision struct {
 type held struct {
 	rule  rule
 	nonce string
+	mark  string // the call's release mark (markKey)
+	// unsure: the call failed, its script may run yet; Release leaves the
+	// mark, which keeps it from taking places then.
+	unsure bool
 }
 
 // Result is the outcome of a set of rules: Allowed when every rule admits,
@@ -228,6 +232,11 @@ const defaultPipelineConns = 2
 // recorded it, so atomicity across hash tags is per group. Places those
 // groups took are in the Result, denied or failed: check Result.Holds and
 // Release it whatever Decide returned.
+//
+// A call of held rules that fails (a timeout, Redis gone) may have taken
+// places all the same, or take them later: Redis may run a script its caller
+// gave up on. Its Result holds them: Release gives them back, and keeps the
+// script from taking any should it run after that.
 func (l *Limiter) Decide(ctx context.Context, rules []Rule) (Result, error) {
 	ds, allowed, err := l.chain.decide(ctx, rules, true)
 	return Result{Allowed: allowed, Decisions: ds}, err
@@ -246,18 +255,23 @@ func (l *Limiter) Peek(ctx context.Context, rules []Rule) (Result, error) {
 // runs under its own deadline, not ctx's (the request's context is often
 // done by then: a client that went away must not keep its places), and is
 // not counted by the breaker; while the circuit is open it returns
-// ErrCircuitOpen at once. Places not given back expire after their timeout.
+// ErrCircuitOpen at once, unless res is of a Decide that failed: its script
+// may run yet (Redis read it before it stalled), and only this release keeps
+// that script from taking places then. Places not given back expire after
+// their timeout.
 func (l *Limiter) Release(ctx context.Context, res Result) error {
 	var hs []*held
+	unsure := false
 	for _, d := range res.Decisions {
 		if d.held != nil {
 			hs = append(hs, d.held)
+			unsure = unsure || d.held.unsure
 		}
 	}
 	if len(hs) == 0 {
 		return nil
 	}
-	if l.breaker.open() {
+	if l.breaker.open() && !unsure {
 		return ErrCircuitOpen
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.releaseTimeout)
