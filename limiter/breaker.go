@@ -132,3 +132,26 @@ func (b *breaker) record(probe bool, err error) {
 		b.openUntil = b.now().Add(b.cooldown)
 	}
 }
+
+// Apart returns an engine for decisions that must never change the ones
+// of l (a candidate policy file's, shadow limits): on the same Redis, but
+// with a breaker and deadlines of its own (Options.Timeout and the
+// breaker's settings of l), so that its timeouts and errors never open l's
+// circuit, and without l's pipeline (a live call never waits in a batch
+// behind a slow one), deny caches or leases. Its Results are released
+// through it. It needs no Close.
+func (l *Limiter) Apart() *Limiter {
+	rdb := l.scripts.rdb
+	if p, ok := rdb.(*pipeline); ok {
+		rdb = p.rdb
+	}
+	s := newScripts(rdb)
+	s.now = l.scripts.now
+	a := &Limiter{scripts: s, releaseTimeout: l.releaseTimeout, timeout: l.timeout}
+	a.breaker = newBreaker(s, l.breaker.failures, l.breaker.cooldown)
+	a.chain = a.breaker
+	if l.timeout > 0 {
+		a.chain = newTimeout(a.chain, l.timeout)
+	}
+	return a
+}

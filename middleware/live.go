@@ -113,12 +113,21 @@ func (l *Limiter) Versions() (live, candidate string, names []string) {
 	return s.live.version, s.candidateVersion, names
 }
 
-// Results of a candidate policy's decision.
+// Results of a candidate policy's decision. Dropped: not decided, as too
+// many candidate and shadow decisions were under way (asideInFlight).
 const (
 	CandidateAllowed = "allowed"
 	CandidateLimited = "limited"
 	CandidateFailed  = "failed"
+	CandidateDropped = "dropped"
 )
+
+// asideInFlight is how many candidate and shadow decisions (each set of
+// rules one) an instance makes at once; beyond it they are dropped and
+// counted. An expensive candidate (sliding_log with a cost of 10,000, say)
+// then keeps at most this many of its slow scripts on Redis per instance,
+// between the live ones, instead of one per request.
+const asideInFlight = 8
 
 // CandidateRef is one candidate limit's decision for a request, for metrics.
 type CandidateRef struct {
@@ -129,11 +138,17 @@ type CandidateRef struct {
 // aside decides, each in a goroutine of its own, the sets of rules that
 // never decide the request: the live shadow policies and the candidate's
 // enforced and shadow ones. They run while the enforced limits are decided,
-// so they add no round trip to the request's wait (with pipelining, they
-// often share the enforced decision's).
+// so they add no round trip to the request's wait. They are decided by an
+// engine apart from the live one (limiter.Limiter.Apart: a breaker and
+// deadline of their own), at most asideInFlight at once (slots), so that
+// however slow or failing they are, they never change a live answer.
 type aside struct {
-	wg sync.WaitGroup
-	mu sync.Mutex
+	d     decider
+	slots chan struct{}
+	wg    sync.WaitGroup
+	mu    sync.Mutex
+	// dropped counts the sets of rules not decided: no slot was free.
+	dropped int
 	// held are the results that hold in-flight places, given back when
 	// the request ends (Limiter.release).
 	held []limiter.Result
@@ -145,12 +160,16 @@ type aside struct {
 
 // start decides shadow (live shadow limits) and candidate, apart from each
 // other and from the enforced limits.
-func (a *aside) start(ctx context.Context, d decider, shadow, candidate []policy.Applied) {
-	if len(shadow) > 0 {
+func (a *aside) start(ctx context.Context, shadow, candidate []policy.Applied) {
+	if len(shadow) > 0 && a.take() {
 		a.wg.Go(func() {
-			res, err := d.Decide(ctx, rulesOf(shadow))
+			defer a.give()
+			res, err := a.d.Decide(ctx, rulesOf(shadow))
 			a.hold(res)
 			a.shadowErr = err
+			if err != nil {
+				return
+			}
 			for i, dec := range res.Decisions {
 				if !dec.Allowed {
 					a.shadowLimited = append(a.shadowLimited, PolicyRef{Policy: shadow[i].Limit.Name, Algorithm: shadow[i].Limit.Algorithm})
@@ -168,8 +187,17 @@ func (a *aside) start(ctx context.Context, d decider, shadow, candidate []policy
 		if len(group) == 0 {
 			continue
 		}
+		if !a.take() {
+			refs := make([]CandidateRef, len(group))
+			for i, ap := range group {
+				refs[i] = CandidateRef{Policy: ap.Limit.Name, Result: CandidateDropped}
+			}
+			a.candidate[k] = refs
+			continue
+		}
 		a.wg.Go(func() {
-			res, err := d.Decide(ctx, rulesOf(group))
+			defer a.give()
+			res, err := a.d.Decide(ctx, rulesOf(group))
 			a.hold(res)
 			refs := make([]CandidateRef, len(group))
 			for i, ap := range group {
@@ -185,6 +213,21 @@ func (a *aside) start(ctx context.Context, d decider, shadow, candidate []policy
 		})
 	}
 }
+
+// take takes a slot for a decision, if one is free; else it counts the
+// decision dropped.
+func (a *aside) take() bool {
+	select {
+	case a.slots <- struct{}{}:
+		return true
+	default:
+		a.dropped++
+		return false
+	}
+}
+
+// give gives a slot back.
+func (a *aside) give() { <-a.slots }
 
 // hold keeps res for release when it holds places.
 func (a *aside) hold(res limiter.Result) {
