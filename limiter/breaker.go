@@ -139,7 +139,7 @@ func (b *breaker) record(probe bool, err error) {
 // breaker's settings of l), so that its timeouts and errors never open l's
 // circuit, and without l's pipeline (a live call never waits in a batch
 // behind a slow one), deny caches or leases. Its Results are released
-// through it. It needs no Close.
+// through it. Its Close stops the retries of its failed releases.
 func (l *Limiter) Apart() *Limiter {
 	rdb := l.scripts.rdb
 	if p, ok := rdb.(*pipeline); ok {
@@ -147,7 +147,7 @@ func (l *Limiter) Apart() *Limiter {
 	}
 	s := newScripts(rdb)
 	s.now = l.scripts.now
-	a := &Limiter{scripts: s, releaseTimeout: l.releaseTimeout, timeout: l.timeout}
+	a := &Limiter{scripts: s, releaseTimeout: l.releaseTimeout, timeout: l.timeout, unreleased: newUnreleased(s.release, l.releaseTimeout)}
 	a.breaker = newBreaker(s, l.breaker.failures, l.breaker.cooldown)
 	a.chain = a.breaker
 	if l.timeout > 0 {

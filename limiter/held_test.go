@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -288,5 +289,84 @@ func TestReleaseAfterTimeout(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// failingScripter fails every script call while down is set, as a Redis
+// that does not answer.
+type failingScripter struct {
+	redis.Scripter
+	down atomic.Bool
+}
+
+func (s *failingScripter) EvalSha(ctx context.Context, sha string, keys []string, args ...any) *redis.Cmd {
+	if s.down.Load() {
+		cmd := redis.NewCmd(ctx)
+		cmd.SetErr(errors.New("dial tcp: connection refused"))
+		return cmd
+	}
+	return s.Scripter.EvalSha(ctx, sha, keys, args...)
+}
+
+func (s *failingScripter) Eval(ctx context.Context, script string, keys []string, args ...any) *redis.Cmd {
+	if s.down.Load() {
+		cmd := redis.NewCmd(ctx)
+		cmd.SetErr(errors.New("dial tcp: connection refused"))
+		return cmd
+	}
+	return s.Scripter.Eval(ctx, script, keys, args...)
+}
+
+// TestFailedReleaseRetried: places whose Release failed (Redis away, or the
+// circuit open) are given back once Redis answers again, long before their
+// timeout.
+func TestFailedReleaseRetried(t *testing.T) {
+	tests := []struct {
+		name string
+		open bool // the circuit is open at the Release
+	}{
+		{name: "release fails"},
+		{name: "circuit open", open: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			m := miniredis.RunT(t)
+			rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
+			t.Cleanup(func() { rdb.Close() })
+			s := &failingScripter{Scripter: rdb}
+			l := New(s, Options{Timeout: 50 * time.Millisecond, BreakerFailures: 1, BreakerCooldown: time.Hour})
+			t.Cleanup(l.Close)
+			rules := []Rule{{Algorithm: "concurrency", Limit: algorithms.Limit{Requests: 2, Window: 10 * time.Minute}, Key: "{r}:concurrency"}}
+			ctx := context.Background()
+			res, err := l.Decide(ctx, rules)
+			if err != nil || !res.Allowed {
+				t.Fatalf("Decide() = %+v, %v; want allowed", res, err)
+			}
+			s.down.Store(true)
+			if tt.open {
+				l.Decide(ctx, rules) // fails: the circuit opens
+				if !l.CircuitOpen() {
+					t.Fatal("after a failure with BreakerFailures 1: CircuitOpen() = false")
+				}
+			}
+			if err := l.Release(ctx, res); err == nil {
+				t.Fatal("Release() with Redis away = nil, want an error")
+			}
+			s.down.Store(false)
+			deadline := time.Now().Add(5 * time.Second)
+			for rdb.ZCard(ctx, "{r}:concurrency").Val() != 0 {
+				if time.Now().After(deadline) {
+					t.Fatalf("5s after Redis answers again: %d places held, want 0 (the failed release retried)", rdb.ZCard(ctx, "{r}:concurrency").Val())
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			for deadline := time.Now().Add(time.Second); l.unreleased.size() != 0 && time.Now().Before(deadline); {
+				time.Sleep(10 * time.Millisecond)
+			}
+			if n := l.unreleased.size(); n != 0 {
+				t.Errorf("failed releases still pending: %d, want 0", n)
+			}
+		})
 	}
 }

@@ -124,6 +124,7 @@ type Limiter struct {
 	// releaseTimeout bounds Release, which must not end with the request's
 	// context: Options.Timeout, or defaultReleaseTimeout.
 	releaseTimeout time.Duration
+	unreleased     *unreleased  // failed releases, retried
 	leases         *leases      // nil when not leasing
 	denies         []*denyCache // the deny caches, for Forget
 	timeout        time.Duration
@@ -181,6 +182,7 @@ func New(rdb redis.Scripter, o Options) *Limiter {
 	if l.releaseTimeout <= 0 {
 		l.releaseTimeout = defaultReleaseTimeout
 	}
+	l.unreleased = newUnreleased(s.release, l.releaseTimeout)
 	l.breaker = newBreaker(s, failures, cooldown)
 	l.chain = l.breaker
 	l.timeout = o.Timeout
@@ -257,8 +259,9 @@ func (l *Limiter) Peek(ctx context.Context, rules []Rule) (Result, error) {
 // not counted by the breaker; while the circuit is open it returns
 // ErrCircuitOpen at once, unless res is of a Decide that failed: its script
 // may run yet (Redis read it before it stalled), and only this release keeps
-// that script from taking places then. Places not given back expire after
-// their timeout.
+// that script from taking places then. Places not given back (an error, the
+// circuit open) are given back in the background once Redis answers again,
+// or expire after their timeout, whichever comes first.
 func (l *Limiter) Release(ctx context.Context, res Result) error {
 	var hs []*held
 	unsure := false
@@ -272,19 +275,26 @@ func (l *Limiter) Release(ctx context.Context, res Result) error {
 		return nil
 	}
 	if l.breaker.open() && !unsure {
+		l.unreleased.add(hs)
 		return ErrCircuitOpen
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.releaseTimeout)
 	defer cancel()
-	return l.scripts.release(ctx, hs)
+	if err := l.scripts.release(ctx, hs); err != nil {
+		l.unreleased.add(hs)
+		return err
+	}
+	return nil
 }
 
 // CircuitOpen reports whether the breaker keeps calls away from Redis.
 func (l *Limiter) CircuitOpen() bool { return l.breaker.open() }
 
 // Close gives back the unused units of every lease, then makes later calls
-// through the pipeline fail; calls under way finish. It does not close rdb.
+// through the pipeline fail; calls under way finish; failed releases are no
+// longer retried. It does not close rdb.
 func (l *Limiter) Close() {
+	l.unreleased.close()
 	if l.leases != nil {
 		l.leases.close()
 	}

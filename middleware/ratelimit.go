@@ -326,7 +326,7 @@ func (l *Limiter) Handler() gin.HandlerFunc {
 // client that went away must not keep its places.
 func (l *Limiter) release(ctx context.Context, d decider, res limiter.Result) {
 	if err := d.Release(ctx, res); err != nil {
-		l.warn.Warn("in-flight places not given back: they expire after their timeout", "err", err)
+		l.warn.Warn("in-flight places not given back yet: retried until Redis answers, or they expire", "err", err)
 	}
 }
 
