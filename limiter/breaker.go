@@ -17,7 +17,8 @@ import (
 var ErrCircuitOpen = errors.New("rate limiter circuit open")
 
 // breaker is a circuit breaker around a stage. After Failures
-// consecutive errors it opens: calls fail at once with ErrCircuitOpen instead
+// consecutive errors (Redis faults, of calls each started after the
+// previous one failed: see record) it opens: calls fail at once with ErrCircuitOpen instead
 // of each waiting for its timeout on a dead Redis. After Cooldown one call is
 // let through as a probe; its success closes the circuit, its failure opens it
 // for another Cooldown.
@@ -27,8 +28,11 @@ type breaker struct {
 	cooldown time.Duration
 	now      func() time.Time
 
-	mu        sync.Mutex
-	failed    int       // consecutive failures while closed
+	mu     sync.Mutex
+	failed int // consecutive failures while closed
+	// failedAt is when the last counted failure was seen: a call started
+	// before it failed in the same slow moment, and is not counted again.
+	failedAt  time.Time
 	openUntil time.Time // zero while closed
 	probing   bool      // a probe is under way
 }
@@ -43,6 +47,7 @@ func newBreaker(next decider, failures int, cooldown time.Duration) *breaker {
 
 // decide asks the wrapped stage, unless the circuit is open.
 func (b *breaker) decide(ctx context.Context, rules []Rule, commit bool) ([]Decision, bool, error) {
+	start := b.now()
 	probe, err := b.admit()
 	if err != nil {
 		return nil, false, err
@@ -50,7 +55,7 @@ func (b *breaker) decide(ctx context.Context, rules []Rule, commit bool) ([]Deci
 	ds, allowed, err := b.next.decide(ctx, rules, commit)
 	switch {
 	case err == nil || answered(err):
-		b.record(probe, nil)
+		b.record(probe, nil, start)
 	case refused(ctx, err):
 		// Nothing learnt of Redis's health; a probe is settled all the
 		// same, or the circuit would wait for it forever: the next call
@@ -61,7 +66,7 @@ func (b *breaker) decide(ctx context.Context, rules []Rule, commit bool) ([]Deci
 			b.mu.Unlock()
 		}
 	default:
-		b.record(probe, err)
+		b.record(probe, err, start)
 	}
 	return ds, allowed, err
 }
@@ -113,7 +118,13 @@ func (b *breaker) admit() (probe bool, err error) {
 	return true, nil
 }
 
-func (b *breaker) record(probe bool, err error) {
+// record settles a call started at start. Consecutive failures are
+// counted as evidence one after another: calls under way together that
+// fail together (a Redis busy with one long script: each times out) count
+// once, so a slow moment shorter than a few timeouts never opens the
+// circuit, while a Redis that stays away opens it after Failures rounds
+// (connection errors come at once: rounds take no time).
+func (b *breaker) record(probe bool, err error, start time.Time) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if probe {
@@ -127,7 +138,11 @@ func (b *breaker) record(probe bool, err error) {
 		b.openUntil = b.now().Add(b.cooldown)
 		return
 	}
+	if start.Before(b.failedAt) {
+		return // the slow moment already counted
+	}
 	b.failed++
+	b.failedAt = b.now()
 	if b.failed >= b.failures && b.openUntil.IsZero() {
 		b.openUntil = b.now().Add(b.cooldown)
 	}

@@ -193,3 +193,47 @@ func TestBreakerCountsOnlyRedisFaults(t *testing.T) {
 		})
 	}
 }
+
+// TestBreakerCountsOneSlowMomentOnce: calls that were under way together
+// and time out together (a Redis busy with one long script) are one piece
+// of evidence, not many: the circuit opens only after failures of calls
+// each started after the previous failure was seen.
+func TestBreakerCountsOneSlowMomentOnce(t *testing.T) {
+	next := &scripted{}
+	b := newBreaker(next, 3, time.Second)
+	var mu sync.Mutex
+	now := time.Unix(1000, 0)
+	b.now = func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		return now
+	}
+	advance := func() {
+		mu.Lock()
+		now = now.Add(100 * time.Millisecond)
+		mu.Unlock()
+	}
+	release := make(chan struct{})
+	next.set(context.DeadlineExceeded, release)
+	var wg sync.WaitGroup
+	for range 10 {
+		wg.Go(func() { b.decide(context.Background(), nil, true) })
+	}
+	for next.calls.Load() < 10 {
+		time.Sleep(time.Millisecond)
+	}
+	advance() // the calls time out together, 100ms after they started
+	close(release)
+	wg.Wait()
+	if b.open() {
+		t.Fatal("after 10 calls under way together timed out: open() = true, want false (one slow moment)")
+	}
+	next.set(context.DeadlineExceeded, nil)
+	for i := range 2 {
+		advance()
+		b.decide(context.Background(), nil, true)
+		if got, want := b.open(), i == 1; got != want {
+			t.Errorf("after %d more failures, each started after the last: open() = %v, want %v", i+1, got, want)
+		}
+	}
+}

@@ -81,14 +81,14 @@ type Limiter struct {
 	log     *slog.Logger
 	decider decider
 	// aside decides the shadow and candidate limits: an engine apart from
-	// decider's (limiter.Limiter.Apart) when it has one; asideSlots bounds
-	// those decisions under way.
-	aside      decider
-	asideSlots chan struct{}
-	prefix     string
-	failOpen   bool
-	warn       *ThrottledLog // Redis trouble
-	tierWarn   *ThrottledLog // users of tiers a policy does not limit
+	// decider's (limiter.Limiter.Apart) when it has one, within
+	// asideBudget.
+	aside       decider
+	asideBudget *asideBudget
+	prefix      string
+	failOpen    bool
+	warn        *ThrottledLog // Redis trouble
+	tierWarn    *ThrottledLog // users of tiers a policy does not limit
 	// ipv6Prefix groups IPv6 clients for policies keyed by IP (ipSubject).
 	ipv6Prefix int
 	// now is the clock overrides expire by.
@@ -159,7 +159,7 @@ func (lt *limitText) headers(d limiter.Decision) *limitHeaders {
 func NewLimiter(log *slog.Logger, d decider, policies []policy.Policy, prefix string, failOpen bool, ipv6Prefix int) *Limiter {
 	l := &Limiter{log: log, decider: d, prefix: prefix, failOpen: failOpen, ipv6Prefix: ipv6Prefix, now: time.Now,
 		warn: NewThrottledLog(log, 10*time.Second), tierWarn: NewThrottledLog(log, time.Minute),
-		aside: d, asideSlots: make(chan struct{}, asideInFlight)}
+		aside: d, asideBudget: newAsideBudget()}
 	if a, ok := d.(interface{ Apart() *limiter.Limiter }); ok {
 		l.aside = a.Apart()
 	}
@@ -246,7 +246,7 @@ func (l *Limiter) Handler() gin.HandlerFunc {
 		if len(shadow) > 0 || len(candidate) > 0 {
 			// Shadow limits are decided apart: their denials must never keep
 			// an enforced limit from counting the request.
-			side = &aside{d: l.aside, slots: l.asideSlots}
+			side = &aside{d: l.aside, budget: l.asideBudget}
 			side.start(ctx, shadow, candidate)
 			defer func() {
 				side.wg.Wait()
