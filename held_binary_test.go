@@ -120,7 +120,7 @@ func TestInFlightPlacesSurviveRedisStalls(t *testing.T) {
 // TestExpensiveCandidateKeepsLiveLimiting: a candidate file whose every
 // decision is expensive (sliding_log, cost 10,000) under 64 connections
 // does not turn live limiting off: the candidate's decisions beyond its
-// budget are figures and counted, and the live limit (5 a minute) checks
+// budget are dropped and counted, and the live limit (5 a minute) checks
 // the answers.
 func TestExpensiveCandidateKeepsLiveLimiting(t *testing.T) {
 	if os.Getenv("TEST_REDIS_URL") == "" {
