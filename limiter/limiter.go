@@ -49,12 +49,19 @@ type Decision struct {
 	Local bool
 
 	held *held // what an admitted held rule (concurrency) took, for Release
+	// failed is what a Redis call that failed may have taken (unsure) when
+	// the decision was then made locally: Release gives both back.
+	failed *held
 }
 
 // held is what a held rule took in one call: Release gives it back.
 type held struct {
 	rule  rule
 	nonce string
+	mark  string // the call's release mark (markKey)
+	// unsure: the call failed, its script may run yet; Release leaves the
+	// mark, which keeps it from taking places then.
+	unsure bool
 }
 
 // Result is the outcome of a set of rules: Allowed when every rule admits,
@@ -70,7 +77,7 @@ type Result struct {
 // rules may hold places under another's.
 func (r Result) Holds() bool {
 	for _, d := range r.Decisions {
-		if d.held != nil {
+		if d.held != nil || d.failed != nil {
 			return true
 		}
 	}
@@ -139,6 +146,7 @@ type Limiter struct {
 	// releaseTimeout bounds Release, which must not end with the request's
 	// context: Options.Timeout, or defaultReleaseTimeout.
 	releaseTimeout time.Duration
+	unreleased     *unreleased  // failed releases, retried
 	leases         *leases      // nil when not leasing
 	local          *local       // nil without Options.Local
 	instances      *instances   // nil: 4 assumed
@@ -198,6 +206,7 @@ func New(rdb redis.Scripter, o Options) *Limiter {
 	if l.releaseTimeout <= 0 {
 		l.releaseTimeout = defaultReleaseTimeout
 	}
+	l.unreleased = newUnreleased(s.release, l.releaseTimeout)
 	l.breaker = newBreaker(s, failures, cooldown)
 	l.chain = l.breaker
 	l.timeout = o.Timeout
@@ -259,6 +268,11 @@ const defaultPipelineConns = 2
 // recorded it, so atomicity across hash tags is per group. Places those
 // groups took are in the Result, denied or failed: check Result.Holds and
 // Release it whatever Decide returned.
+//
+// A call of held rules that fails (a timeout, Redis gone) may have taken
+// places all the same, or take them later: Redis may run a script its caller
+// gave up on. Its Result holds them: Release gives them back, and keeps the
+// script from taking any should it run after that.
 func (l *Limiter) Decide(ctx context.Context, rules []Rule) (Result, error) {
 	ds, allowed, err := l.chain.decide(ctx, rules, true)
 	return Result{Allowed: allowed, Decisions: ds}, err
@@ -277,16 +291,26 @@ func (l *Limiter) Peek(ctx context.Context, rules []Rule) (Result, error) {
 // runs under its own deadline, not ctx's (the request's context is often
 // done by then: a client that went away must not keep its places), and is
 // not counted by the breaker; while the circuit is open it returns
-// ErrCircuitOpen at once. Places not given back expire after their timeout.
+// ErrCircuitOpen at once, unless res is of a Decide that failed: its script
+// may run yet (Redis read it before it stalled), and only this release keeps
+// that script from taking places then. Places not given back (an error, the
+// circuit open) are given back in the background once Redis answers again,
+// or expire after their timeout, whichever comes first.
 func (l *Limiter) Release(ctx context.Context, res Result) error {
 	var hs, local []*held
+	unsure := false
 	for _, d := range res.Decisions {
+		if d.failed != nil {
+			hs = append(hs, d.failed)
+			unsure = true
+		}
 		switch {
 		case d.held == nil:
 		case d.Local:
 			local = append(local, d.held)
 		default:
 			hs = append(hs, d.held)
+			unsure = unsure || d.held.unsure
 		}
 	}
 	if len(local) > 0 {
@@ -297,12 +321,17 @@ func (l *Limiter) Release(ctx context.Context, res Result) error {
 	if len(hs) == 0 {
 		return nil
 	}
-	if l.breaker.open() {
+	if l.breaker.open() && !unsure {
+		l.unreleased.add(hs)
 		return ErrCircuitOpen
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.releaseTimeout)
 	defer cancel()
-	return l.scripts.release(ctx, hs)
+	if err := l.scripts.release(ctx, hs); err != nil {
+		l.unreleased.add(hs)
+		return err
+	}
+	return nil
 }
 
 // CircuitOpen reports whether the breaker keeps calls away from Redis.
@@ -324,8 +353,10 @@ func logOrDiscard(log *slog.Logger) *slog.Logger {
 }
 
 // Close gives back the unused units of every lease, then makes later calls
-// through the pipeline fail; calls under way finish. It does not close rdb.
+// through the pipeline fail; calls under way finish; failed releases are no
+// longer retried. It does not close rdb.
 func (l *Limiter) Close() {
+	l.unreleased.close()
 	if l.leases != nil {
 		l.leases.close()
 	}

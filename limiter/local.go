@@ -112,13 +112,24 @@ func (lc *local) decide(ctx context.Context, rules []Rule, commit bool) ([]Decis
 	if _, rerr := resolve(rules); rerr != nil {
 		return ds, allowed, err // invalid rules: no Redis would decide them
 	}
-	if len(ds) > 0 {
-		// On a cluster, groups committed before the failure hold places
-		// this Result must carry for Release: not decided again here.
-		return ds, allowed, err
+	for _, d := range ds {
+		if d.held != nil && !d.held.unsure {
+			// On a cluster, groups committed before the failure hold places
+			// this Result must carry for Release: not decided again here.
+			return ds, allowed, err
+		}
 	}
 	lc.begin(err)
-	return lc.decideLocal(ctx, rules, commit, !maybeCounted(err))
+	out, allowed, lerr := lc.decideLocal(ctx, rules, commit, !maybeCounted(err))
+	// The failed call's script may run yet and take places (Redis read it
+	// before it stalled): the Result carries them, so Release gives them
+	// back in Redis as well as the local places.
+	for i := range ds {
+		if i < len(out) && ds[i].held != nil {
+			out[i].failed = ds[i].held
+		}
+	}
+	return out, allowed, lerr
 }
 
 // maybeCounted reports whether a call that failed with err may have been
@@ -262,7 +273,7 @@ func (lc *local) recover() bool {
 		since, decided, failed := lc.since, lc.decided, lc.failed
 		lc.mu.Unlock()
 		lc.gate.Unlock()
-		lc.breaker.record(false, nil) // Redis answers: no failures, circuit closed
+		lc.breaker.record(false, nil, lc.breaker.now()) // Redis answers: no failures, circuit closed
 		lc.onEnd()
 		lc.log.Warn("redis answers again: local mode ended", "err", failed, "local_decisions", decided,
 			"units_charged_back", charged, "took", lc.now().Sub(since).Round(time.Millisecond).String())

@@ -208,11 +208,13 @@ func (s *scripts) decide(ctx context.Context, rules []Rule, commit bool) (decisi
 				sub[j] = rs[i]
 			}
 			ds, ok, err := s.run(ctx, cc, sub, nonce, modeOf(commit))
+			for j, i := range g {
+				if ds != nil { // on an error, the places the call may take
+					decisions[i] = ds[j]
+				}
+			}
 			if err != nil {
 				return false, err
-			}
-			for j, i := range g {
-				decisions[i] = ds[j]
 			}
 			all = all && ok
 		}
@@ -243,11 +245,14 @@ func (s *scripts) decide(ctx context.Context, rules []Rule, commit bool) (decisi
 }
 
 // The driver's modes (ARGV[1]): decide and record, peek, reset; a grant of
-// n units is "g<n>".
+// n units is "g<n>". modeHeld is modeCommit for rules that hold places: the
+// last key is the call's release mark (markKey), and the script records
+// nothing once it exists.
 const (
 	modeCommit = "1"
 	modePeek   = "0"
 	modeReset  = "r"
+	modeHeld   = "h"
 )
 
 func modeOf(commit bool) string {
@@ -291,10 +296,20 @@ func (s *scripts) admin(ctx context.Context, rules []Rule, mode string) ([]Decis
 // turns its reply (per rule {allowed, remaining, reset_ms, retry_ms}, then
 // now_ms) into one Decision per rule.
 func (s *scripts) run(ctx context.Context, rdb redis.Scripter, rules []rule, nonce, mode string) ([]Decision, bool, error) {
-	keys := make([]string, len(rules))
+	keys := make([]string, len(rules), len(rules)+1)
 	args := make([]any, 0, 2+6*len(rules))
 	args = append(args, mode, nonce)
 	single := len(rules) == 1 && (mode == modeCommit || mode == modePeek)
+	var mark string // the call's release mark, when it may take places
+	if mode == modeCommit {
+		for _, r := range rules {
+			if r.spec.Held {
+				mark = markKey(r.key, nonce)
+				args[0] = modeHeld
+				break
+			}
+		}
+	}
 	var local time.Time // our clock, read once, if a calendar needs it
 	for i, r := range rules {
 		keys[i] = r.key
@@ -320,12 +335,15 @@ func (s *scripts) run(ctx context.Context, rdb redis.Scripter, rules []rule, non
 		// Several rules, or an admin mode, which single.lua does not know.
 		script = s.scriptWith(rules, driverLua)
 	}
-	reply, err := script.Run(ctx, rdb, keys, args...).Int64Slice()
-	if err != nil {
-		return nil, false, fmt.Errorf("run script: %w", err)
+	if mark != "" {
+		keys = append(keys, mark)
 	}
-	if want := 4*len(rules) + 1; len(reply) != want {
-		return nil, false, fmt.Errorf("run script: got %d values, want %d", len(reply), want)
+	reply, err := script.Run(ctx, rdb, keys, args...).Int64Slice()
+	if err == nil && len(reply) != 4*len(rules)+1 {
+		err = fmt.Errorf("got %d values, want %d", len(reply), 4*len(rules)+1)
+	}
+	if err != nil {
+		return unsure(rules, nonce, mark), false, fmt.Errorf("run script: %w", err)
 	}
 	now := time.UnixMilli(reply[len(reply)-1])
 	ds := make([]Decision, len(rules))
@@ -347,11 +365,40 @@ func (s *scripts) run(ctx context.Context, rdb redis.Scripter, rules []rule, non
 	if mode == modeCommit && allowed {
 		for i, r := range rules {
 			if r.spec.Held {
-				ds[i].held = &held{rule: r, nonce: nonce}
+				ds[i].held = &held{rule: r, nonce: nonce, mark: mark}
 			}
 		}
 	}
 	return ds, allowed, nil
+}
+
+// unsure returns, for a call of rules that failed, the places it may have
+// taken all the same (nil when it could take none): a script whose caller
+// timed out may have run, or still run later (Redis read it before a stall).
+// Release gives them back and leaves the call's mark, so that the script,
+// should it run after that, records nothing: the caller knows the places'
+// identity (the nonce) before the script runs.
+func unsure(rules []rule, nonce, mark string) []Decision {
+	if mark == "" {
+		return nil
+	}
+	ds := make([]Decision, len(rules))
+	for i, r := range rules {
+		if r.spec.Held {
+			ds[i].held = &held{rule: r, nonce: nonce, mark: mark, unsure: true}
+		}
+	}
+	return ds
+}
+
+// markKey is the release mark of the call with nonce deciding key (and the
+// keys under its hash tag): in key's hash slot, so on a cluster in the same
+// script.
+func markKey(key, nonce string) string {
+	if hashTag(key) != key {
+		return key + ":released:" + nonce
+	}
+	return "{" + key + "}:released:" + nonce
 }
 
 // release gives back what the held rules took, in one script per hash tag.
@@ -370,14 +417,25 @@ func (s *scripts) release(ctx context.Context, hs []*held) error {
 	}
 	var errs []error
 	for _, g := range groups {
-		keys := make([]string, len(g))
-		args := make([]any, 0, 1+4*len(g))
-		args = append(args, hs[g[0]].nonce)
+		keys := make([]string, len(g), len(g)+1)
+		args := make([]any, 0, 2+4*len(g))
+		// A call that failed leaves its mark for as long as a place it
+		// took lives: its script, run later, then takes none.
+		var markFor time.Duration
+		for _, i := range g {
+			if hs[i].unsure {
+				markFor = max(markFor, rs[i].limit.Window, time.Millisecond)
+			}
+		}
+		args = append(args, hs[g[0]].nonce, markFor.Milliseconds())
 		sub := make([]rule, len(g))
 		for j, i := range g {
 			keys[j], sub[j] = rs[i].key, rs[i]
 			args = append(args, s.argsOf(rs[i])...)
 			args = append(args, rs[i].cost)
+		}
+		if markFor > 0 {
+			keys = append(keys, hs[g[0]].mark)
 		}
 		if err := s.scriptWith(sub, releaseLua).Run(ctx, s.rdb, keys, args...).Err(); err != nil {
 			errs = append(errs, fmt.Errorf("release: %w", err))

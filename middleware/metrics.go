@@ -16,6 +16,8 @@ type Metrics struct {
 	requests    *prometheus.CounterVec
 	duration    *prometheus.HistogramVec
 	candidate   *prometheus.CounterVec
+	// asideDropped: candidate and shadow decisions dropped (Outcome.AsideDropped).
+	asideDropped prometheus.Counter
 
 	// The series requests touch, by label values, so that a request does
 	// not hash its labels into each vector: every label comes from a small
@@ -100,8 +102,12 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "tollgate_ratelimit_candidate_decisions_total",
 			Help: "Decisions of the candidate policy file's limits (RATE_LIMIT_CANDIDATE_FILE), never enforced, by limit and result (allowed, limited, failed).",
 		}, []string{"policy", "result"}),
+		asideDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tollgate_ratelimit_candidate_dropped_total",
+			Help: "Candidate and shadow decisions not made (each set of rules decided together one): too many were under way on the instance.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.decisions, m.latency, m.redisErrors, m.requests, m.duration, m.candidate} {
+	for _, c := range []prometheus.Collector{m.decisions, m.latency, m.redisErrors, m.requests, m.duration, m.candidate, m.asideDropped} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -124,6 +130,9 @@ func (m *Metrics) observe(method, route string, status int, seconds float64, o O
 	}
 	for _, s := range o.ShadowLimited {
 		m.decision(s.Policy, s.Algorithm, ResultShadowLimited).Inc()
+	}
+	if o.AsideDropped > 0 {
+		m.asideDropped.Add(float64(o.AsideDropped))
 	}
 	for _, ref := range o.Candidate {
 		m.candidateSeries.get(ref, func(ref CandidateRef) prometheus.Counter {

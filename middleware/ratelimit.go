@@ -45,6 +45,9 @@ type Outcome struct {
 	RedisError bool          // a call failed on Redis (not refused by an open circuit)
 	// ShadowLimited are the shadow policies' limits that would have denied.
 	ShadowLimited []PolicyRef
+	// AsideDropped counts the shadow and candidate decisions (each set of
+	// rules decided together one) not made: too many were under way.
+	AsideDropped int
 	// Candidate are the candidate policies' decisions (SetCandidate).
 	Candidate []CandidateRef
 }
@@ -79,12 +82,17 @@ type decider interface {
 // policies and overrides can be replaced while it serves (SetPolicies,
 // SetCandidate, SetOverrides): each request uses one snapshot of them.
 type Limiter struct {
-	log      *slog.Logger
-	decider  decider
-	prefix   string
-	failOpen bool
-	warn     *ThrottledLog // Redis trouble
-	tierWarn *ThrottledLog // users of tiers a policy does not limit
+	log     *slog.Logger
+	decider decider
+	// aside decides the shadow and candidate limits: an engine apart from
+	// decider's (limiter.Limiter.Apart) when it has one, within
+	// asideBudget.
+	aside       decider
+	asideBudget *asideBudget
+	prefix      string
+	failOpen    bool
+	warn        *ThrottledLog // Redis trouble
+	tierWarn    *ThrottledLog // users of tiers a policy does not limit
 	// ipv6Prefix groups IPv6 clients for policies keyed by IP (ipSubject).
 	ipv6Prefix int
 	// now is the clock overrides expire by.
@@ -154,7 +162,11 @@ func (lt *limitText) headers(d limiter.Decision) *limitHeaders {
 // (ipSubject); exemptions by CIDR match the client's own address.
 func NewLimiter(log *slog.Logger, d decider, policies []policy.Policy, prefix string, failOpen bool, ipv6Prefix int) *Limiter {
 	l := &Limiter{log: log, decider: d, prefix: prefix, failOpen: failOpen, ipv6Prefix: ipv6Prefix, now: time.Now,
-		warn: NewThrottledLog(log, 10*time.Second), tierWarn: NewThrottledLog(log, time.Minute)}
+		warn: NewThrottledLog(log, 10*time.Second), tierWarn: NewThrottledLog(log, time.Minute),
+		aside: d, asideBudget: newAsideBudget()}
+	if a, ok := d.(interface{ Apart() *limiter.Limiter }); ok {
+		l.aside = a.Apart()
+	}
 	_ = l.store(policies, "", nil, "", nil) // no overrides: no error
 	return l
 }
@@ -238,8 +250,8 @@ func (l *Limiter) Handler() gin.HandlerFunc {
 		if len(shadow) > 0 || len(candidate) > 0 {
 			// Shadow limits are decided apart: their denials must never keep
 			// an enforced limit from counting the request.
-			side = &aside{}
-			side.start(ctx, l.decider, shadow, candidate)
+			side = &aside{d: l.aside, budget: l.asideBudget}
+			side.start(ctx, shadow, candidate)
 			defer func() {
 				side.wg.Wait()
 				if side.shadowErr != nil {
@@ -247,9 +259,10 @@ func (l *Limiter) Handler() gin.HandlerFunc {
 				}
 				o.ShadowLimited = side.shadowLimited
 				o.Candidate = append(side.candidate[0], side.candidate[1]...)
+				o.AsideDropped = side.dropped
 				c.Set(outcomeKey, o)
 				for _, res := range side.held {
-					l.release(ctx, res)
+					l.release(ctx, l.aside, res)
 				}
 			}()
 		}
@@ -263,7 +276,7 @@ func (l *Limiter) Handler() gin.HandlerFunc {
 			if res.Holds() {
 				// Deferred: the places go back when the request ends, however
 				// it ends (a panic unwinds through here before Recover).
-				defer l.release(ctx, res)
+				defer l.release(ctx, l.decider, res)
 			}
 		}
 		o.Took = time.Since(start)
@@ -319,12 +332,13 @@ func (l *Limiter) Handler() gin.HandlerFunc {
 	}
 }
 
-// release gives back the places res holds, once the request has ended.
-// The engine gives the call a deadline of its own: ctx (the request's) is
-// often done by now, and a client that went away must not keep its places.
-func (l *Limiter) release(ctx context.Context, res limiter.Result) {
-	if err := l.decider.Release(ctx, res); err != nil {
-		l.warn.Warn("in-flight places not given back: they expire after their timeout", "err", err)
+// release gives back the places res holds, once the request has ended,
+// through d, the decider that decided it. The engine gives the call a
+// deadline of its own: ctx (the request's) is often done by now, and a
+// client that went away must not keep its places.
+func (l *Limiter) release(ctx context.Context, d decider, res limiter.Result) {
+	if err := d.Release(ctx, res); err != nil {
+		l.warn.Warn("in-flight places not given back yet: retried until Redis answers, or they expire", "err", err)
 	}
 }
 

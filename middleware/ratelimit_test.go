@@ -13,9 +13,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/gin-gonic/gin"
 	"github.com/google/go-cmp/cmp"
 
@@ -681,6 +683,95 @@ func TestRateLimitLocalDecision(t *testing.T) {
 			}
 			if o.Result != tt.wantResult || o.RedisError {
 				t.Errorf("Outcome = %+v, want Result %q and no Redis error", o, tt.wantResult)
+			}
+		})
+	}
+}
+
+// lateScript is a redis.Scripter whose next late calls return their
+// caller's deadline error and run on Redis only once after is closed, as
+// after a stall with the script already read; ran counts them run.
+type lateScript struct {
+	redis.Scripter
+	late  atomic.Int32
+	after chan struct{}
+	ran   sync.WaitGroup
+}
+
+func (s *lateScript) delay(ctx context.Context, run func(context.Context) *redis.Cmd) *redis.Cmd {
+	if s.late.Add(-1) < 0 {
+		s.late.Add(1)
+		return run(ctx)
+	}
+	<-ctx.Done()
+	s.ran.Go(func() {
+		<-s.after
+		run(context.Background())
+	})
+	cmd := redis.NewCmd(ctx)
+	cmd.SetErr(ctx.Err())
+	return cmd
+}
+
+func (s *lateScript) EvalSha(ctx context.Context, sha string, keys []string, args ...any) *redis.Cmd {
+	return s.delay(ctx, func(ctx context.Context) *redis.Cmd { return s.Scripter.EvalSha(ctx, sha, keys, args...) })
+}
+
+func (s *lateScript) Eval(ctx context.Context, script string, keys []string, args ...any) *redis.Cmd {
+	return s.delay(ctx, func(ctx context.Context) *redis.Cmd { return s.Scripter.Eval(ctx, script, keys, args...) })
+}
+
+// TestInFlightReleasedAfterTimeout: requests whose in-flight decision timed
+// out (answered unchecked, or 503) hold no place once their scripts ran,
+// after the requests ended: the next requests get every place.
+func TestInFlightReleasedAfterTimeout(t *testing.T) {
+	tests := []struct {
+		name     string
+		failOpen bool
+		want     int
+	}{
+		{name: "fail open", failOpen: true, want: http.StatusOK},
+		{name: "fail closed", want: http.StatusServiceUnavailable},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := miniredis.RunT(t)
+			rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
+			t.Cleanup(func() { rdb.Close() })
+			late := &lateScript{Scripter: rdb, after: make(chan struct{})}
+			engine := limiter.New(late, limiter.Options{Timeout: 20 * time.Millisecond})
+			policies, err := policy.Parse(strings.NewReader(`
+policies:
+  - {name: heavy, key: ip, limits: [{algorithm: concurrency, limit: 2, timeout: 10m}]}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			l := NewLimiter(discard(), engine, policies, "test:", tt.failOpen, 64)
+			r := gin.New()
+			r.GET("/x", l.Handler(), func(c *gin.Context) { c.Status(http.StatusOK) })
+			if w := get(t, r, "/x", nil); w.Code != http.StatusOK { // loads the scripts
+				t.Fatalf("first request: %d, want 200", w.Code)
+			}
+			for i := range 3 {
+				late.late.Store(1) // the decision, not the release
+				if w := get(t, r, "/x", nil); w.Code != tt.want {
+					t.Errorf("request %d, its decision timed out: %d, want %d", i+1, w.Code, tt.want)
+				}
+			}
+			close(late.after)
+			late.ran.Wait()
+			keys := m.Keys()
+			for _, k := range keys {
+				if m.Exists(k) && strings.Contains(k, "heavy") {
+					if n, _ := rdb.ZCard(t.Context(), k).Result(); n != 0 {
+						t.Errorf("after the timed-out requests ended and their scripts ran: %s holds %d places, want 0", k, n)
+					}
+				}
+			}
+			for i := range 2 {
+				if w := get(t, r, "/x", nil); w.Code != http.StatusOK || w.Header().Get("X-RateLimit-Checked") != "" {
+					t.Errorf("request %d after: %d, X-RateLimit-Checked %q; want 200, checked", i+1, w.Code, w.Header().Get("X-RateLimit-Checked"))
+				}
 			}
 		})
 	}

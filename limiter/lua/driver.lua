@@ -5,23 +5,31 @@
 -- ARGV[1]: 1 to record the request if every rule admits it, 0 to peek; for
 --          the engine's admin calls, r to delete every rule's key (Reset) or
 --          g<n> to grant n units in every rule (Grant, the modules' m.grant),
---          each then answering as a peek
+--          each then answering as a peek; h as 1 for rules that hold
+--          places (concurrency), the last key being the call's release
+--          mark: once it exists (its caller gave up and released), the call
+--          records nothing, as 0
 -- ARGV[2]: nonce, unique per call (sliding_log's members)
 -- then per rule: algorithm name, the module's nargs arguments, cost
 -- reply:   per rule {allowed (0/1), remaining, reset_ms, retry_ms}, then now_ms.
 --          Remaining is after the request when it was recorded, 0 for a rule
 --          that denies it when committing, and what is left now otherwise.
-local commit = ARGV[1] == '1'
+local mode, nkeys = ARGV[1], #KEYS
+if mode == 'h' then
+  nkeys = nkeys - 1
+  mode = redis.call('EXISTS', KEYS[#KEYS]) == 1 and '0' or '1'
+end
+local commit = mode == '1'
 local nonce = ARGV[2]
 
-if not commit and ARGV[1] ~= '0' then
-  local reset, units = ARGV[1] == 'r', tonumber(string.sub(ARGV[1], 2))
-  if not reset and (string.sub(ARGV[1], 1, 1) ~= 'g' or units == nil or units < 1) then
-    return redis.error_reply('unknown mode ' .. ARGV[1])
+if not commit and mode ~= '0' then
+  local reset, units = mode == 'r', tonumber(string.sub(mode, 2))
+  if not reset and (string.sub(mode, 1, 1) ~= 'g' or units == nil or units < 1) then
+    return redis.error_reply('unknown mode ' .. mode)
   end
   -- Every module is looked up before anything is written: all or nothing.
   local rules, n = {}, 3
-  for i = 1, #KEYS do
+  for i = 1, nkeys do
     local m, args, _, next_n = rule_at(n)
     if m == nil then
       return redis.error_reply('unknown algorithm ' .. tostring(ARGV[n]))
@@ -43,7 +51,7 @@ end
 
 local rules, admit = {}, true
 local n = 3
-for i = 1, #KEYS do
+for i = 1, nkeys do
   local m, args, cost, next_n = rule_at(n)
   if m == nil then
     return redis.error_reply('unknown algorithm ' .. tostring(ARGV[n]))
