@@ -299,10 +299,10 @@ func (l *Limiter) Peek(ctx context.Context, rules []Rule) (Result, error) {
 func (l *Limiter) Release(ctx context.Context, res Result) error {
 	var hs, local []*held
 	unsure := false
+	var failed []*held
 	for _, d := range res.Decisions {
 		if d.failed != nil {
-			hs = append(hs, d.failed)
-			unsure = true
+			failed = append(failed, d.failed)
 		}
 		switch {
 		case d.held == nil:
@@ -312,6 +312,12 @@ func (l *Limiter) Release(ctx context.Context, res Result) error {
 			hs = append(hs, d.held)
 			unsure = unsure || d.held.unsure
 		}
+	}
+	if len(failed) > 0 {
+		// Decided locally: Redis is away. The failed call's places are
+		// given back (and its script kept from taking any) in the
+		// background once Redis answers, not at the cost of this request.
+		l.unreleased.add(failed)
 	}
 	if len(local) > 0 {
 		if err := l.local.release(ctx, local); err != nil || len(hs) == 0 {
