@@ -3,6 +3,7 @@ package limiter
 import (
 	"context"
 	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,6 +45,13 @@ const (
 	minLeaseQuota = 1000
 	// maxLeases bounds the rule sets tracked; beyond it, decisions are plain.
 	maxLeases = 10_000
+	// leaseTrust is how long Redis counts a lease as out (lua/lease.lua)
+	// after the commit that took it: its life on the instance, leaseMaxAge,
+	// plus slack for the sweep that ends it (leaseMaxAge/5) and its
+	// give-back's trip. A reset leaves the units of leases out counted; a
+	// give-back later than this gives nothing back (under-admission, never
+	// over-admission), and an instance that died holds nothing longer.
+	leaseTrust = 4 * leaseMaxAge
 )
 
 // leases is the engine's outermost stage when leasing is on.
@@ -71,6 +79,8 @@ type leases struct {
 type lease struct {
 	mu     sync.Mutex
 	rules  []rule     // resolved, costs as per request
+	id     string     // of the lease in Redis (lua/lease.lua)
+	n      int        // requests' worth it took
 	left   int        // requests this instance may still admit from it
 	ds     []Decision // of the commit that took it: Remaining after it
 	at     time.Time  // local clock at the commit
@@ -88,7 +98,9 @@ type lease struct {
 type giveBack struct {
 	rules []rule
 	ds    []Decision
-	left  int
+	id    string
+	n     int // requests' worth taken
+	left  int // requests' worth unused
 }
 
 var _ decider = (*leases)(nil)
@@ -160,10 +172,12 @@ func (l *leases) decide(ctx context.Context, rules []Rule, commit bool) ([]Decis
 	e.mu.Unlock()
 	l.giveBack(back)
 
+	id := newNonce()
 	many := make([]Rule, len(rules))
 	for i, r := range rules {
 		many[i] = r
 		many[i].Cost = e.rules[i].cost * n
+		many[i].lease = id
 	}
 	ds, allowed, err := l.leased.decide(ctx, many, true)
 	if err == nil && !allowed {
@@ -181,7 +195,7 @@ func (l *leases) decide(ctx context.Context, rules []Rule, commit bool) ([]Decis
 		return ds, allowed, err
 	}
 	l.taken.Add(1)
-	e.ds, e.at, e.left = ds, now, n-1
+	e.ds, e.at, e.id, e.n, e.left = ds, now, id, n, n-1
 	e.until = now.Add(leaseMaxAge)
 	for i, r := range e.rules {
 		e.until = minTime(e.until, now.Add(r.spec.LeaseFor(r.limit, ds[i].ResetAfter)))
@@ -205,7 +219,7 @@ func (l *leases) entry(rules []Rule) *lease {
 	if len(rules) == 0 {
 		return nil
 	}
-	key := ruleSetKey(rules)
+	key := leaseSetKey(rules)
 	if l.closed.Load() {
 		return nil
 	}
@@ -260,14 +274,17 @@ func (e *lease) answer(now time.Time) []Decision {
 	return e.answerAs(now, e.left)
 }
 
-// answerAs is answer with left unused: Remaining is what this instance
-// knows, the count at the lease minus what it admitted since, so it counts
-// its own unused units as remaining and never goes negative.
+// answerAs is answer with left unused. Remaining is the lease's unused
+// units: what the limit surely still admits now, over all instances (they
+// are counted in Redis and only this instance admits them). What Redis had
+// left at the lease is not added: other instances may have taken all of it
+// since (plain decisions take any amount), and no instance knows how much
+// without asking Redis.
 func (e *lease) answerAs(now time.Time, left int) []Decision {
 	elapsed := now.Sub(e.at)
 	ds := make([]Decision, len(e.ds))
 	for i, d := range e.ds {
-		d.Remaining += left * e.rules[i].cost
+		d.Remaining = left * e.rules[i].cost
 		d.ResetAfter = max(d.ResetAfter-elapsed, 0)
 		d.Now = d.Now.Add(elapsed)
 		ds[i] = d
@@ -281,7 +298,7 @@ func (e *lease) end() *giveBack {
 	if e.left <= 0 {
 		return nil
 	}
-	b := &giveBack{rules: e.rules, ds: e.ds, left: e.left}
+	b := &giveBack{rules: e.rules, ds: e.ds, id: e.id, n: e.n, left: e.left}
 	e.left = 0
 	return b
 }
@@ -297,7 +314,7 @@ func (l *leases) giveBack(b *giveBack) {
 	defer cancel()
 	for i, r := range b.rules {
 		reset := b.ds[i].Now.Add(b.ds[i].ResetAfter)
-		if err := l.scripts.refund(ctx, r, b.left*r.cost, reset); err != nil {
+		if _, err := l.scripts.refund(ctx, r, b.id, b.n*r.cost, b.left*r.cost, reset); err != nil {
 			l.log.Warn("lease give-back failed", "err", err, "units", b.left*r.cost)
 		}
 	}
@@ -345,6 +362,63 @@ func (l *leases) expire(now time.Time) {
 	}
 }
 
+// endAll ends every lease and forgets every rule set now, giving back the
+// unused units before it returns: the next request of a rule set takes a
+// lease anew, under the rules it then has.
+func (l *leases) endAll() {
+	var backs []*giveBack
+	l.entries.Range(func(k, v any) bool {
+		e := v.(*lease)
+		e.mu.Lock()
+		if b := e.end(); b != nil {
+			backs = append(backs, b)
+		}
+		if !e.gone {
+			e.gone = true
+			l.entries.Delete(k)
+			l.count.Add(-1)
+		}
+		e.mu.Unlock()
+		return true
+	})
+	for _, b := range backs {
+		l.giveBack(b)
+	}
+}
+
+// leaseSetKey names the lease record of rules: every rule's key and all
+// that decides it (algorithm, limit, cost, NoLease), so a lease is only
+// ever used by the rules that took it. After a reload that changes any of
+// them, requests find no lease (a new record is made, or none if the new
+// rules are not leasable) and the old lease ends at its sweep.
+func leaseSetKey(rules []Rule) string {
+	b := make([]byte, 0, 64*len(rules))
+	for _, r := range rules {
+		b = append(b, r.Key...)
+		b = append(b, 0)
+		b = append(b, r.Algorithm...)
+		b = append(b, 0)
+		b = strconv.AppendInt(b, int64(r.Limit.Requests), 10)
+		b = append(b, '/')
+		b = strconv.AppendInt(b, int64(r.Limit.Window), 10)
+		b = append(b, '/')
+		b = strconv.AppendInt(b, int64(r.Limit.Burst), 10)
+		b = append(b, '/')
+		b = append(b, r.Limit.Period...)
+		if r.Limit.Location != nil {
+			b = append(b, '/')
+			b = append(b, r.Limit.Location.String()...)
+		}
+		b = append(b, '*')
+		b = strconv.AppendInt(b, int64(r.Cost), 10)
+		if r.NoLease {
+			b = append(b, '!')
+		}
+		b = append(b, 0)
+	}
+	return string(b)
+}
+
 // close stops leasing and gives back every lease's unused units.
 func (l *leases) close() {
 	if !l.closed.CompareAndSwap(false, true) {
@@ -364,3 +438,14 @@ func minTime(a, b time.Time) time.Time {
 
 // len reports how many rule sets are tracked.
 func (l *leases) len() int { return int(l.count.Load()) }
+
+// EndLeases ends every lease of this engine now and gives back their unused
+// units before it returns; leasing goes on with the next request, under the
+// rules it then has. A reload calls it once the new policy is in force: no
+// request is then admitted from a lease taken under the old one. Without
+// leases it does nothing.
+func (l *Limiter) EndLeases() {
+	if l.leases != nil {
+		l.leases.endAll()
+	}
+}

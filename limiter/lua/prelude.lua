@@ -19,7 +19,16 @@
 --                                  gives back units committed and not used,
 --                                  reset_at the reset (ms since the epoch) the
 --                                  commit that took them returned; never leaves
---                                  more than had they not been taken
+--                                  more than had they not been taken, takes no
+--                                  grant away and never goes beyond the grant
+--                                  cap; called once per lease still out
+--                                  (lease.lua), so it subtracts exactly
+--   m.reset(key, args, out, total) optional, with m.refund: the quota full
+--                                  again but the units of leases still out
+--                                  (out: units by the reset_at of the commit
+--                                  that took them; total: their sum), which
+--                                  stay counted where their give-backs find
+--                                  them; without it a reset deletes the key
 -- and, for an algorithm whose requests hold what they take until they end
 -- (algorithms.Spec.Held: concurrency), in the release script (release.lua)
 --   m.release(key, args, cost, nonce)    gives back what the call with nonce
