@@ -46,12 +46,15 @@ const (
 	// maxLeases bounds the rule sets tracked; beyond it, decisions are plain.
 	maxLeases = 10_000
 	// leaseTrust is how long Redis counts a lease as out (lua/lease.lua)
-	// after the commit that took it: its life on the instance, leaseMaxAge,
-	// plus slack for the sweep that ends it (leaseMaxAge/5) and its
-	// give-back's trip. A reset leaves the units of leases out counted; a
-	// give-back later than this gives nothing back (under-admission, never
-	// over-admission), and an instance that died holds nothing longer.
-	leaseTrust = 4 * leaseMaxAge
+	// after the commit that took it, unless its instance ends it sooner
+	// (it does: the give-back, the next lease's commit or the sweep end
+	// every lease within about leaseMaxAge). It bounds what an instance
+	// that died (or a call that was lost) leaves counted through a reset,
+	// and a give-back later than this gives nothing back: under-admission,
+	// never over-admission. The slack over leaseMaxAge is for a busy
+	// instance's sweep and slow calls (-race on a loaded 2-core machine
+	// delayed give-backs by over a second).
+	leaseTrust = 10 * time.Second
 )
 
 // leases is the engine's outermost stage when leasing is on.
@@ -80,6 +83,7 @@ type lease struct {
 	mu     sync.Mutex
 	rules  []rule     // resolved, costs as per request
 	id     string     // of the lease in Redis (lua/lease.lua)
+	open   bool       // the lease is out in Redis: end() ends it there
 	n      int        // requests' worth it took
 	left   int        // requests this instance may still admit from it
 	ds     []Decision // of the commit that took it: Remaining after it
@@ -94,7 +98,17 @@ type lease struct {
 	used     time.Time // last request
 }
 
-// giveBack is a lease's unused units, to be returned to Redis.
+// leaseTake marks a commit as a lease taken (Rule.lease): the lease's id,
+// and the member (leaseMember) of the rule set's previous lease, used up,
+// that the commit ends in Redis ("" if none), so that ending a used-up
+// lease costs no call of its own.
+type leaseTake struct {
+	id   string
+	ends string
+}
+
+// giveBack is a lease's unused units, to be returned to Redis; with none
+// (left 0), the end of a used-up lease.
 type giveBack struct {
 	rules []rule
 	ds    []Decision
@@ -170,6 +184,12 @@ func (l *leases) decide(ctx context.Context, rules []Rule, commit bool) ([]Decis
 	e.taking = true
 	e.seen, e.since = 0, now
 	e.mu.Unlock()
+	ended := back
+	if back != nil && back.left == 0 {
+		back = nil // ended by the commit that takes the next lease
+	} else {
+		ended = nil
+	}
 	l.giveBack(back)
 
 	id := newNonce()
@@ -177,7 +197,10 @@ func (l *leases) decide(ctx context.Context, rules []Rule, commit bool) ([]Decis
 	for i, r := range rules {
 		many[i] = r
 		many[i].Cost = e.rules[i].cost * n
-		many[i].lease = id
+		many[i].lease = &leaseTake{id: id}
+		if ended != nil {
+			many[i].lease.ends = ended.member(i)
+		}
 	}
 	ds, allowed, err := l.leased.decide(ctx, many, true)
 	if err == nil && !allowed {
@@ -192,10 +215,12 @@ func (l *leases) decide(ctx context.Context, rules []Rule, commit bool) ([]Decis
 			e.headroom = headroom(e.rules, ds)
 		}
 		e.mu.Unlock()
+		// The previous lease was not ended by a commit: end it alone.
+		l.giveBack(ended)
 		return ds, allowed, err
 	}
 	l.taken.Add(1)
-	e.ds, e.at, e.id, e.n, e.left = ds, now, id, n, n-1
+	e.ds, e.at, e.id, e.n, e.left, e.open = ds, now, id, n, n-1, true
 	e.until = now.Add(leaseMaxAge)
 	for i, r := range e.rules {
 		e.until = minTime(e.until, now.Add(r.spec.LeaseFor(r.limit, ds[i].ResetAfter)))
@@ -292,15 +317,20 @@ func (e *lease) answerAs(now time.Time, left int) []Decision {
 	return ds
 }
 
-// end ends e's lease, returning what is to be given back (nil if nothing).
-// Called with e.mu held.
+// end ends e's lease, returning what is to be given back, or ended in
+// Redis (nil if nothing: no lease out). Called with e.mu held.
 func (e *lease) end() *giveBack {
-	if e.left <= 0 {
+	if !e.open {
 		return nil
 	}
 	b := &giveBack{rules: e.rules, ds: e.ds, id: e.id, n: e.n, left: e.left}
-	e.left = 0
+	e.left, e.open = 0, false
 	return b
+}
+
+// member is b's lease's member in the lease set of rule i (lua/lease.lua).
+func (b *giveBack) member(i int) string {
+	return leaseMember(b.id, b.n*b.rules[i].cost, b.ds[i].Now.Add(b.ds[i].ResetAfter))
 }
 
 // giveBack returns a lease's unused units, rule by rule (each alone is a
@@ -336,15 +366,16 @@ func (l *leases) sweep() {
 	}
 }
 
-// expire gives back the leases that ended by now (all of them once closed)
-// and forgets rule sets unused for a few lease ages.
+// expire gives back the leases that ended by now (all of them once closed),
+// ends in Redis those used up that no new lease ended, and forgets rule
+// sets unused for a few lease ages.
 func (l *leases) expire(now time.Time) {
 	var backs []*giveBack
 	closed := l.closed.Load()
 	l.entries.Range(func(k, v any) bool {
 		e := v.(*lease)
 		e.mu.Lock()
-		if closed || !now.Before(e.until) {
+		if closed || !now.Before(e.until) || e.left == 0 && !e.taking {
 			if b := e.end(); b != nil {
 				backs = append(backs, b)
 			}

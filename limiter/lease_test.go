@@ -243,7 +243,7 @@ func TestRefund(t *testing.T) {
 				h := miniredisHarness(t)
 				h.align(limit.Window)
 				s := newScripts(h.rdb)
-				r := Rule{Algorithm: algorithm, Limit: limit, Cost: 600, Key: h.prefix() + algorithm, lease: "l1"}
+				r := Rule{Algorithm: algorithm, Limit: limit, Cost: 600, Key: h.prefix() + algorithm, lease: &leaseTake{id: "l1"}}
 				ds, ok, err := s.decide(context.Background(), []Rule{r}, true)
 				if err != nil || !ok {
 					t.Fatalf("decide(cost 600) = %v, %v", ok, err)
@@ -362,6 +362,10 @@ func TestLeaseReset(t *testing.T) {
 				left := peekRemaining(t, h, rule)
 				if left > limit-after {
 					t.Errorf("Redis has %d left after %d admitted since the reset, want at most %d", left, after, limit-after)
+				}
+				// Under-admitted: units of leases out at the reset used before it.
+				if bound := leaseBound(limit, len(engines)); after+left < limit-bound {
+					t.Errorf("admitted %d since the reset with %d left, want at least limit %d - bound %d", after, left, limit, bound)
 				}
 				t.Logf("admitted %d after the reset (limit %d), Redis has %d left", after, limit, left)
 			})

@@ -34,7 +34,7 @@ type Rule struct {
 	// (Options.Lease; a policy's "lease: off").
 	NoLease bool
 
-	lease string // a lease's id: the commit takes a lease (lease.go)
+	lease *leaseTake // the commit takes a lease (lease.go)
 }
 
 // Decision is the outcome of one rule. Durations are relative to Now.

@@ -107,7 +107,7 @@ type rule struct {
 	limit algorithms.Limit
 	cost  int
 	key   string
-	lease string // Rule.lease
+	lease *leaseTake // Rule.lease
 }
 
 // scriptFor returns the script with the modules of rs, and only those: for
@@ -211,8 +211,8 @@ func (s *scripts) decide(ctx context.Context, rules []Rule, commit bool) (decisi
 		return nil, err == nil, err
 	}
 	nonce := nonceFor(rs)
-	if rs[0].lease != "" {
-		nonce = rs[0].lease // leased rule sets need no other nonce
+	if rs[0].lease != nil {
+		nonce = rs[0].lease.id // leased rule sets need no other nonce
 	}
 	cc, ok := s.rdb.(*redis.ClusterClient)
 	if !ok {
@@ -316,7 +316,7 @@ func (s *scripts) admin(ctx context.Context, rules []Rule, mode string) ([]Decis
 // turns its reply (per rule {allowed, remaining, reset_ms, retry_ms}, then
 // now_ms) into one Decision per rule.
 func (s *scripts) run(ctx context.Context, rdb redis.Scripter, rules []rule, nonce, mode string) ([]Decision, bool, error) {
-	if mode == modeCommit && rules[0].lease != "" {
+	if mode == modeCommit && rules[0].lease != nil {
 		mode = modeLease
 	}
 	keys := make([]string, len(rules))
@@ -349,9 +349,13 @@ func (s *scripts) run(ctx context.Context, rdb redis.Scripter, rules []rule, non
 		script = s.scriptWith(rules, driverLua)
 	default:
 		// A lease taken or an admin mode: the lease accounting, with each
-		// rule's lease set after the rules' keys.
+		// rule's lease set after the rules' keys; a lease taken ends the
+		// rule set's previous lease, used up, if it is still out.
 		for _, r := range rules {
 			keys = append(keys, leaseSet(r.key))
+			if mode == modeLease {
+				args = append(args, r.lease.ends)
+			}
 		}
 		script = s.scriptWith(rules, leaseDriverLua)
 	}
@@ -430,13 +434,19 @@ func (s *scripts) refund(ctx context.Context, r rule, id string, taken, units in
 	if !ok {
 		sc, _ = s.giveBack.LoadOrStore(r.spec.Name, composeWith([]algorithms.Spec{r.spec}, leaseGiveBackLua))
 	}
-	member := id + ":" + strconv.Itoa(taken) + ":" + strconv.FormatInt(reset.UnixMilli(), 10)
+	member := leaseMember(id, taken, reset)
 	args := append([]any{units, reset.UnixMilli(), member}, s.argsOf(r)[1:]...)
 	n, err := sc.(*redis.Script).Run(ctx, s.rdb, []string{r.key, leaseSet(r.key)}, args...).Int()
 	if err != nil {
 		return false, fmt.Errorf("give back %d units of %s: %w", units, r.key, err)
 	}
 	return n == 1, nil
+}
+
+// leaseMember is a lease's member in its rule's lease set (lua/lease.lua):
+// its id, the units it took, the reset its commit returned.
+func leaseMember(id string, taken int, reset time.Time) string {
+	return id + ":" + strconv.Itoa(taken) + ":" + strconv.FormatInt(reset.UnixMilli(), 10)
 }
 
 // leaseSet is the key of the set of leases out on key (lua/lease.lua), in

@@ -12,6 +12,7 @@
 --          answering as a peek
 -- ARGV[2]: nonce, unique per call (sliding_log's members; a lease's id)
 -- then per rule: algorithm name, the module's nargs arguments, cost
+-- then, in mode l, per rule: the member of a lease to end (used up), or ''
 -- reply:   per rule {allowed (0/1), remaining, reset_ms, retry_ms}, then now_ms.
 --          Remaining is after the request when it was recorded, 0 for a rule
 --          that denies it when committing, and what is left now otherwise.
@@ -65,6 +66,13 @@ for i = 1, nrules do
   local c = m.check(KEYS[i], args, cost)
   rules[i] = {m = m, args = args, cost = cost, c = c}
   admit = admit and c.ok
+end
+if lease then
+  for i = 1, nrules do
+    if ARGV[n + i - 1] ~= '' then
+      lease_end(KEYS[nrules + i], ARGV[n + i - 1])
+    end
+  end
 end
 
 local reply = {}

@@ -4,7 +4,8 @@
 -- (a reset left them counted; an expired lease's may not be).
 -- KEYS[1]: the rule's key
 -- KEYS[2]: its lease set
--- ARGV[1]: units to give back (at most what the lease took)
+-- ARGV[1]: units to give back (at most what the lease took); 0 ends a lease
+--          used up
 -- ARGV[2]: the reset (ms since the epoch, Redis's clock) of the lease's commit
 -- ARGV[3]: the lease's member in KEYS[2] ("<id>:<units taken>:<reset>")
 -- then:    the module's nargs arguments
@@ -14,8 +15,11 @@ local args = {}
 for j = 1, m.nargs do
   args[j] = ARGV[3 + j]
 end
+local units = tonumber(ARGV[1])
 if not lease_end(KEYS[2], ARGV[3]) then
   return 0
 end
-m.refund(KEYS[1], args, tonumber(ARGV[1]), tonumber(ARGV[2]))
+if units > 0 then
+  m.refund(KEYS[1], args, units, tonumber(ARGV[2]))
+end
 return 1
