@@ -73,6 +73,10 @@ type leases struct {
 	entries sync.Map
 	count   atomic.Int64 // entries, at most maxLeases
 	closed  atomic.Bool
+	// ending is held while leases are ended and given back by the sweep or
+	// endAll, so that endAll returns only once a sweep under way has given
+	// back what it took.
+	ending sync.Mutex
 
 	stop chan struct{}
 	done chan struct{}
@@ -241,13 +245,15 @@ func (l *leases) decide(ctx context.Context, rules []Rule, commit bool) ([]Decis
 // entry returns the lease record of rules, made on first use; nil when rules
 // are not leasable, the engine is closed or too many rule sets are tracked.
 func (l *leases) entry(rules []Rule) *lease {
-	if len(rules) == 0 {
+	if len(rules) == 0 || l.closed.Load() {
 		return nil
+	}
+	for _, r := range rules {
+		if r.NoLease { // the common case of a rule set never leased: no key made
+			return nil
+		}
 	}
 	key := leaseSetKey(rules)
-	if l.closed.Load() {
-		return nil
-	}
 	if e, ok := l.entries.Load(key); ok {
 		return e.(*lease)
 	}
@@ -370,6 +376,8 @@ func (l *leases) sweep() {
 // ends in Redis those used up that no new lease ended, and forgets rule
 // sets unused for a few lease ages.
 func (l *leases) expire(now time.Time) {
+	l.ending.Lock()
+	defer l.ending.Unlock()
 	var backs []*giveBack
 	closed := l.closed.Load()
 	l.entries.Range(func(k, v any) bool {
@@ -397,6 +405,8 @@ func (l *leases) expire(now time.Time) {
 // unused units before it returns: the next request of a rule set takes a
 // lease anew, under the rules it then has.
 func (l *leases) endAll() {
+	l.ending.Lock()
+	defer l.ending.Unlock()
 	var backs []*giveBack
 	l.entries.Range(func(k, v any) bool {
 		e := v.(*lease)
@@ -404,7 +414,9 @@ func (l *leases) endAll() {
 		if b := e.end(); b != nil {
 			backs = append(backs, b)
 		}
-		if !e.gone {
+		// A lease being taken stays: it is taken after this call, under
+		// the rules of the requests that take it.
+		if !e.gone && !e.taking {
 			e.gone = true
 			l.entries.Delete(k)
 			l.count.Add(-1)

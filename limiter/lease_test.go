@@ -334,7 +334,7 @@ func taken(engines []*Limiter) int64 {
 // they admitted since (the reset left counted the units leased out, which
 // their give-backs return exactly).
 func TestLeaseReset(t *testing.T) {
-	t.Parallel()
+	// Not parallel: 64 callers on several engines are load enough.
 	for name, mk := range harnesses(t) {
 		for _, spec := range leasableSpecs() {
 			t.Run(name+"/"+spec.Name, func(t *testing.T) {
@@ -378,7 +378,7 @@ func TestLeaseReset(t *testing.T) {
 // (one quota beyond the limit): once every instance is closed, Redis has
 // exactly min(limit - admitted + granted, 2 × limit) left.
 func TestLeaseGrant(t *testing.T) {
-	t.Parallel()
+	// Not parallel: 64 callers on several engines are load enough.
 	for name, mk := range harnesses(t) {
 		for _, spec := range leasableSpecs() {
 			for _, grants := range [][]int{{12_000}, {20_000, 20_000}} {
@@ -513,7 +513,7 @@ func TestEndLeases(t *testing.T) {
 // every answer's Remaining is at most what the limit still admits: the
 // limit less what all instances had admitted before the request began.
 func TestLeaseRemaining(t *testing.T) {
-	t.Parallel()
+	// Not parallel: 64 callers on several engines are load enough.
 	for name, mk := range harnesses(t) {
 		for _, spec := range leasableSpecs() {
 			t.Run(name+"/"+spec.Name, func(t *testing.T) {

@@ -11,10 +11,13 @@
 --                                  whatever commit needs
 --   m.commit(key, args, cost, c, nonce)  records the request checked in c and
 --                                  returns remaining, reset_ms after it
---   m.grant(key, args, n, nonce)   optional (algorithms.Spec.Grants): gives n
---                                  more units now, beyond the limit if need be,
---                                  until the current window ends (buckets: for
---                                  as long as an empty bucket takes to fill)
+--   m.grant(key, args, n, nonce, out)  optional (algorithms.Spec.Grants): gives
+--                                  n more units now, beyond the limit if need
+--                                  be, until the current window ends (buckets:
+--                                  for as long as an empty bucket takes to
+--                                  fill); out: units of leases still out
+--                                  (lease.lua), which the buckets count as in
+--                                  the bucket when deciding it goes beyond
 --   m.refund(key, args, units, reset_at)  optional, for leases (Spec.LeaseFor):
 --                                  gives back units committed and not used,
 --                                  reset_at the reset (ms since the epoch) the
