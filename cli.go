@@ -401,10 +401,36 @@ func parseOverrideSet(do string, rest []string) (command, error) {
 	return command{do: do, override: o, expires: *expires}, nil
 }
 
-// setOverride stores cmd's override, noting when its policy is in neither
-// policy file (it then applies to nothing until one has it).
+// setOverride stores cmd's override, once the policy files here say the
+// servers can use it: one their policy cannot use (a limit below its cost,
+// beyond its algorithm's bound) is refused, a usage error saying why, as
+// the servers would leave it out. One whose policy is in neither file is
+// stored with a note (it then applies to nothing until one has it).
 func setOverride(ctx context.Context, store *models.Store, cfg config.Config, cmd command, stdout io.Writer) error {
 	o := cmd.override
+	var notes []string
+	known := false
+	for _, path := range []string{cfg.PolicyFile, cfg.CandidateFile} {
+		if path == "" && path == cfg.CandidateFile {
+			continue // no candidate file (no policy file: the RATE_LIMIT_* policy)
+		}
+		policies, _, err := loadPolicies(cfg, path)
+		if err != nil || !slices.ContainsFunc(policies, func(p policy.Policy) bool { return p.Name == o.Policy }) {
+			continue
+		}
+		known = true
+		// Exactly the servers' check: the override as they take it.
+		err = policy.NewSet(policies, cfg.KeyPrefix).OverrideError(o)
+		switch {
+		case err != nil && path == cfg.PolicyFile:
+			return fmt.Errorf("%w: %s: %w: the servers would leave it out (--limit N [--window W])", errUsage, cmd.do, err)
+		case err != nil:
+			notes = append(notes, fmt.Sprintf("note: the candidate file leaves it out: %v", err))
+		}
+	}
+	if !known {
+		notes = append(notes, fmt.Sprintf("note: no policy %s in the policy files here: the override applies to nothing until one has it", o.Policy))
+	}
 	row := models.Override{Subject: o.Subject(), Policy: o.Policy, Requests: o.Limit, WindowMS: o.Window.Milliseconds()}
 	expires := "never"
 	if cmd.expires > 0 {
@@ -420,19 +446,12 @@ func setOverride(ctx context.Context, store *models.Store, cfg config.Config, cm
 		id, row.Subject, o.Policy, o.Limit, windowText(o.Window), expires, cfg.OverridesRefresh); err != nil {
 		return err
 	}
-	known := false
-	for _, path := range []string{cfg.PolicyFile, cfg.CandidateFile} {
-		if path == "" && path == cfg.CandidateFile {
-			continue // no candidate file (no policy file: the RATE_LIMIT_* policy)
-		}
-		if policies, _, err := loadPolicies(cfg, path); err == nil {
-			known = known || slices.ContainsFunc(policies, func(p policy.Policy) bool { return p.Name == o.Policy })
+	for _, n := range notes {
+		if _, err := fmt.Fprintln(stdout, n); err != nil {
+			return err
 		}
 	}
-	if !known {
-		_, err = fmt.Fprintf(stdout, "note: no policy %s in the policy files here: the override applies to nothing until one has it\n", o.Policy)
-	}
-	return err
+	return nil
 }
 
 // windowText is an override's window as listed: "(policy's)" for 0.

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -64,13 +65,19 @@ func main() {
 	// SIGHUP reloads the policy files (reload.go).
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
-	if err := run(ctx, os.Getenv, os.Stdout, withReload(hup)); err != nil {
+	if err := run(ctx, os.Getenv, os.Stdout, withReload(hup), withEnviron(os.Environ)); err != nil {
 		fmt.Fprintln(os.Stderr, "server:", err)
 		if errors.Is(err, config.ErrInvalid) || errors.Is(err, algorithms.ErrUnknown) || errors.Is(err, algorithms.ErrInvalidLimit) {
 			os.Exit(2)
 		}
 		os.Exit(1)
 	}
+}
+
+// withEnviron gives run the variables set (os.Environ), so that a variable
+// named like a setting that is none is warned of at start-up.
+func withEnviron(environ func() []string) runOption {
+	return func(o *runOptions) { o.environ = environ }
 }
 
 // run starts the service with the settings getenv gives and serves until ctx
@@ -85,6 +92,11 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, opti
 		return fmt.Errorf("config: %w", err)
 	}
 	log := newLogger(stdout, cfg.LogFormat, cfg.LogLevel)
+	if opts.environ != nil {
+		for _, w := range config.Unknown(opts.environ()) {
+			log.Warn(w) // a mistyped setting would otherwise be its default, silently
+		}
+	}
 	// go-redis logs a few events of its own (a pool that cannot dial); they
 	// go to this log too, not as plain lines on stderr. Its logger is one
 	// per process, stored atomically: the latest run's log wins.
@@ -150,6 +162,15 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, opti
 			}
 			summary.Special = policy.Describe(policies)
 		}
+		localRdb, closeLocal, err := openLocal(cfg.OnRedisError, redisName)
+		if err != nil {
+			return err
+		}
+		defer closeLocal()
+		var local redis.Scripter
+		if localRdb != nil {
+			local = localRdb
+		}
 		// The engine orders its stages itself (limiter.New).
 		engine = limiter.New(rdb, limiter.Options{
 			Timeout:        cfg.Timeout,
@@ -158,6 +179,9 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, opti
 			DenyCacheSize:  cfg.DenyCacheSize,
 			Lease:          cfg.Lease,
 			Log:            log,
+			Local:          local,
+			Instances:      cfg.Instances,
+			InstancesKey:   cfg.KeyPrefix + "instances",
 		})
 		defer engine.Close()
 		if cfg.DenyCacheSize > 0 {
@@ -208,6 +232,15 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, opti
 			}
 			return 0
 		}))
+		svc.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "tollgate_ratelimit_local_mode",
+			Help: "1 while decisions are made in this process at its share of every limit, Redis being unavailable (RATE_LIMIT_ON_REDIS_ERROR=local).",
+		}, func() float64 {
+			if engine.LocalMode() {
+				return 1
+			}
+			return 0
+		}))
 		stopLive, err := startLive(ctx, log, cfg, opts, svc.Registry, store, limit, version)
 		if err != nil {
 			return err
@@ -221,7 +254,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, opti
 	} else {
 		attrs = append(attrs, "algorithm", cfg.Algorithm, "limit", cfg.Limit, "window", cfg.Window.String())
 	}
-	attrs = append(attrs, "fail_open", cfg.FailOpen, "redis", redisName, "database", cfg.DBDriver)
+	attrs = append(attrs, "on_redis_error", cfg.OnRedisError, "redis", redisName, "database", cfg.DBDriver)
 	return serve(ctx, log, cfg.Port, cfg.MetricsAddr, cfg.Shutdown, svc.Handler, svc.Metrics, attrs)
 }
 
@@ -350,8 +383,9 @@ func startLive(ctx context.Context, log *slog.Logger, cfg config.Config, opts ru
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
 	var files []*policyFile
+	settle := cmp.Or(opts.policySettle, 2*opts.policyPoll)
 	if cfg.PolicyFile != "" {
-		files = append(files, &policyFile{kind: "live", path: cfg.PolicyFile, seen: version, use: limit.SetPolicies, reloads: liveReloads})
+		files = append(files, &policyFile{kind: "live", path: cfg.PolicyFile, seen: version, read: readPolicyFile, settle: settle, use: limit.SetPolicies, reloads: liveReloads})
 	}
 	if cfg.CandidateFile != "" {
 		candidate, cversion, err := loadPolicies(cfg, cfg.CandidateFile)
@@ -359,7 +393,7 @@ func startLive(ctx context.Context, log *slog.Logger, cfg config.Config, opts ru
 			return nil, err
 		}
 		limit.SetCandidate(candidate, cversion)
-		files = append(files, &policyFile{kind: "candidate", path: cfg.CandidateFile, seen: cversion, reloads: candidateReloads,
+		files = append(files, &policyFile{kind: "candidate", path: cfg.CandidateFile, seen: cversion, read: readPolicyFile, settle: settle, reloads: candidateReloads,
 			use: func(p []policy.Policy, v string) error { limit.SetCandidate(p, v); return nil }})
 	}
 	overrides, err := loadOverrides(ctx, store, opts.now())
@@ -451,14 +485,13 @@ func openRedis(ctx context.Context, log *slog.Logger, url string, cluster []stri
 		opt.TLSConfig = one.TLSConfig
 		name = one.Addr
 	default:
-		m := miniredis.NewMiniRedis()
-		if err := m.Start(); err != nil {
-			return nil, nil, "", nil, fmt.Errorf("start embedded redis: %w", err)
+		addr, stop, err := startEmbedded()
+		if err != nil {
+			return nil, nil, "", nil, err
 		}
-		m.ClockTTL(true) // keys expire as the wall clock moves, as on a real Redis
-		closeServer = m.Close
+		closeServer = stop
 		log.Warn("using embedded in-process redis: for development only; set REDIS_URL for production")
-		opt.Addrs = []string{m.Addr()}
+		opt.Addrs = []string{addr}
 		name = "embedded"
 	}
 	opt.ContextTimeoutEnabled = true
@@ -486,6 +519,33 @@ func openRedis(ctx context.Context, log *slog.Logger, url string, cluster []stri
 		return nil, nil, "", nil, fmt.Errorf("ping redis at %s: %w", name, err)
 	}
 	return rdb, guardRdb, name, closeAll, nil
+}
+
+// startEmbedded starts an in-process Redis (miniredis) on a loopback port:
+// the zero-setup run's Redis, and the one local decisions run the limiter's
+// scripts on (RATE_LIMIT_ON_REDIS_ERROR=local).
+func startEmbedded() (addr string, stop func(), err error) {
+	m := miniredis.NewMiniRedis()
+	if err := m.Start(); err != nil {
+		return "", nil, fmt.Errorf("start embedded redis: %w", err)
+	}
+	m.ClockTTL(true) // keys expire as the wall clock moves, as on a real Redis
+	return m.Addr(), m.Close, nil
+}
+
+// openLocal starts the in-process Redis local decisions are made on, and a
+// client of it; nil when there is none to make: another mode, or Redis is
+// the embedded one already (it cannot fail on its own).
+func openLocal(mode, redisName string) (rdb *redis.Client, closeAll func(), err error) {
+	if mode != config.OnErrorLocal || redisName == "embedded" {
+		return nil, func() {}, nil
+	}
+	addr, stop, err := startEmbedded()
+	if err != nil {
+		return nil, nil, err
+	}
+	rdb = redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
+	return rdb, func() { rdb.Close(); stop() }, nil
 }
 
 // warnProxiesEverything warns when TRUSTED_PROXIES trusts every address:

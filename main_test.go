@@ -381,7 +381,7 @@ func statuses(t *testing.T, url string, n int, header http.Header) map[int]int {
 				t.Errorf("GET %s: %v", url, err)
 				return
 			}
-			io.Copy(io.Discard, resp.Body)
+			_, _ = io.Copy(io.Discard, resp.Body) // drained for reuse; the status is what counts
 			resp.Body.Close()
 			mu.Lock()
 			counts[resp.StatusCode]++
@@ -450,8 +450,11 @@ func TestIdentitiesHaveSeparateQuotas(t *testing.T) {
 	if err != nil {
 		t.Fatalf("KEYS: %v", err)
 	}
-	// Besides: the addresses trusted for each user (the brute-force guard).
-	quotas := slices.DeleteFunc(slices.Clone(keys), func(k string) bool { return strings.Contains(k, ":authfail:trusted:") })
+	// Besides: the addresses trusted for each user (the brute-force guard)
+	// and the instances announcing themselves (local mode's N).
+	quotas := slices.DeleteFunc(slices.Clone(keys), func(k string) bool {
+		return strings.Contains(k, ":authfail:trusted:") || k == env["REDIS_KEY_PREFIX"]+"instances"
+	})
 	if len(quotas) != len(tests) {
 		t.Errorf("keys under the prefix = %q, want one per identity (%d)", keys, len(tests))
 	}
@@ -517,6 +520,9 @@ func TestBadCredentials(t *testing.T) {
 type ownRedis struct {
 	url         string
 	stop, start func()
+	// signal sends sig to the redis-server (SIGSTOP freezes it, SIGCONT
+	// thaws it); nil on miniredis.
+	signal func(sig os.Signal)
 }
 
 // childPort is a port for a child process that cannot listen on port 0 and
@@ -562,6 +568,7 @@ func startOwnRedis(t *testing.T) ownRedis {
 	// answering is checked to be ours by its process id.
 	var port string
 	var stop func()
+	var proc atomic.Pointer[os.Process]
 	// launch starts redis-server on port and waits until it answers;
 	// false when the port is taken.
 	launch := func() bool {
@@ -571,13 +578,14 @@ func startOwnRedis(t *testing.T) ownRedis {
 		if err := cmd.Start(); err != nil {
 			t.Fatalf("start redis-server: %v", err)
 		}
+		proc.Store(cmd.Process)
 		exited := make(chan struct{})
 		go func() {
-			cmd.Wait()
+			_ = cmd.Wait() // killed: an error by design
 			close(exited)
 		}()
 		stop = func() {
-			cmd.Process.Kill()
+			_ = cmd.Process.Kill() // it may have exited already
 			<-exited
 		}
 		rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + port, MaxRetries: -1})
@@ -620,6 +628,11 @@ func startOwnRedis(t *testing.T) ownRedis {
 		start: func() {
 			if !launch() {
 				t.Fatalf("restart redis-server: port %s was taken while it was down", port)
+			}
+		},
+		signal: func(sig os.Signal) {
+			if err := proc.Load().Signal(sig); err != nil {
+				t.Fatalf("signal redis-server: %v", err)
 			}
 		},
 	}
@@ -786,5 +799,22 @@ func TestDeniedRequestsSkipDatabase(t *testing.T) {
 	}
 	if n := queries.Load() - before; n != 0 {
 		t.Errorf("5 denied requests made %d database queries, want 0", n)
+	}
+}
+
+// TestUnknownSettingWarned: a variable named like a setting that is none is
+// warned of at start-up, naming the nearest setting, and the service starts.
+func TestUnknownSettingWarned(t *testing.T) {
+	t.Parallel()
+	env := baseEnv(t, sharedRedis(t))
+	environ := []string{"RATE_LIMIT_ALGORITM=gcra", "PATH=/bin", "RATE_LIMIT_LIMIT=5"}
+	_, logs := startService(t, env, withEnviron(func() []string { return environ }))
+	text := logs.String()
+	want := "RATE_LIMIT_ALGORITM: unknown setting; did you mean RATE_LIMIT_ALGORITHM?"
+	if !strings.Contains(text, want) {
+		t.Errorf("log has no %q:\n%s", want, text)
+	}
+	if strings.Contains(text, "RATE_LIMIT_LIMIT: unknown") || strings.Contains(text, "PATH: unknown") {
+		t.Errorf("log warns of a real setting or another variable:\n%s", text)
 	}
 }

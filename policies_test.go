@@ -206,7 +206,9 @@ func TestBadPolicyFileStopsStartup(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "policies.yaml")
-			os.WriteFile(path, []byte(tt.yaml), 0o600)
+			if err := os.WriteFile(path, []byte(tt.yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
 			env := baseEnv(t, sharedRedis(t))
 			env["RATE_LIMIT_POLICY_FILE"] = path
 			env["PORT"] = "0"

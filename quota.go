@@ -104,7 +104,9 @@ func runQuota(ctx context.Context, cmd command, cfg config.Config, getenv func(s
 	case "quota reset":
 		res, err = engine.Reset(ctx, rules)
 	case "quota grant":
-		res, err = engine.Grant(ctx, rules, cmd.units)
+		var skipped []string
+		res, rules, skipped, err = grantQuota(ctx, engine, applied, cmd.units)
+		notes = append(notes, skipped...)
 		if errors.Is(err, algorithms.ErrNoGrant) || errors.Is(err, algorithms.ErrInvalidLimit) {
 			err = fmt.Errorf("%w: %s: policy %s: %w", errUsage, cmd.do, cmd.policy, err)
 		}
@@ -131,6 +133,50 @@ func runQuota(ctx context.Context, cmd command, cfg config.Config, getenv func(s
 		}
 	}
 	return printQuota(stdout, subject, who.Tier, applied, res, notes)
+}
+
+// grantQuota gives n units to each limit of applied that has a grant, and
+// skips, with a note each, those that have none: a concurrency limit holds
+// places while requests run, and has no quota for the period to give (a
+// policy may mix one with a calendar quota). It returns the state of every
+// limit of applied, in order, and the rules granted; with none to grant,
+// an error wrapping algorithms.ErrNoGrant.
+func grantQuota(ctx context.Context, engine *limiter.Limiter, applied []policy.Applied, n int) (res limiter.Result, granted []limiter.Rule, notes []string, err error) {
+	var skipped []limiter.Rule
+	var isSkipped []bool // by position in applied
+	for _, a := range applied {
+		s, err := algorithms.Lookup(a.Rule.Algorithm)
+		if err == nil && !s.Grants {
+			skipped = append(skipped, a.Rule)
+			isSkipped = append(isSkipped, true)
+			notes = append(notes, fmt.Sprintf("%s (%s) not granted: it counts the requests running, which hold their places until they end; nothing to grant", a.Limit.Name, a.Limit.Algorithm))
+			continue
+		}
+		granted = append(granted, a.Rule)
+		isSkipped = append(isSkipped, false)
+	}
+	if len(granted) == 0 {
+		return limiter.Result{}, nil, nil, fmt.Errorf("%w: its limits hold places while requests run (nothing to grant): wait for them to end, or reset them", algorithms.ErrNoGrant)
+	}
+	g, err := engine.Grant(ctx, granted, n)
+	if err != nil {
+		return limiter.Result{}, nil, nil, err
+	}
+	var p limiter.Result
+	if len(skipped) > 0 {
+		if p, err = engine.Peek(ctx, skipped); err != nil {
+			return limiter.Result{}, nil, nil, err
+		}
+	}
+	res.Allowed = g.Allowed && (len(skipped) == 0 || p.Allowed)
+	for _, s := range isSkipped {
+		if s {
+			res.Decisions, p.Decisions = append(res.Decisions, p.Decisions[0]), p.Decisions[1:]
+		} else {
+			res.Decisions, g.Decisions = append(res.Decisions, g.Decisions[0]), g.Decisions[1:]
+		}
+	}
+	return res, granted, notes, nil
 }
 
 // quotaLimits are the limits of policy (every policy, if "") that apply to
@@ -219,6 +265,14 @@ func parseQuota(do string, rest []string) (command, error) {
 	fs := flag.NewFlagSet(do, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	policy := fs.String("policy", "", "")
+	if do == "quota grant" {
+		// A negative N reads as a flag ("flag provided but not defined: -5").
+		for i, a := range rest {
+			if _, err := strconv.Atoi(a); err == nil && strings.HasPrefix(a, "-") && (i == 0 || !isPolicyFlag(rest[i-1])) {
+				return command{}, fmt.Errorf("%w: %s: N must be a positive integer, not %q", errUsage, do, a)
+			}
+		}
+	}
 	pos, err := parseAround(fs, do, rest)
 	if err != nil {
 		return command{}, err
@@ -248,9 +302,13 @@ func parseQuota(do string, rest []string) (command, error) {
 	if do == "quota grant" {
 		n, err := strconv.Atoi(pos[1])
 		if err != nil || n < 1 {
-			return command{}, fmt.Errorf("%w: %s: N %q: want a positive whole number of units", errUsage, do, pos[1])
+			return command{}, fmt.Errorf("%w: %s: N must be a positive integer, not %q", errUsage, do, pos[1])
 		}
 		cmd.units = n
 	}
 	return cmd, nil
 }
+
+// isPolicyFlag reports whether arg is --policy (or -policy) without its
+// value: the next argument is that value.
+func isPolicyFlag(arg string) bool { return arg == "--policy" || arg == "-policy" }

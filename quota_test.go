@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -384,5 +385,47 @@ func TestQuotaSeesOverrides(t *testing.T) {
 	}
 	if got := quotaRow(t, mustQuota(t, env, "show", "jane"), "fixed_window")[2]; got != "5" {
 		t.Errorf("show jane: limit %s, want the policy's 5 (the override is john_doe's)", got)
+	}
+}
+
+// TestQuotaGrantSkipsHeldLimits: a grant under a policy mixing a
+// concurrency limit (places held while requests run: nothing to grant) and
+// a calendar quota, as the example file's heavy, grants the calendar quota
+// and says it skipped the other; a policy of held limits alone is refused.
+func TestQuotaGrantSkipsHeldLimits(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "policies.yaml")
+	writeAtomically(t, path, `policies:
+  - name: heavy
+    key: user_or_ip
+    limits:
+      - {algorithm: concurrency, limit: 4, timeout: 30s}
+      - {algorithm: calendar, limit: 100, period: month, timezone: Europe/Berlin}
+  - name: places
+    key: user_or_ip
+    limits:
+      - {algorithm: concurrency, limit: 4, timeout: 30s}
+`)
+	env := baseEnv(t, sharedRedis(t))
+	env["RATE_LIMIT_POLICY_FILE"] = path
+	env["DB_DRIVER"], env["DB_DSN"] = "sqlite", filepath.Join(t.TempDir(), "quota.db")
+	out, _, err := quota(t, env, "grant", "john_doe", "5", "--policy", "heavy")
+	if err != nil {
+		t.Fatalf("grant 5 under heavy = %v, want the calendar quota granted\n%s", err, out)
+	}
+	if got := quotaRow(t, out, "heavy-2"); got[1] != "calendar" || got[5] != "105" {
+		t.Errorf("grant 5 under heavy: calendar row %q, want remaining 105\n%s", got, out)
+	}
+	if !strings.Contains(out, "note: heavy-1 (concurrency) not granted") {
+		t.Errorf("grant under heavy does not say it skipped the concurrency limit:\n%s", out)
+	}
+	if _, _, err := quota(t, env, "grant", "john_doe", "5", "--policy", "places"); !errors.Is(err, errUsage) {
+		t.Errorf("grant under a policy of concurrency limits alone = %v, want a usage error", err)
+	}
+	for _, n := range []string{"-5", "0", "1.5"} {
+		_, _, err := quota(t, env, "grant", "john_doe", n, "--policy", "heavy")
+		if !errors.Is(err, errUsage) || !strings.Contains(fmt.Sprint(err), "N must be a positive integer") {
+			t.Errorf("grant %s = %v, want a usage error saying N must be a positive integer", n, err)
+		}
 	}
 }

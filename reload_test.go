@@ -1,8 +1,12 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -13,6 +17,11 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"tollgate/config"
+	"tollgate/policy"
 )
 
 // writeAtomically replaces the file at path with text, as an operator's
@@ -270,7 +279,8 @@ func TestCandidatePolicies(t *testing.T) {
 			t.Errorf("%s = %v, want %v", series, got, want)
 		}
 	}
-	keys, err := r.rdb.Keys(t.Context(), env["REDIS_KEY_PREFIX"]+"*").Result()
+	// The counters' keys, each with its {subject} (not the instances').
+	keys, err := r.rdb.Keys(t.Context(), env["REDIS_KEY_PREFIX"]+"*{*").Result()
 	if err != nil {
 		t.Fatalf("KEYS: %v", err)
 	}
@@ -323,5 +333,111 @@ func TestBinaryReloadsOnSIGHUP(t *testing.T) {
 	}
 	if r := get(t, p.base+"/continents", nil); r.status != http.StatusOK || r.header.Get("X-RateLimit-Limit") != "7" {
 		t.Errorf("after SIGHUP: %d, X-RateLimit-Limit %q; want 200, 7", r.status, r.header.Get("X-RateLimit-Limit"))
+	}
+}
+
+// TestReloadWaitsForStableFile: a file rewritten in place, in two writes
+// with a pause between them whose first part is a valid file on its own
+// (`limit: 10` of `limit: 1000`), is loaded only once whole: the watcher
+// loads a change once the file stayed the same for the settle time.
+func TestReloadWaitsForStableFile(t *testing.T) {
+	t.Parallel()
+	file := func(limit int) string {
+		return fmt.Sprintf("policies:\n  - name: p\n    key: user_or_ip\n    limits:\n      - algorithm: fixed_window\n        window: 1h\n        limit: %d\n", limit)
+	}
+	env := baseEnv(t, sharedRedis(t))
+	base, path, _, _ := liveService(t, env, file(5), "", 20*time.Millisecond, withPolicySettle(time.Second))
+
+	whole := file(1000)
+	half := strings.TrimSuffix(whole, "00\n")
+	if version(t, half) == "" { // a valid file on its own
+		t.Fatal("the first part is not a valid file")
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		t.Fatalf("open %s: %v", path, err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(half); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	time.Sleep(300 * time.Millisecond) // 15 polls see the first part
+	if _, err := f.WriteString(whole[len(half):]); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	waitFor(t, "reload of the whole file", func() bool { live, _ := versions(t, base); return live == version(t, whole) })
+	m := metricsOf(t, base)
+	if got := metricValue(m, `tollgate_policy_reloads_total{result="ok"}`); got != 1 {
+		t.Errorf(`tollgate_policy_reloads_total{result="ok"} = %v, want 1 (the whole file only, not its first part)`, got)
+	}
+	if got := metricValue(m, `tollgate_policy_reloads_total{result="invalid"}`); got > 0 {
+		t.Errorf(`tollgate_policy_reloads_total{result="invalid"} = %v, want none`, got)
+	}
+}
+
+// TestWatcherReadsOnlyChangedFiles: an unchanged file is only stat'ed at
+// each check, never read again (a 900 KB file was read and hashed every
+// 3 seconds); a change is read once, once it settled.
+func TestWatcherReadsOnlyChangedFiles(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "policies.yaml")
+	text := "policies:\n  - name: p\n    key: user_or_ip\n    limits: [{algorithm: fixed_window, limit: 5, window: 1h}]\n" +
+		strings.Repeat("# a comment to make the file big\n", 900_000/33)
+	writeAtomically(t, path, text)
+	_, v, err := readPolicyFile(path)
+	if err != nil {
+		t.Fatalf("readPolicyFile: %v", err)
+	}
+	var reads atomic.Int64
+	f := &policyFile{kind: "live", path: path, seen: v, settle: 20 * time.Millisecond,
+		read:    func(path string) ([]policy.Policy, string, error) { reads.Add(1); return readPolicyFile(path) },
+		use:     func([]policy.Policy, string) error { return nil },
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "reloads"}, []string{"result"})}
+	watch := func(d time.Duration) {
+		ctx, cancel := context.WithTimeout(t.Context(), d)
+		defer cancel()
+		watchPolicies(ctx, slog.New(slog.NewTextHandler(io.Discard, nil)), []*policyFile{f}, nil, 5*time.Millisecond)
+	}
+	watch(500 * time.Millisecond)
+	if got := reads.Load(); got > 1 {
+		t.Errorf("an unchanged file read %d times in 0.5s of checks every 5ms, want at most once", got)
+	}
+	reads.Store(0)
+	writeAtomically(t, path, strings.Replace(text, "limit: 5", "limit: 6", 1))
+	watch(500 * time.Millisecond)
+	if got := reads.Load(); got != 1 {
+		t.Errorf("a changed file read %d times in 0.5s of checks every 5ms, want once", got)
+	}
+}
+
+// TestPolicyFileTooBig: a policy file over 1 MiB is refused unread: at
+// start-up (a setting's error: exit 2), and at a reload (the running
+// policies keep serving).
+func TestPolicyFileTooBig(t *testing.T) {
+	t.Parallel()
+	small := "policies:\n  - name: p\n    key: user_or_ip\n    limits: [{algorithm: fixed_window, limit: 5, window: 1h}]\n"
+	big := small + strings.Repeat("#", maxPolicyFile)
+	env := baseEnv(t, sharedRedis(t))
+	env["RATE_LIMIT_POLICY_FILE"] = filepath.Join(t.TempDir(), "big.yaml")
+	env["PORT"] = "0"
+	writeAtomically(t, env["RATE_LIMIT_POLICY_FILE"], big)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	err := run(ctx, func(k string) string { return env[k] }, &syncBuffer{})
+	if !errors.Is(err, config.ErrInvalid) || !strings.Contains(fmt.Sprint(err), "1 MiB") {
+		t.Errorf("run() with a file of %d bytes = %v, want a config.ErrInvalid naming the 1 MiB limit", len(big), err)
+	}
+
+	env = baseEnv(t, sharedRedis(t))
+	base, path, _, hup := liveService(t, env, small, "", time.Hour)
+	writeAtomically(t, path, big)
+	hup <- syscall.SIGHUP
+	hup <- syscall.SIGHUP // taken once the first one's reload is done
+	m := metricsOf(t, base)
+	if got := metricValue(m, `tollgate_policy_reloads_total{result="invalid"}`); got != 2 {
+		t.Errorf(`tollgate_policy_reloads_total{result="invalid"} = %v, want 2`, got)
+	}
+	if live, _ := versions(t, base); live != version(t, small) {
+		t.Errorf("after a too big file: policy_sha256 %q, want the first file's %q", live, version(t, small))
 	}
 }

@@ -57,9 +57,21 @@ var ErrInvalidLimit = errors.New("invalid limit")
 // integers up to here. Products of a count and a window in ms must stay below.
 const maxExact = 1 << 53
 
+// mostExact is the largest count the scripts keep exactly under l: 2^53
+// divided by the window in ms where they multiply counts by times (the
+// window algorithms weigh, refill and space out units over the window),
+// 2^53 itself under a calendar's (l.Period set), whose counts are only
+// added and compared: its Window bounds a period and is no factor.
+func (l Limit) mostExact() int64 {
+	if l.Period != "" {
+		return maxExact
+	}
+	return maxExact / max(l.Window.Milliseconds(), 1)
+}
+
 // Validate reports whether l is a limit the algorithms can keep exactly: its
-// ranges, and that the scripts' integer arithmetic (count × window in ms)
-// stays below 2^53.
+// ranges, and that the scripts' integer arithmetic (count × window in ms;
+// a calendar's counts alone) stays below 2^53.
 func (l Limit) Validate() error {
 	ms := l.Window.Milliseconds()
 	switch {
@@ -69,7 +81,7 @@ func (l Limit) Validate() error {
 		return fmt.Errorf("%w: burst %d, want 0 (same as requests) or more", ErrInvalidLimit, l.Burst)
 	case ms < 1:
 		return fmt.Errorf("%w: window %v, want at least 1ms", ErrInvalidLimit, l.Window)
-	case int64(max(l.Requests, l.Capacity())) > maxExact/ms:
+	case int64(max(l.Requests, l.Capacity())) > l.mostExact():
 		return fmt.Errorf("%w: %d requests per %v is beyond exact arithmetic; use a smaller limit or window", ErrInvalidLimit, max(l.Requests, l.Capacity()), l.Window)
 	case l.Period != "" && l.Window != l.Period.longest():
 		return fmt.Errorf("%w: period %q with window %v: want a day, week or month made by CalendarLimit", ErrInvalidLimit, l.Period, l.Window)
@@ -203,7 +215,7 @@ func (s Spec) CheckGrant(l Limit, n int) error {
 		return fmt.Errorf("%w: %s has no grant", ErrNoGrant, s.Name)
 	case n < 1 || n > most:
 		return fmt.Errorf("%w: grant of %d units under %s, want 1 to %d", ErrInvalidLimit, n, s.Name, most)
-	case int64(2*max(l.Requests, l.Capacity())) > maxExact/max(l.Window.Milliseconds(), 1):
+	case int64(2*max(l.Requests, l.Capacity())) > l.mostExact():
 		// Grants hold up to twice the quota: beyond exact arithmetic here.
 		return fmt.Errorf("%w: grants under %s: %d per %v is too large to grant in exactly", ErrInvalidLimit, s.Name, s.Quota(l), l.Window)
 	}
@@ -350,7 +362,7 @@ var table = []Spec{
 	},
 	{
 		Name:     "calendar",
-		Doc:      "Limit requests per calendar day, ISO week or month in a time zone, reset at local midnight of the period's first day.",
+		Doc:      "Limit requests per calendar day, ISO week or month in a time zone, reset at the first instant of the period's first day (local midnight, or where the clock skips it, the instant it skips to).",
 		Lua:      module("calendar"),
 		Args:     func(l Limit) []any { return []any{l.Requests} },
 		Calendar: true,
@@ -360,7 +372,8 @@ var table = []Spec{
 			}
 			return nil
 		},
-		// The longest period: a month of 31 days with a 25-hour day.
+		// The longest period: a month of 31 days with a day that the
+		// largest daylight-saving shift lengthens (26 hours in Antarctica/Troll).
 		Horizon: oneWindow,
 		Grants:  true,
 	},

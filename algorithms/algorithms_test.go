@@ -82,6 +82,42 @@ func TestValidateInvalidLimit(t *testing.T) {
 	}
 }
 
+// TestCalendarBound: a calendar's counts are only added and compared, never
+// multiplied by its period in ms, so its bound is 2^53 units, not 2^53 ms
+// divided by the period (3,358,359 a month before).
+func TestCalendarBound(t *testing.T) {
+	tests := []struct {
+		name string
+		l    Limit
+		want error
+	}{
+		{"5,000,000 a month", calendarLimit(t, 5_000_000, Month), nil},
+		{"2^53 a day", calendarLimit(t, 1<<53, Day), nil},
+		{"beyond 2^53 a day", calendarLimit(t, 1<<53+1, Day), ErrInvalidLimit},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := tt.l.ValidateFor("calendar"); !errors.Is(err, tt.want) || (tt.want == nil) != (err == nil) {
+				t.Errorf("ValidateFor(calendar, %d a %s) = %v, want %v", tt.l.Requests, tt.l.Period, err, tt.want)
+			}
+		})
+	}
+	// The window algorithms keep theirs: 5,000,000 per 31 days is beyond it.
+	if err := (Limit{Requests: 5_000_000, Window: 31 * 24 * time.Hour}).ValidateFor("fixed_window"); !errors.Is(err, ErrInvalidLimit) {
+		t.Errorf("ValidateFor(fixed_window, 5,000,000 per 31 days) = %v, want ErrInvalidLimit", err)
+	}
+}
+
+// calendarLimit is CalendarLimit in UTC, or the test's end.
+func calendarLimit(t *testing.T, requests int, p Period) Limit {
+	t.Helper()
+	l, err := CalendarLimit(requests, p, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
 func TestGCRABurstBeyondItsMicroseconds(t *testing.T) {
 	// 10⁸ requests of burst at one per hour is within Validate (10⁸ × 3.6·10⁶
 	// ms) but not within gcra's µs arithmetic (10⁸ × 3.6·10⁹ µs).
@@ -118,6 +154,9 @@ func TestCheckGrant(t *testing.T) {
 		{"zero", "sliding_log", window, 0, ErrInvalidLimit},
 		{"more than sliding_log writes at once", "sliding_log", Limit{Requests: 50_000, Window: time.Hour}, 10_001, ErrInvalidLimit},
 		{"beyond exact arithmetic", "fixed_window", Limit{Requests: 1 << 30, Window: 366 * 24 * time.Hour / 100}, 1, ErrInvalidLimit},
+		// A calendar's counts are never multiplied by its period in ms.
+		{"a calendar's monthly millions", "calendar", calendarLimit(t, 5_000_000, Month), 5_000_000, nil},
+		{"beyond a calendar's exact counts", "calendar", calendarLimit(t, 1<<52+1, Month), 1, ErrInvalidLimit},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -87,7 +87,7 @@ func (g *Guard) Take(ctx context.Context, ip, name string) (c Places, allowed bo
 	// One script per log: on a cluster the logs live in different slots.
 	// A place taken in the first log is given back if the second refuses.
 	refuse := func(retryAfter time.Duration, err error) (Places, bool, time.Duration, error) {
-		g.Give(ctx, c)
+		_ = g.Give(ctx, c) // best effort: a place not given back ends with its window; the refusal stands
 		if err != nil {
 			return Places{}, false, 0, fmt.Errorf("auth guard: take: %w", err)
 		}

@@ -21,7 +21,9 @@ func BenchmarkDenyCacheHit(b *testing.B) {
 	dc := newDenyCache(&fakeDecider{retry: time.Hour}, 10_000)
 	rules := []Rule{{Key: "k"}} // made once, as the middleware's are per request
 	ctx := context.Background()
-	dc.decide(ctx, rules, true)
+	if _, _, err := dc.decide(ctx, rules, true); err != nil {
+		b.Fatal(err)
+	}
 	b.ReportAllocs()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {

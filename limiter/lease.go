@@ -20,7 +20,7 @@ import (
 // one instance holds that another instance's requests cannot have. It is
 // bounded three ways:
 //   - size: a lease is at most about leaseHorizon of the rule set's observed
-//     rate, and at most remaining/(2*leaseInstances) of every rule (the
+//     rate, and at most remaining/(2*N) of every rule, N the instances (the
 //     remaining of the last decision), so leases shrink towards the end of a
 //     quota and stop (plain decisions, exact) when under 2 requests' worth;
 //   - time: a lease ends after leaseMaxAge (so also when the rate drops), at
@@ -36,8 +36,8 @@ const (
 	// this are more likely stranded than needed.
 	leaseMaxAge = 250 * time.Millisecond
 	// leaseInstances is the number of instances assumed to share a rule
-	// set's quota when sizing a lease: remaining/(2*4) each, so four
-	// instances hold at most half of what remains.
+	// set's quota when sizing a lease, until they are counted (instances.go):
+	// remaining/(2*N) each, so N instances hold at most half of what remains.
 	leaseInstances = 4
 	// minLeaseQuota: limits below it are never leased. At 1,000 per window
 	// a lease is at most 125 units; the tutorial's 5 per minute (and any
@@ -65,6 +65,13 @@ type leases struct {
 	timeout time.Duration
 	log     *slog.Logger
 	now     func() time.Time
+	// instances is how many instances share the quota (instances.go); nil:
+	// leaseInstances.
+	instances func() int
+	// localMode reports whether decisions are local (local.go): no lease is
+	// taken then (its units would be charged back whole, and given back to
+	// Redis, not to the in-process one); nil: never.
+	localMode func() bool
 
 	taken atomic.Int64 // leases taken, for tests
 
@@ -174,13 +181,13 @@ func (l *leases) decide(ctx context.Context, rules []Rule, commit bool) ([]Decis
 	}
 	back := e.end()
 	n := e.size(now)
-	if n < 2 || e.taking {
+	if n < 2 || e.taking || l.localMode != nil && l.localMode() {
 		e.mu.Unlock()
 		l.giveBack(back)
 		ds, allowed, err := l.leased.decide(ctx, rules, commit)
 		if err == nil {
 			e.mu.Lock()
-			e.headroom = headroom(e.rules, ds)
+			e.headroom = headroom(e.rules, ds, l.instanceCount())
 			e.mu.Unlock()
 		}
 		return ds, allowed, err
@@ -216,7 +223,7 @@ func (l *leases) decide(ctx context.Context, rules []Rule, commit bool) ([]Decis
 	e.taking = false
 	if err != nil || !allowed || n == 1 {
 		if err == nil {
-			e.headroom = headroom(e.rules, ds)
+			e.headroom = headroom(e.rules, ds, l.instanceCount())
 		}
 		e.mu.Unlock()
 		// The previous lease was not ended by a commit: end it alone.
@@ -229,7 +236,7 @@ func (l *leases) decide(ctx context.Context, rules []Rule, commit bool) ([]Decis
 	for i, r := range e.rules {
 		e.until = minTime(e.until, now.Add(r.spec.LeaseFor(r.limit, ds[i].ResetAfter)))
 	}
-	e.headroom = headroom(e.rules, ds)
+	e.headroom = headroom(e.rules, ds, l.instanceCount())
 	out := e.answer(now)
 	e.mu.Unlock()
 	// If Close ran meanwhile, its give-back may have missed this lease.
@@ -288,10 +295,10 @@ func (e *lease) size(now time.Time) int {
 // headroom is the most requests' worth of rs a lease may take after ds: what
 // every rule has left, in requests, shared by leaseInstances instances, half
 // of it.
-func headroom(rs []rule, ds []Decision) int {
+func headroom(rs []rule, ds []Decision, instances int) int {
 	h := -1
 	for i, r := range rs {
-		n := ds[i].Remaining / r.cost / (2 * leaseInstances)
+		n := ds[i].Remaining / r.cost / (2 * instances)
 		if h < 0 || n < h {
 			h = n
 		}
@@ -477,6 +484,14 @@ func minTime(a, b time.Time) time.Time {
 		return b
 	}
 	return a
+}
+
+// instanceCount is how many instances share the quota.
+func (l *leases) instanceCount() int {
+	if l.instances == nil {
+		return leaseInstances
+	}
+	return l.instances()
 }
 
 // len reports how many rule sets are tracked.

@@ -46,6 +46,9 @@ type Decision struct {
 	ResetAfter time.Duration // until the quota is fully restored
 	RetryAfter time.Duration // until a denied request could pass; 0 when Allowed
 	Now        time.Time     // Redis's clock at the decision, so Reset does not wobble with ours
+	// Local: decided in this process at its share of the limit (Limit is
+	// the share), Redis being unavailable (Options.Local).
+	Local bool
 
 	held *held // what an admitted held rule (concurrency) took, for Release
 }
@@ -74,6 +77,12 @@ func (r Result) Holds() bool {
 		}
 	}
 	return false
+}
+
+// Local reports whether r was decided in this process, at its share of the
+// limits, because Redis could not decide it (Options.Local).
+func (r Result) Local() bool {
+	return len(r.Decisions) > 0 && r.Decisions[0].Local
 }
 
 // ErrInvalidRule is returned for rules the engine cannot decide: a negative
@@ -106,6 +115,16 @@ type Options struct {
 	Lease bool
 	// Log receives warnings (a lease's give-back that failed); nil: none.
 	Log *slog.Logger
+	// Local, when set, decides what Redis cannot (an error, a timeout, an
+	// open circuit) on this in-process Redis (an embedded miniredis) with
+	// the same scripts, at this instance's share of every limit, and charges
+	// it back when Redis answers again (local.go). nil: such calls fail.
+	Local redis.Scripter
+	// Instances fixes the number of instances sharing the Redis (local
+	// shares, lease sizes); 0: counted under InstancesKey (instances.go),
+	// or, without one, 4 assumed.
+	Instances    int
+	InstancesKey string
 }
 
 // decider is one stage of the engine: the scripts, or a stage wrapping another.
@@ -123,6 +142,8 @@ type Limiter struct {
 	// context: Options.Timeout, or defaultReleaseTimeout.
 	releaseTimeout time.Duration
 	leases         *leases      // nil when not leasing
+	local          *local       // nil without Options.Local
+	instances      *instances   // nil: 4 assumed
 	denies         []*denyCache // the deny caches, for Forget
 	timeout        time.Duration
 }
@@ -185,6 +206,14 @@ func New(rdb redis.Scripter, o Options) *Limiter {
 	if o.Timeout > 0 {
 		l.chain = newTimeout(l.chain, o.Timeout)
 	}
+	if o.Instances > 0 || o.InstancesKey != "" {
+		l.instances = newInstances(rdb, o.InstancesKey, o.Instances, o.Timeout)
+	}
+	if o.Local != nil {
+		l.local = newLocal(l.chain, s, newScripts(o.Local), l.breaker, l.instances.count, o.Timeout, logOrDiscard(o.Log))
+		l.local.onEnd = func() { l.Forget("") } // "" is in every key: all
+		l.chain = l.local
+	}
 	inner := l.chain
 	if o.DenyCacheSize > 0 {
 		dc := newDenyCache(inner, o.DenyCacheSize)
@@ -206,6 +235,8 @@ func New(rdb redis.Scripter, o Options) *Limiter {
 			leased = dc
 		}
 		l.leases = newLeases(l.chain, leased, l.scripts, o.Timeout, log)
+		l.leases.instances = l.instances.count
+		l.leases.localMode = l.LocalMode
 		l.chain = l.leases
 	}
 	return l
@@ -250,10 +281,19 @@ func (l *Limiter) Peek(ctx context.Context, rules []Rule) (Result, error) {
 // not counted by the breaker; while the circuit is open it returns
 // ErrCircuitOpen at once. Places not given back expire after their timeout.
 func (l *Limiter) Release(ctx context.Context, res Result) error {
-	var hs []*held
+	var hs, local []*held
 	for _, d := range res.Decisions {
-		if d.held != nil {
+		switch {
+		case d.held == nil:
+		case d.Local:
+			local = append(local, d.held)
+		default:
 			hs = append(hs, d.held)
+		}
+	}
+	if len(local) > 0 {
+		if err := l.local.release(ctx, local); err != nil || len(hs) == 0 {
+			return err
 		}
 	}
 	if len(hs) == 0 {
@@ -270,12 +310,31 @@ func (l *Limiter) Release(ctx context.Context, res Result) error {
 // CircuitOpen reports whether the breaker keeps calls away from Redis.
 func (l *Limiter) CircuitOpen() bool { return l.breaker.open() }
 
+// LocalMode reports whether decisions are made in this process, Redis being
+// unavailable (Options.Local).
+func (l *Limiter) LocalMode() bool { return l.local != nil && l.local.active.Load() }
+
+// Instances is the number of instances believed to share the Redis.
+func (l *Limiter) Instances() int { return l.instances.count() }
+
+// logOrDiscard is log, or a logger that discards when log is nil.
+func logOrDiscard(log *slog.Logger) *slog.Logger {
+	if log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return log
+}
+
 // Close gives back the unused units of every lease, then makes later calls
 // through the pipeline fail; calls under way finish. It does not close rdb.
 func (l *Limiter) Close() {
 	if l.leases != nil {
 		l.leases.close()
 	}
+	if l.local != nil {
+		l.local.close()
+	}
+	l.instances.close()
 	if l.pipeline != nil {
 		l.pipeline.stop()
 	}

@@ -76,7 +76,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tollgate_ratelimit_decisions_total",
-			Help: "Rate-limit decisions by policy, algorithm and result (allowed, limited, failed_open, failed_closed, shadow_limited).",
+			Help: "Rate-limit decisions by policy, algorithm and result (allowed, limited, local_allowed, local_limited, failed_open, failed_closed, shadow_limited).",
 		}, []string{"policy", "algorithm", "result"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "tollgate_ratelimit_call_duration_seconds",

@@ -26,6 +26,10 @@ const (
 	ResultFailedOpen    = "failed_open"
 	ResultFailedClosed  = "failed_closed"
 	ResultShadowLimited = "shadow_limited"
+	// Decided in this process at its share of the limits, Redis being
+	// unavailable (RATE_LIMIT_ON_REDIS_ERROR=local).
+	ResultLocalAllowed = "local_allowed"
+	ResultLocalLimited = "local_limited"
 )
 
 // outcomeKey is where RateLimit leaves its Outcome in the gin context.
@@ -250,12 +254,12 @@ func (l *Limiter) Handler() gin.HandlerFunc {
 			}()
 		}
 		var ds []limiter.Decision
-		allowed := true
+		allowed, local := true, false
 		var err error
 		if len(enforced) > 0 {
 			var res limiter.Result
 			res, err = l.decider.Decide(ctx, rulesOf(enforced))
-			ds, allowed = res.Decisions, res.Allowed
+			ds, allowed, local = res.Decisions, res.Allowed, res.Local()
 			if res.Holds() {
 				// Deferred: the places go back when the request ends, however
 				// it ends (a panic unwinds through here before Recover).
@@ -296,6 +300,14 @@ func (l *Limiter) Handler() gin.HandlerFunc {
 		o.Result = ResultAllowed
 		if !allowed {
 			o.Result = ResultLimited
+		}
+		if local {
+			// The headers show this instance's share, not the limit.
+			o.Result = ResultLocalAllowed
+			if !allowed {
+				o.Result = ResultLocalLimited
+			}
+			c.Header("X-RateLimit-Checked", "local")
 		}
 		c.Set(outcomeKey, o)
 		setHeaders(c.Writer.Header(), items, chosen)

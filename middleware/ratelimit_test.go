@@ -494,7 +494,7 @@ func TestRecover(t *testing.T) {
 		{"panic with an error", func(c *gin.Context) { panic(errors.New("boom")) }},
 		{"nil map write", func(c *gin.Context) {
 			var m map[string]int
-			m["x"] = 1
+			m["x"] = 1 //nolint:staticcheck // the panic is the point
 		}},
 	}
 	for _, tt := range tests {
@@ -642,6 +642,45 @@ func TestCaller(t *testing.T) {
 			got := l.caller(c, l.snap.Load())
 			if diff := cmp.Diff(tt.want, got, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
 				t.Errorf("caller() (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestRateLimitLocalDecision: a decision made locally (Redis unavailable,
+// RATE_LIMIT_ON_REDIS_ERROR=local) says so in X-RateLimit-Checked, shows the
+// share as the limit and is counted as local_allowed or local_limited.
+func TestRateLimitLocalDecision(t *testing.T) {
+	tests := []struct {
+		name       string
+		d          limiter.Decision
+		wantStatus int
+		wantResult string
+	}{
+		{"admitted", limiter.Decision{Allowed: true, Limit: 2, Window: time.Minute, Remaining: 1, Local: true}, http.StatusOK, ResultLocalAllowed},
+		{"denied", limiter.Decision{Limit: 2, Window: time.Minute, RetryAfter: time.Second, Local: true}, http.StatusTooManyRequests, ResultLocalLimited},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var o Outcome
+			r := gin.New()
+			r.GET("/x",
+				func(c *gin.Context) { c.Next(); o, _ = OutcomeOf(c) },
+				limitHandler(t, &fakeAlg{d: tt.d}, true),
+				func(c *gin.Context) { c.String(http.StatusOK, "ok") },
+			)
+			w := get(t, r, "/x", nil)
+			if w.Code != tt.wantStatus {
+				t.Errorf("status = %d, want %d", w.Code, tt.wantStatus)
+			}
+			if got := w.Header().Get("X-RateLimit-Checked"); got != "local" {
+				t.Errorf("X-RateLimit-Checked = %q, want local", got)
+			}
+			if got := w.Header().Get("X-RateLimit-Limit"); got != "2" {
+				t.Errorf("X-RateLimit-Limit = %q, want the share, 2", got)
+			}
+			if o.Result != tt.wantResult || o.RedisError {
+				t.Errorf("Outcome = %+v, want Result %q and no Redis error", o, tt.wantResult)
 			}
 		})
 	}

@@ -111,10 +111,10 @@ func Parse(r io.Reader) ([]Policy, error) {
 	// Only one document is read: a second one (after ---) would be ignored.
 	var next yaml.Node
 	if err := dec.Decode(&next); !errors.Is(err, io.EOF) {
-		return nil, errors.New("parse policies: more than one YAML document (---): want one document with every policy under policies:")
+		return nil, errors.New("parse policies: more than one YAML document (---): want one document with every policy under the key policies")
 	}
 	if len(f.Policies) == 0 {
-		return nil, errors.New("parse policies: no policies: want a list under policies:")
+		return nil, errors.New("parse policies: no policies: want a list under the key policies")
 	}
 	var errs []error
 	var out []Policy

@@ -314,12 +314,12 @@ func (p *Policy) exempt(c Caller) bool {
 func (p *Policy) subject(c Caller) (kind, value string, ok bool) {
 	// Kind and value apart: the caller joins them into the key in one
 	// concatenation, one allocation per limit and request rather than two.
-	switch {
-	case p.Key == "ip":
+	switch p.Key {
+	case "ip":
 		return "ip:", c.IP, true
-	case p.Key == "user":
+	case "user":
 		return "user:", c.User, c.User != ""
-	case p.Key == "user_or_ip":
+	case "user_or_ip":
 		if c.User == "" {
 			return "ip:", c.IP, true
 		}

@@ -1,7 +1,9 @@
 -- Calendar quota: limit requests per calendar period (day, ISO week, month)
--- in a time zone. Go computes the period starts around its own now (local
--- midnights, so a day is 23 or 25 hours across a daylight-saving change);
--- the period is picked here by Redis's clock, so instances whose clocks
+-- in a time zone. Go computes the period starts around its own now (the
+-- first instant of each period's first day: local midnight, or where the
+-- clock skips midnight, the instant it skips to; so a day is 23 or 25 hours
+-- across a daylight-saving change), always increasing: no period is empty.
+-- The period is picked here by Redis's clock, so instances whose clocks
 -- differ still count in the same period.
 -- key:  hash of the identity {p = period start ms, n = admitted in it}
 -- args: limit, then the starts (ms) of the period before the current one,

@@ -79,8 +79,8 @@ func (r *redisServer) start() error {
 
 func (r *redisServer) stop() {
 	if r.cmd != nil && r.cmd.Process != nil {
-		r.cmd.Process.Kill()
-		r.cmd.Wait()
+		_ = r.cmd.Process.Kill()
+		_ = r.cmd.Wait()
 	}
 }
 
@@ -125,8 +125,8 @@ func soak(bin string, duration, sample time.Duration, workers int, dsn string, f
 		return fmt.Errorf("start %s: %w", bin, err)
 	}
 	defer func() {
-		svc.Process.Signal(os.Interrupt)
-		svc.Wait()
+		_ = svc.Process.Signal(os.Interrupt)
+		_ = svc.Wait()
 	}()
 	if err := waitHealthy(base); err != nil {
 		return err
@@ -158,7 +158,7 @@ func soak(bin string, duration, sample time.Duration, workers int, dsn string, f
 					time.Sleep(10 * time.Millisecond)
 					continue
 				}
-				io.Copy(io.Discard, resp.Body)
+				_, _ = io.Copy(io.Discard, resp.Body) // drained for reuse; the status is what counts
 				resp.Body.Close()
 				mu.Lock()
 				counts[resp.StatusCode]++
