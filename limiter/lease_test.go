@@ -277,9 +277,9 @@ func TestRefund(t *testing.T) {
 // that nothing refills or closes while a test runs.
 var composeLimit = algorithms.Limit{Requests: 20_000, Window: 1000 * time.Hour}
 
-// instances returns n engines with leases on one Redis, as n instances of
+// leasingEngines returns n engines with leases on one Redis, as n instances of
 // the service, closed when the test ends.
-func instances(t *testing.T, h harness, n int) []*Limiter {
+func leasingEngines(t *testing.T, h harness, n int) []*Limiter {
 	t.Helper()
 	out := make([]*Limiter, n)
 	for i := range out {
@@ -341,7 +341,7 @@ func TestLeaseReset(t *testing.T) {
 				h := mk(t)
 				rule := Rule{Algorithm: spec.Name, Limit: composeLimit, Key: h.prefix() + "{k}:" + spec.Name}
 				rules := func() []Rule { return []Rule{rule} }
-				engines := instances(t, h, 4)
+				engines := leasingEngines(t, h, 4)
 				limit := composeLimit.Requests
 				load(t, engines, 64, limit/2, rules, nil)
 				if taken(engines) == 0 {
@@ -385,7 +385,7 @@ func TestLeaseGrant(t *testing.T) {
 				t.Run(name+"/"+spec.Name+"/"+strconv.Itoa(len(grants)), func(t *testing.T) {
 					h := mk(t)
 					rule := Rule{Algorithm: spec.Name, Limit: composeLimit, Key: h.prefix() + "{k}:" + spec.Name}
-					engines := instances(t, h, 4)
+					engines := leasingEngines(t, h, 4)
 					limit := composeLimit.Requests
 					admitted := load(t, engines, 64, limit/2, func() []Rule { return []Rule{rule} }, nil)
 					if taken(engines) == 0 {
@@ -438,7 +438,7 @@ func TestLeaseReload(t *testing.T) {
 			t.Run(name+"/"+tt.name, func(t *testing.T) {
 				h := mk(t)
 				old := Rule{Algorithm: "fixed_window", Limit: big, Key: h.prefix() + "{k}:fixed_window"}
-				engines := instances(t, h, 1)
+				engines := leasingEngines(t, h, 1)
 				l := engines[0]
 				load(t, engines, 16, 5_000, func() []Rule { return []Rule{old} }, nil)
 				if l.leases.taken.Load() == 0 {
@@ -490,7 +490,7 @@ func TestEndLeases(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			h := mk(t)
 			rule := Rule{Algorithm: "fixed_window", Limit: composeLimit, Key: h.prefix() + "{k}:fixed_window"}
-			engines := instances(t, h, 1)
+			engines := leasingEngines(t, h, 1)
 			l := engines[0]
 			admitted := load(t, engines, 16, 5_000, func() []Rule { return []Rule{rule} }, nil)
 			l.EndLeases()
@@ -521,7 +521,7 @@ func TestLeaseRemaining(t *testing.T) {
 				limit := 10_000
 				l := algorithms.Limit{Requests: limit, Window: 1000 * time.Hour}
 				rule := Rule{Algorithm: spec.Name, Limit: l, Key: h.prefix() + "{k}:" + spec.Name}
-				engines := instances(t, h, 8)
+				engines := leasingEngines(t, h, 8)
 				var answers, over, most atomic.Int64
 				load(t, engines, 64, limit, func() []Rule { return []Rule{rule} }, func(res Result, before int) {
 					if !res.Allowed {
