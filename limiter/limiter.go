@@ -33,6 +33,8 @@ type Rule struct {
 	// NoLease keeps the rule sets this rule is in from being leased
 	// (Options.Lease; a policy's "lease: off").
 	NoLease bool
+
+	lease *leaseTake // the commit takes a lease (lease.go)
 }
 
 // Decision is the outcome of one rule. Durations are relative to Now.
