@@ -81,9 +81,21 @@ func (l *Limiter) store(policies []policy.Policy, version string, candidate []po
 // gone, or a limit the policy cannot use); the policies are set either way.
 func (l *Limiter) SetPolicies(policies []policy.Policy, version string) error {
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	s := l.snap.Load()
-	return l.store(policies, version, s.candidatePolicies, s.candidateVersion, s.overrides)
+	err := l.store(policies, version, s.candidatePolicies, s.candidateVersion, s.overrides)
+	l.mu.Unlock()
+	l.endLeases()
+	return err
+}
+
+// endLeases ends the engine's leases (limiter.Limiter.EndLeases) once a new
+// snapshot is in force: leases belong to the rules that took them, so none
+// would admit under the new ones anyway; ended now, their unused units are
+// back in Redis at once rather than at the next sweep.
+func (l *Limiter) endLeases() {
+	if e, ok := l.decider.(interface{ EndLeases() }); ok {
+		e.EndLeases()
+	}
 }
 
 // SetCandidate makes policies the candidate ones (nil: none), decided in
@@ -100,9 +112,11 @@ func (l *Limiter) SetCandidate(policies []policy.Policy, version string) {
 // says which were left out (see policy.Set.WithOverrides); the others apply.
 func (l *Limiter) SetOverrides(overrides []policy.Override) error {
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	s := l.snap.Load()
-	return l.store(s.policies, s.live.version, s.candidatePolicies, s.candidateVersion, overrides)
+	err := l.store(s.policies, s.live.version, s.candidatePolicies, s.candidateVersion, overrides)
+	l.mu.Unlock()
+	l.endLeases()
+	return err
 }
 
 // Versions returns the SHA-256 prefixes of the live and candidate policy

@@ -261,3 +261,35 @@ func TestCandidateBudget(t *testing.T) {
 		t.Errorf("AsideDropped %d, candidate results %v; want %d dropped, %d failed", dropped, results, n-asideInFlight, asideInFlight)
 	}
 }
+
+// endingAlg is a fakeAlg that counts EndLeases calls.
+type endingAlg struct {
+	fakeAlg
+	ended atomic.Int32
+}
+
+func (e *endingAlg) EndLeases() { e.ended.Add(1) }
+
+// TestNewPoliciesEndLeases: a reload (SetPolicies) and new overrides end
+// the engine's leases, so their unused units return to Redis at once; a new
+// candidate does not.
+func TestNewPoliciesEndLeases(t *testing.T) {
+	e := &endingAlg{}
+	l := NewLimiter(discard(), e, defaultPolicy(t), "p:", true, 64)
+	l.SetCandidate(defaultPolicy(t), "c1")
+	if got := e.ended.Load(); got != 0 {
+		t.Errorf("after SetCandidate: EndLeases called %d times, want 0", got)
+	}
+	if err := l.SetPolicies(defaultPolicy(t), "v2"); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.ended.Load(); got != 1 {
+		t.Errorf("after SetPolicies: EndLeases called %d times, want 1", got)
+	}
+	if err := l.SetOverrides(nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.ended.Load(); got != 2 {
+		t.Errorf("after SetOverrides: EndLeases called %d times, want 2", got)
+	}
+}
