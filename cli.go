@@ -157,7 +157,7 @@ func runCLI(ctx context.Context, args []string, getenv func(string) string, stdi
 		}
 		_, err = fmt.Fprintf(stdout, "deleted override %d (running servers drop it within RATE_LIMIT_OVERRIDES_REFRESH, %v)\n", cmd.override.ID, cfg.OverridesRefresh)
 	}
-	if err == nil && slices.ContainsFunc(cfg.SeedUsers, func(u config.User) bool { return u.Name == cmd.name }) &&
+	if err == nil && slices.ContainsFunc(cfg.SeedUsers, func(u config.SeedUser) bool { return u.Name == cmd.name }) &&
 		(cmd.do == "users passwd" || cmd.do == "users delete" || cmd.do == "users set-tier") {
 		_, err = fmt.Fprintf(stdout, "note: SEED_USERS names %s: each start (and each admin command) seeds it again from there\n", cmd.name)
 	}
@@ -195,7 +195,7 @@ var passwordCost = bcrypt.DefaultCost
 
 // seedStore seeds users (SEED_USERS) into db and returns the Store on it,
 // both hashing at passwordCost.
-func seedStore(ctx context.Context, db *gorm.DB, users []config.User) (*models.Store, error) {
+func seedStore(ctx context.Context, db *gorm.DB, users []config.SeedUser) (*models.Store, error) {
 	if err := models.SeedAtCost(ctx, db, seedCredentials(users), passwordCost); err != nil {
 		return nil, err
 	}
@@ -203,10 +203,10 @@ func seedStore(ctx context.Context, db *gorm.DB, users []config.User) (*models.S
 }
 
 // seedCredentials are the SEED_USERS as models.Seed takes them.
-func seedCredentials(users []config.User) []models.Credential {
-	seed := make([]models.Credential, len(users))
+func seedCredentials(users []config.SeedUser) []models.Account {
+	seed := make([]models.Account, len(users))
 	for i, u := range users {
-		seed[i] = models.Credential{Name: u.Name, Password: u.Password, Tier: u.Tier}
+		seed[i] = models.Account{Name: u.Name, Password: u.Password, Tier: u.Tier}
 	}
 	return seed
 }
@@ -431,7 +431,7 @@ func setOverride(ctx context.Context, store *models.Store, cfg config.Config, cm
 	if !known {
 		notes = append(notes, fmt.Sprintf("note: no policy %s in the policy files here: the override applies to nothing until one has it", o.Policy))
 	}
-	row := models.Override{Subject: o.Subject(), Policy: o.Policy, Requests: o.Limit, WindowMS: o.Window.Milliseconds()}
+	row := models.OverrideRow{Subject: o.Subject(), Policy: o.Policy, Requests: o.Limit, WindowMS: o.Window.Milliseconds()}
 	expires := "never"
 	if cmd.expires > 0 {
 		at := time.Now().Add(cmd.expires).UTC().Truncate(time.Second)

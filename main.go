@@ -153,7 +153,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, opti
 	var limiters []gin.HandlerFunc
 	var peek gin.HandlerFunc
 	var engine *limiter.Limiter
-	var limit *middleware.Limiter
+	var limit *middleware.RateLimit
 	summary := routes.Summary{Enabled: cfg.Enabled, Algorithm: cfg.Algorithm, Limit: cfg.Limit, Burst: cfg.Burst, Window: cfg.Window}
 	if cfg.Enabled {
 		if cfg.PolicyFile != "" {
@@ -193,7 +193,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, opti
 			}
 			defer stop()
 		}
-		limit = middleware.NewLimiter(log, engine, policies, cfg.KeyPrefix, cfg.FailOpen, cfg.IPv6Prefix).WithClock(opts.now)
+		limit = middleware.NewRateLimit(log, engine, policies, cfg.KeyPrefix, cfg.FailOpen, cfg.IPv6Prefix).WithClock(opts.now)
 		_ = limit.SetPolicies(policies, version) // the file's version; no overrides yet
 		limiters, peek = []gin.HandlerFunc{limit.Handler()}, limit.Peek()
 	}
@@ -377,7 +377,7 @@ func loadPolicies(cfg config.Config, path string) ([]policy.Policy, string, erro
 // overrides. They stop with ctx.
 //
 // It returns a function that stops them and waits until they have.
-func startLive(ctx context.Context, log *slog.Logger, cfg config.Config, opts runOptions, reg prometheus.Registerer, store *models.Store, limit *middleware.Limiter, version string) (stop func(), err error) {
+func startLive(ctx context.Context, log *slog.Logger, cfg config.Config, opts runOptions, reg prometheus.Registerer, store *models.Store, limit *middleware.RateLimit, version string) (stop func(), err error) {
 	liveReloads, candidateReloads, err := newReloadMetrics(reg, limit)
 	if err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)

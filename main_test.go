@@ -749,7 +749,7 @@ func TestDeniedRequestsSkipDatabase(t *testing.T) {
 	if err := models.Migrate(ctx, db); err != nil {
 		t.Fatalf("Migrate: %v", err)
 	}
-	if err := models.SeedAtCost(ctx, db, []models.Credential{{Name: "john_doe", Password: "EXAMPLE_PASSWORD"}}, passwordCost); err != nil {
+	if err := models.SeedAtCost(ctx, db, []models.Account{{Name: "john_doe", Password: "EXAMPLE_PASSWORD"}}, passwordCost); err != nil {
 		t.Fatalf("Seed: %v", err)
 	}
 	var queries atomic.Int64
@@ -771,7 +771,7 @@ func TestDeniedRequestsSkipDatabase(t *testing.T) {
 	if err != nil {
 		t.Fatalf("policy.Default: %v", err)
 	}
-	limit := middleware.NewLimiter(log, limiter.New(rdb, limiter.Options{Timeout: time.Second}), policies, "test:", false, 64)
+	limit := middleware.NewRateLimit(log, limiter.New(rdb, limiter.Options{Timeout: time.Second}), policies, "test:", false, 64)
 	h, err := routes.New(routes.Deps{
 		Log:        log,
 		Continents: continents,

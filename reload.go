@@ -223,7 +223,7 @@ func watchPolicies(ctx context.Context, log *slog.Logger, files []*policyFile, r
 // newReloadMetrics registers tollgate_policy_reloads_total and
 // tollgate_candidate_policy_reloads_total, and the info gauges of the
 // versions in use, read from limit.
-func newReloadMetrics(reg prometheus.Registerer, limit *middleware.Limiter) (live, candidate *prometheus.CounterVec, err error) {
+func newReloadMetrics(reg prometheus.Registerer, limit *middleware.RateLimit) (live, candidate *prometheus.CounterVec, err error) {
 	live = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tollgate_policy_reloads_total",
 		Help: "Reloads of RATE_LIMIT_POLICY_FILE (SIGHUP or a change on disk) by result: ok, or invalid (refused; the running policies keep serving).",
@@ -246,7 +246,7 @@ func newReloadMetrics(reg prometheus.Registerer, limit *middleware.Limiter) (liv
 // versionInfo collects the info gauges from the limiter's snapshot, so a
 // scrape never sees two versions or none.
 type versionInfo struct {
-	limit           *middleware.Limiter
+	limit           *middleware.RateLimit
 	live, candidate *prometheus.Desc
 }
 
@@ -289,7 +289,7 @@ func loadOverrides(ctx context.Context, store *models.Store, now time.Time) ([]p
 }
 
 // overrideOf is the row r as the policies take it.
-func overrideOf(r models.Override) (policy.Override, error) {
+func overrideOf(r models.OverrideRow) (policy.Override, error) {
 	o := policy.Override{ID: r.ID, Policy: r.Policy, Limit: r.Requests, Window: time.Duration(r.WindowMS) * time.Millisecond}
 	if r.ExpiresAt != nil {
 		o.Expires = *r.ExpiresAt
@@ -320,7 +320,7 @@ func overrideOf(r models.Override) (policy.Override, error) {
 // hands them to limit when they changed. While the database fails, the
 // overrides last read stay (an expired one still stops applying: requests
 // check the expiry themselves).
-func refreshOverrides(ctx context.Context, log *slog.Logger, store *models.Store, limit *middleware.Limiter, every time.Duration, now func() time.Time, last []policy.Override) {
+func refreshOverrides(ctx context.Context, log *slog.Logger, store *models.Store, limit *middleware.RateLimit, every time.Duration, now func() time.Time, last []policy.Override) {
 	warn := middleware.NewThrottledLog(log, time.Minute)
 	tick := time.NewTicker(every)
 	defer tick.Stop()

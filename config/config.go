@@ -24,9 +24,9 @@ import (
 // ErrInvalid is wrapped by every error Load returns.
 var ErrInvalid = errors.New("invalid configuration")
 
-// User is one account to seed at start-up. An empty Tier keeps an existing
+// SeedUser is one account to seed at start-up. An empty Tier keeps an existing
 // user's tier (a new user gets "free").
-type User struct {
+type SeedUser struct {
 	Name     string
 	Password string
 	Tier     string
@@ -50,7 +50,7 @@ type Config struct {
 	TrustedProxies []netip.Prefix
 	KeyPrefix      string
 	PolicyFile     string // empty: one policy from the RATE_LIMIT_* variables
-	SeedUsers      []User
+	SeedUsers      []SeedUser
 	MetricsAddr    string // empty: /metrics on the API's port
 	LogFormat      string // json or text
 	LogLevel       slog.Level
@@ -334,12 +334,12 @@ func (p *parser) prefixes(name string) []netip.Prefix {
 // after the last colon is a tier when it looks like one (a lowercase letter,
 // then lowercase letters, digits, _ or -); so a password that contains a
 // colon followed by such a word needs its tier written out: user:pa:ss:free.
-func (p *parser) users(name, def string) []User {
+func (p *parser) users(name, def string) []SeedUser {
 	v := p.str(name, def)
 	if v == "" {
 		return nil
 	}
-	var out []User
+	var out []SeedUser
 	for i, s := range strings.Split(v, ",") {
 		user, pass, ok := strings.Cut(strings.TrimSpace(s), ":")
 		var tier string
@@ -351,7 +351,7 @@ func (p *parser) users(name, def string) []User {
 			p.errs = append(p.errs, fmt.Errorf("%s: entry %d: want user:password or user:password:tier (name %s, password 1 to 72 bytes)", name, i+1, models.UserNameRule))
 			continue
 		}
-		out = append(out, User{Name: user, Password: pass, Tier: tier})
+		out = append(out, SeedUser{Name: user, Password: pass, Tier: tier})
 	}
 	return out
 }

@@ -47,7 +47,7 @@ func cachedCalls(spec algorithms.Spec, n int) int64 {
 
 // counting counts the decisions that reach the stage it wraps (Redis).
 type counting struct {
-	next  decider
+	next  stage
 	calls atomic.Int64
 }
 
@@ -58,7 +58,7 @@ func (c *counting) decide(ctx context.Context, rules []Rule, commit bool) ([]Dec
 
 // one is a rule of algorithm name under l on key, decided through d: what
 // the deny cache tests ask one at a time.
-func one(t *testing.T, d decider, name string, l algorithms.Limit, key string) Decision {
+func one(t *testing.T, d stage, name string, l algorithms.Limit, key string) Decision {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -195,7 +195,7 @@ func (f *fakeDecider) decide(_ context.Context, rules []Rule, _ bool) ([]Decisio
 }
 
 // ask decides the one rule of key through d.
-func ask(d decider, key string) (Decision, error) {
+func ask(d stage, key string) (Decision, error) {
 	ds, _, err := d.decide(context.Background(), []Rule{{Key: key}}, true)
 	if err != nil {
 		return Decision{}, err

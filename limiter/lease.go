@@ -59,8 +59,8 @@ const (
 
 // leases is the engine's outermost stage when leasing is on.
 type leases struct {
-	next    decider // rule sets never leased: the deny cache and on
-	leased  decider // rule sets that may be: denials kept at most leaseMaxAge
+	next    stage // rule sets never leased: the deny cache and on
+	leased  stage // rule sets that may be: denials kept at most leaseMaxAge
 	scripts *scripts
 	timeout time.Duration
 	log     *slog.Logger
@@ -128,9 +128,9 @@ type giveBack struct {
 	left  int // requests' worth unused
 }
 
-var _ decider = (*leases)(nil)
+var _ stage = (*leases)(nil)
 
-func newLeases(next, leased decider, s *scripts, timeout time.Duration, log *slog.Logger) *leases {
+func newLeases(next, leased stage, s *scripts, timeout time.Duration, log *slog.Logger) *leases {
 	if timeout <= 0 {
 		timeout = time.Second
 	}

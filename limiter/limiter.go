@@ -134,14 +134,14 @@ type Options struct {
 	InstancesKey string
 }
 
-// decider is one stage of the engine: the scripts, or a stage wrapping another.
-type decider interface {
+// stage is one stage of the engine: the scripts, or a stage wrapping another.
+type stage interface {
 	decide(ctx context.Context, rules []Rule, commit bool) ([]Decision, bool, error)
 }
 
 // Limiter decides rules. It is safe for concurrent use.
 type Limiter struct {
-	chain    decider
+	chain    stage
 	breaker  *breaker
 	pipeline *pipeline // nil when not pipelining
 	scripts  *scripts

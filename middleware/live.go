@@ -45,7 +45,7 @@ const candidateKeys = "candidate:"
 // store builds the snapshot of policies, candidate and overrides, and makes
 // it the one requests use. It returns why overrides were left out. Callers
 // hold l.mu.
-func (l *Limiter) store(policies []policy.Policy, version string, candidate []policy.Policy, candidateVersion string, overrides []policy.Override) error {
+func (l *RateLimit) store(policies []policy.Policy, version string, candidate []policy.Policy, candidateVersion string, overrides []policy.Override) error {
 	s := &snapshot{policies: policies, candidatePolicies: candidate, candidateVersion: candidateVersion, overrides: overrides}
 	set, err := policy.NewSet(policies, l.prefix).WithOverrides(overrides)
 	s.live = decided{set: set, version: version, texts: make([]limitText, len(set.Limits()))}
@@ -55,8 +55,8 @@ func (l *Limiter) store(policies []policy.Policy, version string, candidate []po
 		if spec, err := algorithms.Lookup(nl.Algorithm); err == nil {
 			lt.unit = spec.Unit
 		}
-		if p := nl.Limit.Limit.Period; p != "" {
-			lt.per = "per " + string(p) + " in " + nl.Limit.Limit.Location.String()
+		if p := nl.LimitSpec.Limit.Period; p != "" {
+			lt.per = "per " + string(p) + " in " + nl.LimitSpec.Limit.Location.String()
 		}
 	}
 	s.keysByIP, s.exemptsCIDRs, s.hasOverrides = set.KeysByIP(), set.ExemptsCIDRs(), set.HasOverrides()
@@ -79,7 +79,7 @@ func (l *Limiter) store(policies []policy.Policy, version string, candidate []po
 // policy's name, its position and its algorithm keeps its Redis key, so its
 // count. The error says which overrides no longer apply (they name a policy
 // gone, or a limit the policy cannot use); the policies are set either way.
-func (l *Limiter) SetPolicies(policies []policy.Policy, version string) error {
+func (l *RateLimit) SetPolicies(policies []policy.Policy, version string) error {
 	l.mu.Lock()
 	s := l.snap.Load()
 	err := l.store(policies, version, s.candidatePolicies, s.candidateVersion, s.overrides)
@@ -92,7 +92,7 @@ func (l *Limiter) SetPolicies(policies []policy.Policy, version string) error {
 // snapshot is in force: leases belong to the rules that took them, so none
 // would admit under the new ones anyway; ended now, their unused units are
 // back in Redis at once rather than at the next sweep.
-func (l *Limiter) endLeases() {
+func (l *RateLimit) endLeases() {
 	if e, ok := l.decider.(interface{ EndLeases() }); ok {
 		e.EndLeases()
 	}
@@ -101,7 +101,7 @@ func (l *Limiter) endLeases() {
 // SetCandidate makes policies the candidate ones (nil: none), decided in
 // shadow beside the live ones under keys of their own: counted, never
 // rejecting, no headers; their decisions are in Outcome.Candidate.
-func (l *Limiter) SetCandidate(policies []policy.Policy, version string) {
+func (l *RateLimit) SetCandidate(policies []policy.Policy, version string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	s := l.snap.Load()
@@ -110,7 +110,7 @@ func (l *Limiter) SetCandidate(policies []policy.Policy, version string) {
 
 // SetOverrides replaces the overrides, from the next request on. The error
 // says which were left out (see policy.Set.WithOverrides); the others apply.
-func (l *Limiter) SetOverrides(overrides []policy.Override) error {
+func (l *RateLimit) SetOverrides(overrides []policy.Override) error {
 	l.mu.Lock()
 	s := l.snap.Load()
 	err := l.store(s.policies, s.live.version, s.candidatePolicies, s.candidateVersion, overrides)
@@ -121,7 +121,7 @@ func (l *Limiter) SetOverrides(overrides []policy.Override) error {
 
 // Versions returns the SHA-256 prefixes of the live and candidate policy
 // files in use ("" for none) and the live policies' names.
-func (l *Limiter) Versions() (live, candidate string, names []string) {
+func (l *RateLimit) Versions() (live, candidate string, names []string) {
 	s := l.snap.Load()
 	for _, p := range s.policies {
 		names = append(names, p.Name)
@@ -155,7 +155,7 @@ const (
 	asidePause    = 20
 )
 
-// asideBudget is the shared budget of a Limiter's candidate and shadow
+// asideBudget is the shared budget of a RateLimit's candidate and shadow
 // decisions.
 type asideBudget struct {
 	slots  chan struct{}
@@ -211,7 +211,7 @@ type aside struct {
 	// dropped counts the sets of rules not decided: beyond the budget.
 	dropped int
 	// held are the results that hold in-flight places, given back when
-	// the request ends (Limiter.release).
+	// the request ends (RateLimit.release).
 	held []limiter.Result
 	// shadowLimited are the live shadow limits that would have denied.
 	shadowLimited []PolicyRef

@@ -50,10 +50,10 @@ func (g gate) Peek(ctx context.Context, rules []limiter.Rule) (limiter.Result, e
 
 func onePolicy(name string, limit int) []policy.Policy {
 	return []policy.Policy{{Name: name, Key: "user_or_ip", Cost: 1,
-		Limits: []policy.Limit{{Algorithm: "fixed_window", Limit: algorithms.Limit{Requests: limit, Window: time.Minute}}}}}
+		Limits: []policy.LimitSpec{{Algorithm: "fixed_window", Limit: algorithms.Limit{Requests: limit, Window: time.Minute}}}}}
 }
 
-func serveLimited(l *Limiter, outcome chan<- Outcome) *gin.Engine {
+func serveLimited(l *RateLimit, outcome chan<- Outcome) *gin.Engine {
 	r := gin.New()
 	r.GET("/x",
 		func(c *gin.Context) {
@@ -73,7 +73,7 @@ func serveLimited(l *Limiter, outcome chan<- Outcome) *gin.Engine {
 func TestInFlightRequestKeepsItsSnapshot(t *testing.T) {
 	entered, release := make(chan struct{}), make(chan struct{})
 	first := true
-	l := NewLimiter(discard(), gate{hook: func([]limiter.Rule) {
+	l := NewRateLimit(discard(), gate{hook: func([]limiter.Rule) {
 		if first {
 			first = false
 			close(entered)
@@ -105,7 +105,7 @@ func TestInFlightRequestKeepsItsSnapshot(t *testing.T) {
 // of their own; its results reach the Outcome, and its limits no header.
 func TestCandidateDecidedBeside(t *testing.T) {
 	candidateStarted := make(chan struct{})
-	l := NewLimiter(discard(), gate{hook: func(rules []limiter.Rule) {
+	l := NewRateLimit(discard(), gate{hook: func(rules []limiter.Rule) {
 		if strings.HasPrefix(rules[0].Key, "p:candidate:") {
 			close(candidateStarted)
 			return
@@ -179,9 +179,9 @@ func TestSlowCandidateNeverChangesLiveAnswer(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
 	t.Cleanup(func() { rdb.Close() })
 	engine := limiter.New(&stallCandidate{Scripter: rdb}, limiter.Options{Timeout: 20 * time.Millisecond, BreakerFailures: 2})
-	l := NewLimiter(discard(), engine, onePolicy("live", 5), "test:", true, 64)
+	l := NewRateLimit(discard(), engine, onePolicy("live", 5), "test:", true, 64)
 	l.SetCandidate([]policy.Policy{{Name: "expensive", Key: "user_or_ip", Cost: 1,
-		Limits: []policy.Limit{{Algorithm: "sliding_log", Limit: algorithms.Limit{Requests: 1000, Window: time.Minute}}}}}, "cv")
+		Limits: []policy.LimitSpec{{Algorithm: "sliding_log", Limit: algorithms.Limit{Requests: 1000, Window: time.Minute}}}}}, "cv")
 	outcome := make(chan Outcome, 12)
 	r := serveLimited(l, outcome)
 	// In rounds of 4 at once: the candidate's timeouts come after the live
@@ -222,7 +222,7 @@ func TestCandidateBudget(t *testing.T) {
 	t.Cleanup(func() { rdb.Close() })
 	stall := &stallCandidate{Scripter: rdb, block: make(chan struct{})}
 	engine := limiter.New(stall, limiter.Options{Timeout: 50 * time.Millisecond})
-	l := NewLimiter(discard(), engine, onePolicy("live", 100), "test:", true, 64)
+	l := NewRateLimit(discard(), engine, onePolicy("live", 100), "test:", true, 64)
 	l.SetCandidate(onePolicy("cand", 100), "cv")
 	const n = asideInFlight + 12
 	outcome := make(chan Outcome, n)
@@ -275,7 +275,7 @@ func (e *endingAlg) EndLeases() { e.ended.Add(1) }
 // candidate does not.
 func TestNewPoliciesEndLeases(t *testing.T) {
 	e := &endingAlg{}
-	l := NewLimiter(discard(), e, defaultPolicy(t), "p:", true, 64)
+	l := NewRateLimit(discard(), e, defaultPolicy(t), "p:", true, 64)
 	l.SetCandidate(defaultPolicy(t), "c1")
 	if got := e.ended.Load(); got != 0 {
 		t.Errorf("after SetCandidate: EndLeases called %d times, want 0", got)

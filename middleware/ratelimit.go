@@ -76,12 +76,12 @@ type decider interface {
 	Release(ctx context.Context, res limiter.Result) error
 }
 
-// Limiter applies rate-limit policies to requests. All limits of the
+// RateLimit applies rate-limit policies to requests. All limits of the
 // enforced policies that apply to a request are decided in one call, so a
 // request denied by any of them is counted by none. Its policies, candidate
 // policies and overrides can be replaced while it serves (SetPolicies,
 // SetCandidate, SetOverrides): each request uses one snapshot of them.
-type Limiter struct {
+type RateLimit struct {
 	log     *slog.Logger
 	decider decider
 	// aside decides the shadow and candidate limits: an engine apart from
@@ -153,15 +153,15 @@ func (lt *limitText) headers(d limiter.Decision) *limitHeaders {
 	return h
 }
 
-// NewLimiter returns a Limiter deciding policies with d, keeping its keys
+// NewRateLimit returns a RateLimit deciding policies with d, keeping its keys
 // under prefix. d must bound its calls in time (limiter.Options.Timeout);
 // failOpen chooses what a request gets when the limiter cannot decide (Redis
 // down or slow): served unchecked, marked by "X-RateLimit-Checked: false", or
 // 503 — availability of the API versus strictness of the limit. Clients
 // counted by IP address are counted per IPv6 prefix of ipv6Prefix bits
 // (ipSubject); exemptions by CIDR match the client's own address.
-func NewLimiter(log *slog.Logger, d decider, policies []policy.Policy, prefix string, failOpen bool, ipv6Prefix int) *Limiter {
-	l := &Limiter{log: log, decider: d, prefix: prefix, failOpen: failOpen, ipv6Prefix: ipv6Prefix, now: time.Now,
+func NewRateLimit(log *slog.Logger, d decider, policies []policy.Policy, prefix string, failOpen bool, ipv6Prefix int) *RateLimit {
+	l := &RateLimit{log: log, decider: d, prefix: prefix, failOpen: failOpen, ipv6Prefix: ipv6Prefix, now: time.Now,
 		warn: NewThrottledLog(log, 10*time.Second), tierWarn: NewThrottledLog(log, time.Minute),
 		aside: d, asideBudget: newAsideBudget()}
 	if a, ok := d.(interface{ Apart() *limiter.Limiter }); ok {
@@ -172,14 +172,14 @@ func NewLimiter(log *slog.Logger, d decider, policies []policy.Policy, prefix st
 }
 
 // WithClock makes now the clock overrides expire by (tests); it returns l.
-func (l *Limiter) WithClock(now func() time.Time) *Limiter {
+func (l *RateLimit) WithClock(now func() time.Time) *RateLimit {
 	l.now = now
 	return l
 }
 
 // caller is what the policies know of the request's sender, read from the
 // identity Identify left: the one place the adapter reads it.
-func (l *Limiter) caller(c *gin.Context, s *snapshot) policy.Caller {
+func (l *RateLimit) caller(c *gin.Context, s *snapshot) policy.Caller {
 	id := Identity(c)
 	who := policy.Caller{Tier: Tier(c), Header: c.Request.Header}
 	switch id.Kind {
@@ -203,7 +203,7 @@ func (l *Limiter) caller(c *gin.Context, s *snapshot) policy.Caller {
 // rules lists the limits of set that apply to the request from who: of
 // policies matching its route (or of every policy, for anyRoute), for its
 // tier, minus exemptions.
-func (l *Limiter) rules(c *gin.Context, set *policy.Set, who policy.Caller, anyRoute bool, out []policy.Applied) []policy.Applied {
+func (l *RateLimit) rules(c *gin.Context, set *policy.Set, who policy.Caller, anyRoute bool, out []policy.Applied) []policy.Applied {
 	var unlisted string
 	if anyRoute {
 		out, unlisted = set.AllRules(who, out)
@@ -228,7 +228,7 @@ func rulesOf(as []policy.Applied) []limiter.Rule {
 
 // Handler limits requests: it sets the rate-limit headers and answers 429
 // when any enforced limit denies.
-func (l *Limiter) Handler() gin.HandlerFunc {
+func (l *RateLimit) Handler() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		s := l.snap.Load() // the whole request is decided under this one
 		who := l.caller(c, s)
@@ -336,7 +336,7 @@ func (l *Limiter) Handler() gin.HandlerFunc {
 // through d, the decider that decided it. The engine gives the call a
 // deadline of its own: ctx (the request's) is often done by now, and a
 // client that went away must not keep its places.
-func (l *Limiter) release(ctx context.Context, d decider, res limiter.Result) {
+func (l *RateLimit) release(ctx context.Context, d decider, res limiter.Result) {
 	if err := d.Release(ctx, res); err != nil {
 		l.warn.Warn("in-flight places not given back yet: retried until Redis answers, or they expire", "err", err)
 	}
@@ -454,7 +454,7 @@ const (
 
 // Peek answers the caller's current state for every policy that applies to
 // them, on any route, without consuming anything.
-func (l *Limiter) Peek() gin.HandlerFunc {
+func (l *RateLimit) Peek() gin.HandlerFunc {
 	type limitState struct {
 		Name          string `json:"name"`
 		Algorithm     string `json:"algorithm"`

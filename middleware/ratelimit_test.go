@@ -541,12 +541,12 @@ func defaultPolicy(tb testing.TB) []policy.Policy {
 
 // limitHandler is the default fixed_window policy (5 per minute) decided by d.
 func limitHandler(t *testing.T, d decider, failOpen bool) gin.HandlerFunc {
-	return NewLimiter(discard(), d, defaultPolicy(t), "p:", failOpen, 64).Handler()
+	return NewRateLimit(discard(), d, defaultPolicy(t), "p:", failOpen, 64).Handler()
 }
 
-// named is the header data of a limit named name, as NewLimiter makes it.
+// named is the header data of a limit named name, as NewRateLimit makes it.
 func named(name string) *limitText {
-	return &NewLimiter(discard(), nil, []policy.Policy{{Name: name, Limits: []policy.Limit{{}}}}, "p:", true, 64).snap.Load().live.texts[0]
+	return &NewRateLimit(discard(), nil, []policy.Policy{{Name: name, Limits: []policy.LimitSpec{{}}}}, "p:", true, 64).snap.Load().live.texts[0]
 }
 
 func TestSetHeadersFollowsTheDecisionsLimit(t *testing.T) {
@@ -590,7 +590,7 @@ policies:
 		func(c *gin.Context) {
 			c.Set(identityKey, auth.Identity{Kind: auth.User, Name: c.Query("u"), Tier: c.Query("tier")})
 		},
-		NewLimiter(log, denied, policies, "p:", true, 64).Handler(),
+		NewRateLimit(log, denied, policies, "p:", true, 64).Handler(),
 		func(c *gin.Context) { c.String(http.StatusOK, "ok") },
 	)
 	if w := get(t, r, "/x?u=amy&tier=pro", nil); w.Code != http.StatusTooManyRequests {
@@ -612,9 +612,9 @@ policies:
 // TestCaller: the adapter tells the policies who calls from the identity
 // Identify left, reading the client's address only where a policy needs it.
 func TestCaller(t *testing.T) {
-	byUser := []policy.Policy{{Name: "u", Key: "user_or_ip", Cost: 1, Limits: []policy.Limit{{}}}}
-	byIP := []policy.Policy{{Name: "i", Key: "ip", Cost: 1, Limits: []policy.Limit{{}}}}
-	exempting := []policy.Policy{{Name: "e", Key: "user_or_ip", Cost: 1, Limits: []policy.Limit{{}},
+	byUser := []policy.Policy{{Name: "u", Key: "user_or_ip", Cost: 1, Limits: []policy.LimitSpec{{}}}}
+	byIP := []policy.Policy{{Name: "i", Key: "ip", Cost: 1, Limits: []policy.LimitSpec{{}}}}
+	exempting := []policy.Policy{{Name: "e", Key: "user_or_ip", Cost: 1, Limits: []policy.LimitSpec{{}},
 		ExemptCIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}}
 	header := http.Header{"X-Tenant": {"acme"}}
 	amy := auth.Identity{Kind: auth.User, Name: "amy", Addr: "2001:db8::/64", Tier: "pro"}
@@ -633,7 +633,7 @@ func TestCaller(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			l := NewLimiter(discard(), nil, tt.policies, "p:", true, 64)
+			l := NewRateLimit(discard(), nil, tt.policies, "p:", true, 64)
 			c, _ := gin.CreateTestContext(httptest.NewRecorder())
 			c.Request = httptest.NewRequest(http.MethodGet, "/x", nil)
 			c.Request.RemoteAddr = "[2001:db8::5]:1234"
@@ -746,7 +746,7 @@ policies:
 			if err != nil {
 				t.Fatal(err)
 			}
-			l := NewLimiter(discard(), engine, policies, "test:", tt.failOpen, 64)
+			l := NewRateLimit(discard(), engine, policies, "test:", tt.failOpen, 64)
 			r := gin.New()
 			r.GET("/x", l.Handler(), func(c *gin.Context) { c.Status(http.StatusOK) })
 			if w := get(t, r, "/x", nil); w.Code != http.StatusOK { // loads the scripts

@@ -67,9 +67,9 @@ type APIKey struct {
 // TableName names the table api_keys.
 func (APIKey) TableName() string { return "api_keys" }
 
-// Credential is a user name and password to seed. An empty Tier leaves an
+// Account is a user name and password to seed. An empty Tier leaves an
 // existing user's tier as it is and gives a new user DefaultTier.
-type Credential struct {
+type Account struct {
 	Name     string
 	Password string
 	Tier     string

@@ -73,7 +73,7 @@ func ownMySQLDatabase(t *testing.T, dsn string) string {
 	return cfg.FormatDSN()
 }
 
-func seed(t *testing.T, db *gorm.DB, users ...Credential) {
+func seed(t *testing.T, db *gorm.DB, users ...Account) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -111,7 +111,7 @@ func TestDefaultHashCost(t *testing.T) {
 	if err := Migrate(ctx, db); err != nil {
 		t.Fatalf("Migrate: %v", err)
 	}
-	if err := Seed(ctx, db, []Credential{{Name: "amy", Password: "pw"}}); err != nil {
+	if err := Seed(ctx, db, []Account{{Name: "amy", Password: "pw"}}); err != nil {
 		t.Fatalf("Seed: %v", err)
 	}
 	store := NewStore(db)
@@ -156,7 +156,7 @@ func TestSeedIsIdempotent(t *testing.T) {
 			t.Parallel()
 			driver, dsn := newDB(t)
 			db := open(t, driver, dsn)
-			john := Credential{Name: "john_doe", Password: "EXAMPLE_PASSWORD"}
+			john := Account{Name: "john_doe", Password: "EXAMPLE_PASSWORD"}
 			seed(t, db, john)
 			seed(t, db, john)
 			got, err := testStore(t, db).Continents(t.Context())
@@ -193,7 +193,7 @@ func TestMigrateAndSeedConcurrently(t *testing.T) {
 						t.Errorf("concurrent Migrate: %v", err)
 						return
 					}
-					if err := SeedAtCost(ctx, db, []Credential{{Name: "amy", Password: "pw"}}, testCost); err != nil {
+					if err := SeedAtCost(ctx, db, []Account{{Name: "amy", Password: "pw"}}, testCost); err != nil {
 						t.Errorf("concurrent Seed: %v", err)
 					}
 				})
@@ -217,9 +217,9 @@ func TestCheckPassword(t *testing.T) {
 			t.Parallel()
 			driver, dsn := newDB(t)
 			db := open(t, driver, dsn)
-			seed(t, db, Credential{Name: "john_doe", Password: "old"})
-			seed(t, db, Credential{Name: "john_doe", Password: "EXAMPLE_PASSWORD"}) // password changed
-			seed(t, db, Credential{Name: "paula", Password: "pw", Tier: "pro"})
+			seed(t, db, Account{Name: "john_doe", Password: "old"})
+			seed(t, db, Account{Name: "john_doe", Password: "EXAMPLE_PASSWORD"}) // password changed
+			seed(t, db, Account{Name: "paula", Password: "pw", Tier: "pro"})
 			store := testStore(t, db)
 			tests := []struct {
 				name, user, password string
@@ -258,13 +258,13 @@ func TestSeedTiers(t *testing.T) {
 			db := open(t, driver, dsn)
 			store := testStore(t, db)
 			steps := []struct {
-				seed     Credential
+				seed     Account
 				wantTier string
 			}{
-				{Credential{Name: "amy", Password: "pw"}, "free"},
-				{Credential{Name: "amy", Password: "pw", Tier: "pro"}, "pro"},
-				{Credential{Name: "amy", Password: "pw"}, "pro"},                 // no tier: kept
-				{Credential{Name: "amy", Password: "pw2", Tier: "gold"}, "gold"}, // password and tier at once
+				{Account{Name: "amy", Password: "pw"}, "free"},
+				{Account{Name: "amy", Password: "pw", Tier: "pro"}, "pro"},
+				{Account{Name: "amy", Password: "pw"}, "pro"},                 // no tier: kept
+				{Account{Name: "amy", Password: "pw2", Tier: "gold"}, "gold"}, // password and tier at once
 			}
 			for i, s := range steps {
 				seed(t, db, s.seed)
@@ -285,7 +285,7 @@ func TestTier(t *testing.T) {
 			driver, dsn := newDB(t)
 			db := open(t, driver, dsn)
 			store := testStore(t, db)
-			seed(t, db, Credential{Name: "amy", Password: "pw", Tier: "pro"})
+			seed(t, db, Account{Name: "amy", Password: "pw", Tier: "pro"})
 			if tier, err := store.Tier(t.Context(), "amy"); err != nil || tier != "pro" {
 				t.Errorf("Tier(amy) = %q, %v; want pro, nil", tier, err)
 			}
@@ -356,7 +356,7 @@ func TestAPIKeys(t *testing.T) {
 			t.Parallel()
 			driver, dsn := newDB(t)
 			db := open(t, driver, dsn)
-			seed(t, db, Credential{Name: "amy", Password: "pw", Tier: "pro"}, Credential{Name: "bo", Password: "pw"})
+			seed(t, db, Account{Name: "amy", Password: "pw", Tier: "pro"}, Account{Name: "bo", Password: "pw"})
 			store := testStore(t, db)
 			ctx := t.Context()
 
@@ -431,7 +431,7 @@ func TestAPIKeys(t *testing.T) {
 func TestStoreHonoursContext(t *testing.T) {
 	t.Parallel()
 	db := open(t, "sqlite", filepath.Join(t.TempDir(), "test.db"))
-	seed(t, db, Credential{Name: "amy", Password: "pw"})
+	seed(t, db, Account{Name: "amy", Password: "pw"})
 	store := testStore(t, db)
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
@@ -473,7 +473,7 @@ func TestOpenMySQLWithoutParseTime(t *testing.T) {
 	cfg.ParseTime = false
 	cfg.Params = map[string]string{"charset": "utf8mb4"} // another parameter, kept
 	db := open(t, "mysql", cfg.FormatDSN())
-	seed(t, db, Credential{Name: "john_doe", Password: "EXAMPLE_PASSWORD"})
+	seed(t, db, Account{Name: "john_doe", Password: "EXAMPLE_PASSWORD"})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	s := testStore(t, db)

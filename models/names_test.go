@@ -53,7 +53,7 @@ func TestUserNamesMatchByteForByte(t *testing.T) {
 			t.Parallel()
 			driver, dsn := newDB(t)
 			db := open(t, driver, dsn)
-			seed(t, db, Credential{Name: "john_doe", Password: "EXAMPLE_PASSWORD", Tier: "pro"})
+			seed(t, db, Account{Name: "john_doe", Password: "EXAMPLE_PASSWORD", Tier: "pro"})
 			store := testStore(t, db)
 			ctx := t.Context()
 			for _, name := range []string{"JOHN_DOE", "John_Doe", "john_doe ", " john_doe", "jöhn_doe", "john_doé"} {

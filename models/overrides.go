@@ -8,10 +8,10 @@ import (
 	"gorm.io/gorm"
 )
 
-// Override is one row of the overrides table: limits for one identity that
+// OverrideRow is one row of the overrides table: limits for one identity that
 // replace a policy's own (see policy.Override, which it becomes). Subject is
 // "user:NAME" or "ip:CIDR" in canonical form, checked before it is stored.
-type Override struct {
+type OverrideRow struct {
 	ID        int64  `gorm:"primaryKey"`
 	Subject   string `gorm:"size:80;not null;index"`
 	Policy    string `gorm:"size:64;not null"`
@@ -24,17 +24,17 @@ type Override struct {
 // SetOverride stores o, replacing any override of the same subject and
 // policy (subjects compare byte for byte, as user names do), and returns
 // its new ID: a replaced override's count is not carried over.
-func (s *Store) SetOverride(ctx context.Context, o Override) (int64, error) {
+func (s *Store) SetOverride(ctx context.Context, o OverrideRow) (int64, error) {
 	o.ID = 0
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		var same []Override
+		var same []OverrideRow
 		if err := tx.Where("policy = ? AND subject = ?", o.Policy, o.Subject).Find(&same).Error; err != nil {
 			return err
 		}
 		for _, old := range same {
 			// MySQL's default collation finds "user:Amy" for "user:amy" too.
 			if old.Subject == o.Subject && old.Policy == o.Policy {
-				if err := tx.Delete(&Override{}, old.ID).Error; err != nil {
+				if err := tx.Delete(&OverrideRow{}, old.ID).Error; err != nil {
 					return err
 				}
 			}
@@ -49,12 +49,12 @@ func (s *Store) SetOverride(ctx context.Context, o Override) (int64, error) {
 
 // Overrides lists the overrides by ID; with now not zero, only those that
 // have not expired at now.
-func (s *Store) Overrides(ctx context.Context, now time.Time) ([]Override, error) {
+func (s *Store) Overrides(ctx context.Context, now time.Time) ([]OverrideRow, error) {
 	db := s.db.WithContext(ctx).Order("id")
 	if !now.IsZero() {
 		db = db.Where("expires_at IS NULL OR expires_at > ?", now.UTC())
 	}
-	var out []Override
+	var out []OverrideRow
 	if err := db.Find(&out).Error; err != nil {
 		return nil, fmt.Errorf("list overrides: %w", err)
 	}
@@ -64,7 +64,7 @@ func (s *Store) Overrides(ctx context.Context, now time.Time) ([]Override, error
 // DeleteOverride deletes the override id; an unknown id is an error
 // wrapping ErrNotFound.
 func (s *Store) DeleteOverride(ctx context.Context, id int64) error {
-	res := s.db.WithContext(ctx).Delete(&Override{}, id)
+	res := s.db.WithContext(ctx).Delete(&OverrideRow{}, id)
 	if res.Error != nil {
 		return fmt.Errorf("delete override %d: %w", id, res.Error)
 	}

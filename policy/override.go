@@ -173,7 +173,7 @@ func (s *Set) prepare(o Override) (*override, error) {
 		base := limits[0]
 		// The base's kind stays (a calendar's period and zone); its burst
 		// does not: the override's limit is the capacity too.
-		l := base.Limit.Limit
+		l := base.LimitSpec.Limit
 		l.Requests, l.Burst, l.Window = o.Limit, 0, cmp.Or(o.Window, l.Window)
 		err := l.ValidateFor(base.Algorithm)
 		if err == nil {
@@ -182,7 +182,7 @@ func (s *Set) prepare(o Override) (*override, error) {
 		if err != nil {
 			return nil, fmt.Errorf("policy %s: %w", p.Name, err)
 		}
-		ov.named[tier] = &NamedLimit{Limit: Limit{Algorithm: base.Algorithm, Limit: l}, Name: p.Name,
+		ov.named[tier] = &NamedLimit{LimitSpec: LimitSpec{Algorithm: base.Algorithm, Limit: l}, Name: p.Name,
 			keySuffix: ":" + p.Name + ":o" + strconv.FormatInt(o.ID, 10) + ":" + base.Algorithm}
 	}
 	return ov, nil

@@ -234,7 +234,7 @@ func (doc policyDoc) policy() (Policy, []error) {
 	p.Limits, lerrs = limits("limits", doc.Limits, p.Cost)
 	errs = append(errs, lerrs...)
 	if len(doc.Tiers) > 0 {
-		p.Tiers = map[string][]Limit{}
+		p.Tiers = map[string][]LimitSpec{}
 		for _, tier := range slices.Sorted(maps.Keys(doc.Tiers)) {
 			field := "tiers." + tier
 			if len(doc.Tiers[tier]) == 0 {
@@ -247,9 +247,9 @@ func (doc policyDoc) policy() (Policy, []error) {
 	return p, errs
 }
 
-func limits(field string, docs []limitDoc, cost int) ([]Limit, []error) {
+func limits(field string, docs []limitDoc, cost int) ([]LimitSpec, []error) {
 	var errs []error
-	var out []Limit
+	var out []LimitSpec
 	for i, d := range docs {
 		f := fmt.Sprintf("%s[%d]", field, i)
 		ok := true
@@ -296,7 +296,7 @@ func limits(field string, docs []limitDoc, cost int) ([]Limit, []error) {
 			errs = append(errs, fmt.Errorf("%s: %w", f, err))
 			continue
 		}
-		out = append(out, Limit{Algorithm: strings.ReplaceAll(d.Algorithm, "-", "_"), Limit: l, NoLease: d.Lease == "off"})
+		out = append(out, LimitSpec{Algorithm: strings.ReplaceAll(d.Algorithm, "-", "_"), Limit: l, NoLease: d.Lease == "off"})
 	}
 	return out, errs
 }

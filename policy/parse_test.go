@@ -30,7 +30,7 @@ func TestParseExample(t *testing.T) {
 		t.Errorf("policy names (-want +got):\n%s", diff)
 	}
 	pro := got[0].Tiers["pro"]
-	want := []Limit{
+	want := []LimitSpec{
 		{Algorithm: "token_bucket", Limit: algorithms.Limit{Requests: 600, Window: time.Minute}},
 		{Algorithm: "fixed_window", Limit: algorithms.Limit{Requests: 10000, Window: 24 * time.Hour}},
 	}

@@ -31,8 +31,8 @@ type Policy struct {
 	Shadow      bool    // decide, log and count, never reject
 	ExemptUsers []string
 	ExemptCIDRs []netip.Prefix
-	Limits      []Limit            // for tiers without limits of their own
-	Tiers       map[string][]Limit // by tier: "anonymous", "free", "pro", ...
+	Limits      []LimitSpec            // for tiers without limits of their own
+	Tiers       map[string][]LimitSpec // by tier: "anonymous", "free", "pro", ...
 }
 
 // A Route is an HTTP method ("*" for any) and a gin route pattern.
@@ -41,8 +41,8 @@ type Route struct {
 	Path   string
 }
 
-// A Limit is one limit of a policy.
-type Limit struct {
+// A LimitSpec is one limit of a policy.
+type LimitSpec struct {
 	Algorithm string
 	Limit     algorithms.Limit
 	NoLease   bool // lease: off: decided by Redis on every request
@@ -86,7 +86,7 @@ func Default(algorithm string, l algorithms.Limit) ([]Policy, error) {
 		Name:   algorithm,
 		Key:    "user_or_ip",
 		Cost:   1,
-		Limits: []Limit{{Algorithm: algorithm, Limit: l}},
+		Limits: []LimitSpec{{Algorithm: algorithm, Limit: l}},
 	}}, nil
 }
 
@@ -94,7 +94,7 @@ func Default(algorithm string, l algorithms.Limit) ([]Policy, error) {
 // window do: in-flight limits and calendar quotas, each once.
 func Describe(policies []Policy) []string {
 	var out []string
-	add := func(p Policy, limits []Limit) {
+	add := func(p Policy, limits []LimitSpec) {
 		for _, l := range limits {
 			s, _ := algorithms.Lookup(l.Algorithm)
 			var d string
@@ -142,7 +142,7 @@ type Caller struct {
 // NamedLimit is a policy's limit as requests see it, named and keyed once,
 // at start-up, rather than on every request.
 type NamedLimit struct {
-	Limit
+	LimitSpec
 	// ID numbers the set's limits from 0 (Set.Limits): the adapter keeps
 	// its own per-limit data (header texts) by it.
 	ID int
@@ -195,14 +195,14 @@ func NewSet(policies []Policy, prefix string) *Set {
 	return s
 }
 
-func (s *Set) nameLimits(p Policy, limits []Limit) []NamedLimit {
+func (s *Set) nameLimits(p Policy, limits []LimitSpec) []NamedLimit {
 	out := make([]NamedLimit, len(limits))
 	for j, l := range limits {
 		name := p.Name
 		if len(limits) > 1 {
 			name = p.Name + "-" + strconv.Itoa(j+1)
 		}
-		out[j] = NamedLimit{Limit: l, ID: len(s.all), Name: name, keySuffix: ":" + p.Name + ":" + strconv.Itoa(j) + ":" + l.Algorithm}
+		out[j] = NamedLimit{LimitSpec: l, ID: len(s.all), Name: name, keySuffix: ":" + p.Name + ":" + strconv.Itoa(j) + ":" + l.Algorithm}
 		s.all = append(s.all, &out[j])
 	}
 	return out
@@ -278,7 +278,7 @@ func (s *Set) rules(anyRoute bool, method, route string, c Caller, out []Applied
 // one script.
 func (s *Set) applied(p *Policy, nl *NamedLimit, kind, who string, o *Override) Applied {
 	return Applied{Policy: p, Limit: nl, Override: o, Rule: limiter.Rule{
-		Algorithm: nl.Algorithm, Limit: nl.Limit.Limit, Cost: p.Cost, Key: s.prefix + "{" + kind + who + "}" + nl.keySuffix,
+		Algorithm: nl.Algorithm, Limit: nl.LimitSpec.Limit, Cost: p.Cost, Key: s.prefix + "{" + kind + who + "}" + nl.keySuffix,
 		NoLease: nl.NoLease,
 	}}
 }
