@@ -109,8 +109,7 @@ func (dc *denyCache) decide(ctx context.Context, rules []Rule, commit bool) ([]D
 // heldRule reports whether r's algorithm holds what it admits until
 // Release (concurrency): its denials can end at any moment.
 func heldRule(r Rule) bool {
-	s, err := algorithms.Lookup(r.Algorithm)
-	return err == nil && s.Held
+	return r.Algorithm.Held
 }
 
 // ruleSetKey names a set of rules: their keys, and costs other than one.

@@ -62,7 +62,7 @@ func one(t *testing.T, d stage, name string, l algorithms.Limit, key string) Dec
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	ds, _, err := d.decide(ctx, []Rule{{Algorithm: name, Limit: l, Key: key}}, true)
+	ds, _, err := d.decide(ctx, []Rule{{Algorithm: algo(name), Limit: l, Key: key}}, true)
 	if err != nil {
 		t.Fatalf("decide(%s, %q): %v", name, key, err)
 	}
@@ -85,7 +85,7 @@ func TestDenyCacheExactUnderConcurrency(t *testing.T) {
 				t.Cleanup(p.stop)
 				prefix := h.prefix()
 				w := 1000 * h.unit // no refill while the callers run, however slowly
-				rules := []Rule{{Algorithm: name, Limit: limitOf(spec, algorithms.Limit{Requests: limit, Window: w}), Key: prefix + "k"}}
+				rules := []Rule{{Algorithm: algo(name), Limit: limitOf(spec, algorithms.Limit{Requests: limit, Window: w}), Key: prefix + "k"}}
 				counted := &counting{next: clocked(newScripts(p), h)}
 				dc := newDenyCache(counted, 100)
 				h.room(w, 5*h.unit)

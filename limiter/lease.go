@@ -7,8 +7,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"tollgate/algorithms"
 )
 
 // Leases: a rule set under heavy traffic takes several requests' worth of
@@ -146,8 +144,7 @@ func leasable(rules []Rule) ([]rule, bool) {
 		if r.NoLease {
 			return nil, false
 		}
-		s, err := algorithms.Lookup(r.Algorithm)
-		if err != nil || s.LeaseFor == nil || s.Quota(r.Limit) < minLeaseQuota {
+		if s := r.Algorithm; s.LeaseFor == nil || s.Quota(r.Limit) < minLeaseQuota {
 			return nil, false
 		}
 	}
@@ -446,7 +443,7 @@ func leaseSetKey(rules []Rule) string {
 	for _, r := range rules {
 		b = append(b, r.Key...)
 		b = append(b, 0)
-		b = append(b, r.Algorithm...)
+		b = append(b, r.Algorithm.Name...)
 		b = append(b, 0)
 		b = strconv.AppendInt(b, int64(r.Limit.Requests), 10)
 		b = append(b, '/')

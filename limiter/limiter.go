@@ -21,7 +21,9 @@ import (
 
 // Rule is one limit applied to one subject: what the engine decides.
 type Rule struct {
-	Algorithm string // one of algorithms.Names(); hyphens accepted
+	// Algorithm is the rule's algorithm, resolved once where the rule is
+	// made (policy, at load): the request path never looks one up by name.
+	Algorithm algorithms.Spec
 	Limit     algorithms.Limit
 	// Cost is how many units this request takes; 0 means 1. A cost above
 	// the limit (the capacity for token_bucket and gcra) is always denied,
@@ -387,9 +389,9 @@ func (l *Limiter) Close() {
 // of the change from Announce.
 func (l *Limiter) Grant(ctx context.Context, rules []Rule, n int) (Result, error) {
 	for i, r := range rules {
-		s, err := algorithms.Lookup(r.Algorithm)
+		err := checkSpec(r.Algorithm)
 		if err == nil {
-			err = s.CheckGrant(r.Limit, n)
+			err = r.Algorithm.CheckGrant(r.Limit, n)
 		}
 		if err != nil {
 			return Result{}, fmt.Errorf("rule %d: %w", i, err)

@@ -64,7 +64,7 @@ func from(t *testing.T, r http.Handler, path, client string, header map[string]s
 // ipPolicy is one fixed-window policy of limit requests per minute keyed by
 // client IP, exempting cidrs.
 func ipPolicy(limit int, cidrs ...string) []policy.Policy {
-	p := policy.Policy{Name: "p", Key: "ip", Cost: 1, Limits: []policy.LimitSpec{{Algorithm: "fixed_window", Limit: algorithms.Limit{Requests: limit, Window: time.Minute}}}}
+	p := policy.Policy{Name: "p", Key: "ip", Cost: 1, Limits: []policy.LimitSpec{{Algorithm: algo("fixed_window"), Limit: algorithms.Limit{Requests: limit, Window: time.Minute}}}}
 	for _, c := range cidrs {
 		p.ExemptCIDRs = append(p.ExemptCIDRs, netip.MustParsePrefix(c))
 	}

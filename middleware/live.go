@@ -6,7 +6,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"tollgate/algorithms"
 	"tollgate/limiter"
 	"tollgate/policy"
 )
@@ -51,10 +50,7 @@ func (l *RateLimit) store(policies []policy.Policy, version string, candidate []
 	s.live = decided{set: set, version: version, texts: make([]limitText, len(set.Limits()))}
 	for _, nl := range set.Limits() {
 		lt := &s.live.texts[nl.ID]
-		lt.name, lt.algorithm, lt.sfName = nl.Name, nl.Algorithm, sfString(nl.Name)
-		if spec, err := algorithms.Lookup(nl.Algorithm); err == nil {
-			lt.unit = spec.Unit
-		}
+		lt.name, lt.algorithm, lt.sfName, lt.unit = nl.Name, nl.Algorithm.Name, sfString(nl.Name), nl.Algorithm.Unit
 		if p := nl.LimitSpec.Limit.Period; p != "" {
 			lt.per = "per " + string(p) + " in " + nl.LimitSpec.Limit.Location.String()
 		}
@@ -232,7 +228,7 @@ func (a *aside) start(ctx context.Context, shadow, candidate []policy.Applied) {
 			}
 			for i, dec := range res.Decisions {
 				if !dec.Allowed {
-					a.shadowLimited = append(a.shadowLimited, PolicyRef{Policy: shadow[i].Limit.Name, Algorithm: shadow[i].Limit.Algorithm})
+					a.shadowLimited = append(a.shadowLimited, PolicyRef{Policy: shadow[i].Limit.Name, Algorithm: shadow[i].Limit.Algorithm.Name})
 				}
 			}
 		})

@@ -281,7 +281,7 @@ func (l *RateLimit) Handler() gin.HandlerFunc {
 		}
 		o.Took = time.Since(start)
 		if err != nil {
-			o.Policy, o.Algorithm = enforced[0].Limit.Name, enforced[0].Limit.Algorithm
+			o.Policy, o.Algorithm = enforced[0].Limit.Name, enforced[0].Limit.Algorithm.Name
 			o.RedisError = !errors.Is(err, limiter.ErrCircuitOpen)
 			l.warn.Warn("rate limiter unavailable", "err", err, "fail_open", l.failOpen)
 			if l.failOpen {
@@ -523,7 +523,7 @@ func (l *RateLimit) Peek() gin.HandlerFunc {
 			}
 			st := &states[len(states)-1]
 			st.Limits = append(st.Limits, limitState{
-				Name: a.Limit.Name, Algorithm: a.Limit.Algorithm, Limit: d.Limit,
+				Name: a.Limit.Name, Algorithm: a.Limit.Algorithm.Name, Limit: d.Limit,
 				WindowSeconds: max(ceilSeconds(d.Window), 1), Remaining: max(d.Remaining, 0),
 				Reset: ceilUnix(now.Add(d.ResetAfter)), ResetAfter: ceilSeconds(d.ResetAfter),
 			})

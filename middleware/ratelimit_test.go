@@ -34,6 +34,13 @@ func init() { gin.SetMode(gin.TestMode) }
 // discard is a logger for tests that do not look at logs.
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
+// algo is the spec of the algorithm called name, as the policy package
+// resolves it; the zero Spec for no algorithm.
+func algo(name string) algorithms.Spec {
+	s, _ := algorithms.Lookup(name)
+	return s
+}
+
 func TestSetHeaders(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
 	tests := []struct {

@@ -41,9 +41,10 @@ type Route struct {
 	Path   string
 }
 
-// A LimitSpec is one limit of a policy.
+// A LimitSpec is one limit of a policy: its algorithm, resolved when the
+// policy is loaded (Parse, Default), and its quota.
 type LimitSpec struct {
-	Algorithm string
+	Algorithm algorithms.Spec
 	Limit     algorithms.Limit
 	NoLease   bool // lease: off: decided by Redis on every request
 }
@@ -71,22 +72,23 @@ func ValidTier(s string) bool {
 // limited route, per user or else per client IP, named after the algorithm.
 // Its errors name the variables.
 func Default(algorithm string, l algorithms.Limit) ([]Policy, error) {
-	if !algorithms.Known(algorithm) {
+	s, err := algorithms.Lookup(algorithm)
+	if err != nil {
 		return nil, fmt.Errorf("RATE_LIMIT_ALGORITHM=%q: %w: want one of %s",
 			algorithm, algorithms.ErrUnknown, strings.Join(algorithms.Names(), ", "))
 	}
-	if s, _ := algorithms.Lookup(algorithm); s.Held || s.Calendar {
+	if s.Held || s.Calendar {
 		return nil, fmt.Errorf("RATE_LIMIT_ALGORITHM=%q: %w: %s needs fields of a policy file (a timeout, or a period and time zone): set RATE_LIMIT_POLICY_FILE, or want one of %s",
 			algorithm, algorithms.ErrInvalidLimit, s.Name, strings.Join(algorithms.Windowed(), ", "))
 	}
-	if err := l.ValidateFor(algorithm); err != nil {
+	if err := s.Validate(l); err != nil {
 		return nil, fmt.Errorf("RATE_LIMIT_LIMIT, RATE_LIMIT_BURST, RATE_LIMIT_WINDOW: %w", err)
 	}
 	return []Policy{{
 		Name:   algorithm,
 		Key:    "user_or_ip",
 		Cost:   1,
-		Limits: []LimitSpec{{Algorithm: algorithm, Limit: l}},
+		Limits: []LimitSpec{{Algorithm: s, Limit: l}},
 	}}, nil
 }
 
@@ -96,7 +98,7 @@ func Describe(policies []Policy) []string {
 	var out []string
 	add := func(p Policy, limits []LimitSpec) {
 		for _, l := range limits {
-			s, _ := algorithms.Lookup(l.Algorithm)
+			s := l.Algorithm
 			var d string
 			switch {
 			case s.Held:
@@ -202,7 +204,7 @@ func (s *Set) nameLimits(p Policy, limits []LimitSpec) []NamedLimit {
 		if len(limits) > 1 {
 			name = p.Name + "-" + strconv.Itoa(j+1)
 		}
-		out[j] = NamedLimit{LimitSpec: l, ID: len(s.all), Name: name, keySuffix: ":" + p.Name + ":" + strconv.Itoa(j) + ":" + l.Algorithm}
+		out[j] = NamedLimit{LimitSpec: l, ID: len(s.all), Name: name, keySuffix: ":" + p.Name + ":" + strconv.Itoa(j) + ":" + l.Algorithm.Name}
 		s.all = append(s.all, &out[j])
 	}
 	return out
