@@ -24,6 +24,7 @@ import (
 	"tollgate/config"
 	"tollgate/models"
 	"tollgate/policy"
+	"tollgate/username"
 )
 
 // errUsage is wrapped by runCLI's errors about the command line itself.
@@ -83,7 +84,7 @@ func runCLI(ctx context.Context, args []string, getenv func(string) string, stdi
 		return err
 	}
 	if cmd.do == "healthcheck" {
-		cfg, err := config.Load(getenv)
+		cfg, err := config.Load(getenv, configRules())
 		if err != nil {
 			return fmt.Errorf("config: %w", err)
 		}
@@ -96,7 +97,7 @@ func runCLI(ctx context.Context, args []string, getenv func(string) string, stdi
 			return err
 		}
 	}
-	cfg, err := config.Load(getenv)
+	cfg, err := config.Load(getenv, configRules())
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
@@ -271,8 +272,8 @@ func parseCommand(args []string) (command, error) {
 		if err != nil {
 			return command{}, err
 		}
-		if len(pos) != 1 || !models.ValidUserName(pos[0]) {
-			return command{}, fmt.Errorf("%w: %s: want one NAME of %s", errUsage, do, models.UserNameRule)
+		if len(pos) != 1 || !username.Valid(pos[0]) {
+			return command{}, fmt.Errorf("%w: %s: want one NAME of %s", errUsage, do, username.Rule)
 		}
 		if !policy.ValidTier(*tier) {
 			return command{}, fmt.Errorf("%w: %s: --tier %q: %s", errUsage, do, *tier, tierRule)
@@ -385,8 +386,8 @@ func parseOverrideSet(do string, rest []string) (command, error) {
 	if err != nil {
 		return command{}, fmt.Errorf("%w: %s: %w", errUsage, do, err)
 	}
-	if prefix == (netip.Prefix{}) && (!models.ValidUserName(user) || strings.HasPrefix(user, "-")) {
-		return command{}, fmt.Errorf("%w: %s: %q: want a USER (%s) or ip:CIDR", errUsage, do, user, models.UserNameRule)
+	if prefix == (netip.Prefix{}) && (!username.Valid(user) || strings.HasPrefix(user, "-")) {
+		return command{}, fmt.Errorf("%w: %s: %q: want a USER (%s) or ip:CIDR", errUsage, do, user, username.Rule)
 	}
 	if *expires < 0 {
 		return command{}, fmt.Errorf("%w: %s: --expires %v: want a positive Go duration such as 72h", errUsage, do, *expires)
@@ -495,8 +496,8 @@ const tierRule = "want a tier name: a lowercase letter, then up to 31 lowercase 
 // nameArg returns the one NAME argument in rest: a valid user name that does
 // not look like a flag.
 func nameArg(do string, rest []string) (string, error) {
-	if len(rest) != 1 || !models.ValidUserName(rest[0]) || strings.HasPrefix(rest[0], "-") {
-		return "", fmt.Errorf("%w: %s: want one NAME of %s", errUsage, do, models.UserNameRule)
+	if len(rest) != 1 || !username.Valid(rest[0]) || strings.HasPrefix(rest[0], "-") {
+		return "", fmt.Errorf("%w: %s: want one NAME of %s", errUsage, do, username.Rule)
 	}
 	return rest[0], nil
 }

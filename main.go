@@ -38,6 +38,7 @@ import (
 	"tollgate/models"
 	"tollgate/policy"
 	"tollgate/routes"
+	"tollgate/username"
 )
 
 func main() {
@@ -67,10 +68,22 @@ func main() {
 	signal.Notify(hup, syscall.SIGHUP)
 	if err := run(ctx, os.Getenv, os.Stdout, withReload(hup), withEnviron(os.Environ)); err != nil {
 		fmt.Fprintln(os.Stderr, "server:", err)
-		if errors.Is(err, config.ErrInvalid) || errors.Is(err, algorithms.ErrUnknown) || errors.Is(err, algorithms.ErrInvalidLimit) {
+		if errors.Is(err, config.ErrInvalid) { // every bad setting
 			os.Exit(2)
 		}
 		os.Exit(1)
+	}
+}
+
+// configRules are the checks of settings whose rules live in other packages,
+// handed to config.Load (which imports none of ours).
+func configRules() config.Rules {
+	return config.Rules{
+		UserName:      username.Valid,
+		UserNameRule:  username.Rule,
+		Tier:          policy.ValidTier,
+		CIDR:          policy.ParseCIDR,
+		DefaultPolicy: policy.CheckDefault,
 	}
 }
 
@@ -87,7 +100,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, opti
 	for _, o := range options {
 		o(&opts)
 	}
-	cfg, err := config.Load(getenv)
+	cfg, err := config.Load(getenv, configRules())
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
@@ -141,7 +154,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, opti
 	if cfg.AuthFailLimit > 0 {
 		guard, err = auth.NewGuard(guardRdb, cfg.KeyPrefix, cfg.AuthFailLimit, cfg.AuthFailWindow, cfg.AuthTrustedTTL, checkTimeout, cfg.FailOpen)
 		if err != nil {
-			return fmt.Errorf("config: %w: AUTH_FAIL_LIMIT, AUTH_FAIL_WINDOW: %w", config.ErrInvalid, err)
+			return err // config.Load checked the settings: a bug, not a setting
 		}
 	}
 	// A check waits for a free slot at most a second: a caller turned away
@@ -355,8 +368,8 @@ func newLogger(w io.Writer, format string, level slog.Level) *slog.Logger {
 func loadPolicies(cfg config.Config, path string) ([]policy.Policy, string, error) {
 	if path == "" {
 		policies, err := policy.Default(cfg.Algorithm, algorithms.Limit{Requests: cfg.Limit, Window: cfg.Window, Burst: cfg.Burst})
-		if err != nil {
-			return nil, "", fmt.Errorf("config: %w", err)
+		if err != nil { // checked by config.Load when the rate limit is on
+			return nil, "", fmt.Errorf("config: %w: %w", config.ErrInvalid, err)
 		}
 		return policies, "", nil
 	}

@@ -20,6 +20,7 @@ import (
 	"tollgate/models"
 	"tollgate/policy"
 	"tollgate/routes"
+	"tollgate/username"
 )
 
 // policyPoll is how often the policy files are stat'ed to see whether they
@@ -299,8 +300,8 @@ func overrideOf(r models.OverrideRow) (policy.Override, error) {
 	switch {
 	case hasUser:
 		o.User = user
-		if !models.ValidUserName(user) {
-			err = fmt.Errorf("%w: %q: want user:NAME of %s", policy.ErrOverride, r.Subject, models.UserNameRule)
+		if !username.Valid(user) {
+			err = fmt.Errorf("%w: %q: want user:NAME of %s", policy.ErrOverride, r.Subject, username.Rule)
 		}
 	case strings.HasPrefix(r.Subject, "ip:"):
 		_, o.Prefix, err = policy.ParseOverrideSubject(r.Subject)

@@ -14,8 +14,8 @@ import (
 
 	"golang.org/x/sync/singleflight"
 
-	"tollgate/models"
 	"tollgate/policy"
+	"tollgate/username"
 )
 
 // Users checks credentials against the stored users.
@@ -159,7 +159,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, cred Credential, addr 
 		name, password, basicOK := parseBasic(first(cred.Authorization))
 		// A name no user can have (a control character, say) is refused
 		// without a lookup.
-		if !basicOK || !models.ValidUserName(name) || len(password) > maxPasswordLen {
+		if !basicOK || !username.Valid(name) || len(password) > maxPasswordLen {
 			return Identity{}, ErrBadCredentials
 		}
 		k := a.passwords.key(name, password)

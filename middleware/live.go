@@ -51,8 +51,8 @@ func (l *RateLimit) store(policies []policy.Policy, version string, candidate []
 	for _, nl := range set.Limits() {
 		lt := &s.live.texts[nl.ID]
 		lt.name, lt.algorithm, lt.sfName, lt.unit = nl.Name, nl.Algorithm.Name, sfString(nl.Name), nl.Algorithm.Unit
-		if p := nl.LimitSpec.Limit.Period; p != "" {
-			lt.per = "per " + string(p) + " in " + nl.LimitSpec.Limit.Location.String()
+		if p := nl.Limit.Period; p != "" {
+			lt.per = "per " + string(p) + " in " + nl.Limit.Location.String()
 		}
 	}
 	s.keysByIP, s.exemptsCIDRs, s.hasOverrides = set.KeysByIP(), set.ExemptsCIDRs(), set.HasOverrides()

@@ -17,6 +17,8 @@ import (
 	"gorm.io/driver/mysql"
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
+
+	"tollgate/username"
 )
 
 // Open connects to the database (driver "sqlite" or "mysql"), sets pool
@@ -216,8 +218,8 @@ func SeedAtCost(ctx context.Context, db *gorm.DB, users []Account, cost int) err
 }
 
 func seedUser(db *gorm.DB, c Account, cost int) error {
-	if !ValidUserName(c.Name) {
-		return fmt.Errorf("name: want %s: %w", UserNameRule, ErrInvalid)
+	if !username.Valid(c.Name) {
+		return fmt.Errorf("name: want %s: %w", username.Rule, ErrInvalid)
 	}
 	u, err := findUser(db, c.Name)
 	if err != nil && !errors.Is(err, ErrNotFound) {

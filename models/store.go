@@ -13,6 +13,8 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 	"gorm.io/gorm"
+
+	"tollgate/username"
 )
 
 var (
@@ -72,7 +74,7 @@ func (s *Store) Continents(ctx context.Context) ([]Continent, error) {
 
 // CheckPassword reports whether name exists and password is its password,
 // and if so the user's name as stored and tier. Names match byte for byte
-// (see ValidUserName): "John_Doe" is not "john_doe".
+// (see username.Valid): "John_Doe" is not "john_doe".
 func (s *Store) CheckPassword(ctx context.Context, name, password string) (storedName, tier string, ok bool, err error) {
 	u, err := findUser(s.db.WithContext(ctx), name)
 	if errors.Is(err, ErrNotFound) {
@@ -130,8 +132,8 @@ func (s *Store) CreateUser(ctx context.Context, name, password, tier string) err
 	// The limits are those of HTTP Basic (no colon in the name), bcrypt (72
 	// bytes) and the columns.
 	switch {
-	case !ValidUserName(name):
-		return fmt.Errorf("create user %q: name: want %s: %w", name, UserNameRule, ErrInvalid)
+	case !username.Valid(name):
+		return fmt.Errorf("create user %q: name: want %s: %w", name, username.Rule, ErrInvalid)
 	case password == "" || len(password) > 72:
 		return fmt.Errorf("create user %q: password: want 1 to 72 bytes: %w", name, ErrInvalid)
 	case len(tier) > 32:

@@ -171,7 +171,7 @@ func (s *Set) prepare(o Override) (*override, error) {
 		base := limits[0]
 		// The base's kind stays (a calendar's period and zone); its burst
 		// does not: the override's limit is the capacity too.
-		l := base.LimitSpec.Limit
+		l := base.Limit
 		l.Requests, l.Burst, l.Window = o.Limit, 0, cmp.Or(o.Window, l.Window)
 		err := base.Algorithm.Validate(l)
 		if err == nil {

@@ -92,6 +92,14 @@ func Default(algorithm string, l algorithms.Limit) ([]Policy, error) {
 	}}, nil
 }
 
+// CheckDefault reports why Default would refuse algorithm with limit, burst
+// and window (RATE_LIMIT_ALGORITHM, _LIMIT, _BURST, _WINDOW), or nil: the
+// check main hands to config.Load, which imports no package of ours.
+func CheckDefault(algorithm string, limit, burst int, window time.Duration) error {
+	_, err := Default(algorithm, algorithms.Limit{Requests: limit, Window: window, Burst: burst})
+	return err
+}
+
 // Describe says, for people, what the limits of policies that are not per
 // window do: in-flight limits and calendar quotas, each once.
 func Describe(policies []Policy) []string {
@@ -280,7 +288,7 @@ func (s *Set) rules(anyRoute bool, method, route string, c Caller, out []Applied
 // one script.
 func (s *Set) applied(p *Policy, nl *NamedLimit, kind, who string, o *Override) Applied {
 	return Applied{Policy: p, Limit: nl, Override: o, Rule: limiter.Rule{
-		Algorithm: nl.Algorithm, Limit: nl.LimitSpec.Limit, Cost: p.Cost, Key: s.prefix + "{" + kind + who + "}" + nl.keySuffix,
+		Algorithm: nl.Algorithm, Limit: nl.Limit, Cost: p.Cost, Key: s.prefix + "{" + kind + who + "}" + nl.keySuffix,
 		NoLease: nl.NoLease,
 	}}
 }
