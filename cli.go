@@ -200,7 +200,7 @@ func seedStore(ctx context.Context, db *gorm.DB, users []config.SeedUser) (*mode
 	if err := models.SeedAtCost(ctx, db, seedCredentials(users), passwordCost); err != nil {
 		return nil, err
 	}
-	return models.NewStore(db).WithHashCost(passwordCost)
+	return models.NewStore(db, models.StoreOptions{HashCost: passwordCost})
 }
 
 // seedCredentials are the SEED_USERS as models.Seed takes them.

@@ -84,9 +84,9 @@ func openStore(t *testing.T, driver, dsn string) *gorm.DB {
 // runCLI does in tests.
 func cliStore(t *testing.T, env map[string]string) *models.Store {
 	t.Helper()
-	store, err := models.NewStore(openStore(t, env["DB_DRIVER"], env["DB_DSN"])).WithHashCost(passwordCost)
+	store, err := models.NewStore(openStore(t, env["DB_DRIVER"], env["DB_DSN"]), models.StoreOptions{HashCost: passwordCost})
 	if err != nil {
-		t.Fatalf("WithHashCost: %v", err)
+		t.Fatalf("NewStore: %v", err)
 	}
 	return store
 }

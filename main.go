@@ -152,16 +152,16 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, opti
 	}
 	var guard *auth.Guard
 	if cfg.AuthFailLimit > 0 {
-		guard, err = auth.NewGuard(guardRdb, cfg.KeyPrefix, cfg.AuthFailLimit, cfg.AuthFailWindow, cfg.AuthTrustedTTL, checkTimeout, cfg.FailOpen)
+		guard, err = auth.NewGuard(guardRdb, auth.GuardOptions{Prefix: cfg.KeyPrefix, Failures: cfg.AuthFailLimit, Window: cfg.AuthFailWindow, TrustedTTL: cfg.AuthTrustedTTL, Timeout: checkTimeout, FailOpen: cfg.FailOpen})
 		if err != nil {
 			return err // config.Load checked the settings: a bug, not a setting
 		}
 	}
 	// A check waits for a free slot at most a second: a caller turned away
 	// then (503, Retry-After: 1) is told to come back, not counted as a guess.
-	authn := auth.New(auth.BoundChecks(store, cfg.AuthMaxChecks, time.Second), guard,
-		auth.WithWarner(middleware.NewThrottledLog(log, 10*time.Second)), auth.WithTimeout(checkTimeout),
-		auth.WithPasswordTTL(5*time.Minute), auth.WithKeyTTL(cfg.AuthKeyCacheTTL), auth.WithClock(opts.now))
+	authn := auth.New(auth.BoundChecks(store, cfg.AuthMaxChecks, time.Second), auth.AuthenticatorOptions{
+		Guard: guard, Warner: middleware.NewThrottledLog(log, 10*time.Second), Timeout: checkTimeout,
+		PasswordTTL: 5 * time.Minute, KeyTTL: cfg.AuthKeyCacheTTL, Clock: opts.now})
 	identify := middleware.Identify(log, authn, cfg.IPv6Prefix)
 	var limiters []gin.HandlerFunc
 	var peek gin.HandlerFunc
@@ -206,7 +206,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, opti
 			}
 			defer stop()
 		}
-		limit = middleware.NewRateLimit(log, engine, policies, cfg.KeyPrefix, cfg.FailOpen, cfg.IPv6Prefix).WithClock(opts.now)
+		limit = middleware.NewRateLimit(log, engine, policies, cfg.KeyPrefix, cfg.FailOpen, cfg.IPv6Prefix, middleware.RateLimitOptions{Clock: opts.now})
 		_ = limit.SetPolicies(policies, version) // the file's version; no overrides yet
 		limiters, peek = []gin.HandlerFunc{limit.Handler()}, limit.Peek()
 	}

@@ -756,9 +756,9 @@ func TestDeniedRequestsSkipDatabase(t *testing.T) {
 	if err := db.Callback().Query().Before("gorm:query").Register("test:count", func(*gorm.DB) { queries.Add(1) }); err != nil {
 		t.Fatalf("register callback: %v", err)
 	}
-	store, err := models.NewStore(db).WithHashCost(passwordCost)
+	store, err := models.NewStore(db, models.StoreOptions{HashCost: passwordCost})
 	if err != nil {
-		t.Fatalf("WithHashCost: %v", err)
+		t.Fatalf("NewStore: %v", err)
 	}
 	continents, err := store.Continents(ctx)
 	if err != nil {
@@ -771,11 +771,11 @@ func TestDeniedRequestsSkipDatabase(t *testing.T) {
 	if err != nil {
 		t.Fatalf("policy.Default: %v", err)
 	}
-	limit := middleware.NewRateLimit(log, limiter.New(rdb, limiter.Options{Timeout: time.Second}), policies, "test:", false, 64)
+	limit := middleware.NewRateLimit(log, limiter.New(rdb, limiter.Options{Timeout: time.Second}), policies, "test:", false, 64, middleware.RateLimitOptions{})
 	h, err := routes.New(routes.Deps{
 		Log:        log,
 		Continents: continents,
-		Identify:   middleware.Identify(log, auth.New(store, nil, auth.WithPasswordTTL(time.Minute), auth.WithKeyTTL(time.Minute)), 64),
+		Identify:   middleware.Identify(log, auth.New(store, auth.AuthenticatorOptions{PasswordTTL: time.Minute, KeyTTL: time.Minute}), 64),
 		Limiters:   []gin.HandlerFunc{limit.Handler()},
 	})
 	if err != nil {

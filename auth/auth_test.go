@@ -29,7 +29,7 @@ func byKey(key string) Credential { return Credential{APIKey: []string{key}} }
 // newAuth is an Authenticator over users without a guard, remembering
 // passwords and keys for a minute, as the middleware's tests set it up.
 func newAuth(users Users) *Authenticator {
-	return New(users, nil, WithPasswordTTL(time.Minute), WithKeyTTL(time.Minute))
+	return New(users, AuthenticatorOptions{PasswordTTL: time.Minute, KeyTTL: time.Minute})
 }
 
 const addr = "192.0.2.1"
@@ -138,7 +138,7 @@ func TestAuthenticateRevokedKeyStopsAfterTTL(t *testing.T) {
 	users := &authtest.FakeUsers{Name: "alice", Password: "pw", Tier: "pro"}
 	users.SetKey("tg_good", false)
 	c := newClock()
-	a := New(users, nil, WithKeyTTL(ttl), WithClock(c.Now))
+	a := New(users, AuthenticatorOptions{PasswordTTL: 5 * time.Minute, KeyTTL: ttl, Clock: c.Now})
 
 	for i := range 3 {
 		if id, err := a.Authenticate(t.Context(), byKey("tg_good"), addr); err != nil || id.Tier != "pro" {
@@ -165,7 +165,7 @@ func TestAuthenticatePasswordCheckedAgainAfterTTL(t *testing.T) {
 	const ttl = 5 * time.Minute
 	users := &authtest.FakeUsers{Name: "alice", Password: "pw"}
 	c := newClock()
-	a := New(users, nil, WithPasswordTTL(ttl), WithClock(c.Now))
+	a := New(users, AuthenticatorOptions{PasswordTTL: ttl, KeyTTL: 10 * time.Second, Clock: c.Now})
 	check := func() {
 		t.Helper()
 		if _, err := a.Authenticate(t.Context(), byBasic(basic("alice", "pw")), addr); err != nil {

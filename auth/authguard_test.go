@@ -63,11 +63,11 @@ func guarded(t *testing.T, users Users, rdb redis.Scripter, prefix string, limit
 // each check and for each of the guard's Redis calls.
 func guardedTimeout(t *testing.T, users Users, rdb redis.Scripter, prefix string, limit int, failOpen bool, passwordTTL, timeout time.Duration) *Authenticator {
 	t.Helper()
-	guard, err := NewGuard(rdb, prefix, limit, 15*time.Minute, 720*time.Hour, timeout, failOpen)
+	guard, err := NewGuard(rdb, GuardOptions{Prefix: prefix, Failures: limit, Window: 15 * time.Minute, TrustedTTL: 720 * time.Hour, Timeout: timeout, FailOpen: failOpen})
 	if err != nil {
 		t.Fatalf("NewGuard: %v", err)
 	}
-	return New(users, guard, WithTimeout(timeout), WithPasswordTTL(passwordTTL), WithKeyTTL(time.Minute))
+	return New(users, AuthenticatorOptions{Guard: guard, Timeout: timeout, PasswordTTL: passwordTTL, KeyTTL: time.Minute})
 }
 
 func TestGuardBlocksAfterFailures(t *testing.T) {
@@ -352,11 +352,11 @@ func TestGuardRedisDown(t *testing.T) {
 // 15 minutes on rdb and trustedTTL as its trusted TTL.
 func trusting(t *testing.T, users Users, rdb redis.Scripter, prefix string, trustedTTL, passwordTTL time.Duration) *Authenticator {
 	t.Helper()
-	guard, err := NewGuard(rdb, prefix, 10, 15*time.Minute, trustedTTL, time.Second, false)
+	guard, err := NewGuard(rdb, GuardOptions{Prefix: prefix, Failures: 10, Window: 15 * time.Minute, TrustedTTL: trustedTTL, Timeout: time.Second})
 	if err != nil {
 		t.Fatalf("NewGuard: %v", err)
 	}
-	return New(users, guard, WithPasswordTTL(passwordTTL), WithKeyTTL(time.Minute))
+	return New(users, AuthenticatorOptions{Guard: guard, PasswordTTL: passwordTTL, KeyTTL: time.Minute})
 }
 
 // TestGuardTrustedAddressNotLockedOut: john_doe logs in from A; then 20

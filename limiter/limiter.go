@@ -3,6 +3,10 @@
 // algorithms of package algorithms. It owns everything between a set of rules
 // and Redis: script assembly, cluster hash tags, pipelining, the deny cache,
 // the circuit breaker and the timeout. It knows no HTTP, policies or users.
+//
+// Its constructor follows the module's one style: New(what it cannot work
+// without, an options struct of its settings), Options here, each field
+// saying what its zero value means.
 package limiter
 
 import (

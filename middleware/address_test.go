@@ -36,7 +36,7 @@ func addressEngine(t *testing.T, g *redistest.Redis, guard *auth.Guard, policies
 	r.RemoteIPHeaders = []string{"X-Forwarded-For"}
 	users := &authtest.FakeUsers{Name: "bob", Password: "pw"}
 	identify := newIdentify(discard(), users, guard, time.Second, time.Minute, time.Minute, ipv6Prefix)
-	lim := NewRateLimit(discard(), limiter.New(g.Client, limiter.Options{Timeout: time.Second}), policies, g.Prefix, false, ipv6Prefix)
+	lim := NewRateLimit(discard(), limiter.New(g.Client, limiter.Options{Timeout: time.Second}), policies, g.Prefix, false, ipv6Prefix, RateLimitOptions{})
 	r.GET("/x", identify, lim.Handler(), func(c *gin.Context) { c.String(http.StatusOK, Identity(c).Subject()) })
 	r.GET("/ratelimit", identify, lim.Peek())
 	return r
@@ -254,7 +254,7 @@ func TestGuardBudgetPerCanonicalAddress(t *testing.T) {
 		for _, tt := range tests {
 			t.Run(backend+"/"+tt.name, func(t *testing.T) {
 				g := newRedis(t)
-				guard, err := auth.NewGuard(g.Client, g.Prefix, len(tt.failures), 15*time.Minute, 0, time.Second, true)
+				guard, err := auth.NewGuard(g.Client, auth.GuardOptions{Prefix: g.Prefix, Failures: len(tt.failures), Window: 15 * time.Minute, Timeout: time.Second, FailOpen: true})
 				if err != nil {
 					t.Fatalf("NewGuard: %v", err)
 				}

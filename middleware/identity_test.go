@@ -35,8 +35,8 @@ func identifyEngine(t *testing.T, users auth.Users, proxies []string) *gin.Engin
 // newIdentify is Identify over an auth.Authenticator of users and guard
 // (nil: none) with these settings, warning to log as main's does.
 func newIdentify(log *slog.Logger, users auth.Users, guard *auth.Guard, timeout, passwordTTL, keyTTL time.Duration, ipv6Prefix int) gin.HandlerFunc {
-	a := auth.New(users, guard, auth.WithWarner(NewThrottledLog(log, 10*time.Second)),
-		auth.WithTimeout(timeout), auth.WithPasswordTTL(passwordTTL), auth.WithKeyTTL(keyTTL))
+	a := auth.New(users, auth.AuthenticatorOptions{Guard: guard, Warner: NewThrottledLog(log, 10*time.Second),
+		Timeout: timeout, PasswordTTL: passwordTTL, KeyTTL: keyTTL})
 	return Identify(log, a, ipv6Prefix)
 }
 

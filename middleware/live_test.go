@@ -79,7 +79,7 @@ func TestInFlightRequestKeepsItsSnapshot(t *testing.T) {
 			close(entered)
 			<-release
 		}
-	}}, onePolicy("a", 5), "p:", false, 64)
+	}}, onePolicy("a", 5), "p:", false, 64, RateLimitOptions{})
 	r := serveLimited(l, nil)
 	got := make(chan string)
 	go func() { got <- get(t, r, "/x", nil).Header().Get("RateLimit-Policy") }()
@@ -115,7 +115,7 @@ func TestCandidateDecidedBeside(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Errorf("the enforced decision did not see the candidate's start")
 		}
-	}}, onePolicy("a", 5), "p:", false, 64)
+	}}, onePolicy("a", 5), "p:", false, 64, RateLimitOptions{})
 	l.SetCandidate(append(onePolicy("c", 1), onePolicy("d", 3)...), "cv")
 	outcome := make(chan Outcome, 1)
 	r := serveLimited(l, outcome)
@@ -179,7 +179,7 @@ func TestSlowCandidateNeverChangesLiveAnswer(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
 	t.Cleanup(func() { rdb.Close() })
 	engine := limiter.New(&stallCandidate{Scripter: rdb}, limiter.Options{Timeout: 20 * time.Millisecond, BreakerFailures: 2})
-	l := NewRateLimit(discard(), engine, onePolicy("live", 5), "test:", true, 64)
+	l := NewRateLimit(discard(), engine, onePolicy("live", 5), "test:", true, 64, RateLimitOptions{})
 	l.SetCandidate([]policy.Policy{{Name: "expensive", Key: "user_or_ip", Cost: 1,
 		Limits: []policy.LimitSpec{{Algorithm: algo("sliding_log"), Limit: algorithms.Limit{Requests: 1000, Window: time.Minute}}}}}, "cv")
 	outcome := make(chan Outcome, 12)
@@ -222,7 +222,7 @@ func TestCandidateBudget(t *testing.T) {
 	t.Cleanup(func() { rdb.Close() })
 	stall := &stallCandidate{Scripter: rdb, block: make(chan struct{})}
 	engine := limiter.New(stall, limiter.Options{Timeout: 50 * time.Millisecond})
-	l := NewRateLimit(discard(), engine, onePolicy("live", 100), "test:", true, 64)
+	l := NewRateLimit(discard(), engine, onePolicy("live", 100), "test:", true, 64, RateLimitOptions{})
 	l.SetCandidate(onePolicy("cand", 100), "cv")
 	const n = asideInFlight + 12
 	outcome := make(chan Outcome, n)
@@ -275,7 +275,7 @@ func (e *endingAlg) EndLeases() { e.ended.Add(1) }
 // candidate does not.
 func TestNewPoliciesEndLeases(t *testing.T) {
 	e := &endingAlg{}
-	l := NewRateLimit(discard(), e, defaultPolicy(t), "p:", true, 64)
+	l := NewRateLimit(discard(), e, defaultPolicy(t), "p:", true, 64, RateLimitOptions{})
 	l.SetCandidate(defaultPolicy(t), "c1")
 	if got := e.ended.Load(); got != 0 {
 		t.Errorf("after SetCandidate: EndLeases called %d times, want 0", got)

@@ -160,8 +160,12 @@ func (lt *limitText) headers(d limiter.Decision) *limitHeaders {
 // 503 — availability of the API versus strictness of the limit. Clients
 // counted by IP address are counted per IPv6 prefix of ipv6Prefix bits
 // (ipSubject); exemptions by CIDR match the client's own address.
-func NewRateLimit(log *slog.Logger, d decider, policies []policy.Policy, prefix string, failOpen bool, ipv6Prefix int) *RateLimit {
-	l := &RateLimit{log: log, decider: d, prefix: prefix, failOpen: failOpen, ipv6Prefix: ipv6Prefix, now: time.Now,
+func NewRateLimit(log *slog.Logger, d decider, policies []policy.Policy, prefix string, failOpen bool, ipv6Prefix int, o RateLimitOptions) *RateLimit {
+	now := o.Clock
+	if now == nil {
+		now = time.Now
+	}
+	l := &RateLimit{log: log, decider: d, prefix: prefix, failOpen: failOpen, ipv6Prefix: ipv6Prefix, now: now,
 		warn: NewThrottledLog(log, 10*time.Second), tierWarn: NewThrottledLog(log, time.Minute),
 		aside: d, asideBudget: newAsideBudget()}
 	if a, ok := d.(interface{ Apart() *limiter.Limiter }); ok {
@@ -171,10 +175,11 @@ func NewRateLimit(log *slog.Logger, d decider, policies []policy.Policy, prefix 
 	return l
 }
 
-// WithClock makes now the clock overrides expire by (tests); it returns l.
-func (l *RateLimit) WithClock(now func() time.Time) *RateLimit {
-	l.now = now
-	return l
+// RateLimitOptions are a RateLimit's optional settings; each field says
+// what its zero value means.
+type RateLimitOptions struct {
+	// Clock is the clock overrides expire by; nil: time.Now. Tests move it.
+	Clock func() time.Time
 }
 
 // caller is what the policies know of the request's sender, read from the

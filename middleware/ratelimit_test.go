@@ -548,12 +548,12 @@ func defaultPolicy(tb testing.TB) []policy.Policy {
 
 // limitHandler is the default fixed_window policy (5 per minute) decided by d.
 func limitHandler(t *testing.T, d decider, failOpen bool) gin.HandlerFunc {
-	return NewRateLimit(discard(), d, defaultPolicy(t), "p:", failOpen, 64).Handler()
+	return NewRateLimit(discard(), d, defaultPolicy(t), "p:", failOpen, 64, RateLimitOptions{}).Handler()
 }
 
 // named is the header data of a limit named name, as NewRateLimit makes it.
 func named(name string) *limitText {
-	return &NewRateLimit(discard(), nil, []policy.Policy{{Name: name, Limits: []policy.LimitSpec{{}}}}, "p:", true, 64).snap.Load().live.texts[0]
+	return &NewRateLimit(discard(), nil, []policy.Policy{{Name: name, Limits: []policy.LimitSpec{{}}}}, "p:", true, 64, RateLimitOptions{}).snap.Load().live.texts[0]
 }
 
 func TestSetHeadersFollowsTheDecisionsLimit(t *testing.T) {
@@ -597,7 +597,7 @@ policies:
 		func(c *gin.Context) {
 			c.Set(identityKey, auth.Identity{Kind: auth.User, Name: c.Query("u"), Tier: c.Query("tier")})
 		},
-		NewRateLimit(log, denied, policies, "p:", true, 64).Handler(),
+		NewRateLimit(log, denied, policies, "p:", true, 64, RateLimitOptions{}).Handler(),
 		func(c *gin.Context) { c.String(http.StatusOK, "ok") },
 	)
 	if w := get(t, r, "/x?u=amy&tier=pro", nil); w.Code != http.StatusTooManyRequests {
@@ -640,7 +640,7 @@ func TestCaller(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			l := NewRateLimit(discard(), nil, tt.policies, "p:", true, 64)
+			l := NewRateLimit(discard(), nil, tt.policies, "p:", true, 64, RateLimitOptions{})
 			c, _ := gin.CreateTestContext(httptest.NewRecorder())
 			c.Request = httptest.NewRequest(http.MethodGet, "/x", nil)
 			c.Request.RemoteAddr = "[2001:db8::5]:1234"
@@ -753,7 +753,7 @@ policies:
 			if err != nil {
 				t.Fatal(err)
 			}
-			l := NewRateLimit(discard(), engine, policies, "test:", tt.failOpen, 64)
+			l := NewRateLimit(discard(), engine, policies, "test:", tt.failOpen, 64, RateLimitOptions{})
 			r := gin.New()
 			r.GET("/x", l.Handler(), func(c *gin.Context) { c.Status(http.StatusOK) })
 			if w := get(t, r, "/x", nil); w.Code != http.StatusOK { // loads the scripts

@@ -193,7 +193,7 @@ func Seed(ctx context.Context, db *gorm.DB, users []Account) error {
 }
 
 // SeedAtCost is Seed hashing new passwords at the given bcrypt cost (see
-// Store.WithHashCost): tests seed at bcrypt.MinCost.
+// StoreOptions.HashCost): tests seed at bcrypt.MinCost.
 func SeedAtCost(ctx context.Context, db *gorm.DB, users []Account, cost int) error {
 	db = db.WithContext(ctx)
 	err := retry(ctx, func() error {

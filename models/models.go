@@ -1,6 +1,11 @@
 // Package models holds the database tables (continents, users, API keys),
 // opening and migrating the database, seeding it, and the queries the service
 // makes.
+//
+// Constructors follow the module's one style: what the value cannot work
+// without as parameters, its settings in one options struct named after the
+// type (NewStore takes StoreOptions), each field saying what its zero value
+// means.
 package models
 
 import "time"

@@ -90,12 +90,12 @@ func seed(t *testing.T, db *gorm.DB, users ...Account) {
 // TestDefaultHashCost checks that the service's own calls keep the default.
 const testCost = bcrypt.MinCost
 
-// testStore is NewStore(db) hashing at testCost.
+// testStore is a Store on db hashing at testCost.
 func testStore(t *testing.T, db *gorm.DB) *Store {
 	t.Helper()
-	s, err := NewStore(db).WithHashCost(testCost)
+	s, err := NewStore(db, StoreOptions{HashCost: testCost})
 	if err != nil {
-		t.Fatalf("WithHashCost(%d): %v", testCost, err)
+		t.Fatalf("NewStore(HashCost %d): %v", testCost, err)
 	}
 	return s
 }
@@ -114,7 +114,10 @@ func TestDefaultHashCost(t *testing.T) {
 	if err := Seed(ctx, db, []Account{{Name: "amy", Password: "pw"}}); err != nil {
 		t.Fatalf("Seed: %v", err)
 	}
-	store := NewStore(db)
+	store, err := NewStore(db, StoreOptions{})
+	if err != nil {
+		t.Fatalf("NewStore: %v", err)
+	}
 	if err := store.CreateUser(ctx, "bo", "pw", ""); err != nil {
 		t.Fatalf("CreateUser(bo): %v", err)
 	}
@@ -140,7 +143,7 @@ func TestDefaultHashCost(t *testing.T) {
 	}
 	cheap := testStore(t, db)
 	if got, err := bcrypt.Cost([]byte(cheap.dummy)); err != nil || got != testCost {
-		t.Errorf("WithHashCost(%d): unknown names are checked against cost %d, %v; want %d", testCost, got, err, testCost)
+		t.Errorf("NewStore(HashCost %d): unknown names are checked against cost %d, %v; want %d", testCost, got, err, testCost)
 	}
 }
 
