@@ -69,3 +69,27 @@ func isModule(dir string) bool {
 	_, err := os.Stat(filepath.Join(dir, "go.mod"))
 	return err == nil
 }
+
+// TestRequestPathLooksNoAlgorithmUp: a rule carries its algorithm's Spec,
+// resolved once when a policy is loaded; the engine and the middleware,
+// which run per request, never look one up by name.
+func TestRequestPathLooksNoAlgorithmUp(t *testing.T) {
+	for _, dir := range []string{"limiter", "middleware"} {
+		files, err := filepath.Glob(filepath.Join(dir, "*.go"))
+		if err != nil || len(files) == 0 {
+			t.Fatalf("list %s: %v, %d files", dir, err, len(files))
+		}
+		for _, f := range files {
+			if strings.HasSuffix(f, "_test.go") {
+				continue
+			}
+			src, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := strings.Count(string(src), "algorithms.Lookup("); n > 0 {
+				t.Errorf("%s calls algorithms.Lookup %d times; want the rule's Spec (limiter.Rule.Algorithm)", f, n)
+			}
+		}
+	}
+}

@@ -113,7 +113,7 @@ func TestAuthenticateAPIKey(t *testing.T) {
 	}
 }
 
-// clock is a time a test moves by hand (WithClock).
+// clock is a time a test moves by hand (AuthenticatorOptions.Clock).
 type clock struct {
 	mu  sync.Mutex
 	now time.Time
