@@ -1,9 +1,11 @@
 package middleware
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"log/slog"
+	"maps"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -13,49 +15,103 @@ import (
 // kept, else one is made, and it is echoed in the response.
 const RequestIDHeader = "X-Request-ID"
 
+// requestIDHeader is RequestIDHeader in canonical form: the header maps
+// are indexed with it as it is, not with a canonical copy made per request.
+const requestIDHeader = "X-Request-Id"
+
 // RequestLog writes one access line per request and records it in m (nil:
 // no metrics). It logs the route pattern, not the raw path, the kind of
 // identity (user, for a password; key, for an API key; or ip), never a
 // credential or a header.
 func RequestLog(log *slog.Logger, m *Metrics) gin.HandlerFunc {
+	lines := &lineHandlers{base: log.Handler()}
 	return func(c *gin.Context) {
 		start := time.Now()
-		id := c.GetHeader(RequestIDHeader)
+		id := ""
+		if v := c.Request.Header[requestIDHeader]; len(v) > 0 {
+			id = v[0]
+		}
 		if !validRequestID(id) {
 			id = newRequestID()
 		}
-		c.Header(RequestIDHeader, id)
+		c.Writer.Header()[requestIDHeader] = []string{id}
 		c.Next()
-		took := time.Since(start)
+		end := time.Now()
+		took := end.Sub(start)
 		route := c.FullPath()
 		if route == "" {
 			route = "unmatched"
 		}
 		status := c.Writer.Status()
+		method := knownMethod(c.Request.Method)
 		o, decided := OutcomeOf(c)
-		m.observe(c.Request.Method, route, status, took.Seconds(), o, decided)
-		attrs := []slog.Attr{
-			slog.String("method", knownMethod(c.Request.Method)),
-			slog.String("route", route),
-			slog.Int("status", status),
+		m.observe(method, route, status, took.Seconds(), o, decided)
+		ctx := c.Request.Context()
+		if !lines.base.Enabled(ctx, slog.LevelInfo) {
+			return
+		}
+		// What log.LogAttrs(ctx, slog.LevelInfo, "request", method, route,
+		// status, ...) writes, without the caller's program counter, which
+		// no line shows, and with the first three fields formatted once
+		// per kind of line (lines.get). The time is the request's end.
+		r := slog.NewRecord(end, slog.LevelInfo, "request", 0)
+		r.AddAttrs(
 			slog.Float64("duration_ms", float64(took.Microseconds())/1000),
 			slog.String("request_id", id),
-		}
+		)
 		if id := Identity(c); id.Kind != "" {
 			kind := string(id.Kind)
 			if id.ByKey {
 				kind = "key" // a user, identified by an API key
 			}
-			attrs = append(attrs, slog.String("identity", kind))
+			r.AddAttrs(slog.String("identity", kind))
 		}
 		if decided && o.Policy != "" {
-			attrs = append(attrs, slog.String("decision", o.Result), slog.Int("remaining", o.Remaining))
+			r.AddAttrs(slog.String("decision", o.Result), slog.Int("remaining", o.Remaining))
 		}
 		for _, s := range o.ShadowLimited {
-			attrs = append(attrs, slog.String("shadow_limited", s.Policy))
+			r.AddAttrs(slog.String("shadow_limited", s.Policy))
 		}
-		log.LogAttrs(c.Request.Context(), slog.LevelInfo, "request", attrs...)
+		_ = lines.get(method, route, status).Handle(ctx, r) // as slog.Logger does: nowhere to report it
 	}
+}
+
+// lineHandlers are the log's handler with an access line's first fields
+// (method, route, status) attached (WithAttrs), by those fields: a handler
+// formats attached fields once, not on every line. Every field comes from a
+// small set (methods are folded, routes are patterns), as the metrics'
+// labels do. Requests only read the map; a new line kind replaces it.
+type lineHandlers struct {
+	base slog.Handler
+	mu   sync.Mutex // held to add a kind
+	m    atomic.Pointer[map[lineKind]slog.Handler]
+}
+
+type lineKind struct {
+	method, route string
+	status        int
+}
+
+func (l *lineHandlers) get(method, route string, status int) slog.Handler {
+	k := lineKind{method, route, status}
+	if m := l.m.Load(); m != nil {
+		if h, ok := (*m)[k]; ok {
+			return h
+		}
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	m := map[lineKind]slog.Handler{}
+	if old := l.m.Load(); old != nil {
+		if h, ok := (*old)[k]; ok {
+			return h
+		}
+		m = maps.Clone(*old)
+	}
+	h := l.base.WithAttrs([]slog.Attr{slog.String("method", method), slog.String("route", route), slog.Int("status", status)})
+	m[k] = h
+	l.m.Store(&m)
+	return h
 }
 
 // validRequestID accepts short ids of letters, digits and -_.: anything else
@@ -74,8 +130,17 @@ func validRequestID(id string) bool {
 	return true
 }
 
+// newRequestID is 16 lowercase hex digits, 64 random bits: unique enough to
+// find one request's lines, from the runtime's per-thread generator
+// (math/rand/v2, seeded from the system's randomness) rather than a system
+// call per request.
 func newRequestID() string {
-	b := make([]byte, 8)
-	rand.Read(b)
-	return hex.EncodeToString(b)
+	const digits = "0123456789abcdef"
+	x := rand.Uint64()
+	var b [16]byte
+	for i := len(b) - 1; i >= 0; i-- {
+		b[i] = digits[x&0xf]
+		x >>= 4
+	}
+	return string(b[:])
 }
