@@ -25,8 +25,18 @@ const requestIDHeader = "X-Request-Id"
 // credential or a header.
 func RequestLog(log *slog.Logger, m *Metrics) gin.HandlerFunc {
 	lines := &lineHandlers{base: log.Handler()}
+	// The maps behind c.Set (identity, outcome), reused: gin makes one per
+	// request else, and drops it at the next. Nothing keeps a request's gin
+	// context past its handlers (c.Copy copies the map), so its map is free
+	// once the line is written.
+	keys := sync.Pool{New: func() any { return map[any]any{} }}
 	return func(c *gin.Context) {
 		start := time.Now()
+		var pooled map[any]any
+		if c.Keys == nil {
+			pooled = keys.Get().(map[any]any)
+			c.Keys = pooled
+		}
 		id := ""
 		if v := c.Request.Header[requestIDHeader]; len(v) > 0 {
 			id = v[0]
@@ -46,33 +56,37 @@ func RequestLog(log *slog.Logger, m *Metrics) gin.HandlerFunc {
 		method := knownMethod(c.Request.Method)
 		o, decided := OutcomeOf(c)
 		m.observe(method, route, status, took.Seconds(), o, decided)
-		ctx := c.Request.Context()
-		if !lines.base.Enabled(ctx, slog.LevelInfo) {
-			return
-		}
-		// What log.LogAttrs(ctx, slog.LevelInfo, "request", method, route,
-		// status, ...) writes, without the caller's program counter, which
-		// no line shows, and with the first three fields formatted once
-		// per kind of line (lines.get). The time is the request's end.
-		r := slog.NewRecord(end, slog.LevelInfo, "request", 0)
-		r.AddAttrs(
-			slog.Float64("duration_ms", float64(took.Microseconds())/1000),
-			slog.String("request_id", id),
-		)
-		if id := Identity(c); id.Kind != "" {
-			kind := string(id.Kind)
-			if id.ByKey {
-				kind = "key" // a user, identified by an API key
+		if ctx := c.Request.Context(); lines.base.Enabled(ctx, slog.LevelInfo) {
+			// What log.LogAttrs(ctx, slog.LevelInfo, "request", method,
+			// route, status, ...) writes, without the caller's program
+			// counter, which no line shows, and with the first three
+			// fields formatted once per kind of line (lines.get). The
+			// time is the request's end.
+			r := slog.NewRecord(end, slog.LevelInfo, "request", 0)
+			r.AddAttrs(
+				slog.Float64("duration_ms", float64(took.Microseconds())/1000),
+				slog.String("request_id", id),
+			)
+			if id := Identity(c); id.Kind != "" {
+				kind := string(id.Kind)
+				if id.ByKey {
+					kind = "key" // a user, identified by an API key
+				}
+				r.AddAttrs(slog.String("identity", kind))
 			}
-			r.AddAttrs(slog.String("identity", kind))
+			if decided && o.Policy != "" {
+				r.AddAttrs(slog.String("decision", o.Result), slog.Int("remaining", o.Remaining))
+			}
+			for _, s := range o.ShadowLimited {
+				r.AddAttrs(slog.String("shadow_limited", s.Policy))
+			}
+			_ = lines.get(method, route, status).Handle(ctx, r) // as slog.Logger does: nowhere to report it
 		}
-		if decided && o.Policy != "" {
-			r.AddAttrs(slog.String("decision", o.Result), slog.Int("remaining", o.Remaining))
+		if pooled != nil {
+			c.Keys = nil
+			clear(pooled)
+			keys.Put(pooled)
 		}
-		for _, s := range o.ShadowLimited {
-			r.AddAttrs(slog.String("shadow_limited", s.Policy))
-		}
-		_ = lines.get(method, route, status).Handle(ctx, r) // as slog.Logger does: nowhere to report it
 	}
 }
 

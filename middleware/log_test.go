@@ -1,11 +1,13 @@
 package middleware
 
 import (
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/gin-gonic/gin"
@@ -114,4 +116,35 @@ func TestRequestLogLine(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRequestLogKeysFresh: the maps behind c.Set are reused from request
+// to request, never shared: a request sees none of an earlier one's keys,
+// and concurrent requests none of each other's (go test -race).
+func TestRequestLogKeysFresh(t *testing.T) {
+	gin.SetMode(gin.ReleaseMode)
+	r := gin.New()
+	r.Use(RequestLog(slog.New(slog.DiscardHandler), nil))
+	r.GET("/x/:id", func(c *gin.Context) {
+		if v, ok := c.Get("seen"); ok {
+			c.String(http.StatusConflict, "%v", v)
+			return
+		}
+		c.Set("seen", c.Param("id"))
+		c.Status(http.StatusOK)
+	})
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for i := range 200 {
+				w := httptest.NewRecorder()
+				r.ServeHTTP(w, httptest.NewRequest(http.MethodGet, fmt.Sprintf("/x/%d-%d", g, i), nil))
+				if w.Code != http.StatusOK {
+					t.Errorf("request %d-%d: status %d, saw key from request %s", g, i, w.Code, w.Body)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }
