@@ -2,10 +2,8 @@ package middleware
 
 import (
 	"log/slog"
-	"maps"
 	"math/rand/v2"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -24,7 +22,11 @@ const requestIDHeader = "X-Request-Id"
 // identity (user, for a password; key, for an API key; or ip), never a
 // credential or a header.
 func RequestLog(log *slog.Logger, m *Metrics) gin.HandlerFunc {
-	lines := &lineHandlers{base: log.Handler()}
+	base := log.Handler()
+	var lines children[lineKind, slog.Handler]
+	withKind := func(k lineKind) slog.Handler {
+		return base.WithAttrs([]slog.Attr{slog.String("method", k.method), slog.String("route", k.route), slog.Int("status", k.status)})
+	}
 	// The maps behind c.Set (identity, outcome), reused: gin makes one per
 	// request else, and drops it at the next. Nothing keeps a request's gin
 	// context past its handlers (c.Copy copies the map), so its map is free
@@ -56,11 +58,11 @@ func RequestLog(log *slog.Logger, m *Metrics) gin.HandlerFunc {
 		method := knownMethod(c.Request.Method)
 		o, decided := OutcomeOf(c)
 		m.observe(method, route, status, took.Seconds(), o, decided)
-		if ctx := c.Request.Context(); lines.base.Enabled(ctx, slog.LevelInfo) {
+		if ctx := c.Request.Context(); base.Enabled(ctx, slog.LevelInfo) {
 			// What log.LogAttrs(ctx, slog.LevelInfo, "request", method,
 			// route, status, ...) writes, without the caller's program
 			// counter, which no line shows, and with the first three
-			// fields formatted once per kind of line (lines.get). The
+			// fields formatted once per kind of line (lineKind). The
 			// time is the request's end.
 			r := slog.NewRecord(end, slog.LevelInfo, "request", 0)
 			r.AddAttrs(
@@ -80,7 +82,7 @@ func RequestLog(log *slog.Logger, m *Metrics) gin.HandlerFunc {
 			for _, s := range o.ShadowLimited {
 				r.AddAttrs(slog.String("shadow_limited", s.Policy))
 			}
-			_ = lines.get(method, route, status).Handle(ctx, r) // as slog.Logger does: nowhere to report it
+			_ = lines.get(lineKind{method, route, status}, withKind).Handle(ctx, r) // as slog.Logger does: nowhere to report it
 		}
 		if pooled != nil {
 			c.Keys = nil
@@ -90,42 +92,13 @@ func RequestLog(log *slog.Logger, m *Metrics) gin.HandlerFunc {
 	}
 }
 
-// lineHandlers are the log's handler with an access line's first fields
-// (method, route, status) attached (WithAttrs), by those fields: a handler
-// formats attached fields once, not on every line. Every field comes from a
-// small set (methods are folded, routes are patterns), as the metrics'
-// labels do. Requests only read the map; a new line kind replaces it.
-type lineHandlers struct {
-	base slog.Handler
-	mu   sync.Mutex // held to add a kind
-	m    atomic.Pointer[map[lineKind]slog.Handler]
-}
-
+// lineKind is what a request's access line starts with, after the message:
+// each comes from a small set (methods are folded, routes are patterns), as
+// the metrics' labels do, so the log's handler with them attached
+// (WithAttrs), which formats them once, is kept for each kind.
 type lineKind struct {
 	method, route string
 	status        int
-}
-
-func (l *lineHandlers) get(method, route string, status int) slog.Handler {
-	k := lineKind{method, route, status}
-	if m := l.m.Load(); m != nil {
-		if h, ok := (*m)[k]; ok {
-			return h
-		}
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	m := map[lineKind]slog.Handler{}
-	if old := l.m.Load(); old != nil {
-		if h, ok := (*old)[k]; ok {
-			return h
-		}
-		m = maps.Clone(*old)
-	}
-	h := l.base.WithAttrs([]slog.Attr{slog.String("method", method), slog.String("route", route), slog.Int("status", status)})
-	m[k] = h
-	l.m.Store(&m)
-	return h
 }
 
 // validRequestID accepts short ids of letters, digits and -_.: anything else
