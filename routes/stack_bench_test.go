@@ -1,12 +1,15 @@
 package routes
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -20,20 +23,28 @@ import (
 
 // The service's own stack against bare gin, in process: the ratio of
 // BenchmarkService to BenchmarkBareGin is what bench's "limiter off / bare
-// gin" measures from outside, without the network and wrk. Compare with
+// gin" measures from outside with wrk. Compare with
 //
 //	go test -run '^$' -bench 'Service|BareGin' -benchmem -cpu 2 ./routes/
 //
-// allocs/op and B/op are exact on a busy machine; ns/op wants a quiet one.
+// Each has two rows: handler (ServeHTTP called directly: the stack's own
+// work) and http (keep-alive connections to a real listener on loopback,
+// the client's work included). allocs/op and B/op are exact on a busy
+// machine; ns/op wants a quiet one.
 
 // BenchmarkService is anonymous GET /continents through the handler
 // routes.NewService builds, as run builds it with RATE_LIMIT_ENABLED=false:
-// JSON access log at info (to io.Discard: its encoding is measured, its
-// write is not), metrics, request id, identity (auth.Authenticator on
-// SQLite), no limiter.
+// JSON access log at info on /dev/null (as bench's runs), metrics, request
+// id, identity (auth.Authenticator on SQLite), no limiter; the http row
+// serves it with NewServer, as run does.
 func BenchmarkService(b *testing.B) {
 	ctx := context.Background()
-	log := slog.New(slog.NewJSONHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	devNull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { devNull.Close() })
+	log := slog.New(slog.NewJSONHandler(devNull, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	db, err := models.Open(ctx, slog.New(slog.DiscardHandler), "sqlite", filepath.Join(b.TempDir(), "bench.db"))
 	if err != nil {
 		b.Fatal(err)
@@ -63,11 +74,13 @@ func BenchmarkService(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	serveParallel(b, svc.Handler)
+	b.Run("handler", func(b *testing.B) { serveParallel(b, svc.Handler) })
+	b.Run("http", func(b *testing.B) { serveHTTP(b, NewServer(svc.Handler, log)) })
 }
 
 // BenchmarkBareGin is bench's bare peer (bench/peer.go tinyPeer, kind
-// "bare"): gin alone, c.JSON of the same seven records, no middleware.
+// "bare"): gin alone, c.JSON of the same seven records, no middleware, and
+// the peer's http.Server.
 func BenchmarkBareGin(b *testing.B) {
 	body, err := json.Marshal(toContinents(sevenContinents))
 	if err != nil {
@@ -83,7 +96,8 @@ func BenchmarkBareGin(b *testing.B) {
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
 	r.GET("/continents", func(c *gin.Context) { c.JSON(http.StatusOK, continents) })
-	serveParallel(b, r)
+	b.Run("handler", func(b *testing.B) { serveParallel(b, r) })
+	b.Run("http", func(b *testing.B) { serveHTTP(b, &http.Server{Handler: r, ReadHeaderTimeout: 5 * time.Second}) })
 }
 
 // serveParallel sends anonymous GET /continents to h from every
@@ -102,6 +116,49 @@ func serveParallel(b *testing.B, h http.Handler) {
 			h.ServeHTTP(w, req)
 			if w.status != http.StatusOK {
 				b.Errorf("GET /continents status = %d, want 200", w.status)
+				return
+			}
+		}
+	})
+}
+
+// serveHTTP serves srv on a loopback listener and sends it anonymous GET
+// /continents over keep-alive connections, 4 per GOMAXPROCS, each written
+// and read by hand (no http.Client: less of the client in the figures);
+// it fails on any answer but 200.
+func serveHTTP(b *testing.B, srv *http.Server) {
+	b.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	go srv.Serve(ln)
+	b.Cleanup(func() { srv.Close() })
+	req := []byte("GET /continents HTTP/1.1\r\nHost: bench\r\n\r\n")
+	b.SetParallelism(4)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		conn, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		defer conn.Close()
+		r := bufio.NewReader(conn)
+		for pb.Next() {
+			if _, err := conn.Write(req); err != nil {
+				b.Error(err)
+				return
+			}
+			resp, err := http.ReadResponse(r, nil)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			_, err = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if err != nil || resp.StatusCode != http.StatusOK {
+				b.Errorf("GET /continents: status %d, body read: %v; want 200", resp.StatusCode, err)
 				return
 			}
 		}
