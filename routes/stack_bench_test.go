@@ -172,7 +172,7 @@ func serveHTTP(b *testing.B, srv *http.Server) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	go srv.Serve(ln)
+	go func() { _ = srv.Serve(ln) }() // ErrServerClosed at Cleanup
 	b.Cleanup(func() { srv.Close() })
 	req := []byte("GET /continents HTTP/1.1\r\nHost: bench\r\n\r\n")
 	b.SetParallelism(4)
