@@ -1,5 +1,5 @@
 // Command tollgate serves continent data from a database behind a Redis rate
-// limiter. See README.md for its settings.
+// limiter. See docs/configuration.md for its settings.
 package main
 
 import (

@@ -10,7 +10,7 @@ import (
 )
 
 // TestEverySettingIsDocumented: the settings Load reads are exactly the rows
-// of the README's settings table and the variables of .env.example, so a
+// of docs/configuration.md's settings table and the variables of .env.example, so a
 // new setting cannot land undocumented and a removed one cannot linger in
 // the docs.
 func TestEverySettingIsDocumented(t *testing.T) {
@@ -20,7 +20,7 @@ func TestEverySettingIsDocumented(t *testing.T) {
 		file    string
 		pattern string // the first group is a setting's name
 	}{
-		{"../README.md", "(?m)^\\| `([A-Z][A-Z0-9_]+)` \\|"},
+		{"../docs/configuration.md", "(?m)^\\| `([A-Z][A-Z0-9_]+)` \\|"},
 		{"../.env.example", `(?m)^#? ?([A-Z][A-Z0-9_]+)=`},
 	}
 	for _, tt := range tests {
