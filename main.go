@@ -3,7 +3,6 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -17,7 +16,6 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -34,6 +32,7 @@ import (
 	"tollgate/auth"
 	"tollgate/config"
 	"tollgate/limiter"
+	"tollgate/live"
 	"tollgate/middleware"
 	"tollgate/models"
 	"tollgate/policy"
@@ -74,6 +73,33 @@ func main() {
 	}
 }
 
+// runOptions are what tests change in run; main leaves them at their defaults
+// but for the reload signal.
+type runOptions struct {
+	reload     <-chan os.Signal // SIGHUP: read the policy files now
+	policyPoll time.Duration    // how often the policy files are checked for changes
+	// policySettle is how long a changed policy file must stay unchanged
+	// before it is loaded (0: twice policyPoll).
+	policySettle time.Duration
+	now          func() time.Time // the clock overrides and remembered credentials expire by
+	environ      func() []string  // the variables set, for the unknown-setting warnings; nil: none
+}
+
+// runOption changes one of run's options.
+type runOption func(*runOptions)
+
+// withReload makes each value on ch reload the policy files.
+func withReload(ch <-chan os.Signal) runOption { return func(o *runOptions) { o.reload = ch } }
+
+// withPolicyPoll checks the policy files every d.
+func withPolicyPoll(d time.Duration) runOption { return func(o *runOptions) { o.policyPoll = d } }
+
+// withPolicySettle loads a changed policy file once it stayed unchanged for d.
+func withPolicySettle(d time.Duration) runOption { return func(o *runOptions) { o.policySettle = d } }
+
+// withClock makes now the clock overrides and remembered credentials expire by.
+func withClock(now func() time.Time) runOption { return func(o *runOptions) { o.now = now } }
+
 // withEnviron gives run the variables set (os.Environ), so that a variable
 // named like a setting that is none is warned of at start-up.
 func withEnviron(environ func() []string) runOption {
@@ -83,7 +109,7 @@ func withEnviron(environ func() []string) runOption {
 // run starts the service with the settings getenv gives and serves until ctx
 // is done, then shuts down gracefully.
 func run(ctx context.Context, getenv func(string) string, stdout io.Writer, options ...runOption) error {
-	opts := runOptions{policyPoll: policyPoll, now: time.Now}
+	opts := runOptions{policyPoll: live.Poll, now: time.Now}
 	for _, o := range options {
 		o(&opts)
 	}
@@ -153,7 +179,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, opti
 	var limiters []gin.HandlerFunc
 	var peek gin.HandlerFunc
 	var engine *limiter.Limiter
-	var limit *middleware.Limiter
+	var inForce *live.Policies // the policies in force (nil: rate limiting off)
 	summary := routes.Summary{Enabled: cfg.Enabled, Algorithm: cfg.Algorithm, Limit: cfg.Limit, Burst: cfg.Burst, Window: cfg.Window}
 	if cfg.Enabled {
 		if cfg.PolicyFile != "" {
@@ -193,8 +219,8 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, opti
 			}
 			defer stop()
 		}
-		limit = middleware.NewLimiter(log, engine, policies, cfg.KeyPrefix, cfg.FailOpen, cfg.IPv6Prefix).WithClock(opts.now)
-		_ = limit.SetPolicies(policies, version) // the file's version; no overrides yet
+		inForce = live.New(policies, version, cfg.KeyPrefix, engine) // no overrides yet
+		limit := middleware.NewLimiter(log, engine, inForce, cfg.FailOpen, cfg.IPv6Prefix).WithClock(opts.now)
 		limiters, peek = []gin.HandlerFunc{limit.Handler()}, limit.Peek()
 	}
 	svc, err := routes.NewService(startCtx, routes.ServiceDeps{
@@ -208,11 +234,11 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, opti
 		SeparateMetrics: cfg.MetricsAddr != "",
 		Summary:         summary,
 		LivePolicy: func() func() (names []string, version string) {
-			if limit == nil || cfg.PolicyFile == "" {
+			if inForce == nil || cfg.PolicyFile == "" {
 				return nil
 			}
 			return func() ([]string, string) {
-				version, _, names := limit.Versions()
+				version, _, names := inForce.Versions()
 				return names, version
 			}
 		}(),
@@ -241,7 +267,18 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, opti
 			}
 			return 0
 		}))
-		stopLive, err := startLive(ctx, log, cfg, opts, svc.Registry, store, limit, version)
+		w := live.Watch{PolicyFile: cfg.PolicyFile, Version: version, CandidateFile: cfg.CandidateFile, Routes: routes.Limited(),
+			Reload: opts.reload, Poll: opts.policyPoll, Settle: opts.policySettle,
+			Overrides: store, Refresh: cfg.OverridesRefresh, Now: opts.now, Warn: middleware.NewThrottledLog(log, time.Minute)}
+		if cfg.CandidateFile != "" {
+			candidate, cversion, err := loadPolicies(cfg, cfg.CandidateFile)
+			if err != nil {
+				return err
+			}
+			inForce.SetCandidate(candidate, cversion)
+			w.CandidateVersion = cversion
+		}
+		stopLive, err := live.Start(ctx, log, svc.Registry, inForce, w)
 		if err != nil {
 			return err
 		}
@@ -364,50 +401,11 @@ func loadPolicies(cfg config.Config, path string) ([]policy.Policy, string, erro
 	if path == cfg.CandidateFile {
 		name = "RATE_LIMIT_CANDIDATE_FILE"
 	}
-	policies, version, err := readPolicyFile(path)
+	policies, version, err := live.ReadFile(path, routes.Limited())
 	if err != nil {
 		return nil, "", fmt.Errorf("config: %w: %s=%s: %w", config.ErrInvalid, name, path, err)
 	}
 	return policies, version, nil
-}
-
-// startLive loads the candidate file and the overrides into limit, and
-// starts what keeps them and the policy file current while the service
-// runs: the watcher of the files (and SIGHUP) and the refresher of the
-// overrides. They stop with ctx.
-//
-// It returns a function that stops them and waits until they have.
-func startLive(ctx context.Context, log *slog.Logger, cfg config.Config, opts runOptions, reg prometheus.Registerer, store *models.Store, limit *middleware.Limiter, version string) (stop func(), err error) {
-	liveReloads, candidateReloads, err := newReloadMetrics(reg, limit)
-	if err != nil {
-		return nil, fmt.Errorf("metrics: %w", err)
-	}
-	var files []*policyFile
-	settle := cmp.Or(opts.policySettle, 2*opts.policyPoll)
-	if cfg.PolicyFile != "" {
-		files = append(files, &policyFile{kind: "live", path: cfg.PolicyFile, seen: version, read: readPolicyFile, settle: settle, use: limit.SetPolicies, reloads: liveReloads})
-	}
-	if cfg.CandidateFile != "" {
-		candidate, cversion, err := loadPolicies(cfg, cfg.CandidateFile)
-		if err != nil {
-			return nil, err
-		}
-		limit.SetCandidate(candidate, cversion)
-		files = append(files, &policyFile{kind: "candidate", path: cfg.CandidateFile, seen: cversion, read: readPolicyFile, settle: settle, reloads: candidateReloads,
-			use: func(p []policy.Policy, v string) error { limit.SetCandidate(p, v); return nil }})
-	}
-	overrides, err := loadOverrides(ctx, store, opts.now())
-	if overrides == nil && err != nil {
-		return nil, err
-	}
-	if err := errors.Join(err, limit.SetOverrides(overrides)); err != nil {
-		log.Warn("overrides left out", "err", err)
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Go(func() { watchPolicies(ctx, log, files, opts.reload, opts.policyPoll) })
-	wg.Go(func() { refreshOverrides(ctx, log, store, limit, cfg.OverridesRefresh, opts.now, overrides) })
-	return func() { cancel(); wg.Wait() }, nil
 }
 
 // openDB connects to the database, retrying with backoff for up to within:

@@ -17,6 +17,7 @@ import (
 	"tollgate/auth"
 	"tollgate/config"
 	"tollgate/limiter"
+	"tollgate/live"
 	"tollgate/models"
 	"tollgate/policy"
 )
@@ -62,9 +63,9 @@ func runQuota(ctx context.Context, cmd command, cfg config.Config, getenv func(s
 	if err != nil {
 		return err
 	}
-	// The overrides in force, as the servers apply them (reload.go).
+	// The overrides in force, as the servers apply them (live).
 	var notes []string
-	overrides, err := loadOverrides(ctx, store, who.Now)
+	overrides, err := live.LoadOverrides(ctx, store, who.Now)
 	if err != nil && overrides == nil {
 		return err
 	}

@@ -36,7 +36,7 @@ func addressEngine(t *testing.T, g *redistest.Redis, guard *auth.Guard, policies
 	r.RemoteIPHeaders = []string{"X-Forwarded-For"}
 	users := &authtest.Users{Name: "bob", Password: "pw"}
 	identify := newIdentify(discard(), users, guard, time.Second, time.Minute, time.Minute, ipv6Prefix)
-	lim := NewLimiter(discard(), limiter.New(g.Client, limiter.Options{Timeout: time.Second}), policies, g.Prefix, false, ipv6Prefix)
+	lim := newLimiter(discard(), limiter.New(g.Client, limiter.Options{Timeout: time.Second}), policies, g.Prefix, false, ipv6Prefix)
 	r.GET("/x", identify, lim.Handler(), func(c *gin.Context) { c.String(http.StatusOK, Identity(c).Subject()) })
 	r.GET("/ratelimit", identify, lim.Peek())
 	return r

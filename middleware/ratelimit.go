@@ -16,6 +16,7 @@ import (
 
 	"tollgate/auth"
 	"tollgate/limiter"
+	"tollgate/live"
 	"tollgate/policy"
 )
 
@@ -76,11 +77,10 @@ type decider interface {
 	Release(ctx context.Context, res limiter.Result) error
 }
 
-// Limiter applies rate-limit policies to requests. All limits of the
-// enforced policies that apply to a request are decided in one call, so a
-// request denied by any of them is counted by none. Its policies, candidate
-// policies and overrides can be replaced while it serves (SetPolicies,
-// SetCandidate, SetOverrides): each request uses one snapshot of them.
+// Limiter applies the policies in force (live.Policies) to requests. All
+// limits of the enforced policies that apply to a request are decided in
+// one call, so a request denied by any of them is counted by none. Each
+// request uses one snapshot of the policies.
 type Limiter struct {
 	log     *slog.Logger
 	decider decider
@@ -89,7 +89,7 @@ type Limiter struct {
 	// asideBudget.
 	aside       decider
 	asideBudget *asideBudget
-	prefix      string
+	live        *live.Policies
 	failOpen    bool
 	warn        *ThrottledLog // Redis trouble
 	tierWarn    *ThrottledLog // users of tiers a policy does not limit
@@ -98,8 +98,7 @@ type Limiter struct {
 	// now is the clock overrides expire by.
 	now func() time.Time
 
-	mu   sync.Mutex // serialises the making of snapshots
-	snap atomic.Pointer[snapshot]
+	view atomic.Pointer[view] // the header texts of the snapshot last seen
 }
 
 // limitText is a named limit as the headers show it. It is used by pointer
@@ -153,21 +152,20 @@ func (lt *limitText) headers(d limiter.Decision) *limitHeaders {
 	return h
 }
 
-// NewLimiter returns a Limiter deciding policies with d, keeping its keys
-// under prefix. d must bound its calls in time (limiter.Options.Timeout);
+// NewLimiter returns a Limiter deciding the policies in force p with d.
+// d must bound its calls in time (limiter.Options.Timeout);
 // failOpen chooses what a request gets when the limiter cannot decide (Redis
 // down or slow): served unchecked, marked by "X-RateLimit-Checked: false", or
 // 503 — availability of the API versus strictness of the limit. Clients
 // counted by IP address are counted per IPv6 prefix of ipv6Prefix bits
 // (ipSubject); exemptions by CIDR match the client's own address.
-func NewLimiter(log *slog.Logger, d decider, policies []policy.Policy, prefix string, failOpen bool, ipv6Prefix int) *Limiter {
-	l := &Limiter{log: log, decider: d, prefix: prefix, failOpen: failOpen, ipv6Prefix: ipv6Prefix, now: time.Now,
+func NewLimiter(log *slog.Logger, d decider, p *live.Policies, failOpen bool, ipv6Prefix int) *Limiter {
+	l := &Limiter{log: log, decider: d, live: p, failOpen: failOpen, ipv6Prefix: ipv6Prefix, now: time.Now,
 		warn: NewThrottledLog(log, 10*time.Second), tierWarn: NewThrottledLog(log, time.Minute),
 		aside: d, asideBudget: newAsideBudget()}
 	if a, ok := d.(interface{ Apart() *limiter.Limiter }); ok {
 		l.aside = a.Apart()
 	}
-	_ = l.store(policies, "", nil, "", nil) // no overrides: no error
 	return l
 }
 
@@ -179,7 +177,7 @@ func (l *Limiter) WithClock(now func() time.Time) *Limiter {
 
 // caller is what the policies know of the request's sender, read from the
 // identity Identify left: the one place the adapter reads it.
-func (l *Limiter) caller(c *gin.Context, s *snapshot) policy.Caller {
+func (l *Limiter) caller(c *gin.Context, s *live.Snapshot) policy.Caller {
 	id := Identity(c)
 	who := policy.Caller{Tier: Tier(c), Header: c.Request.Header}
 	switch id.Kind {
@@ -188,13 +186,13 @@ func (l *Limiter) caller(c *gin.Context, s *snapshot) policy.Caller {
 	case auth.IP:
 		who.IP = id.Addr
 	}
-	if who.IP == "" && (who.User == "" || s.keysByIP) { // no Identify in front, or a user counted by IP
+	if who.IP == "" && (who.User == "" || s.KeysByIP) { // no Identify in front, or a user counted by IP
 		who.IP = ipSubject(c, l.ipv6Prefix)
 	}
-	if s.exemptsCIDRs {
+	if s.ExemptsCIDRs {
 		who.Addr, _ = clientAddr(c) // the real address, not its group
 	}
-	if s.hasOverrides {
+	if s.HasOverrides {
 		who.Now = l.now()
 	}
 	return who
@@ -230,19 +228,20 @@ func rulesOf(as []policy.Applied) []limiter.Rule {
 // when any enforced limit denies.
 func (l *Limiter) Handler() gin.HandlerFunc {
 	return func(c *gin.Context) {
-		s := l.snap.Load() // the whole request is decided under this one
+		v := l.current() // the whole request is decided under this snapshot
+		s := v.snap
 		who := l.caller(c, s)
 		var buf [4]policy.Applied // most requests have a limit or two: no allocation
-		all := l.rules(c, s.live.set, who, false, buf[:0])
+		all := l.rules(c, s.Live, who, false, buf[:0])
 		var candidate []policy.Applied
-		if s.candidate != nil {
-			candidate = l.rules(c, s.candidate, who, false, nil)
+		if s.Candidate != nil {
+			candidate = l.rules(c, s.Candidate, who, false, nil)
 		}
 		if len(all) == 0 && len(candidate) == 0 {
 			c.Next()
 			return
 		}
-		enforced, shadow := splitShadow(all, s.live.set.AnyShadow())
+		enforced, shadow := splitShadow(all, s.Live.AnyShadow())
 		ctx := c.Request.Context()
 		start := time.Now()
 		var o Outcome
@@ -305,7 +304,7 @@ func (l *Limiter) Handler() gin.HandlerFunc {
 		var ibuf [4]headerItem
 		items := ibuf[:0]
 		for i, a := range enforced {
-			items = append(items, headerItem{lt: &s.live.texts[a.Limit.ID], d: ds[i]})
+			items = append(items, headerItem{lt: &v.texts[a.Limit.ID], d: ds[i]})
 		}
 		chosen := closest(items)
 		d := items[chosen].d
@@ -477,14 +476,14 @@ func (l *Limiter) Peek() gin.HandlerFunc {
 		Limits   []limitState   `json:"limits"`
 	}
 	return func(c *gin.Context) {
-		s := l.snap.Load()
-		all := l.rules(c, s.live.set, l.caller(c, s), true, nil)
+		s := l.live.Snapshot()
+		all := l.rules(c, s.Live, l.caller(c, s), true, nil)
 		body := gin.H{"identity": string(Identity(c).Kind), "tier": Tier(c), "policies": []policyState{}}
-		if s.live.version != "" {
-			body["policy_sha256"] = s.live.version
+		if s.Version != "" {
+			body["policy_sha256"] = s.Version
 		}
-		if s.candidateVersion != "" {
-			body["candidate_sha256"] = s.candidateVersion
+		if s.CandidateVersion != "" {
+			body["candidate_sha256"] = s.CandidateVersion
 		}
 		if len(all) == 0 {
 			c.JSON(http.StatusOK, body)
