@@ -26,8 +26,10 @@ import (
 	"github.com/joho/godotenv"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/crypto/bcrypt"
 	"gorm.io/gorm"
 
+	"tollgate/admin"
 	"tollgate/algorithms"
 	"tollgate/auth"
 	"tollgate/config"
@@ -47,11 +49,11 @@ func main() {
 		os.Exit(2)
 	}
 	if len(os.Args) > 1 {
-		// An admin command (see cli.go) instead of the server.
-		if err := runCLI(ctx, os.Args[1:], os.Getenv, os.Stdin, os.Stdout, os.Stderr); err != nil {
+		// An admin command (package admin) instead of the server.
+		if err := admin.Run(ctx, os.Args[1:], adminEnv(os.Getenv, os.Stdin, os.Stdout, os.Stderr)); err != nil {
 			fmt.Fprintln(os.Stderr, "tollgate:", err)
-			if errors.Is(err, errUsage) {
-				fmt.Fprint(os.Stderr, usage)
+			if errors.Is(err, admin.ErrUsage) {
+				fmt.Fprint(os.Stderr, admin.Usage)
 				os.Exit(2)
 			}
 			if errors.Is(err, config.ErrInvalid) {
@@ -100,6 +102,27 @@ func withPolicySettle(d time.Duration) runOption { return func(o *runOptions) { 
 // withClock makes now the clock overrides and remembered credentials expire by.
 func withClock(now func() time.Time) runOption { return func(o *runOptions) { o.now = now } }
 
+// adminEnv is what the admin commands get: the environment and streams,
+// and the openers and settings of this binary.
+func adminEnv(getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) admin.Env {
+	return admin.Env{
+		Getenv: getenv, Stdin: stdin, Stdout: stdout, Stderr: stderr,
+		OpenRedis: func(ctx context.Context, log *slog.Logger, cfg config.Config, timeout time.Duration) (redis.UniversalClient, func(), error) {
+			rdb, _, _, closeAll, err := openRedis(ctx, log, cfg.RedisURL, cfg.RedisCluster,
+				sentinel{addrs: cfg.RedisSentinels, master: cfg.RedisSentinelMaster, password: cfg.RedisSentinelPassword}, timeout)
+			return rdb, closeAll, err
+		},
+		NewLogger: newLogger,
+		Routes:    routes.Limited(),
+		HashCost:  passwordCost,
+	}
+}
+
+// passwordCost is the bcrypt cost of the hashes run and the admin commands
+// make: bcrypt.DefaultCost. Tests lower it (TestMain), as a hash at the
+// default cost takes about a second under the race detector.
+var passwordCost = bcrypt.DefaultCost
+
 // withEnviron gives run the variables set (os.Environ), so that a variable
 // named like a setting that is none is warned of at start-up.
 func withEnviron(environ func() []string) runOption {
@@ -132,7 +155,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, opti
 	var policies []policy.Policy
 	var version string // the policy file's
 	if cfg.Enabled {
-		policies, version, err = loadPolicies(cfg, cfg.PolicyFile)
+		policies, version, err = admin.LoadPolicies(cfg, cfg.PolicyFile, routes.Limited())
 		if err != nil {
 			return err
 		}
@@ -159,7 +182,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, opti
 	if err := models.Migrate(startCtx, db); err != nil {
 		return err
 	}
-	store, err := seedStore(startCtx, db, cfg.SeedUsers)
+	store, err := admin.Seed(startCtx, db, cfg.SeedUsers, passwordCost)
 	if err != nil {
 		return err
 	}
@@ -213,7 +236,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, opti
 		if cfg.DenyCacheSize > 0 {
 			// Denials cached in memory must not outlive a grant or reset
 			// made with "tollgate quota".
-			stop, err := engine.Follow(startCtx, rdb, quotaChannel(cfg.KeyPrefix))
+			stop, err := engine.Follow(startCtx, rdb, admin.QuotaChannel(cfg.KeyPrefix))
 			if err != nil {
 				return err
 			}
@@ -271,7 +294,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, opti
 			Reload: opts.reload, Poll: opts.policyPoll, Settle: opts.policySettle,
 			Overrides: store, Refresh: cfg.OverridesRefresh, Now: opts.now, Warn: middleware.NewThrottledLog(log, time.Minute)}
 		if cfg.CandidateFile != "" {
-			candidate, cversion, err := loadPolicies(cfg, cfg.CandidateFile)
+			candidate, cversion, err := admin.LoadPolicies(cfg, cfg.CandidateFile, routes.Limited())
 			if err != nil {
 				return err
 			}
@@ -384,28 +407,6 @@ func newLogger(w io.Writer, format string, level slog.Level) *slog.Logger {
 		return slog.New(slog.NewTextHandler(w, opts))
 	}
 	return slog.New(slog.NewJSONHandler(w, opts))
-}
-
-// loadPolicies reads the policy file at path (RATE_LIMIT_POLICY_FILE or
-// RATE_LIMIT_CANDIDATE_FILE) and returns its policies and version, or else
-// (no path) makes the one policy the RATE_LIMIT_* variables describe.
-func loadPolicies(cfg config.Config, path string) ([]policy.Policy, string, error) {
-	if path == "" {
-		policies, err := policy.Default(cfg.Algorithm, algorithms.Limit{Requests: cfg.Limit, Window: cfg.Window, Burst: cfg.Burst})
-		if err != nil {
-			return nil, "", fmt.Errorf("config: %w", err)
-		}
-		return policies, "", nil
-	}
-	name := "RATE_LIMIT_POLICY_FILE"
-	if path == cfg.CandidateFile {
-		name = "RATE_LIMIT_CANDIDATE_FILE"
-	}
-	policies, version, err := live.ReadFile(path, routes.Limited())
-	if err != nil {
-		return nil, "", fmt.Errorf("config: %w: %s=%s: %w", config.ErrInvalid, name, path, err)
-	}
-	return policies, version, nil
 }
 
 // openDB connects to the database, retrying with backoff for up to within:
