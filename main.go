@@ -200,7 +200,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, opti
 		auth.WithPasswordTTL(5*time.Minute), auth.WithKeyTTL(cfg.AuthKeyCacheTTL), auth.WithClock(opts.now))
 	identify := middleware.Identify(log, authn, cfg.IPv6Prefix)
 	var limiters []gin.HandlerFunc
-	var peek gin.HandlerFunc
+	var limit *middleware.Limiter
 	var engine *limiter.Limiter
 	var inForce *live.Policies // the policies in force (nil: rate limiting off)
 	summary := routes.Summary{Enabled: cfg.Enabled, Algorithm: cfg.Algorithm, Limit: cfg.Limit, Burst: cfg.Burst, Window: cfg.Window}
@@ -243,8 +243,8 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, opti
 			defer stop()
 		}
 		inForce = live.New(policies, version, cfg.KeyPrefix, engine) // no overrides yet
-		limit := middleware.NewLimiter(log, engine, inForce, cfg.FailOpen, cfg.IPv6Prefix).WithClock(opts.now)
-		limiters, peek = []gin.HandlerFunc{limit.Handler()}, limit.Peek()
+		limit = middleware.NewLimiter(log, engine, inForce, cfg.FailOpen, cfg.IPv6Prefix).WithClock(opts.now)
+		limiters = []gin.HandlerFunc{limit.Handler()}
 	}
 	svc, err := routes.NewService(startCtx, routes.ServiceDeps{
 		Log:             log,
@@ -265,8 +265,8 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, opti
 				return names, version
 			}
 		}(),
-		Limiters: limiters,
-		Peek:     peek,
+		Limiters:  limiters,
+		RateLimit: limit,
 	})
 	if err != nil {
 		return err

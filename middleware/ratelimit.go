@@ -135,7 +135,7 @@ func (lt *limitText) headers(d limiter.Decision) *limitHeaders {
 	}
 	// w is the span of the quota (a calendar's current period); a quota of
 	// another unit (requests at once) has no window.
-	item := lt.sfName + ";q=" + strconv.Itoa(d.Limit) + ";w=" + strconv.FormatInt(max(ceilSeconds(d.Window), 1), 10)
+	item := lt.sfName + ";q=" + strconv.Itoa(d.Limit) + ";w=" + strconv.FormatInt(max(CeilSeconds(d.Window), 1), 10)
 	if lt.unit != "" {
 		item = lt.sfName + ";q=" + strconv.Itoa(d.Limit) + ";qu=" + sfString(lt.unit)
 		per = "at once"
@@ -411,7 +411,7 @@ func setHeaders(h http.Header, items []headerItem, chosen int) {
 	// RateLimit's t is the delay until more quota: the full reset while
 	// there is quota left, and Retry-After's value on a denial (for a bucket,
 	// the next token, long before the bucket is full again).
-	t := ceilSeconds(d.ResetAfter)
+	t := CeilSeconds(d.ResetAfter)
 	if !d.Allowed {
 		t = retryAfterSeconds(d)
 	}
@@ -420,7 +420,7 @@ func setHeaders(h http.Header, items []headerItem, chosen int) {
 	var buf [160]byte
 	b := strconv.AppendInt(buf[:0], int64(remaining), 10)
 	endRemaining := len(b)
-	b = strconv.AppendInt(b, ceilUnix(now.Add(d.ResetAfter)), 10)
+	b = strconv.AppendInt(b, CeilUnix(now.Add(d.ResetAfter)), 10)
 	endReset := len(b)
 	b = strconv.AppendInt(b, t, 10)
 	endT := len(b)
@@ -450,98 +450,39 @@ const (
 	hdrRetryAfter = "Retry-After"
 )
 
-// Peek answers the caller's current state for every policy that applies to
-// them, on any route, without consuming anything.
-func (l *Limiter) Peek() gin.HandlerFunc {
-	type limitState struct {
-		Name          string `json:"name"`
-		Algorithm     string `json:"algorithm"`
-		Limit         int    `json:"limit"`
-		WindowSeconds int64  `json:"window_seconds"`
-		Remaining     int    `json:"remaining"`
-		Reset         int64  `json:"reset"`
-		ResetAfter    int64  `json:"reset_after_seconds"`
+// Peek returns, without consuming anything, the state of every limit of
+// the policies in force that applies to the request's caller on any route,
+// in the order of res.Decisions, and the snapshot they are of. An engine
+// that cannot answer is logged (throttled) here, and its error returned.
+func (l *Limiter) Peek(c *gin.Context) (s *live.Snapshot, applied []policy.Applied, res limiter.Result, err error) {
+	s = l.live.Snapshot()
+	applied = l.rules(c, s.Live, l.caller(c, s), true, nil)
+	if len(applied) == 0 {
+		return s, nil, limiter.Result{}, nil
 	}
-	type overrideState struct {
-		ID      int64   `json:"id"`
-		Subject string  `json:"subject"`
-		Expires *string `json:"expires"` // RFC 3339, UTC; null: never
+	res, err = l.decider.Peek(c.Request.Context(), rulesOf(applied))
+	if err != nil {
+		l.warn.Warn("rate limiter unavailable", "err", err)
+		return s, nil, limiter.Result{}, err
 	}
-	type policyState struct {
-		Name     string         `json:"name"`
-		Routes   []string       `json:"routes"`
-		Shadow   bool           `json:"shadow"`
-		Override *overrideState `json:"override,omitempty"` // replaces the policy's limits for this caller
-		Limits   []limitState   `json:"limits"`
-	}
-	return func(c *gin.Context) {
-		s := l.live.Snapshot()
-		all := l.rules(c, s.Live, l.caller(c, s), true, nil)
-		body := gin.H{"identity": string(Identity(c).Kind), "tier": Tier(c), "policies": []policyState{}}
-		if s.Version != "" {
-			body["policy_sha256"] = s.Version
-		}
-		if s.CandidateVersion != "" {
-			body["candidate_sha256"] = s.CandidateVersion
-		}
-		if len(all) == 0 {
-			c.JSON(http.StatusOK, body)
-			return
-		}
-		res, err := l.decider.Peek(c.Request.Context(), rulesOf(all))
-		if err != nil {
-			l.warn.Warn("rate limiter unavailable", "err", err)
-			Fail(c, nil, ErrLimiterUnavailable)
-			return
-		}
-		var states []policyState
-		for i, a := range all {
-			if len(states) == 0 || states[len(states)-1].Name != a.Policy.Name {
-				routes := []string{"*"}
-				if len(a.Policy.Match) > 0 {
-					routes = routes[:0]
-					for _, m := range a.Policy.Match {
-						routes = append(routes, m.Method+" "+m.Path)
-					}
-				}
-				states = append(states, policyState{Name: a.Policy.Name, Routes: routes, Shadow: a.Policy.Shadow})
-				if o := a.Override; o != nil {
-					st := &overrideState{ID: o.ID, Subject: o.Subject()}
-					if !o.Expires.IsZero() {
-						e := o.Expires.UTC().Format(time.RFC3339)
-						st.Expires = &e
-					}
-					states[len(states)-1].Override = st
-				}
-			}
-			d := res.Decisions[i]
-			now := d.Now
-			if now.IsZero() {
-				now = time.Now()
-			}
-			st := &states[len(states)-1]
-			st.Limits = append(st.Limits, limitState{
-				Name: a.Limit.Name, Algorithm: a.Limit.Algorithm, Limit: d.Limit,
-				WindowSeconds: max(ceilSeconds(d.Window), 1), Remaining: max(d.Remaining, 0),
-				Reset: ceilUnix(now.Add(d.ResetAfter)), ResetAfter: ceilSeconds(d.ResetAfter),
-			})
-		}
-		body["policies"] = states
-		c.JSON(http.StatusOK, body)
-	}
+	return s, applied, res, nil
 }
 
 // retryAfterSeconds rounds up, and is at least 1: a client retrying at once
 // would only be denied again.
 func retryAfterSeconds(d limiter.Decision) int64 {
-	return max(ceilSeconds(d.RetryAfter), 1)
+	return max(CeilSeconds(d.RetryAfter), 1)
 }
 
-func ceilSeconds(d time.Duration) int64 {
+// CeilSeconds is d in whole seconds, rounded up: the headers' and
+// /ratelimit's seconds.
+func CeilSeconds(d time.Duration) int64 {
 	return int64(math.Ceil(d.Seconds()))
 }
 
-func ceilUnix(t time.Time) int64 {
+// CeilUnix is t in Unix seconds, rounded up: the headers' and /ratelimit's
+// reset times.
+func CeilUnix(t time.Time) int64 {
 	s := t.Unix()
 	if t.Nanosecond() > 0 {
 		s++
