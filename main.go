@@ -63,7 +63,7 @@ func main() {
 		}
 		return
 	}
-	// SIGHUP reloads the policy files (reload.go).
+	// SIGHUP reloads the policy files (live.Start).
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	if err := run(ctx, os.Getenv, os.Stdout, withReload(hup), withEnviron(os.Environ)); err != nil {

@@ -76,7 +76,7 @@ func version(t *testing.T, text string) string {
 	writeAtomically(t, path, text)
 	_, v, err := live.ReadFile(path, routes.Limited())
 	if err != nil {
-		t.Fatalf("readPolicyFile(%q): %v", text, err)
+		t.Fatalf("live.ReadFile(%q): %v", text, err)
 	}
 	return v
 }

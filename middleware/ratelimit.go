@@ -48,7 +48,7 @@ type Outcome struct {
 	// AsideDropped counts the shadow and candidate decisions (each set of
 	// rules decided together one) not made: too many were under way.
 	AsideDropped int
-	// Candidate are the candidate policies' decisions (SetCandidate).
+	// Candidate are the candidate policies' decisions (live.Policies.SetCandidate).
 	Candidate []CandidateRef
 }
 
