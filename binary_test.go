@@ -304,6 +304,8 @@ func TestBadSettingsExitTwo(t *testing.T) {
 			[]string{"REDIS_URL and REDIS_SENTINEL_ADDRS", "set one way to reach Redis"}},
 		{"Sentinel password without Sentinels", map[string]string{"REDIS_SENTINEL_PASSWORD": "s3cr3t-Pa55"},
 			[]string{"REDIS_SENTINEL_PASSWORD", "only with REDIS_SENTINEL_ADDRS"}},
+		{"both spellings of what Redis errors get, disagreeing", map[string]string{"RATE_LIMIT_ON_REDIS_ERROR": "local", "RATE_LIMIT_FAIL_OPEN": "false"},
+			[]string{"RATE_LIMIT_ON_REDIS_ERROR", "RATE_LIMIT_FAIL_OPEN", "disagree"}},
 		{"mysql DSN that does not parse", map[string]string{"DB_DRIVER": "mysql", "DB_DSN": "api_user:s3cr3t-Pa55@127.0.0.1:3306/countries"},
 			[]string{"DB_DSN", "want a go-sql-driver DSN"}},
 	}

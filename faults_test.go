@@ -24,6 +24,7 @@ func TestRedisSlow(t *testing.T) {
 	p := startProxy(t, opt.Addr)
 	env := baseEnv(t, testRedis{url: "redis://" + p.addr() + "/0"})
 	env["RATE_LIMIT_TIMEOUT"] = "200ms"
+	env["RATE_LIMIT_ON_REDIS_ERROR"] = "open"
 	base := service(t, env)
 	auth := basic("john_doe", "EXAMPLE_PASSWORD")
 	if r := get(t, base+"/continents", auth); r.status != http.StatusOK || r.header.Get("X-RateLimit-Limit") == "" {

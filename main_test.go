@@ -35,6 +35,7 @@ import (
 	"tollgate/auth"
 	"tollgate/config"
 	"tollgate/limiter"
+	"tollgate/live"
 	"tollgate/middleware"
 	"tollgate/models"
 	"tollgate/policy"
@@ -450,8 +451,11 @@ func TestIdentitiesHaveSeparateQuotas(t *testing.T) {
 	if err != nil {
 		t.Fatalf("KEYS: %v", err)
 	}
-	// Besides: the addresses trusted for each user (the brute-force guard).
-	quotas := slices.DeleteFunc(slices.Clone(keys), func(k string) bool { return strings.Contains(k, ":authfail:trusted:") })
+	// Besides: the addresses trusted for each user (the brute-force guard)
+	// and the instances announcing themselves (local mode's N).
+	quotas := slices.DeleteFunc(slices.Clone(keys), func(k string) bool {
+		return strings.Contains(k, ":authfail:trusted:") || k == env["REDIS_KEY_PREFIX"]+"instances"
+	})
 	if len(quotas) != len(tests) {
 		t.Errorf("keys under the prefix = %q, want one per identity (%d)", keys, len(tests))
 	}
@@ -517,6 +521,9 @@ func TestBadCredentials(t *testing.T) {
 type ownRedis struct {
 	url         string
 	stop, start func()
+	// signal sends sig to the redis-server (SIGSTOP freezes it, SIGCONT
+	// thaws it); nil on miniredis.
+	signal func(sig os.Signal)
 }
 
 // childPort is a port for a child process that cannot listen on port 0 and
@@ -562,6 +569,7 @@ func startOwnRedis(t *testing.T) ownRedis {
 	// answering is checked to be ours by its process id.
 	var port string
 	var stop func()
+	var proc atomic.Pointer[os.Process]
 	// launch starts redis-server on port and waits until it answers;
 	// false when the port is taken.
 	launch := func() bool {
@@ -571,6 +579,7 @@ func startOwnRedis(t *testing.T) ownRedis {
 		if err := cmd.Start(); err != nil {
 			t.Fatalf("start redis-server: %v", err)
 		}
+		proc.Store(cmd.Process)
 		exited := make(chan struct{})
 		go func() {
 			_ = cmd.Wait() // killed: an error by design
@@ -620,6 +629,11 @@ func startOwnRedis(t *testing.T) ownRedis {
 		start: func() {
 			if !launch() {
 				t.Fatalf("restart redis-server: port %s was taken while it was down", port)
+			}
+		},
+		signal: func(sig os.Signal) {
+			if err := proc.Load().Signal(sig); err != nil {
+				t.Fatalf("signal redis-server: %v", err)
 			}
 		},
 	}
@@ -758,7 +772,7 @@ func TestDeniedRequestsSkipDatabase(t *testing.T) {
 	if err != nil {
 		t.Fatalf("policy.Default: %v", err)
 	}
-	limit := middleware.NewLimiter(log, limiter.New(rdb, limiter.Options{Timeout: time.Second}), policies, "test:", false, 64)
+	limit := middleware.NewLimiter(log, limiter.New(rdb, limiter.Options{Timeout: time.Second}), live.New(policies, "", "test:", nil), false, 64)
 	h, err := routes.New(routes.Deps{
 		Log:        log,
 		Continents: continents,

@@ -143,8 +143,9 @@ func startProcess(t *testing.T, logFile, bin string, args ...string) *exec.Cmd {
 
 // TestSentinelFailover kills the Redis master under load while the service
 // reaches Redis through three Sentinels: decisions resume on the promoted
-// replica by themselves, requests meanwhile follow RATE_LIMIT_FAIL_OPEN,
-// nothing fails or crashes. It logs how long decisions stopped and how many
+// replica by themselves, requests meanwhile follow RATE_LIMIT_ON_REDIS_ERROR
+// (in local mode none is served unchecked, and what was admitted locally
+// is charged back to the promoted replica), nothing fails or crashes. It logs how long decisions stopped and how many
 // counts the failover lost (admitted on the old master, not yet replicated):
 // the README quotes these figures.
 func TestSentinelFailover(t *testing.T) {
@@ -152,12 +153,17 @@ func TestSentinelFailover(t *testing.T) {
 		t.Skip("TEST_REDIS_SENTINEL not set: the failover test needs redis-server and redis-sentinel")
 	}
 	tests := []struct {
-		name     string
-		failOpen string
-		outage   int // the status of a request Redis cannot decide
+		name   string
+		mode   string // RATE_LIMIT_ON_REDIS_ERROR
+		outage int    // the status of a request Redis cannot decide
+		// met is how many requests met the outage: served unchecked,
+		// answered 503 or decided locally
+		met         func(statuses map[int]int, unchecked, local int) int
+		uncheckedOK bool
 	}{
-		{"fail open", "true", http.StatusOK},
-		{"fail closed", "false", http.StatusServiceUnavailable},
+		{"fail open", "open", http.StatusOK, func(_ map[int]int, unchecked, _ int) int { return unchecked }, true},
+		{"fail closed", "closed", http.StatusServiceUnavailable, func(s map[int]int, _, _ int) int { return s[http.StatusServiceUnavailable] }, false},
+		{"local", "local", http.StatusOK, func(_ map[int]int, _, local int) int { return local }, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -167,7 +173,7 @@ func TestSentinelFailover(t *testing.T) {
 			env["REDIS_SENTINEL_ADDRS"] = strings.Join(s.sentinels, ",")
 			env["REDIS_SENTINEL_MASTER"] = sentinelMaster
 			env["REDIS_SENTINEL_PASSWORD"] = s.password
-			env["RATE_LIMIT_FAIL_OPEN"] = tt.failOpen
+			env["RATE_LIMIT_ON_REDIS_ERROR"] = tt.mode
 			env["RATE_LIMIT_TIMEOUT"] = "300ms"
 			const limit = 1_000_000_000 // never reached: every decision admits and counts
 			env["RATE_LIMIT_LIMIT"] = strconv.Itoa(limit)
@@ -185,6 +191,7 @@ func TestSentinelFailover(t *testing.T) {
 				mu        sync.Mutex
 				statuses  = map[int]int{}
 				unchecked int       // served with X-RateLimit-Checked: false
+				local     int       // admitted with X-RateLimit-Checked: local
 				killedAt  time.Time // zero until the master is dead
 				resumedAt time.Time // the first decision of a request sent after killedAt
 			)
@@ -194,10 +201,14 @@ func TestSentinelFailover(t *testing.T) {
 				mu.Lock()
 				defer mu.Unlock()
 				statuses[resp.StatusCode]++
-				if resp.Header.Get("X-RateLimit-Checked") == "false" {
+				checked := resp.Header.Get("X-RateLimit-Checked")
+				switch {
+				case checked == "false":
 					unchecked++
+				case checked == "local" && resp.StatusCode == http.StatusOK:
+					local++
 				}
-				if resp.Header.Get("X-RateLimit-Remaining") != "" {
+				if resp.Header.Get("X-RateLimit-Remaining") != "" && checked == "" {
 					counted++
 					if !killedAt.IsZero() && sent.After(killedAt) && resumedAt.IsZero() {
 						resumedAt = time.Now()
@@ -227,21 +238,28 @@ func TestSentinelFailover(t *testing.T) {
 				defer mu.Unlock()
 				return !resumedAt.IsZero()
 			})
+			// A lease in hand answers from memory through the outage: the
+			// decisions that resumed may be its. Local mode ends once the
+			// promoted replica answers and took the charge-back.
+			waitFor(t, "local mode to end", func() bool {
+				return metricValue(metricsOf(t, base), "tollgate_ratelimit_local_mode") == 0
+			})
 			time.Sleep(time.Second) // more load on the new master
 			stop()
 
 			mu.Lock()
 			resumed := resumedAt.Sub(killedAt)
-			outage := statuses[http.StatusServiceUnavailable]
-			if tt.failOpen == "true" {
-				outage = unchecked
-			}
+			outage := tt.met(statuses, unchecked, local)
+			locally, servedUnchecked := local, unchecked
 			got := fmt.Sprint(statuses)
 			mu.Unlock()
 			for status, n := range statuses {
 				if status != http.StatusOK && status != tt.outage {
-					t.Errorf("%d responses with status %d; want only 200 and %d (RATE_LIMIT_FAIL_OPEN=%s); all: %s", n, status, tt.outage, tt.failOpen, got)
+					t.Errorf("%d responses with status %d; want only 200 and %d (RATE_LIMIT_ON_REDIS_ERROR=%s); all: %s", n, status, tt.outage, tt.mode, got)
 				}
+			}
+			if servedUnchecked > 0 && !tt.uncheckedOK {
+				t.Errorf("%d requests served unchecked (RATE_LIMIT_ON_REDIS_ERROR=%s), want 0", servedUnchecked, tt.mode)
 			}
 			if outage == 0 {
 				t.Errorf("no request met the failover (statuses %s): the outage went unseen", got)
@@ -254,7 +272,7 @@ func TestSentinelFailover(t *testing.T) {
 			// told was counted: the difference never reached the replica.
 			r := get(t, base+"/continents", auth)
 			remaining, err := strconv.Atoi(r.header.Get("X-RateLimit-Remaining"))
-			if err != nil {
+			if err != nil || r.header.Get("X-RateLimit-Checked") != "" {
 				t.Fatalf("after the failover: status %d, X-RateLimit-Remaining %q; want a decision", r.status, r.header.Get("X-RateLimit-Remaining"))
 			}
 			counted++
@@ -268,14 +286,15 @@ func TestSentinelFailover(t *testing.T) {
 			// old master may be lost (counted here, missing there), and a
 			// write whose reply was cut may count without a decision seen
 			// (stored above counted). Either is a handful; most counts move.
-			if stored < countedBefore*9/10 {
-				t.Errorf("the promoted replica holds %d counts; %d were decided before the master died: want at least 90%% of them", stored, countedBefore)
+			// Local admissions are charged back to the promoted replica.
+			if want := (countedBefore + int64(locally)) * 9 / 10; stored < want {
+				t.Errorf("the promoted replica holds %d counts; %d were decided before the master died and %d locally: want at least 90%% of them", stored, countedBefore, locally)
 			}
-			t.Logf("RATE_LIMIT_FAIL_OPEN=%s: master killed; replica promoted after %v; decisions resumed after %v; "+
-				"%d requests met the outage (%s); %d decisions counted, %d on the new master: %d lost (%.4f%%); statuses %s",
-				tt.failOpen, promoted.Round(time.Millisecond), resumed.Round(time.Millisecond), outage,
-				map[string]string{"true": "served unchecked", "false": "503"}[tt.failOpen],
-				counted, stored, counted-stored, 100*float64(counted-stored)/float64(counted), got)
+			t.Logf("RATE_LIMIT_ON_REDIS_ERROR=%s: master killed; replica promoted after %v; decisions resumed after %v; "+
+				"%d requests met the outage (%s); %d served unchecked; %d decisions counted and %d admitted locally, %d on the new master: %d lost (%.4f%%); statuses %s",
+				tt.mode, promoted.Round(time.Millisecond), resumed.Round(time.Millisecond), outage,
+				map[string]string{"open": "served unchecked", "closed": "503", "local": "admitted locally"}[tt.mode], servedUnchecked,
+				counted, locally, stored, counted+int64(locally)-stored, 100*float64(counted+int64(locally)-stored)/float64(counted+int64(locally)), got)
 		})
 	}
 }

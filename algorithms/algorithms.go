@@ -145,7 +145,8 @@ type Spec struct {
 	// the decision reported, may be admitted later from memory (the engine's
 	// leases) without admitting more than the algorithm would: for the
 	// window algorithms, until the window that counted them closes. nil:
-	// never leased. A leasable module has m.refund (limiter/lua/prelude.lua).
+	// never leased. A leasable module has m.refund and m.reset
+	// (limiter/lua/prelude.lua).
 	LeaseFor func(l Limit, resetAfter time.Duration) time.Duration
 }
 

@@ -44,7 +44,8 @@ type Config struct {
 	Limit          int
 	Burst          int // token_bucket, gcra: capacity
 	Window         time.Duration
-	FailOpen       bool
+	FailOpen       bool   // OnRedisError is not closed: the brute-force guard's choice
+	OnRedisError   string // open, closed or local: what a decision Redis cannot make gets
 	Timeout        time.Duration
 	TrustedProxies []netip.Prefix
 	KeyPrefix      string
@@ -76,7 +77,10 @@ type Config struct {
 
 	IPv6Prefix int // IPv6 clients are one identity per prefix of this many bits
 
-	CandidateFile    string        // a policy file decided in shadow beside the live one; empty: none
+	CandidateFile string // a policy file decided in shadow beside the live one; empty: none
+	// Instances is how many instances share the Redis, for local decisions'
+	// shares and leases; 0: counted (each instance announces itself).
+	Instances        int
 	OverridesRefresh time.Duration // how often the overrides are read from the database
 }
 
@@ -92,13 +96,15 @@ func Load(getenv func(string) string) (Config, error) {
 		Algorithm:  strings.ReplaceAll(p.str("RATE_LIMIT_ALGORITHM", "fixed_window"), "-", "_"),
 		Limit:      p.int("RATE_LIMIT_LIMIT", "5", 1, 1_000_000_000),
 		Window:     p.duration("RATE_LIMIT_WINDOW", "60s", time.Millisecond, 366*24*time.Hour),
-		FailOpen:   p.bool("RATE_LIMIT_FAIL_OPEN", "true"),
 		Timeout:    p.duration("RATE_LIMIT_TIMEOUT", "100ms", time.Millisecond, time.Minute),
 		KeyPrefix:  p.str("REDIS_KEY_PREFIX", "ratelimit:"),
 		PolicyFile: p.str("RATE_LIMIT_POLICY_FILE", ""),
 		DBConnect:  p.duration("DB_CONNECT_TIMEOUT", "30s", time.Second, time.Hour),
 		Shutdown:   p.duration("SHUTDOWN_TIMEOUT", "10s", 0, time.Hour),
 	}
+	c.OnRedisError = p.onRedisError()
+	c.FailOpen = c.OnRedisError != OnErrorClosed
+	c.Instances = p.int("RATE_LIMIT_INSTANCES", "0", 0, 10_000)
 	c.LogFormat = p.oneOf("LOG_FORMAT", "json", "json", "text")
 	if err := c.LogLevel.UnmarshalText([]byte(p.oneOf("LOG_LEVEL", "info", "debug", "info", "warn", "error"))); err != nil {
 		c.LogLevel = slog.LevelInfo // already reported by oneOf
@@ -148,6 +154,36 @@ func Load(getenv func(string) string) (Config, error) {
 		return Config{}, fmt.Errorf("%w: %w", ErrInvalid, errors.Join(p.errs...))
 	}
 	return c, nil
+}
+
+// What a decision gets when Redis cannot make it (RATE_LIMIT_ON_REDIS_ERROR).
+const (
+	OnErrorOpen   = "open"   // served unchecked
+	OnErrorClosed = "closed" // 503
+	OnErrorLocal  = "local"  // decided in this process at its share of every limit
+)
+
+// onRedisError reads RATE_LIMIT_ON_REDIS_ERROR and its old spelling,
+// RATE_LIMIT_FAIL_OPEN (true: open, false: closed); both set must agree.
+func (p *parser) onRedisError() string {
+	mode := p.oneOf("RATE_LIMIT_ON_REDIS_ERROR", OnErrorLocal, OnErrorOpen, OnErrorClosed, OnErrorLocal)
+	old := p.str("RATE_LIMIT_FAIL_OPEN", "")
+	if old == "" {
+		return mode
+	}
+	failOpen, err := strconv.ParseBool(old)
+	if err != nil {
+		p.fail("RATE_LIMIT_FAIL_OPEN", old, "want true or false (or set RATE_LIMIT_ON_REDIS_ERROR instead)")
+		return mode
+	}
+	oldMode := OnErrorClosed
+	if failOpen {
+		oldMode = OnErrorOpen
+	}
+	if set := p.str("RATE_LIMIT_ON_REDIS_ERROR", ""); set != "" && set != oldMode {
+		p.errs = append(p.errs, fmt.Errorf("RATE_LIMIT_ON_REDIS_ERROR=%q and RATE_LIMIT_FAIL_OPEN=%q disagree: set RATE_LIMIT_ON_REDIS_ERROR only (RATE_LIMIT_FAIL_OPEN=true is open, false is closed)", set, old))
+	}
+	return oldMode
 }
 
 // parser collects the errors of every variable it reads.

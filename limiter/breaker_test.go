@@ -3,10 +3,16 @@ package limiter
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"tollgate/algorithms"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
 )
 
 // scripted answers decide with err, counting calls; block makes calls wait
@@ -127,5 +133,107 @@ func TestBreakerCanceledProbeDoesNotWedge(t *testing.T) {
 	next.set(nil, nil)
 	if _, _, err := b.decide(context.Background(), nil, true); err != nil {
 		t.Errorf("probe after a canceled probe and a cooldown: Decide() error = %v, want nil", err)
+	}
+}
+
+// TestBreakerCountsOnlyRedisFaults: errors that say nothing of Redis's
+// health (rules refused before Redis, a script's own error reply, a caller
+// that went away) never open the circuit, however many; connection errors,
+// timeouts and Redis's unavailability replies do.
+func TestBreakerCountsOnlyRedisFaults(t *testing.T) {
+	m := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
+	t.Cleanup(func() { rdb.Close() })
+	// reply returns the error Redis's reply err makes, as go-redis types it.
+	reply := func(err string) error {
+		t.Helper()
+		e := rdb.Eval(context.Background(), "return redis.error_reply(ARGV[1])", nil, err).Err()
+		var re redis.Error
+		if !errors.As(e, &re) {
+			t.Fatalf("error reply %q: got %v, want a redis.Error", err, e)
+		}
+		return fmt.Errorf("run script: %w", e)
+	}
+	canceled, cancel := context.WithCancel(context.Background())
+	cancel()
+	tests := []struct {
+		name  string
+		ctx   context.Context
+		err   error
+		opens bool
+	}{
+		{name: "invalid rule", err: fmt.Errorf("rule 0: %w: cost -1", ErrInvalidRule)},
+		{name: "invalid limit", err: fmt.Errorf("rule 0: %w: limit 0", algorithms.ErrInvalidLimit)},
+		{name: "unknown algorithm", err: fmt.Errorf("rule 0: %w: leaky", algorithms.ErrUnknown)},
+		{name: "script error", err: reply("ERR user_script:25: calendar: Redis clock 1 is more than a period away from the caller's")},
+		{name: "error reply", err: reply("unknown mode x")},
+		{name: "caller went away", ctx: canceled, err: context.Canceled},
+		{name: "connection error", err: errors.New("dial tcp 127.0.0.1:1: connect: connection refused"), opens: true},
+		{name: "timeout", err: context.DeadlineExceeded, opens: true},
+		{name: "loading", err: reply("LOADING Redis is loading the dataset in memory"), opens: true},
+		{name: "busy", err: reply("BUSY Redis is busy running a script"), opens: true},
+		{name: "read only", err: reply("READONLY You can't write against a read only replica."), opens: true},
+		{name: "cluster down", err: reply("CLUSTERDOWN The cluster is down"), opens: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			next := &scripted{}
+			next.set(tt.err, nil)
+			b := newBreaker(next, 3, time.Second)
+			ctx := tt.ctx
+			if ctx == nil {
+				ctx = context.Background()
+			}
+			for range 10 {
+				b.decide(ctx, nil, true)
+			}
+			if b.open() != tt.opens {
+				t.Errorf("after 10 errors %v: open() = %v, want %v", tt.err, b.open(), tt.opens)
+			}
+		})
+	}
+}
+
+// TestBreakerCountsOneSlowMomentOnce: calls that were under way together
+// and time out together (a Redis busy with one long script) are one piece
+// of evidence, not many: the circuit opens only after failures of calls
+// each started after the previous failure was seen.
+func TestBreakerCountsOneSlowMomentOnce(t *testing.T) {
+	next := &scripted{}
+	b := newBreaker(next, 3, time.Second)
+	var mu sync.Mutex
+	now := time.Unix(1000, 0)
+	b.now = func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		return now
+	}
+	advance := func() {
+		mu.Lock()
+		now = now.Add(100 * time.Millisecond)
+		mu.Unlock()
+	}
+	release := make(chan struct{})
+	next.set(context.DeadlineExceeded, release)
+	var wg sync.WaitGroup
+	for range 10 {
+		wg.Go(func() { b.decide(context.Background(), nil, true) })
+	}
+	for next.calls.Load() < 10 {
+		time.Sleep(time.Millisecond)
+	}
+	advance() // the calls time out together, 100ms after they started
+	close(release)
+	wg.Wait()
+	if b.open() {
+		t.Fatal("after 10 calls under way together timed out: open() = true, want false (one slow moment)")
+	}
+	next.set(context.DeadlineExceeded, nil)
+	for i := range 2 {
+		advance()
+		b.decide(context.Background(), nil, true)
+		if got, want := b.open(), i == 1; got != want {
+			t.Errorf("after %d more failures, each started after the last: open() = %v, want %v", i+1, got, want)
+		}
 	}
 }

@@ -5,10 +5,12 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -151,6 +153,219 @@ func TestPlacesFreedAfterKill(t *testing.T) {
 			res := decide()
 			if !res.Allowed || res.Decisions[0].Remaining != holdLimit.Requests-1 {
 				t.Errorf("%v after the kill: Decide() = %+v, want allowed with %d left (every place expired)", time.Since(killed), res, holdLimit.Requests-1)
+			}
+		})
+	}
+}
+
+// lateScripter runs the next late script call only after its caller gave
+// up (its ctx is done), as Redis does with a command written before a stall:
+// right then, before the caller's error is returned (the reply is lost), or,
+// with after set, once after is closed (in the background; ran is closed
+// when it has run). Other calls pass straight through.
+type lateScripter struct {
+	redis.Scripter
+	late  atomic.Int32 // calls still to delay
+	after chan struct{}
+	ran   chan struct{}
+}
+
+func (s *lateScripter) delay(ctx context.Context, run func(context.Context) *redis.Cmd) *redis.Cmd {
+	if s.late.Add(-1) < 0 {
+		s.late.Add(1)
+		return run(ctx)
+	}
+	<-ctx.Done()
+	cmd := redis.NewCmd(ctx)
+	cmd.SetErr(ctx.Err())
+	if s.after == nil {
+		run(context.Background())
+		close(s.ran)
+		return cmd
+	}
+	go func() {
+		<-s.after
+		run(context.Background())
+		close(s.ran)
+	}()
+	return cmd
+}
+
+func (s *lateScripter) EvalSha(ctx context.Context, sha string, keys []string, args ...any) *redis.Cmd {
+	return s.delay(ctx, func(ctx context.Context) *redis.Cmd { return s.Scripter.EvalSha(ctx, sha, keys, args...) })
+}
+
+func (s *lateScripter) Eval(ctx context.Context, script string, keys []string, args ...any) *redis.Cmd {
+	return s.delay(ctx, func(ctx context.Context) *redis.Cmd { return s.Scripter.Eval(ctx, script, keys, args...) })
+}
+
+// TestReleaseAfterTimeout: a decision that times out while Redis still runs
+// its script (after the caller gave up, before or after the caller's
+// Release) holds no place once Release returned and the script ran.
+func TestReleaseAfterTimeout(t *testing.T) {
+	backends := map[string]func(t *testing.T) redis.UniversalClient{
+		"miniredis": func(t *testing.T) redis.UniversalClient {
+			m := miniredis.RunT(t)
+			rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
+			t.Cleanup(func() { rdb.Close() })
+			return rdb
+		},
+	}
+	if url := os.Getenv("TEST_REDIS_URL"); url != "" {
+		backends["redis"] = func(t *testing.T) redis.UniversalClient {
+			opt, err := redis.ParseURL(url)
+			if err != nil {
+				t.Fatalf("TEST_REDIS_URL: %v", err)
+			}
+			rdb := redis.NewClient(opt)
+			t.Cleanup(func() { rdb.Close() })
+			return rdb
+		}
+	}
+	limit := algorithms.Limit{Requests: 2, Window: 10 * time.Minute}
+	tests := []struct {
+		name        string
+		others      []Rule // decided with the concurrency rule
+		afterCommit bool   // the late script runs after Release
+	}{
+		{name: "one rule, script before release"},
+		{name: "one rule, script after release", afterCommit: true},
+		{name: "two rules, script before release", others: []Rule{{Algorithm: "fixed_window", Limit: algorithms.Limit{Requests: 100, Window: time.Minute}, Key: "fw"}}},
+		{name: "two rules, script after release", others: []Rule{{Algorithm: "fixed_window", Limit: algorithms.Limit{Requests: 100, Window: time.Minute}, Key: "fw"}}, afterCommit: true},
+	}
+	for name, newBackend := range backends {
+		for _, tt := range tests {
+			t.Run(name+"/"+tt.name, func(t *testing.T) {
+				t.Parallel()
+				rdb := newBackend(t)
+				prefix := heldPrefix() + "{late}:"
+				key := prefix + "concurrency"
+				rules := []Rule{{Algorithm: "concurrency", Limit: limit, Key: key}}
+				for _, r := range tt.others {
+					r.Key = prefix + r.Key
+					rules = append(rules, r)
+				}
+				t.Cleanup(func() {
+					for _, r := range rules {
+						rdb.Del(context.Background(), r.Key)
+					}
+				})
+				s := &lateScripter{Scripter: rdb, ran: make(chan struct{})}
+				if tt.afterCommit {
+					s.after = make(chan struct{})
+				}
+				l := New(s, Options{Timeout: 50 * time.Millisecond})
+				ctx := context.Background()
+				// The scripts are loaded: the late call is the decision.
+				warm, err := l.Decide(ctx, rules)
+				if err != nil || !warm.Allowed {
+					t.Fatalf("first Decide() = %+v, %v; want allowed", warm, err)
+				}
+				if err := l.Release(ctx, warm); err != nil {
+					t.Fatalf("first Release(): %v", err)
+				}
+
+				s.late.Store(1)
+				res, err := l.Decide(ctx, rules)
+				if err == nil {
+					t.Fatalf("late Decide() error = nil, want a timeout")
+				}
+				if err := l.Release(ctx, res); err != nil {
+					t.Errorf("Release() of the timed-out decision: %v", err)
+				}
+				if s.after != nil {
+					close(s.after)
+				}
+				<-s.ran
+				if n := rdb.ZCard(ctx, key).Val(); n != 0 {
+					t.Errorf("after the timed-out decision's Release: %d places held, want 0", n)
+				}
+				for i := range limit.Requests {
+					res, err := l.Decide(ctx, rules)
+					if err != nil || !res.Allowed {
+						t.Fatalf("Decide() %d after the release = %+v, %v; want allowed", i+1, res, err)
+					}
+					t.Cleanup(func() { l.Release(context.Background(), res) })
+				}
+			})
+		}
+	}
+}
+
+// failingScripter fails every script call while down is set, as a Redis
+// that does not answer.
+type failingScripter struct {
+	redis.Scripter
+	down atomic.Bool
+}
+
+func (s *failingScripter) EvalSha(ctx context.Context, sha string, keys []string, args ...any) *redis.Cmd {
+	if s.down.Load() {
+		cmd := redis.NewCmd(ctx)
+		cmd.SetErr(errors.New("dial tcp: connection refused"))
+		return cmd
+	}
+	return s.Scripter.EvalSha(ctx, sha, keys, args...)
+}
+
+func (s *failingScripter) Eval(ctx context.Context, script string, keys []string, args ...any) *redis.Cmd {
+	if s.down.Load() {
+		cmd := redis.NewCmd(ctx)
+		cmd.SetErr(errors.New("dial tcp: connection refused"))
+		return cmd
+	}
+	return s.Scripter.Eval(ctx, script, keys, args...)
+}
+
+// TestFailedReleaseRetried: places whose Release failed (Redis away, or the
+// circuit open) are given back once Redis answers again, long before their
+// timeout.
+func TestFailedReleaseRetried(t *testing.T) {
+	tests := []struct {
+		name string
+		open bool // the circuit is open at the Release
+	}{
+		{name: "release fails"},
+		{name: "circuit open", open: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			m := miniredis.RunT(t)
+			rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
+			t.Cleanup(func() { rdb.Close() })
+			s := &failingScripter{Scripter: rdb}
+			l := New(s, Options{Timeout: 50 * time.Millisecond, BreakerFailures: 1, BreakerCooldown: time.Hour})
+			t.Cleanup(l.Close)
+			rules := []Rule{{Algorithm: "concurrency", Limit: algorithms.Limit{Requests: 2, Window: 10 * time.Minute}, Key: "{r}:concurrency"}}
+			ctx := context.Background()
+			res, err := l.Decide(ctx, rules)
+			if err != nil || !res.Allowed {
+				t.Fatalf("Decide() = %+v, %v; want allowed", res, err)
+			}
+			s.down.Store(true)
+			if tt.open {
+				l.Decide(ctx, rules) // fails: the circuit opens
+				if !l.CircuitOpen() {
+					t.Fatal("after a failure with BreakerFailures 1: CircuitOpen() = false")
+				}
+			}
+			if err := l.Release(ctx, res); err == nil {
+				t.Fatal("Release() with Redis away = nil, want an error")
+			}
+			s.down.Store(false)
+			deadline := time.Now().Add(5 * time.Second)
+			for rdb.ZCard(ctx, "{r}:concurrency").Val() != 0 {
+				if time.Now().After(deadline) {
+					t.Fatalf("5s after Redis answers again: %d places held, want 0 (the failed release retried)", rdb.ZCard(ctx, "{r}:concurrency").Val())
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			for deadline := time.Now().Add(time.Second); l.unreleased.size() != 0 && time.Now().Before(deadline); {
+				time.Sleep(10 * time.Millisecond)
+			}
+			if n := l.unreleased.size(); n != 0 {
+				t.Errorf("failed releases still pending: %d, want 0", n)
 			}
 		})
 	}

@@ -33,6 +33,8 @@ type Rule struct {
 	// NoLease keeps the rule sets this rule is in from being leased
 	// (Options.Lease; a policy's "lease: off").
 	NoLease bool
+
+	lease *leaseTake // the commit takes a lease (lease.go)
 }
 
 // Decision is the outcome of one rule. Durations are relative to Now.
@@ -44,14 +46,24 @@ type Decision struct {
 	ResetAfter time.Duration // until the quota is fully restored
 	RetryAfter time.Duration // until a denied request could pass; 0 when Allowed
 	Now        time.Time     // Redis's clock at the decision, so Reset does not wobble with ours
+	// Local: decided in this process at its share of the limit (Limit is
+	// the share), Redis being unavailable (Options.Local).
+	Local bool
 
 	held *held // what an admitted held rule (concurrency) took, for Release
+	// failed is what a Redis call that failed may have taken (unsure) when
+	// the decision was then made locally: Release gives both back.
+	failed *held
 }
 
 // held is what a held rule took in one call: Release gives it back.
 type held struct {
 	rule  rule
 	nonce string
+	mark  string // the call's release mark (markKey)
+	// unsure: the call failed, its script may run yet; Release leaves the
+	// mark, which keeps it from taking places then.
+	unsure bool
 }
 
 // Result is the outcome of a set of rules: Allowed when every rule admits,
@@ -67,11 +79,17 @@ type Result struct {
 // rules may hold places under another's.
 func (r Result) Holds() bool {
 	for _, d := range r.Decisions {
-		if d.held != nil {
+		if d.held != nil || d.failed != nil {
 			return true
 		}
 	}
 	return false
+}
+
+// Local reports whether r was decided in this process, at its share of the
+// limits, because Redis could not decide it (Options.Local).
+func (r Result) Local() bool {
+	return len(r.Decisions) > 0 && r.Decisions[0].Local
 }
 
 // ErrInvalidRule is returned for rules the engine cannot decide: a negative
@@ -104,6 +122,16 @@ type Options struct {
 	Lease bool
 	// Log receives warnings (a lease's give-back that failed); nil: none.
 	Log *slog.Logger
+	// Local, when set, decides what Redis cannot (an error, a timeout, an
+	// open circuit) on this in-process Redis (an embedded miniredis) with
+	// the same scripts, at this instance's share of every limit, and charges
+	// it back when Redis answers again (local.go). nil: such calls fail.
+	Local redis.Scripter
+	// Instances fixes the number of instances sharing the Redis (local
+	// shares, lease sizes); 0: counted under InstancesKey (instances.go),
+	// or, without one, 4 assumed.
+	Instances    int
+	InstancesKey string
 }
 
 // decider is one stage of the engine: the scripts, or a stage wrapping another.
@@ -120,7 +148,10 @@ type Limiter struct {
 	// releaseTimeout bounds Release, which must not end with the request's
 	// context: Options.Timeout, or defaultReleaseTimeout.
 	releaseTimeout time.Duration
+	unreleased     *unreleased  // failed releases, retried
 	leases         *leases      // nil when not leasing
+	local          *local       // nil without Options.Local
+	instances      *instances   // nil: 4 assumed
 	denies         []*denyCache // the deny caches, for Forget
 	timeout        time.Duration
 }
@@ -177,11 +208,20 @@ func New(rdb redis.Scripter, o Options) *Limiter {
 	if l.releaseTimeout <= 0 {
 		l.releaseTimeout = defaultReleaseTimeout
 	}
+	l.unreleased = newUnreleased(s.release, l.releaseTimeout)
 	l.breaker = newBreaker(s, failures, cooldown)
 	l.chain = l.breaker
 	l.timeout = o.Timeout
 	if o.Timeout > 0 {
 		l.chain = newTimeout(l.chain, o.Timeout)
+	}
+	if o.Instances > 0 || o.InstancesKey != "" {
+		l.instances = newInstances(rdb, o.InstancesKey, o.Instances, o.Timeout)
+	}
+	if o.Local != nil {
+		l.local = newLocal(l.chain, s, newScripts(o.Local), l.breaker, l.instances.count, o.Timeout, logOrDiscard(o.Log))
+		l.local.onEnd = func() { l.Forget("") } // "" is in every key: all
+		l.chain = l.local
 	}
 	inner := l.chain
 	if o.DenyCacheSize > 0 {
@@ -204,6 +244,8 @@ func New(rdb redis.Scripter, o Options) *Limiter {
 			leased = dc
 		}
 		l.leases = newLeases(l.chain, leased, l.scripts, o.Timeout, log)
+		l.leases.instances = l.instances.count
+		l.leases.localMode = l.LocalMode
 		l.chain = l.leases
 	}
 	return l
@@ -228,6 +270,11 @@ const defaultPipelineConns = 2
 // recorded it, so atomicity across hash tags is per group. Places those
 // groups took are in the Result, denied or failed: check Result.Holds and
 // Release it whatever Decide returned.
+//
+// A call of held rules that fails (a timeout, Redis gone) may have taken
+// places all the same, or take them later: Redis may run a script its caller
+// gave up on. Its Result holds them: Release gives them back, and keeps the
+// script from taking any should it run after that.
 func (l *Limiter) Decide(ctx context.Context, rules []Rule) (Result, error) {
 	ds, allowed, err := l.chain.decide(ctx, rules, true)
 	return Result{Allowed: allowed, Decisions: ds}, err
@@ -246,34 +293,85 @@ func (l *Limiter) Peek(ctx context.Context, rules []Rule) (Result, error) {
 // runs under its own deadline, not ctx's (the request's context is often
 // done by then: a client that went away must not keep its places), and is
 // not counted by the breaker; while the circuit is open it returns
-// ErrCircuitOpen at once. Places not given back expire after their timeout.
+// ErrCircuitOpen at once, unless res is of a Decide that failed: its script
+// may run yet (Redis read it before it stalled), and only this release keeps
+// that script from taking places then. Places not given back (an error, the
+// circuit open) are given back in the background once Redis answers again,
+// or expire after their timeout, whichever comes first.
 func (l *Limiter) Release(ctx context.Context, res Result) error {
-	var hs []*held
+	var hs, local []*held
+	unsure := false
+	var failed []*held
 	for _, d := range res.Decisions {
-		if d.held != nil {
+		if d.failed != nil {
+			failed = append(failed, d.failed)
+		}
+		switch {
+		case d.held == nil:
+		case d.Local:
+			local = append(local, d.held)
+		default:
 			hs = append(hs, d.held)
+			unsure = unsure || d.held.unsure
+		}
+	}
+	if len(failed) > 0 {
+		// Decided locally: Redis is away. The failed call's places are
+		// given back (and its script kept from taking any) in the
+		// background once Redis answers, not at the cost of this request.
+		l.unreleased.add(failed)
+	}
+	if len(local) > 0 {
+		if err := l.local.release(ctx, local); err != nil || len(hs) == 0 {
+			return err
 		}
 	}
 	if len(hs) == 0 {
 		return nil
 	}
-	if l.breaker.open() {
+	if l.breaker.open() && !unsure {
+		l.unreleased.add(hs)
 		return ErrCircuitOpen
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.releaseTimeout)
 	defer cancel()
-	return l.scripts.release(ctx, hs)
+	if err := l.scripts.release(ctx, hs); err != nil {
+		l.unreleased.add(hs)
+		return err
+	}
+	return nil
 }
 
 // CircuitOpen reports whether the breaker keeps calls away from Redis.
 func (l *Limiter) CircuitOpen() bool { return l.breaker.open() }
 
+// LocalMode reports whether decisions are made in this process, Redis being
+// unavailable (Options.Local).
+func (l *Limiter) LocalMode() bool { return l.local != nil && l.local.active.Load() }
+
+// Instances is the number of instances believed to share the Redis.
+func (l *Limiter) Instances() int { return l.instances.count() }
+
+// logOrDiscard is log, or a logger that discards when log is nil.
+func logOrDiscard(log *slog.Logger) *slog.Logger {
+	if log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return log
+}
+
 // Close gives back the unused units of every lease, then makes later calls
-// through the pipeline fail; calls under way finish. It does not close rdb.
+// through the pipeline fail; calls under way finish; failed releases are no
+// longer retried. It does not close rdb.
 func (l *Limiter) Close() {
+	l.unreleased.close()
 	if l.leases != nil {
 		l.leases.close()
 	}
+	if l.local != nil {
+		l.local.close()
+	}
+	l.instances.close()
 	if l.pipeline != nil {
 		l.pipeline.stop()
 	}

@@ -32,6 +32,20 @@ var singleLua string
 //go:embed lua/giveback.lua
 var giveBackLua string
 
+//go:embed lua/lease.lua
+var leaseLua string
+
+// leaseAccounting is lease.lua with the time a lease is trusted to be out
+// (leaseTrust) set before it: the drivers that take, end or reset leases
+// start with it, and only they (plain decisions pay nothing for leases).
+var leaseAccounting = fmt.Sprintf("local lease_trust = %d\n", leaseTrust.Milliseconds()) + leaseLua
+
+// The drivers with the lease accounting before them.
+var (
+	leaseDriverLua   = leaseAccounting + driverLua
+	leaseGiveBackLua = leaseAccounting + giveBackLua
+)
+
 // compose builds a script from algorithm modules: the prelude reads the clock
 // and holds the table the modules register in by name, the driver decides
 // the rules of KEYS and ARGV with them.
@@ -48,7 +62,8 @@ func composeSingle(spec algorithms.Spec) *redis.Script {
 }
 
 // composeWith builds a script from modules and a driver: driverLua,
-// singleLua, giveBackLua, or releaseLua (gives back what held rules took).
+// singleLua, leaseDriverLua (lease takes and admin modes), leaseGiveBackLua,
+// or releaseLua (gives back what held rules took).
 func composeWith(specs []algorithms.Spec, driver string) *redis.Script {
 	var b strings.Builder
 	b.WriteString(preludeLua)
@@ -92,6 +107,7 @@ type rule struct {
 	limit algorithms.Limit
 	cost  int
 	key   string
+	lease *leaseTake // Rule.lease
 }
 
 // scriptFor returns the script with the modules of rs, and only those: for
@@ -109,7 +125,8 @@ func (s *scripts) scriptFor(rs []rule) *redis.Script {
 }
 
 // scriptWith returns the script with the modules of rs, and only those, and
-// driver: driverLua, or releaseLua to give back what held rules took.
+// driver: driverLua, leaseDriverLua, or releaseLua to give back what held
+// rules took.
 func (s *scripts) scriptWith(rs []rule, driver string) *redis.Script {
 	var one [1]string
 	names := one[:0]
@@ -122,8 +139,11 @@ func (s *scripts) scriptWith(rs []rule, driver string) *redis.Script {
 		slices.Sort(names)
 	}
 	key := strings.Join(names, ",")
-	if driver == releaseLua {
+	switch driver {
+	case releaseLua:
 		key = "release:" + key
+	case leaseDriverLua:
+		key = "lease:" + key
 	}
 	if sc, ok := s.composed.Load(key); ok {
 		return sc.(*redis.Script)
@@ -191,6 +211,9 @@ func (s *scripts) decide(ctx context.Context, rules []Rule, commit bool) (decisi
 		return nil, err == nil, err
 	}
 	nonce := nonceFor(rs)
+	if rs[0].lease != nil {
+		nonce = rs[0].lease.id // leased rule sets need no other nonce
+	}
 	cc, ok := s.rdb.(*redis.ClusterClient)
 	if !ok {
 		return s.run(ctx, s.rdb, rs, nonce, modeOf(commit))
@@ -208,11 +231,13 @@ func (s *scripts) decide(ctx context.Context, rules []Rule, commit bool) (decisi
 				sub[j] = rs[i]
 			}
 			ds, ok, err := s.run(ctx, cc, sub, nonce, modeOf(commit))
+			for j, i := range g {
+				if ds != nil { // on an error, the places the call may take
+					decisions[i] = ds[j]
+				}
+			}
 			if err != nil {
 				return false, err
-			}
-			for j, i := range g {
-				decisions[i] = ds[j]
 			}
 			all = all && ok
 		}
@@ -242,12 +267,17 @@ func (s *scripts) decide(ctx context.Context, rules []Rule, commit bool) (decisi
 	return decisions, allowed, nil
 }
 
-// The driver's modes (ARGV[1]): decide and record, peek, reset; a grant of
-// n units is "g<n>".
+// The driver's modes (ARGV[1]): decide and record, peek, decide and record
+// as a lease taken (run picks it for a commit of rules with a lease id),
+// reset; a grant of n units is "g<n>". modeHeld is modeCommit for rules that
+// hold places: the last key is the call's release mark (markKey), and the
+// script records nothing once it exists.
 const (
 	modeCommit = "1"
 	modePeek   = "0"
+	modeLease  = "l"
 	modeReset  = "r"
+	modeHeld   = "h"
 )
 
 func modeOf(commit bool) string {
@@ -291,10 +321,23 @@ func (s *scripts) admin(ctx context.Context, rules []Rule, mode string) ([]Decis
 // turns its reply (per rule {allowed, remaining, reset_ms, retry_ms}, then
 // now_ms) into one Decision per rule.
 func (s *scripts) run(ctx context.Context, rdb redis.Scripter, rules []rule, nonce, mode string) ([]Decision, bool, error) {
-	keys := make([]string, len(rules))
+	if mode == modeCommit && rules[0].lease != nil {
+		mode = modeLease
+	}
+	keys := make([]string, len(rules), len(rules)+1)
 	args := make([]any, 0, 2+6*len(rules))
 	args = append(args, mode, nonce)
 	single := len(rules) == 1 && (mode == modeCommit || mode == modePeek)
+	var mark string // the call's release mark, when it may take places
+	if mode == modeCommit {
+		for _, r := range rules {
+			if r.spec.Held {
+				mark = markKey(r.key, nonce)
+				args[0] = modeHeld
+				break
+			}
+		}
+	}
 	var local time.Time // our clock, read once, if a calendar needs it
 	for i, r := range rules {
 		keys[i] = r.key
@@ -314,18 +357,32 @@ func (s *scripts) run(ctx context.Context, rdb redis.Scripter, rules []rule, non
 		args = append(args, r.cost)
 	}
 	var script *redis.Script
-	if single {
+	switch {
+	case single:
 		script = s.scriptFor(rules)
-	} else {
-		// Several rules, or an admin mode, which single.lua does not know.
+	case mode == modeCommit || mode == modePeek:
 		script = s.scriptWith(rules, driverLua)
+	default:
+		// A lease taken or an admin mode: the lease accounting, with each
+		// rule's lease set after the rules' keys; a lease taken ends the
+		// rule set's previous lease, used up, if it is still out.
+		for _, r := range rules {
+			keys = append(keys, leaseSet(r.key))
+			if mode == modeLease {
+				args = append(args, r.lease.ends)
+			}
+		}
+		script = s.scriptWith(rules, leaseDriverLua)
+	}
+	if mark != "" {
+		keys = append(keys, mark)
 	}
 	reply, err := script.Run(ctx, rdb, keys, args...).Int64Slice()
-	if err != nil {
-		return nil, false, fmt.Errorf("run script: %w", err)
+	if err == nil && len(reply) != 4*len(rules)+1 {
+		err = fmt.Errorf("got %d values, want %d", len(reply), 4*len(rules)+1)
 	}
-	if want := 4*len(rules) + 1; len(reply) != want {
-		return nil, false, fmt.Errorf("run script: got %d values, want %d", len(reply), want)
+	if err != nil {
+		return unsure(rules, nonce, mark), false, fmt.Errorf("run script: %w", err)
 	}
 	now := time.UnixMilli(reply[len(reply)-1])
 	ds := make([]Decision, len(rules))
@@ -347,11 +404,40 @@ func (s *scripts) run(ctx context.Context, rdb redis.Scripter, rules []rule, non
 	if mode == modeCommit && allowed {
 		for i, r := range rules {
 			if r.spec.Held {
-				ds[i].held = &held{rule: r, nonce: nonce}
+				ds[i].held = &held{rule: r, nonce: nonce, mark: mark}
 			}
 		}
 	}
 	return ds, allowed, nil
+}
+
+// unsure returns, for a call of rules that failed, the places it may have
+// taken all the same (nil when it could take none): a script whose caller
+// timed out may have run, or still run later (Redis read it before a stall).
+// Release gives them back and leaves the call's mark, so that the script,
+// should it run after that, records nothing: the caller knows the places'
+// identity (the nonce) before the script runs.
+func unsure(rules []rule, nonce, mark string) []Decision {
+	if mark == "" {
+		return nil
+	}
+	ds := make([]Decision, len(rules))
+	for i, r := range rules {
+		if r.spec.Held {
+			ds[i].held = &held{rule: r, nonce: nonce, mark: mark, unsure: true}
+		}
+	}
+	return ds
+}
+
+// markKey is the release mark of the call with nonce deciding key (and the
+// keys under its hash tag): in key's hash slot, so on a cluster in the same
+// script.
+func markKey(key, nonce string) string {
+	if hashTag(key) != key {
+		return key + ":released:" + nonce
+	}
+	return "{" + key + "}:released:" + nonce
 }
 
 // release gives back what the held rules took, in one script per hash tag.
@@ -370,14 +456,25 @@ func (s *scripts) release(ctx context.Context, hs []*held) error {
 	}
 	var errs []error
 	for _, g := range groups {
-		keys := make([]string, len(g))
-		args := make([]any, 0, 1+4*len(g))
-		args = append(args, hs[g[0]].nonce)
+		keys := make([]string, len(g), len(g)+1)
+		args := make([]any, 0, 2+4*len(g))
+		// A call that failed leaves its mark for as long as a place it
+		// took lives: its script, run later, then takes none.
+		var markFor time.Duration
+		for _, i := range g {
+			if hs[i].unsure {
+				markFor = max(markFor, rs[i].limit.Window, time.Millisecond)
+			}
+		}
+		args = append(args, hs[g[0]].nonce, markFor.Milliseconds())
 		sub := make([]rule, len(g))
 		for j, i := range g {
 			keys[j], sub[j] = rs[i].key, rs[i]
 			args = append(args, s.argsOf(rs[i])...)
 			args = append(args, rs[i].cost)
+		}
+		if markFor > 0 {
+			keys = append(keys, hs[g[0]].mark)
 		}
 		if err := s.scriptWith(sub, releaseLua).Run(ctx, s.rdb, keys, args...).Err(); err != nil {
 			errs = append(errs, fmt.Errorf("release: %w", err))
@@ -386,18 +483,37 @@ func (s *scripts) release(ctx context.Context, hs []*held) error {
 	return errors.Join(errs...)
 }
 
-// refund gives units of r back (a lease's unused units; reset the reset of
-// the commit that took them, on Redis's clock).
-func (s *scripts) refund(ctx context.Context, r rule, units int, reset time.Time) error {
+// refund gives units of r back: a lease's unused units, the lease id, taken
+// the units its commit took and reset the reset that commit returned (on
+// Redis's clock). It reports whether they were given back: not if the lease
+// was no longer out in Redis (given back already, or older than leaseTrust).
+func (s *scripts) refund(ctx context.Context, r rule, id string, taken, units int, reset time.Time) (bool, error) {
 	sc, ok := s.giveBack.Load(r.spec.Name)
 	if !ok {
-		sc, _ = s.giveBack.LoadOrStore(r.spec.Name, composeWith([]algorithms.Spec{r.spec}, giveBackLua))
+		sc, _ = s.giveBack.LoadOrStore(r.spec.Name, composeWith([]algorithms.Spec{r.spec}, leaseGiveBackLua))
 	}
-	args := append([]any{units, reset.UnixMilli()}, s.argsOf(r)[1:]...)
-	if err := sc.(*redis.Script).Run(ctx, s.rdb, []string{r.key}, args...).Err(); err != nil {
-		return fmt.Errorf("give back %d units of %s: %w", units, r.key, err)
+	member := leaseMember(id, taken, reset)
+	args := append([]any{units, reset.UnixMilli(), member}, s.argsOf(r)[1:]...)
+	n, err := sc.(*redis.Script).Run(ctx, s.rdb, []string{r.key, leaseSet(r.key)}, args...).Int()
+	if err != nil {
+		return false, fmt.Errorf("give back %d units of %s: %w", units, r.key, err)
 	}
-	return nil
+	return n == 1, nil
+}
+
+// leaseMember is a lease's member in its rule's lease set (lua/lease.lua):
+// its id, the units it took, the reset its commit returned.
+func leaseMember(id string, taken int, reset time.Time) string {
+	return id + ":" + strconv.Itoa(taken) + ":" + strconv.FormatInt(reset.UnixMilli(), 10)
+}
+
+// leaseSet is the key of the set of leases out on key (lua/lease.lua), in
+// key's hash slot: key's hash tag, or key itself as the tag.
+func leaseSet(key string) string {
+	if hashTag(key) != key {
+		return key + ":leases"
+	}
+	return "{" + key + "}:leases"
 }
 
 // resolve checks rules and looks up their algorithms.
@@ -426,7 +542,7 @@ func resolve(rules []Rule) ([]rule, error) {
 		case cost == 0:
 			cost = 1
 		}
-		rs[i] = rule{spec: s, limit: r.Limit, cost: cost, key: r.Key}
+		rs[i] = rule{spec: s, limit: r.Limit, cost: cost, key: r.Key, lease: r.lease}
 	}
 	return rs, nil
 }

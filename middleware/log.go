@@ -131,3 +131,38 @@ func newRequestID() string {
 	}
 	return string(b[:])
 }
+
+// ThrottledLog logs warnings at most once per period, counting what it held
+// back, so an outage under load does not flood the log.
+type ThrottledLog struct {
+	log        *slog.Logger
+	period     time.Duration
+	mu         sync.Mutex
+	last       time.Time
+	suppressed int
+}
+
+// NewThrottledLog returns a ThrottledLog writing to log.
+func NewThrottledLog(log *slog.Logger, period time.Duration) *ThrottledLog {
+	return &ThrottledLog{log: log, period: period}
+}
+
+// Warn logs msg with args and the number of warnings held back since the
+// last one, unless one was logged less than a period ago. A nil
+// ThrottledLog logs nothing.
+func (tl *ThrottledLog) Warn(msg string, args ...any) {
+	if tl == nil {
+		return
+	}
+	tl.mu.Lock()
+	now := time.Now()
+	if now.Sub(tl.last) < tl.period {
+		tl.suppressed++
+		tl.mu.Unlock()
+		return
+	}
+	suppressed := tl.suppressed
+	tl.last, tl.suppressed = now, 0
+	tl.mu.Unlock()
+	tl.log.Warn(msg, append(args, "suppressed", suppressed)...)
+}

@@ -18,6 +18,8 @@ type Metrics struct {
 	requests    *prometheus.CounterVec
 	duration    *prometheus.HistogramVec
 	candidate   *prometheus.CounterVec
+	// asideDropped: candidate and shadow decisions dropped (Outcome.AsideDropped).
+	asideDropped prometheus.Counter
 
 	// The series requests touch, by label values, so that a request does
 	// not hash its labels into each vector: every label comes from a small
@@ -84,7 +86,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tollgate_ratelimit_decisions_total",
-			Help: "Rate-limit decisions by policy, algorithm and result (allowed, limited, failed_open, failed_closed, shadow_limited).",
+			Help: "Rate-limit decisions by policy, algorithm and result (allowed, limited, local_allowed, local_limited, failed_open, failed_closed, shadow_limited).",
 		}, []string{"policy", "algorithm", "result"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "tollgate_ratelimit_call_duration_seconds",
@@ -108,8 +110,12 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "tollgate_ratelimit_candidate_decisions_total",
 			Help: "Decisions of the candidate policy file's limits (RATE_LIMIT_CANDIDATE_FILE), never enforced, by limit and result (allowed, limited, failed).",
 		}, []string{"policy", "result"}),
+		asideDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tollgate_ratelimit_candidate_dropped_total",
+			Help: "Candidate and shadow decisions not made (each set of rules decided together one): too many were under way on the instance.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.decisions, m.latency, m.redisErrors, m.requests, m.duration, m.candidate} {
+	for _, c := range []prometheus.Collector{m.decisions, m.latency, m.redisErrors, m.requests, m.duration, m.candidate, m.asideDropped} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -132,6 +138,9 @@ func (m *Metrics) observe(method, route string, status int, seconds float64, o O
 	}
 	for _, s := range o.ShadowLimited {
 		m.decision(s.Policy, s.Algorithm, ResultShadowLimited).Inc()
+	}
+	if o.AsideDropped > 0 {
+		m.asideDropped.Add(float64(o.AsideDropped))
 	}
 	for _, ref := range o.Candidate {
 		m.candidateSeries.get(ref, func(ref CandidateRef) prometheus.Counter {

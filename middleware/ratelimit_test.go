@@ -13,9 +13,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/gin-gonic/gin"
 	"github.com/google/go-cmp/cmp"
 
@@ -24,6 +26,7 @@ import (
 	"tollgate/algorithms"
 	"tollgate/auth"
 	"tollgate/limiter"
+	"tollgate/live"
 	"tollgate/policy"
 )
 
@@ -537,14 +540,20 @@ func defaultPolicy(tb testing.TB) []policy.Policy {
 	return policies
 }
 
+// newLimiter is NewLimiter on policies in force from the start (no file
+// version, no leases to end), their keys under prefix.
+func newLimiter(log *slog.Logger, d decider, policies []policy.Policy, prefix string, failOpen bool, ipv6Prefix int) *Limiter {
+	return NewLimiter(log, d, live.New(policies, "", prefix, nil), failOpen, ipv6Prefix)
+}
+
 // limitHandler is the default fixed_window policy (5 per minute) decided by d.
 func limitHandler(t *testing.T, d decider, failOpen bool) gin.HandlerFunc {
-	return NewLimiter(discard(), d, defaultPolicy(t), "p:", failOpen, 64).Handler()
+	return newLimiter(discard(), d, defaultPolicy(t), "p:", failOpen, 64).Handler()
 }
 
 // named is the header data of a limit named name, as NewLimiter makes it.
 func named(name string) *limitText {
-	return &NewLimiter(discard(), nil, []policy.Policy{{Name: name, Limits: []policy.Limit{{}}}}, "p:", true, 64).snap.Load().live.texts[0]
+	return &newLimiter(discard(), nil, []policy.Policy{{Name: name, Limits: []policy.Limit{{}}}}, "p:", true, 64).current().texts[0]
 }
 
 func TestSetHeadersFollowsTheDecisionsLimit(t *testing.T) {
@@ -588,7 +597,7 @@ policies:
 		func(c *gin.Context) {
 			c.Set(identityKey, auth.Identity{Kind: auth.User, Name: c.Query("u"), Tier: c.Query("tier")})
 		},
-		NewLimiter(log, denied, policies, "p:", true, 64).Handler(),
+		newLimiter(log, denied, policies, "p:", true, 64).Handler(),
 		func(c *gin.Context) { c.String(http.StatusOK, "ok") },
 	)
 	if w := get(t, r, "/x?u=amy&tier=pro", nil); w.Code != http.StatusTooManyRequests {
@@ -631,7 +640,7 @@ func TestCaller(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			l := NewLimiter(discard(), nil, tt.policies, "p:", true, 64)
+			l := newLimiter(discard(), nil, tt.policies, "p:", true, 64)
 			c, _ := gin.CreateTestContext(httptest.NewRecorder())
 			c.Request = httptest.NewRequest(http.MethodGet, "/x", nil)
 			c.Request.RemoteAddr = "[2001:db8::5]:1234"
@@ -639,9 +648,137 @@ func TestCaller(t *testing.T) {
 			if tt.identity.Kind != "" {
 				c.Set(identityKey, tt.identity)
 			}
-			got := l.caller(c, l.snap.Load())
+			got := l.caller(c, l.live.Snapshot())
 			if diff := cmp.Diff(tt.want, got, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
 				t.Errorf("caller() (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestRateLimitLocalDecision: a decision made locally (Redis unavailable,
+// RATE_LIMIT_ON_REDIS_ERROR=local) says so in X-RateLimit-Checked, shows the
+// share as the limit and is counted as local_allowed or local_limited.
+func TestRateLimitLocalDecision(t *testing.T) {
+	tests := []struct {
+		name       string
+		d          limiter.Decision
+		wantStatus int
+		wantResult string
+	}{
+		{"admitted", limiter.Decision{Allowed: true, Limit: 2, Window: time.Minute, Remaining: 1, Local: true}, http.StatusOK, ResultLocalAllowed},
+		{"denied", limiter.Decision{Limit: 2, Window: time.Minute, RetryAfter: time.Second, Local: true}, http.StatusTooManyRequests, ResultLocalLimited},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var o Outcome
+			r := gin.New()
+			r.GET("/x",
+				func(c *gin.Context) { c.Next(); o, _ = OutcomeOf(c) },
+				limitHandler(t, &fakeAlg{d: tt.d}, true),
+				func(c *gin.Context) { c.String(http.StatusOK, "ok") },
+			)
+			w := get(t, r, "/x", nil)
+			if w.Code != tt.wantStatus {
+				t.Errorf("status = %d, want %d", w.Code, tt.wantStatus)
+			}
+			if got := w.Header().Get("X-RateLimit-Checked"); got != "local" {
+				t.Errorf("X-RateLimit-Checked = %q, want local", got)
+			}
+			if got := w.Header().Get("X-RateLimit-Limit"); got != "2" {
+				t.Errorf("X-RateLimit-Limit = %q, want the share, 2", got)
+			}
+			if o.Result != tt.wantResult || o.RedisError {
+				t.Errorf("Outcome = %+v, want Result %q and no Redis error", o, tt.wantResult)
+			}
+		})
+	}
+}
+
+// lateScript is a redis.Scripter whose next late calls return their
+// caller's deadline error and run on Redis only once after is closed, as
+// after a stall with the script already read; ran counts them run.
+type lateScript struct {
+	redis.Scripter
+	late  atomic.Int32
+	after chan struct{}
+	ran   sync.WaitGroup
+}
+
+func (s *lateScript) delay(ctx context.Context, run func(context.Context) *redis.Cmd) *redis.Cmd {
+	if s.late.Add(-1) < 0 {
+		s.late.Add(1)
+		return run(ctx)
+	}
+	<-ctx.Done()
+	s.ran.Go(func() {
+		<-s.after
+		run(context.Background())
+	})
+	cmd := redis.NewCmd(ctx)
+	cmd.SetErr(ctx.Err())
+	return cmd
+}
+
+func (s *lateScript) EvalSha(ctx context.Context, sha string, keys []string, args ...any) *redis.Cmd {
+	return s.delay(ctx, func(ctx context.Context) *redis.Cmd { return s.Scripter.EvalSha(ctx, sha, keys, args...) })
+}
+
+func (s *lateScript) Eval(ctx context.Context, script string, keys []string, args ...any) *redis.Cmd {
+	return s.delay(ctx, func(ctx context.Context) *redis.Cmd { return s.Scripter.Eval(ctx, script, keys, args...) })
+}
+
+// TestInFlightReleasedAfterTimeout: requests whose in-flight decision timed
+// out (answered unchecked, or 503) hold no place once their scripts ran,
+// after the requests ended: the next requests get every place.
+func TestInFlightReleasedAfterTimeout(t *testing.T) {
+	tests := []struct {
+		name     string
+		failOpen bool
+		want     int
+	}{
+		{name: "fail open", failOpen: true, want: http.StatusOK},
+		{name: "fail closed", want: http.StatusServiceUnavailable},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := miniredis.RunT(t)
+			rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
+			t.Cleanup(func() { rdb.Close() })
+			late := &lateScript{Scripter: rdb, after: make(chan struct{})}
+			engine := limiter.New(late, limiter.Options{Timeout: 20 * time.Millisecond})
+			policies, err := policy.Parse(strings.NewReader(`
+policies:
+  - {name: heavy, key: ip, limits: [{algorithm: concurrency, limit: 2, timeout: 10m}]}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			l := newLimiter(discard(), engine, policies, "test:", tt.failOpen, 64)
+			r := gin.New()
+			r.GET("/x", l.Handler(), func(c *gin.Context) { c.Status(http.StatusOK) })
+			if w := get(t, r, "/x", nil); w.Code != http.StatusOK { // loads the scripts
+				t.Fatalf("first request: %d, want 200", w.Code)
+			}
+			for i := range 3 {
+				late.late.Store(1) // the decision, not the release
+				if w := get(t, r, "/x", nil); w.Code != tt.want {
+					t.Errorf("request %d, its decision timed out: %d, want %d", i+1, w.Code, tt.want)
+				}
+			}
+			close(late.after)
+			late.ran.Wait()
+			keys := m.Keys()
+			for _, k := range keys {
+				if m.Exists(k) && strings.Contains(k, "heavy") {
+					if n, _ := rdb.ZCard(t.Context(), k).Result(); n != 0 {
+						t.Errorf("after the timed-out requests ended and their scripts ran: %s holds %d places, want 0", k, n)
+					}
+				}
+			}
+			for i := range 2 {
+				if w := get(t, r, "/x", nil); w.Code != http.StatusOK || w.Header().Get("X-RateLimit-Checked") != "" {
+					t.Errorf("request %d after: %d, X-RateLimit-Checked %q; want 200, checked", i+1, w.Code, w.Header().Get("X-RateLimit-Checked"))
+				}
 			}
 		})
 	}

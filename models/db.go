@@ -3,6 +3,7 @@ package models
 import (
 	"cmp"
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,13 +17,13 @@ import (
 	"gorm.io/driver/mysql"
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
-	"gorm.io/gorm/logger"
 )
 
 // Open connects to the database (driver "sqlite" or "mysql"), sets pool
 // limits and checks that it answers before ctx is done.
 func Open(ctx context.Context, log *slog.Logger, driver, dsn string) (*gorm.DB, error) {
 	var dialector gorm.Dialector
+	var conn *sql.DB // mysql's, closed here if GORM fails
 	switch driver {
 	case "mysql":
 		cfg, err := mysqldriver.ParseDSN(dsn)
@@ -32,7 +33,15 @@ func Open(ctx context.Context, log *slog.Logger, driver, dsn string) (*gorm.DB, 
 		// DATETIME columns (created_at) scan into time.Time only with
 		// parseTime; every other parameter stays as written.
 		cfg.ParseTime = true
-		dialector = mysql.Open(cfg.FormatDSN())
+		// The driver's own log lines (one per broken connection) go to
+		// log, throttled, instead of stderr.
+		cfg.Logger = driverLog{log: log, warn: &throttle{period: errorPeriod, now: time.Now}}
+		connector, err := mysqldriver.NewConnector(cfg)
+		if err != nil {
+			return nil, fmt.Errorf("open mysql database: DB_DSN: %w", err)
+		}
+		conn = sql.OpenDB(connector)
+		dialector = mysql.New(mysql.Config{Conn: conn, DSNConfig: cfg})
 	case "sqlite":
 		if !strings.Contains(dsn, "?") {
 			// One writer at a time: wait for the lock instead of failing.
@@ -43,16 +52,14 @@ func Open(ctx context.Context, log *slog.Logger, driver, dsn string) (*gorm.DB, 
 		return nil, fmt.Errorf("open database: unknown driver %q", driver)
 	}
 	db, err := gorm.Open(dialector, &gorm.Config{
-		Logger: logger.NewSlogLogger(log, logger.Config{
-			SlowThreshold:             200 * time.Millisecond,
-			LogLevel:                  logger.Warn,
-			IgnoreRecordNotFoundError: true,
-			ParameterizedQueries:      true, // never log values (password hashes)
-		}),
+		Logger:               newQueryLog(log),
 		TranslateError:       true,
 		DisableAutomaticPing: true, // pinged below, under ctx
 	})
 	if err != nil {
+		if conn != nil {
+			conn.Close()
+		}
 		if isUnknownDatabase(err) { // the dialector asks the server's version
 			return nil, noDatabase(dsn)
 		}
@@ -99,7 +106,7 @@ func noDatabase(dsn string) error {
 	}
 	return fmt.Errorf("%w: %q (MySQL error 1049): create it and the service's user as an administrator, e.g. "+
 		"CREATE DATABASE `%s` CHARACTER SET utf8mb4; CREATE USER 'api_user'@'%%' IDENTIFIED BY '...'; "+
-		"GRANT ALL PRIVILEGES ON `%s`.* TO 'api_user'@'%%'; (README: MySQL or MariaDB)", ErrNoDatabase, name, name, name)
+		"GRANT ALL PRIVILEGES ON `%s`.* TO 'api_user'@'%%'; (docs/configuration.md: Real Redis and MySQL)", ErrNoDatabase, name, name, name)
 }
 
 // Migrate creates or updates the tables. Instances starting together race to

@@ -123,35 +123,9 @@ func (s *Set) WithOverrides(overrides []Override) (*Set, error) {
 	out.byUser, out.byPrefix = nil, nil
 	var errs []error
 	for _, o := range overrides {
-		i := slices.IndexFunc(s.policies, func(p Policy) bool { return p.Name == o.Policy })
-		if i < 0 {
-			errs = append(errs, fmt.Errorf("override %d (%s): no policy %q", o.ID, o.Subject(), o.Policy))
-			continue
-		}
-		p := &s.policies[i]
-		ov := &override{Override: o, policy: i, named: map[string]*NamedLimit{}}
-		for tier, limits := range s.named[i] {
-			if len(limits) == 0 {
-				continue
-			}
-			base := limits[0]
-			// The base's kind stays (a calendar's period and zone); its burst
-			// does not: the override's limit is the capacity too.
-			l := base.Limit.Limit
-			l.Requests, l.Burst, l.Window = o.Limit, 0, cmp.Or(o.Window, l.Window)
-			err := l.ValidateFor(base.Algorithm)
-			if err == nil {
-				err = algorithms.CheckCost(base.Algorithm, l, p.Cost)
-			}
-			if err != nil {
-				errs = append(errs, fmt.Errorf("override %d (%s) of policy %s: %w", o.ID, o.Subject(), p.Name, err))
-				ov = nil
-				break
-			}
-			ov.named[tier] = &NamedLimit{Limit: Limit{Algorithm: base.Algorithm, Limit: l}, Name: p.Name,
-				keySuffix: ":" + p.Name + ":o" + strconv.FormatInt(o.ID, 10) + ":" + base.Algorithm}
-		}
-		if ov == nil {
+		ov, err := s.prepare(o)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("override %d (%s): %w", o.ID, o.Subject(), err))
 			continue
 		}
 		for _, tier := range slices.Sorted(maps.Keys(ov.named)) {
@@ -171,6 +145,47 @@ func (s *Set) WithOverrides(overrides []Override) (*Set, error) {
 	// The most specific prefix wins.
 	slices.SortStableFunc(out.byPrefix, func(a, b *override) int { return b.Prefix.Bits() - a.Prefix.Bits() })
 	return &out, errors.Join(errs...)
+}
+
+// OverrideError says why WithOverrides would leave o out of s (an error
+// wrapping ErrOverride), or is nil when s can use it: the check of an
+// override against a policy file, before it is stored.
+func (s *Set) OverrideError(o Override) error {
+	if _, err := s.prepare(o); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrOverride, o.Subject(), err)
+	}
+	return nil
+}
+
+// prepare makes o ready for requests of s: its limit per tier of the policy
+// it replaces, or why s cannot use it.
+func (s *Set) prepare(o Override) (*override, error) {
+	i := slices.IndexFunc(s.policies, func(p Policy) bool { return p.Name == o.Policy })
+	if i < 0 {
+		return nil, fmt.Errorf("no policy %q", o.Policy)
+	}
+	p := &s.policies[i]
+	ov := &override{Override: o, policy: i, named: map[string]*NamedLimit{}}
+	for tier, limits := range s.named[i] {
+		if len(limits) == 0 {
+			continue
+		}
+		base := limits[0]
+		// The base's kind stays (a calendar's period and zone); its burst
+		// does not: the override's limit is the capacity too.
+		l := base.Limit.Limit
+		l.Requests, l.Burst, l.Window = o.Limit, 0, cmp.Or(o.Window, l.Window)
+		err := l.ValidateFor(base.Algorithm)
+		if err == nil {
+			err = algorithms.CheckCost(base.Algorithm, l, p.Cost)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("policy %s: %w", p.Name, err)
+		}
+		ov.named[tier] = &NamedLimit{Limit: Limit{Algorithm: base.Algorithm, Limit: l}, Name: p.Name,
+			keySuffix: ":" + p.Name + ":o" + strconv.FormatInt(o.ID, 10) + ":" + base.Algorithm}
+	}
+	return ov, nil
 }
 
 // HasOverrides reports whether the set has overrides: only then does Rules

@@ -16,6 +16,8 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/google/go-cmp/cmp"
 
+	"tollgate/live"
+	"tollgate/middleware"
 	"tollgate/models"
 )
 
@@ -321,7 +323,7 @@ func TestLimitedRoutes(t *testing.T) {
 		Continents:     sevenContinents,
 		Ready:          map[string]Check{"redis": ok},
 		MetricsHandler: http.NotFoundHandler(),
-		Peek:           func(c *gin.Context) { c.Status(http.StatusNoContent) },
+		RateLimit:      middleware.NewLimiter(slog.New(slog.DiscardHandler), nil, live.New(nil, "", "p:", nil), true, 64),
 		Limiters:       []gin.HandlerFunc{func(c *gin.Context) { limited.Add(1) }},
 	})
 	if err != nil {

@@ -60,11 +60,28 @@ do
   end
 
   -- Gives back units leased and not used, if the window that counted them
-  -- is still the stored one (a later window never counted them).
+  -- is still the stored one (a later window never counted them): exactly,
+  -- so a grant made meanwhile is kept, but never below the grant cap.
   function m.refund(key, args, units, reset_at)
+    local limit, window = tonumber(args[1]), tonumber(args[2])
+    local state = redis.call('HMGET', key, 'w', 'n')
+    if tonumber(state[1]) == reset_at - window then
+      redis.call('HSET', key, 'n', math.max((tonumber(state[2]) or 0) - units, -limit))
+    end
+  end
+
+  -- Resets the quota, leaving counted the units of leases still out of the
+  -- current window (out: units by the reset their commit returned, which
+  -- is the window's end); the window keeps its start, so their give-backs
+  -- still find it.
+  function m.reset(key, args, out)
     local window = tonumber(args[2])
-    if tonumber(redis.call('HGET', key, 'w')) == reset_at - window then
-      redis.call('HINCRBY', key, 'n', -units)
+    local start = tonumber(redis.call('HGET', key, 'w'))
+    local units = start and out[start + window] or 0
+    if units == 0 or clock.ms >= start + window then
+      redis.call('DEL', key)
+    else
+      redis.call('HSET', key, 'n', units)
     end
   end
 end

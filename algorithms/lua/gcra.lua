@@ -37,7 +37,7 @@ do
 
   -- write stores TAT and credit; a full bucket without credit is no key.
   local function write(key, tat, credit, lapse, now)
-    if credit > 0 then
+    if credit > 0 or lapse > now then
       -- %.0f: concatenation would write 14 digits, and µs need 16.
       redis.call('SET', key, string.format('%.0f,%d,%.0f', tat, credit, lapse), 'PX', ms(math.max(tat, lapse) - now))
     elseif tat > now then
@@ -83,11 +83,17 @@ do
     return math.floor((interval * burst - (tat - now)) / interval) + credit, ms(tat - now)
   end
 
-  function m.grant(key, args, n)
+  -- out: units of leases still out (lease.lua), which would not be in TAT
+  -- had they not been taken: if without them the grant goes beyond a full
+  -- bucket, the lapse is set, so their give-backs become credit.
+  function m.grant(key, args, n, _, out)
     local interval, burst = tonumber(args[1]), tonumber(args[2])
     local now = clock.us
     local c = m.check(key, args, 0)
     local tat, credit, lapse = c.tat - n * interval, c.credit, c.lapse
+    if tat - (out or 0) * interval < now then
+      lapse = now + interval * burst
+    end
     if tat < now then
       -- Several grants give at most one burst beyond it.
       credit = math.min(credit + math.floor((now - tat) / interval), burst)
@@ -105,15 +111,30 @@ do
     -- reset_at is whole ms, up to 1 ms after TAT: counted from 1 ms earlier.
     local lost = math.max(0, now - ((reset_at - 1) * 1000 - units * interval))
     units = units - math.ceil(lost / interval)
-    local stored = redis.call('GET', key)
-    if units <= 0 or not stored then
+    if units <= 0 or redis.call('EXISTS', key) == 0 then
       return
     end
-    local tat = math.max(now, tonumber(stored) - units * interval)
-    if tat <= now then
-      redis.call('DEL', key)
-    else
-      redis.call('SET', key, tat, 'PX', ms(tat - now))
+    local tat, credit, lapse = read(key, now)
+    tat = tat - units * interval
+    if tat < now then
+      -- Before now: a full bucket, unless a grant is under way (lapse):
+      -- then, had the units not been taken, that grant would have left
+      -- them as credit, up to the grant cap (burst).
+      if lapse > now then
+        credit = math.min(credit + math.floor((now - tat) / interval), tonumber(args[2]))
+      end
+      tat = now
+    end
+    write(key, tat, credit, lapse, now)
+  end
+
+  -- Resets the quota: a full bucket but the units of leases still out
+  -- (total), which stay taken; a grant's credit goes.
+  function m.reset(key, args, _, total)
+    redis.call('DEL', key)
+    if total > 0 then
+      local now = clock.us
+      write(key, now + total * tonumber(args[1]), 0, 0, now)
     end
   end
 end

@@ -81,16 +81,34 @@ do
   end
 
   -- Gives back units leased and not used: from the count of the window that
-  -- took them, current or (after a later commit) previous.
+  -- took them, current or (after a later commit) previous; exactly, so a
+  -- grant made meanwhile (a count below zero) is kept, but never below the
+  -- grant cap.
   function m.refund(key, args, units, reset_at)
-    local window = tonumber(args[2])
+    local limit, window = tonumber(args[1]), tonumber(args[2])
     local start = reset_at - 2 * window
     local state = redis.call('HMGET', key, 'w', 'c', 'p')
     local stored = tonumber(state[1])
     if stored == start then
-      redis.call('HSET', key, 'c', math.max(0, (tonumber(state[2]) or 0) - units))
+      redis.call('HSET', key, 'c', math.max(-limit, (tonumber(state[2]) or 0) - units))
     elseif stored == start + window then
-      redis.call('HSET', key, 'p', math.max(0, (tonumber(state[3]) or 0) - units))
+      redis.call('HSET', key, 'p', math.max(-limit, (tonumber(state[3]) or 0) - units))
     end
+  end
+
+  -- Resets the quota, leaving counted the units of leases still out (out:
+  -- units by the reset their commit returned, which names their window):
+  -- those of this window in its count, those of the previous one (ended,
+  -- their give-backs under way) in the previous count.
+  function m.reset(key, args, out)
+    local window = tonumber(args[2])
+    local start = clock.ms - (clock.ms % window)
+    local cur, prev = out[start + 2 * window] or 0, out[start + window] or 0
+    if cur == 0 and prev == 0 then
+      redis.call('DEL', key)
+      return
+    end
+    redis.call('HSET', key, 'w', start, 'c', cur, 'p', prev)
+    redis.call('PEXPIRE', key, start + 2 * window - clock.ms)
   end
 end

@@ -65,12 +65,15 @@ do
     return write(key, args, c, c.tokens - cost * tonumber(args[2]))
   end
 
-  function m.grant(key, args, n)
+  -- out: units of leases still out (lease.lua), which would be in the
+  -- bucket had they not been taken: with them the bucket may go beyond
+  -- the capacity, and then their give-backs keep what is beyond it.
+  function m.grant(key, args, n, _, out)
     local rate, window, capacity = tonumber(args[1]), tonumber(args[2]), tonumber(args[3])
     local c = m.check(key, args, 0)
     -- Several grants give at most one capacity beyond it.
     local tokens = math.min(c.tokens + n * window, 2 * capacity * window)
-    if tokens > capacity * window then
+    if tokens + (out or 0) * window > capacity * window then
       c.lapse = clock.ms + math.ceil(capacity * window / rate)
       redis.call('HSET', key, 'x', c.lapse)
     end
@@ -93,11 +96,29 @@ do
       return
     end
     local now = math.max(clock.ms, last)
-    -- Tokens a grant put beyond the capacity stay as they are (check lapses
-    -- them at x): a give-back never adds beyond the capacity.
-    local stored = tonumber(state[1])
-    local tokens = math.min(math.max(full, stored), stored + (now - last) * rate + units * window)
+    local stored, lapse = tonumber(state[1]), tonumber(state[3]) or 0
+    local tokens
+    if stored + units * window > full and now < lapse then
+      -- A grant's tokens beyond the capacity are kept (no refill beyond
+      -- it): had the units not been taken, the bucket would hold them on
+      -- top, up to the grant cap, twice the capacity (the refill since the
+      -- last write is not added: it may not have happened without them).
+      tokens = math.min(2 * full, stored + units * window)
+    else
+      tokens = math.min(math.max(full, stored), stored + (now - last) * rate + units * window)
+    end
     redis.call('HSET', key, 't', tokens, 'ts', now)
-    redis.call('PEXPIRE', key, math.max(1, math.ceil((full - tokens) / rate), (tonumber(state[3]) or 0) - clock.ms))
+    redis.call('PEXPIRE', key, math.max(1, math.ceil((full - tokens) / rate), lapse - clock.ms))
+  end
+
+  -- Resets the quota: a full bucket but the units of leases still out
+  -- (total), which stay taken; a grant's tokens go.
+  function m.reset(key, args, _, total)
+    if total == 0 then
+      redis.call('DEL', key)
+      return
+    end
+    redis.call('DEL', key)
+    write(key, args, {now = clock.ms, lapse = 0}, (tonumber(args[3]) - total) * tonumber(args[2]))
   end
 end

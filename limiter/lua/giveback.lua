@@ -1,14 +1,25 @@
 -- Driver of the give-back scripts: returns a lease's unused units to the one
--- rule of KEYS[1] through its module's refund.
+-- rule of KEYS[1] through its module's refund, if the lease is still out
+-- (lease.lua): a lease gives back once, and only while its units are counted
+-- (a reset left them counted; an expired lease's may not be).
 -- KEYS[1]: the rule's key
--- ARGV[1]: units to give back
+-- KEYS[2]: its lease set
+-- ARGV[1]: units to give back (at most what the lease took); 0 ends a lease
+--          used up
 -- ARGV[2]: the reset (ms since the epoch, Redis's clock) of the lease's commit
+-- ARGV[3]: the lease's member in KEYS[2] ("<id>:<units taken>:<reset>")
 -- then:    the module's nargs arguments
--- reply:   0
+-- reply:   1 if the units were given back, 0 if the lease was no longer out
 local _, m = next(algorithms) -- the script's only module
 local args = {}
 for j = 1, m.nargs do
-  args[j] = ARGV[2 + j]
+  args[j] = ARGV[3 + j]
 end
-m.refund(KEYS[1], args, tonumber(ARGV[1]), tonumber(ARGV[2]))
-return 0
+local units = tonumber(ARGV[1])
+if not lease_end(KEYS[2], ARGV[3]) then
+  return 0
+end
+if units > 0 then
+  m.refund(KEYS[1], args, units, tonumber(ARGV[2]))
+end
+return 1

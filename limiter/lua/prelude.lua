@@ -11,15 +11,27 @@
 --                                  whatever commit needs
 --   m.commit(key, args, cost, c, nonce)  records the request checked in c and
 --                                  returns remaining, reset_ms after it
---   m.grant(key, args, n, nonce)   optional (algorithms.Spec.Grants): gives n
---                                  more units now, beyond the limit if need be,
---                                  until the current window ends (buckets: for
---                                  as long as an empty bucket takes to fill)
+--   m.grant(key, args, n, nonce, out)  optional (algorithms.Spec.Grants): gives
+--                                  n more units now, beyond the limit if need
+--                                  be, until the current window ends (buckets:
+--                                  for as long as an empty bucket takes to
+--                                  fill); out: units of leases still out
+--                                  (lease.lua), which the buckets count as in
+--                                  the bucket when deciding it goes beyond
 --   m.refund(key, args, units, reset_at)  optional, for leases (Spec.LeaseFor):
 --                                  gives back units committed and not used,
 --                                  reset_at the reset (ms since the epoch) the
 --                                  commit that took them returned; never leaves
---                                  more than had they not been taken
+--                                  more than had they not been taken, takes no
+--                                  grant away and never goes beyond the grant
+--                                  cap; called once per lease still out
+--                                  (lease.lua), so it subtracts exactly
+--   m.reset(key, args, out, total) optional, with m.refund: the quota full
+--                                  again but the units of leases still out
+--                                  (out: units by the reset_at of the commit
+--                                  that took them; total: their sum), which
+--                                  stay counted where their give-backs find
+--                                  them; without it a reset deletes the key
 -- and, for an algorithm whose requests hold what they take until they end
 -- (algorithms.Spec.Held: concurrency), in the release script (release.lua)
 --   m.release(key, args, cost, nonce)    gives back what the call with nonce
