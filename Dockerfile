@@ -1,7 +1,7 @@
 # Tollgate as a container: a static binary on an empty base, run as a
 # non-root user. docker build -t tollgate . (compose.yaml builds it too).
 # .ci/container builds the runtime stage with podman from .ci/rootfs's output
-# and runs its binary in a chroot (README, "The container").
+# and runs its binary in a chroot (docs/operating.md, "The container").
 
 FROM golang:1.26-bookworm AS build
 WORKDIR /src

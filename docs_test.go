@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// TestDocumentedKeyFormat: the Redis key format the README and
+// TestDocumentedKeyFormat: the Redis key format docs/api.md and
 // docs/algorithms.md give, and the example key docs/algorithms.md spells
 // out, are the keys the service writes.
 func TestDocumentedKeyFormat(t *testing.T) {
@@ -23,7 +23,7 @@ func TestDocumentedKeyFormat(t *testing.T) {
 	}
 	algorithms := read("docs/algorithms.md")
 	for _, doc := range []struct{ file, text, format string }{
-		{"README.md", read("README.md"), "`<REDIS_KEY_PREFIX>{user:<name>}:<policy>:<n>:<algorithm>`"},
+		{"docs/api.md", read("docs/api.md"), "`<REDIS_KEY_PREFIX>{user:<name>}:<policy>:<n>:<algorithm>`"},
 		{"docs/algorithms.md", algorithms, "`<REDIS_KEY_PREFIX>{<identity>}:<policy>:<n>:<algorithm>`"},
 	} {
 		if !strings.Contains(doc.text, doc.format) {

@@ -1,9 +1,8 @@
 // Command tollgate serves continent data from a database behind a Redis rate
-// limiter. See README.md for its settings.
+// limiter. See docs/configuration.md for its settings.
 package main
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -17,7 +16,6 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -28,12 +26,14 @@ import (
 	"github.com/joho/godotenv"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/crypto/bcrypt"
 	"gorm.io/gorm"
 
-	"tollgate/algorithms"
+	"tollgate/admin"
 	"tollgate/auth"
 	"tollgate/config"
 	"tollgate/limiter"
+	"tollgate/live"
 	"tollgate/middleware"
 	"tollgate/models"
 	"tollgate/policy"
@@ -49,11 +49,11 @@ func main() {
 		os.Exit(2)
 	}
 	if len(os.Args) > 1 {
-		// An admin command (see cli.go) instead of the server.
-		if err := runCLI(ctx, os.Args[1:], os.Getenv, os.Stdin, os.Stdout, os.Stderr); err != nil {
+		// An admin command (package admin) instead of the server.
+		if err := admin.Run(ctx, os.Args[1:], adminEnv(os.Getenv, os.Stdin, os.Stdout, os.Stderr)); err != nil {
 			fmt.Fprintln(os.Stderr, "tollgate:", err)
-			if errors.Is(err, errUsage) {
-				fmt.Fprint(os.Stderr, usage)
+			if errors.Is(err, admin.ErrUsage) {
+				fmt.Fprint(os.Stderr, admin.Usage)
 				os.Exit(2)
 			}
 			if errors.Is(err, config.ErrInvalid) {
@@ -63,7 +63,7 @@ func main() {
 		}
 		return
 	}
-	// SIGHUP reloads the policy files (reload.go).
+	// SIGHUP reloads the policy files (live.Start).
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	if err := run(ctx, os.Getenv, os.Stdout, withReload(hup), withEnviron(os.Environ)); err != nil {
@@ -87,6 +87,55 @@ func configRules() config.Rules {
 	}
 }
 
+// runOptions are what tests change in run; main leaves them at their defaults
+// but for the reload signal.
+type runOptions struct {
+	reload     <-chan os.Signal // SIGHUP: read the policy files now
+	policyPoll time.Duration    // how often the policy files are checked for changes
+	// policySettle is how long a changed policy file must stay unchanged
+	// before it is loaded (0: twice policyPoll).
+	policySettle time.Duration
+	now          func() time.Time // the clock overrides and remembered credentials expire by
+	environ      func() []string  // the variables set, for the unknown-setting warnings; nil: none
+}
+
+// runOption changes one of run's options.
+type runOption func(*runOptions)
+
+// withReload makes each value on ch reload the policy files.
+func withReload(ch <-chan os.Signal) runOption { return func(o *runOptions) { o.reload = ch } }
+
+// withPolicyPoll checks the policy files every d.
+func withPolicyPoll(d time.Duration) runOption { return func(o *runOptions) { o.policyPoll = d } }
+
+// withPolicySettle loads a changed policy file once it stayed unchanged for d.
+func withPolicySettle(d time.Duration) runOption { return func(o *runOptions) { o.policySettle = d } }
+
+// withClock makes now the clock overrides and remembered credentials expire by.
+func withClock(now func() time.Time) runOption { return func(o *runOptions) { o.now = now } }
+
+// adminEnv is what the admin commands get: the environment and streams,
+// and the openers and settings of this binary.
+func adminEnv(getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) admin.Env {
+	return admin.Env{
+		Getenv: getenv, Stdin: stdin, Stdout: stdout, Stderr: stderr,
+		OpenRedis: func(ctx context.Context, log *slog.Logger, cfg config.Config, timeout time.Duration) (redis.UniversalClient, func(), error) {
+			rdb, _, _, closeAll, err := openRedis(ctx, log, cfg.RedisURL, cfg.RedisCluster,
+				sentinel{addrs: cfg.RedisSentinels, master: cfg.RedisSentinelMaster, password: cfg.RedisSentinelPassword}, timeout)
+			return rdb, closeAll, err
+		},
+		NewLogger: newLogger,
+		Routes:    routes.Limited(),
+		HashCost:  passwordCost,
+		Rules:     configRules(),
+	}
+}
+
+// passwordCost is the bcrypt cost of the hashes run and the admin commands
+// make: bcrypt.DefaultCost. Tests lower it (TestMain), as a hash at the
+// default cost takes about a second under the race detector.
+var passwordCost = bcrypt.DefaultCost
+
 // withEnviron gives run the variables set (os.Environ), so that a variable
 // named like a setting that is none is warned of at start-up.
 func withEnviron(environ func() []string) runOption {
@@ -96,7 +145,7 @@ func withEnviron(environ func() []string) runOption {
 // run starts the service with the settings getenv gives and serves until ctx
 // is done, then shuts down gracefully.
 func run(ctx context.Context, getenv func(string) string, stdout io.Writer, options ...runOption) error {
-	opts := runOptions{policyPoll: policyPoll, now: time.Now}
+	opts := runOptions{policyPoll: live.Poll, now: time.Now}
 	for _, o := range options {
 		o(&opts)
 	}
@@ -119,7 +168,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, opti
 	var policies []policy.Policy
 	var version string // the policy file's
 	if cfg.Enabled {
-		policies, version, err = loadPolicies(cfg, cfg.PolicyFile)
+		policies, version, err = admin.LoadPolicies(cfg, cfg.PolicyFile, routes.Limited())
 		if err != nil {
 			return err
 		}
@@ -146,13 +195,14 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, opti
 	if err := models.Migrate(startCtx, db); err != nil {
 		return err
 	}
-	store, err := seedStore(startCtx, db, cfg.SeedUsers)
+	store, err := admin.Seed(startCtx, db, cfg.SeedUsers, passwordCost)
 	if err != nil {
 		return err
 	}
 	var guard *auth.Guard
 	if cfg.AuthFailLimit > 0 {
-		guard, err = auth.NewGuard(guardRdb, auth.GuardOptions{Prefix: cfg.KeyPrefix, Failures: cfg.AuthFailLimit, Window: cfg.AuthFailWindow, TrustedTTL: cfg.AuthTrustedTTL, Timeout: checkTimeout, FailOpen: cfg.FailOpen})
+		guard, err = auth.NewGuard(guardRdb, auth.GuardOptions{Prefix: cfg.KeyPrefix, Failures: cfg.AuthFailLimit,
+			Window: cfg.AuthFailWindow, TrustedTTL: cfg.AuthTrustedTTL, Timeout: checkTimeout, FailOpen: cfg.FailOpen})
 		if err != nil {
 			return err // config.Load checked the settings: a bug, not a setting
 		}
@@ -164,9 +214,9 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, opti
 		PasswordTTL: 5 * time.Minute, KeyTTL: cfg.AuthKeyCacheTTL, Clock: opts.now})
 	identify := middleware.Identify(log, authn, cfg.IPv6Prefix)
 	var limiters []gin.HandlerFunc
-	var peek gin.HandlerFunc
-	var engine *limiter.Limiter
 	var limit *middleware.RateLimit
+	var engine *limiter.Limiter
+	var inForce *live.Policies // the policies in force (nil: rate limiting off)
 	summary := routes.Summary{Enabled: cfg.Enabled, Algorithm: cfg.Algorithm, Limit: cfg.Limit, Burst: cfg.Burst, Window: cfg.Window}
 	if cfg.Enabled {
 		if cfg.PolicyFile != "" {
@@ -200,15 +250,15 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, opti
 		if cfg.DenyCacheSize > 0 {
 			// Denials cached in memory must not outlive a grant or reset
 			// made with "tollgate quota".
-			stop, err := engine.Follow(startCtx, rdb, quotaChannel(cfg.KeyPrefix))
+			stop, err := engine.Follow(startCtx, rdb, admin.QuotaChannel(cfg.KeyPrefix))
 			if err != nil {
 				return err
 			}
 			defer stop()
 		}
-		limit = middleware.NewRateLimit(log, engine, policies, cfg.KeyPrefix, cfg.FailOpen, cfg.IPv6Prefix, middleware.RateLimitOptions{Clock: opts.now})
-		_ = limit.SetPolicies(policies, version) // the file's version; no overrides yet
-		limiters, peek = []gin.HandlerFunc{limit.Handler()}, limit.Peek()
+		inForce = live.New(policies, version, cfg.KeyPrefix, engine) // no overrides yet
+		limit = middleware.NewRateLimit(log, engine, inForce, cfg.FailOpen, cfg.IPv6Prefix, middleware.RateLimitOptions{Clock: opts.now})
+		limiters = []gin.HandlerFunc{limit.Handler()}
 	}
 	svc, err := routes.NewService(startCtx, routes.ServiceDeps{
 		Log:             log,
@@ -221,16 +271,16 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, opti
 		SeparateMetrics: cfg.MetricsAddr != "",
 		Summary:         summary,
 		LivePolicy: func() func() (names []string, version string) {
-			if limit == nil || cfg.PolicyFile == "" {
+			if inForce == nil || cfg.PolicyFile == "" {
 				return nil
 			}
 			return func() ([]string, string) {
-				version, _, names := limit.Versions()
+				version, _, names := inForce.Versions()
 				return names, version
 			}
 		}(),
-		Limiters: limiters,
-		Peek:     peek,
+		Limiters:  limiters,
+		RateLimit: limit,
 	})
 	if err != nil {
 		return err
@@ -254,7 +304,18 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, opti
 			}
 			return 0
 		}))
-		stopLive, err := startLive(ctx, log, cfg, opts, svc.Registry, store, limit, version)
+		w := live.Watch{PolicyFile: cfg.PolicyFile, Version: version, CandidateFile: cfg.CandidateFile, Routes: routes.Limited(),
+			Reload: opts.reload, Poll: opts.policyPoll, Settle: opts.policySettle,
+			Overrides: store, Refresh: cfg.OverridesRefresh, Now: opts.now, Warn: middleware.NewThrottledLog(log, time.Minute)}
+		if cfg.CandidateFile != "" {
+			candidate, cversion, err := admin.LoadPolicies(cfg, cfg.CandidateFile, routes.Limited())
+			if err != nil {
+				return err
+			}
+			inForce.SetCandidate(candidate, cversion)
+			w.CandidateVersion = cversion
+		}
+		stopLive, err := live.Start(ctx, log, svc.Registry, inForce, w)
 		if err != nil {
 			return err
 		}
@@ -360,67 +421,6 @@ func newLogger(w io.Writer, format string, level slog.Level) *slog.Logger {
 		return slog.New(slog.NewTextHandler(w, opts))
 	}
 	return slog.New(slog.NewJSONHandler(w, opts))
-}
-
-// loadPolicies reads the policy file at path (RATE_LIMIT_POLICY_FILE or
-// RATE_LIMIT_CANDIDATE_FILE) and returns its policies and version, or else
-// (no path) makes the one policy the RATE_LIMIT_* variables describe.
-func loadPolicies(cfg config.Config, path string) ([]policy.Policy, string, error) {
-	if path == "" {
-		policies, err := policy.Default(cfg.Algorithm, algorithms.Limit{Requests: cfg.Limit, Window: cfg.Window, Burst: cfg.Burst})
-		if err != nil { // checked by config.Load when the rate limit is on
-			return nil, "", fmt.Errorf("config: %w: %w", config.ErrInvalid, err)
-		}
-		return policies, "", nil
-	}
-	name := "RATE_LIMIT_POLICY_FILE"
-	if path == cfg.CandidateFile {
-		name = "RATE_LIMIT_CANDIDATE_FILE"
-	}
-	policies, version, err := readPolicyFile(path)
-	if err != nil {
-		return nil, "", fmt.Errorf("config: %w: %s=%s: %w", config.ErrInvalid, name, path, err)
-	}
-	return policies, version, nil
-}
-
-// startLive loads the candidate file and the overrides into limit, and
-// starts what keeps them and the policy file current while the service
-// runs: the watcher of the files (and SIGHUP) and the refresher of the
-// overrides. They stop with ctx.
-//
-// It returns a function that stops them and waits until they have.
-func startLive(ctx context.Context, log *slog.Logger, cfg config.Config, opts runOptions, reg prometheus.Registerer, store *models.Store, limit *middleware.RateLimit, version string) (stop func(), err error) {
-	liveReloads, candidateReloads, err := newReloadMetrics(reg, limit)
-	if err != nil {
-		return nil, fmt.Errorf("metrics: %w", err)
-	}
-	var files []*policyFile
-	settle := cmp.Or(opts.policySettle, 2*opts.policyPoll)
-	if cfg.PolicyFile != "" {
-		files = append(files, &policyFile{kind: "live", path: cfg.PolicyFile, seen: version, read: readPolicyFile, settle: settle, use: limit.SetPolicies, reloads: liveReloads})
-	}
-	if cfg.CandidateFile != "" {
-		candidate, cversion, err := loadPolicies(cfg, cfg.CandidateFile)
-		if err != nil {
-			return nil, err
-		}
-		limit.SetCandidate(candidate, cversion)
-		files = append(files, &policyFile{kind: "candidate", path: cfg.CandidateFile, seen: cversion, read: readPolicyFile, settle: settle, reloads: candidateReloads,
-			use: func(p []policy.Policy, v string) error { limit.SetCandidate(p, v); return nil }})
-	}
-	overrides, err := loadOverrides(ctx, store, opts.now())
-	if overrides == nil && err != nil {
-		return nil, err
-	}
-	if err := errors.Join(err, limit.SetOverrides(overrides)); err != nil {
-		log.Warn("overrides left out", "err", err)
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Go(func() { watchPolicies(ctx, log, files, opts.reload, opts.policyPoll) })
-	wg.Go(func() { refreshOverrides(ctx, log, store, limit, cfg.OverridesRefresh, opts.now, overrides) })
-	return func() { cancel(); wg.Wait() }, nil
 }
 
 // openDB connects to the database, retrying with backoff for up to within:

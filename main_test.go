@@ -35,6 +35,7 @@ import (
 	"tollgate/auth"
 	"tollgate/config"
 	"tollgate/limiter"
+	"tollgate/live"
 	"tollgate/middleware"
 	"tollgate/models"
 	"tollgate/policy"
@@ -771,7 +772,7 @@ func TestDeniedRequestsSkipDatabase(t *testing.T) {
 	if err != nil {
 		t.Fatalf("policy.Default: %v", err)
 	}
-	limit := middleware.NewRateLimit(log, limiter.New(rdb, limiter.Options{Timeout: time.Second}), policies, "test:", false, 64, middleware.RateLimitOptions{})
+	limit := middleware.NewRateLimit(log, limiter.New(rdb, limiter.Options{Timeout: time.Second}), live.New(policies, "", "test:", nil), false, 64, middleware.RateLimitOptions{})
 	h, err := routes.New(routes.Deps{
 		Log:        log,
 		Continents: continents,

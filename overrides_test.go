@@ -2,10 +2,8 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"maps"
 	"net/http"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -118,59 +116,5 @@ func TestOverridesAcrossInstances(t *testing.T) {
 	}
 	for _, base := range []string{a, b} {
 		waitFor(t, "deletion on "+base, func() bool { _, got := peekOverride(t, base, "fixed_window", jane); return got == 0 })
-	}
-}
-
-// TestOverrideSetChecksThePolicy: overrides set refuses (a usage error,
-// exit 2, stored nowhere) an override the servers would leave out, saying
-// why: a limit below the policy's cost, a limit beyond its algorithm's
-// bound. One the policy can use is stored; one of a policy in no file is
-// stored with a note.
-func TestOverrideSetChecksThePolicy(t *testing.T) {
-	t.Parallel()
-	path := filepath.Join(t.TempDir(), "policies.yaml")
-	writeAtomically(t, path, `policies:
-  - name: tb
-    key: user
-    cost: 3
-    limits: [{algorithm: token_bucket, limit: 10, window: 1m}]
-  - name: cal
-    key: user
-    limits: [{algorithm: calendar, limit: 100, period: month}]
-`)
-	env := map[string]string{
-		"DB_DRIVER": "sqlite", "DB_DSN": filepath.Join(t.TempDir(), "overrides.db"),
-		"SEED_USERS": "john_doe:EXAMPLE_PASSWORD", "RATE_LIMIT_POLICY_FILE": path,
-	}
-	tests := []struct {
-		name string
-		args []string
-		want string // in the error; "" for none
-	}{
-		{"a limit below the cost", []string{"--policy", "tb", "--limit", "2"}, "cost 3"},
-		{"a limit beyond the bound", []string{"--policy", "tb", "--limit", "3000000000", "--window", "1h"}, "beyond exact arithmetic"},
-		{"a limit the policy can use", []string{"--policy", "tb", "--limit", "3"}, ""},
-		{"a policy in no file", []string{"--policy", "nope", "--limit", "2"}, ""},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			out, err := cli(t, env, "", append([]string{"overrides", "set", "john_doe"}, tt.args...)...)
-			if tt.want == "" {
-				if err != nil {
-					t.Errorf("overrides set %q = %v, want success\n%s", tt.args, err, out)
-				}
-				return
-			}
-			if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), tt.want) {
-				t.Errorf("overrides set %q = %v, want a usage error naming %q\n%s", tt.args, err, tt.want, out)
-			}
-		})
-	}
-	list, err := cli(t, env, "", "overrides", "list")
-	if err != nil {
-		t.Fatalf("overrides list: %v", err)
-	}
-	if got := strings.Count(list, "user:john_doe"); got != 2 {
-		t.Errorf("overrides list: %d overrides, want the 2 accepted\n%s", got, list)
 	}
 }

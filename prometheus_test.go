@@ -37,7 +37,7 @@ func TestPrometheusRules(t *testing.T) {
 		t.Fatal(err)
 	}
 	var source strings.Builder
-	for _, f := range []string{"main.go", "reload.go", "middleware/metrics.go"} {
+	for _, f := range []string{"main.go", "live/start.go", "middleware/metrics.go"} {
 		s, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
@@ -46,7 +46,7 @@ func TestPrometheusRules(t *testing.T) {
 	}
 	for _, name := range regexp.MustCompile(`tollgate_[a-z_]+`).FindAllString(string(b), -1) {
 		if !strings.Contains(source.String(), `Name: "`+name+`"`) {
-			t.Errorf("%s reads %s, which the service does not export (no Name: %q in main.go, reload.go, middleware/metrics.go)", rules, name, name)
+			t.Errorf("%s reads %s, which the service does not export (no Name: %q in main.go, live/start.go, middleware/metrics.go)", rules, name, name)
 		}
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -15,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"tollgate/config"
+	"tollgate/admin"
 )
 
 // quota runs "tollgate quota args..." with env and returns what it printed
@@ -25,7 +24,7 @@ func quota(t *testing.T, env map[string]string, args ...string) (out, logs strin
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
-	err = runCLI(ctx, append([]string{"quota"}, args...), func(k string) string { return env[k] }, strings.NewReader(""), &stdout, &stderr)
+	err = admin.Run(ctx, append([]string{"quota"}, args...), adminEnv(func(k string) string { return env[k] }, strings.NewReader(""), &stdout, &stderr))
 	return stdout.String(), stderr.String(), err
 }
 
@@ -50,67 +49,6 @@ func quotaRow(t *testing.T, out, name string) []string {
 	}
 	t.Fatalf("no row for %s in:\n%s", name, out)
 	return nil
-}
-
-func TestQuotaUsage(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		name string
-		args []string
-	}{
-		{"show without WHO", []string{"show"}},
-		{"show with two", []string{"show", "amy", "bo"}},
-		{"show with a policy", []string{"show", "amy", "--policy", "p"}},
-		{"show a bad address", []string{"show", "ip:1.2.3"}},
-		{"show an address with a prefix", []string{"show", "ip:2001:db8::/64"}},
-		{"show an empty address", []string{"show", "ip:"}},
-		{"show a flag", []string{"show", "--all"}},
-		{"reset without WHO", []string{"reset", "--policy", "p"}},
-		{"reset with an unknown flag", []string{"reset", "amy", "--all"}},
-		{"grant without a policy", []string{"grant", "amy", "1"}},
-		{"grant without N", []string{"grant", "amy", "--policy", "p"}},
-		{"grant zero", []string{"grant", "amy", "0", "--policy", "p"}},
-		{"grant a negative", []string{"grant", "amy", "-1", "--policy", "p"}},
-		{"grant a fraction", []string{"grant", "amy", "1.5", "--policy", "p"}},
-		{"grant a word", []string{"grant", "amy", "one", "--policy", "p"}},
-		{"grant to a name with a control character", []string{"grant", "amy\n", "1", "--policy", "p"}},
-		{"quota alone", nil},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			out, _, err := quota(t, map[string]string{}, tt.args...)
-			if !errors.Is(err, errUsage) {
-				t.Errorf("quota %q = %v, want an error wrapping errUsage", tt.args, err)
-			}
-			if out != "" {
-				t.Errorf("quota %q printed %q, want nothing", tt.args, out)
-			}
-		})
-	}
-}
-
-// TestQuotaSettings: settings and names the command cannot work with.
-func TestQuotaSettings(t *testing.T) {
-	t.Parallel()
-	env := baseEnv(t, sharedRedis(t))
-	if _, _, err := quota(t, env, "show", "nobody"); err == nil || errors.Is(err, errUsage) || !strings.Contains(err.Error(), `no user "nobody"`) {
-		t.Errorf("quota show nobody = %v, want a failure naming the unknown user", err)
-	}
-	if _, _, err := quota(t, env, "grant", "john_doe", "1", "--policy", "nope"); !errors.Is(err, errUsage) || !strings.Contains(err.Error(), "fixed_window") {
-		t.Errorf("quota grant --policy nope = %v, want a usage error listing the policies", err)
-	}
-	if _, _, err := quota(t, env, "grant", "john_doe", "6", "--policy", "fixed_window"); !errors.Is(err, errUsage) {
-		t.Errorf("quota grant of 6 under a limit of 5 = %v, want a usage error", err)
-	}
-	embedded := map[string]string{"DB_DSN": env["DB_DSN"]}
-	if _, _, err := quota(t, embedded, "show", "ip:1.2.3.4"); !errors.Is(err, config.ErrInvalid) || !strings.Contains(err.Error(), "REDIS_URL") {
-		t.Errorf("quota show without REDIS_URL = %v, want a settings error naming REDIS_URL", err)
-	}
-	env["RATE_LIMIT_ENABLED"] = "false"
-	if _, _, err := quota(t, env, "show", "ip:1.2.3.4"); err == nil || !strings.Contains(err.Error(), "RATE_LIMIT_ENABLED") {
-		t.Errorf("quota show with rate limiting off = %v, want an error saying so", err)
-	}
 }
 
 // TestQuotaAgainstService runs show, grant and reset on a running service's
@@ -308,7 +246,7 @@ func TestQuotaPolicies(t *testing.T) {
 	if got := quotaRow(t, out, "bucket-2")[5]; got != "21" {
 		t.Errorf("grant of 4 to gcra 17/20: remaining %s, want 21\n%s", got, out)
 	}
-	if _, _, err := quota(t, env, "grant", "jane", "5", "--policy", "bucket"); !errors.Is(err, errUsage) || !strings.Contains(err.Error(), "want 1 to 4") {
+	if _, _, err := quota(t, env, "grant", "jane", "5", "--policy", "bucket"); !errors.Is(err, admin.ErrUsage) || !strings.Contains(err.Error(), "want 1 to 4") {
 		t.Errorf("grant of 5 under a burst of 4 = %v, want a usage error", err)
 	}
 	if _, _, err := quota(t, env, "reset", "jane", "--policy", "by-address"); err == nil || !strings.Contains(err.Error(), "sets no limit for user:jane") {
@@ -355,77 +293,5 @@ func TestQuotaExitCodes(t *testing.T) {
 				t.Errorf("quota %q: exit status %d (%v), want %d\n%s", tt.args, code, err, tt.want, out)
 			}
 		})
-	}
-}
-
-// TestQuotaSeesOverrides: an override in force replaces the policy's limit
-// for its user, in show and in a grant, as on the servers.
-func TestQuotaSeesOverrides(t *testing.T) {
-	t.Parallel()
-	env := baseEnv(t, sharedRedis(t))
-	// A database of its own: the run's MySQL database is shared by the
-	// services of other tests, whose john_doe must keep the policy's limit.
-	env["DB_DRIVER"], env["DB_DSN"] = "sqlite", filepath.Join(t.TempDir(), "overrides.db")
-	if out, err := cli(t, env, "", "overrides", "set", "john_doe", "--policy", "fixed_window", "--limit", "2"); err != nil {
-		t.Fatalf("overrides set: %v\n%s", err, out)
-	}
-	out := mustQuota(t, env, "grant", "john_doe", "2", "--policy", "fixed_window")
-	var row []string
-	for _, line := range strings.Split(out, "\n") {
-		if strings.HasPrefix(line, "fixed_window (override ") {
-			row = strings.Fields(line)
-		}
-	}
-	// fixed_window (override N) ALGORITHM LIMIT WINDOW USED REMAINING RESET
-	if len(row) < 8 || row[4] != "2" || row[7] != "4" {
-		t.Errorf("grant of 2 under an override of 2: row %q, want limit 2 and remaining 4\n%s", row, out)
-	}
-	if _, _, err := quota(t, env, "grant", "john_doe", "3", "--policy", "fixed_window"); !errors.Is(err, errUsage) {
-		t.Errorf("grant of 3 under an override of 2 = %v, want a usage error (at most one quota)", err)
-	}
-	if got := quotaRow(t, mustQuota(t, env, "show", "jane"), "fixed_window")[2]; got != "5" {
-		t.Errorf("show jane: limit %s, want the policy's 5 (the override is john_doe's)", got)
-	}
-}
-
-// TestQuotaGrantSkipsHeldLimits: a grant under a policy mixing a
-// concurrency limit (places held while requests run: nothing to grant) and
-// a calendar quota, as the example file's heavy, grants the calendar quota
-// and says it skipped the other; a policy of held limits alone is refused.
-func TestQuotaGrantSkipsHeldLimits(t *testing.T) {
-	t.Parallel()
-	path := filepath.Join(t.TempDir(), "policies.yaml")
-	writeAtomically(t, path, `policies:
-  - name: heavy
-    key: user_or_ip
-    limits:
-      - {algorithm: concurrency, limit: 4, timeout: 30s}
-      - {algorithm: calendar, limit: 100, period: month, timezone: Europe/Berlin}
-  - name: places
-    key: user_or_ip
-    limits:
-      - {algorithm: concurrency, limit: 4, timeout: 30s}
-`)
-	env := baseEnv(t, sharedRedis(t))
-	env["RATE_LIMIT_POLICY_FILE"] = path
-	env["DB_DRIVER"], env["DB_DSN"] = "sqlite", filepath.Join(t.TempDir(), "quota.db")
-	out, _, err := quota(t, env, "grant", "john_doe", "5", "--policy", "heavy")
-	if err != nil {
-		t.Fatalf("grant 5 under heavy = %v, want the calendar quota granted\n%s", err, out)
-	}
-	if got := quotaRow(t, out, "heavy-2"); got[1] != "calendar" || got[5] != "105" {
-		t.Errorf("grant 5 under heavy: calendar row %q, want remaining 105\n%s", got, out)
-	}
-	if !strings.Contains(out, "note: heavy-1 (concurrency) not granted") {
-		t.Errorf("grant under heavy does not say it skipped the concurrency limit:\n%s", out)
-	}
-	if _, _, err := quota(t, env, "grant", "john_doe", "5", "--policy", "places"); !errors.Is(err, errUsage) {
-		t.Errorf("grant under a policy of concurrency limits alone = %v, want a usage error", err)
-	}
-	for _, n := range []string{"-5", "0", "1.5"} {
-		_, _, err := quota(t, env, "grant", "john_doe", n, "--policy", "heavy")
-		if !errors.Is(err, errUsage) || !strings.Contains(fmt.Sprint(err), "N must be a positive integer") {
-			t.Errorf("grant %s = %v, want a usage error saying N must be a positive integer", n, err)
-		}
 	}
 }

@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -18,10 +16,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"tollgate/config"
-	"tollgate/policy"
+	"tollgate/live"
+	"tollgate/routes"
 )
 
 // writeAtomically replaces the file at path with text, as an operator's
@@ -77,9 +74,9 @@ func version(t *testing.T, text string) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "p.yaml")
 	writeAtomically(t, path, text)
-	_, v, err := readPolicyFile(path)
+	_, v, err := live.ReadFile(path, routes.Limited())
 	if err != nil {
-		t.Fatalf("readPolicyFile(%q): %v", text, err)
+		t.Fatalf("live.ReadFile(%q): %v", text, err)
 	}
 	return v
 }
@@ -375,48 +372,13 @@ func TestReloadWaitsForStableFile(t *testing.T) {
 	}
 }
 
-// TestWatcherReadsOnlyChangedFiles: an unchanged file is only stat'ed at
-// each check, never read again (a 900 KB file was read and hashed every
-// 3 seconds); a change is read once, once it settled.
-func TestWatcherReadsOnlyChangedFiles(t *testing.T) {
-	t.Parallel()
-	path := filepath.Join(t.TempDir(), "policies.yaml")
-	text := "policies:\n  - name: p\n    key: user_or_ip\n    limits: [{algorithm: fixed_window, limit: 5, window: 1h}]\n" +
-		strings.Repeat("# a comment to make the file big\n", 900_000/33)
-	writeAtomically(t, path, text)
-	_, v, err := readPolicyFile(path)
-	if err != nil {
-		t.Fatalf("readPolicyFile: %v", err)
-	}
-	var reads atomic.Int64
-	f := &policyFile{kind: "live", path: path, seen: v, settle: 20 * time.Millisecond,
-		read:    func(path string) ([]policy.Policy, string, error) { reads.Add(1); return readPolicyFile(path) },
-		use:     func([]policy.Policy, string) error { return nil },
-		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "reloads"}, []string{"result"})}
-	watch := func(d time.Duration) {
-		ctx, cancel := context.WithTimeout(t.Context(), d)
-		defer cancel()
-		watchPolicies(ctx, slog.New(slog.NewTextHandler(io.Discard, nil)), []*policyFile{f}, nil, 5*time.Millisecond)
-	}
-	watch(500 * time.Millisecond)
-	if got := reads.Load(); got > 1 {
-		t.Errorf("an unchanged file read %d times in 0.5s of checks every 5ms, want at most once", got)
-	}
-	reads.Store(0)
-	writeAtomically(t, path, strings.Replace(text, "limit: 5", "limit: 6", 1))
-	watch(500 * time.Millisecond)
-	if got := reads.Load(); got != 1 {
-		t.Errorf("a changed file read %d times in 0.5s of checks every 5ms, want once", got)
-	}
-}
-
 // TestPolicyFileTooBig: a policy file over 1 MiB is refused unread: at
 // start-up (a setting's error: exit 2), and at a reload (the running
 // policies keep serving).
 func TestPolicyFileTooBig(t *testing.T) {
 	t.Parallel()
 	small := "policies:\n  - name: p\n    key: user_or_ip\n    limits: [{algorithm: fixed_window, limit: 5, window: 1h}]\n"
-	big := small + strings.Repeat("#", maxPolicyFile)
+	big := small + strings.Repeat("#", live.MaxFile)
 	env := baseEnv(t, sharedRedis(t))
 	env["RATE_LIMIT_POLICY_FILE"] = filepath.Join(t.TempDir(), "big.yaml")
 	env["PORT"] = "0"

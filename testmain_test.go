@@ -17,7 +17,7 @@ import (
 	"tollgate/models"
 )
 
-// TestMain runs the tests with run and runCLI hashing passwords at
+// TestMain runs the tests with run and admin.Run hashing passwords at
 // bcrypt.MinCost (TestDefaultHashCost in models checks the service's own
 // cost) and removes the binary built for them.
 func TestMain(m *testing.M) {

@@ -239,7 +239,7 @@ func (r *report) write(path string) error {
 	p("Three engines with leases on (`RATE_LIMIT_LEASE=auto`, the service's pipeline and deny cache) on this")
 	p("run's Redis, as three instances of the service, and %d goroutines sending requests between them on one", leaseCheckCallers)
 	p("key with a limit of %d per hour: first the limit's worth of requests (the burst ends at the limit, so", leaseCheckLimit)
-	p("units leased and not used show as under-admission), then twice as many. *bound* is the README's: at")
+	p("units leased and not used show as under-admission), then twice as many. *bound* is docs/performance.md's: at")
 	p("most instances × limit / 8 held unused. *left after Close*: what Redis counts as left once every")
 	p("instance has closed (its unused units given back); it must be limit − admitted.")
 	p("")

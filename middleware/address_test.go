@@ -25,7 +25,7 @@ import (
 const proxyAddr = "10.0.0.1:4321"
 
 // addressEngine serves GET /x behind Identify (with guard, nil: none) and a
-// limiter of policies deciding on g, and GET /ratelimit (Peek), with
+// limiter of policies deciding on g, and GET /ratelimit (Peek, shown as routes shows it), with
 // 10.0.0.0/8 as trusted proxies and IPv6 clients grouped by ipv6Prefix bits.
 func addressEngine(t *testing.T, g *redistest.Redis, guard *auth.Guard, policies []policy.Policy, ipv6Prefix int) *gin.Engine {
 	t.Helper()
@@ -36,9 +36,20 @@ func addressEngine(t *testing.T, g *redistest.Redis, guard *auth.Guard, policies
 	r.RemoteIPHeaders = []string{"X-Forwarded-For"}
 	users := &authtest.FakeUsers{Name: "bob", Password: "pw"}
 	identify := newIdentify(discard(), users, guard, time.Second, time.Minute, time.Minute, ipv6Prefix)
-	lim := NewRateLimit(discard(), limiter.New(g.Client, limiter.Options{Timeout: time.Second}), policies, g.Prefix, false, ipv6Prefix, RateLimitOptions{})
+	lim := newLimiter(discard(), limiter.New(g.Client, limiter.Options{Timeout: time.Second}), policies, g.Prefix, false, ipv6Prefix)
 	r.GET("/x", identify, lim.Handler(), func(c *gin.Context) { c.String(http.StatusOK, Identity(c).Subject()) })
-	r.GET("/ratelimit", identify, lim.Peek())
+	r.GET("/ratelimit", identify, func(c *gin.Context) { // routes' /ratelimit, down to what the tests read
+		_, applied, res, err := lim.Peek(c)
+		if err != nil {
+			c.Status(http.StatusServiceUnavailable)
+			return
+		}
+		var policies []gin.H
+		for i, a := range applied {
+			policies = append(policies, gin.H{"name": a.Policy.Name, "limits": []gin.H{{"remaining": max(res.Decisions[i].Remaining, 0)}}})
+		}
+		c.JSON(http.StatusOK, gin.H{"policies": policies})
+	})
 	return r
 }
 

@@ -54,7 +54,7 @@ func BenchmarkLimiter(b *testing.B) {
 		b.Run(tt.name, func(b *testing.B) {
 			gin.SetMode(gin.ReleaseMode)
 			r := gin.New()
-			r.GET("/x", NewRateLimit(discard(), fixedDecider{tt.d}, defaultPolicy(b), "p:", true, 64, RateLimitOptions{}).Handler(),
+			r.GET("/x", newLimiter(discard(), fixedDecider{tt.d}, defaultPolicy(b), "p:", true, 64).Handler(),
 				func(c *gin.Context) { c.Status(http.StatusOK) })
 			req := httptest.NewRequest(http.MethodGet, "/x", nil)
 			req.RemoteAddr = "192.0.2.1:1234"

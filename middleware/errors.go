@@ -70,7 +70,7 @@ func Fail(c *gin.Context, warn *ThrottledLog, err error) {
 	case errors.Is(err, auth.ErrAmbiguous):
 		Abort(c, http.StatusBadRequest, err.Error(), nil)
 	case errors.As(err, &refused):
-		secs := max(ceilSeconds(refused.RetryAfter), 1)
+		secs := max(CeilSeconds(refused.RetryAfter), 1)
 		c.Header("Retry-After", strconv.FormatInt(secs, 10))
 		Abort(c, http.StatusTooManyRequests, "too many failed authentication attempts", gin.H{"retry_after": secs})
 	case errors.Is(err, auth.ErrBusy):

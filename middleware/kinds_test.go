@@ -126,7 +126,7 @@ func instance(t *testing.T, s sharedRedis, handler gin.HandlerFunc) http.Handler
 	t.Helper()
 	engine := limiter.New(s.connect(t), limiter.Options{Timeout: 5 * time.Second, PipelineBatch: 16, DenyCacheSize: 1000})
 	t.Cleanup(engine.Close)
-	l := NewRateLimit(discard(), engine, heavy(t), s.prefix, false, 64, RateLimitOptions{})
+	l := newLimiter(discard(), engine, heavy(t), s.prefix, false, 64)
 	r := gin.New()
 	r.Use(Recover(discard()))
 	r.GET("/slow", l.Handler(), handler)
@@ -285,7 +285,7 @@ policies:
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := NewRateLimit(discard(), engine, policies, "test:", false, 64, RateLimitOptions{})
+	l := newLimiter(discard(), engine, policies, "test:", false, 64)
 	r := gin.New()
 	r.GET("/x", l.Handler(), func(c *gin.Context) { c.Status(http.StatusOK) })
 
@@ -323,7 +323,7 @@ policies:
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := NewRateLimit(discard(), engine, policies, "test:", false, 64, RateLimitOptions{})
+	l := newLimiter(discard(), engine, policies, "test:", false, 64)
 	r := gin.New()
 	r.GET("/x", l.Handler(), func(c *gin.Context) { c.Status(http.StatusOK) })
 	for i := range 3 {

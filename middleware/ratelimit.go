@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -16,6 +15,7 @@ import (
 
 	"tollgate/auth"
 	"tollgate/limiter"
+	"tollgate/live"
 	"tollgate/policy"
 )
 
@@ -48,7 +48,7 @@ type Outcome struct {
 	// AsideDropped counts the shadow and candidate decisions (each set of
 	// rules decided together one) not made: too many were under way.
 	AsideDropped int
-	// Candidate are the candidate policies' decisions (SetCandidate).
+	// Candidate are the candidate policies' decisions (live.Policies.SetCandidate).
 	Candidate []CandidateRef
 }
 
@@ -76,11 +76,10 @@ type decider interface {
 	Release(ctx context.Context, res limiter.Result) error
 }
 
-// RateLimit applies rate-limit policies to requests. All limits of the
-// enforced policies that apply to a request are decided in one call, so a
-// request denied by any of them is counted by none. Its policies, candidate
-// policies and overrides can be replaced while it serves (SetPolicies,
-// SetCandidate, SetOverrides): each request uses one snapshot of them.
+// RateLimit applies the policies in force (live.Policies) to requests. All
+// limits of the enforced policies that apply to a request are decided in
+// one call, so a request denied by any of them is counted by none. Each
+// request uses one snapshot of the policies.
 type RateLimit struct {
 	log     *slog.Logger
 	decider decider
@@ -89,7 +88,7 @@ type RateLimit struct {
 	// asideBudget.
 	aside       decider
 	asideBudget *asideBudget
-	prefix      string
+	live        *live.Policies
 	failOpen    bool
 	warn        *ThrottledLog // Redis trouble
 	tierWarn    *ThrottledLog // users of tiers a policy does not limit
@@ -98,8 +97,7 @@ type RateLimit struct {
 	// now is the clock overrides expire by.
 	now func() time.Time
 
-	mu   sync.Mutex // serialises the making of snapshots
-	snap atomic.Pointer[snapshot]
+	view atomic.Pointer[view] // the header texts of the snapshot last seen
 }
 
 // limitText is a named limit as the headers show it. It is used by pointer
@@ -137,7 +135,7 @@ func (lt *limitText) headers(d limiter.Decision) *limitHeaders {
 	}
 	// w is the span of the quota (a calendar's current period); a quota of
 	// another unit (requests at once) has no window.
-	item := lt.sfName + ";q=" + strconv.Itoa(d.Limit) + ";w=" + strconv.FormatInt(max(ceilSeconds(d.Window), 1), 10)
+	item := lt.sfName + ";q=" + strconv.Itoa(d.Limit) + ";w=" + strconv.FormatInt(max(CeilSeconds(d.Window), 1), 10)
 	if lt.unit != "" {
 		item = lt.sfName + ";q=" + strconv.Itoa(d.Limit) + ";qu=" + sfString(lt.unit)
 		per = "at once"
@@ -153,25 +151,24 @@ func (lt *limitText) headers(d limiter.Decision) *limitHeaders {
 	return h
 }
 
-// NewRateLimit returns a RateLimit deciding policies with d, keeping its keys
-// under prefix. d must bound its calls in time (limiter.Options.Timeout);
+// NewRateLimit returns a RateLimit deciding the policies in force p with d.
+// d must bound its calls in time (limiter.Options.Timeout);
 // failOpen chooses what a request gets when the limiter cannot decide (Redis
 // down or slow): served unchecked, marked by "X-RateLimit-Checked: false", or
 // 503 — availability of the API versus strictness of the limit. Clients
 // counted by IP address are counted per IPv6 prefix of ipv6Prefix bits
 // (ipSubject); exemptions by CIDR match the client's own address.
-func NewRateLimit(log *slog.Logger, d decider, policies []policy.Policy, prefix string, failOpen bool, ipv6Prefix int, o RateLimitOptions) *RateLimit {
+func NewRateLimit(log *slog.Logger, d decider, p *live.Policies, failOpen bool, ipv6Prefix int, o RateLimitOptions) *RateLimit {
 	now := o.Clock
 	if now == nil {
 		now = time.Now
 	}
-	l := &RateLimit{log: log, decider: d, prefix: prefix, failOpen: failOpen, ipv6Prefix: ipv6Prefix, now: now,
+	l := &RateLimit{log: log, decider: d, live: p, failOpen: failOpen, ipv6Prefix: ipv6Prefix, now: now,
 		warn: NewThrottledLog(log, 10*time.Second), tierWarn: NewThrottledLog(log, time.Minute),
 		aside: d, asideBudget: newAsideBudget()}
 	if a, ok := d.(interface{ Apart() *limiter.Limiter }); ok {
 		l.aside = a.Apart()
 	}
-	_ = l.store(policies, "", nil, "", nil) // no overrides: no error
 	return l
 }
 
@@ -184,7 +181,7 @@ type RateLimitOptions struct {
 
 // caller is what the policies know of the request's sender, read from the
 // identity Identify left: the one place the adapter reads it.
-func (l *RateLimit) caller(c *gin.Context, s *snapshot) policy.Caller {
+func (l *RateLimit) caller(c *gin.Context, s *live.Snapshot) policy.Caller {
 	id := Identity(c)
 	who := policy.Caller{Tier: Tier(c), Header: c.Request.Header}
 	switch id.Kind {
@@ -193,13 +190,13 @@ func (l *RateLimit) caller(c *gin.Context, s *snapshot) policy.Caller {
 	case auth.IP:
 		who.IP = id.Addr
 	}
-	if who.IP == "" && (who.User == "" || s.keysByIP) { // no Identify in front, or a user counted by IP
+	if who.IP == "" && (who.User == "" || s.KeysByIP) { // no Identify in front, or a user counted by IP
 		who.IP = ipSubject(c, l.ipv6Prefix)
 	}
-	if s.exemptsCIDRs {
+	if s.ExemptsCIDRs {
 		who.Addr, _ = clientAddr(c) // the real address, not its group
 	}
-	if s.hasOverrides {
+	if s.HasOverrides {
 		who.Now = l.now()
 	}
 	return who
@@ -235,19 +232,20 @@ func rulesOf(as []policy.Applied) []limiter.Rule {
 // when any enforced limit denies.
 func (l *RateLimit) Handler() gin.HandlerFunc {
 	return func(c *gin.Context) {
-		s := l.snap.Load() // the whole request is decided under this one
+		v := l.current() // the whole request is decided under this snapshot
+		s := v.snap
 		who := l.caller(c, s)
 		var buf [4]policy.Applied // most requests have a limit or two: no allocation
-		all := l.rules(c, s.live.set, who, false, buf[:0])
+		all := l.rules(c, s.Live, who, false, buf[:0])
 		var candidate []policy.Applied
-		if s.candidate != nil {
-			candidate = l.rules(c, s.candidate, who, false, nil)
+		if s.Candidate != nil {
+			candidate = l.rules(c, s.Candidate, who, false, nil)
 		}
 		if len(all) == 0 && len(candidate) == 0 {
 			c.Next()
 			return
 		}
-		enforced, shadow := splitShadow(all, s.live.set.AnyShadow())
+		enforced, shadow := splitShadow(all, s.Live.AnyShadow())
 		ctx := c.Request.Context()
 		start := time.Now()
 		var o Outcome
@@ -310,7 +308,7 @@ func (l *RateLimit) Handler() gin.HandlerFunc {
 		var ibuf [4]headerItem
 		items := ibuf[:0]
 		for i, a := range enforced {
-			items = append(items, headerItem{lt: &s.live.texts[a.Limit.ID], d: ds[i]})
+			items = append(items, headerItem{lt: &v.texts[a.Limit.ID], d: ds[i]})
 		}
 		chosen := closest(items)
 		d := items[chosen].d
@@ -418,7 +416,7 @@ func setHeaders(h http.Header, items []headerItem, chosen int) {
 	// RateLimit's t is the delay until more quota: the full reset while
 	// there is quota left, and Retry-After's value on a denial (for a bucket,
 	// the next token, long before the bucket is full again).
-	t := ceilSeconds(d.ResetAfter)
+	t := CeilSeconds(d.ResetAfter)
 	if !d.Allowed {
 		t = retryAfterSeconds(d)
 	}
@@ -427,7 +425,7 @@ func setHeaders(h http.Header, items []headerItem, chosen int) {
 	var buf [160]byte
 	b := strconv.AppendInt(buf[:0], int64(remaining), 10)
 	endRemaining := len(b)
-	b = strconv.AppendInt(b, ceilUnix(now.Add(d.ResetAfter)), 10)
+	b = strconv.AppendInt(b, CeilUnix(now.Add(d.ResetAfter)), 10)
 	endReset := len(b)
 	b = strconv.AppendInt(b, t, 10)
 	endT := len(b)
@@ -457,98 +455,39 @@ const (
 	hdrRetryAfter = "Retry-After"
 )
 
-// Peek answers the caller's current state for every policy that applies to
-// them, on any route, without consuming anything.
-func (l *RateLimit) Peek() gin.HandlerFunc {
-	type limitState struct {
-		Name          string `json:"name"`
-		Algorithm     string `json:"algorithm"`
-		Limit         int    `json:"limit"`
-		WindowSeconds int64  `json:"window_seconds"`
-		Remaining     int    `json:"remaining"`
-		Reset         int64  `json:"reset"`
-		ResetAfter    int64  `json:"reset_after_seconds"`
+// Peek returns, without consuming anything, the state of every limit of
+// the policies in force that applies to the request's caller on any route,
+// in the order of res.Decisions, and the snapshot they are of. An engine
+// that cannot answer is logged (throttled) here, and its error returned.
+func (l *RateLimit) Peek(c *gin.Context) (s *live.Snapshot, applied []policy.Applied, res limiter.Result, err error) {
+	s = l.live.Snapshot()
+	applied = l.rules(c, s.Live, l.caller(c, s), true, nil)
+	if len(applied) == 0 {
+		return s, nil, limiter.Result{}, nil
 	}
-	type overrideState struct {
-		ID      int64   `json:"id"`
-		Subject string  `json:"subject"`
-		Expires *string `json:"expires"` // RFC 3339, UTC; null: never
+	res, err = l.decider.Peek(c.Request.Context(), rulesOf(applied))
+	if err != nil {
+		l.warn.Warn("rate limiter unavailable", "err", err)
+		return s, nil, limiter.Result{}, err
 	}
-	type policyState struct {
-		Name     string         `json:"name"`
-		Routes   []string       `json:"routes"`
-		Shadow   bool           `json:"shadow"`
-		Override *overrideState `json:"override,omitempty"` // replaces the policy's limits for this caller
-		Limits   []limitState   `json:"limits"`
-	}
-	return func(c *gin.Context) {
-		s := l.snap.Load()
-		all := l.rules(c, s.live.set, l.caller(c, s), true, nil)
-		body := gin.H{"identity": string(Identity(c).Kind), "tier": Tier(c), "policies": []policyState{}}
-		if s.live.version != "" {
-			body["policy_sha256"] = s.live.version
-		}
-		if s.candidateVersion != "" {
-			body["candidate_sha256"] = s.candidateVersion
-		}
-		if len(all) == 0 {
-			c.JSON(http.StatusOK, body)
-			return
-		}
-		res, err := l.decider.Peek(c.Request.Context(), rulesOf(all))
-		if err != nil {
-			l.warn.Warn("rate limiter unavailable", "err", err)
-			Fail(c, nil, ErrLimiterUnavailable)
-			return
-		}
-		var states []policyState
-		for i, a := range all {
-			if len(states) == 0 || states[len(states)-1].Name != a.Policy.Name {
-				routes := []string{"*"}
-				if len(a.Policy.Match) > 0 {
-					routes = routes[:0]
-					for _, m := range a.Policy.Match {
-						routes = append(routes, m.Method+" "+m.Path)
-					}
-				}
-				states = append(states, policyState{Name: a.Policy.Name, Routes: routes, Shadow: a.Policy.Shadow})
-				if o := a.Override; o != nil {
-					st := &overrideState{ID: o.ID, Subject: o.Subject()}
-					if !o.Expires.IsZero() {
-						e := o.Expires.UTC().Format(time.RFC3339)
-						st.Expires = &e
-					}
-					states[len(states)-1].Override = st
-				}
-			}
-			d := res.Decisions[i]
-			now := d.Now
-			if now.IsZero() {
-				now = time.Now()
-			}
-			st := &states[len(states)-1]
-			st.Limits = append(st.Limits, limitState{
-				Name: a.Limit.Name, Algorithm: a.Limit.Algorithm.Name, Limit: d.Limit,
-				WindowSeconds: max(ceilSeconds(d.Window), 1), Remaining: max(d.Remaining, 0),
-				Reset: ceilUnix(now.Add(d.ResetAfter)), ResetAfter: ceilSeconds(d.ResetAfter),
-			})
-		}
-		body["policies"] = states
-		c.JSON(http.StatusOK, body)
-	}
+	return s, applied, res, nil
 }
 
 // retryAfterSeconds rounds up, and is at least 1: a client retrying at once
 // would only be denied again.
 func retryAfterSeconds(d limiter.Decision) int64 {
-	return max(ceilSeconds(d.RetryAfter), 1)
+	return max(CeilSeconds(d.RetryAfter), 1)
 }
 
-func ceilSeconds(d time.Duration) int64 {
+// CeilSeconds is d in whole seconds, rounded up: the headers' and
+// /ratelimit's seconds.
+func CeilSeconds(d time.Duration) int64 {
 	return int64(math.Ceil(d.Seconds()))
 }
 
-func ceilUnix(t time.Time) int64 {
+// CeilUnix is t in Unix seconds, rounded up: the headers' and /ratelimit's
+// reset times.
+func CeilUnix(t time.Time) int64 {
 	s := t.Unix()
 	if t.Nanosecond() > 0 {
 		s++
@@ -563,38 +502,3 @@ func sfString(s string) string {
 
 // sfEscaper escapes a structured-field String's two special characters.
 var sfEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`)
-
-// ThrottledLog logs warnings at most once per period, counting what it held
-// back, so an outage under load does not flood the log.
-type ThrottledLog struct {
-	log        *slog.Logger
-	period     time.Duration
-	mu         sync.Mutex
-	last       time.Time
-	suppressed int
-}
-
-// NewThrottledLog returns a ThrottledLog writing to log.
-func NewThrottledLog(log *slog.Logger, period time.Duration) *ThrottledLog {
-	return &ThrottledLog{log: log, period: period}
-}
-
-// Warn logs msg with args and the number of warnings held back since the
-// last one, unless one was logged less than a period ago. A nil
-// ThrottledLog logs nothing.
-func (tl *ThrottledLog) Warn(msg string, args ...any) {
-	if tl == nil {
-		return
-	}
-	tl.mu.Lock()
-	now := time.Now()
-	if now.Sub(tl.last) < tl.period {
-		tl.suppressed++
-		tl.mu.Unlock()
-		return
-	}
-	suppressed := tl.suppressed
-	tl.last, tl.suppressed = now, 0
-	tl.mu.Unlock()
-	tl.log.Warn(msg, append(args, "suppressed", suppressed)...)
-}

@@ -26,6 +26,7 @@ import (
 	"tollgate/algorithms"
 	"tollgate/auth"
 	"tollgate/limiter"
+	"tollgate/live"
 	"tollgate/policy"
 )
 
@@ -546,14 +547,20 @@ func defaultPolicy(tb testing.TB) []policy.Policy {
 	return policies
 }
 
+// newLimiter is NewRateLimit on policies in force from the start (no file
+// version, no leases to end), their keys under prefix.
+func newLimiter(log *slog.Logger, d decider, policies []policy.Policy, prefix string, failOpen bool, ipv6Prefix int) *RateLimit {
+	return NewRateLimit(log, d, live.New(policies, "", prefix, nil), failOpen, ipv6Prefix, RateLimitOptions{})
+}
+
 // limitHandler is the default fixed_window policy (5 per minute) decided by d.
 func limitHandler(t *testing.T, d decider, failOpen bool) gin.HandlerFunc {
-	return NewRateLimit(discard(), d, defaultPolicy(t), "p:", failOpen, 64, RateLimitOptions{}).Handler()
+	return newLimiter(discard(), d, defaultPolicy(t), "p:", failOpen, 64).Handler()
 }
 
 // named is the header data of a limit named name, as NewRateLimit makes it.
 func named(name string) *limitText {
-	return &NewRateLimit(discard(), nil, []policy.Policy{{Name: name, Limits: []policy.LimitSpec{{}}}}, "p:", true, 64, RateLimitOptions{}).snap.Load().live.texts[0]
+	return &newLimiter(discard(), nil, []policy.Policy{{Name: name, Limits: []policy.LimitSpec{{}}}}, "p:", true, 64).current().texts[0]
 }
 
 func TestSetHeadersFollowsTheDecisionsLimit(t *testing.T) {
@@ -597,7 +604,7 @@ policies:
 		func(c *gin.Context) {
 			c.Set(identityKey, auth.Identity{Kind: auth.User, Name: c.Query("u"), Tier: c.Query("tier")})
 		},
-		NewRateLimit(log, denied, policies, "p:", true, 64, RateLimitOptions{}).Handler(),
+		newLimiter(log, denied, policies, "p:", true, 64).Handler(),
 		func(c *gin.Context) { c.String(http.StatusOK, "ok") },
 	)
 	if w := get(t, r, "/x?u=amy&tier=pro", nil); w.Code != http.StatusTooManyRequests {
@@ -640,7 +647,7 @@ func TestCaller(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			l := NewRateLimit(discard(), nil, tt.policies, "p:", true, 64, RateLimitOptions{})
+			l := newLimiter(discard(), nil, tt.policies, "p:", true, 64)
 			c, _ := gin.CreateTestContext(httptest.NewRecorder())
 			c.Request = httptest.NewRequest(http.MethodGet, "/x", nil)
 			c.Request.RemoteAddr = "[2001:db8::5]:1234"
@@ -648,7 +655,7 @@ func TestCaller(t *testing.T) {
 			if tt.identity.Kind != "" {
 				c.Set(identityKey, tt.identity)
 			}
-			got := l.caller(c, l.snap.Load())
+			got := l.caller(c, l.live.Snapshot())
 			if diff := cmp.Diff(tt.want, got, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
 				t.Errorf("caller() (-want +got):\n%s", diff)
 			}
@@ -753,7 +760,7 @@ policies:
 			if err != nil {
 				t.Fatal(err)
 			}
-			l := NewRateLimit(discard(), engine, policies, "test:", tt.failOpen, 64, RateLimitOptions{})
+			l := newLimiter(discard(), engine, policies, "test:", tt.failOpen, 64)
 			r := gin.New()
 			r.GET("/x", l.Handler(), func(c *gin.Context) { c.Status(http.StatusOK) })
 			if w := get(t, r, "/x", nil); w.Code != http.StatusOK { // loads the scripts

@@ -108,7 +108,7 @@ func noDatabase(dsn string) error {
 	}
 	return fmt.Errorf("%w: %q (MySQL error 1049): create it and the service's user as an administrator, e.g. "+
 		"CREATE DATABASE `%s` CHARACTER SET utf8mb4; CREATE USER 'api_user'@'%%' IDENTIFIED BY '...'; "+
-		"GRANT ALL PRIVILEGES ON `%s`.* TO 'api_user'@'%%'; (README: MySQL or MariaDB)", ErrNoDatabase, name, name, name)
+		"GRANT ALL PRIVILEGES ON `%s`.* TO 'api_user'@'%%'; (docs/configuration.md: Real Redis and MySQL)", ErrNoDatabase, name, name, name)
 }
 
 // Migrate creates or updates the tables. Instances starting together race to

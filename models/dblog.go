@@ -13,7 +13,7 @@ import (
 
 // errorPeriod is how often failed queries are logged at most: a database
 // that is down fails every credential check and every overrides refresh,
-// and one line per query would flood the log (README: database down).
+// and one line per query would flood the log (docs/operating.md).
 const errorPeriod = 10 * time.Second
 
 // throttle lets one event through per period and counts those it held back.

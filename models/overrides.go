@@ -2,10 +2,15 @@ package models
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"gorm.io/gorm"
+
+	"tollgate/policy"
+	"tollgate/username"
 )
 
 // OverrideRow is one row of the overrides table: limits for one identity that
@@ -72,4 +77,53 @@ func (s *Store) DeleteOverride(ctx context.Context, id int64) error {
 		return fmt.Errorf("delete override %d: %w", id, ErrNotFound)
 	}
 	return nil
+}
+
+// PolicyOverrides reads the overrides not expired at now, as the policies
+// take them. A row that does not read as one (edited by hand) is left out
+// and named in the error.
+func (s *Store) PolicyOverrides(ctx context.Context, now time.Time) ([]policy.Override, error) {
+	rows, err := s.Overrides(ctx, now)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]policy.Override, 0, len(rows))
+	var errs []error
+	for _, r := range rows {
+		o, err := overrideOf(r)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		out = append(out, o)
+	}
+	return out, errors.Join(errs...)
+}
+
+// overrideOf is the row r as the policies take it.
+func overrideOf(r OverrideRow) (policy.Override, error) {
+	o := policy.Override{ID: r.ID, Policy: r.Policy, Limit: r.Requests, Window: time.Duration(r.WindowMS) * time.Millisecond}
+	if r.ExpiresAt != nil {
+		o.Expires = *r.ExpiresAt
+	}
+	user, hasUser := strings.CutPrefix(r.Subject, "user:")
+	var err error
+	switch {
+	case hasUser:
+		o.User = user
+		if !username.Valid(user) {
+			err = fmt.Errorf("%w: %q: want user:NAME of %s", policy.ErrOverride, r.Subject, username.Rule)
+		}
+	case strings.HasPrefix(r.Subject, "ip:"):
+		_, o.Prefix, err = policy.ParseOverrideSubject(r.Subject)
+	default:
+		err = fmt.Errorf("%w: %q: want user:NAME or ip:CIDR", policy.ErrOverride, r.Subject)
+	}
+	if err == nil {
+		err = policy.CheckOverride(o)
+	}
+	if err != nil {
+		return policy.Override{}, fmt.Errorf("override %d: %w", r.ID, err)
+	}
+	return o, nil
 }

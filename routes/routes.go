@@ -30,12 +30,14 @@ type Deps struct {
 	// file in use, which a reload changes: the page shows them instead of
 	// Summary's.
 	LivePolicy func() (names []string, version string)
-	// Identify names the caller; it runs before Limiters and Peek (nil: none).
+	// Identify names the caller; it runs before Limiters and /ratelimit
+	// (nil: none).
 	Identify gin.HandlerFunc
 	// Limiters run, in order, before every API handler: the rate limit.
 	Limiters []gin.HandlerFunc
-	// Peek answers GET /ratelimit, the caller's rate-limit state (nil: no route).
-	Peek gin.HandlerFunc
+	// RateLimit answers GET /ratelimit, the caller's rate-limit state (nil:
+	// no route).
+	RateLimit *middleware.RateLimit
 }
 
 // Summary describes the active rate limit, for people reading the home page.
@@ -95,8 +97,8 @@ func New(d Deps) (*gin.Engine, error) {
 		identify = append(identify, d.Identify)
 	}
 	known := r.Group("/", identify...)
-	if d.Peek != nil {
-		get(known, "/ratelimit", d.Peek)
+	if d.RateLimit != nil {
+		get(known, "/ratelimit", showRateLimit(d.RateLimit))
 	}
 	api := known.Group("/", d.Limiters...)
 	for _, rt := range limited(d.Continents) {

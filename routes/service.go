@@ -41,7 +41,7 @@ type ServiceDeps struct {
 	// changes (nil: none; see Deps).
 	LivePolicy func() (names []string, version string)
 	Limiters   []gin.HandlerFunc
-	Peek       gin.HandlerFunc
+	RateLimit  *middleware.RateLimit // GET /ratelimit (nil: none)
 }
 
 // Service is the built service: its API handler, and the Prometheus
@@ -81,7 +81,7 @@ func NewService(ctx context.Context, d ServiceDeps) (Service, error) {
 		LivePolicy: d.LivePolicy,
 		Identify:   d.Identify,
 		Limiters:   d.Limiters,
-		Peek:       d.Peek,
+		RateLimit:  d.RateLimit,
 	}
 	if !d.SeparateMetrics {
 		deps.MetricsHandler = metricsHandler

@@ -1,4 +1,4 @@
-package main
+package admin
 
 import (
 	"context"
@@ -17,6 +17,7 @@ import (
 	"tollgate/auth"
 	"tollgate/config"
 	"tollgate/limiter"
+	"tollgate/live"
 	"tollgate/models"
 	"tollgate/policy"
 )
@@ -26,23 +27,24 @@ import (
 // RATE_LIMIT_TIMEOUT.
 const quotaTimeout = 2 * time.Second
 
-// quotaChannel is where the quota commands announce changed keys (limiter.
+// QuotaChannel is where the quota commands announce changed keys (limiter.
 // Announce) and where servers with a deny cache follow them (limiter.Follow).
-func quotaChannel(keyPrefix string) string { return keyPrefix + "changes" }
+func QuotaChannel(keyPrefix string) string { return keyPrefix + "changes" }
 
 // runQuota runs "quota show|reset|grant" with the server's settings: its
 // Redis, its policies (RATE_LIMIT_POLICY_FILE or the RATE_LIMIT_* default),
 // its key prefix and IPv6 grouping, and, for a user, the tier in its
 // database. Changes are logged to stderr and announced to the servers, whose
 // deny caches would otherwise keep answering from memory.
-func runQuota(ctx context.Context, cmd command, cfg config.Config, getenv func(string) string, stdout, stderr io.Writer) error {
+func runQuota(ctx context.Context, cmd command, cfg config.Config, env Env) error {
+	stdout := env.Stdout
 	if !cfg.Enabled {
 		return errors.New("rate limiting is off (RATE_LIMIT_ENABLED=false): no quota applies")
 	}
 	if cfg.RedisURL == "" && len(cfg.RedisCluster) == 0 && len(cfg.RedisSentinels) == 0 {
 		return fmt.Errorf("config: %w: quota commands need REDIS_URL, REDIS_CLUSTER_ADDRS or REDIS_SENTINEL_ADDRS: the embedded Redis lives inside the server's process", config.ErrInvalid)
 	}
-	policies, _, err := loadPolicies(cfg, cfg.PolicyFile)
+	policies, _, err := LoadPolicies(cfg, cfg.PolicyFile, env.Routes)
 	if err != nil {
 		return err
 	}
@@ -51,9 +53,9 @@ func runQuota(ctx context.Context, cmd command, cfg config.Config, getenv func(s
 		for i, p := range policies {
 			names[i] = p.Name
 		}
-		return fmt.Errorf("%w: %s: --policy %q: want one of %s", errUsage, cmd.do, cmd.policy, strings.Join(names, ", "))
+		return fmt.Errorf("%w: %s: --policy %q: want one of %s", ErrUsage, cmd.do, cmd.policy, strings.Join(names, ", "))
 	}
-	store, closeDB, err := openUserStore(ctx, cfg)
+	store, closeDB, err := openUserStore(ctx, cfg, env.hashCost())
 	if err != nil {
 		return err
 	}
@@ -62,9 +64,9 @@ func runQuota(ctx context.Context, cmd command, cfg config.Config, getenv func(s
 	if err != nil {
 		return err
 	}
-	// The overrides in force, as the servers apply them (reload.go).
+	// The overrides in force, as the servers apply them (live).
 	var notes []string
-	overrides, err := loadOverrides(ctx, store, who.Now)
+	overrides, err := live.LoadOverrides(ctx, store, who.Now)
 	if err != nil && overrides == nil {
 		return err
 	}
@@ -72,9 +74,8 @@ func runQuota(ctx context.Context, cmd command, cfg config.Config, getenv func(s
 	if err = errors.Join(err, oerr); err != nil {
 		notes = append(notes, "overrides the servers leave out too: "+strings.ReplaceAll(err.Error(), "\n", "; "))
 	}
-	log := newLogger(stderr, cfg.LogFormat, cfg.LogLevel)
-	rdb, _, _, closeRedis, err := openRedis(ctx, log, cfg.RedisURL, cfg.RedisCluster,
-		sentinel{addrs: cfg.RedisSentinels, master: cfg.RedisSentinelMaster, password: cfg.RedisSentinelPassword}, quotaTimeout)
+	log := env.NewLogger(env.Stderr, cfg.LogFormat, cfg.LogLevel)
+	rdb, closeRedis, err := env.OpenRedis(ctx, log, cfg, quotaTimeout)
 	if err != nil {
 		return err
 	}
@@ -108,7 +109,7 @@ func runQuota(ctx context.Context, cmd command, cfg config.Config, getenv func(s
 		res, rules, skipped, err = grantQuota(ctx, engine, applied, cmd.units)
 		notes = append(notes, skipped...)
 		if errors.Is(err, algorithms.ErrNoGrant) || errors.Is(err, algorithms.ErrInvalidLimit) {
-			err = fmt.Errorf("%w: %s: policy %s: %w", errUsage, cmd.do, cmd.policy, err)
+			err = fmt.Errorf("%w: %s: policy %s: %w", ErrUsage, cmd.do, cmd.policy, err)
 		}
 	}
 	if err != nil {
@@ -120,7 +121,7 @@ func runQuota(ctx context.Context, cmd command, cfg config.Config, getenv func(s
 			policy = "*"
 		}
 		attrs := []any{"subject", subject, "policy", policy, "limits", len(rules)}
-		if op := getenv("USER"); op != "" {
+		if op := env.Getenv("USER"); op != "" {
 			attrs = append(attrs, "operator", op) // who ran the command, for the audit trail
 		}
 		if cmd.do == "quota grant" {
@@ -128,7 +129,7 @@ func runQuota(ctx context.Context, cmd command, cfg config.Config, getenv func(s
 		} else {
 			log.Info("quota reset", attrs...)
 		}
-		if err := limiter.Announce(ctx, rdb, quotaChannel(cfg.KeyPrefix), rules); err != nil {
+		if err := limiter.Announce(ctx, rdb, QuotaChannel(cfg.KeyPrefix), rules); err != nil {
 			log.Warn("servers not told: their deny caches may deny until the denials' Retry-After", "err", err)
 		}
 	}
@@ -268,7 +269,7 @@ func parseQuota(do string, rest []string) (command, error) {
 		// A negative N reads as a flag ("flag provided but not defined: -5").
 		for i, a := range rest {
 			if _, err := strconv.Atoi(a); err == nil && strings.HasPrefix(a, "-") && (i == 0 || !isPolicyFlag(rest[i-1])) {
-				return command{}, fmt.Errorf("%w: %s: N must be a positive integer, not %q", errUsage, do, a)
+				return command{}, fmt.Errorf("%w: %s: N must be a positive integer, not %q", ErrUsage, do, a)
 			}
 		}
 	}
@@ -282,18 +283,18 @@ func parseQuota(do string, rest []string) (command, error) {
 	}
 	switch {
 	case len(pos) != want && do == "quota grant":
-		return command{}, fmt.Errorf("%w: %s: want WHO N --policy P", errUsage, do)
+		return command{}, fmt.Errorf("%w: %s: want WHO N --policy P", ErrUsage, do)
 	case len(pos) != want:
-		return command{}, fmt.Errorf("%w: %s: want one WHO: a user NAME or ip:ADDR", errUsage, do)
+		return command{}, fmt.Errorf("%w: %s: want one WHO: a user NAME or ip:ADDR", ErrUsage, do)
 	case do == "quota show" && *policy != "":
-		return command{}, fmt.Errorf("%w: %s: takes no --policy (it shows them all)", errUsage, do)
+		return command{}, fmt.Errorf("%w: %s: takes no --policy (it shows them all)", ErrUsage, do)
 	case do == "quota grant" && *policy == "":
-		return command{}, fmt.Errorf("%w: %s: want --policy P: a grant is for one policy", errUsage, do)
+		return command{}, fmt.Errorf("%w: %s: want --policy P: a grant is for one policy", ErrUsage, do)
 	}
 	cmd := command{do: do, name: pos[0], policy: *policy}
 	if addr, ok := strings.CutPrefix(cmd.name, "ip:"); ok {
 		if _, ok := auth.CanonicalAddr(addr); !ok {
-			return command{}, fmt.Errorf("%w: %s: %q: want ip: and an IPv4 or IPv6 address", errUsage, do, cmd.name)
+			return command{}, fmt.Errorf("%w: %s: %q: want ip: and an IPv4 or IPv6 address", ErrUsage, do, cmd.name)
 		}
 	} else if _, err := nameArg(do, pos[:1]); err != nil {
 		return command{}, err
@@ -301,7 +302,7 @@ func parseQuota(do string, rest []string) (command, error) {
 	if do == "quota grant" {
 		n, err := strconv.Atoi(pos[1])
 		if err != nil || n < 1 {
-			return command{}, fmt.Errorf("%w: %s: N must be a positive integer, not %q", errUsage, do, pos[1])
+			return command{}, fmt.Errorf("%w: %s: N must be a positive integer, not %q", ErrUsage, do, pos[1])
 		}
 		cmd.units = n
 	}

@@ -7,122 +7,36 @@ import (
 	"time"
 
 	"tollgate/limiter"
+	"tollgate/live"
 	"tollgate/policy"
 )
 
-// snapshot is everything per policy that a request uses: the live set (with
-// the overrides), its header texts, the candidate set. It is never changed
-// once stored: a reload stores a new one, so a request decided under one
-// snapshot finishes under it, and none sees half of two.
-type snapshot struct {
-	live      decided
-	candidate *policy.Set // nil: no candidate file
-	// candidateVersion is the candidate file's SHA-256 prefix.
-	candidateVersion string
-	// What the snapshot was made of, to make the next one when one of
-	// them changes.
-	policies, candidatePolicies []policy.Policy
-	overrides                   []policy.Override
-	// keysByIP, exemptsCIDRs and hasOverrides are the union of the live
-	// and candidate sets' needs (policy.Caller).
-	keysByIP, exemptsCIDRs, hasOverrides bool
+// view is a live snapshot with the header texts of its limits, made once
+// per snapshot rather than on every request.
+type view struct {
+	snap *live.Snapshot
+	// texts holds each named limit's header data (by policy.NamedLimit.ID).
+	texts []limitText
 }
 
-// decided is a set of policies with the header texts of its limits.
-type decided struct {
-	set *policy.Set
-	// texts holds each named limit's header data (by policy.NamedLimit.ID),
-	// made once per snapshot rather than on every request.
-	texts   []limitText
-	version string // the policy file's SHA-256 prefix; "" without a file
-}
-
-// candidateKeys is what a candidate file's keys start with after the
-// prefix: a live key has "{" there, so the two never meet.
-const candidateKeys = "candidate:"
-
-// store builds the snapshot of policies, candidate and overrides, and makes
-// it the one requests use. It returns why overrides were left out. Callers
-// hold l.mu.
-func (l *RateLimit) store(policies []policy.Policy, version string, candidate []policy.Policy, candidateVersion string, overrides []policy.Override) error {
-	s := &snapshot{policies: policies, candidatePolicies: candidate, candidateVersion: candidateVersion, overrides: overrides}
-	set, err := policy.NewSet(policies, l.prefix).WithOverrides(overrides)
-	s.live = decided{set: set, version: version, texts: make([]limitText, len(set.Limits()))}
-	for _, nl := range set.Limits() {
-		lt := &s.live.texts[nl.ID]
+// current returns the view of the snapshot in force: the one made for it
+// already, or a new one. Two requests that make one at once each get a
+// whole one; the last stored is kept.
+func (l *RateLimit) current() *view {
+	s := l.live.Snapshot()
+	if v := l.view.Load(); v != nil && v.snap == s {
+		return v
+	}
+	v := &view{snap: s, texts: make([]limitText, len(s.Live.Limits()))}
+	for _, nl := range s.Live.Limits() {
+		lt := &v.texts[nl.ID]
 		lt.name, lt.algorithm, lt.sfName, lt.unit = nl.Name, nl.Algorithm.Name, sfString(nl.Name), nl.Algorithm.Unit
 		if p := nl.Limit.Period; p != "" {
 			lt.per = "per " + string(p) + " in " + nl.Limit.Location.String()
 		}
 	}
-	s.keysByIP, s.exemptsCIDRs, s.hasOverrides = set.KeysByIP(), set.ExemptsCIDRs(), set.HasOverrides()
-	if candidate != nil {
-		// Overrides apply to the candidate too: it shows what the live
-		// service would do with that file. Those naming a policy only the
-		// live file has are not its errors.
-		s.candidate, _ = policy.NewSet(candidate, l.prefix+candidateKeys).WithOverrides(overrides)
-		s.keysByIP = s.keysByIP || s.candidate.KeysByIP()
-		s.exemptsCIDRs = s.exemptsCIDRs || s.candidate.ExemptsCIDRs()
-		s.hasOverrides = s.hasOverrides || s.candidate.HasOverrides()
-	}
-	l.snap.Store(s)
-	return err
-}
-
-// SetPolicies makes policies the live ones, version naming them (the
-// policy file's SHA-256 prefix), from the next request on; requests under
-// way finish under the policies they started with. A limit that keeps its
-// policy's name, its position and its algorithm keeps its Redis key, so its
-// count. The error says which overrides no longer apply (they name a policy
-// gone, or a limit the policy cannot use); the policies are set either way.
-func (l *RateLimit) SetPolicies(policies []policy.Policy, version string) error {
-	l.mu.Lock()
-	s := l.snap.Load()
-	err := l.store(policies, version, s.candidatePolicies, s.candidateVersion, s.overrides)
-	l.mu.Unlock()
-	l.endLeases()
-	return err
-}
-
-// endLeases ends the engine's leases (limiter.Limiter.EndLeases) once a new
-// snapshot is in force: leases belong to the rules that took them, so none
-// would admit under the new ones anyway; ended now, their unused units are
-// back in Redis at once rather than at the next sweep.
-func (l *RateLimit) endLeases() {
-	if e, ok := l.decider.(interface{ EndLeases() }); ok {
-		e.EndLeases()
-	}
-}
-
-// SetCandidate makes policies the candidate ones (nil: none), decided in
-// shadow beside the live ones under keys of their own: counted, never
-// rejecting, no headers; their decisions are in Outcome.Candidate.
-func (l *RateLimit) SetCandidate(policies []policy.Policy, version string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	s := l.snap.Load()
-	_ = l.store(s.policies, s.live.version, policies, version, s.overrides) // the live set's overrides are unchanged
-}
-
-// SetOverrides replaces the overrides, from the next request on. The error
-// says which were left out (see policy.Set.WithOverrides); the others apply.
-func (l *RateLimit) SetOverrides(overrides []policy.Override) error {
-	l.mu.Lock()
-	s := l.snap.Load()
-	err := l.store(s.policies, s.live.version, s.candidatePolicies, s.candidateVersion, overrides)
-	l.mu.Unlock()
-	l.endLeases()
-	return err
-}
-
-// Versions returns the SHA-256 prefixes of the live and candidate policy
-// files in use ("" for none) and the live policies' names.
-func (l *RateLimit) Versions() (live, candidate string, names []string) {
-	s := l.snap.Load()
-	for _, p := range s.policies {
-		names = append(names, p.Name)
-	}
-	return s.live.version, s.candidateVersion, names
+	l.view.Store(v)
+	return v
 }
 
 // Results of a candidate policy's decision. Dropped: not decided, as too

@@ -17,6 +17,7 @@ import (
 	"tollgate/algorithms"
 	"tollgate/auth"
 	"tollgate/limiter"
+	"tollgate/live"
 	"tollgate/policy"
 )
 
@@ -73,18 +74,18 @@ func serveLimited(l *RateLimit, outcome chan<- Outcome) *gin.Engine {
 func TestInFlightRequestKeepsItsSnapshot(t *testing.T) {
 	entered, release := make(chan struct{}), make(chan struct{})
 	first := true
-	l := NewRateLimit(discard(), gate{hook: func([]limiter.Rule) {
+	l := newLimiter(discard(), gate{hook: func([]limiter.Rule) {
 		if first {
 			first = false
 			close(entered)
 			<-release
 		}
-	}}, onePolicy("a", 5), "p:", false, 64, RateLimitOptions{})
+	}}, onePolicy("a", 5), "p:", false, 64)
 	r := serveLimited(l, nil)
 	got := make(chan string)
 	go func() { got <- get(t, r, "/x", nil).Header().Get("RateLimit-Policy") }()
 	<-entered
-	if err := l.SetPolicies(onePolicy("b", 9), "v2"); err != nil {
+	if err := l.live.SetPolicies(onePolicy("b", 9), "v2"); err != nil {
 		t.Fatalf("SetPolicies() = %v", err)
 	}
 	close(release)
@@ -94,7 +95,7 @@ func TestInFlightRequestKeepsItsSnapshot(t *testing.T) {
 	if p := get(t, r, "/x", nil).Header().Get("RateLimit-Policy"); p != `"b";q=9;w=60` {
 		t.Errorf("next request: RateLimit-Policy %q, want the new policy's", p)
 	}
-	if live, _, names := l.Versions(); live != "v2" || len(names) != 1 || names[0] != "b" {
+	if live, _, names := l.live.Versions(); live != "v2" || len(names) != 1 || names[0] != "b" {
 		t.Errorf("Versions() = %q, %q; want v2, [b]", live, names)
 	}
 }
@@ -105,7 +106,7 @@ func TestInFlightRequestKeepsItsSnapshot(t *testing.T) {
 // of their own; its results reach the Outcome, and its limits no header.
 func TestCandidateDecidedBeside(t *testing.T) {
 	candidateStarted := make(chan struct{})
-	l := NewRateLimit(discard(), gate{hook: func(rules []limiter.Rule) {
+	l := newLimiter(discard(), gate{hook: func(rules []limiter.Rule) {
 		if strings.HasPrefix(rules[0].Key, "p:candidate:") {
 			close(candidateStarted)
 			return
@@ -115,8 +116,8 @@ func TestCandidateDecidedBeside(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Errorf("the enforced decision did not see the candidate's start")
 		}
-	}}, onePolicy("a", 5), "p:", false, 64, RateLimitOptions{})
-	l.SetCandidate(append(onePolicy("c", 1), onePolicy("d", 3)...), "cv")
+	}}, onePolicy("a", 5), "p:", false, 64)
+	l.live.SetCandidate(append(onePolicy("c", 1), onePolicy("d", 3)...), "cv")
 	outcome := make(chan Outcome, 1)
 	r := serveLimited(l, outcome)
 	w := get(t, r, "/x", nil)
@@ -133,7 +134,7 @@ func TestCandidateDecidedBeside(t *testing.T) {
 }
 
 // stallCandidate is a redis.Scripter on which the candidate's calls (keys
-// under candidateKeys) wait out their deadline and fail, as on a Redis busy
+// under live.CandidateKeys) wait out their deadline and fail, as on a Redis busy
 // with an expensive candidate; other calls pass through. With block set,
 // they wait for it to close instead, counted in waiting.
 type stallCandidate struct {
@@ -143,7 +144,7 @@ type stallCandidate struct {
 }
 
 func (s *stallCandidate) stall(ctx context.Context, keys []string) *redis.Cmd {
-	if len(keys) == 0 || !strings.Contains(keys[0], candidateKeys) {
+	if len(keys) == 0 || !strings.Contains(keys[0], live.CandidateKeys) {
 		return nil
 	}
 	s.waiting.Add(1)
@@ -179,8 +180,8 @@ func TestSlowCandidateNeverChangesLiveAnswer(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
 	t.Cleanup(func() { rdb.Close() })
 	engine := limiter.New(&stallCandidate{Scripter: rdb}, limiter.Options{Timeout: 20 * time.Millisecond, BreakerFailures: 2})
-	l := NewRateLimit(discard(), engine, onePolicy("live", 5), "test:", true, 64, RateLimitOptions{})
-	l.SetCandidate([]policy.Policy{{Name: "expensive", Key: "user_or_ip", Cost: 1,
+	l := newLimiter(discard(), engine, onePolicy("live", 5), "test:", true, 64)
+	l.live.SetCandidate([]policy.Policy{{Name: "expensive", Key: "user_or_ip", Cost: 1,
 		Limits: []policy.LimitSpec{{Algorithm: algo("sliding_log"), Limit: algorithms.Limit{Requests: 1000, Window: time.Minute}}}}}, "cv")
 	outcome := make(chan Outcome, 12)
 	r := serveLimited(l, outcome)
@@ -222,8 +223,8 @@ func TestCandidateBudget(t *testing.T) {
 	t.Cleanup(func() { rdb.Close() })
 	stall := &stallCandidate{Scripter: rdb, block: make(chan struct{})}
 	engine := limiter.New(stall, limiter.Options{Timeout: 50 * time.Millisecond})
-	l := NewRateLimit(discard(), engine, onePolicy("live", 100), "test:", true, 64, RateLimitOptions{})
-	l.SetCandidate(onePolicy("cand", 100), "cv")
+	l := newLimiter(discard(), engine, onePolicy("live", 100), "test:", true, 64)
+	l.live.SetCandidate(onePolicy("cand", 100), "cv")
 	const n = asideInFlight + 12
 	outcome := make(chan Outcome, n)
 	r := serveLimited(l, outcome)
@@ -259,37 +260,5 @@ func TestCandidateBudget(t *testing.T) {
 	}
 	if dropped != n-asideInFlight || results[CandidateDropped] != n-asideInFlight || results[CandidateFailed] != asideInFlight {
 		t.Errorf("AsideDropped %d, candidate results %v; want %d dropped, %d failed", dropped, results, n-asideInFlight, asideInFlight)
-	}
-}
-
-// endingAlg is a fakeAlg that counts EndLeases calls.
-type endingAlg struct {
-	fakeAlg
-	ended atomic.Int32
-}
-
-func (e *endingAlg) EndLeases() { e.ended.Add(1) }
-
-// TestNewPoliciesEndLeases: a reload (SetPolicies) and new overrides end
-// the engine's leases, so their unused units return to Redis at once; a new
-// candidate does not.
-func TestNewPoliciesEndLeases(t *testing.T) {
-	e := &endingAlg{}
-	l := NewRateLimit(discard(), e, defaultPolicy(t), "p:", true, 64, RateLimitOptions{})
-	l.SetCandidate(defaultPolicy(t), "c1")
-	if got := e.ended.Load(); got != 0 {
-		t.Errorf("after SetCandidate: EndLeases called %d times, want 0", got)
-	}
-	if err := l.SetPolicies(defaultPolicy(t), "v2"); err != nil {
-		t.Fatal(err)
-	}
-	if got := e.ended.Load(); got != 1 {
-		t.Errorf("after SetPolicies: EndLeases called %d times, want 1", got)
-	}
-	if err := l.SetOverrides(nil); err != nil {
-		t.Fatal(err)
-	}
-	if got := e.ended.Load(); got != 2 {
-		t.Errorf("after SetOverrides: EndLeases called %d times, want 2", got)
 	}
 }
