@@ -241,6 +241,11 @@ type modelRule struct {
 	// fresh quota), the used ones among them for good, so Redis may count
 	// up to that many more than the model until the window ends.
 	resetLeased int
+	// grantLeased is the units of leases out at the grants since the last
+	// reset: a window's grant leaves them counted beyond its cap (so their
+	// give-backs never cross it), the used ones among them for good
+	// (docs/algorithms.md, "What holds under leases": Grant).
+	grantLeased int
 	// grantQuota is the largest quota in force at a grant since the last
 	// reset: grants keep one such quota beyond the limit at most.
 	grantQuota int
@@ -459,7 +464,7 @@ func (r *modelRule) reset(now time.Time) {
 	r.open, r.n, r.cur, r.prev = false, 0, 0, 0
 	r.t0, r.admitted, r.given = now, 0, 0
 	r.log, r.credit = nil, 0
-	r.grantQuota = 0
+	r.grantQuota, r.grantLeased = 0, 0
 	for _, p := range r.places {
 		p.gone = true
 	}
@@ -895,20 +900,31 @@ func (c *composeRun) peek(r *modelRule) (int, bool) {
 // leasedOut is the units of r's leases out now, as Redis records them
 // (lease.lua: members "<id>:<units>:<reset_at>" scored by when they lapse).
 func (c *composeRun) leasedOut(ctx context.Context, r *modelRule) int {
+	units := 0
+	for _, n := range c.leasedBy(ctx, r) {
+		units += n
+	}
+	return units
+}
+
+// leasedBy is the units of r's leases out now by the reset (ms) of the
+// commit that took them, which names their window.
+func (c *composeRun) leasedBy(ctx context.Context, r *modelRule) map[int64]int {
 	members, err := c.rdb.ZRangeByScore(ctx, leaseSet(r.key), &redis.ZRangeBy{Min: "-inf", Max: "+inf"}).Result()
 	if err != nil {
 		c.violate("errors", "ZRANGEBYSCORE %s: %v", leaseSet(r.key), err)
-		return 0
+		return nil
 	}
-	units := 0
+	by := map[int64]int{}
 	for _, m := range members {
 		parts := strings.Split(m, ":")
 		if len(parts) >= 3 {
 			n, _ := strconv.Atoi(parts[len(parts)-2])
-			units += n
+			at, _ := strconv.ParseInt(parts[len(parts)-1], 10, 64)
+			by[at] += n
 		}
 	}
-	return units
+	return by
 }
 
 // quiesce ends every request under way (a graceful shutdown waits for
@@ -943,9 +959,10 @@ func (c *composeRun) quiesce() {
 				c.violate("settle", "at quiescence: %s (%s) has %d left in Redis, more than the model's %s %d%s",
 					r.key, r.spec.Name, got, map[bool]string{true: "count leaves", false: "bound"}[r.exact()], want, r.history())
 			}
-		case got < want && want-got <= r.resetLeased:
-			// Units leased before the last reset and used before it: the
-			// reset kept them counted (leases' documented under-admission).
+		case got < want && want-got <= r.resetLeased+r.grantLeased:
+			// Units leased before the last reset or a grant and used before
+			// it: the reset or grant kept them counted (leases' documented
+			// under-admission).
 		case got != want:
 			c.violate("settle", "at quiescence: %s (%s) has %d left in Redis, want %d (limit %d)%s",
 				r.key, r.spec.Name, got, want, r.limit().Requests, r.history())
@@ -1151,6 +1168,7 @@ func (c *composeRun) grantN(ctx context.Context, s *modelSet, n int) {
 	}
 	admin := c.admin()
 	now := c.clock()
+	leased := c.leasedOut(ctx, r)
 	res, err := admin.Grant(ctx, []Rule{{Algorithm: r.spec.Name, Limit: r.limit(), Key: r.key}}, n)
 	c.logf("grant %d on %s (%s, limit %d): err=%v", n, r.key, r.spec.Name, r.limit().Requests, err)
 	if err != nil {
@@ -1160,6 +1178,7 @@ func (c *composeRun) grantN(ctx context.Context, s *modelSet, n int) {
 	}
 	r.grant(now, n)
 	r.grantAt = c.step
+	r.grantLeased += leased
 	if d := res.Decisions[0]; d.Remaining > r.capBound() {
 		c.violate("cap", "Grant(%s, %d) on %s: Remaining %d, more than %d%s", r.key, n, r.spec.Name, d.Remaining, r.capBound(), r.history())
 	}
@@ -1170,14 +1189,27 @@ func (c *composeRun) reset(ctx context.Context, s *modelSet) {
 	c.t.Helper()
 	r := s.rules[c.pick(len(s.rules))]
 	now := c.clock()
-	leased := c.leasedOut(ctx, r)
+	by := c.leasedBy(ctx, r)
+	leased := 0
+	for _, n := range by {
+		leased += n
+	}
 	_, err := c.admin().Reset(ctx, []Rule{{Algorithm: r.spec.Name, Limit: r.limit(), Key: r.key}})
 	c.logf("reset %s: err=%v", r.key, err)
 	if err != nil {
 		c.violate("errors", "Reset(%s): %v", r.key, err)
 		return
 	}
+	r.roll(now)
+	open, start := r.open, r.start
 	r.reset(now)
+	if end := start + r.limit().Window.Milliseconds(); r.spec.Name == "fixed_window" && open && by[end] > 0 && now.UnixMilli() < end {
+		// The leases of the window keep its units counted, and so its
+		// start (docs/algorithms.md, "What holds under leases": Reset):
+		// it closes when it would have, not a window after the next
+		// request.
+		r.open, r.start = true, start
+	}
 	r.resetAt = c.step
 	r.resetLeased = leased
 	if r.spec.Held {
