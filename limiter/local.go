@@ -211,11 +211,14 @@ func (lc *local) decideLocal(ctx context.Context, rules []Rule, commit, chargeIt
 		}
 		until := ds[i].Now.Add(ds[i].ResetAfter)
 		c := lc.pending[r.key]
-		if c == nil || c.r.limit != r.limit || c.r.spec.Name != r.spec.Name {
-			// A rule on the same key with another limit (a reload): the
-			// latest limit's units.
+		switch {
+		case c == nil || c.r.spec.Name != r.spec.Name:
 			c = &charge{r: r}
 			lc.pending[r.key] = c
+		case c.r.limit != r.limit:
+			// The same key under another limit (a reload): its units so
+			// far count on the key too, charged with the latest limit's.
+			c.r = r
 		}
 		c.units += r.cost
 		if until.After(c.until) {
