@@ -60,6 +60,9 @@ type local struct {
 	// exclusively, so that no local admission is left uncharged.
 	gate   sync.RWMutex
 	active atomic.Bool
+	// recovering: one recover at a time, so that none ends local mode
+	// while another's charge-back is under way.
+	recovering sync.Mutex
 	// onEnd runs as local mode ends: the deny caches forget every denial,
 	// local ones (of this instance's share) among them.
 	onEnd func()
@@ -120,6 +123,12 @@ func (lc *local) decide(ctx context.Context, rules []Rule, commit bool) ([]Decis
 		}
 	}
 	lc.begin(err)
+	if len(rules) > 0 && rules[0].lease != nil {
+		// A lease take: no lease is taken locally (its units would all be
+		// charged back, used or not); the lease layer decides the request
+		// alone, now locally.
+		return ds, allowed, err
+	}
 	out, allowed, lerr := lc.decideLocal(ctx, rules, commit, !maybeCounted(err))
 	// The failed call's script may run yet and take places (Redis read it
 	// before it stalled): the Result carries them, so Release gives them
@@ -244,6 +253,11 @@ func share(l algorithms.Limit, n int) algorithms.Limit {
 // recover asks Redis whether it answers; if it does, charges back what was
 // admitted locally and ends local mode, reporting true.
 func (lc *local) recover() bool {
+	lc.recovering.Lock()
+	defer lc.recovering.Unlock()
+	if !lc.active.Load() {
+		return true // another recover ended it
+	}
 	ctx, cancel := context.WithTimeout(lc.ctx, lc.timeout)
 	err := lc.ping.Run(ctx, lc.remote.rdb, nil).Err()
 	cancel()
