@@ -82,6 +82,7 @@ var composeInvariants = []struct {
 	{"remaining", "M4", "an admitted decision's Remaining is never above what truly remains (the model's; token buckets: its bound)"},
 	{"unleased", "M3", "an admitted request of a rule set that must not be leased (NoLease, a limit under minLeaseQuota) reached Redis"},
 	{"errors", "H1", "no call fails but with an injected fault, its timeout or the circuit it opened"},
+	{"outage", "I21", "while Redis is down, an instance with local mode admits at most its share, ceil(limit/N), of every limit (places: at once), so all together at most N × ceil(limit/N) beyond the admissions before the outage; what they admitted is charged back (settle and limit check it after)"},
 }
 
 // composeSetting is a flag, or else its variable.
@@ -135,6 +136,7 @@ type faultyRedis struct {
 	redis.Scripter
 
 	mu      sync.Mutex
+	down    bool     // Redis is down: every call fails
 	stall   int      // the next commits to stall
 	fail    int      // the next commits to fail, not run
 	commits int      // commits that reached this connection
@@ -150,10 +152,21 @@ func (f *faultyRedis) EvalSha(ctx context.Context, sha string, keys []string, ar
 }
 
 func (f *faultyRedis) run(ctx context.Context, keys []string, args []any, call func(context.Context) *redis.Cmd) *redis.Cmd {
-	if len(args) == 0 || args[0] != any(modeCommit) && args[0] != any(modeHeld) && args[0] != any(modeLease) {
+	commit := len(args) > 0 && (args[0] == any(modeCommit) || args[0] == any(modeHeld) || args[0] == any(modeLease))
+	f.mu.Lock()
+	if f.down {
+		if commit {
+			f.commits++
+		}
+		f.mu.Unlock()
+		cmd := redis.NewCmd(ctx)
+		cmd.SetErr(errInjected)
+		return cmd
+	}
+	if !commit {
+		f.mu.Unlock()
 		return call(ctx)
 	}
-	f.mu.Lock()
 	f.commits++
 	fail, stall := f.fail > 0, f.stall > 0
 	if fail {
@@ -182,6 +195,13 @@ func (f *faultyRedis) run(ctx context.Context, keys []string, args []any, call f
 	cmd := redis.NewCmd(ctx)
 	cmd.SetErr(context.DeadlineExceeded)
 	return cmd
+}
+
+// setDown makes every call fail (down) or pass again.
+func (f *faultyRedis) setDown(down bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.down = down
 }
 
 // arm sets the next commits to stall and fail; disarm clears what was not
@@ -265,6 +285,10 @@ type modelRule struct {
 	lapse  int64   // sliding_log: when they lapse, µs
 
 	places []*place // concurrency
+
+	// outage is the units each instance admitted (places: took) locally
+	// in the current outage.
+	outage map[*composeEngine]int
 }
 
 // place is what one admitted request holds of a concurrency rule.
@@ -663,6 +687,7 @@ type composeEngine struct {
 	f     *faultyRedis
 	opts  Options
 	about string
+	local *miniredis.Miniredis // its in-process Redis (Options.Local), or nil
 }
 
 // request is one admitted request of a held set, under way.
@@ -687,6 +712,7 @@ type composeRun struct {
 	rules   []*modelRule
 	running []*request
 	on      map[string]bool
+	locals  []*miniredis.Miniredis // per instance: its in-process Redis, or nil
 
 	mu  sync.Mutex
 	now time.Time // miniredis's clock, steered
@@ -696,6 +722,8 @@ type composeRun struct {
 	failed    map[string]bool
 	decisions int
 	admitted  int
+	local     int // decisions made locally
+	outages   int
 	leases    int64 // taken by the instances closed so far
 	faulted   bool  // a fault was armed in this step
 }
@@ -734,7 +762,7 @@ func (c *composeRun) violate(invariant, format string, args ...any) {
 		}
 	}
 	last := c.steps[max(0, len(c.steps)-composeShown()):]
-	c.t.Errorf("invariant %s (issue 19: %s) broken at step %d of seed %d: %s\nreproduce: go test -race -count=1 -run 'TestComposition/%s$' ./limiter/ -compose.seed=%d -compose.only=%s\nthe steps before it (of %d):\n%s",
+	c.t.Errorf("invariant %s (rows %s) broken at step %d of seed %d: %s\nreproduce: go test -race -count=1 -run 'TestComposition/%s$' ./limiter/ -compose.seed=%d -compose.only=%s\nthe steps before it (of %d):\n%s",
 		invariant, rows, c.step, c.seed, fmt.Sprintf(format, args...), c.name, c.seed, invariant, len(c.steps), strings.Join(last, "\n"))
 }
 
@@ -749,8 +777,14 @@ func (c *composeRun) newEngines(opts []Options) {
 			// A pipeline needs the client itself: no faults, no count.
 			rdb = c.rdb
 		}
-		c.engines = append(c.engines, &composeEngine{l: New(rdb, o), f: f, opts: o,
-			about: fmt.Sprintf("e%d(lease=%v deny=%d timeout=%v pipeline=%d)", i, o.Lease, o.DenyCacheSize, o.Timeout, o.PipelineBatch)})
+		var local *miniredis.Miniredis
+		if i < len(c.locals) && c.locals[i] != nil {
+			// A new process: an empty in-process Redis.
+			local = c.locals[i]
+			local.FlushAll()
+		}
+		c.engines = append(c.engines, &composeEngine{l: New(rdb, o), f: f, opts: o, local: local,
+			about: fmt.Sprintf("e%d(lease=%v deny=%d timeout=%v pipeline=%d local=%v)", i, o.Lease, o.DenyCacheSize, o.Timeout, o.PipelineBatch, local != nil)})
 	}
 }
 
@@ -780,6 +814,10 @@ func (c *composeRun) decide(ctx context.Context, e *composeEngine, s *modelSet, 
 			c.release(&request{e: e, res: res, about: "failed " + s.name})
 		}
 		return res, err
+	}
+	if res.Local() {
+		c.decidedLocally(e, s, cost, res)
+		return res, nil
 	}
 	now := c.clock()
 	if !res.Allowed {
@@ -817,6 +855,104 @@ func (c *composeRun) decide(ctx context.Context, e *composeEngine, s *modelSet, 
 	return res, nil
 }
 
+// decidedLocally checks a decision e made locally, Redis being down, and
+// records what it admitted: it is charged back when Redis answers, so the
+// model counts it as admitted (places taken locally stay local: Redis
+// never holds them). Remaining and the limit shown are the instance's
+// share, not checked against the model.
+func (c *composeRun) decidedLocally(e *composeEngine, s *modelSet, cost int, res Result) {
+	c.t.Helper()
+	c.local++
+	if !res.Allowed {
+		if res.Holds() {
+			c.release(&request{e: e, res: res, about: "denied locally " + s.name})
+		}
+		return
+	}
+	c.admitted++
+	now := c.clock()
+	for _, r := range s.rules {
+		if !r.spec.Held {
+			r.admit(now, cost)
+		}
+		if r.outage == nil {
+			r.outage = map[*composeEngine]int{}
+		}
+		r.outage[e] += cost
+		// The share, computed apart from the engine's: every count of the
+		// limit ceil(count/N).
+		n, l := e.opts.Instances, r.limit()
+		l.Requests = (l.Requests + n - 1) / n
+		if l.Burst > 0 {
+			l.Burst = (l.Burst + n - 1) / n
+		}
+		if share := r.spec.Quota(l); r.outage[e] > share {
+			c.violate("outage", "%s: Decide(%s, cost %d) admitted locally on %s: %d in this outage, beyond its share ceil(%d/%d) = %d%s",
+				e.about, s.name, cost, r.spec.Name, r.outage[e], r.quota(), n, share, r.history())
+		}
+	}
+	if s.held() {
+		c.running = append(c.running, &request{e: e, res: res, about: fmt.Sprintf("%s cost %d at step %d, local", s.name, cost, c.step)})
+	}
+}
+
+// outage: Redis is down for a while (every call of every instance fails),
+// requests keep coming, then it is back: instances with local mode decide
+// at their share and charge it back. Leases are given back first (a lease
+// in hand during an outage is not part of this step).
+func (c *composeRun) outage(ctx context.Context) {
+	c.t.Helper()
+	c.faulted = true
+	c.outages++
+	for _, e := range c.engines {
+		endLeases(e.l)
+	}
+	for _, r := range c.rules {
+		r.outage = nil
+	}
+	var cut []*composeEngine // the instances the outage reaches: a pipeline bypasses the faults
+	for _, e := range c.engines {
+		e.f.setDown(true)
+		if e.opts.PipelineBatch == 0 {
+			cut = append(cut, e)
+		}
+	}
+	var did []string
+	for range 1 + c.pick(4) {
+		s := c.sets[c.pick(len(c.sets))]
+		if c.pick(4) == 0 {
+			c.reload(s) // the policy file changes while Redis is away
+		}
+		cost := s.costs[c.pick(len(s.costs))]
+		n := 1 + c.pick(2*s.burst)
+		if c.pick(3) == 0 {
+			n += min(s.rules[0].quota(), 1200) / cost // beyond a share
+		}
+		admitted := 0
+		for range n {
+			if res, err := c.decide(ctx, cut[c.pick(len(cut))], s, cost); err == nil && res.Allowed {
+				admitted++
+			}
+		}
+		did = append(did, fmt.Sprintf("%s cost %d: %d of %d admitted", s.name, cost, admitted, n))
+	}
+	for _, e := range c.engines {
+		e.f.setDown(false)
+	}
+	// Redis answers again: each instance's probe charges back and ends
+	// local mode (here at once, not at its next tick).
+	for _, e := range c.engines {
+		for try := 0; e.l.LocalMode(); try++ {
+			if !e.l.local.recover() && try == 20 {
+				c.violate("errors", "%s: Redis back, local mode does not end", e.about)
+				break
+			}
+		}
+	}
+	c.logf("Redis down, then back: %s", strings.Join(did, "; "))
+	c.checkPlaces("an outage")
+}
+
 // history names the last reset, reload and grant of r, for a message.
 func (r *modelRule) history() string {
 	var parts []string
@@ -845,8 +981,9 @@ func (c *composeRun) release(req *request) {
 		for _, p := range req.places {
 			p.gone = true
 		}
-	case errors.Is(err, ErrCircuitOpen):
-		// Its places expire after the timeout: the model keeps them until then.
+	case errors.Is(err, ErrCircuitOpen), errors.Is(err, errInjected):
+		// Its places expire after the timeout (or are given back in the
+		// background): the model keeps them until then.
 	default:
 		c.violate("errors", "%s: Release(%s): %v", req.e.about, req.about, err)
 	}
@@ -1003,6 +1140,11 @@ func (c *composeRun) advance(d time.Duration) {
 	c.now = to
 	c.mu.Unlock()
 	c.mini.SetTime(to)
+	for _, m := range c.locals {
+		if m != nil {
+			m.SetTime(to)
+		}
+	}
 }
 
 func (c *composeRun) pick(n int) int { return c.rng.IntN(n) }
@@ -1022,8 +1164,11 @@ func (c *composeRun) next() {
 	s := c.sets[c.pick(len(c.sets))]
 	cost := s.costs[c.pick(len(s.costs))]
 	p := c.pick(100)
-	if p >= 54 && p < 60 && e.opts.PipelineBatch > 0 {
-		e = c.engines[0] // faults need the faulty connection: e0 never pipelines
+	if p >= 54 && p < 60 && (e.opts.PipelineBatch > 0 || e.local != nil) {
+		// Faults need the faulty connection, and an instance that stays
+		// out of local mode (the outage step's): e0 never pipelines nor
+		// decides locally.
+		e = c.engines[0]
 	}
 	switch {
 	case p < 25: // one request
@@ -1107,6 +1252,8 @@ func (c *composeRun) next() {
 		c.reload(s)
 	case p < 73: // a flood on a leased set, something happening meanwhile
 		c.flood(ctx)
+	case p < 75 && !*composePlain: // Redis down for a while, then back
+		c.outage(ctx)
 	case p < 85: // a little time passes
 		d := time.Duration(1+c.pick(3000)) * time.Millisecond
 		c.advance(d)
@@ -1371,7 +1518,11 @@ func TestComposition(t *testing.T) {
 			}
 			c.checker = New(r.Client, Options{Clock: clock})
 			opts := make([]Options, 2+c.pick(3))
+			c.locals = make([]*miniredis.Miniredis, len(opts))
 			for i := range opts {
+				// e0 never decides locally: the stall and fail steps
+				// run on it (local mode is the outage step's).
+				local := !*composePlain && i > 0 && (i == len(opts)-1 || c.pick(3) == 0)
 				opts[i] = Options{
 					Lease:           (i == 0 || c.pick(3) > 0) && !*composePlain,
 					DenyCacheSize:   []int{0, 1000}[c.pick(2)],
@@ -1381,6 +1532,19 @@ func TestComposition(t *testing.T) {
 					BreakerCooldown: 10 * time.Millisecond,
 					Clock:           clock,
 					Log:             slog.New(slog.DiscardHandler),
+				}
+				if local {
+					// Local mode: its own in-process Redis, on our clock,
+					// and N fixed at the run's instances; no pipeline (the
+					// faults need the faulty connection).
+					m := miniredis.RunT(t)
+					if r.Mini != nil {
+						m.SetTime(c.now)
+					}
+					lrdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
+					t.Cleanup(func() { lrdb.Close() })
+					c.locals[i] = m
+					opts[i].Local, opts[i].Instances, opts[i].PipelineBatch = lrdb, len(opts), 0
 				}
 			}
 			c.newEngines(opts)
@@ -1405,8 +1569,8 @@ func TestComposition(t *testing.T) {
 			if r.Mini != nil {
 				t.Logf("miniredis ran %d commands", r.Mini.CommandCount())
 			}
-			t.Logf("%d steps, %d decisions (%d admitted, %d leases taken) in %v: %.0f steps/s, %.0f decisions/s; seed %d",
-				n, c.decisions, c.admitted, c.leases, elapsed.Round(time.Millisecond), float64(n)/elapsed.Seconds(), float64(c.decisions)/elapsed.Seconds(), seed)
+			t.Logf("%d steps, %d decisions (%d admitted, %d leases taken, %d outages, %d decided locally) in %v: %.0f steps/s, %.0f decisions/s; seed %d",
+				n, c.decisions, c.admitted, c.leases, c.outages, c.local, elapsed.Round(time.Millisecond), float64(n)/elapsed.Seconds(), float64(c.decisions)/elapsed.Seconds(), seed)
 		})
 	}
 }
