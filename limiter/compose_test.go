@@ -30,7 +30,8 @@ import (
 // a rule set in composeSets, a step in (*composeRun).next, an invariant in
 // composeInvariants.
 //
-//	go test -race -run TestComposition ./limiter/                        # a seed from the clock
+//	go test -race -run TestComposition ./limiter/                        # seed 1 (composeDefaultSeed), as CI
+//	TOLLGATE_COMPOSE_SEED=clock go test -race -run TestComposition ./limiter/  # a seed from the clock
 //	go test -race -run TestComposition ./limiter/ -compose.seed=42 -compose.steps=5000
 //	go test -race -run TestComposition ./limiter/ -compose.only=places   # one invariant (or a row: H2)
 //	go test -race -run TestComposition ./limiter/ -compose.skip=H1,M4    # all but these
@@ -61,9 +62,22 @@ import (
 //	   3  unleased    793  M3   the same after a reload to a limit of 300, below minLeaseQuota
 //	   9  remaining     1  M4   Remaining 1995 when 1994 remain: another instance's admission is not in a lease's answer
 //	   9  cap        1002  L1   two grants of a whole quota while leases are out, then the give-backs: 5248 left under a limit of 2500, more than one quota beyond it
+//
+// What it found on main at 2cd58b2 (miniredis, 2000 steps, seeds 1-40; the
+// seeds of the sequences then, before local mode joined and changed them):
+//
+//	seed  invariant  step  the hole
+//	  12  settle      810  a sliding_window give-back after a reload lowered the limit below a grant's count raised the count to minus the new limit (wiped 186 granted units); also 13, 35, 37
+//	  38  settle      352  a fixed_window grant stopped at the cap took no account of the leases out: their units used after it were admitted beyond the cap (234)
+//	  28  settle      614  the model's: a reset that keeps a leased fixed window's units keeps its start too (docs/algorithms.md), the model opened a new window
+//
+// and with local mode (seeds of this version): seed 2 and 4, a reload during
+// an outage dropped the charge of the units admitted under the old limit;
+// seed 6, a lease take that found Redis down was taken locally, all its units
+// charged back, used or not.
 var (
-	composeSeed  = flag.Uint64("compose.seed", 0, "TestComposition: the seed of the steps (0: from the clock; or TOLLGATE_COMPOSE_SEED)")
-	composeSteps = flag.Int("compose.steps", 0, "TestComposition: steps per backend (0: 2000 on miniredis, 500 on real Redis; or TOLLGATE_COMPOSE_STEPS)")
+	composeSeed  = flag.Uint64("compose.seed", 0, "TestComposition: the seed of the steps (0: composeDefaultSeed; or TOLLGATE_COMPOSE_SEED, =clock for one from the clock)")
+	composeSteps = flag.Int("compose.steps", 0, "TestComposition: steps per backend (0: 1000 on miniredis, 200 on real Redis; or TOLLGATE_COMPOSE_STEPS)")
 	composeOnly  = flag.String("compose.only", "", "TestComposition: check only these invariants, by name or issue row, comma-separated (or TOLLGATE_COMPOSE_ONLY)")
 	composeSkip  = flag.String("compose.skip", "", "TestComposition: do not check these invariants, by name or issue row (or TOLLGATE_COMPOSE_SKIP)")
 	composePlain = flag.Bool("compose.plain", false, "TestComposition: instances without leases and no injected faults: a check of the model itself, which must pass")
@@ -724,8 +738,9 @@ type composeRun struct {
 	admitted  int
 	local     int // decisions made locally
 	outages   int
-	leases    int64 // taken by the instances closed so far
-	faulted   bool  // a fault was armed in this step
+	downAt    time.Time // Redis's clock as the current outage began
+	leases    int64     // taken by the instances closed so far
+	faulted   bool      // a fault was armed in this step
 }
 
 // clock is Redis's clock: the steered one, or TIME.
@@ -762,7 +777,7 @@ func (c *composeRun) violate(invariant, format string, args ...any) {
 		}
 	}
 	last := c.steps[max(0, len(c.steps)-composeShown()):]
-	c.t.Errorf("invariant %s (rows %s) broken at step %d of seed %d: %s\nreproduce: go test -race -count=1 -run 'TestComposition/%s$' ./limiter/ -compose.seed=%d -compose.only=%s\nthe steps before it (of %d):\n%s",
+	c.t.Errorf("invariant %s (rows %s) broken at step %d of seed %d: %s\nreproduce: go test -race -count=1 -run 'TestComposition/^%s$' ./limiter/ -compose.seed=%d -compose.only=%s\nthe steps before it (of %d):\n%s",
 		invariant, rows, c.step, c.seed, fmt.Sprintf(format, args...), c.name, c.seed, invariant, len(c.steps), strings.Join(last, "\n"))
 }
 
@@ -886,9 +901,17 @@ func (c *composeRun) decidedLocally(e *composeEngine, s *modelSet, cost int, res
 		if l.Burst > 0 {
 			l.Burst = (l.Burst + n - 1) / n
 		}
-		if share := r.spec.Quota(l); r.outage[e] > share {
-			c.violate("outage", "%s: Decide(%s, cost %d) admitted locally on %s: %d in this outage, beyond its share ceil(%d/%d) = %d%s",
-				e.about, s.name, cost, r.spec.Name, r.outage[e], r.quota(), n, share, r.history())
+		// Per window (on miniredis no time passes in an outage; a real
+		// Redis's clock runs on): a share per window begun, buckets the
+		// share's refill since.
+		share, elapsed := r.spec.Quota(l), now.Sub(c.downAt)
+		bound := share * (1 + int((elapsed+r.limit().Window-1)/r.limit().Window))
+		if r.spec.Bucket {
+			bound = share + int((int64(l.Requests)*elapsed.Microseconds()+l.Window.Microseconds()-1)/l.Window.Microseconds())
+		}
+		if r.outage[e] > bound {
+			c.violate("outage", "%s: Decide(%s, cost %d) admitted locally on %s: %d in this outage (%v), beyond its share ceil(%d/%d) = %d (%d with the windows begun or refill since)%s",
+				e.about, s.name, cost, r.spec.Name, r.outage[e], elapsed, r.quota(), n, share, bound, r.history())
 		}
 	}
 	if s.held() {
@@ -910,6 +933,7 @@ func (c *composeRun) outage(ctx context.Context) {
 	for _, r := range c.rules {
 		r.outage = nil
 	}
+	c.downAt = c.clock()
 	var cut []*composeEngine // the instances the outage reaches: a pipeline bypasses the faults
 	for _, e := range c.engines {
 		e.f.setDown(true)
@@ -1459,14 +1483,21 @@ func (c *composeRun) admin() *Limiter {
 // with its own.
 func TestComposition(t *testing.T) {
 	seed := *composeSeed
-	if s := os.Getenv("TOLLGATE_COMPOSE_SEED"); seed == 0 && s != "" {
+	s := os.Getenv("TOLLGATE_COMPOSE_SEED")
+	switch {
+	case seed != 0:
+	case s == "clock":
+		seed = uint64(time.Now().UnixNano())
+	case s != "":
 		var err error
 		if seed, err = strconv.ParseUint(s, 10, 64); err != nil {
 			t.Fatalf("TOLLGATE_COMPOSE_SEED=%q: %v", s, err)
 		}
-	}
-	if seed == 0 {
-		seed = uint64(time.Now().UnixNano())
+	default:
+		// CI's run (go test -race ./... once) is the same every time: a
+		// new sequence per run would make CI fail on the holes the next
+		// seed finds rather than on a change; sweeps pass seeds.
+		seed = composeDefaultSeed
 	}
 	steps := *composeSteps
 	if s := os.Getenv("TOLLGATE_COMPOSE_STEPS"); steps == 0 && s != "" {
@@ -1497,7 +1528,9 @@ func TestComposition(t *testing.T) {
 			r := newRedis(t)
 			n := steps
 			if n == 0 {
-				n = map[bool]int{true: 2000, false: 500}[r.Mini != nil]
+				// Under -race on a loaded 2-core machine: about 15s each
+				// (sweeps without -race: -compose.steps=2000 and seeds).
+				n = map[bool]int{true: 1000, false: 200}[r.Mini != nil]
 			}
 			c := &composeRun{t: t, name: name, seed: seed, rng: rand.New(rand.NewPCG(seed, 19)), rdb: r.Client, mini: r.Mini,
 				on: on, failed: map[string]bool{}}
@@ -1574,6 +1607,10 @@ func TestComposition(t *testing.T) {
 		})
 	}
 }
+
+// composeDefaultSeed is the seed without -compose.seed or
+// TOLLGATE_COMPOSE_SEED (=clock draws one from the clock).
+const composeDefaultSeed = 1
 
 // composeShown is how many steps a failure shows: TOLLGATE_COMPOSE_SHOW, or 40.
 func composeShown() int {
