@@ -45,7 +45,7 @@ func startBinary(t *testing.T, bin string, env map[string]string) *process {
 	go func() { p.done <- cmd.Wait() }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill() // it may have exited: p.done says how
-		<-p.done
+		<-p.done               //nolint:errcheck // killed: an error by design
 		if t.Failed() {
 			t.Logf("log of %s:\n%s", p.base, p.logs.String())
 		}

@@ -35,7 +35,7 @@ func TestInFlightPlacesSurviveRedisStalls(t *testing.T) {
 		t.Fatalf("INFO server: %v", err)
 	}
 	pid := infoInt(info, "process_id")
-	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGCONT) }) // before startOwnRedis's stop
+	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGCONT) }) // before startOwnRedis's stop
 
 	policies := filepath.Join(t.TempDir(), "policies.yaml")
 	if err := os.WriteFile(policies, []byte(`policies:
@@ -81,9 +81,13 @@ func TestInFlightPlacesSurviveRedisStalls(t *testing.T) {
 	}
 	time.Sleep(500 * time.Millisecond)
 	for range 3 {
-		syscall.Kill(pid, syscall.SIGSTOP)
+		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+			t.Fatalf("SIGSTOP redis: %v", err)
+		}
 		time.Sleep(300 * time.Millisecond)
-		syscall.Kill(pid, syscall.SIGCONT)
+		if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+			t.Fatalf("SIGCONT redis: %v", err)
+		}
 		time.Sleep(700 * time.Millisecond)
 	}
 	done.Store(true)

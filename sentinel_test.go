@@ -109,8 +109,8 @@ func startProcess(t *testing.T, logFile, bin string, args ...string) *exec.Cmd {
 	}
 	t.Cleanup(func() {
 		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			cmd.Wait()
+			_ = cmd.Process.Kill() // it may have exited
+			_ = cmd.Wait()         // killed: an error by design
 		}
 		out.Close()
 		if t.Failed() {
@@ -216,8 +216,10 @@ func TestSentinelFailover(t *testing.T) {
 				}
 			})
 			time.Sleep(time.Second)
-			s.master.Process.Kill()
-			s.master.Wait()
+			if err := s.master.Process.Kill(); err != nil {
+				t.Fatalf("kill the master: %v", err)
+			}
+			_ = s.master.Wait() // killed: an error by design
 			mu.Lock()
 			killedAt = time.Now()
 			countedBefore := counted

@@ -106,12 +106,12 @@ func TestBreaker(t *testing.T) {
 	}
 	// Failures below the threshold do not open it again.
 	next.set(down, nil)
-	call()
-	call()
+	_ = call() // a failure, on purpose
+	_ = call() // a failure, on purpose
 	next.set(nil, nil)
-	call()
+	_ = call() // a failure, on purpose
 	next.set(down, nil)
-	call()
+	_ = call() // a failure, on purpose
 	if b.open() {
 		t.Error("non-consecutive failures: Open() = true, want false")
 	}
@@ -123,12 +123,12 @@ func TestBreakerCanceledProbeDoesNotWedge(t *testing.T) {
 	now := time.Unix(1000, 0)
 	b.now = func() time.Time { return now }
 	next.set(errors.New("down"), nil)
-	b.decide(context.Background(), nil, true)
+	_, _, _ = b.decide(context.Background(), nil, true)
 	now = now.Add(time.Second)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	next.set(context.Canceled, nil)
-	b.decide(ctx, nil, true) // the probe's caller went away
+	_, _, _ = b.decide(ctx, nil, true) // the probe's caller went away
 	now = now.Add(time.Second)
 	next.set(nil, nil)
 	if _, _, err := b.decide(context.Background(), nil, true); err != nil {
@@ -185,7 +185,7 @@ func TestBreakerCountsOnlyRedisFaults(t *testing.T) {
 				ctx = context.Background()
 			}
 			for range 10 {
-				b.decide(ctx, nil, true)
+				_, _, _ = b.decide(ctx, nil, true)
 			}
 			if b.open() != tt.opens {
 				t.Errorf("after 10 errors %v: open() = %v, want %v", tt.err, b.open(), tt.opens)
@@ -217,7 +217,7 @@ func TestBreakerCountsOneSlowMomentOnce(t *testing.T) {
 	next.set(context.DeadlineExceeded, release)
 	var wg sync.WaitGroup
 	for range 10 {
-		wg.Go(func() { b.decide(context.Background(), nil, true) })
+		wg.Go(func() { _, _, _ = b.decide(context.Background(), nil, true) })
 	}
 	for next.calls.Load() < 10 {
 		time.Sleep(time.Millisecond)
@@ -231,7 +231,7 @@ func TestBreakerCountsOneSlowMomentOnce(t *testing.T) {
 	next.set(context.DeadlineExceeded, nil)
 	for i := range 2 {
 		advance()
-		b.decide(context.Background(), nil, true)
+		_, _, _ = b.decide(context.Background(), nil, true)
 		if got, want := b.open(), i == 1; got != want {
 			t.Errorf("after %d more failures, each started after the last: open() = %v, want %v", i+1, got, want)
 		}

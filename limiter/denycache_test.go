@@ -239,7 +239,7 @@ func TestDenyCacheBounded(t *testing.T) {
 	now := time.Unix(0, 0)
 	dc.now = func() time.Time { return now }
 	for i := range 10 * size {
-		ask(dc, "k"+string(rune('a'+i%26))+time.Duration(i).String())
+		_, _ = ask(dc, "k"+string(rune('a'+i%26))+time.Duration(i).String())
 		if n := dc.len(); n > size {
 			t.Fatalf("after %d identities: %d cached, want at most %d", i+1, n, size)
 		}
@@ -247,7 +247,7 @@ func TestDenyCacheBounded(t *testing.T) {
 	}
 	// Once every denial has run out, a sweep empties the cache.
 	now = now.Add(2 * time.Minute)
-	ask(dc, "another")
+	_, _ = ask(dc, "another")
 	if n := dc.len(); n != 1 {
 		t.Errorf("after every denial expired: %d cached, want 1", n)
 	}

@@ -142,7 +142,7 @@ func TestPlacesFreedAfterKill(t *testing.T) {
 					t.Fatalf("Decide(): %v", err)
 				}
 				if res.Holds() {
-					t.Cleanup(func() { l.Release(context.Background(), res) })
+					t.Cleanup(func() { _ = l.Release(context.Background(), res) })
 				}
 				return res
 			}
@@ -285,7 +285,7 @@ func TestReleaseAfterTimeout(t *testing.T) {
 					if err != nil || !res.Allowed {
 						t.Fatalf("Decide() %d after the release = %+v, %v; want allowed", i+1, res, err)
 					}
-					t.Cleanup(func() { l.Release(context.Background(), res) })
+					t.Cleanup(func() { _ = l.Release(context.Background(), res) })
 				}
 			})
 		}
@@ -345,7 +345,7 @@ func TestFailedReleaseRetried(t *testing.T) {
 			}
 			s.down.Store(true)
 			if tt.open {
-				l.Decide(ctx, rules) // fails: the circuit opens
+				_, _ = l.Decide(ctx, rules) // fails: the circuit opens
 				if !l.CircuitOpen() {
 					t.Fatal("after a failure with BreakerFailures 1: CircuitOpen() = false")
 				}
