@@ -323,8 +323,10 @@ func (e *lease) answerAs(now time.Time, left int) []Decision {
 	ds := make([]Decision, len(e.ds))
 	for i, d := range e.ds {
 		d.Remaining = left * e.rules[i].cost
+		d.leaseReset = d.Now.Add(d.ResetAfter).UnixMilli()
 		d.ResetAfter = max(d.ResetAfter-elapsed, 0)
 		d.Now = d.Now.Add(elapsed)
+		d.taken, d.lease, d.leaseID = &e.rules[i], e, e.id
 		ds[i] = d
 	}
 	return ds

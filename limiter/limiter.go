@@ -54,6 +54,14 @@ type Decision struct {
 	// failed is what a Redis call that failed may have taken (unsure) when
 	// the decision was then made locally: Release gives both back.
 	failed *held
+	// taken is the rule as an admitted request took it (its per-request
+	// cost), for Refund; nil for algorithms without a give-back.
+	taken *rule
+	// lease and leaseID: the lease the request was admitted from, for
+	// Refund (refund.go).
+	lease      *lease
+	leaseID    string
+	leaseReset int64 // ms since the epoch: the reset of the lease's commit
 }
 
 // held is what a held rule took in one call: Release gives it back.

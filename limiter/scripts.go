@@ -144,6 +144,8 @@ func (s *scripts) scriptWith(rs []rule, driver string) *redis.Script {
 		key = "release:" + key
 	case leaseDriverLua:
 		key = "lease:" + key
+	case refundLua:
+		key = "refund:" + key
 	}
 	if sc, ok := s.composed.Load(key); ok {
 		return sc.(*redis.Script)
@@ -405,6 +407,8 @@ func (s *scripts) run(ctx context.Context, rdb redis.Scripter, rules []rule, non
 		for i, r := range rules {
 			if r.spec.Held {
 				ds[i].held = &held{rule: r, nonce: nonce, mark: mark}
+			} else if r.spec.LeaseFor != nil {
+				ds[i].taken = &rules[i] // for Refund
 			}
 		}
 	}

@@ -32,6 +32,9 @@ type policyDoc struct {
 	Exempt exemptDoc             `yaml:"exempt"`
 	Limits []limitDoc            `yaml:"limits"`
 	Tiers  map[string][]limitDoc `yaml:"tiers"`
+	// RefundOn: response statuses whose requests give their units back
+	// (refund.go).
+	RefundOn []string `yaml:"refund_on"`
 }
 
 type exemptDoc struct {
@@ -227,6 +230,9 @@ func (doc policyDoc) policy() (Policy, []error) {
 		}
 		p.ExemptCIDRs = append(p.ExemptCIDRs, prefix)
 	}
+	var rerrs []error
+	p.RefundOn, rerrs = refundOn(doc)
+	errs = append(errs, rerrs...)
 	if len(doc.Limits) == 0 && len(doc.Tiers) == 0 {
 		fail("limits: none: want limits, tiers, or both")
 	}

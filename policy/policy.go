@@ -33,6 +33,9 @@ type Policy struct {
 	ExemptCIDRs []netip.Prefix
 	Limits      []Limit            // for tiers without limits of their own
 	Tiers       map[string][]Limit // by tier: "anonymous", "free", "pro", ...
+	// RefundOn: a request admitted under the policy whose response has one
+	// of these statuses gives its units back (Refunds).
+	RefundOn []int
 }
 
 // A Route is an HTTP method ("*" for any) and a gin route pattern.
