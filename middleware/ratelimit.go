@@ -50,6 +50,9 @@ type Outcome struct {
 	AsideDropped int
 	// Candidate are the candidate policies' decisions (live.Policies.SetCandidate).
 	Candidate []CandidateRef
+	// Refunded are the policies whose limits the request's units went back
+	// to (refund_on).
+	Refunded []string
 }
 
 // A PolicyRef names one limit of a policy, for metrics.
@@ -267,8 +270,8 @@ func (l *Limiter) Handler() gin.HandlerFunc {
 		var ds []limiter.Decision
 		allowed, local := true, false
 		var err error
+		var res limiter.Result
 		if len(enforced) > 0 {
-			var res limiter.Result
 			res, err = l.decider.Decide(ctx, rulesOf(enforced))
 			ds, allowed, local = res.Decisions, res.Allowed, res.Local()
 			if res.Holds() {
@@ -326,7 +329,7 @@ func (l *Limiter) Handler() gin.HandlerFunc {
 			abortLimited(c, items[chosen].lt.headers(d).message, retryAfterSeconds(d))
 			return
 		}
-		c.Next()
+		l.next(c, res, enforced, items, &o)
 	}
 }
 
