@@ -62,3 +62,15 @@ func refundOn(doc policyDoc) ([]int, []error) {
 	}
 	return out, errs
 }
+
+// RefundOnText is RefundOn as a policy file writes it: 404, 5xx.
+func (p *Policy) RefundOnText() []string {
+	out := make([]string, len(p.RefundOn))
+	for i, s := range p.RefundOn {
+		out[i] = strconv.Itoa(s)
+		if s < 10 {
+			out[i] += "xx"
+		}
+	}
+	return out
+}
