@@ -214,8 +214,9 @@ func (l *leases) decide(ctx context.Context, rules []Rule, commit bool) ([]Decis
 		}
 	}
 	ds, allowed, err := l.leased.decide(ctx, many, true)
-	if err == nil && !allowed {
-		// Less left than n requests' worth: this request alone, exactly.
+	if err == nil && !allowed || err != nil && l.localMode != nil && l.localMode() {
+		// Less left than n requests' worth, or Redis failed and local mode
+		// began (no lease is taken locally): this request alone, exactly.
 		ds, allowed, err = l.leased.decide(ctx, rules, true)
 		n = 1
 	}

@@ -227,7 +227,13 @@ func New(rdb redis.Scripter, o Options) *Limiter {
 		l.instances = newInstances(rdb, o.InstancesKey, o.Instances, o.Timeout)
 	}
 	if o.Local != nil {
-		l.local = newLocal(l.chain, s, newScripts(o.Local), l.breaker, l.instances.count, o.Timeout, logOrDiscard(o.Log))
+		in := newScripts(o.Local)
+		l.local = newLocal(l.chain, s, in, l.breaker, l.instances.count, o.Timeout, logOrDiscard(o.Log))
+		if o.Clock != nil {
+			// Calendar starts and the charges' windows by our clock, as
+			// Redis's decisions.
+			in.now, l.local.now = o.Clock, o.Clock
+		}
 		l.local.onEnd = func() { l.Forget("") } // "" is in every key: all
 		l.chain = l.local
 	}

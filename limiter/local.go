@@ -60,6 +60,9 @@ type local struct {
 	// exclusively, so that no local admission is left uncharged.
 	gate   sync.RWMutex
 	active atomic.Bool
+	// recovering: one recover at a time, so that none ends local mode
+	// while another's charge-back is under way.
+	recovering sync.Mutex
 	// onEnd runs as local mode ends: the deny caches forget every denial,
 	// local ones (of this instance's share) among them.
 	onEnd func()
@@ -120,6 +123,12 @@ func (lc *local) decide(ctx context.Context, rules []Rule, commit bool) ([]Decis
 		}
 	}
 	lc.begin(err)
+	if len(rules) > 0 && rules[0].lease != nil {
+		// A lease take: no lease is taken locally (its units would all be
+		// charged back, used or not); the lease layer decides the request
+		// alone, now locally.
+		return ds, allowed, err
+	}
 	out, allowed, lerr := lc.decideLocal(ctx, rules, commit, !maybeCounted(err))
 	// The failed call's script may run yet and take places (Redis read it
 	// before it stalled): the Result carries them, so Release gives them
@@ -211,11 +220,14 @@ func (lc *local) decideLocal(ctx context.Context, rules []Rule, commit, chargeIt
 		}
 		until := ds[i].Now.Add(ds[i].ResetAfter)
 		c := lc.pending[r.key]
-		if c == nil || c.r.limit != r.limit || c.r.spec.Name != r.spec.Name {
-			// A rule on the same key with another limit (a reload): the
-			// latest limit's units.
+		switch {
+		case c == nil || c.r.spec.Name != r.spec.Name:
 			c = &charge{r: r}
 			lc.pending[r.key] = c
+		case c.r.limit != r.limit:
+			// The same key under another limit (a reload): its units so
+			// far count on the key too, charged with the latest limit's.
+			c.r = r
 		}
 		c.units += r.cost
 		if until.After(c.until) {
@@ -241,6 +253,11 @@ func share(l algorithms.Limit, n int) algorithms.Limit {
 // recover asks Redis whether it answers; if it does, charges back what was
 // admitted locally and ends local mode, reporting true.
 func (lc *local) recover() bool {
+	lc.recovering.Lock()
+	defer lc.recovering.Unlock()
+	if !lc.active.Load() {
+		return true // another recover ended it
+	}
 	ctx, cancel := context.WithTimeout(lc.ctx, lc.timeout)
 	err := lc.ping.Run(ctx, lc.remote.rdb, nil).Err()
 	cancel()

@@ -239,3 +239,34 @@ func TestChargeBackCountsOnce(t *testing.T) {
 		t.Errorf("after one charge of 3 tried twice: Remaining = %d, want 7", got)
 	}
 }
+
+// TestChargeBackAcrossAReload (found by TestComposition, seeds 2 and 4 with
+// reloads during outages): what was admitted locally under a limit is
+// charged back after a reload changed it during the outage, with what was
+// admitted under the new one. Before, the new limit's charge replaced the
+// old one's units.
+func TestChargeBackAcrossAReload(t *testing.T) {
+	t.Parallel()
+	l, remote := localEngine(t, 1)
+	rules := func(limit int) []Rule {
+		return []Rule{{Algorithm: "fixed_window", Limit: algorithms.Limit{Requests: limit, Window: time.Hour}, Key: "t:{c}:reload"}}
+	}
+	remote.Close()
+	if got := countAdmitted(t, l, rules(10), 3, true); got != 3 {
+		t.Fatalf("Redis down, limit 10: %d admitted locally, want 3", got)
+	}
+	if got := countAdmitted(t, l, rules(12), 2, true); got != 2 {
+		t.Fatalf("Redis down, reloaded to 12: %d admitted locally, want 2", got)
+	}
+	if err := remote.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	waitRemote(t, l, rules(12))
+	res, err := l.Peek(context.Background(), rules(12))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := res.Decisions[0].Remaining; got != 7 {
+		t.Errorf("after 3 local admissions under limit 10 and 2 under 12: Redis has %d left of 12, want 7", got)
+	}
+}

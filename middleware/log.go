@@ -1,9 +1,8 @@
 package middleware
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -14,49 +13,92 @@ import (
 // kept, else one is made, and it is echoed in the response.
 const RequestIDHeader = "X-Request-ID"
 
+// requestIDHeader is RequestIDHeader in canonical form: the header maps
+// are indexed with it as it is, not with a canonical copy made per request.
+const requestIDHeader = "X-Request-Id"
+
 // RequestLog writes one access line per request and records it in m (nil:
 // no metrics). It logs the route pattern, not the raw path, the kind of
 // identity (user, for a password; key, for an API key; or ip), never a
 // credential or a header.
 func RequestLog(log *slog.Logger, m *Metrics) gin.HandlerFunc {
+	base := log.Handler()
+	var lines children[lineKind, slog.Handler]
+	withKind := func(k lineKind) slog.Handler {
+		return base.WithAttrs([]slog.Attr{slog.String("method", k.method), slog.String("route", k.route), slog.Int("status", k.status)})
+	}
+	// The maps behind c.Set (identity, outcome), reused: gin makes one per
+	// request else, and drops it at the next. Nothing keeps a request's gin
+	// context past its handlers (c.Copy copies the map), so its map is free
+	// once the line is written.
+	keys := sync.Pool{New: func() any { return map[any]any{} }}
 	return func(c *gin.Context) {
 		start := time.Now()
-		id := c.GetHeader(RequestIDHeader)
+		var pooled map[any]any
+		if c.Keys == nil {
+			pooled = keys.Get().(map[any]any)
+			c.Keys = pooled
+		}
+		id := ""
+		if v := c.Request.Header[requestIDHeader]; len(v) > 0 {
+			id = v[0]
+		}
 		if !validRequestID(id) {
 			id = newRequestID()
 		}
-		c.Header(RequestIDHeader, id)
+		c.Writer.Header()[requestIDHeader] = []string{id}
 		c.Next()
-		took := time.Since(start)
+		end := time.Now()
+		took := end.Sub(start)
 		route := c.FullPath()
 		if route == "" {
 			route = "unmatched"
 		}
 		status := c.Writer.Status()
+		method := knownMethod(c.Request.Method)
 		o, decided := OutcomeOf(c)
-		m.observe(c.Request.Method, route, status, took.Seconds(), o, decided)
-		attrs := []slog.Attr{
-			slog.String("method", knownMethod(c.Request.Method)),
-			slog.String("route", route),
-			slog.Int("status", status),
-			slog.Float64("duration_ms", float64(took.Microseconds())/1000),
-			slog.String("request_id", id),
-		}
-		if id := Identity(c); id.Kind != "" {
-			kind := string(id.Kind)
-			if id.ByKey {
-				kind = "key" // a user, identified by an API key
+		m.observe(method, route, status, took.Seconds(), o, decided)
+		if ctx := c.Request.Context(); base.Enabled(ctx, slog.LevelInfo) {
+			// What log.LogAttrs(ctx, slog.LevelInfo, "request", method,
+			// route, status, ...) writes, without the caller's program
+			// counter, which no line shows, and with the first three
+			// fields formatted once per kind of line (lineKind). The
+			// time is the request's end.
+			r := slog.NewRecord(end, slog.LevelInfo, "request", 0)
+			r.AddAttrs(
+				slog.Float64("duration_ms", float64(took.Microseconds())/1000),
+				slog.String("request_id", id),
+			)
+			if id := Identity(c); id.Kind != "" {
+				kind := string(id.Kind)
+				if id.ByKey {
+					kind = "key" // a user, identified by an API key
+				}
+				r.AddAttrs(slog.String("identity", kind))
 			}
-			attrs = append(attrs, slog.String("identity", kind))
+			if decided && o.Policy != "" {
+				r.AddAttrs(slog.String("decision", o.Result), slog.Int("remaining", o.Remaining))
+			}
+			for _, s := range o.ShadowLimited {
+				r.AddAttrs(slog.String("shadow_limited", s.Policy))
+			}
+			_ = lines.get(lineKind{method, route, status}, withKind).Handle(ctx, r) // as slog.Logger does: nowhere to report it
 		}
-		if decided && o.Policy != "" {
-			attrs = append(attrs, slog.String("decision", o.Result), slog.Int("remaining", o.Remaining))
+		if pooled != nil {
+			c.Keys = nil
+			clear(pooled)
+			keys.Put(pooled)
 		}
-		for _, s := range o.ShadowLimited {
-			attrs = append(attrs, slog.String("shadow_limited", s.Policy))
-		}
-		log.LogAttrs(c.Request.Context(), slog.LevelInfo, "request", attrs...)
 	}
+}
+
+// lineKind is what a request's access line starts with, after the message:
+// each comes from a small set (methods are folded, routes are patterns), as
+// the metrics' labels do, so the log's handler with them attached
+// (WithAttrs), which formats them once, is kept for each kind.
+type lineKind struct {
+	method, route string
+	status        int
 }
 
 // validRequestID accepts short ids of letters, digits and -_.: anything else
@@ -75,10 +117,19 @@ func validRequestID(id string) bool {
 	return true
 }
 
+// newRequestID is 16 lowercase hex digits, 64 random bits: unique enough to
+// find one request's lines, from the runtime's per-thread generator
+// (math/rand/v2, seeded from the system's randomness) rather than a system
+// call per request.
 func newRequestID() string {
-	b := make([]byte, 8)
-	rand.Read(b)
-	return hex.EncodeToString(b)
+	const digits = "0123456789abcdef"
+	x := rand.Uint64()
+	var b [16]byte
+	for i := len(b) - 1; i >= 0; i-- {
+		b[i] = digits[x&0xf]
+		x >>= 4
+	}
+	return string(b[:])
 }
 
 // ThrottledLog logs warnings at most once per period, counting what it held

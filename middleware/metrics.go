@@ -1,9 +1,11 @@
 package middleware
 
 import (
+	"maps"
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -39,26 +41,32 @@ type decisionLabels struct {
 	policy, algorithm, result string
 }
 
-// children caches one vector's series by their label values.
+// children caches one vector's series by their label values. Requests only
+// read the map, with no lock (a shared lock's counter is a write every core
+// contends for); a new series replaces the map with a copy, rarely.
 type children[K comparable, V any] struct {
-	mu sync.RWMutex
-	m  map[K]V
+	mu sync.Mutex // held to add a series
+	m  atomic.Pointer[map[K]V]
 }
 
 func (c *children[K, V]) get(k K, newSeries func(K) V) V {
-	c.mu.RLock()
-	v, ok := c.m[k]
-	c.mu.RUnlock()
-	if ok {
-		return v
+	if m := c.m.Load(); m != nil {
+		if v, ok := (*m)[k]; ok {
+			return v
+		}
 	}
-	v = newSeries(k)
 	c.mu.Lock()
-	if c.m == nil {
-		c.m = map[K]V{}
+	defer c.mu.Unlock()
+	m := map[K]V{}
+	if old := c.m.Load(); old != nil {
+		if v, ok := (*old)[k]; ok {
+			return v
+		}
+		m = maps.Clone(*old)
 	}
-	c.m[k] = v
-	c.mu.Unlock()
+	v := newSeries(k)
+	m[k] = v
+	c.m.Store(&m)
 	return v
 }
 

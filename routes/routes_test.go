@@ -351,3 +351,26 @@ func TestLimitedRoutes(t *testing.T) {
 		t.Errorf("Limited() against the limited routes (-Limited +limited):\n%s", diff)
 	}
 }
+
+// TestListContinentsAsData: the list answers what c.Data answers for its
+// body, headers and all, to GET and HEAD.
+func TestListContinentsAsData(t *testing.T) {
+	body, err := json.Marshal(toContinents(sevenContinents))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gin.SetMode(gin.ReleaseMode)
+	ref := gin.New()
+	ref.Match([]string{http.MethodGet, http.MethodHead}, "/continents", func(c *gin.Context) {
+		c.Data(http.StatusOK, "application/json; charset=utf-8", body)
+	})
+	api := gin.New()
+	api.Match([]string{http.MethodGet, http.MethodHead}, "/continents", listContinents(sevenContinents))
+	for _, method := range []string{http.MethodGet, http.MethodHead} {
+		got, want := do(t, api, method, "/continents"), do(t, ref, method, "/continents")
+		if got.Code != want.Code || !cmp.Equal(got.Header(), want.Header()) || got.Body.String() != want.Body.String() {
+			t.Errorf("%s /continents = %d %v %s, want (c.Data) %d %v %s", method,
+				got.Code, got.Header(), got.Body, want.Code, want.Header(), want.Body)
+		}
+	}
+}

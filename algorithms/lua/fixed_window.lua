@@ -51,22 +51,28 @@ do
     return limit - used, reset
   end
 
-  function m.grant(key, args, n)
+  -- by: units of the leases still out by the reset their commit returned
+  -- (lease.lua); this window's stay counted beyond the cap, so that their
+  -- exact give-backs never take the count below it (those used before the
+  -- grant stay counted: under-admission, as at a reset).
+  function m.grant(key, args, n, _, _, by)
     local window = tonumber(args[2])
     local c = m.check(key, args, 0)
+    local out = by and by[c.start + window] or 0
     -- Several grants give at most one limit beyond it.
-    redis.call('HSET', key, 'w', c.start, 'n', math.max(c.used - n, -tonumber(args[1])))
+    redis.call('HSET', key, 'w', c.start, 'n', math.max(c.used - n, out - tonumber(args[1])))
     redis.call('PEXPIRE', key, c.start + window - clock.ms)
   end
 
   -- Gives back units leased and not used, if the window that counted them
   -- is still the stored one (a later window never counted them): exactly,
-  -- so a grant made meanwhile is kept, but never below the grant cap.
+  -- so a grant made meanwhile is kept whole. Never below the grant cap: a
+  -- grant left the units of the leases out counted (m.grant).
   function m.refund(key, args, units, reset_at)
-    local limit, window = tonumber(args[1]), tonumber(args[2])
+    local window = tonumber(args[2])
     local state = redis.call('HMGET', key, 'w', 'n')
     if tonumber(state[1]) == reset_at - window then
-      redis.call('HSET', key, 'n', math.max((tonumber(state[2]) or 0) - units, -limit))
+      redis.call('HSET', key, 'n', (tonumber(state[2]) or 0) - units)
     end
   end
 

@@ -72,27 +72,32 @@ do
     return math.floor((c.budget - cur * window) / window), reset
   end
 
-  function m.grant(key, args, n)
+  -- by: units of the leases still out by the reset their commit returned
+  -- (lease.lua); this window's stay counted beyond the cap, so that their
+  -- exact give-backs never take the count below it (those used before the
+  -- grant stay counted: under-admission, as at a reset).
+  function m.grant(key, args, n, _, _, by)
     local window = tonumber(args[2])
     local c = m.check(key, args, 0)
+    local out = by and by[c.start + 2 * window] or 0
     -- Several grants give at most one limit beyond it.
-    redis.call('HSET', key, 'w', c.start, 'c', math.max(c.cur - n, -tonumber(args[1])), 'p', c.prev)
+    redis.call('HSET', key, 'w', c.start, 'c', math.max(c.cur - n, out - tonumber(args[1])), 'p', c.prev)
     redis.call('PEXPIRE', key, c.start + 2 * window - clock.ms)
   end
 
   -- Gives back units leased and not used: from the count of the window that
   -- took them, current or (after a later commit) previous; exactly, so a
-  -- grant made meanwhile (a count below zero) is kept, but never below the
-  -- grant cap.
+  -- grant made meanwhile (a count below zero) is kept whole. Never below the
+  -- grant cap: a grant left the units of the leases out counted (m.grant).
   function m.refund(key, args, units, reset_at)
-    local limit, window = tonumber(args[1]), tonumber(args[2])
+    local window = tonumber(args[2])
     local start = reset_at - 2 * window
     local state = redis.call('HMGET', key, 'w', 'c', 'p')
     local stored = tonumber(state[1])
     if stored == start then
-      redis.call('HSET', key, 'c', math.max(-limit, (tonumber(state[2]) or 0) - units))
+      redis.call('HSET', key, 'c', (tonumber(state[2]) or 0) - units)
     elseif stored == start + window then
-      redis.call('HSET', key, 'p', math.max(-limit, (tonumber(state[3]) or 0) - units))
+      redis.call('HSET', key, 'p', (tonumber(state[3]) or 0) - units)
     end
   end
 

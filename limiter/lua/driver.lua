@@ -56,8 +56,8 @@ if not commit and mode ~= '0' then
     elseif reset then
       redis.call('DEL', KEYS[i])
     else
-      local _, out = lease_out(KEYS[nrules + i])
-      r.m.grant(KEYS[i], r.args, units, nonce, out)
+      local by, out = lease_out(KEYS[nrules + i])
+      r.m.grant(KEYS[i], r.args, units, nonce, out, by)
     end
   end
 end
