@@ -88,7 +88,9 @@ func (dc *denyCache) decide(ctx context.Context, rules []Rule, commit bool) ([]D
 	var wait time.Duration
 	for i, d := range ds {
 		if !d.Allowed && !heldRule(rules[i]) {
-			wait = max(wait, d.RetryAfter)
+			// With a delay, the request is admitted (for later) once its
+			// slot is no further ahead than the delay.
+			wait = max(wait, d.RetryAfter-rules[i].Delay)
 		}
 	}
 	// Denials shorter than the safety margin are not worth remembering.

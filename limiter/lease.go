@@ -143,7 +143,7 @@ func newLeases(next, leased decider, s *scripts, timeout time.Duration, log *slo
 // leasable reports whether rules may be leased, and resolves them.
 func leasable(rules []Rule) ([]rule, bool) {
 	for _, r := range rules {
-		if r.NoLease {
+		if r.NoLease || r.Delay > 0 {
 			return nil, false
 		}
 		s, err := algorithms.Lookup(r.Algorithm)
@@ -257,7 +257,7 @@ func (l *leases) entry(rules []Rule) *lease {
 		return nil
 	}
 	for _, r := range rules {
-		if r.NoLease { // the common case of a rule set never leased: no key made
+		if r.NoLease || r.Delay > 0 { // the common case of a rule set never leased: no key made
 			return nil
 		}
 	}
