@@ -51,6 +51,7 @@ type limitDoc struct {
 	Period    string      `yaml:"period"`   // calendar, instead of window
 	Timezone  string      `yaml:"timezone"` // calendar; default UTC
 	Lease     string      `yaml:"lease"`    // auto (the default) or off
+	Delay     string      `yaml:"delay"`    // token_bucket, gcra: shaping (delay.go)
 }
 
 // wholeNumber is an integer field of the file, kept as written: YAML
@@ -302,7 +303,12 @@ func limits(field string, docs []limitDoc, cost int) ([]Limit, []error) {
 			errs = append(errs, fmt.Errorf("%s: %w", f, err))
 			continue
 		}
-		out = append(out, Limit{Algorithm: strings.ReplaceAll(d.Algorithm, "-", "_"), Limit: l, NoLease: d.Lease == "off"})
+		delay, err := delayOf(f, spec, d.Delay, l.Window)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		out = append(out, Limit{Algorithm: strings.ReplaceAll(d.Algorithm, "-", "_"), Limit: l, NoLease: d.Lease == "off", Delay: delay})
 	}
 	return out, errs
 }

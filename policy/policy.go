@@ -49,6 +49,9 @@ type Limit struct {
 	Algorithm string
 	Limit     algorithms.Limit
 	NoLease   bool // lease: off: decided by Redis on every request
+	// Delay: a request this limit would admit within it waits for its
+	// slot instead of a 429 (token_bucket, gcra; limiter.Rule.Delay).
+	Delay time.Duration
 }
 
 // AnonymousTier is the tier of callers without credentials, counted by
@@ -282,7 +285,7 @@ func (s *Set) rules(anyRoute bool, method, route string, c Caller, out []Applied
 func (s *Set) applied(p *Policy, nl *NamedLimit, kind, who string, o *Override) Applied {
 	return Applied{Policy: p, Limit: nl, Override: o, Rule: limiter.Rule{
 		Algorithm: nl.Algorithm, Limit: nl.Limit.Limit, Cost: p.Cost, Key: s.prefix + "{" + kind + who + "}" + nl.keySuffix,
-		NoLease: nl.NoLease,
+		NoLease: nl.NoLease, Delay: nl.Delay,
 	}}
 }
 

@@ -1,8 +1,10 @@
 package policy
 
 import (
+	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestParseRefundOn: refund_on takes exact statuses and classes, and the
@@ -78,6 +80,54 @@ policies:
 				t.Fatalf("Parse() = nil error, want one mentioning %q", tt.want)
 			}
 			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("Parse() error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+// TestParseDelay: delay reaches the rules of bucket limits; elsewhere,
+// negative or beyond the window, it is refused naming the policy and field.
+func TestParseDelay(t *testing.T) {
+	ps, err := Parse(strings.NewReader(`
+policies:
+  - {name: a, key: ip, limits: [{algorithm: gcra, limit: 5, window: 1s, delay: 2s}, {algorithm: token_bucket, limit: 5, window: 1m, delay: 1m}]}`))
+	if err == nil {
+		t.Fatalf("Parse() accepted a gcra delay of 2s on a window of 1s")
+	}
+	ps, err = Parse(strings.NewReader(`
+policies:
+  - {name: a, key: ip, limits: [{algorithm: gcra, limit: 5, window: 2s, delay: 2s}, {algorithm: token_bucket, limit: 5, window: 1m, delay: 500ms}, {algorithm: fixed_window, limit: 5, window: 1m}]}`))
+	if err != nil {
+		t.Fatalf("Parse() = %v", err)
+	}
+	rules, _ := NewSet(ps, "p:").Rules("GET", "/x", Caller{IP: "192.0.2.1"}, nil)
+	var got []time.Duration
+	for _, a := range rules {
+		got = append(got, a.Rule.Delay)
+	}
+	if want := []time.Duration{2 * time.Second, 500 * time.Millisecond, 0}; !slices.Equal(got, want) {
+		t.Errorf("rules' Delay = %v, want %v", got, want)
+	}
+	tests := []struct {
+		name, limit string
+		want        []string
+	}{
+		{"on fixed_window", "{algorithm: fixed_window, limit: 5, window: 1m, delay: 1s}", []string{"limits[0].delay", "fixed_window has no future slots"}},
+		{"on concurrency", "{algorithm: concurrency, limit: 5, timeout: 1m, delay: 1s}", []string{"limits[0].delay", "concurrency"}},
+		{"negative", "{algorithm: gcra, limit: 5, window: 1s, delay: -1s}", []string{"limits[0].delay", `"-1s"`}},
+		{"above the window", "{algorithm: token_bucket, limit: 5, window: 1s, delay: 2s}", []string{"limits[0].delay", `"2s"`, "to the window (1s)"}},
+		{"not a duration", "{algorithm: gcra, limit: 5, window: 1s, delay: 2}", []string{"limits[0].delay", `"2"`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse(strings.NewReader("policies:\n  - {name: d1, key: ip, limits: [" + tt.limit + "]}"))
+			if err == nil {
+				t.Fatalf("Parse() = nil error, want one mentioning %q", tt.want)
+			}
+			for _, w := range append(tt.want, `policy "d1"`) {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("Parse() error %q does not mention %q", err, w)
 				}
