@@ -117,7 +117,7 @@ func heldRule(r Rule) bool {
 
 // ruleSetKey names a set of rules: their keys, and costs other than one.
 func ruleSetKey(rules []Rule) string {
-	if len(rules) == 1 && rules[0].Cost <= 1 {
+	if len(rules) == 1 && rules[0].Cost <= 1 && rules[0].Delay == 0 {
 		return rules[0].Key
 	}
 	var b strings.Builder
@@ -126,6 +126,12 @@ func ruleSetKey(rules []Rule) string {
 		if r.Cost > 1 {
 			b.WriteByte('*')
 			b.WriteString(strconv.Itoa(r.Cost))
+		}
+		if r.Delay > 0 {
+			// Decided without its delay (no room to wait), a rule set is
+			// denied sooner: the two denials must not answer for each other.
+			b.WriteByte('~')
+			b.WriteString(strconv.FormatInt(r.Delay.Milliseconds(), 10))
 		}
 		b.WriteByte(0)
 	}

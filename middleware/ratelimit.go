@@ -53,6 +53,8 @@ type Outcome struct {
 	// Refunded are the policies whose limits the request's units went back
 	// to (refund_on).
 	Refunded []string
+	// Waited is how long the request was held for its slot (a delay).
+	Waited time.Duration
 }
 
 // A PolicyRef names one limit of a policy, for metrics.
@@ -101,6 +103,7 @@ type Limiter struct {
 	now func() time.Time
 
 	view atomic.Pointer[view] // the header texts of the snapshot last seen
+	wait *waiting             // requests held for their slot (wait.go); nil: none wait
 }
 
 // limitText is a named limit as the headers show it. It is used by pointer
@@ -271,8 +274,12 @@ func (l *Limiter) Handler() gin.HandlerFunc {
 		allowed, local := true, false
 		var err error
 		var res limiter.Result
+		var slot *reservation // room to wait for a slot (wait.go)
 		if len(enforced) > 0 {
-			res, err = l.decider.Decide(ctx, rulesOf(enforced))
+			rules := rulesOf(enforced)
+			slot = l.reserve(rules)
+			defer slot.release()
+			res, err = l.decider.Decide(ctx, rules)
 			ds, allowed, local = res.Decisions, res.Allowed, res.Local()
 			if res.Holds() {
 				// Deferred: the places go back when the request ends, however
@@ -327,6 +334,9 @@ func (l *Limiter) Handler() gin.HandlerFunc {
 		setHeaders(c.Writer.Header(), items, chosen)
 		if !allowed {
 			abortLimited(c, items[chosen].lt.headers(d).message, retryAfterSeconds(d))
+			return
+		}
+		if !l.hold(c, res, slot, &o) {
 			return
 		}
 		l.next(c, res, enforced, items, &o)

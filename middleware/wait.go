@@ -1,0 +1,126 @@
+package middleware
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"tollgate/limiter"
+)
+
+// waiting bounds the requests an instance holds for their slot (a limit's
+// delay) and counts them.
+type waiting struct {
+	most     int64
+	reserved atomic.Int64 // requests decided with their delays, or held
+	held     atomic.Int64 // requests being held: tollgate_ratelimit_waiting
+	// drain is closed when the service shuts down: the requests held are
+	// then refused at once (their slots given back), not left to the
+	// shutdown deadline.
+	drain <-chan struct{}
+}
+
+// WithWaiting lets requests wait for their slot under limits with a delay,
+// at most most at once on this instance (RATE_LIMIT_MAX_WAITING); beyond
+// it, such limits answer 429 as without a delay. When drain is closed
+// (shutdown), the requests waiting are refused with 503 and their slots
+// given back. Without WithWaiting no request waits. It returns l.
+func (l *Limiter) WithWaiting(most int, drain <-chan struct{}) *Limiter {
+	l.wait = &waiting{most: int64(most), drain: drain}
+	return l
+}
+
+// Waiting is how many requests are being held for their slot now.
+func (l *Limiter) Waiting() int {
+	if l.wait == nil {
+		return 0
+	}
+	return int(l.wait.held.Load())
+}
+
+// reservation is a request's room to wait; release is idempotent.
+type reservation struct {
+	w    *waiting
+	done bool
+}
+
+func (r *reservation) release() {
+	if r != nil && !r.done {
+		r.done = true
+		r.w.reserved.Add(-1)
+	}
+}
+
+// reserve makes room for a request of rules to wait, if a rule has a delay
+// (nil if none does). Without room, the rules lose their delays: they
+// decide as without one.
+func (l *Limiter) reserve(rules []limiter.Rule) *reservation {
+	delayed := false
+	for _, r := range rules {
+		delayed = delayed || r.Delay > 0
+	}
+	if !delayed {
+		return nil
+	}
+	if l.wait != nil && l.wait.reserved.Add(1) <= l.wait.most {
+		return &reservation{w: l.wait}
+	}
+	if l.wait != nil {
+		l.wait.reserved.Add(-1)
+	}
+	for i := range rules {
+		rules[i].Delay = 0
+	}
+	return nil
+}
+
+// hold keeps an admitted request until its slot (the longest Wait of ds),
+// telling the client in X-RateLimit-Delayed (ms). It reports whether the
+// request is to be served: false when the client went away meanwhile, or
+// the service is shutting down (answered 503): the slot is then given back.
+func (l *Limiter) hold(c *gin.Context, res limiter.Result, slot *reservation, o *Outcome) bool {
+	defer slot.release()
+	var wait time.Duration
+	for _, d := range res.Decisions {
+		wait = max(wait, d.Wait)
+	}
+	if wait <= 0 || l.wait == nil {
+		return true
+	}
+	o.Waited = wait
+	c.Set(outcomeKey, *o)
+	c.Header("X-RateLimit-Delayed", strconv.FormatInt(wait.Milliseconds(), 10))
+	l.wait.held.Add(1)
+	defer l.wait.held.Add(-1)
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	ctx := c.Request.Context()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		l.giveBack(ctx, res)
+		c.Abort() // nobody to answer
+		return false
+	case <-l.wait.drain:
+		l.giveBack(ctx, res)
+		c.Header("Retry-After", strconv.FormatInt(max(CeilSeconds(wait), 1), 10))
+		Abort(c, http.StatusServiceUnavailable, "shutting down", nil)
+		return false
+	}
+}
+
+// giveBack returns the slot of a request that will not be served.
+func (l *Limiter) giveBack(ctx context.Context, res limiter.Result) {
+	r, ok := l.decider.(refunder)
+	if !ok {
+		return
+	}
+	if _, err := r.Refund(ctx, res); err != nil {
+		l.warn.Warn("slot of a request not served not given back: it stays counted", "err", err)
+	}
+}
