@@ -42,7 +42,7 @@ func main() {
 	flag.DurationVar(&o.decideDur, "decide", 10*time.Second, "duration of each decisions-from-Go run")
 	flag.DurationVar(&o.wrkDur, "wrk", 10*time.Second, "duration of each wrk run")
 	flag.IntVar(&o.reps, "reps", 3, "end-to-end repetitions (medians are reported)")
-	flag.StringVar(&o.only, "only", "", "measure only this section and log its figures, writing no report: decisions")
+	flag.StringVar(&o.only, "only", "", "measure only this section and log its figures, writing no report: decisions, or usec (Redis µs per script call of each algorithm and of ulule's, 8 goroutines, 10,000 keys, -reps times, -decide each)")
 	flag.BoolVar(&o.quick, "quick", false, "short runs to iterate (-decide 2s -wrk 3s -reps 1); figures are not for publishing")
 	serve := flag.String("serve-peer", "", "internal: serve a peer server on this address")
 	kind := flag.String("peer-kind", peerUlule, "internal: "+peerUlule+", "+peerBare+" or "+peerUluleStack)
@@ -61,8 +61,8 @@ func main() {
 		}
 		return
 	}
-	if o.only != "" && o.only != "decisions" {
-		fmt.Fprintf(os.Stderr, "bench: -only %q: want decisions\n", o.only)
+	if o.only != "" && o.only != "decisions" && o.only != "usec" {
+		fmt.Fprintf(os.Stderr, "bench: -only %q: want decisions or usec\n", o.only)
 		os.Exit(2)
 	}
 	if o.quick {
@@ -84,7 +84,7 @@ func main() {
 // run measures everything in order and writes the report.
 func run(ctx context.Context, log *slog.Logger, o options) error {
 	started := time.Now()
-	if err := checkTools(); err != nil {
+	if err := checkTools(); err != nil && o.only != "usec" { // usec needs redis-server alone
 		return err
 	}
 	tmp, err := os.MkdirTemp("", "tollgate-bench-")
@@ -100,6 +100,9 @@ func run(ctx context.Context, log *slog.Logger, o options) error {
 	log.Info("redis started", "addr", srv.addr)
 
 	r := report{options: o, machine: describeMachine(ctx, srv)}
+	if o.only == "usec" {
+		return measureScriptUsec(ctx, log, srv, o.decideDur, o.reps)
+	}
 	log.Info("ceiling: redis-benchmark")
 	if r.ceiling, err = measureCeiling(ctx, srv); err != nil {
 		return err
