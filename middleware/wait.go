@@ -104,7 +104,9 @@ func (l *Limiter) hold(c *gin.Context, res limiter.Result, slot *reservation, o 
 		return true
 	case <-ctx.Done():
 		l.giveBack(ctx, res)
-		c.Abort() // nobody to answer
+		// Nobody to answer; the log and metrics say 499, as nginx does for
+		// a client that closed its request.
+		c.AbortWithStatus(statusClientGone)
 		return false
 	case <-l.wait.drain:
 		l.giveBack(ctx, res)
@@ -113,6 +115,10 @@ func (l *Limiter) hold(c *gin.Context, res limiter.Result, slot *reservation, o 
 		return false
 	}
 }
+
+// statusClientGone is the status logged for a request whose client went
+// away while it waited (nginx's 499).
+const statusClientGone = 499
 
 // giveBack returns the slot of a request that will not be served.
 func (l *Limiter) giveBack(ctx context.Context, res limiter.Result) {
