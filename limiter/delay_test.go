@@ -2,6 +2,7 @@ package limiter
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -21,13 +22,15 @@ func delayRules(t *testing.T, h harness, s subject, identity string) (*Limiter, 
 	return a.l, []Rule{{Algorithm: a.name, Limit: a.limit, Key: a.prefix + a.name + ":" + identity, Delay: 2*interval + interval/2}}, interval
 }
 
-// slack is how far a wait may be from its slot: a ms of rounding, plus the
-// time that passes between calls on a real Redis.
-func (h harness) slack() time.Duration {
-	if h.steered {
-		return time.Millisecond
+// checkWait fails t unless d's Wait puts its slot at slot after first's
+// decision, on Redis's clock (time passes between calls on a real Redis),
+// within the rounding of both to whole ms.
+func checkWait(t *testing.T, what string, first, d Decision, slot time.Duration) {
+	t.Helper()
+	want := slot - d.Now.Sub(first.Now)
+	if got := d.Wait; got < want-2*time.Millisecond || got > want+2*time.Millisecond {
+		t.Errorf("%s: Wait = %v, want %v (its slot %v after the first request's decision)", what, got, want, slot)
 	}
-	return 60 * time.Millisecond
 }
 
 // delayCase: at one moment, a bucket of 1 at 5 per unit with a delay of
@@ -37,15 +40,19 @@ func (h harness) slack() time.Duration {
 func delayCase(t *testing.T, h harness, s subject) {
 	l, rules, interval := delayRules(t, h, s, "burst")
 	ctx := context.Background()
+	var first Decision
 	for i := range 3 {
 		res, err := l.Decide(ctx, rules)
 		if err != nil || !res.Allowed {
 			t.Fatalf("request %d: Decide() = %+v, %v; want admitted", i+1, res, err)
 		}
-		want := time.Duration(i) * interval
-		if got := res.Decisions[0].Wait; got < want-h.slack() || got > want+time.Millisecond {
-			t.Errorf("request %d: Wait = %v, want %v", i+1, got, want)
+		if i == 0 {
+			first = res.Decisions[0]
+			if first.Wait != 0 {
+				t.Errorf("request 1: Wait = %v, want 0", first.Wait)
+			}
 		}
+		checkWait(t, fmt.Sprintf("request %d", i+1), first, res.Decisions[0], time.Duration(i)*interval)
 		if res.Decisions[0].RetryAfter != 0 || res.Decisions[0].Remaining != 0 {
 			t.Errorf("request %d: RetryAfter = %v, Remaining = %d; want 0, 0", i+1, res.Decisions[0].RetryAfter, res.Decisions[0].Remaining)
 		}
@@ -54,7 +61,7 @@ func delayCase(t *testing.T, h harness, s subject) {
 	if err != nil || res.Allowed {
 		t.Fatalf("request 4: Decide() = %+v, %v; want denied (its slot is beyond the delay)", res, err)
 	}
-	if got, want := res.Decisions[0].RetryAfter, 3*interval; got < want-h.slack() || got > want+time.Millisecond {
+	if got, want := res.Decisions[0].RetryAfter, 3*interval-res.Decisions[0].Now.Sub(first.Now); got < want-2*time.Millisecond || got > want+2*time.Millisecond {
 		t.Errorf("request 4: RetryAfter = %v, want %v", got, want)
 	}
 	// The waits pass: the next request's slot is the one after the last.
@@ -63,9 +70,7 @@ func delayCase(t *testing.T, h harness, s subject) {
 	if err != nil || !res.Allowed {
 		t.Fatalf("request 5, two intervals later: Decide() = %+v, %v; want admitted", res, err)
 	}
-	if got := res.Decisions[0].Wait; got < interval-h.slack() || got > interval+time.Millisecond {
-		t.Errorf("request 5: Wait = %v, want %v", got, interval)
-	}
+	checkWait(t, "request 5", first, res.Decisions[0], 3*interval)
 }
 
 // delayGiveBackCase: a request admitted for later whose caller went away
@@ -73,11 +78,14 @@ func delayCase(t *testing.T, h harness, s subject) {
 func delayGiveBackCase(t *testing.T, h harness, s subject) {
 	l, rules, interval := delayRules(t, h, s, "gone")
 	ctx := context.Background()
-	var last Result
-	for range 3 {
+	var first, last Result
+	for i := range 3 {
 		res, err := l.Decide(ctx, rules)
 		if err != nil || !res.Allowed {
 			t.Fatalf("Decide() = %+v, %v; want admitted", res, err)
+		}
+		if i == 0 {
+			first = res
 		}
 		last = res
 	}
@@ -88,7 +96,5 @@ func delayGiveBackCase(t *testing.T, h harness, s subject) {
 	if err != nil || !res.Allowed {
 		t.Fatalf("Decide() after the give-back = %+v, %v; want admitted for the slot given back", res, err)
 	}
-	if got, want := res.Decisions[0].Wait, 2*interval; got < want-h.slack() || got > want+time.Millisecond {
-		t.Errorf("Wait after the give-back = %v, want %v", got, want)
-	}
+	checkWait(t, "after the give-back", first.Decisions[0], res.Decisions[0], 2*interval)
 }
