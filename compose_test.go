@@ -45,7 +45,7 @@ func TestComposeFile(t *testing.T) {
 	if app.Build != "." || !slices.Contains(app.Ports, "8080:8080") {
 		t.Errorf("tollgate: build %q, ports %v; want build . and 8080:8080", app.Build, app.Ports)
 	}
-	cfg, err := config.Load(func(k string) string { return app.Environment[k] })
+	cfg, err := config.Load(func(k string) string { return app.Environment[k] }, configRules())
 	if err != nil {
 		t.Fatalf("tollgate's environment does not load: %v", err)
 	}

@@ -30,7 +30,6 @@ import (
 	"gorm.io/gorm"
 
 	"tollgate/admin"
-	"tollgate/algorithms"
 	"tollgate/auth"
 	"tollgate/config"
 	"tollgate/limiter"
@@ -39,6 +38,7 @@ import (
 	"tollgate/models"
 	"tollgate/policy"
 	"tollgate/routes"
+	"tollgate/username"
 )
 
 func main() {
@@ -68,10 +68,22 @@ func main() {
 	signal.Notify(hup, syscall.SIGHUP)
 	if err := run(ctx, os.Getenv, os.Stdout, withReload(hup), withEnviron(os.Environ)); err != nil {
 		fmt.Fprintln(os.Stderr, "server:", err)
-		if errors.Is(err, config.ErrInvalid) || errors.Is(err, algorithms.ErrUnknown) || errors.Is(err, algorithms.ErrInvalidLimit) {
+		if errors.Is(err, config.ErrInvalid) { // every bad setting
 			os.Exit(2)
 		}
 		os.Exit(1)
+	}
+}
+
+// configRules are the checks of settings whose rules live in other packages,
+// handed to config.Load (which imports none of ours).
+func configRules() config.Rules {
+	return config.Rules{
+		UserName:      username.Valid,
+		UserNameRule:  username.Rule,
+		Tier:          policy.ValidTier,
+		CIDR:          policy.ParseCIDR,
+		DefaultPolicy: policy.CheckDefault,
 	}
 }
 
@@ -115,6 +127,7 @@ func adminEnv(getenv func(string) string, stdin io.Reader, stdout, stderr io.Wri
 		NewLogger: newLogger,
 		Routes:    routes.Limited(),
 		HashCost:  passwordCost,
+		Rules:     configRules(),
 	}
 }
 
@@ -136,7 +149,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, opti
 	for _, o := range options {
 		o(&opts)
 	}
-	cfg, err := config.Load(getenv)
+	cfg, err := config.Load(getenv, configRules())
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
@@ -188,19 +201,20 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, opti
 	}
 	var guard *auth.Guard
 	if cfg.AuthFailLimit > 0 {
-		guard, err = auth.NewGuard(guardRdb, cfg.KeyPrefix, cfg.AuthFailLimit, cfg.AuthFailWindow, cfg.AuthTrustedTTL, checkTimeout, cfg.FailOpen)
+		guard, err = auth.NewGuard(guardRdb, auth.GuardOptions{Prefix: cfg.KeyPrefix, Failures: cfg.AuthFailLimit,
+			Window: cfg.AuthFailWindow, TrustedTTL: cfg.AuthTrustedTTL, Timeout: checkTimeout, FailOpen: cfg.FailOpen})
 		if err != nil {
-			return fmt.Errorf("config: %w: AUTH_FAIL_LIMIT, AUTH_FAIL_WINDOW: %w", config.ErrInvalid, err)
+			return err // config.Load checked the settings: a bug, not a setting
 		}
 	}
 	// A check waits for a free slot at most a second: a caller turned away
 	// then (503, Retry-After: 1) is told to come back, not counted as a guess.
-	authn := auth.New(auth.BoundChecks(store, cfg.AuthMaxChecks, time.Second), guard,
-		auth.WithWarner(middleware.NewThrottledLog(log, 10*time.Second)), auth.WithTimeout(checkTimeout),
-		auth.WithPasswordTTL(5*time.Minute), auth.WithKeyTTL(cfg.AuthKeyCacheTTL), auth.WithClock(opts.now))
+	authn := auth.New(auth.BoundChecks(store, cfg.AuthMaxChecks, time.Second), auth.AuthenticatorOptions{
+		Guard: guard, Warner: middleware.NewThrottledLog(log, 10*time.Second), Timeout: checkTimeout,
+		PasswordTTL: 5 * time.Minute, KeyTTL: cfg.AuthKeyCacheTTL, Clock: opts.now})
 	identify := middleware.Identify(log, authn, cfg.IPv6Prefix)
 	var limiters []gin.HandlerFunc
-	var limit *middleware.Limiter
+	var limit *middleware.RateLimit
 	var engine *limiter.Limiter
 	var inForce *live.Policies // the policies in force (nil: rate limiting off)
 	summary := routes.Summary{Enabled: cfg.Enabled, Algorithm: cfg.Algorithm, Limit: cfg.Limit, Burst: cfg.Burst, Window: cfg.Window}
@@ -243,8 +257,9 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, opti
 			defer stop()
 		}
 		inForce = live.New(policies, version, cfg.KeyPrefix, engine) // no overrides yet
-		limit = middleware.NewLimiter(log, engine, inForce, cfg.FailOpen, cfg.IPv6Prefix).WithClock(opts.now).
-			WithWaiting(cfg.MaxWaiting, ctx.Done()) // at shutdown, requests waiting for their slot are refused at once
+		limit = middleware.NewRateLimit(log, engine, inForce, cfg.FailOpen, cfg.IPv6Prefix, middleware.RateLimitOptions{Clock: opts.now,
+			// At shutdown, requests waiting for their slot are refused at once.
+			MaxWaiting: cfg.MaxWaiting, Drain: ctx.Done()})
 		limiters = []gin.HandlerFunc{limit.Handler()}
 	}
 	svc, err := routes.NewService(startCtx, routes.ServiceDeps{

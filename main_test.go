@@ -750,16 +750,16 @@ func TestDeniedRequestsSkipDatabase(t *testing.T) {
 	if err := models.Migrate(ctx, db); err != nil {
 		t.Fatalf("Migrate: %v", err)
 	}
-	if err := models.SeedAtCost(ctx, db, []models.Credential{{Name: "john_doe", Password: "EXAMPLE_PASSWORD"}}, passwordCost); err != nil {
+	if err := models.SeedAtCost(ctx, db, []models.Account{{Name: "john_doe", Password: "EXAMPLE_PASSWORD"}}, passwordCost); err != nil {
 		t.Fatalf("Seed: %v", err)
 	}
 	var queries atomic.Int64
 	if err := db.Callback().Query().Before("gorm:query").Register("test:count", func(*gorm.DB) { queries.Add(1) }); err != nil {
 		t.Fatalf("register callback: %v", err)
 	}
-	store, err := models.NewStore(db).WithHashCost(passwordCost)
+	store, err := models.NewStore(db, models.StoreOptions{HashCost: passwordCost})
 	if err != nil {
-		t.Fatalf("WithHashCost: %v", err)
+		t.Fatalf("NewStore: %v", err)
 	}
 	continents, err := store.Continents(ctx)
 	if err != nil {
@@ -772,11 +772,11 @@ func TestDeniedRequestsSkipDatabase(t *testing.T) {
 	if err != nil {
 		t.Fatalf("policy.Default: %v", err)
 	}
-	limit := middleware.NewLimiter(log, limiter.New(rdb, limiter.Options{Timeout: time.Second}), live.New(policies, "", "test:", nil), false, 64)
+	limit := middleware.NewRateLimit(log, limiter.New(rdb, limiter.Options{Timeout: time.Second}), live.New(policies, "", "test:", nil), false, 64, middleware.RateLimitOptions{})
 	h, err := routes.New(routes.Deps{
 		Log:        log,
 		Continents: continents,
-		Identify:   middleware.Identify(log, auth.New(store, nil, auth.WithPasswordTTL(time.Minute), auth.WithKeyTTL(time.Minute)), 64),
+		Identify:   middleware.Identify(log, auth.New(store, auth.AuthenticatorOptions{PasswordTTL: time.Minute, KeyTTL: time.Minute}), 64),
 		Limiters:   []gin.HandlerFunc{limit.Handler()},
 	})
 	if err != nil {

@@ -267,7 +267,17 @@ func TestCandidatePolicies(t *testing.T) {
 				i, resp.status, resp.header.Get("RateLimit-Policy"), resp.header.Get("X-RateLimit-Remaining"))
 		}
 	}
-	m := metricsOf(t, base)
+	// Candidate decisions run beside the request, not before its answer:
+	// the counters are read once the five are in.
+	var m string
+	counted := func() bool {
+		m = metricsOf(t, base)
+		return metricValue(m, `tollgate_ratelimit_candidate_decisions_total{policy="p",result="allowed"}`)+
+			metricValue(m, `tollgate_ratelimit_candidate_decisions_total{policy="p",result="limited"}`) >= 5
+	}
+	for deadline := time.Now().Add(5 * time.Second); !counted() && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
 	for series, want := range map[string]float64{
 		`tollgate_ratelimit_candidate_decisions_total{policy="p",result="allowed"}`: 2,
 		`tollgate_ratelimit_candidate_decisions_total{policy="p",result="limited"}`: 3,
@@ -294,7 +304,13 @@ func TestCandidatePolicies(t *testing.T) {
 		t.Errorf("/ratelimit candidate_sha256 = %q, want %q", got, version(t, candidate(10)))
 	}
 	get(t, base+"/continents", nil) // the candidate's 3rd of 10 (its count kept)
-	m = metricsOf(t, base)
+	allowed3 := func() bool {
+		m = metricsOf(t, base)
+		return metricValue(m, `tollgate_ratelimit_candidate_decisions_total{policy="p",result="allowed"}`) >= 3
+	}
+	for deadline := time.Now().Add(5 * time.Second); !allowed3() && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
 	if got := metricValue(m, `tollgate_ratelimit_candidate_decisions_total{policy="p",result="allowed"}`); got != 3 {
 		t.Errorf("candidate allowed after its reload = %v, want 3", got)
 	}

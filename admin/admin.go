@@ -25,6 +25,7 @@ import (
 	"tollgate/live"
 	"tollgate/models"
 	"tollgate/policy"
+	"tollgate/username"
 )
 
 // ErrUsage is wrapped by Run's errors about the command line itself.
@@ -73,6 +74,9 @@ type Env struct {
 	// HashCost is the bcrypt cost of the hashes made (0:
 	// bcrypt.DefaultCost); tests lower it.
 	HashCost int
+	// Rules are the checks config.Load takes from other packages, as the
+	// server's.
+	Rules config.Rules
 }
 
 func (e Env) hashCost() int { return cmp.Or(e.HashCost, bcrypt.DefaultCost) }
@@ -85,7 +89,7 @@ func LoadPolicies(cfg config.Config, path string, routes []policy.Route) ([]poli
 	if path == "" {
 		policies, err := policy.Default(cfg.Algorithm, algorithms.Limit{Requests: cfg.Limit, Window: cfg.Window, Burst: cfg.Burst})
 		if err != nil {
-			return nil, "", fmt.Errorf("config: %w", err)
+			return nil, "", fmt.Errorf("config: %w: %w", config.ErrInvalid, err) // checked by config.Load when the rate limit is on
 		}
 		return policies, "", nil
 	}
@@ -130,7 +134,7 @@ func Run(ctx context.Context, args []string, env Env) error {
 		return err
 	}
 	if cmd.do == "healthcheck" {
-		cfg, err := config.Load(env.Getenv)
+		cfg, err := config.Load(env.Getenv, env.Rules)
 		if err != nil {
 			return fmt.Errorf("config: %w", err)
 		}
@@ -143,7 +147,7 @@ func Run(ctx context.Context, args []string, env Env) error {
 			return err
 		}
 	}
-	cfg, err := config.Load(env.Getenv)
+	cfg, err := config.Load(env.Getenv, env.Rules)
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
@@ -194,18 +198,18 @@ func openUserStore(ctx context.Context, cfg config.Config, hashCost int) (*model
 
 // Seed seeds users (SEED_USERS) into db and returns the Store on it, both
 // hashing at cost: the server's seeding, and each admin command's.
-func Seed(ctx context.Context, db *gorm.DB, users []config.User, cost int) (*models.Store, error) {
+func Seed(ctx context.Context, db *gorm.DB, users []config.SeedUser, cost int) (*models.Store, error) {
 	if err := models.SeedAtCost(ctx, db, seedCredentials(users), cost); err != nil {
 		return nil, err
 	}
-	return models.NewStore(db).WithHashCost(cost)
+	return models.NewStore(db, models.StoreOptions{HashCost: cost})
 }
 
 // seedCredentials are the SEED_USERS as models.Seed takes them.
-func seedCredentials(users []config.User) []models.Credential {
-	seed := make([]models.Credential, len(users))
+func seedCredentials(users []config.SeedUser) []models.Account {
+	seed := make([]models.Account, len(users))
 	for i, u := range users {
-		seed[i] = models.Credential{Name: u.Name, Password: u.Password, Tier: u.Tier}
+		seed[i] = models.Account{Name: u.Name, Password: u.Password, Tier: u.Tier}
 	}
 	return seed
 }
@@ -237,8 +241,8 @@ func parseCommand(args []string) (command, error) {
 		if err != nil {
 			return command{}, err
 		}
-		if len(pos) != 1 || !models.ValidUserName(pos[0]) {
-			return command{}, fmt.Errorf("%w: %s: want one NAME of %s", ErrUsage, do, models.UserNameRule)
+		if len(pos) != 1 || !username.Valid(pos[0]) {
+			return command{}, fmt.Errorf("%w: %s: want one NAME of %s", ErrUsage, do, username.Rule)
 		}
 		if !policy.ValidTier(*tier) {
 			return command{}, fmt.Errorf("%w: %s: --tier %q: %s", ErrUsage, do, *tier, tierRule)
@@ -313,8 +317,8 @@ const tierRule = "want a tier name: a lowercase letter, then up to 31 lowercase 
 // nameArg returns the one NAME argument in rest: a valid user name that does
 // not look like a flag.
 func nameArg(do string, rest []string) (string, error) {
-	if len(rest) != 1 || !models.ValidUserName(rest[0]) || strings.HasPrefix(rest[0], "-") {
-		return "", fmt.Errorf("%w: %s: want one NAME of %s", ErrUsage, do, models.UserNameRule)
+	if len(rest) != 1 || !username.Valid(rest[0]) || strings.HasPrefix(rest[0], "-") {
+		return "", fmt.Errorf("%w: %s: want one NAME of %s", ErrUsage, do, username.Rule)
 	}
 	return rest[0], nil
 }

@@ -29,6 +29,7 @@ import (
 	"tollgate/models"
 	"tollgate/policy"
 	"tollgate/redistest"
+	"tollgate/username"
 )
 
 // testEnv returns settings for the admin commands: the test's Redis (a key
@@ -67,6 +68,8 @@ func env(vars map[string]string, stdin io.Reader, stdout, stderr io.Writer) Env 
 		},
 		Routes:   testRoutes,
 		HashCost: bcrypt.MinCost,
+		Rules: config.Rules{UserName: username.Valid, UserNameRule: username.Rule, Tier: policy.ValidTier,
+			CIDR: policy.ParseCIDR, DefaultPolicy: policy.CheckDefault},
 	}
 }
 
@@ -161,9 +164,9 @@ func openStore(t *testing.T, driver, dsn string) *gorm.DB {
 // Run does in tests.
 func cliStore(t *testing.T, env map[string]string) *models.Store {
 	t.Helper()
-	store, err := models.NewStore(openStore(t, env["DB_DRIVER"], env["DB_DSN"])).WithHashCost(bcrypt.MinCost)
+	store, err := models.NewStore(openStore(t, env["DB_DRIVER"], env["DB_DSN"]), models.StoreOptions{HashCost: bcrypt.MinCost})
 	if err != nil {
-		t.Fatalf("WithHashCost: %v", err)
+		t.Fatalf("NewStore: %v", err)
 	}
 	return store
 }

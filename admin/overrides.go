@@ -14,6 +14,7 @@ import (
 	"tollgate/config"
 	"tollgate/models"
 	"tollgate/policy"
+	"tollgate/username"
 )
 
 // runOverrides runs an overrides command (set, list, delete).
@@ -52,8 +53,8 @@ func parseOverrideSet(do string, rest []string) (command, error) {
 	if err != nil {
 		return command{}, fmt.Errorf("%w: %s: %w", ErrUsage, do, err)
 	}
-	if prefix == (netip.Prefix{}) && (!models.ValidUserName(user) || strings.HasPrefix(user, "-")) {
-		return command{}, fmt.Errorf("%w: %s: %q: want a USER (%s) or ip:CIDR", ErrUsage, do, user, models.UserNameRule)
+	if prefix == (netip.Prefix{}) && (!username.Valid(user) || strings.HasPrefix(user, "-")) {
+		return command{}, fmt.Errorf("%w: %s: %q: want a USER (%s) or ip:CIDR", ErrUsage, do, user, username.Rule)
 	}
 	if *expires < 0 {
 		return command{}, fmt.Errorf("%w: %s: --expires %v: want a positive Go duration such as 72h", ErrUsage, do, *expires)
@@ -98,7 +99,7 @@ func setOverride(ctx context.Context, store *models.Store, cfg config.Config, ro
 	if !known {
 		notes = append(notes, fmt.Sprintf("note: no policy %s in the policy files here: the override applies to nothing until one has it", o.Policy))
 	}
-	row := models.Override{Subject: o.Subject(), Policy: o.Policy, Requests: o.Limit, WindowMS: o.Window.Milliseconds()}
+	row := models.OverrideRow{Subject: o.Subject(), Policy: o.Policy, Requests: o.Limit, WindowMS: o.Window.Milliseconds()}
 	expires := "never"
 	if cmd.expires > 0 {
 		at := time.Now().Add(cmd.expires).UTC().Truncate(time.Second)

@@ -146,11 +146,10 @@ func grantQuota(ctx context.Context, engine *limiter.Limiter, applied []policy.A
 	var skipped []limiter.Rule
 	var isSkipped []bool // by position in applied
 	for _, a := range applied {
-		s, err := algorithms.Lookup(a.Rule.Algorithm)
-		if err == nil && !s.Grants {
+		if !a.Rule.Algorithm.Grants {
 			skipped = append(skipped, a.Rule)
 			isSkipped = append(isSkipped, true)
-			notes = append(notes, fmt.Sprintf("%s (%s) not granted: it counts the requests running, which hold their places until they end; nothing to grant", a.Limit.Name, a.Limit.Algorithm))
+			notes = append(notes, fmt.Sprintf("%s (%s) not granted: it counts the requests running, which hold their places until they end; nothing to grant", a.Limit.Name, a.Limit.Algorithm.Name))
 			continue
 		}
 		granted = append(granted, a.Rule)
@@ -247,7 +246,7 @@ func printQuota(stdout io.Writer, subject, tier string, applied []policy.Applied
 				secs := int64(math.Ceil(d.ResetAfter.Seconds()))
 				reset = fmt.Sprintf("%s (in %ds)", d.Now.Add(time.Duration(secs)*time.Second).UTC().Format(time.RFC3339), secs)
 			}
-			fmt.Fprintf(w, "%s\t%s\t%d\t%v\t%d\t%d\t%s\n", name, a.Limit.Algorithm, d.Limit, d.Window, max(d.Limit-d.Remaining, 0), d.Remaining, reset)
+			fmt.Fprintf(w, "%s\t%s\t%d\t%v\t%d\t%d\t%s\n", name, a.Limit.Algorithm.Name, d.Limit, d.Window, max(d.Limit-d.Remaining, 0), d.Remaining, reset)
 		}
 		if err := w.Flush(); err != nil {
 			return err

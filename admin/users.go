@@ -40,7 +40,7 @@ func runUsers(ctx context.Context, store *models.Store, cfg config.Config, cmd c
 		}
 		_, err = fmt.Fprintf(stdout, "deleted user %s and revoked its API keys\n", cmd.name)
 	}
-	if err == nil && slices.ContainsFunc(cfg.SeedUsers, func(u config.User) bool { return u.Name == cmd.name }) &&
+	if err == nil && slices.ContainsFunc(cfg.SeedUsers, func(u config.SeedUser) bool { return u.Name == cmd.name }) &&
 		(cmd.do == "users passwd" || cmd.do == "users delete" || cmd.do == "users set-tier") {
 		_, err = fmt.Fprintf(stdout, "note: SEED_USERS names %s: each start (and each admin command) seeds it again from there\n", cmd.name)
 	}

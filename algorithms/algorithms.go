@@ -164,23 +164,11 @@ func (s Spec) Validate(l Limit) error {
 	return nil
 }
 
-// HasBurst reports whether algorithm (hyphens or underscores) has a
-// capacity of its own, Limit.Burst: token_bucket and gcra do; the window
-// algorithms admit Limit.Requests per window and nothing more.
-func HasBurst(algorithm string) bool {
-	s, err := Lookup(algorithm)
-	return err == nil && s.Bucket
-}
-
 // CheckCost reports whether a request of cost units can ever pass under l
-// with algorithm: cost must not exceed what one window (or a full bucket)
-// admits, nor what the algorithm can record in one call (sliding_log keeps
-// one sorted-set member per unit).
-func CheckCost(algorithm string, l Limit, cost int) error {
-	s, err := Lookup(algorithm)
-	if err != nil {
-		return err
-	}
+// with this algorithm: cost must not exceed what one window (or a full
+// bucket) admits, nor what the algorithm can record in one call
+// (sliding_log keeps one sorted-set member per unit).
+func (s Spec) CheckCost(l Limit, cost int) error {
 	capacity, what := l.Requests, "limit"
 	if s.Bucket && l.Burst > 0 {
 		capacity, what = l.Burst, "burst"

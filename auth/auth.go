@@ -14,8 +14,8 @@ import (
 
 	"golang.org/x/sync/singleflight"
 
-	"tollgate/models"
 	"tollgate/policy"
+	"tollgate/username"
 )
 
 // Users checks credentials against the stored users.
@@ -59,48 +59,49 @@ type Authenticator struct {
 	group     singleflight.Group
 }
 
-// Option sets one of an Authenticator's settings.
-type Option func(*Authenticator)
-
-// WithWarner sends the warnings of a guard that fails open to w (default:
-// none are written).
-func WithWarner(w Warner) Option { return func(a *Authenticator) { a.warn = w } }
-
-// WithTimeout bounds each credential check and each wait for a place in the
-// guard (default 1s).
-func WithTimeout(d time.Duration) Option { return func(a *Authenticator) { a.timeout = d } }
-
-// WithPasswordTTL is how long a password that passed its check is believed
-// without another (default 5m; 0: never).
-func WithPasswordTTL(d time.Duration) Option {
-	return func(a *Authenticator) { a.passwords = newCredentialCache(d, cacheSize) }
+// AuthenticatorOptions are an Authenticator's settings; each field says
+// what its zero value means.
+type AuthenticatorOptions struct {
+	// Guard limits failed credential checks; nil: none.
+	Guard *Guard
+	// Warner receives the warnings of a guard that fails open; nil: none
+	// are written.
+	Warner Warner
+	// Timeout bounds each credential check and each wait for a place in
+	// the guard; 0: 1s.
+	Timeout time.Duration
+	// PasswordTTL is how long a password that passed its check is believed
+	// without another; 0: never (each request checks it).
+	PasswordTTL time.Duration
+	// KeyTTL is how long an API key that passed its check is believed
+	// without another; 0: never. It bounds how long a revoked key keeps
+	// working.
+	KeyTTL time.Duration
+	// Clock is what the credential caches read the time from; nil:
+	// time.Now. Tests move it to see a TTL run out without waiting for it.
+	Clock func() time.Time
 }
-
-// WithKeyTTL is how long an API key that passed its check is believed
-// without another (default 10s; 0: never). It bounds how long a revoked key
-// keeps working.
-func WithKeyTTL(d time.Duration) Option {
-	return func(a *Authenticator) { a.keys = newCredentialCache(d, cacheSize) }
-}
-
-// WithClock makes the credential caches read the time from now (default
-// time.Now): tests move it to see a TTL run out without waiting for it.
-func WithClock(now func() time.Time) Option { return func(a *Authenticator) { a.now = now } }
 
 // cacheSize bounds each credential cache.
 const cacheSize = 10_000
 
 // New returns an Authenticator checking credentials against users, with
-// guard (nil: none) limiting failed checks.
-func New(users Users, guard *Guard, opts ...Option) *Authenticator {
+// the settings of o.
+func New(users Users, o AuthenticatorOptions) *Authenticator {
 	a := &Authenticator{
-		users: users, guard: guard, warn: noWarner{}, timeout: time.Second,
-		passwords: newCredentialCache(5*time.Minute, cacheSize),
-		keys:      newCredentialCache(10*time.Second, cacheSize),
-		now:       time.Now,
+		users: users, guard: o.Guard, warn: o.Warner, timeout: o.Timeout,
+		passwords: newCredentialCache(o.PasswordTTL, cacheSize),
+		keys:      newCredentialCache(o.KeyTTL, cacheSize),
+		now:       o.Clock,
 	}
-	for _, o := range opts {
-		o(a)
+	if a.warn == nil {
+		a.warn = noWarner{}
+	}
+	if a.timeout <= 0 {
+		a.timeout = time.Second
+	}
+	if a.now == nil {
+		a.now = time.Now
 	}
 	a.passwords.now, a.keys.now = a.now, a.now
 	return a
@@ -159,7 +160,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, cred Credential, addr 
 		name, password, basicOK := parseBasic(first(cred.Authorization))
 		// A name no user can have (a control character, say) is refused
 		// without a lookup.
-		if !basicOK || !models.ValidUserName(name) || len(password) > maxPasswordLen {
+		if !basicOK || !username.Valid(name) || len(password) > maxPasswordLen {
 			return Identity{}, ErrBadCredentials
 		}
 		k := a.passwords.key(name, password)

@@ -29,13 +29,13 @@ func byKey(key string) Credential { return Credential{APIKey: []string{key}} }
 // newAuth is an Authenticator over users without a guard, remembering
 // passwords and keys for a minute, as the middleware's tests set it up.
 func newAuth(users Users) *Authenticator {
-	return New(users, nil, WithPasswordTTL(time.Minute), WithKeyTTL(time.Minute))
+	return New(users, AuthenticatorOptions{PasswordTTL: time.Minute, KeyTTL: time.Minute})
 }
 
 const addr = "192.0.2.1"
 
 func TestAuthenticateAnonymous(t *testing.T) {
-	users := &authtest.Users{Name: "alice", Password: "pw"}
+	users := &authtest.FakeUsers{Name: "alice", Password: "pw"}
 	id, err := newAuth(users).Authenticate(t.Context(), Credential{}, "2001:db8::/64")
 	if err != nil {
 		t.Fatalf("Authenticate() error = %v", err)
@@ -53,7 +53,7 @@ func TestAuthenticateAnonymous(t *testing.T) {
 }
 
 func TestAuthenticateBasic(t *testing.T) {
-	users := &authtest.Users{Name: "alice", Password: "s3cret:with:colons"}
+	users := &authtest.FakeUsers{Name: "alice", Password: "s3cret:with:colons"}
 	id, err := newAuth(users).Authenticate(t.Context(), byBasic(basic("alice", "s3cret:with:colons")), addr)
 	if err != nil {
 		t.Fatalf("Authenticate() error = %v", err)
@@ -94,7 +94,7 @@ func TestAuthenticateAPIKey(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			users := &authtest.Users{Name: "alice", Password: "pw", Tier: "pro"}
+			users := &authtest.FakeUsers{Name: "alice", Password: "pw", Tier: "pro"}
 			users.SetKey("tg_good", false)
 			users.SetKey("tg_revoked", true)
 
@@ -113,7 +113,7 @@ func TestAuthenticateAPIKey(t *testing.T) {
 	}
 }
 
-// clock is a time a test moves by hand (WithClock).
+// clock is a time a test moves by hand (AuthenticatorOptions.Clock).
 type clock struct {
 	mu  sync.Mutex
 	now time.Time
@@ -135,10 +135,10 @@ func (c *clock) advance(d time.Duration) {
 
 func TestAuthenticateRevokedKeyStopsAfterTTL(t *testing.T) {
 	const ttl = 10 * time.Second
-	users := &authtest.Users{Name: "alice", Password: "pw", Tier: "pro"}
+	users := &authtest.FakeUsers{Name: "alice", Password: "pw", Tier: "pro"}
 	users.SetKey("tg_good", false)
 	c := newClock()
-	a := New(users, nil, WithKeyTTL(ttl), WithClock(c.Now))
+	a := New(users, AuthenticatorOptions{PasswordTTL: 5 * time.Minute, KeyTTL: ttl, Clock: c.Now})
 
 	for i := range 3 {
 		if id, err := a.Authenticate(t.Context(), byKey("tg_good"), addr); err != nil || id.Tier != "pro" {
@@ -163,9 +163,9 @@ func TestAuthenticateRevokedKeyStopsAfterTTL(t *testing.T) {
 // believed for the password TTL, then checked again.
 func TestAuthenticatePasswordCheckedAgainAfterTTL(t *testing.T) {
 	const ttl = 5 * time.Minute
-	users := &authtest.Users{Name: "alice", Password: "pw"}
+	users := &authtest.FakeUsers{Name: "alice", Password: "pw"}
 	c := newClock()
-	a := New(users, nil, WithPasswordTTL(ttl), WithClock(c.Now))
+	a := New(users, AuthenticatorOptions{PasswordTTL: ttl, KeyTTL: 10 * time.Second, Clock: c.Now})
 	check := func() {
 		t.Helper()
 		if _, err := a.Authenticate(t.Context(), byBasic(basic("alice", "pw")), addr); err != nil {
@@ -186,7 +186,7 @@ func TestAuthenticatePasswordCheckedAgainAfterTTL(t *testing.T) {
 }
 
 func TestAuthenticateCacheKeepsTier(t *testing.T) {
-	users := &authtest.Users{Name: "alice", Password: "pw", Tier: "pro"}
+	users := &authtest.FakeUsers{Name: "alice", Password: "pw", Tier: "pro"}
 	users.SetKey("tg_good", false)
 	a := newAuth(users)
 	for _, cred := range []Credential{
@@ -229,7 +229,7 @@ func TestAuthenticateRejects(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			users := &authtest.Users{Name: "alice", Password: "pw"}
+			users := &authtest.FakeUsers{Name: "alice", Password: "pw"}
 
 			_, err := newAuth(users).Authenticate(t.Context(), byBasic(tt.authorization), addr)
 
@@ -245,7 +245,7 @@ func TestAuthenticateRejects(t *testing.T) {
 
 func TestAuthenticateConcurrentSameCredentials(t *testing.T) {
 	const n = 50
-	users := &authtest.Users{Name: "alice", Password: "pw", Release: make(chan struct{})}
+	users := &authtest.FakeUsers{Name: "alice", Password: "pw", Release: make(chan struct{})}
 	a := newAuth(users)
 	cred := byBasic(basic("alice", "pw"))
 
@@ -288,7 +288,7 @@ func TestAuthenticateDoesNotCacheFailures(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			users := &authtest.Users{Name: "alice", Password: "right", Err: tt.err}
+			users := &authtest.FakeUsers{Name: "alice", Password: "right", Err: tt.err}
 			a := newAuth(users)
 			cred := byBasic(basic("alice", "wrong"))
 
@@ -305,7 +305,7 @@ func TestAuthenticateDoesNotCacheFailures(t *testing.T) {
 }
 
 func TestAuthenticateCacheIsPerCredential(t *testing.T) {
-	users := &authtest.Users{Name: "alice", Password: "pw"}
+	users := &authtest.FakeUsers{Name: "alice", Password: "pw"}
 	a := newAuth(users)
 
 	steps := []struct {
@@ -331,7 +331,7 @@ func TestAuthenticateCacheIsPerCredential(t *testing.T) {
 // TestAuthenticateEmptyKey: an X-API-Key header sent empty is a wrong key,
 // not anonymous, and costs no lookup.
 func TestAuthenticateEmptyKey(t *testing.T) {
-	users := &authtest.Users{Name: "alice", Password: "pw"}
+	users := &authtest.FakeUsers{Name: "alice", Password: "pw"}
 	a := newAuth(users)
 	if _, err := a.Authenticate(t.Context(), byKey(""), addr); !errors.Is(err, ErrBadCredentials) || users.Calls() != 0 {
 		t.Errorf("empty X-API-Key: error %v, %d lookups; want ErrBadCredentials and none", err, users.Calls())
@@ -345,7 +345,7 @@ func TestAuthenticateEmptyKey(t *testing.T) {
 // TestAuthenticateRepeatedCredential: a credential sent twice is ambiguous
 // (which one is the caller?), and nothing is checked.
 func TestAuthenticateRepeatedCredential(t *testing.T) {
-	users := &authtest.Users{Name: "alice", Password: "pw"}
+	users := &authtest.FakeUsers{Name: "alice", Password: "pw"}
 	users.SetKey("tg_good", false)
 	a := newAuth(users)
 	for _, cred := range []Credential{
@@ -362,7 +362,7 @@ func TestAuthenticateRepeatedCredential(t *testing.T) {
 // failure of the store.
 func TestAuthenticateBusy(t *testing.T) {
 	release := make(chan struct{})
-	users := &authtest.Users{Name: "alice", Password: "pw", Release: release}
+	users := &authtest.FakeUsers{Name: "alice", Password: "pw", Release: release}
 	a := newAuth(BoundChecks(users, 1, 10*time.Millisecond))
 	done := make(chan error)
 	go func() {

@@ -63,18 +63,18 @@ func guarded(t *testing.T, users Users, rdb redis.Scripter, prefix string, limit
 // each check and for each of the guard's Redis calls.
 func guardedTimeout(t *testing.T, users Users, rdb redis.Scripter, prefix string, limit int, failOpen bool, passwordTTL, timeout time.Duration) *Authenticator {
 	t.Helper()
-	guard, err := NewGuard(rdb, prefix, limit, 15*time.Minute, 720*time.Hour, timeout, failOpen)
+	guard, err := NewGuard(rdb, GuardOptions{Prefix: prefix, Failures: limit, Window: 15 * time.Minute, TrustedTTL: 720 * time.Hour, Timeout: timeout, FailOpen: failOpen})
 	if err != nil {
 		t.Fatalf("NewGuard: %v", err)
 	}
-	return New(users, guard, WithTimeout(timeout), WithPasswordTTL(passwordTTL), WithKeyTTL(time.Minute))
+	return New(users, AuthenticatorOptions{Guard: guard, Timeout: timeout, PasswordTTL: passwordTTL, KeyTTL: time.Minute})
 }
 
 func TestGuardBlocksAfterFailures(t *testing.T) {
 	for backend, newRedis := range redistest.Backends() {
 		t.Run(backend, func(t *testing.T) {
 			g := newRedis(t)
-			users := &authtest.Users{Name: "bob", Password: "pw"}
+			users := &authtest.FakeUsers{Name: "bob", Password: "pw"}
 			users.SetKey("tg_good", false)
 			a := guarded(t, users, g.Client, g.Prefix, 10, true, time.Minute)
 			const attacker, other, fresh = "192.0.2.1", "198.51.100.2", "203.0.113.3"
@@ -146,7 +146,7 @@ func TestGuardCountsOnlyFailures(t *testing.T) {
 	for backend, newRedis := range redistest.Backends() {
 		t.Run(backend, func(t *testing.T) {
 			g := newRedis(t)
-			users := &authtest.Users{Name: "bob", Password: "pw"}
+			users := &authtest.FakeUsers{Name: "bob", Password: "pw"}
 			users.SetKey("tg_good", false)
 			a := guarded(t, users, g.Client, g.Prefix, 3, true, 0) // every password is checked
 			const ip = "192.0.2.1"
@@ -197,7 +197,7 @@ func TestGuardExactUnderConcurrency(t *testing.T) {
 			t.Run(backend+"/"+tt.name, func(t *testing.T) {
 				g := newRedis(t)
 				release := make(chan struct{})
-				users := &authtest.Users{Name: "bob", Password: "pw", Release: release}
+				users := &authtest.FakeUsers{Name: "bob", Password: "pw", Release: release}
 				// Checks are held until the test has seen them all start,
 				// which on a loaded machine can take longer than a second,
 				// and 200 requests reach miniredis at once (no HTTP layer
@@ -238,7 +238,7 @@ func TestGuardRightCredentialsWait(t *testing.T) {
 		t.Run(backend, func(t *testing.T) {
 			g := newRedis(t)
 			release := make(chan struct{})
-			users := &authtest.Users{Name: "bob", Password: "pw", Release: release}
+			users := &authtest.FakeUsers{Name: "bob", Password: "pw", Release: release}
 			const limit, n = 2, 5
 			for i := range n {
 				users.SetKey("tg_good"+strconv.Itoa(i), false)
@@ -273,7 +273,7 @@ func TestGuardRightCredentialsWait(t *testing.T) {
 
 // waitCalls waits until the checker has been called want times, then a
 // little longer, so that calls beyond want would show up too.
-func waitCalls(t *testing.T, users *authtest.Users, want int) {
+func waitCalls(t *testing.T, users *authtest.FakeUsers, want int) {
 	t.Helper()
 	users.WaitCalls(t, want)
 	// Extra calls could only come later: nothing signals their absence.
@@ -289,7 +289,7 @@ func TestGuardUncheckedKeepsNoPlace(t *testing.T) {
 	for backend, newRedis := range redistest.Backends() {
 		t.Run(backend, func(t *testing.T) {
 			g := newRedis(t)
-			users := &authtest.Users{Name: "bob", Password: "pw", Err: errors.New("store down")}
+			users := &authtest.FakeUsers{Name: "bob", Password: "pw", Err: errors.New("store down")}
 			a := guarded(t, users, g.Client, g.Prefix, 2, false, 0)
 			wrong := byBasic(basic("bob", "guess"))
 			for i := range 5 {
@@ -329,7 +329,7 @@ func TestGuardRedisDown(t *testing.T) {
 			rdb := redis.NewClient(&redis.Options{Addr: m.Addr(), MaxRetries: -1})
 			t.Cleanup(func() { rdb.Close() })
 			m.Close()
-			users := &authtest.Users{Name: "bob", Password: "pw"}
+			users := &authtest.FakeUsers{Name: "bob", Password: "pw"}
 			users.SetKey("tg_good", false)
 			a := guarded(t, users, rdb, "test:", 10, tt.failOpen, time.Minute)
 
@@ -352,11 +352,11 @@ func TestGuardRedisDown(t *testing.T) {
 // 15 minutes on rdb and trustedTTL as its trusted TTL.
 func trusting(t *testing.T, users Users, rdb redis.Scripter, prefix string, trustedTTL, passwordTTL time.Duration) *Authenticator {
 	t.Helper()
-	guard, err := NewGuard(rdb, prefix, 10, 15*time.Minute, trustedTTL, time.Second, false)
+	guard, err := NewGuard(rdb, GuardOptions{Prefix: prefix, Failures: 10, Window: 15 * time.Minute, TrustedTTL: trustedTTL, Timeout: time.Second})
 	if err != nil {
 		t.Fatalf("NewGuard: %v", err)
 	}
-	return New(users, guard, WithPasswordTTL(passwordTTL), WithKeyTTL(time.Minute))
+	return New(users, AuthenticatorOptions{Guard: guard, PasswordTTL: passwordTTL, KeyTTL: time.Minute})
 }
 
 // TestGuardTrustedAddressNotLockedOut: john_doe logs in from A; then 20
@@ -377,7 +377,7 @@ func TestGuardTrustedAddressNotLockedOut(t *testing.T) {
 		for _, tt := range tests {
 			t.Run(backend+"/"+tt.name, func(t *testing.T) {
 				g := newRedis(t)
-				users := &authtest.Users{Name: "john_doe", Password: "pw"}
+				users := &authtest.FakeUsers{Name: "john_doe", Password: "pw"}
 				a := trusting(t, users, g.Client, g.Prefix, 720*time.Hour, tt.passwordTTL)
 				other := trusting(t, users, g.Client, g.Prefix, 720*time.Hour, tt.passwordTTL) // another instance
 				const home, fresh = "192.0.2.1", "203.0.113.9"
@@ -431,7 +431,7 @@ func TestGuardTrustedAddressKeepsItsOwnCounter(t *testing.T) {
 	for backend, newRedis := range redistest.Backends() {
 		t.Run(backend, func(t *testing.T) {
 			g := newRedis(t)
-			users := &authtest.Users{Name: "john_doe", Password: "pw"}
+			users := &authtest.FakeUsers{Name: "john_doe", Password: "pw"}
 			a := trusting(t, users, g.Client, g.Prefix, 720*time.Hour, 0)
 			const home = "192.0.2.1"
 			if got := attempt(t, a, home, byBasic(basic("john_doe", "pw"))); got != admitted {
@@ -455,7 +455,7 @@ func TestGuardTrustedTTLZero(t *testing.T) {
 	for backend, newRedis := range redistest.Backends() {
 		t.Run(backend, func(t *testing.T) {
 			g := newRedis(t)
-			users := &authtest.Users{Name: "john_doe", Password: "pw"}
+			users := &authtest.FakeUsers{Name: "john_doe", Password: "pw"}
 			a := trusting(t, users, g.Client, g.Prefix, 0, time.Minute)
 			const home = "192.0.2.1"
 			right := byBasic(basic("john_doe", "pw"))
@@ -485,7 +485,7 @@ func TestGuardMaxChecks(t *testing.T) {
 		t.Run(backend, func(t *testing.T) {
 			g := newRedis(t)
 			release := make(chan struct{})
-			users := &authtest.Users{Name: "bob", Password: "pw", Release: release}
+			users := &authtest.FakeUsers{Name: "bob", Password: "pw", Release: release}
 			a := guarded(t, BoundChecks(users, 1, 50*time.Millisecond), g.Client, g.Prefix, 3, false, 0)
 			const ip = "192.0.2.1"
 

@@ -44,24 +44,42 @@ var guardScript = redis.NewScript(guardLua)
 // Lua number, which is exact up to 2^53.
 const maxGuardWindow = 366 * 24 * time.Hour
 
-// NewGuard returns a Guard admitting failures failed checks per window,
-// with its state under prefix in rdb; each Redis call gets timeout. An
-// address stays trusted for a user for trustedTTL after a successful check
-// (0: no address is trusted). When Redis fails, failOpen lets credentials
-// be checked unguarded; otherwise Authenticate fails with
-// ErrGuardUnavailable (503), as the rate limiter does.
-func NewGuard(rdb redis.Scripter, prefix string, failures int, window, trustedTTL, timeout time.Duration, failOpen bool) (*Guard, error) {
+// GuardOptions are a Guard's settings (AUTH_FAIL_LIMIT, AUTH_FAIL_WINDOW,
+// AUTH_TRUSTED_TTL); Failures and Window have no default.
+type GuardOptions struct {
+	Prefix   string        // the keys' prefix in Redis
+	Failures int           // failed checks admitted per Window, at least 1
+	Window   time.Duration // 1ms to 366 days
+	// TrustedTTL is how long an address stays trusted for a user after a
+	// successful check; 0: no address is trusted.
+	TrustedTTL time.Duration
+	// Timeout bounds each Redis call; 0: 1s.
+	Timeout time.Duration
+	// FailOpen lets credentials be checked unguarded when Redis fails;
+	// false: Authenticate fails with ErrGuardUnavailable (503), as the rate
+	// limiter does.
+	FailOpen bool
+}
+
+// NewGuard returns a Guard keeping its state in rdb, with the settings of o.
+// Its error is a bug of the caller's: config checks the settings it is
+// given.
+func NewGuard(rdb redis.Scripter, o GuardOptions) (*Guard, error) {
 	switch {
-	case failures < 1:
-		return nil, fmt.Errorf("auth guard: %d failures, want at least 1", failures)
-	case window < time.Millisecond || window > maxGuardWindow:
-		return nil, fmt.Errorf("auth guard: window %v, want 1ms to %v", window, maxGuardWindow)
-	case trustedTTL < 0:
-		return nil, fmt.Errorf("auth guard: trusted TTL %v, want 0 or more", trustedTTL)
+	case o.Failures < 1:
+		return nil, fmt.Errorf("auth guard: %d failures, want at least 1", o.Failures)
+	case o.Window < time.Millisecond || o.Window > maxGuardWindow:
+		return nil, fmt.Errorf("auth guard: window %v, want 1ms to %v", o.Window, maxGuardWindow)
+	case o.TrustedTTL < 0:
+		return nil, fmt.Errorf("auth guard: trusted TTL %v, want 0 or more", o.TrustedTTL)
 	}
-	g := &Guard{rdb: rdb, prefix: prefix, limit: []any{failures, window.Milliseconds()}, timeout: timeout, failOpen: failOpen}
-	if trustedTTL > 0 {
-		g.trust = newTrustedAddrs(trustedTTL)
+	timeout := o.Timeout
+	if timeout <= 0 {
+		timeout = time.Second
+	}
+	g := &Guard{rdb: rdb, prefix: o.Prefix, limit: []any{o.Failures, o.Window.Milliseconds()}, timeout: timeout, failOpen: o.FailOpen}
+	if o.TrustedTTL > 0 {
+		g.trust = newTrustedAddrs(o.TrustedTTL)
 	}
 	return g, nil
 }

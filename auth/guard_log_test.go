@@ -28,7 +28,7 @@ func TestGuardLongLog(t *testing.T) {
 			}
 			g := newRedis(t)
 			ctx := t.Context()
-			probe, err := NewGuard(g.Client, g.Prefix, 1, window, 0, 5*time.Second, false)
+			probe, err := NewGuard(g.Client, GuardOptions{Prefix: g.Prefix, Failures: 1, Window: window, Timeout: 5 * time.Second})
 			if err != nil {
 				t.Fatalf("NewGuard: %v", err)
 			}
@@ -63,7 +63,7 @@ func TestGuardLongLog(t *testing.T) {
 				{n + 1, true, 0},
 			}
 			for _, tt := range tests {
-				guard, err := NewGuard(g.Client, g.Prefix, tt.limit, window, 0, 5*time.Second, false)
+				guard, err := NewGuard(g.Client, GuardOptions{Prefix: g.Prefix, Failures: tt.limit, Window: window, Timeout: 5 * time.Second})
 				if err != nil {
 					t.Fatalf("NewGuard: %v", err)
 				}
@@ -100,7 +100,7 @@ func TestGuardPlacesLeaveAfterWindow(t *testing.T) {
 	m := miniredis.RunT(t)
 	rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
 	t.Cleanup(func() { rdb.Close() })
-	guard, err := NewGuard(rdb, "test:", 2, time.Minute, 0, time.Second, false)
+	guard, err := NewGuard(rdb, GuardOptions{Prefix: "test:", Failures: 2, Window: time.Minute, Timeout: time.Second})
 	if err != nil {
 		t.Fatalf("NewGuard: %v", err)
 	}

@@ -18,7 +18,7 @@ func TestGuardBusyIsNotDown(t *testing.T) {
 	for backend, newRedis := range redistest.Backends() {
 		t.Run(backend, func(t *testing.T) {
 			g := newRedis(t)
-			guard, err := NewGuard(g.Client, g.Prefix, 1, time.Minute, 720*time.Hour, time.Second, true)
+			guard, err := NewGuard(g.Client, GuardOptions{Prefix: g.Prefix, Failures: 1, Window: time.Minute, TrustedTTL: 720 * time.Hour, Timeout: time.Second, FailOpen: true})
 			if err != nil {
 				t.Fatalf("NewGuard: %v", err)
 			}
@@ -65,7 +65,7 @@ func TestGuardSilentRedisIsDown(t *testing.T) {
 	}()
 	rdb := redis.NewClient(&redis.Options{Addr: ln.Addr().String(), MaxRetries: -1, ContextTimeoutEnabled: true})
 	t.Cleanup(func() { rdb.Close() })
-	guard, err := NewGuard(rdb, "test:", 10, time.Minute, 720*time.Hour, 300*time.Millisecond, true)
+	guard, err := NewGuard(rdb, GuardOptions{Prefix: "test:", Failures: 10, Window: time.Minute, TrustedTTL: 720 * time.Hour, Timeout: 300 * time.Millisecond, FailOpen: true})
 	if err != nil {
 		t.Fatalf("NewGuard: %v", err)
 	}
@@ -84,7 +84,7 @@ func TestGuardSilentRedisIsDown(t *testing.T) {
 func TestNewGuardRejectsBadLimit(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
 	t.Cleanup(func() { rdb.Close() })
-	if _, err := NewGuard(rdb, "p:", 0, time.Minute, 720*time.Hour, time.Second, true); err == nil {
+	if _, err := NewGuard(rdb, GuardOptions{Prefix: "p:", Failures: 0, Window: time.Minute, TrustedTTL: 720 * time.Hour, Timeout: time.Second, FailOpen: true}); err == nil {
 		t.Error("NewGuard(limit 0) = nil error, want one")
 	}
 }

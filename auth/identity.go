@@ -3,6 +3,11 @@
 // credential cache and the brute-force guard (its Lua beside it) and knows
 // no HTTP framework: the middleware reads the headers and maps its errors
 // to statuses.
+//
+// Constructors follow the module's one style: what the value cannot work
+// without as parameters, its settings in one options struct named after the
+// type (New takes AuthenticatorOptions, NewGuard GuardOptions), each field
+// saying what its zero value means.
 package auth
 
 import (

@@ -14,7 +14,7 @@ func TestGuardTrustedAddrsBounded(t *testing.T) {
 	for backend, newRedis := range redistest.Backends() {
 		t.Run(backend, func(t *testing.T) {
 			g := newRedis(t)
-			guard, err := NewGuard(g.Client, g.Prefix, 10, time.Minute, time.Hour, time.Second, false)
+			guard, err := NewGuard(g.Client, GuardOptions{Prefix: g.Prefix, Failures: 10, Window: time.Minute, TrustedTTL: time.Hour, Timeout: time.Second})
 			if err != nil {
 				t.Fatalf("NewGuard: %v", err)
 			}

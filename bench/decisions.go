@@ -78,9 +78,13 @@ func measureDecisions(ctx context.Context, log *slog.Logger, s *redisServer, dur
 			if pipelined {
 				o.PipelineBatch, o.PipelineWindow, o.PipelineConns = pipeBatch, pipeWindow, pipeConns
 			}
+			spec, err := algorithms.Lookup(name) // once, as a policy does at load
+			if err != nil {
+				return nil, nil, err
+			}
 			l := limiter.New(rdb, o)
 			return func(ctx context.Context, key string) error {
-				_, err := l.Decide(ctx, []limiter.Rule{{Algorithm: name, Limit: admitting(name), Key: prefix + key}})
+				_, err := l.Decide(ctx, []limiter.Rule{{Algorithm: spec, Limit: admitting(name), Key: prefix + key}})
 				return err
 			}, l.Close, nil
 		}

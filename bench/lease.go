@@ -48,7 +48,7 @@ func measureLeaseCheck(ctx context.Context, log *slog.Logger, s *redisServer) ([
 			if err := s.flush(ctx); err != nil {
 				return nil, err
 			}
-			rule := limiter.Rule{Algorithm: spec.Name, Key: "lease:{k}",
+			rule := limiter.Rule{Algorithm: spec, Key: "lease:{k}",
 				Limit: algorithms.Limit{Requests: leaseCheckLimit, Window: time.Hour}}
 			var engines [leaseCheckInstances]*limiter.Limiter
 			for i := range engines {

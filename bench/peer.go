@@ -148,7 +148,10 @@ func stackPeer(ctx context.Context, redisURL, dsn string) (*http.Server, func(),
 	if err := models.Seed(startCtx, db, nil); err != nil {
 		return fail(err)
 	}
-	store := models.NewStore(db)
+	store, err := models.NewStore(db, models.StoreOptions{})
+	if err != nil {
+		return fail(err)
+	}
 	// The service's own constructor, as run calls it; only the limiter differs.
 	svc, err := routes.NewService(startCtx, routes.ServiceDeps{
 		Log:       log,
@@ -156,7 +159,7 @@ func stackPeer(ctx context.Context, redisURL, dsn string) (*http.Server, func(),
 		SQL:       sqlDB,
 		Driver:    "mysql",
 		PingRedis: func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
-		Identify:  middleware.Identify(log, auth.New(store, nil, auth.WithTimeout(2*time.Second), auth.WithPasswordTTL(5*time.Minute), auth.WithKeyTTL(10*time.Second)), 64),
+		Identify:  middleware.Identify(log, auth.New(store, auth.AuthenticatorOptions{Timeout: 2 * time.Second, PasswordTTL: 5 * time.Minute, KeyTTL: 10 * time.Second}), 64),
 		Summary:   routes.Summary{Enabled: true, Algorithm: "fixed_window", Limit: 1_000_000_000, Window: time.Hour},
 		Limiters:  []gin.HandlerFunc{guard},
 	})

@@ -30,9 +30,13 @@ func measureScriptUsec(ctx context.Context, log *slog.Logger, s *redisServer, d 
 	var subjects []subject
 	for _, name := range algorithms.Windowed() {
 		subjects = append(subjects, subject{name, func(prefix string) (decider, func(), error) {
+			spec, err := algorithms.Lookup(name) // once, as a policy does at load
+			if err != nil {
+				return nil, nil, err
+			}
 			l := limiter.New(rdb, limiter.Options{Timeout: 100 * time.Millisecond})
 			return func(ctx context.Context, key string) error {
-				_, err := l.Decide(ctx, []limiter.Rule{{Algorithm: name, Limit: admitting(name), Key: prefix + key}})
+				_, err := l.Decide(ctx, []limiter.Rule{{Algorithm: spec, Limit: admitting(name), Key: prefix + key}})
 				return err
 			}, l.Close, nil
 		}})

@@ -1,5 +1,9 @@
 // Package config reads the service's settings from the environment, applies
-// defaults and validates them all at start-up.
+// defaults and validates them all at start-up: every bad setting comes back
+// from Load as one error wrapping ErrInvalid. It imports no package of
+// ours: the rules whose home is elsewhere (user names, tiers, CIDRs, the
+// default policy's algorithm and limit) come in as plain functions (Rules),
+// which main takes from the packages that own them.
 package config
 
 import (
@@ -16,17 +20,14 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
-
-	"tollgate/models"
-	"tollgate/policy"
 )
 
 // ErrInvalid is wrapped by every error Load returns.
 var ErrInvalid = errors.New("invalid configuration")
 
-// User is one account to seed at start-up. An empty Tier keeps an existing
+// SeedUser is one account to seed at start-up. An empty Tier keeps an existing
 // user's tier (a new user gets "free").
-type User struct {
+type SeedUser struct {
 	Name     string
 	Password string
 	Tier     string
@@ -50,7 +51,7 @@ type Config struct {
 	TrustedProxies []netip.Prefix
 	KeyPrefix      string
 	PolicyFile     string // empty: one policy from the RATE_LIMIT_* variables
-	SeedUsers      []User
+	SeedUsers      []SeedUser
 	MetricsAddr    string // empty: /metrics on the API's port
 	LogFormat      string // json or text
 	LogLevel       slog.Level
@@ -85,10 +86,30 @@ type Config struct {
 	OverridesRefresh time.Duration // how often the overrides are read from the database
 }
 
-// Load reads the configuration through getenv. Every problem is reported at
-// once, each naming the variable, its value and what is wanted.
-func Load(getenv func(string) string) (Config, error) {
-	p := parser{getenv: getenv}
+// Rules are the checks of settings whose rule has its home in another
+// package; main fills them from there, so each rule is written once and
+// config imports nothing of ours. Load needs every one.
+type Rules struct {
+	UserName     func(name string) bool // a user's name (SEED_USERS)
+	UserNameRule string                 // what UserName accepts, for messages
+	Tier         func(tier string) bool // a user's tier (SEED_USERS)
+	// CIDR reads one network (TRUSTED_PROXIES) in its canonical form.
+	CIDR func(s string) (netip.Prefix, error)
+	// DefaultPolicy checks the one policy RATE_LIMIT_ALGORITHM, _LIMIT,
+	// _BURST and _WINDOW describe, read when no policy file is set; its
+	// errors name the variables.
+	DefaultPolicy func(algorithm string, limit, burst int, window time.Duration) error
+}
+
+// Load reads the configuration through getenv, checking each setting, with
+// rules for those whose rule lives elsewhere. Every problem is reported at
+// once, each naming the variable, its value and what is wanted, in one error
+// wrapping ErrInvalid.
+func Load(getenv func(string) string, rules Rules) (Config, error) {
+	if rules.UserName == nil || rules.Tier == nil || rules.CIDR == nil || rules.DefaultPolicy == nil {
+		return Config{}, errors.New("config.Load: every one of Rules is needed")
+	}
+	p := parser{getenv: getenv, rules: rules, bad: map[string]bool{}}
 	c := Config{
 		Port:       p.int("PORT", "8080", 0, 65535),
 		RedisURL:   p.redisURL("REDIS_URL"),
@@ -152,6 +173,13 @@ func Load(getenv func(string) string) (Config, error) {
 	c.IPv6Prefix = p.int("RATE_LIMIT_IPV6_PREFIX", "64", 1, 128)
 	c.CandidateFile = p.str("RATE_LIMIT_CANDIDATE_FILE", "")
 	c.OverridesRefresh = p.duration("RATE_LIMIT_OVERRIDES_REFRESH", "10s", 100*time.Millisecond, time.Hour)
+	// The RATE_LIMIT_* variables make the one policy only without a policy
+	// file; a number already reported is not blamed again.
+	if c.Enabled && c.PolicyFile == "" && !p.bad["RATE_LIMIT_LIMIT"] && !p.bad["RATE_LIMIT_BURST"] && !p.bad["RATE_LIMIT_WINDOW"] {
+		if err := rules.DefaultPolicy(c.Algorithm, c.Limit, c.Burst, c.Window); err != nil {
+			p.errs = append(p.errs, err)
+		}
+	}
 	if len(p.errs) > 0 {
 		return Config{}, fmt.Errorf("%w: %w", ErrInvalid, errors.Join(p.errs...))
 	}
@@ -191,7 +219,9 @@ func (p *parser) onRedisError() string {
 // parser collects the errors of every variable it reads.
 type parser struct {
 	getenv func(string) string
+	rules  Rules
 	errs   []error
+	bad    map[string]bool // variables reported by fail
 }
 
 func (p *parser) str(name, def string) string {
@@ -202,6 +232,7 @@ func (p *parser) str(name, def string) string {
 }
 
 func (p *parser) fail(name, value, want string) {
+	p.bad[name] = true
 	p.errs = append(p.errs, fmt.Errorf("%s=%q: %s", name, value, want))
 }
 
@@ -319,7 +350,7 @@ func (p *parser) prefixes(name string) []netip.Prefix {
 	var bad []string
 	for _, s := range strings.Split(v, ",") {
 		s = strings.TrimSpace(s)
-		pf, err := policy.ParseCIDR(s)
+		pf, err := p.rules.CIDR(s)
 		if err != nil {
 			if !slices.Contains(bad, s) { // each bad entry once
 				bad = append(bad, s)
@@ -336,24 +367,24 @@ func (p *parser) prefixes(name string) []netip.Prefix {
 // after the last colon is a tier when it looks like one (a lowercase letter,
 // then lowercase letters, digits, _ or -); so a password that contains a
 // colon followed by such a word needs its tier written out: user:pa:ss:free.
-func (p *parser) users(name, def string) []User {
+func (p *parser) users(name, def string) []SeedUser {
 	v := p.str(name, def)
 	if v == "" {
 		return nil
 	}
-	var out []User
+	var out []SeedUser
 	for i, s := range strings.Split(v, ",") {
 		user, pass, ok := strings.Cut(strings.TrimSpace(s), ":")
 		var tier string
-		if i := strings.LastIndexByte(pass, ':'); i >= 0 && policy.ValidTier(pass[i+1:]) {
+		if i := strings.LastIndexByte(pass, ':'); i >= 0 && p.rules.Tier(pass[i+1:]) {
 			pass, tier = pass[:i], pass[i+1:]
 		}
-		if !ok || !models.ValidUserName(user) || pass == "" || len(pass) > 72 {
+		if !ok || !p.rules.UserName(user) || pass == "" || len(pass) > 72 {
 			// Never echo the value: it holds passwords.
-			p.errs = append(p.errs, fmt.Errorf("%s: entry %d: want user:password or user:password:tier (name %s, password 1 to 72 bytes)", name, i+1, models.UserNameRule))
+			p.errs = append(p.errs, fmt.Errorf("%s: entry %d: want user:password or user:password:tier (name %s, password 1 to 72 bytes)", name, i+1, p.rules.UserNameRule))
 			continue
 		}
-		out = append(out, User{Name: user, Password: pass, Tier: tier})
+		out = append(out, SeedUser{Name: user, Password: pass, Tier: tier})
 	}
 	return out
 }

@@ -10,7 +10,19 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"tollgate/policy"
+	"tollgate/username"
 )
+
+// rules are the checks main hands to Load, from the packages that own them.
+var rules = Rules{
+	UserName:      username.Valid,
+	UserNameRule:  username.Rule,
+	Tier:          policy.ValidTier,
+	CIDR:          policy.ParseCIDR,
+	DefaultPolicy: policy.CheckDefault,
+}
 
 // env turns a map into the getenv Load takes; a missing key reads as unset.
 func env(m map[string]string) func(string) string {
@@ -34,7 +46,7 @@ func TestLoadDefaults(t *testing.T) {
 		OnRedisError: "local",
 		Timeout:      100 * time.Millisecond,
 		KeyPrefix:    "ratelimit:",
-		SeedUsers:    []User{{Name: "john_doe", Password: "EXAMPLE_PASSWORD"}},
+		SeedUsers:    []SeedUser{{Name: "john_doe", Password: "EXAMPLE_PASSWORD"}},
 		LogFormat:    "json",
 		LogLevel:     slog.LevelInfo,
 		DBConnect:    30 * time.Second,
@@ -69,7 +81,7 @@ func TestLoadDefaults(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := Load(env(tt.env))
+			got, err := Load(env(tt.env), rules)
 			if err != nil {
 				t.Fatalf("Load() error = %v, want nil", err)
 			}
@@ -81,7 +93,7 @@ func TestLoadDefaults(t *testing.T) {
 }
 
 func TestLoadDefaultFields(t *testing.T) {
-	got, err := Load(env(nil))
+	got, err := Load(env(nil), rules)
 	if err != nil {
 		t.Fatalf("Load() error = %v, want nil", err)
 	}
@@ -129,9 +141,9 @@ func TestLoadValues(t *testing.T) {
 		{"hyphenated token-bucket", map[string]string{"RATE_LIMIT_ALGORITHM": "token-bucket"}, func(c Config) any { return c.Algorithm }, "token_bucket"},
 		{"hyphenated fixed-window", map[string]string{"RATE_LIMIT_ALGORITHM": "fixed-window"}, func(c Config) any { return c.Algorithm }, "fixed_window"},
 		{"underscored kept", map[string]string{"RATE_LIMIT_ALGORITHM": "sliding_window"}, func(c Config) any { return c.Algorithm }, "sliding_window"},
-		{"seed users", map[string]string{"SEED_USERS": "a:pw1, b:pw:2"}, func(c Config) any { return c.SeedUsers }, []User{{"a", "pw1", ""}, {"b", "pw:2", ""}}},
+		{"seed users", map[string]string{"SEED_USERS": "a:pw1, b:pw:2"}, func(c Config) any { return c.SeedUsers }, []SeedUser{{"a", "pw1", ""}, {"b", "pw:2", ""}}},
 		{"seed users with tiers", map[string]string{"SEED_USERS": "a:pw1:pro,b:pw2,c:pw:3:free,d:pw:Gold,e:pw:team-2"}, func(c Config) any { return c.SeedUsers },
-			[]User{{"a", "pw1", "pro"}, {"b", "pw2", ""}, {"c", "pw:3", "free"}, {"d", "pw:Gold", ""}, {"e", "pw", "team-2"}}},
+			[]SeedUser{{"a", "pw1", "pro"}, {"b", "pw2", ""}, {"c", "pw:3", "free"}, {"d", "pw:Gold", ""}, {"e", "pw", "team-2"}}},
 		{"key cache ttl", map[string]string{"AUTH_KEY_CACHE_TTL": "200ms"}, func(c Config) any { return c.AuthKeyCacheTTL }, 200 * time.Millisecond},
 		{"key cache off", map[string]string{"AUTH_KEY_CACHE_TTL": "0s"}, func(c Config) any { return c.AuthKeyCacheTTL }, time.Duration(0)},
 		{"auth fail limit", map[string]string{"AUTH_FAIL_LIMIT": "3"}, func(c Config) any { return c.AuthFailLimit }, 3},
@@ -153,7 +165,7 @@ func TestLoadValues(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := Load(env(tt.env))
+			c, err := Load(env(tt.env), rules)
 			if err != nil {
 				t.Fatalf("Load() error = %v, want nil", err)
 			}
@@ -178,7 +190,7 @@ func TestLoadTrustedProxies(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := Load(env(map[string]string{"TRUSTED_PROXIES": tt.value}))
+			c, err := Load(env(map[string]string{"TRUSTED_PROXIES": tt.value}), rules)
 			if err != nil {
 				t.Fatalf("Load() error = %v, want nil", err)
 			}
@@ -259,10 +271,14 @@ func TestLoadInvalid(t *testing.T) {
 		{"ipv6 prefix 0", map[string]string{"RATE_LIMIT_IPV6_PREFIX": "0"}, "RATE_LIMIT_IPV6_PREFIX"},
 		{"ipv6 prefix 129", map[string]string{"RATE_LIMIT_IPV6_PREFIX": "129"}, "RATE_LIMIT_IPV6_PREFIX"},
 		{"ipv6 prefix not a number", map[string]string{"RATE_LIMIT_IPV6_PREFIX": "x"}, "RATE_LIMIT_IPV6_PREFIX"},
+		// The default policy's checks are policy's; their errors are settings' too.
+		{"unknown algorithm", map[string]string{"RATE_LIMIT_ALGORITHM": "leaky"}, `RATE_LIMIT_ALGORITHM="leaky"`},
+		{"concurrency without a policy file", map[string]string{"RATE_LIMIT_ALGORITHM": "concurrency"}, "RATE_LIMIT_POLICY_FILE"},
+		{"sliding_log over a million", map[string]string{"RATE_LIMIT_ALGORITHM": "sliding_log", "RATE_LIMIT_LIMIT": "1000001"}, "RATE_LIMIT_LIMIT"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := Load(env(tt.env))
+			_, err := Load(env(tt.env), rules)
 			if !errors.Is(err, ErrInvalid) {
 				t.Fatalf("Load() error = %v, want one wrapping ErrInvalid", err)
 			}
@@ -285,7 +301,7 @@ func TestLoadReportsEveryProblem(t *testing.T) {
 		"TRUSTED_PROXIES":      "not-a-cidr",
 		"SEED_USERS":           "nocolon",
 		"RATE_LIMIT_FAIL_OPEN": "perhaps",
-	}))
+	}), rules)
 	if !errors.Is(err, ErrInvalid) {
 		t.Fatalf("Load() error = %v, want one wrapping ErrInvalid", err)
 	}
@@ -318,7 +334,7 @@ func TestLoadErrorsHideSecrets(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := Load(env(tt.env))
+			_, err := Load(env(tt.env), rules)
 			if !errors.Is(err, ErrInvalid) {
 				t.Fatalf("Load() error = %v, want one wrapping ErrInvalid", err)
 			}
@@ -343,7 +359,7 @@ func TestLoadNamesOnlyTheBadVariable(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := Load(env(tt.env))
+			_, err := Load(env(tt.env), rules)
 			if !errors.Is(err, ErrInvalid) {
 				t.Fatalf("Load() error = %v, want one wrapping ErrInvalid", err)
 			}
@@ -368,7 +384,7 @@ func TestErrorsBlameOnlyWhatIsWrong(t *testing.T) {
 		{map[string]string{"TRUSTED_PROXIES": "10.0.0.0/8,,"}, "TRUSTED_PROXIES", "REDIS", 1},
 	}
 	for _, tt := range tests {
-		_, err := Load(func(k string) string { return tt.env[k] })
+		_, err := Load(func(k string) string { return tt.env[k] }, rules)
 		if err == nil {
 			t.Errorf("Load(%v) = nil error, want one naming %s", tt.env, tt.want)
 			continue

@@ -54,7 +54,7 @@ func sortedKeys(m map[string]bool) []string {
 // (NAME=value, uncommented), setting the variable to it changes nothing:
 // the documented default is the real one.
 func TestDocumentedDefaults(t *testing.T) {
-	base, err := Load(func(string) string { return "" })
+	base, err := Load(func(string) string { return "" }, rules)
 	if err != nil {
 		t.Fatalf("Load() with no settings: %v", err)
 	}
@@ -81,7 +81,7 @@ func TestDocumentedDefaults(t *testing.T) {
 					return value
 				}
 				return ""
-			})
+			}, rules)
 			if err != nil {
 				t.Errorf("%s: %s=%q: %v", tt.file, name, value, err)
 				continue

@@ -2,14 +2,19 @@ package config
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
+	"time"
 )
 
 // Names returns the name of every setting Load reads, sorted.
 func Names() []string {
 	read := map[string]bool{}
-	_, _ = Load(func(k string) string { read[k] = true; return "" }) // the defaults: errors do not matter here
+	yes := func(string) bool { return true }
+	anything := Rules{UserName: yes, Tier: yes, CIDR: netip.ParsePrefix,
+		DefaultPolicy: func(string, int, int, time.Duration) error { return nil }}
+	_, _ = Load(func(k string) string { read[k] = true; return "" }, anything) // the defaults: errors do not matter here
 	names := make([]string, 0, len(read))
 	for k := range read {
 		names = append(names, k)

@@ -23,7 +23,7 @@ var ErrCircuitOpen = errors.New("rate limiter circuit open")
 // let through as a probe; its success closes the circuit, its failure opens it
 // for another Cooldown.
 type breaker struct {
-	next     decider
+	next     stage
 	failures int
 	cooldown time.Duration
 	now      func() time.Time
@@ -37,11 +37,11 @@ type breaker struct {
 	probing   bool      // a probe is under way
 }
 
-var _ decider = (*breaker)(nil)
+var _ stage = (*breaker)(nil)
 
 // newBreaker wraps next in a circuit breaker that opens after failures
 // consecutive errors and probes again after cooldown.
-func newBreaker(next decider, failures int, cooldown time.Duration) *breaker {
+func newBreaker(next stage, failures int, cooldown time.Duration) *breaker {
 	return &breaker{next: next, failures: max(failures, 1), cooldown: cooldown, now: time.Now}
 }
 

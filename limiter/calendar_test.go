@@ -19,7 +19,7 @@ func calendarDecide(t *testing.T, rdb redis.UniversalClient, ours time.Time, l a
 	e := New(rdb, Options{Clock: func() time.Time { return ours }})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	res, err := e.Decide(ctx, []Rule{{Algorithm: "calendar", Limit: l, Key: key}})
+	res, err := e.Decide(ctx, []Rule{{Algorithm: algo("calendar"), Limit: l, Key: key}})
 	if err != nil {
 		t.Fatalf("Decide(): %v", err)
 	}
@@ -226,7 +226,7 @@ func TestCalendarLargeMonthlyLimit(t *testing.T) {
 			t.Parallel()
 			h := newHarness(t)
 			e := New(h.rdb, Options{Clock: h.now})
-			rule := Rule{Algorithm: "calendar", Limit: l, Key: h.prefix() + "{cal}:big"}
+			rule := Rule{Algorithm: algo("calendar"), Limit: l, Key: h.prefix() + "{cal}:big"}
 			decide := func(cost int) Decision {
 				t.Helper()
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

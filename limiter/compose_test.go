@@ -602,7 +602,7 @@ type modelSet struct {
 func (s *modelSet) decideRules(cost int) []Rule {
 	rs := make([]Rule, len(s.rules))
 	for i, r := range s.rules {
-		rs[i] = Rule{Algorithm: r.spec.Name, Limit: r.limit(), Cost: cost, Key: r.key, NoLease: s.noLease[s.v]}
+		rs[i] = Rule{Algorithm: r.spec, Limit: r.limit(), Cost: cost, Key: r.key, NoLease: s.noLease[s.v]}
 	}
 	return rs
 }
@@ -1050,7 +1050,7 @@ func (c *composeRun) peek(r *modelRule) (int, bool) {
 	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	res, err := c.checker.Peek(ctx, []Rule{{Algorithm: r.spec.Name, Limit: r.limit(), Key: r.key}})
+	res, err := c.checker.Peek(ctx, []Rule{{Algorithm: r.spec, Limit: r.limit(), Key: r.key}})
 	if err != nil {
 		c.violate("errors", "Peek(%s): %v", r.key, err)
 		return 0, false
@@ -1340,7 +1340,7 @@ func (c *composeRun) grantN(ctx context.Context, s *modelSet, n int) {
 	admin := c.admin()
 	now := c.clock()
 	leased := c.leasedOut(ctx, r)
-	res, err := admin.Grant(ctx, []Rule{{Algorithm: r.spec.Name, Limit: r.limit(), Key: r.key}}, n)
+	res, err := admin.Grant(ctx, []Rule{{Algorithm: r.spec, Limit: r.limit(), Key: r.key}}, n)
 	c.logf("grant %d on %s (%s, limit %d): err=%v", n, r.key, r.spec.Name, r.limit().Requests, err)
 	if err != nil {
 		c.violate("errors", "Grant(%s, %d): %v", r.key, n, err)
@@ -1365,7 +1365,7 @@ func (c *composeRun) reset(ctx context.Context, s *modelSet) {
 	for _, n := range by {
 		leased += n
 	}
-	_, err := c.admin().Reset(ctx, []Rule{{Algorithm: r.spec.Name, Limit: r.limit(), Key: r.key}})
+	_, err := c.admin().Reset(ctx, []Rule{{Algorithm: r.spec, Limit: r.limit(), Key: r.key}})
 	c.logf("reset %s: err=%v", r.key, err)
 	if err != nil {
 		c.violate("errors", "Reset(%s): %v", r.key, err)

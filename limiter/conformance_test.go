@@ -224,7 +224,7 @@ func (a single) decide(ctx context.Context, identity string) (Decision, error) {
 
 // result is decide's whole Result, for Release.
 func (a single) result(ctx context.Context, identity string) (Result, error) {
-	return a.l.Decide(ctx, []Rule{{Algorithm: a.name, Limit: a.limit, Key: a.prefix + a.name + ":" + identity}})
+	return a.l.Decide(ctx, []Rule{{Algorithm: algo(a.name), Limit: a.limit, Key: a.prefix + a.name + ":" + identity}})
 }
 
 func (s subject) new(t *testing.T, l algorithms.Limit) single {
@@ -712,7 +712,7 @@ func TestDecideRedisDown(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			defer cancel()
-			rules := []Rule{{Algorithm: name, Limit: limitFor(name, algorithms.Limit{Requests: 1, Window: time.Second}), Key: "k"}}
+			rules := []Rule{{Algorithm: algo(name), Limit: limitFor(name, algorithms.Limit{Requests: 1, Window: time.Second}), Key: "k"}}
 			if res, err := l.Decide(ctx, rules); err == nil || errors.Is(err, algorithms.ErrInvalidLimit) {
 				t.Errorf("Decide() with Redis down = %+v, %v; want Redis's error", res, err)
 			}

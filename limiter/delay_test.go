@@ -19,7 +19,7 @@ func delayRules(t *testing.T, h harness, s subject, identity string) (*Limiter, 
 	t.Helper()
 	a := s.new(t, algorithms.Limit{Requests: 5, Window: h.unit, Burst: 1})
 	interval := h.unit / 5
-	return a.l, []Rule{{Algorithm: a.name, Limit: a.limit, Key: a.prefix + a.name + ":" + identity, Delay: 2*interval + interval/2}}, interval
+	return a.l, []Rule{{Algorithm: algo(a.name), Limit: a.limit, Key: a.prefix + a.name + ":" + identity, Delay: 2*interval + interval/2}}, interval
 }
 
 // checkWait fails t unless d's Wait puts its slot at slot after first's

@@ -39,7 +39,7 @@ import (
 // when full, expired entries are swept and, if none were, an arbitrary one
 // is dropped (forgetting a denial is always safe, it only costs a Redis call).
 type denyCache struct {
-	next decider
+	next stage
 	size int
 	now  func() time.Time
 	// hold > 0 keeps a denial at most this long: behind leases, whose
@@ -64,10 +64,10 @@ type denial struct {
 	until  time.Time
 }
 
-var _ decider = (*denyCache)(nil)
+var _ stage = (*denyCache)(nil)
 
 // newDenyCache wraps next with a cache of at most size denied rule sets.
-func newDenyCache(next decider, size int) *denyCache {
+func newDenyCache(next stage, size int) *denyCache {
 	return &denyCache{next: next, size: max(size, 1), now: time.Now, denied: make(map[string]denial)}
 }
 
@@ -111,8 +111,7 @@ func (dc *denyCache) decide(ctx context.Context, rules []Rule, commit bool) ([]D
 // heldRule reports whether r's algorithm holds what it admits until
 // Release (concurrency): its denials can end at any moment.
 func heldRule(r Rule) bool {
-	s, err := algorithms.Lookup(r.Algorithm)
-	return err == nil && s.Held
+	return r.Algorithm.Held
 }
 
 // ruleSetKey names a set of rules: their keys, and costs other than one.

@@ -30,8 +30,8 @@ func TestDenyCacheRuleSetExact(t *testing.T) {
 				w := 1000 * h.unit // no refill while the callers run, however slowly
 				// One hash tag: on a cluster both keys share a slot.
 				rules := []Rule{
-					{Algorithm: name, Limit: limitOf(spec, algorithms.Limit{Requests: limit, Window: w}), Key: prefix + "{s}:a"},
-					{Algorithm: name, Limit: limitOf(spec, algorithms.Limit{Requests: 2 * limit, Window: w}), Key: prefix + "{s}:b"},
+					{Algorithm: algo(name), Limit: limitOf(spec, algorithms.Limit{Requests: limit, Window: w}), Key: prefix + "{s}:a"},
+					{Algorithm: algo(name), Limit: limitOf(spec, algorithms.Limit{Requests: 2 * limit, Window: w}), Key: prefix + "{s}:b"},
 				}
 				h.room(w, 5*h.unit)
 				floodTwice(t, spec, callers, limit, counted, func(ctx context.Context) (bool, error) {
@@ -59,7 +59,7 @@ func TestDenyCacheRuleSetAdmitsAfterRetryAfter(t *testing.T) {
 				counted := &counting{next: clocked(newScripts(p), h)}
 				dd := newDenyCache(counted, 100)
 				dd.now = h.now
-				rules := []Rule{{Algorithm: name, Limit: limitOf(spec, algorithms.Limit{Requests: 2, Window: h.unit}), Key: prefix + "k"}}
+				rules := []Rule{{Algorithm: algo(name), Limit: limitOf(spec, algorithms.Limit{Requests: 2, Window: h.unit}), Key: prefix + "k"}}
 				decide := func() (Decision, bool) {
 					t.Helper()
 					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -47,7 +47,7 @@ func cachedCalls(spec algorithms.Spec, n int) int64 {
 
 // counting counts the decisions that reach the stage it wraps (Redis).
 type counting struct {
-	next  decider
+	next  stage
 	calls atomic.Int64
 }
 
@@ -58,11 +58,11 @@ func (c *counting) decide(ctx context.Context, rules []Rule, commit bool) ([]Dec
 
 // one is a rule of algorithm name under l on key, decided through d: what
 // the deny cache tests ask one at a time.
-func one(t *testing.T, d decider, name string, l algorithms.Limit, key string) Decision {
+func one(t *testing.T, d stage, name string, l algorithms.Limit, key string) Decision {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	ds, _, err := d.decide(ctx, []Rule{{Algorithm: name, Limit: l, Key: key}}, true)
+	ds, _, err := d.decide(ctx, []Rule{{Algorithm: algo(name), Limit: l, Key: key}}, true)
 	if err != nil {
 		t.Fatalf("decide(%s, %q): %v", name, key, err)
 	}
@@ -85,7 +85,7 @@ func TestDenyCacheExactUnderConcurrency(t *testing.T) {
 				t.Cleanup(p.stop)
 				prefix := h.prefix()
 				w := 1000 * h.unit // no refill while the callers run, however slowly
-				rules := []Rule{{Algorithm: name, Limit: limitOf(spec, algorithms.Limit{Requests: limit, Window: w}), Key: prefix + "k"}}
+				rules := []Rule{{Algorithm: algo(name), Limit: limitOf(spec, algorithms.Limit{Requests: limit, Window: w}), Key: prefix + "k"}}
 				counted := &counting{next: clocked(newScripts(p), h)}
 				dc := newDenyCache(counted, 100)
 				h.room(w, 5*h.unit)
@@ -195,7 +195,7 @@ func (f *fakeDecider) decide(_ context.Context, rules []Rule, _ bool) ([]Decisio
 }
 
 // ask decides the one rule of key through d.
-func ask(d decider, key string) (Decision, error) {
+func ask(d stage, key string) (Decision, error) {
 	ds, _, err := d.decide(context.Background(), []Rule{{Key: key}}, true)
 	if err != nil {
 		return Decision{}, err

@@ -35,7 +35,7 @@ func grant(t *testing.T, a single, identity string, n int) Decision {
 
 // rule is a's rule for identity, as decide makes it.
 func (a single) rule(identity string) Rule {
-	return Rule{Algorithm: a.name, Limit: a.limit, Key: a.prefix + a.name + ":" + identity}
+	return Rule{Algorithm: algo(a.name), Limit: a.limit, Key: a.prefix + a.name + ":" + identity}
 }
 
 // admits decides n requests of identity and reports how many were admitted
@@ -163,13 +163,13 @@ func TestGrant(t *testing.T) {
 func TestGrantChecks(t *testing.T) {
 	l := New(nil, Options{})
 	ctx := context.Background()
-	rule := Rule{Algorithm: "gcra", Limit: algorithms.Limit{Requests: 3, Window: time.Second}, Key: "k"}
+	rule := Rule{Algorithm: algo("gcra"), Limit: algorithms.Limit{Requests: 3, Window: time.Second}, Key: "k"}
 	for _, n := range []int{0, -1, 4} {
 		if _, err := l.Grant(ctx, []Rule{rule}, n); !errors.Is(err, algorithms.ErrInvalidLimit) {
 			t.Errorf("Grant(%d) under a quota of 3 = %v, want ErrInvalidLimit", n, err)
 		}
 	}
-	rule.Algorithm = "leaky"
+	rule.Algorithm = algo("leaky")
 	if _, err := l.Grant(ctx, []Rule{rule}, 1); !errors.Is(err, algorithms.ErrUnknown) {
 		t.Errorf("Grant under an unknown algorithm = %v, want ErrUnknown", err)
 	}
@@ -194,7 +194,7 @@ func TestFollowForgetsAnnouncedDenials(t *testing.T) {
 			}
 			defer stop()
 			deaf := New(h.rdb, Options{DenyCacheSize: 100})
-			rules := []Rule{{Algorithm: "fixed_window", Limit: algorithms.Limit{Requests: 2, Window: time.Minute}, Key: prefix + "{user:amy}:p:0:fixed_window"}}
+			rules := []Rule{{Algorithm: algo("fixed_window"), Limit: algorithms.Limit{Requests: 2, Window: time.Minute}, Key: prefix + "{user:amy}:p:0:fixed_window"}}
 			decide := func(l *Limiter) bool {
 				t.Helper()
 				res, err := l.Decide(ctx, rules)
@@ -240,7 +240,7 @@ func TestDenyCacheKeepsNoDenialDecidedBeforeAForget(t *testing.T) {
 		return []Decision{{RetryAfter: time.Minute}}, false, nil
 	})
 	dc = newDenyCache(next, 10)
-	rules := []Rule{{Algorithm: "fixed_window", Key: "p{user:amy}:x"}}
+	rules := []Rule{{Algorithm: algo("fixed_window"), Key: "p{user:amy}:x"}}
 	if _, allowed, _ := dc.decide(context.Background(), rules, true); allowed {
 		t.Fatal("decide() admitted, want the stub's denial")
 	}

@@ -48,7 +48,7 @@ func TestHoldPlacesChild(t *testing.T) {
 	}
 	l := New(rdb, Options{Timeout: 5 * time.Second})
 	for range holdLimit.Requests {
-		res, err := l.Decide(context.Background(), []Rule{{Algorithm: "concurrency", Limit: holdLimit, Key: key}})
+		res, err := l.Decide(context.Background(), []Rule{{Algorithm: algo("concurrency"), Limit: holdLimit, Key: key}})
 		if err != nil || !res.Allowed {
 			fmt.Println("failed:", res, err)
 			os.Exit(1)
@@ -137,7 +137,7 @@ func TestPlacesFreedAfterKill(t *testing.T) {
 			l := New(b.rdb, Options{Timeout: 5 * time.Second})
 			decide := func() Result {
 				t.Helper()
-				res, err := l.Decide(ctx, []Rule{{Algorithm: "concurrency", Limit: holdLimit, Key: key}})
+				res, err := l.Decide(ctx, []Rule{{Algorithm: algo("concurrency"), Limit: holdLimit, Key: key}})
 				if err != nil {
 					t.Fatalf("Decide(): %v", err)
 				}
@@ -230,8 +230,8 @@ func TestReleaseAfterTimeout(t *testing.T) {
 	}{
 		{name: "one rule, script before release"},
 		{name: "one rule, script after release", afterCommit: true},
-		{name: "two rules, script before release", others: []Rule{{Algorithm: "fixed_window", Limit: algorithms.Limit{Requests: 100, Window: time.Minute}, Key: "fw"}}},
-		{name: "two rules, script after release", others: []Rule{{Algorithm: "fixed_window", Limit: algorithms.Limit{Requests: 100, Window: time.Minute}, Key: "fw"}}, afterCommit: true},
+		{name: "two rules, script before release", others: []Rule{{Algorithm: algo("fixed_window"), Limit: algorithms.Limit{Requests: 100, Window: time.Minute}, Key: "fw"}}},
+		{name: "two rules, script after release", others: []Rule{{Algorithm: algo("fixed_window"), Limit: algorithms.Limit{Requests: 100, Window: time.Minute}, Key: "fw"}}, afterCommit: true},
 	}
 	for name, newBackend := range backends {
 		for _, tt := range tests {
@@ -240,7 +240,7 @@ func TestReleaseAfterTimeout(t *testing.T) {
 				rdb := newBackend(t)
 				prefix := heldPrefix() + "{late}:"
 				key := prefix + "concurrency"
-				rules := []Rule{{Algorithm: "concurrency", Limit: limit, Key: key}}
+				rules := []Rule{{Algorithm: algo("concurrency"), Limit: limit, Key: key}}
 				for _, r := range tt.others {
 					r.Key = prefix + r.Key
 					rules = append(rules, r)
@@ -337,7 +337,7 @@ func TestFailedReleaseRetried(t *testing.T) {
 			s := &failingScripter{Scripter: rdb}
 			l := New(s, Options{Timeout: 50 * time.Millisecond, BreakerFailures: 1, BreakerCooldown: time.Hour})
 			t.Cleanup(l.Close)
-			rules := []Rule{{Algorithm: "concurrency", Limit: algorithms.Limit{Requests: 2, Window: 10 * time.Minute}, Key: "{r}:concurrency"}}
+			rules := []Rule{{Algorithm: algo("concurrency"), Limit: algorithms.Limit{Requests: 2, Window: 10 * time.Minute}, Key: "{r}:concurrency"}}
 			ctx := context.Background()
 			res, err := l.Decide(ctx, rules)
 			if err != nil || !res.Allowed {

@@ -7,8 +7,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"tollgate/algorithms"
 )
 
 // Leases: a rule set under heavy traffic takes several requests' worth of
@@ -59,8 +57,8 @@ const (
 
 // leases is the engine's outermost stage when leasing is on.
 type leases struct {
-	next    decider // rule sets never leased: the deny cache and on
-	leased  decider // rule sets that may be: denials kept at most leaseMaxAge
+	next    stage // rule sets never leased: the deny cache and on
+	leased  stage // rule sets that may be: denials kept at most leaseMaxAge
 	scripts *scripts
 	timeout time.Duration
 	log     *slog.Logger
@@ -128,9 +126,9 @@ type giveBack struct {
 	left  int // requests' worth unused
 }
 
-var _ decider = (*leases)(nil)
+var _ stage = (*leases)(nil)
 
-func newLeases(next, leased decider, s *scripts, timeout time.Duration, log *slog.Logger) *leases {
+func newLeases(next, leased stage, s *scripts, timeout time.Duration, log *slog.Logger) *leases {
 	if timeout <= 0 {
 		timeout = time.Second
 	}
@@ -146,8 +144,7 @@ func leasable(rules []Rule) ([]rule, bool) {
 		if r.NoLease || r.Delay > 0 {
 			return nil, false
 		}
-		s, err := algorithms.Lookup(r.Algorithm)
-		if err != nil || s.LeaseFor == nil || s.Quota(r.Limit) < minLeaseQuota {
+		if s := r.Algorithm; s.LeaseFor == nil || s.Quota(r.Limit) < minLeaseQuota {
 			return nil, false
 		}
 	}
@@ -449,7 +446,7 @@ func leaseSetKey(rules []Rule) string {
 	for _, r := range rules {
 		b = append(b, r.Key...)
 		b = append(b, 0)
-		b = append(b, r.Algorithm...)
+		b = append(b, r.Algorithm.Name...)
 		b = append(b, 0)
 		b = strconv.AppendInt(b, int64(r.Limit.Requests), 10)
 		b = append(b, '/')

@@ -54,7 +54,7 @@ func TestLeaseThreeInstances(t *testing.T) {
 			// One at a time: 300 callers are load enough.
 			t.Run(name+"/"+spec.Name+"/"+strconv.Itoa(requests), func(t *testing.T) {
 				h := mk(t)
-				rule := Rule{Algorithm: spec.Name, Limit: leaseLimit, Key: h.prefix() + "{k}:" + spec.Name}
+				rule := Rule{Algorithm: spec, Limit: leaseLimit, Key: h.prefix() + "{k}:" + spec.Name}
 				const instances, callers = 3, 300
 				var engines [instances]*Limiter
 				for i := range engines {
@@ -144,13 +144,13 @@ func TestLeaseNotTaken(t *testing.T) {
 			prefix := h.prefix()
 			var rules []Rule
 			for _, s := range algorithms.Specs() {
-				rules = append(rules, Rule{Algorithm: s.Name, Limit: limitOf(s, small), Key: prefix + "{a}:small:" + s.Name})
+				rules = append(rules, Rule{Algorithm: s, Limit: limitOf(s, small), Key: prefix + "{a}:small:" + s.Name})
 				l := below
 				if s.LeaseFor == nil {
 					l = leaseLimit
 				}
-				rules = append(rules, Rule{Algorithm: s.Name, Limit: limitOf(s, l), Key: prefix + "{a}:below:" + s.Name})
-				rules = append(rules, Rule{Algorithm: s.Name, Limit: limitOf(s, leaseLimit), Key: prefix + "{a}:off:" + s.Name, NoLease: true})
+				rules = append(rules, Rule{Algorithm: s, Limit: limitOf(s, l), Key: prefix + "{a}:below:" + s.Name})
+				rules = append(rules, Rule{Algorithm: s, Limit: limitOf(s, leaseLimit), Key: prefix + "{a}:off:" + s.Name, NoLease: true})
 			}
 			l := New(h.rdb, Options{Lease: true, Clock: h.now})
 			defer l.Close()
@@ -186,8 +186,8 @@ func TestLeaseLikePlain(t *testing.T) {
 				prefix := h.prefix()
 				wide := algorithms.Limit{Requests: 5000, Window: 2000 * time.Hour}
 				rules := []Rule{
-					{Algorithm: spec.Name, Limit: leaseLimit, Key: prefix + "{k}:a:" + spec.Name},
-					{Algorithm: spec.Name, Limit: wide, Key: prefix + "{k}:b:" + spec.Name},
+					{Algorithm: spec, Limit: leaseLimit, Key: prefix + "{k}:a:" + spec.Name},
+					{Algorithm: spec, Limit: wide, Key: prefix + "{k}:b:" + spec.Name},
 				}
 				l := New(h.rdb, Options{Lease: true})
 				admitted, last, fromLease := 0, leaseLimit.Requests, false
@@ -243,7 +243,7 @@ func TestRefund(t *testing.T) {
 				h := miniredisHarness(t)
 				h.align(limit.Window)
 				s := newScripts(h.rdb)
-				r := Rule{Algorithm: algorithm, Limit: limit, Cost: 600, Key: h.prefix() + algorithm, lease: &leaseTake{id: "l1"}}
+				r := Rule{Algorithm: algo(algorithm), Limit: limit, Cost: 600, Key: h.prefix() + algorithm, lease: &leaseTake{id: "l1"}}
 				ds, ok, err := s.decide(context.Background(), []Rule{r}, true)
 				if err != nil || !ok {
 					t.Fatalf("decide(cost 600) = %v, %v", ok, err)
@@ -255,7 +255,7 @@ func TestRefund(t *testing.T) {
 				if err := h.rdb.ZAdd(context.Background(), leaseSet(r.Key), redis.Z{Score: float64(h.now().Add(time.Minute).UnixMilli()), Member: member}).Err(); err != nil {
 					t.Fatal(err)
 				}
-				one := Rule{Algorithm: algorithm, Limit: limit, Key: r.Key}
+				one := Rule{Algorithm: algo(algorithm), Limit: limit, Key: r.Key}
 				if _, ok, err := s.decide(context.Background(), []Rule{one}, true); err != nil || !ok {
 					t.Fatalf("decide(cost 1) = %v, %v", ok, err)
 				}
@@ -288,16 +288,16 @@ func TestRefundKeepsAGrantBeyondALowerLimit(t *testing.T) {
 			h.align(after.Window)
 			ctx := context.Background()
 			key := h.prefix() + algorithm
-			if _, err := New(h.rdb, Options{Clock: h.now}).Grant(ctx, []Rule{{Algorithm: algorithm, Limit: before, Key: key}}, 1900); err != nil {
+			if _, err := New(h.rdb, Options{Clock: h.now}).Grant(ctx, []Rule{{Algorithm: algo(algorithm), Limit: before, Key: key}}, 1900); err != nil {
 				t.Fatalf("Grant(1900) = %v", err)
 			}
 			s := newScripts(h.rdb)
-			r := Rule{Algorithm: algorithm, Limit: after, Cost: 100, Key: key, lease: &leaseTake{id: "l1"}}
+			r := Rule{Algorithm: algo(algorithm), Limit: after, Cost: 100, Key: key, lease: &leaseTake{id: "l1"}}
 			ds, ok, err := s.decide(ctx, []Rule{r}, true)
 			if err != nil || !ok {
 				t.Fatalf("lease take (cost 100) = %v, %v", ok, err)
 			}
-			one := Rule{Algorithm: algorithm, Limit: after, Key: key}
+			one := Rule{Algorithm: algo(algorithm), Limit: after, Key: key}
 			leased := peekRemaining(t, h, one) // 1200 + 1900 - 100
 			rs, _ := resolve([]Rule{r})
 			if _, err := s.refund(ctx, rs[0], "l1", 100, 100, ds[0].Now.Add(ds[0].ResetAfter)); err != nil {
@@ -327,12 +327,12 @@ func TestGrantCountsLeasesOut(t *testing.T) {
 			ctx := context.Background()
 			key := h.prefix() + algorithm
 			s := newScripts(h.rdb)
-			r := Rule{Algorithm: algorithm, Limit: limit, Cost: 100, Key: key, lease: &leaseTake{id: "l1"}}
+			r := Rule{Algorithm: algo(algorithm), Limit: limit, Cost: 100, Key: key, lease: &leaseTake{id: "l1"}}
 			ds, ok, err := s.decide(ctx, []Rule{r}, true)
 			if err != nil || !ok {
 				t.Fatalf("lease take (cost 100) = %v, %v", ok, err)
 			}
-			one := Rule{Algorithm: algorithm, Limit: limit, Key: key}
+			one := Rule{Algorithm: algo(algorithm), Limit: limit, Key: key}
 			for range 2 {
 				if _, err := New(h.rdb, Options{Clock: h.now}).Grant(ctx, []Rule{one}, 1000); err != nil {
 					t.Fatalf("Grant(1000) = %v", err)
@@ -416,7 +416,7 @@ func TestLeaseReset(t *testing.T) {
 		for _, spec := range leasableSpecs() {
 			t.Run(name+"/"+spec.Name, func(t *testing.T) {
 				h := mk(t)
-				rule := Rule{Algorithm: spec.Name, Limit: composeLimit, Key: h.prefix() + "{k}:" + spec.Name}
+				rule := Rule{Algorithm: spec, Limit: composeLimit, Key: h.prefix() + "{k}:" + spec.Name}
 				rules := func() []Rule { return []Rule{rule} }
 				engines := leasingEngines(t, h, 4)
 				limit := composeLimit.Requests
@@ -463,7 +463,7 @@ func TestLeaseGrant(t *testing.T) {
 			for _, grants := range [][]int{{12_000}, {20_000, 20_000}} {
 				t.Run(name+"/"+spec.Name+"/"+strconv.Itoa(len(grants)), func(t *testing.T) {
 					h := mk(t)
-					rule := Rule{Algorithm: spec.Name, Limit: composeLimit, Key: h.prefix() + "{k}:" + spec.Name}
+					rule := Rule{Algorithm: spec, Limit: composeLimit, Key: h.prefix() + "{k}:" + spec.Name}
 					engines := leasingEngines(t, h, 4)
 					limit := composeLimit.Requests
 					admitted := load(t, engines, 64, limit/2, func() []Rule { return []Rule{rule} }, nil)
@@ -523,7 +523,7 @@ func TestLeaseReload(t *testing.T) {
 		for _, tt := range tests {
 			t.Run(name+"/"+tt.name, func(t *testing.T) {
 				h := mk(t)
-				old := Rule{Algorithm: "fixed_window", Limit: big, Key: h.prefix() + "{k}:fixed_window"}
+				old := Rule{Algorithm: algo("fixed_window"), Limit: big, Key: h.prefix() + "{k}:fixed_window"}
 				engines := leasingEngines(t, h, 1)
 				l := engines[0]
 				load(t, engines, 16, 5_000, func() []Rule { return []Rule{old} }, nil)
@@ -575,7 +575,7 @@ func TestEndLeases(t *testing.T) {
 	for name, mk := range harnesses(t) {
 		t.Run(name, func(t *testing.T) {
 			h := mk(t)
-			rule := Rule{Algorithm: "fixed_window", Limit: composeLimit, Key: h.prefix() + "{k}:fixed_window"}
+			rule := Rule{Algorithm: algo("fixed_window"), Limit: composeLimit, Key: h.prefix() + "{k}:fixed_window"}
 			engines := leasingEngines(t, h, 1)
 			l := engines[0]
 			admitted := load(t, engines, 16, 5_000, func() []Rule { return []Rule{rule} }, nil)
@@ -606,7 +606,7 @@ func TestLeaseRemaining(t *testing.T) {
 				h := mk(t)
 				limit := 10_000
 				l := algorithms.Limit{Requests: limit, Window: 1000 * time.Hour}
-				rule := Rule{Algorithm: spec.Name, Limit: l, Key: h.prefix() + "{k}:" + spec.Name}
+				rule := Rule{Algorithm: spec, Limit: l, Key: h.prefix() + "{k}:" + spec.Name}
 				engines := leasingEngines(t, h, 8)
 				var answers, over, most atomic.Int64
 				load(t, engines, 64, limit, func() []Rule { return []Rule{rule} }, func(res Result, before int) {

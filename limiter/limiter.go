@@ -3,6 +3,10 @@
 // algorithms of package algorithms. It owns everything between a set of rules
 // and Redis: script assembly, cluster hash tags, pipelining, the deny cache,
 // the circuit breaker and the timeout. It knows no HTTP, policies or users.
+//
+// Its constructor follows the module's one style: New(what it cannot work
+// without, an options struct of its settings), Options here, each field
+// saying what its zero value means.
 package limiter
 
 import (
@@ -21,7 +25,9 @@ import (
 
 // Rule is one limit applied to one subject: what the engine decides.
 type Rule struct {
-	Algorithm string // one of algorithms.Names(); hyphens accepted
+	// Algorithm is the rule's algorithm, resolved once where the rule is
+	// made (policy, at load): the request path never looks one up by name.
+	Algorithm algorithms.Spec
 	Limit     algorithms.Limit
 	// Cost is how many units this request takes; 0 means 1. A cost above
 	// the limit (the capacity for token_bucket and gcra) is always denied,
@@ -151,14 +157,14 @@ type Options struct {
 	InstancesKey string
 }
 
-// decider is one stage of the engine: the scripts, or a stage wrapping another.
-type decider interface {
+// stage is one stage of the engine: the scripts, or a stage wrapping another.
+type stage interface {
 	decide(ctx context.Context, rules []Rule, commit bool) ([]Decision, bool, error)
 }
 
 // Limiter decides rules. It is safe for concurrent use.
 type Limiter struct {
-	chain    decider
+	chain    stage
 	breaker  *breaker
 	pipeline *pipeline // nil when not pipelining
 	scripts  *scripts
@@ -410,9 +416,9 @@ func (l *Limiter) Close() {
 // of the change from Announce.
 func (l *Limiter) Grant(ctx context.Context, rules []Rule, n int) (Result, error) {
 	for i, r := range rules {
-		s, err := algorithms.Lookup(r.Algorithm)
+		err := checkSpec(r.Algorithm)
 		if err == nil {
-			err = s.CheckGrant(r.Limit, n)
+			err = r.Algorithm.CheckGrant(r.Limit, n)
 		}
 		if err != nil {
 			return Result{}, fmt.Errorf("rule %d: %w", i, err)

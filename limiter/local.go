@@ -45,7 +45,7 @@ const probeEvery = 500 * time.Millisecond
 // local is the stage that decides locally when the stage it wraps (timeout,
 // breaker, scripts: Redis) cannot.
 type local struct {
-	next    decider
+	next    stage
 	remote  *scripts // Redis's: the charge-back
 	scripts *scripts // the in-process Redis's
 	breaker *breaker // closed when Redis answers again
@@ -92,7 +92,7 @@ type charge struct {
 	id string
 }
 
-func newLocal(next decider, remote, in *scripts, b *breaker, count func() int, timeout time.Duration, log *slog.Logger) *local {
+func newLocal(next stage, remote, in *scripts, b *breaker, count func() int, timeout time.Duration, log *slog.Logger) *local {
 	// Local calls are never cut at the Redis deadline: the in-process
 	// Redis is as fast as this process, and a slow moment must not fail them.
 	timeout = max(timeout, time.Second)
@@ -102,7 +102,7 @@ func newLocal(next decider, remote, in *scripts, b *breaker, count func() int, t
 	return lc
 }
 
-var _ decider = (*local)(nil)
+var _ stage = (*local)(nil)
 
 func (lc *local) decide(ctx context.Context, rules []Rule, commit bool) ([]Decision, bool, error) {
 	if lc.active.Load() {

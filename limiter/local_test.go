@@ -88,7 +88,7 @@ func TestLocalModeShareAndChargeBack(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			l, remote := localEngine(t, 3)
-			rules := []Rule{{Algorithm: tt.name, Limit: tt.limit, Key: "t:{c}:" + tt.name}}
+			rules := []Rule{{Algorithm: algo(tt.name), Limit: tt.limit, Key: "t:{c}:" + tt.name}}
 			if got := countAdmitted(t, l, rules, 2, false); got != 2 {
 				t.Fatalf("before the outage: %d admitted, want 2", got)
 			}
@@ -120,7 +120,7 @@ func TestLocalModeShareAndChargeBack(t *testing.T) {
 func TestLocalModeRedisDataGone(t *testing.T) {
 	t.Parallel()
 	l, remote := localEngine(t, 2)
-	rules := []Rule{{Algorithm: "fixed_window", Limit: algorithms.Limit{Requests: 10, Window: time.Hour}, Key: "t:{c}:fw"}}
+	rules := []Rule{{Algorithm: algo("fixed_window"), Limit: algorithms.Limit{Requests: 10, Window: time.Hour}, Key: "t:{c}:fw"}}
 	countAdmitted(t, l, rules, 3, false)
 	remote.Close()
 	if got := countAdmitted(t, l, rules, 8, true); got != 5 {
@@ -140,7 +140,7 @@ func TestLocalModeInvalidRuleIsNoOutage(t *testing.T) {
 	t.Parallel()
 	l, remote := localEngine(t, 2)
 	remote.Close()
-	rules := []Rule{{Algorithm: "fixed_window", Limit: algorithms.Limit{Requests: 10, Window: time.Hour}, Key: "k", Cost: -1}}
+	rules := []Rule{{Algorithm: algo("fixed_window"), Limit: algorithms.Limit{Requests: 10, Window: time.Hour}, Key: "k", Cost: -1}}
 	if _, err := l.Decide(context.Background(), rules); !errors.Is(err, ErrInvalidRule) {
 		t.Errorf("Decide(cost -1) with Redis down = %v, want ErrInvalidRule", err)
 	}
@@ -152,7 +152,7 @@ func TestLocalModeInvalidRuleIsNoOutage(t *testing.T) {
 func TestLocalModeHeldPlaces(t *testing.T) {
 	t.Parallel()
 	l, remote := localEngine(t, 2)
-	rules := []Rule{{Algorithm: "concurrency", Limit: algorithms.Limit{Requests: 4, Window: time.Minute}, Key: "t:{c}:conc"}}
+	rules := []Rule{{Algorithm: algo("concurrency"), Limit: algorithms.Limit{Requests: 4, Window: time.Minute}, Key: "t:{c}:conc"}}
 	remote.Close()
 	ctx := context.Background()
 	var held []Result
@@ -219,7 +219,7 @@ func TestInstancesCounted(t *testing.T) {
 func TestChargeBackCountsOnce(t *testing.T) {
 	t.Parallel()
 	l, _ := localEngine(t, 2)
-	rules := []Rule{{Algorithm: "fixed_window", Limit: algorithms.Limit{Requests: 10, Window: time.Hour}, Key: "t:{c}:once"}}
+	rules := []Rule{{Algorithm: algo("fixed_window"), Limit: algorithms.Limit{Requests: 10, Window: time.Hour}, Key: "t:{c}:once"}}
 	rs, err := resolve(rules)
 	if err != nil {
 		t.Fatal(err)
@@ -249,7 +249,7 @@ func TestChargeBackAcrossAReload(t *testing.T) {
 	t.Parallel()
 	l, remote := localEngine(t, 1)
 	rules := func(limit int) []Rule {
-		return []Rule{{Algorithm: "fixed_window", Limit: algorithms.Limit{Requests: limit, Window: time.Hour}, Key: "t:{c}:reload"}}
+		return []Rule{{Algorithm: algo("fixed_window"), Limit: algorithms.Limit{Requests: limit, Window: time.Hour}, Key: "t:{c}:reload"}}
 	}
 	remote.Close()
 	if got := countAdmitted(t, l, rules(10), 3, true); got != 3 {

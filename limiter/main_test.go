@@ -4,6 +4,8 @@ import (
 	"flag"
 	"os"
 	"testing"
+
+	"tollgate/algorithms"
 )
 
 // TestMain lets more of this package's tests run at once (four) than go test's
@@ -19,4 +21,11 @@ func TestMain(m *testing.M) {
 		_ = flag.Set("test.parallel", "4")
 	}
 	os.Exit(m.Run())
+}
+
+// algo is the spec of the algorithm called name, as a policy resolves it
+// when it is loaded; the zero Spec (refused as unknown) for no algorithm.
+func algo(name string) algorithms.Spec {
+	s, _ := algorithms.Lookup(name)
+	return s
 }

@@ -30,8 +30,8 @@ func TestRefundRequest(t *testing.T) {
 				h.room(limit.Window, time.Second)
 				p := h.prefix() + "{k}:"
 				rules := []Rule{
-					{Algorithm: spec.Name, Limit: limit, Key: p + spec.Name},
-					{Algorithm: "fixed_window", Limit: algorithms.Limit{Requests: 50, Window: 10 * h.unit}, Key: p + "fw", Cost: 2},
+					{Algorithm: spec, Limit: limit, Key: p + spec.Name},
+					{Algorithm: algo("fixed_window"), Limit: algorithms.Limit{Requests: 50, Window: 10 * h.unit}, Key: p + "fw", Cost: 2},
 				}
 				ctx := context.Background()
 				for range 2 {
@@ -90,7 +90,7 @@ func TestRefundClosedWindow(t *testing.T) {
 				l := New(h.rdb, Options{Clock: h.now})
 				t.Cleanup(l.Close)
 				limit := algorithms.Limit{Requests: 5, Window: h.unit}
-				rules := []Rule{{Algorithm: spec.Name, Limit: limit, Key: h.prefix() + "{k}:" + spec.Name}}
+				rules := []Rule{{Algorithm: spec, Limit: limit, Key: h.prefix() + "{k}:" + spec.Name}}
 				ctx := context.Background()
 				h.align(limit.Window)
 				old, err := l.Decide(ctx, rules)
@@ -129,7 +129,7 @@ func TestRefundLeased(t *testing.T) {
 				t.Parallel()
 				h := mk(t)
 				l := New(h.rdb, Options{Lease: true, Timeout: 10 * time.Second})
-				rule := Rule{Algorithm: spec.Name, Limit: leaseLimit, Key: h.prefix() + "{k}:" + spec.Name}
+				rule := Rule{Algorithm: spec, Limit: leaseLimit, Key: h.prefix() + "{k}:" + spec.Name}
 				ctx := context.Background()
 				var leased []Result
 				admitted := 0

@@ -534,12 +534,21 @@ func leaseSet(key string) string {
 	return "{" + key + "}:leases"
 }
 
-// resolve checks rules and looks up their algorithms.
+// checkSpec reports whether s is an algorithm of the table as a rule
+// carries it, not the zero Spec of a rule made without one.
+func checkSpec(s algorithms.Spec) error {
+	if s.Name == "" || s.Lua == "" || s.Args == nil {
+		return fmt.Errorf("%w: the rule carries no algorithm (set Rule.Algorithm from algorithms.Lookup)", algorithms.ErrUnknown)
+	}
+	return nil
+}
+
+// resolve checks rules for the scripts.
 func resolve(rules []Rule) ([]rule, error) {
 	rs := make([]rule, len(rules))
 	for i, r := range rules {
-		s, err := algorithms.Lookup(r.Algorithm)
-		if err != nil {
+		s := r.Algorithm
+		if err := checkSpec(s); err != nil {
 			return nil, fmt.Errorf("rule %d: %w", i, err)
 		}
 		if err := s.Validate(r.Limit); err != nil {

@@ -62,8 +62,8 @@ var multiCases = []multiCase{
 		w := 100 * h.unit
 		for _, name := range algorithms.Names() {
 			t.Run(name, func(t *testing.T) {
-				first := Rule{Algorithm: name, Limit: limitFor(name, algorithms.Limit{Requests: 5, Window: w}), Key: tagged(prefix, name, "first")}
-				second := Rule{Algorithm: "fixed_window", Limit: algorithms.Limit{Requests: 1, Window: w}, Key: tagged(prefix, name, "second")}
+				first := Rule{Algorithm: algo(name), Limit: limitFor(name, algorithms.Limit{Requests: 5, Window: w}), Key: tagged(prefix, name, "first")}
+				second := Rule{Algorithm: algo("fixed_window"), Limit: algorithms.Limit{Requests: 1, Window: w}, Key: tagged(prefix, name, "second")}
 				rules := []Rule{first, second}
 				if ds, ok := decideT(t, m, rules, true); !ok || ds[0].Remaining != 4 || ds[1].Remaining != 0 {
 					t.Fatalf("first request: Decide() = %+v, %v; want allowed with remaining 4 and 0", ds, ok)
@@ -85,8 +85,8 @@ var multiCases = []multiCase{
 	{"10 per short window and 3 per long one admit exactly 3", func(t *testing.T, h harness, m *Limiter, prefix string) {
 		for _, name := range algorithms.Names() {
 			t.Run(name, func(t *testing.T) {
-				short := Rule{Algorithm: name, Limit: limitFor(name, algorithms.Limit{Requests: 10, Window: 100 * h.unit}), Key: tagged(prefix, name, "short")}
-				long := Rule{Algorithm: name, Limit: limitFor(name, algorithms.Limit{Requests: 3, Window: 1000 * h.unit}), Key: tagged(prefix, name, "long")}
+				short := Rule{Algorithm: algo(name), Limit: limitFor(name, algorithms.Limit{Requests: 10, Window: 100 * h.unit}), Key: tagged(prefix, name, "short")}
+				long := Rule{Algorithm: algo(name), Limit: limitFor(name, algorithms.Limit{Requests: 3, Window: 1000 * h.unit}), Key: tagged(prefix, name, "long")}
 				admitted := 0
 				for range 10 {
 					if _, ok := decideT(t, m, []Rule{short, long}, true); ok {
@@ -113,8 +113,8 @@ var multiCases = []multiCase{
 				// The other algorithm holds the larger limit, so a leak would show in its state.
 				other := algorithms.Names()[(indexOf(name)+1)%len(algorithms.Names())]
 				rules := []Rule{
-					{Algorithm: other, Limit: limitFor(other, algorithms.Limit{Requests: large, Window: w}), Key: tagged(prefix, name, "large")},
-					{Algorithm: name, Limit: limitFor(name, algorithms.Limit{Requests: small, Window: w}), Key: tagged(prefix, name, "small")},
+					{Algorithm: algo(other), Limit: limitFor(other, algorithms.Limit{Requests: large, Window: w}), Key: tagged(prefix, name, "large")},
+					{Algorithm: algo(name), Limit: limitFor(name, algorithms.Limit{Requests: small, Window: w}), Key: tagged(prefix, name, "small")},
 				}
 				admitted, _ := together(t, callers, func(ctx context.Context) (bool, error) {
 					res, err := m.Decide(ctx, rules)
@@ -141,8 +141,8 @@ var multiCases = []multiCase{
 				}
 				t.Run(a+"+"+b, func(t *testing.T) {
 					rules := []Rule{
-						{Algorithm: a, Limit: limitFor(a, algorithms.Limit{Requests: 3, Window: w}), Key: tagged(prefix, a+b, "a")},
-						{Algorithm: b, Limit: limitFor(b, algorithms.Limit{Requests: 5, Window: w}), Key: tagged(prefix, a+b, "b")},
+						{Algorithm: algo(a), Limit: limitFor(a, algorithms.Limit{Requests: 3, Window: w}), Key: tagged(prefix, a+b, "a")},
+						{Algorithm: algo(b), Limit: limitFor(b, algorithms.Limit{Requests: 5, Window: w}), Key: tagged(prefix, a+b, "b")},
 					}
 					admitted := 0
 					for i := range 6 {
@@ -171,7 +171,7 @@ var multiCases = []multiCase{
 		w := 100 * h.unit
 		for _, name := range algorithms.Names() {
 			t.Run(name, func(t *testing.T) {
-				r := Rule{Algorithm: name, Limit: limitFor(name, algorithms.Limit{Requests: 5, Window: w}), Cost: 2, Key: tagged(prefix, name, "k")}
+				r := Rule{Algorithm: algo(name), Limit: limitFor(name, algorithms.Limit{Requests: 5, Window: w}), Cost: 2, Key: tagged(prefix, name, "k")}
 				for i, want := range []int{3, 1} {
 					if ds, ok := decideT(t, m, []Rule{r}, true); !ok || ds[0].Remaining != want {
 						t.Fatalf("request %d: Decide() = %+v, %v; want allowed with remaining %d", i+1, ds, ok, want)
@@ -197,7 +197,7 @@ var multiCases = []multiCase{
 		for _, name := range algorithms.Names() {
 			t.Run(name, func(t *testing.T) {
 				l := limitFor(name, algorithms.Limit{Requests: 5, Window: w})
-				r := Rule{Algorithm: name, Limit: l, Cost: 6, Key: tagged(prefix, name, "k")}
+				r := Rule{Algorithm: algo(name), Limit: l, Cost: 6, Key: tagged(prefix, name, "k")}
 				spec, err := algorithms.Lookup(name)
 				if err != nil {
 					t.Fatal(err)
@@ -226,7 +226,7 @@ var multiCases = []multiCase{
 		w := 100 * h.unit
 		for _, name := range algorithms.Names() {
 			t.Run(name, func(t *testing.T) {
-				r := Rule{Algorithm: name, Limit: limitFor(name, algorithms.Limit{Requests: 5, Window: w}), Key: tagged(prefix, name, "k")}
+				r := Rule{Algorithm: algo(name), Limit: limitFor(name, algorithms.Limit{Requests: 5, Window: w}), Key: tagged(prefix, name, "k")}
 				for i := range 100 {
 					ds, ok := decideT(t, m, []Rule{r}, false)
 					if !ok || ds[0].Remaining != 5 || ds[0].RetryAfter != 0 {
@@ -259,9 +259,9 @@ var multiCases = []multiCase{
 		// One script on a single Redis; on a cluster, a peek per tag, then a
 		// commit per tag.
 		w := 100 * h.unit
-		first := Rule{Algorithm: "token_bucket", Limit: algorithms.Limit{Requests: 5, Window: w}, Key: tagged(prefix, "a", "first")}
-		second := Rule{Algorithm: "sliding_log", Limit: algorithms.Limit{Requests: 2, Window: w}, Key: tagged(prefix, "b", "second")}
-		untagged := Rule{Algorithm: "gcra", Limit: algorithms.Limit{Requests: 4, Window: w}, Key: prefix + "untagged"}
+		first := Rule{Algorithm: algo("token_bucket"), Limit: algorithms.Limit{Requests: 5, Window: w}, Key: tagged(prefix, "a", "first")}
+		second := Rule{Algorithm: algo("sliding_log"), Limit: algorithms.Limit{Requests: 2, Window: w}, Key: tagged(prefix, "b", "second")}
+		untagged := Rule{Algorithm: algo("gcra"), Limit: algorithms.Limit{Requests: 4, Window: w}, Key: prefix + "untagged"}
 		rules := []Rule{first, second, untagged}
 		for i := range 2 {
 			if ds, ok := decideT(t, m, rules, true); !ok {
@@ -326,11 +326,11 @@ func TestDecideInvalidRules(t *testing.T) {
 		rules []Rule
 		want  error
 	}{
-		{"unknown algorithm", []Rule{{Algorithm: "leaky", Limit: ok, Key: "a"}}, algorithms.ErrUnknown},
-		{"invalid limit", []Rule{{Algorithm: "gcra", Limit: algorithms.Limit{Window: time.Second}, Key: "a"}}, algorithms.ErrInvalidLimit},
-		{"gcra burst beyond its µs arithmetic", []Rule{{Algorithm: "gcra", Limit: algorithms.Limit{Requests: 1, Burst: 100_000_000, Window: time.Hour}, Key: "a"}}, algorithms.ErrInvalidLimit},
-		{"negative cost", []Rule{{Algorithm: "gcra", Limit: ok, Cost: -1, Key: "a"}}, ErrInvalidRule},
-		{"one key twice", []Rule{{Algorithm: "gcra", Limit: ok, Key: "a"}, {Algorithm: "gcra", Limit: ok, Key: "a"}}, ErrInvalidRule},
+		{"unknown algorithm", []Rule{{Algorithm: algo("leaky"), Limit: ok, Key: "a"}}, algorithms.ErrUnknown},
+		{"invalid limit", []Rule{{Algorithm: algo("gcra"), Limit: algorithms.Limit{Window: time.Second}, Key: "a"}}, algorithms.ErrInvalidLimit},
+		{"gcra burst beyond its µs arithmetic", []Rule{{Algorithm: algo("gcra"), Limit: algorithms.Limit{Requests: 1, Burst: 100_000_000, Window: time.Hour}, Key: "a"}}, algorithms.ErrInvalidLimit},
+		{"negative cost", []Rule{{Algorithm: algo("gcra"), Limit: ok, Cost: -1, Key: "a"}}, ErrInvalidRule},
+		{"one key twice", []Rule{{Algorithm: algo("gcra"), Limit: ok, Key: "a"}, {Algorithm: algo("gcra"), Limit: ok, Key: "a"}}, ErrInvalidRule},
 	}
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
 	t.Cleanup(func() { rdb.Close() })

@@ -17,7 +17,7 @@ import (
 // call still ends by its deadline. New puts it behind the deny cache, so
 // that answers from memory need no deadline at all.
 type timeout struct {
-	next    decider
+	next    stage
 	timeout time.Duration
 	slice   time.Duration
 
@@ -34,11 +34,11 @@ type sharedDeadline struct {
 	cancel context.CancelFunc
 }
 
-var _ decider = (*timeout)(nil)
+var _ stage = (*timeout)(nil)
 
 // newTimeout wraps next so that each of its calls ends within d (and
 // gets at least fifteen sixteenths of it).
-func newTimeout(next decider, d time.Duration) *timeout {
+func newTimeout(next stage, d time.Duration) *timeout {
 	return &timeout{next: next, timeout: d, slice: max(d/16, time.Microsecond)}
 }
 

@@ -9,9 +9,16 @@ import (
 	"tollgate/policy"
 )
 
+// algo is the spec of the algorithm called name, as the policy package
+// resolves it; the zero Spec for no algorithm.
+func algo(name string) algorithms.Spec {
+	s, _ := algorithms.Lookup(name)
+	return s
+}
+
 func onePolicy(name string, limit int) []policy.Policy {
 	return []policy.Policy{{Name: name, Key: "user_or_ip", Cost: 1,
-		Limits: []policy.Limit{{Algorithm: "fixed_window", Limit: algorithms.Limit{Requests: limit, Window: time.Minute}}}}}
+		Limits: []policy.LimitSpec{{Algorithm: algo("fixed_window"), Limit: algorithms.Limit{Requests: limit, Window: time.Minute}}}}}
 }
 
 // endings counts EndLeases calls.

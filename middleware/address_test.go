@@ -34,7 +34,7 @@ func addressEngine(t *testing.T, g *redistest.Redis, guard *auth.Guard, policies
 		t.Fatalf("SetTrustedProxies: %v", err)
 	}
 	r.RemoteIPHeaders = []string{"X-Forwarded-For"}
-	users := &authtest.Users{Name: "bob", Password: "pw"}
+	users := &authtest.FakeUsers{Name: "bob", Password: "pw"}
 	identify := newIdentify(discard(), users, guard, time.Second, time.Minute, time.Minute, ipv6Prefix)
 	lim := newLimiter(discard(), limiter.New(g.Client, limiter.Options{Timeout: time.Second}), policies, g.Prefix, false, ipv6Prefix)
 	r.GET("/x", identify, lim.Handler(), func(c *gin.Context) { c.String(http.StatusOK, Identity(c).Subject()) })
@@ -75,7 +75,7 @@ func from(t *testing.T, r http.Handler, path, client string, header map[string]s
 // ipPolicy is one fixed-window policy of limit requests per minute keyed by
 // client IP, exempting cidrs.
 func ipPolicy(limit int, cidrs ...string) []policy.Policy {
-	p := policy.Policy{Name: "p", Key: "ip", Cost: 1, Limits: []policy.Limit{{Algorithm: "fixed_window", Limit: algorithms.Limit{Requests: limit, Window: time.Minute}}}}
+	p := policy.Policy{Name: "p", Key: "ip", Cost: 1, Limits: []policy.LimitSpec{{Algorithm: algo("fixed_window"), Limit: algorithms.Limit{Requests: limit, Window: time.Minute}}}}
 	for _, c := range cidrs {
 		p.ExemptCIDRs = append(p.ExemptCIDRs, netip.MustParsePrefix(c))
 	}
@@ -119,7 +119,7 @@ func TestIdentifyCanonicalClientIP(t *testing.T) {
 				t.Fatalf("SetTrustedProxies: %v", err)
 			}
 			r.RemoteIPHeaders = []string{"X-Forwarded-For"}
-			r.GET("/x", newIdentify(discard(), &authtest.Users{}, nil, time.Second, time.Minute, time.Minute, tt.ipv6Prefix), func(c *gin.Context) {
+			r.GET("/x", newIdentify(discard(), &authtest.FakeUsers{}, nil, time.Second, time.Minute, time.Minute, tt.ipv6Prefix), func(c *gin.Context) {
 				c.String(http.StatusOK, Identity(c).Subject())
 			})
 
@@ -265,7 +265,7 @@ func TestGuardBudgetPerCanonicalAddress(t *testing.T) {
 		for _, tt := range tests {
 			t.Run(backend+"/"+tt.name, func(t *testing.T) {
 				g := newRedis(t)
-				guard, err := auth.NewGuard(g.Client, g.Prefix, len(tt.failures), 15*time.Minute, 0, time.Second, true)
+				guard, err := auth.NewGuard(g.Client, auth.GuardOptions{Prefix: g.Prefix, Failures: len(tt.failures), Window: 15 * time.Minute, Timeout: time.Second, FailOpen: true})
 				if err != nil {
 					t.Fatalf("NewGuard: %v", err)
 				}

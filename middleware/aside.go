@@ -6,7 +6,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"tollgate/algorithms"
 	"tollgate/limiter"
 	"tollgate/live"
 	"tollgate/policy"
@@ -23,7 +22,7 @@ type view struct {
 // current returns the view of the snapshot in force: the one made for it
 // already, or a new one. Two requests that make one at once each get a
 // whole one; the last stored is kept.
-func (l *Limiter) current() *view {
+func (l *RateLimit) current() *view {
 	s := l.live.Snapshot()
 	if v := l.view.Load(); v != nil && v.snap == s {
 		return v
@@ -31,12 +30,9 @@ func (l *Limiter) current() *view {
 	v := &view{snap: s, texts: make([]limitText, len(s.Live.Limits()))}
 	for _, nl := range s.Live.Limits() {
 		lt := &v.texts[nl.ID]
-		lt.name, lt.algorithm, lt.sfName = nl.Name, nl.Algorithm, sfString(nl.Name)
-		if spec, err := algorithms.Lookup(nl.Algorithm); err == nil {
-			lt.unit = spec.Unit
-		}
-		if p := nl.Limit.Limit.Period; p != "" {
-			lt.per = "per " + string(p) + " in " + nl.Limit.Limit.Location.String()
+		lt.name, lt.algorithm, lt.sfName, lt.unit = nl.Name, nl.Algorithm.Name, sfString(nl.Name), nl.Algorithm.Unit
+		if p := nl.Limit.Period; p != "" {
+			lt.per = "per " + string(p) + " in " + nl.Limit.Location.String()
 		}
 	}
 	l.view.Store(v)
@@ -69,7 +65,7 @@ const (
 	asidePause    = 20
 )
 
-// asideBudget is the shared budget of a Limiter's candidate and shadow
+// asideBudget is the shared budget of a RateLimit's candidate and shadow
 // decisions.
 type asideBudget struct {
 	slots  chan struct{}
@@ -125,7 +121,7 @@ type aside struct {
 	// dropped counts the sets of rules not decided: beyond the budget.
 	dropped int
 	// held are the results that hold in-flight places, given back when
-	// the request ends (Limiter.release).
+	// the request ends (RateLimit.release).
 	held []limiter.Result
 	// shadowLimited are the live shadow limits that would have denied.
 	shadowLimited []PolicyRef
@@ -146,7 +142,7 @@ func (a *aside) start(ctx context.Context, shadow, candidate []policy.Applied) {
 			}
 			for i, dec := range res.Decisions {
 				if !dec.Allowed {
-					a.shadowLimited = append(a.shadowLimited, PolicyRef{Policy: shadow[i].Limit.Name, Algorithm: shadow[i].Limit.Algorithm})
+					a.shadowLimited = append(a.shadowLimited, PolicyRef{Policy: shadow[i].Limit.Name, Algorithm: shadow[i].Limit.Algorithm.Name})
 				}
 			}
 		})

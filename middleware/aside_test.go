@@ -51,10 +51,10 @@ func (g gate) Peek(ctx context.Context, rules []limiter.Rule) (limiter.Result, e
 
 func onePolicy(name string, limit int) []policy.Policy {
 	return []policy.Policy{{Name: name, Key: "user_or_ip", Cost: 1,
-		Limits: []policy.Limit{{Algorithm: "fixed_window", Limit: algorithms.Limit{Requests: limit, Window: time.Minute}}}}}
+		Limits: []policy.LimitSpec{{Algorithm: algo("fixed_window"), Limit: algorithms.Limit{Requests: limit, Window: time.Minute}}}}}
 }
 
-func serveLimited(l *Limiter, outcome chan<- Outcome) *gin.Engine {
+func serveLimited(l *RateLimit, outcome chan<- Outcome) *gin.Engine {
 	r := gin.New()
 	r.GET("/x",
 		func(c *gin.Context) {
@@ -182,7 +182,7 @@ func TestSlowCandidateNeverChangesLiveAnswer(t *testing.T) {
 	engine := limiter.New(&stallCandidate{Scripter: rdb}, limiter.Options{Timeout: 20 * time.Millisecond, BreakerFailures: 2})
 	l := newLimiter(discard(), engine, onePolicy("live", 5), "test:", true, 64)
 	l.live.SetCandidate([]policy.Policy{{Name: "expensive", Key: "user_or_ip", Cost: 1,
-		Limits: []policy.Limit{{Algorithm: "sliding_log", Limit: algorithms.Limit{Requests: 1000, Window: time.Minute}}}}}, "cv")
+		Limits: []policy.LimitSpec{{Algorithm: algo("sliding_log"), Limit: algorithms.Limit{Requests: 1000, Window: time.Minute}}}}}, "cv")
 	outcome := make(chan Outcome, 12)
 	r := serveLimited(l, outcome)
 	// In rounds of 4 at once: the candidate's timeouts come after the live

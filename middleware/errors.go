@@ -1,5 +1,10 @@
 // Package middleware holds the gin middleware of the API: recovery, request
 // logging, client identity and rate limiting.
+//
+// Constructors follow the module's one style: what the value cannot work
+// without as parameters, its optional settings in one options struct named
+// after the type (NewRateLimit takes RateLimitOptions), each field saying
+// what its zero value means.
 package middleware
 
 import (

@@ -35,8 +35,8 @@ func identifyEngine(t *testing.T, users auth.Users, proxies []string) *gin.Engin
 // newIdentify is Identify over an auth.Authenticator of users and guard
 // (nil: none) with these settings, warning to log as main's does.
 func newIdentify(log *slog.Logger, users auth.Users, guard *auth.Guard, timeout, passwordTTL, keyTTL time.Duration, ipv6Prefix int) gin.HandlerFunc {
-	a := auth.New(users, guard, auth.WithWarner(NewThrottledLog(log, 10*time.Second)),
-		auth.WithTimeout(timeout), auth.WithPasswordTTL(passwordTTL), auth.WithKeyTTL(keyTTL))
+	a := auth.New(users, auth.AuthenticatorOptions{Guard: guard, Warner: NewThrottledLog(log, 10*time.Second),
+		Timeout: timeout, PasswordTTL: passwordTTL, KeyTTL: keyTTL})
 	return Identify(log, a, ipv6Prefix)
 }
 
@@ -119,7 +119,7 @@ func TestIdentifyClientIP(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			users := &authtest.Users{Name: "alice", Password: "pw"}
+			users := &authtest.FakeUsers{Name: "alice", Password: "pw"}
 			r := identifyEngine(t, users, tt.proxies)
 
 			w := serve(t, r, tt.remoteAddr, tt.header)
@@ -141,7 +141,7 @@ func TestIdentifyClientIP(t *testing.T) {
 }
 
 func TestIdentifyBasic(t *testing.T) {
-	users := &authtest.Users{Name: "alice", Password: "s3cret:with:colons"}
+	users := &authtest.FakeUsers{Name: "alice", Password: "s3cret:with:colons"}
 	r := identifyEngine(t, users, []string{"192.0.2.0/24"})
 
 	w := serve(t, r, "192.0.2.1:1234", map[string]string{
@@ -166,7 +166,7 @@ func TestIdentifyBasic(t *testing.T) {
 // TestRequestLogIdentityKind: the access log names how the caller was
 // identified: user (password), key (API key) or ip, never the credential.
 func TestRequestLogIdentityKind(t *testing.T) {
-	users := &authtest.Users{Name: "bob", Password: "pw"}
+	users := &authtest.FakeUsers{Name: "bob", Password: "pw"}
 	users.SetKey("tg_good", false)
 	var logs strings.Builder
 	r := gin.New()
@@ -195,7 +195,7 @@ func TestRequestLogIdentityKind(t *testing.T) {
 // TestIdentifyEmptyKey: an X-API-Key header sent empty is a wrong key (401),
 // not anonymous, and costs no lookup.
 func TestIdentifyEmptyKey(t *testing.T) {
-	users := &authtest.Users{Name: "alice", Password: "pw"}
+	users := &authtest.FakeUsers{Name: "alice", Password: "pw"}
 	r := identifyEngine(t, users, nil)
 	w := serve(t, r, "192.0.2.1:1234", map[string]string{"X-API-Key": ""})
 	if w.Code != http.StatusUnauthorized || users.Calls() != 0 {
@@ -210,7 +210,7 @@ func TestIdentifyEmptyKey(t *testing.T) {
 // TestIdentifyRepeatedCredential: a credential header sent twice is
 // ambiguous (which one is the caller?): 400, and nothing is checked.
 func TestIdentifyRepeatedCredential(t *testing.T) {
-	users := &authtest.Users{Name: "alice", Password: "pw"}
+	users := &authtest.FakeUsers{Name: "alice", Password: "pw"}
 	users.SetKey("tg_good", false)
 	r := identifyEngine(t, users, nil)
 	for _, h := range []http.Header{

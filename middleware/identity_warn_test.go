@@ -18,7 +18,7 @@ import (
 // not a line per request (a flood of logins would be a flood of lines).
 func TestIdentifyDatabaseErrorsWarnThrottled(t *testing.T) {
 	var logs syncBuffer
-	users := &authtest.Users{Name: "alice", Password: "right", Err: errors.New("dial tcp 127.0.0.1:3306: connection refused")}
+	users := &authtest.FakeUsers{Name: "alice", Password: "right", Err: errors.New("dial tcp 127.0.0.1:3306: connection refused")}
 	r := gin.New()
 	r.GET("/x", newIdentify(slog.New(slog.NewJSONHandler(&logs, nil)), users, nil, time.Second, time.Minute, time.Minute, 64), func(c *gin.Context) {
 		c.String(http.StatusOK, Identity(c).Subject())

@@ -97,7 +97,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}, []string{"algorithm"}),
 		redisErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tollgate_redis_errors_total",
-			Help: "Limiter calls that failed on Redis (errors and timeouts; not calls refused by the open circuit).",
+			Help: "RateLimit calls that failed on Redis (errors and timeouts; not calls refused by the open circuit).",
 		}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tollgate_http_requests_total",

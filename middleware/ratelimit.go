@@ -81,11 +81,11 @@ type decider interface {
 	Release(ctx context.Context, res limiter.Result) error
 }
 
-// Limiter applies the policies in force (live.Policies) to requests. All
+// RateLimit applies the policies in force (live.Policies) to requests. All
 // limits of the enforced policies that apply to a request are decided in
 // one call, so a request denied by any of them is counted by none. Each
 // request uses one snapshot of the policies.
-type Limiter struct {
+type RateLimit struct {
 	log     *slog.Logger
 	decider decider
 	// aside decides the shadow and candidate limits: an engine apart from
@@ -157,32 +157,47 @@ func (lt *limitText) headers(d limiter.Decision) *limitHeaders {
 	return h
 }
 
-// NewLimiter returns a Limiter deciding the policies in force p with d.
+// NewRateLimit returns a RateLimit deciding the policies in force p with d.
 // d must bound its calls in time (limiter.Options.Timeout);
 // failOpen chooses what a request gets when the limiter cannot decide (Redis
 // down or slow): served unchecked, marked by "X-RateLimit-Checked: false", or
 // 503 — availability of the API versus strictness of the limit. Clients
 // counted by IP address are counted per IPv6 prefix of ipv6Prefix bits
 // (ipSubject); exemptions by CIDR match the client's own address.
-func NewLimiter(log *slog.Logger, d decider, p *live.Policies, failOpen bool, ipv6Prefix int) *Limiter {
-	l := &Limiter{log: log, decider: d, live: p, failOpen: failOpen, ipv6Prefix: ipv6Prefix, now: time.Now,
+func NewRateLimit(log *slog.Logger, d decider, p *live.Policies, failOpen bool, ipv6Prefix int, o RateLimitOptions) *RateLimit {
+	now := o.Clock
+	if now == nil {
+		now = time.Now
+	}
+	l := &RateLimit{log: log, decider: d, live: p, failOpen: failOpen, ipv6Prefix: ipv6Prefix, now: now,
 		warn: NewThrottledLog(log, 10*time.Second), tierWarn: NewThrottledLog(log, time.Minute),
 		aside: d, asideBudget: newAsideBudget()}
+	if o.MaxWaiting > 0 {
+		l.wait = &waiting{most: int64(o.MaxWaiting), drain: o.Drain}
+	}
 	if a, ok := d.(interface{ Apart() *limiter.Limiter }); ok {
 		l.aside = a.Apart()
 	}
 	return l
 }
 
-// WithClock makes now the clock overrides expire by (tests); it returns l.
-func (l *Limiter) WithClock(now func() time.Time) *Limiter {
-	l.now = now
-	return l
+// RateLimitOptions are a RateLimit's optional settings; each field says
+// what its zero value means.
+type RateLimitOptions struct {
+	// Clock is the clock overrides expire by; nil: time.Now. Tests move it.
+	Clock func() time.Time
+	// MaxWaiting is how many requests may wait for their slot under limits
+	// with a delay at once (RATE_LIMIT_MAX_WAITING); beyond it, such limits
+	// answer 429 as without a delay. 0: none wait.
+	MaxWaiting int
+	// Drain, when closed (shutdown), refuses the requests waiting with 503
+	// and gives their slots back; nil: never.
+	Drain <-chan struct{}
 }
 
 // caller is what the policies know of the request's sender, read from the
 // identity Identify left: the one place the adapter reads it.
-func (l *Limiter) caller(c *gin.Context, s *live.Snapshot) policy.Caller {
+func (l *RateLimit) caller(c *gin.Context, s *live.Snapshot) policy.Caller {
 	id := Identity(c)
 	who := policy.Caller{Tier: Tier(c), Header: c.Request.Header}
 	switch id.Kind {
@@ -206,7 +221,7 @@ func (l *Limiter) caller(c *gin.Context, s *live.Snapshot) policy.Caller {
 // rules lists the limits of set that apply to the request from who: of
 // policies matching its route (or of every policy, for anyRoute), for its
 // tier, minus exemptions.
-func (l *Limiter) rules(c *gin.Context, set *policy.Set, who policy.Caller, anyRoute bool, out []policy.Applied) []policy.Applied {
+func (l *RateLimit) rules(c *gin.Context, set *policy.Set, who policy.Caller, anyRoute bool, out []policy.Applied) []policy.Applied {
 	var unlisted string
 	if anyRoute {
 		out, unlisted = set.AllRules(who, out)
@@ -231,7 +246,7 @@ func rulesOf(as []policy.Applied) []limiter.Rule {
 
 // Handler limits requests: it sets the rate-limit headers and answers 429
 // when any enforced limit denies.
-func (l *Limiter) Handler() gin.HandlerFunc {
+func (l *RateLimit) Handler() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		v := l.current() // the whole request is decided under this snapshot
 		s := v.snap
@@ -289,7 +304,7 @@ func (l *Limiter) Handler() gin.HandlerFunc {
 		}
 		o.Took = time.Since(start)
 		if err != nil {
-			o.Policy, o.Algorithm = enforced[0].Limit.Name, enforced[0].Limit.Algorithm
+			o.Policy, o.Algorithm = enforced[0].Limit.Name, enforced[0].Limit.Algorithm.Name
 			o.RedisError = !errors.Is(err, limiter.ErrCircuitOpen)
 			l.warn.Warn("rate limiter unavailable", "err", err, "fail_open", l.failOpen)
 			if l.failOpen {
@@ -347,7 +362,7 @@ func (l *Limiter) Handler() gin.HandlerFunc {
 // through d, the decider that decided it. The engine gives the call a
 // deadline of its own: ctx (the request's) is often done by now, and a
 // client that went away must not keep its places.
-func (l *Limiter) release(ctx context.Context, d decider, res limiter.Result) {
+func (l *RateLimit) release(ctx context.Context, d decider, res limiter.Result) {
 	if err := d.Release(ctx, res); err != nil {
 		l.warn.Warn("in-flight places not given back yet: retried until Redis answers, or they expire", "err", err)
 	}
@@ -467,7 +482,7 @@ const (
 // the policies in force that applies to the request's caller on any route,
 // in the order of res.Decisions, and the snapshot they are of. An engine
 // that cannot answer is logged (throttled) here, and its error returned.
-func (l *Limiter) Peek(c *gin.Context) (s *live.Snapshot, applied []policy.Applied, res limiter.Result, err error) {
+func (l *RateLimit) Peek(c *gin.Context) (s *live.Snapshot, applied []policy.Applied, res limiter.Result, err error) {
 	s = l.live.Snapshot()
 	applied = l.rules(c, s.Live, l.caller(c, s), true, nil)
 	if len(applied) == 0 {

@@ -35,6 +35,13 @@ func init() { gin.SetMode(gin.TestMode) }
 // discard is a logger for tests that do not look at logs.
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
+// algo is the spec of the algorithm called name, as the policy package
+// resolves it; the zero Spec for no algorithm.
+func algo(name string) algorithms.Spec {
+	s, _ := algorithms.Lookup(name)
+	return s
+}
+
 func TestSetHeaders(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
 	tests := []struct {
@@ -540,10 +547,10 @@ func defaultPolicy(tb testing.TB) []policy.Policy {
 	return policies
 }
 
-// newLimiter is NewLimiter on policies in force from the start (no file
+// newLimiter is NewRateLimit on policies in force from the start (no file
 // version, no leases to end), their keys under prefix.
-func newLimiter(log *slog.Logger, d decider, policies []policy.Policy, prefix string, failOpen bool, ipv6Prefix int) *Limiter {
-	return NewLimiter(log, d, live.New(policies, "", prefix, nil), failOpen, ipv6Prefix)
+func newLimiter(log *slog.Logger, d decider, policies []policy.Policy, prefix string, failOpen bool, ipv6Prefix int) *RateLimit {
+	return NewRateLimit(log, d, live.New(policies, "", prefix, nil), failOpen, ipv6Prefix, RateLimitOptions{})
 }
 
 // limitHandler is the default fixed_window policy (5 per minute) decided by d.
@@ -551,9 +558,9 @@ func limitHandler(t *testing.T, d decider, failOpen bool) gin.HandlerFunc {
 	return newLimiter(discard(), d, defaultPolicy(t), "p:", failOpen, 64).Handler()
 }
 
-// named is the header data of a limit named name, as NewLimiter makes it.
+// named is the header data of a limit named name, as NewRateLimit makes it.
 func named(name string) *limitText {
-	return &newLimiter(discard(), nil, []policy.Policy{{Name: name, Limits: []policy.Limit{{}}}}, "p:", true, 64).current().texts[0]
+	return &newLimiter(discard(), nil, []policy.Policy{{Name: name, Limits: []policy.LimitSpec{{}}}}, "p:", true, 64).current().texts[0]
 }
 
 func TestSetHeadersFollowsTheDecisionsLimit(t *testing.T) {
@@ -619,9 +626,9 @@ policies:
 // TestCaller: the adapter tells the policies who calls from the identity
 // Identify left, reading the client's address only where a policy needs it.
 func TestCaller(t *testing.T) {
-	byUser := []policy.Policy{{Name: "u", Key: "user_or_ip", Cost: 1, Limits: []policy.Limit{{}}}}
-	byIP := []policy.Policy{{Name: "i", Key: "ip", Cost: 1, Limits: []policy.Limit{{}}}}
-	exempting := []policy.Policy{{Name: "e", Key: "user_or_ip", Cost: 1, Limits: []policy.Limit{{}},
+	byUser := []policy.Policy{{Name: "u", Key: "user_or_ip", Cost: 1, Limits: []policy.LimitSpec{{}}}}
+	byIP := []policy.Policy{{Name: "i", Key: "ip", Cost: 1, Limits: []policy.LimitSpec{{}}}}
+	exempting := []policy.Policy{{Name: "e", Key: "user_or_ip", Cost: 1, Limits: []policy.LimitSpec{{}},
 		ExemptCIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}}
 	header := http.Header{"X-Tenant": {"acme"}}
 	amy := auth.Identity{Kind: auth.User, Name: "amy", Addr: "2001:db8::/64", Tier: "pro"}

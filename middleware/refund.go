@@ -20,7 +20,7 @@ type refunder interface {
 // status is known before its headers go out: a status that policy refunds
 // gives the request's units back in that policy's limits, and the
 // rate-limit headers are written anew from what they then have left.
-func (l *Limiter) next(c *gin.Context, res limiter.Result, enforced []policy.Applied, items []headerItem, o *Outcome) {
+func (l *RateLimit) next(c *gin.Context, res limiter.Result, enforced []policy.Applied, items []headerItem, o *Outcome) {
 	r, ok := l.decider.(refunder)
 	if !ok || res.Local() || !slices.ContainsFunc(enforced, func(a policy.Applied) bool { return len(a.Policy.RefundOn) > 0 }) {
 		c.Next()

@@ -24,18 +24,8 @@ type waiting struct {
 	drain <-chan struct{}
 }
 
-// WithWaiting lets requests wait for their slot under limits with a delay,
-// at most most at once on this instance (RATE_LIMIT_MAX_WAITING); beyond
-// it, such limits answer 429 as without a delay. When drain is closed
-// (shutdown), the requests waiting are refused with 503 and their slots
-// given back. Without WithWaiting no request waits. It returns l.
-func (l *Limiter) WithWaiting(most int, drain <-chan struct{}) *Limiter {
-	l.wait = &waiting{most: int64(most), drain: drain}
-	return l
-}
-
 // Waiting is how many requests are being held for their slot now.
-func (l *Limiter) Waiting() int {
+func (l *RateLimit) Waiting() int {
 	if l.wait == nil {
 		return 0
 	}
@@ -58,7 +48,7 @@ func (r *reservation) release() {
 // reserve makes room for a request of rules to wait, if a rule has a delay
 // (nil if none does). Without room, the rules lose their delays: they
 // decide as without one.
-func (l *Limiter) reserve(rules []limiter.Rule) *reservation {
+func (l *RateLimit) reserve(rules []limiter.Rule) *reservation {
 	delayed := false
 	for _, r := range rules {
 		delayed = delayed || r.Delay > 0
@@ -82,7 +72,7 @@ func (l *Limiter) reserve(rules []limiter.Rule) *reservation {
 // telling the client in X-RateLimit-Delayed (ms). It reports whether the
 // request is to be served: false when the client went away meanwhile, or
 // the service is shutting down (answered 503): the slot is then given back.
-func (l *Limiter) hold(c *gin.Context, res limiter.Result, slot *reservation, o *Outcome) bool {
+func (l *RateLimit) hold(c *gin.Context, res limiter.Result, slot *reservation, o *Outcome) bool {
 	defer slot.release()
 	var wait time.Duration
 	for _, d := range res.Decisions {
@@ -121,7 +111,7 @@ func (l *Limiter) hold(c *gin.Context, res limiter.Result, slot *reservation, o 
 const statusClientGone = 499
 
 // giveBack returns the slot of a request that will not be served.
-func (l *Limiter) giveBack(ctx context.Context, res limiter.Result) {
+func (l *RateLimit) giveBack(ctx context.Context, res limiter.Result) {
 	r, ok := l.decider.(refunder)
 	if !ok {
 		return

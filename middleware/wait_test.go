@@ -14,6 +14,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"tollgate/limiter"
+	"tollgate/live"
 	"tollgate/policy"
 	"tollgate/redistest"
 )
@@ -31,7 +32,7 @@ policies:
 
 // waitInstance is one instance: its own engine and middleware on g, at most
 // most requests waiting, refusing them when drain closes.
-func waitInstance(t *testing.T, g *redistest.Redis, most int, drain <-chan struct{}) (*Limiter, http.Handler) {
+func waitInstance(t *testing.T, g *redistest.Redis, most int, drain <-chan struct{}) (*RateLimit, http.Handler) {
 	t.Helper()
 	policies, err := policy.Parse(strings.NewReader(shapedPolicy))
 	if err != nil {
@@ -39,7 +40,7 @@ func waitInstance(t *testing.T, g *redistest.Redis, most int, drain <-chan struc
 	}
 	engine := limiter.New(g.Client, limiter.Options{Timeout: 2 * time.Second, DenyCacheSize: 100})
 	t.Cleanup(engine.Close)
-	lim := newLimiter(discard(), engine, policies, g.Prefix, false, 64).WithWaiting(most, drain)
+	lim := NewRateLimit(discard(), engine, live.New(policies, "", g.Prefix, nil), false, 64, RateLimitOptions{MaxWaiting: most, Drain: drain})
 	r := gin.New()
 	r.GET("/x", lim.Handler(), func(c *gin.Context) { c.String(http.StatusOK, "ok") })
 	return lim, r

@@ -17,6 +17,8 @@ import (
 	"gorm.io/driver/mysql"
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
+
+	"tollgate/username"
 )
 
 // Open connects to the database (driver "sqlite" or "mysql"), sets pool
@@ -112,7 +114,7 @@ func noDatabase(dsn string) error {
 // Migrate creates or updates the tables. Instances starting together race to
 // create them; the losers see "already exists" and succeed on a retry.
 func Migrate(ctx context.Context, db *gorm.DB) error {
-	err := retry(ctx, func() error { return db.WithContext(ctx).AutoMigrate(&Continent{}, &User{}, &APIKey{}, &Override{}) })
+	err := retry(ctx, func() error { return db.WithContext(ctx).AutoMigrate(&Continent{}, &User{}, &APIKey{}, &OverrideRow{}) })
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
@@ -186,13 +188,13 @@ func retry(ctx context.Context, fn func() error) error {
 // the given users. It is idempotent: running it again, from any number of
 // instances at once, leaves the same rows. A seeded user whose password
 // changed gets the new hash; one seeded with a tier gets that tier.
-func Seed(ctx context.Context, db *gorm.DB, users []Credential) error {
+func Seed(ctx context.Context, db *gorm.DB, users []Account) error {
 	return SeedAtCost(ctx, db, users, bcrypt.DefaultCost)
 }
 
 // SeedAtCost is Seed hashing new passwords at the given bcrypt cost (see
-// Store.WithHashCost): tests seed at bcrypt.MinCost.
-func SeedAtCost(ctx context.Context, db *gorm.DB, users []Credential, cost int) error {
+// StoreOptions.HashCost): tests seed at bcrypt.MinCost.
+func SeedAtCost(ctx context.Context, db *gorm.DB, users []Account, cost int) error {
 	db = db.WithContext(ctx)
 	err := retry(ctx, func() error {
 		// A copy per call: Create writes the ids it gets back into the rows,
@@ -215,9 +217,9 @@ func SeedAtCost(ctx context.Context, db *gorm.DB, users []Credential, cost int) 
 	return nil
 }
 
-func seedUser(db *gorm.DB, c Credential, cost int) error {
-	if !ValidUserName(c.Name) {
-		return fmt.Errorf("name: want %s: %w", UserNameRule, ErrInvalid)
+func seedUser(db *gorm.DB, c Account, cost int) error {
+	if !username.Valid(c.Name) {
+		return fmt.Errorf("name: want %s: %w", username.Rule, ErrInvalid)
 	}
 	u, err := findUser(db, c.Name)
 	if err != nil && !errors.Is(err, ErrNotFound) {

@@ -1,14 +1,14 @@
 // Package models holds the database tables (continents, users, API keys),
 // opening and migrating the database, seeding it, and the queries the service
 // makes.
+//
+// Constructors follow the module's one style: what the value cannot work
+// without as parameters, its settings in one options struct named after the
+// type (NewStore takes StoreOptions), each field saying what its zero value
+// means.
 package models
 
-import (
-	"strings"
-	"time"
-	"unicode"
-	"unicode/utf8"
-)
+import "time"
 
 // Continent is one row of the continents table, laid out as in the tutorial
 // this service grew from.
@@ -22,23 +22,6 @@ func (Continent) TableName() string { return "continents" }
 
 // DefaultTier is the tier of a user nobody gave one.
 const DefaultTier = "free"
-
-// UserNameRule says what ValidUserName accepts, for error messages.
-const UserNameRule = "1 to 64 bytes of UTF-8 without ':' or control characters"
-
-// ValidUserName reports whether name can be a user's name: 1 to 64 bytes of
-// UTF-8 (the column's size) without ':' (HTTP Basic splits at the first one)
-// or control characters (C0 such as NUL, tab and newline, DEL, C1), which
-// would forge log lines or make two names look alike. It is the one rule for
-// names: SEED_USERS, the admin CLI, CreateUser and the Basic login all use it.
-// Names are compared byte for byte: one that differs in case, accents or
-// spaces is another name.
-func ValidUserName(name string) bool {
-	if name == "" || len(name) > 64 || !utf8.ValidString(name) || strings.ContainsRune(name, ':') {
-		return false
-	}
-	return strings.IndexFunc(name, unicode.IsControl) < 0
-}
 
 // User is an API account; only the bcrypt hash of its password is stored.
 // Tier picks the user's rate limits (see the policy file).
@@ -67,9 +50,9 @@ type APIKey struct {
 // TableName names the table api_keys.
 func (APIKey) TableName() string { return "api_keys" }
 
-// Credential is a user name and password to seed. An empty Tier leaves an
+// Account is a user name and password to seed. An empty Tier leaves an
 // existing user's tier as it is and gives a new user DefaultTier.
-type Credential struct {
+type Account struct {
 	Name     string
 	Password string
 	Tier     string

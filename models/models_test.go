@@ -73,7 +73,7 @@ func ownMySQLDatabase(t *testing.T, dsn string) string {
 	return cfg.FormatDSN()
 }
 
-func seed(t *testing.T, db *gorm.DB, users ...Credential) {
+func seed(t *testing.T, db *gorm.DB, users ...Account) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -90,12 +90,12 @@ func seed(t *testing.T, db *gorm.DB, users ...Credential) {
 // TestDefaultHashCost checks that the service's own calls keep the default.
 const testCost = bcrypt.MinCost
 
-// testStore is NewStore(db) hashing at testCost.
+// testStore is a Store on db hashing at testCost.
 func testStore(t *testing.T, db *gorm.DB) *Store {
 	t.Helper()
-	s, err := NewStore(db).WithHashCost(testCost)
+	s, err := NewStore(db, StoreOptions{HashCost: testCost})
 	if err != nil {
-		t.Fatalf("WithHashCost(%d): %v", testCost, err)
+		t.Fatalf("NewStore(HashCost %d): %v", testCost, err)
 	}
 	return s
 }
@@ -111,10 +111,13 @@ func TestDefaultHashCost(t *testing.T) {
 	if err := Migrate(ctx, db); err != nil {
 		t.Fatalf("Migrate: %v", err)
 	}
-	if err := Seed(ctx, db, []Credential{{Name: "amy", Password: "pw"}}); err != nil {
+	if err := Seed(ctx, db, []Account{{Name: "amy", Password: "pw"}}); err != nil {
 		t.Fatalf("Seed: %v", err)
 	}
-	store := NewStore(db)
+	store, err := NewStore(db, StoreOptions{})
+	if err != nil {
+		t.Fatalf("NewStore: %v", err)
+	}
 	if err := store.CreateUser(ctx, "bo", "pw", ""); err != nil {
 		t.Fatalf("CreateUser(bo): %v", err)
 	}
@@ -140,7 +143,7 @@ func TestDefaultHashCost(t *testing.T) {
 	}
 	cheap := testStore(t, db)
 	if got, err := bcrypt.Cost([]byte(cheap.dummy)); err != nil || got != testCost {
-		t.Errorf("WithHashCost(%d): unknown names are checked against cost %d, %v; want %d", testCost, got, err, testCost)
+		t.Errorf("NewStore(HashCost %d): unknown names are checked against cost %d, %v; want %d", testCost, got, err, testCost)
 	}
 }
 
@@ -156,7 +159,7 @@ func TestSeedIsIdempotent(t *testing.T) {
 			t.Parallel()
 			driver, dsn := newDB(t)
 			db := open(t, driver, dsn)
-			john := Credential{Name: "john_doe", Password: "EXAMPLE_PASSWORD"}
+			john := Account{Name: "john_doe", Password: "EXAMPLE_PASSWORD"}
 			seed(t, db, john)
 			seed(t, db, john)
 			got, err := testStore(t, db).Continents(t.Context())
@@ -193,7 +196,7 @@ func TestMigrateAndSeedConcurrently(t *testing.T) {
 						t.Errorf("concurrent Migrate: %v", err)
 						return
 					}
-					if err := SeedAtCost(ctx, db, []Credential{{Name: "amy", Password: "pw"}}, testCost); err != nil {
+					if err := SeedAtCost(ctx, db, []Account{{Name: "amy", Password: "pw"}}, testCost); err != nil {
 						t.Errorf("concurrent Seed: %v", err)
 					}
 				})
@@ -217,9 +220,9 @@ func TestCheckPassword(t *testing.T) {
 			t.Parallel()
 			driver, dsn := newDB(t)
 			db := open(t, driver, dsn)
-			seed(t, db, Credential{Name: "john_doe", Password: "old"})
-			seed(t, db, Credential{Name: "john_doe", Password: "EXAMPLE_PASSWORD"}) // password changed
-			seed(t, db, Credential{Name: "paula", Password: "pw", Tier: "pro"})
+			seed(t, db, Account{Name: "john_doe", Password: "old"})
+			seed(t, db, Account{Name: "john_doe", Password: "EXAMPLE_PASSWORD"}) // password changed
+			seed(t, db, Account{Name: "paula", Password: "pw", Tier: "pro"})
 			store := testStore(t, db)
 			tests := []struct {
 				name, user, password string
@@ -258,13 +261,13 @@ func TestSeedTiers(t *testing.T) {
 			db := open(t, driver, dsn)
 			store := testStore(t, db)
 			steps := []struct {
-				seed     Credential
+				seed     Account
 				wantTier string
 			}{
-				{Credential{Name: "amy", Password: "pw"}, "free"},
-				{Credential{Name: "amy", Password: "pw", Tier: "pro"}, "pro"},
-				{Credential{Name: "amy", Password: "pw"}, "pro"},                 // no tier: kept
-				{Credential{Name: "amy", Password: "pw2", Tier: "gold"}, "gold"}, // password and tier at once
+				{Account{Name: "amy", Password: "pw"}, "free"},
+				{Account{Name: "amy", Password: "pw", Tier: "pro"}, "pro"},
+				{Account{Name: "amy", Password: "pw"}, "pro"},                 // no tier: kept
+				{Account{Name: "amy", Password: "pw2", Tier: "gold"}, "gold"}, // password and tier at once
 			}
 			for i, s := range steps {
 				seed(t, db, s.seed)
@@ -285,7 +288,7 @@ func TestTier(t *testing.T) {
 			driver, dsn := newDB(t)
 			db := open(t, driver, dsn)
 			store := testStore(t, db)
-			seed(t, db, Credential{Name: "amy", Password: "pw", Tier: "pro"})
+			seed(t, db, Account{Name: "amy", Password: "pw", Tier: "pro"})
 			if tier, err := store.Tier(t.Context(), "amy"); err != nil || tier != "pro" {
 				t.Errorf("Tier(amy) = %q, %v; want pro, nil", tier, err)
 			}
@@ -356,7 +359,7 @@ func TestAPIKeys(t *testing.T) {
 			t.Parallel()
 			driver, dsn := newDB(t)
 			db := open(t, driver, dsn)
-			seed(t, db, Credential{Name: "amy", Password: "pw", Tier: "pro"}, Credential{Name: "bo", Password: "pw"})
+			seed(t, db, Account{Name: "amy", Password: "pw", Tier: "pro"}, Account{Name: "bo", Password: "pw"})
 			store := testStore(t, db)
 			ctx := t.Context()
 
@@ -431,7 +434,7 @@ func TestAPIKeys(t *testing.T) {
 func TestStoreHonoursContext(t *testing.T) {
 	t.Parallel()
 	db := open(t, "sqlite", filepath.Join(t.TempDir(), "test.db"))
-	seed(t, db, Credential{Name: "amy", Password: "pw"})
+	seed(t, db, Account{Name: "amy", Password: "pw"})
 	store := testStore(t, db)
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
@@ -473,7 +476,7 @@ func TestOpenMySQLWithoutParseTime(t *testing.T) {
 	cfg.ParseTime = false
 	cfg.Params = map[string]string{"charset": "utf8mb4"} // another parameter, kept
 	db := open(t, "mysql", cfg.FormatDSN())
-	seed(t, db, Credential{Name: "john_doe", Password: "EXAMPLE_PASSWORD"})
+	seed(t, db, Account{Name: "john_doe", Password: "EXAMPLE_PASSWORD"})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	s := testStore(t, db)

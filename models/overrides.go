@@ -10,12 +10,13 @@ import (
 	"gorm.io/gorm"
 
 	"tollgate/policy"
+	"tollgate/username"
 )
 
-// Override is one row of the overrides table: limits for one identity that
+// OverrideRow is one row of the overrides table: limits for one identity that
 // replace a policy's own (see policy.Override, which it becomes). Subject is
 // "user:NAME" or "ip:CIDR" in canonical form, checked before it is stored.
-type Override struct {
+type OverrideRow struct {
 	ID        int64  `gorm:"primaryKey"`
 	Subject   string `gorm:"size:80;not null;index"`
 	Policy    string `gorm:"size:64;not null"`
@@ -28,17 +29,17 @@ type Override struct {
 // SetOverride stores o, replacing any override of the same subject and
 // policy (subjects compare byte for byte, as user names do), and returns
 // its new ID: a replaced override's count is not carried over.
-func (s *Store) SetOverride(ctx context.Context, o Override) (int64, error) {
+func (s *Store) SetOverride(ctx context.Context, o OverrideRow) (int64, error) {
 	o.ID = 0
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		var same []Override
+		var same []OverrideRow
 		if err := tx.Where("policy = ? AND subject = ?", o.Policy, o.Subject).Find(&same).Error; err != nil {
 			return err
 		}
 		for _, old := range same {
 			// MySQL's default collation finds "user:Amy" for "user:amy" too.
 			if old.Subject == o.Subject && old.Policy == o.Policy {
-				if err := tx.Delete(&Override{}, old.ID).Error; err != nil {
+				if err := tx.Delete(&OverrideRow{}, old.ID).Error; err != nil {
 					return err
 				}
 			}
@@ -53,12 +54,12 @@ func (s *Store) SetOverride(ctx context.Context, o Override) (int64, error) {
 
 // Overrides lists the overrides by ID; with now not zero, only those that
 // have not expired at now.
-func (s *Store) Overrides(ctx context.Context, now time.Time) ([]Override, error) {
+func (s *Store) Overrides(ctx context.Context, now time.Time) ([]OverrideRow, error) {
 	db := s.db.WithContext(ctx).Order("id")
 	if !now.IsZero() {
 		db = db.Where("expires_at IS NULL OR expires_at > ?", now.UTC())
 	}
-	var out []Override
+	var out []OverrideRow
 	if err := db.Find(&out).Error; err != nil {
 		return nil, fmt.Errorf("list overrides: %w", err)
 	}
@@ -68,7 +69,7 @@ func (s *Store) Overrides(ctx context.Context, now time.Time) ([]Override, error
 // DeleteOverride deletes the override id; an unknown id is an error
 // wrapping ErrNotFound.
 func (s *Store) DeleteOverride(ctx context.Context, id int64) error {
-	res := s.db.WithContext(ctx).Delete(&Override{}, id)
+	res := s.db.WithContext(ctx).Delete(&OverrideRow{}, id)
 	if res.Error != nil {
 		return fmt.Errorf("delete override %d: %w", id, res.Error)
 	}
@@ -100,7 +101,7 @@ func (s *Store) PolicyOverrides(ctx context.Context, now time.Time) ([]policy.Ov
 }
 
 // overrideOf is the row r as the policies take it.
-func overrideOf(r Override) (policy.Override, error) {
+func overrideOf(r OverrideRow) (policy.Override, error) {
 	o := policy.Override{ID: r.ID, Policy: r.Policy, Limit: r.Requests, Window: time.Duration(r.WindowMS) * time.Millisecond}
 	if r.ExpiresAt != nil {
 		o.Expires = *r.ExpiresAt
@@ -110,8 +111,8 @@ func overrideOf(r Override) (policy.Override, error) {
 	switch {
 	case hasUser:
 		o.User = user
-		if !ValidUserName(user) {
-			err = fmt.Errorf("%w: %q: want user:NAME of %s", policy.ErrOverride, r.Subject, UserNameRule)
+		if !username.Valid(user) {
+			err = fmt.Errorf("%w: %q: want user:NAME of %s", policy.ErrOverride, r.Subject, username.Rule)
 		}
 	case strings.HasPrefix(r.Subject, "ip:"):
 		_, o.Prefix, err = policy.ParseOverrideSubject(r.Subject)

@@ -22,18 +22,18 @@ func TestOverrides(t *testing.T) {
 			now := time.Now().UTC().Truncate(time.Second)
 			past := now.Add(-time.Hour)
 
-			first, err := store.SetOverride(ctx, Override{Subject: "user:amy", Policy: "tier", Requests: 10})
+			first, err := store.SetOverride(ctx, OverrideRow{Subject: "user:amy", Policy: "tier", Requests: 10})
 			if err != nil {
 				t.Fatalf("SetOverride() = %v", err)
 			}
-			if _, err := store.SetOverride(ctx, Override{Subject: "user:Amy", Policy: "tier", Requests: 20}); err != nil {
+			if _, err := store.SetOverride(ctx, OverrideRow{Subject: "user:Amy", Policy: "tier", Requests: 20}); err != nil {
 				t.Fatalf("SetOverride(Amy) = %v", err)
 			}
-			second, err := store.SetOverride(ctx, Override{Subject: "user:amy", Policy: "tier", Requests: 30, WindowMS: 1000})
+			second, err := store.SetOverride(ctx, OverrideRow{Subject: "user:amy", Policy: "tier", Requests: 30, WindowMS: 1000})
 			if err != nil || second == first {
 				t.Fatalf("SetOverride(again) = %d, %v; want a new ID, nil", second, err)
 			}
-			if _, err := store.SetOverride(ctx, Override{Subject: "ip:10.0.0.0/8", Policy: "tier", Requests: 5, ExpiresAt: &past}); err != nil {
+			if _, err := store.SetOverride(ctx, OverrideRow{Subject: "ip:10.0.0.0/8", Policy: "tier", Requests: 5, ExpiresAt: &past}); err != nil {
 				t.Fatalf("SetOverride(expired) = %v", err)
 			}
 			all, err := store.Overrides(ctx, time.Time{})

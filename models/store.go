@@ -13,6 +13,8 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 	"gorm.io/gorm"
+
+	"tollgate/username"
 )
 
 var (
@@ -40,25 +42,28 @@ type Store struct {
 	dummy string // a hash at cost, compared against for unknown names
 }
 
-// NewStore returns a Store on db that hashes passwords at bcrypt.DefaultCost.
-func NewStore(db *gorm.DB) *Store {
-	return &Store{db: db, cost: bcrypt.DefaultCost, dummy: dummyHash}
+// StoreOptions are a Store's settings; each field says what its zero value
+// means.
+type StoreOptions struct {
+	// HashCost is the bcrypt cost of the hashes it makes; unknown names are
+	// checked against a hash of that cost too (so they still take as long
+	// as known ones). 0: bcrypt.DefaultCost, the service's; tests use
+	// bcrypt.MinCost, as a hash at the default cost takes about a second
+	// under the race detector.
+	HashCost int
 }
 
-// WithHashCost returns a Store on the same database that hashes new
-// passwords at the given bcrypt cost, and checks unknown names against a
-// hash of that cost too (so they still take as long as known ones). The
-// service keeps bcrypt.DefaultCost; tests use bcrypt.MinCost, as a hash at
-// the default cost takes about a second under the race detector.
-func (s *Store) WithHashCost(cost int) (*Store, error) {
-	if cost == bcrypt.DefaultCost {
-		return &Store{db: s.db, cost: cost, dummy: dummyHash}, nil
+// NewStore returns a Store on db with the settings of o.
+func NewStore(db *gorm.DB, o StoreOptions) (*Store, error) {
+	cost := o.HashCost
+	if cost == 0 || cost == bcrypt.DefaultCost {
+		return &Store{db: db, cost: bcrypt.DefaultCost, dummy: dummyHash}, nil
 	}
 	dummy, err := bcrypt.GenerateFromPassword([]byte(rand.Text()), cost)
 	if err != nil {
 		return nil, fmt.Errorf("hash cost %d: %w", cost, err)
 	}
-	return &Store{db: s.db, cost: cost, dummy: string(dummy)}, nil
+	return &Store{db: db, cost: cost, dummy: string(dummy)}, nil
 }
 
 // Continents returns every continent ordered by id.
@@ -72,7 +77,7 @@ func (s *Store) Continents(ctx context.Context) ([]Continent, error) {
 
 // CheckPassword reports whether name exists and password is its password,
 // and if so the user's name as stored and tier. Names match byte for byte
-// (see ValidUserName): "John_Doe" is not "john_doe".
+// (see username.Valid): "John_Doe" is not "john_doe".
 func (s *Store) CheckPassword(ctx context.Context, name, password string) (storedName, tier string, ok bool, err error) {
 	u, err := findUser(s.db.WithContext(ctx), name)
 	if errors.Is(err, ErrNotFound) {
@@ -130,8 +135,8 @@ func (s *Store) CreateUser(ctx context.Context, name, password, tier string) err
 	// The limits are those of HTTP Basic (no colon in the name), bcrypt (72
 	// bytes) and the columns.
 	switch {
-	case !ValidUserName(name):
-		return fmt.Errorf("create user %q: name: want %s: %w", name, UserNameRule, ErrInvalid)
+	case !username.Valid(name):
+		return fmt.Errorf("create user %q: name: want %s: %w", name, username.Rule, ErrInvalid)
 	case password == "" || len(password) > 72:
 		return fmt.Errorf("create user %q: password: want 1 to 72 bytes: %w", name, ErrInvalid)
 	case len(tier) > 32:

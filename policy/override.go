@@ -10,8 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"tollgate/algorithms"
 )
 
 // An Override replaces one policy's limits for one identity (a user, or the
@@ -173,17 +171,17 @@ func (s *Set) prepare(o Override) (*override, error) {
 		base := limits[0]
 		// The base's kind stays (a calendar's period and zone); its burst
 		// does not: the override's limit is the capacity too.
-		l := base.Limit.Limit
+		l := base.Limit
 		l.Requests, l.Burst, l.Window = o.Limit, 0, cmp.Or(o.Window, l.Window)
-		err := l.ValidateFor(base.Algorithm)
+		err := base.Algorithm.Validate(l)
 		if err == nil {
-			err = algorithms.CheckCost(base.Algorithm, l, p.Cost)
+			err = base.Algorithm.CheckCost(l, p.Cost)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("policy %s: %w", p.Name, err)
 		}
-		ov.named[tier] = &NamedLimit{Limit: Limit{Algorithm: base.Algorithm, Limit: l}, Name: p.Name,
-			keySuffix: ":" + p.Name + ":o" + strconv.FormatInt(o.ID, 10) + ":" + base.Algorithm}
+		ov.named[tier] = &NamedLimit{LimitSpec: LimitSpec{Algorithm: base.Algorithm, Limit: l}, Name: p.Name,
+			keySuffix: ":" + p.Name + ":o" + strconv.FormatInt(o.ID, 10) + ":" + base.Algorithm.Name}
 	}
 	return ov, nil
 }

@@ -17,7 +17,7 @@ import (
 func TestOverrides(t *testing.T) {
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	policies := []Policy{
-		{Name: "tier", Key: "user_or_ip", Cost: 1, Limits: perMinute(5), Tiers: map[string][]Limit{"pro": perMinute(50)}},
+		{Name: "tier", Key: "user_or_ip", Cost: 1, Limits: perMinute(5), Tiers: map[string][]LimitSpec{"pro": perMinute(50)}},
 		{Name: "byip", Key: "ip", Cost: 1, Limits: perMinute(7)},
 	}
 	set, err := NewSet(policies, "p:").WithOverrides([]Override{

@@ -241,7 +241,7 @@ func (doc policyDoc) policy() (Policy, []error) {
 	p.Limits, lerrs = limits("limits", doc.Limits, p.Cost)
 	errs = append(errs, lerrs...)
 	if len(doc.Tiers) > 0 {
-		p.Tiers = map[string][]Limit{}
+		p.Tiers = map[string][]LimitSpec{}
 		for _, tier := range slices.Sorted(maps.Keys(doc.Tiers)) {
 			field := "tiers." + tier
 			if len(doc.Tiers[tier]) == 0 {
@@ -254,13 +254,14 @@ func (doc policyDoc) policy() (Policy, []error) {
 	return p, errs
 }
 
-func limits(field string, docs []limitDoc, cost int) ([]Limit, []error) {
+func limits(field string, docs []limitDoc, cost int) ([]LimitSpec, []error) {
 	var errs []error
-	var out []Limit
+	var out []LimitSpec
 	for i, d := range docs {
 		f := fmt.Sprintf("%s[%d]", field, i)
 		ok := true
-		if !algorithms.Known(d.Algorithm) {
+		spec, err := algorithms.Lookup(d.Algorithm) // the zero Spec when unknown
+		if err != nil {
 			errs = append(errs, fmt.Errorf("%s.algorithm: %q: want one of %s", f, d.Algorithm, strings.Join(algorithms.Names(), ", ")))
 			ok = false
 		}
@@ -277,7 +278,7 @@ func limits(field string, docs []limitDoc, cost int) ([]Limit, []error) {
 		case err != nil:
 			errs = append(errs, err)
 			ok = false
-		case d.Burst.set && algorithms.Known(d.Algorithm) && !algorithms.HasBurst(d.Algorithm):
+		case d.Burst.set && spec.Name != "" && !spec.Bucket:
 			errs = append(errs, fmt.Errorf("%s.burst: %s has no burst: want no burst (the limit is all a window admits), or token_bucket or gcra", f, d.Algorithm))
 			ok = false
 		case burst < 0:
@@ -288,18 +289,17 @@ func limits(field string, docs []limitDoc, cost int) ([]Limit, []error) {
 			errs = append(errs, fmt.Errorf("%s.lease: %q: want auto (leased when large and busy, RATE_LIMIT_LEASE permitting) or off", f, d.Lease))
 			ok = false
 		}
-		spec, _ := algorithms.Lookup(d.Algorithm) // the zero Spec when unknown, already reported
 		l, lerrs := window(f, spec, d)
 		errs = append(errs, lerrs...)
 		if !ok || len(lerrs) > 0 {
 			continue
 		}
 		l.Requests, l.Burst = limit, burst
-		if err := l.ValidateFor(d.Algorithm); err != nil {
+		if err := spec.Validate(l); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", f, err))
 			continue
 		}
-		if err := algorithms.CheckCost(d.Algorithm, l, cost); err != nil {
+		if err := spec.CheckCost(l, cost); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", f, err))
 			continue
 		}
@@ -308,7 +308,7 @@ func limits(field string, docs []limitDoc, cost int) ([]Limit, []error) {
 			errs = append(errs, err)
 			continue
 		}
-		out = append(out, Limit{Algorithm: strings.ReplaceAll(d.Algorithm, "-", "_"), Limit: l, NoLease: d.Lease == "off", Delay: delay})
+		out = append(out, LimitSpec{Algorithm: spec, Limit: l, NoLease: d.Lease == "off", Delay: delay})
 	}
 	return out, errs
 }

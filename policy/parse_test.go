@@ -30,11 +30,11 @@ func TestParseExample(t *testing.T) {
 		t.Errorf("policy names (-want +got):\n%s", diff)
 	}
 	pro := got[0].Tiers["pro"]
-	want := []Limit{
-		{Algorithm: "token_bucket", Limit: algorithms.Limit{Requests: 600, Window: time.Minute}},
-		{Algorithm: "fixed_window", Limit: algorithms.Limit{Requests: 10000, Window: 24 * time.Hour}},
+	want := []LimitSpec{
+		{Algorithm: algo("token_bucket"), Limit: algorithms.Limit{Requests: 600, Window: time.Minute}},
+		{Algorithm: algo("fixed_window"), Limit: algorithms.Limit{Requests: 10000, Window: 24 * time.Hour}},
 	}
-	if diff := cmp.Diff(want, pro); diff != "" {
+	if diff := cmp.Diff(want, pro, specByName); diff != "" {
 		t.Errorf("tier pro limits (-want +got):\n%s", diff)
 	}
 	if diff := cmp.Diff([]Route{{Method: "GET", Path: "/continents/:id"}}, got[1].Match); diff != "" {

@@ -31,8 +31,8 @@ type Policy struct {
 	Shadow      bool    // decide, log and count, never reject
 	ExemptUsers []string
 	ExemptCIDRs []netip.Prefix
-	Limits      []Limit            // for tiers without limits of their own
-	Tiers       map[string][]Limit // by tier: "anonymous", "free", "pro", ...
+	Limits      []LimitSpec            // for tiers without limits of their own
+	Tiers       map[string][]LimitSpec // by tier: "anonymous", "free", "pro", ...
 	// RefundOn: a request admitted under the policy whose response has one
 	// of these statuses gives its units back (Refunds).
 	RefundOn []int
@@ -44,9 +44,10 @@ type Route struct {
 	Path   string
 }
 
-// A Limit is one limit of a policy.
-type Limit struct {
-	Algorithm string
+// A LimitSpec is one limit of a policy: its algorithm, resolved when the
+// policy is loaded (Parse, Default), and its quota.
+type LimitSpec struct {
+	Algorithm algorithms.Spec
 	Limit     algorithms.Limit
 	NoLease   bool // lease: off: decided by Redis on every request
 	// Delay: a request this limit would admit within it waits for its
@@ -77,32 +78,41 @@ func ValidTier(s string) bool {
 // limited route, per user or else per client IP, named after the algorithm.
 // Its errors name the variables.
 func Default(algorithm string, l algorithms.Limit) ([]Policy, error) {
-	if !algorithms.Known(algorithm) {
+	s, err := algorithms.Lookup(algorithm)
+	if err != nil {
 		return nil, fmt.Errorf("RATE_LIMIT_ALGORITHM=%q: %w: want one of %s",
 			algorithm, algorithms.ErrUnknown, strings.Join(algorithms.Names(), ", "))
 	}
-	if s, _ := algorithms.Lookup(algorithm); s.Held || s.Calendar {
+	if s.Held || s.Calendar {
 		return nil, fmt.Errorf("RATE_LIMIT_ALGORITHM=%q: %w: %s needs fields of a policy file (a timeout, or a period and time zone): set RATE_LIMIT_POLICY_FILE, or want one of %s",
 			algorithm, algorithms.ErrInvalidLimit, s.Name, strings.Join(algorithms.Windowed(), ", "))
 	}
-	if err := l.ValidateFor(algorithm); err != nil {
+	if err := s.Validate(l); err != nil {
 		return nil, fmt.Errorf("RATE_LIMIT_LIMIT, RATE_LIMIT_BURST, RATE_LIMIT_WINDOW: %w", err)
 	}
 	return []Policy{{
 		Name:   algorithm,
 		Key:    "user_or_ip",
 		Cost:   1,
-		Limits: []Limit{{Algorithm: algorithm, Limit: l}},
+		Limits: []LimitSpec{{Algorithm: s, Limit: l}},
 	}}, nil
+}
+
+// CheckDefault reports why Default would refuse algorithm with limit, burst
+// and window (RATE_LIMIT_ALGORITHM, _LIMIT, _BURST, _WINDOW), or nil: the
+// check main hands to config.Load, which imports no package of ours.
+func CheckDefault(algorithm string, limit, burst int, window time.Duration) error {
+	_, err := Default(algorithm, algorithms.Limit{Requests: limit, Window: window, Burst: burst})
+	return err
 }
 
 // Describe says, for people, what the limits of policies that are not per
 // window do: in-flight limits and calendar quotas, each once.
 func Describe(policies []Policy) []string {
 	var out []string
-	add := func(p Policy, limits []Limit) {
+	add := func(p Policy, limits []LimitSpec) {
 		for _, l := range limits {
-			s, _ := algorithms.Lookup(l.Algorithm)
+			s := l.Algorithm
 			var d string
 			switch {
 			case s.Held:
@@ -148,7 +158,7 @@ type Caller struct {
 // NamedLimit is a policy's limit as requests see it, named and keyed once,
 // at start-up, rather than on every request.
 type NamedLimit struct {
-	Limit
+	LimitSpec
 	// ID numbers the set's limits from 0 (Set.Limits): the adapter keeps
 	// its own per-limit data (header texts) by it.
 	ID int
@@ -201,14 +211,14 @@ func NewSet(policies []Policy, prefix string) *Set {
 	return s
 }
 
-func (s *Set) nameLimits(p Policy, limits []Limit) []NamedLimit {
+func (s *Set) nameLimits(p Policy, limits []LimitSpec) []NamedLimit {
 	out := make([]NamedLimit, len(limits))
 	for j, l := range limits {
 		name := p.Name
 		if len(limits) > 1 {
 			name = p.Name + "-" + strconv.Itoa(j+1)
 		}
-		out[j] = NamedLimit{Limit: l, ID: len(s.all), Name: name, keySuffix: ":" + p.Name + ":" + strconv.Itoa(j) + ":" + l.Algorithm}
+		out[j] = NamedLimit{LimitSpec: l, ID: len(s.all), Name: name, keySuffix: ":" + p.Name + ":" + strconv.Itoa(j) + ":" + l.Algorithm.Name}
 		s.all = append(s.all, &out[j])
 	}
 	return out
@@ -284,7 +294,7 @@ func (s *Set) rules(anyRoute bool, method, route string, c Caller, out []Applied
 // one script.
 func (s *Set) applied(p *Policy, nl *NamedLimit, kind, who string, o *Override) Applied {
 	return Applied{Policy: p, Limit: nl, Override: o, Rule: limiter.Rule{
-		Algorithm: nl.Algorithm, Limit: nl.Limit.Limit, Cost: p.Cost, Key: s.prefix + "{" + kind + who + "}" + nl.keySuffix,
+		Algorithm: nl.Algorithm, Limit: nl.Limit, Cost: p.Cost, Key: s.prefix + "{" + kind + who + "}" + nl.keySuffix,
 		NoLease: nl.NoLease, Delay: nl.Delay,
 	}}
 }

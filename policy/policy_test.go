@@ -14,9 +14,20 @@ import (
 	"tollgate/algorithms"
 )
 
+// algo is the spec of the algorithm called name, as Parse and Default
+// resolve it; the zero Spec for no algorithm.
+func algo(name string) algorithms.Spec {
+	s, _ := algorithms.Lookup(name)
+	return s
+}
+
+// specByName compares specs by name: a Spec holds functions, which cmp
+// cannot compare.
+var specByName = cmp.Comparer(func(a, b algorithms.Spec) bool { return a.Name == b.Name })
+
 // perMinute is one fixed-window limit of n a minute.
-func perMinute(n int) []Limit {
-	return []Limit{{Algorithm: "fixed_window", Limit: algorithms.Limit{Requests: n, Window: time.Minute}}}
+func perMinute(n int) []LimitSpec {
+	return []LimitSpec{{Algorithm: algo("fixed_window"), Limit: algorithms.Limit{Requests: n, Window: time.Minute}}}
 }
 
 // applied is what a test compares of an Applied: the names the headers
@@ -33,7 +44,7 @@ type applied struct {
 func summary(as []Applied) []applied {
 	var out []applied
 	for _, a := range as {
-		out = append(out, applied{Name: a.Limit.Name, Algorithm: a.Rule.Algorithm, Shadow: a.Policy.Shadow,
+		out = append(out, applied{Name: a.Limit.Name, Algorithm: a.Rule.Algorithm.Name, Shadow: a.Policy.Shadow,
 			Key: a.Rule.Key, Requests: a.Rule.Limit.Requests, Cost: a.Rule.Cost})
 	}
 	return out
@@ -86,8 +97,8 @@ func TestRulesKeys(t *testing.T) {
 
 func TestRulesTiers(t *testing.T) {
 	tiered := Policy{Name: "tier", Key: "user_or_ip", Cost: 1, Limits: perMinute(1),
-		Tiers: map[string][]Limit{AnonymousTier: perMinute(2), "pro": perMinute(100)}}
-	onlyTiers := Policy{Name: "only", Key: "user", Cost: 1, Tiers: map[string][]Limit{"pro": perMinute(100)}}
+		Tiers: map[string][]LimitSpec{AnonymousTier: perMinute(2), "pro": perMinute(100)}}
+	onlyTiers := Policy{Name: "only", Key: "user", Cost: 1, Tiers: map[string][]LimitSpec{"pro": perMinute(100)}}
 	tests := []struct {
 		name         string
 		policy       Policy
@@ -122,7 +133,7 @@ func TestRulesTiers(t *testing.T) {
 // but neither default limits nor an anonymous tier leaves anonymous callers
 // unlimited without a word: that is how a file says "users only".
 func TestRulesAnonymousUnlistedIsQuiet(t *testing.T) {
-	s := NewSet([]Policy{{Name: "users", Key: "user_or_ip", Cost: 1, Tiers: map[string][]Limit{"free": perMinute(3)}}}, "p:")
+	s := NewSet([]Policy{{Name: "users", Key: "user_or_ip", Cost: 1, Tiers: map[string][]LimitSpec{"free": perMinute(3)}}}, "p:")
 	got, unlisted := s.Rules(http.MethodGet, "/continents", anon, nil)
 	if len(got) != 0 || unlisted != "" {
 		t.Errorf("Rules(anonymous) = %d rules, unlisted %q; want none, \"\"", len(got), unlisted)
@@ -166,7 +177,7 @@ func TestRulesExemptions(t *testing.T) {
 // the file's order; a policy of several limits names them policy-N, keys
 // them by index and algorithm; shadow policies are marked, cost carried.
 func TestRulesShadowAndNames(t *testing.T) {
-	two := append(perMinute(5), Limit{Algorithm: "token_bucket", Limit: algorithms.Limit{Requests: 10, Window: time.Second, Burst: 20}})
+	two := append(perMinute(5), LimitSpec{Algorithm: algo("token_bucket"), Limit: algorithms.Limit{Requests: 10, Window: time.Second, Burst: 20}})
 	s := NewSet([]Policy{
 		{Name: "burst", Key: "user_or_ip", Cost: 2, Limits: two},
 		{Name: "trial", Key: "user_or_ip", Cost: 1, Shadow: true, Limits: perMinute(1)},
@@ -248,8 +259,8 @@ func TestDefault(t *testing.T) {
 		t.Fatalf("Default() = %v", err)
 	}
 	want := []Policy{{Name: "token_bucket", Key: "user_or_ip", Cost: 1,
-		Limits: []Limit{{Algorithm: "token_bucket", Limit: algorithms.Limit{Requests: 10, Window: time.Second, Burst: 20}}}}}
-	if diff := cmp.Diff(want, got); diff != "" {
+		Limits: []LimitSpec{{Algorithm: algo("token_bucket"), Limit: algorithms.Limit{Requests: 10, Window: time.Second, Burst: 20}}}}}
+	if diff := cmp.Diff(want, got, specByName); diff != "" {
 		t.Errorf("Default() (-want +got):\n%s", diff)
 	}
 }

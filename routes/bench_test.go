@@ -59,7 +59,7 @@ func BenchmarkRequest(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				limiters = []gin.HandlerFunc{middleware.NewLimiter(log, engine, live.New(policies, "", "bench:", engine), true, 64).Handler()}
+				limiters = []gin.HandlerFunc{middleware.NewRateLimit(log, engine, live.New(policies, "", "bench:", engine), true, 64, middleware.RateLimitOptions{}).Handler()}
 			}
 			h, err := New(Deps{Log: log, Continents: sevenContinents, Metrics: metrics, Limiters: limiters})
 			if err != nil {

@@ -40,7 +40,7 @@ type policyState struct {
 
 // showRateLimit answers the caller's current state for every policy that
 // applies to them, on any route, without consuming anything.
-func showRateLimit(limit *middleware.Limiter) gin.HandlerFunc {
+func showRateLimit(limit *middleware.RateLimit) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		s, all, res, err := limit.Peek(c)
 		if err != nil {
@@ -85,7 +85,7 @@ func showRateLimit(limit *middleware.Limiter) gin.HandlerFunc {
 			}
 			st := &states[len(states)-1]
 			st.Limits = append(st.Limits, limitState{
-				Name: a.Limit.Name, Algorithm: a.Limit.Algorithm, Limit: d.Limit,
+				Name: a.Limit.Name, Algorithm: a.Limit.Algorithm.Name, Limit: d.Limit,
 				WindowSeconds: max(middleware.CeilSeconds(d.Window), 1), Remaining: max(d.Remaining, 0),
 				Reset: middleware.CeilUnix(now.Add(d.ResetAfter)), ResetAfter: middleware.CeilSeconds(d.ResetAfter),
 			})

@@ -37,7 +37,7 @@ type Deps struct {
 	Limiters []gin.HandlerFunc
 	// RateLimit answers GET /ratelimit, the caller's rate-limit state (nil:
 	// no route).
-	RateLimit *middleware.Limiter
+	RateLimit *middleware.RateLimit
 }
 
 // Summary describes the active rate limit, for people reading the home page.

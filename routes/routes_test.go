@@ -323,7 +323,7 @@ func TestLimitedRoutes(t *testing.T) {
 		Continents:     sevenContinents,
 		Ready:          map[string]Check{"redis": ok},
 		MetricsHandler: http.NotFoundHandler(),
-		RateLimit:      middleware.NewLimiter(slog.New(slog.DiscardHandler), nil, live.New(nil, "", "p:", nil), true, 64),
+		RateLimit:      middleware.NewRateLimit(slog.New(slog.DiscardHandler), nil, live.New(nil, "", "p:", nil), true, 64, middleware.RateLimitOptions{}),
 		Limiters:       []gin.HandlerFunc{func(c *gin.Context) { limited.Add(1) }},
 	})
 	if err != nil {

@@ -41,7 +41,7 @@ type ServiceDeps struct {
 	// changes (nil: none; see Deps).
 	LivePolicy func() (names []string, version string)
 	Limiters   []gin.HandlerFunc
-	RateLimit  *middleware.Limiter // GET /ratelimit (nil: none)
+	RateLimit  *middleware.RateLimit // GET /ratelimit (nil: none)
 }
 
 // Service is the built service: its API handler, and the Prometheus

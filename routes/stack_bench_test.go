@@ -71,8 +71,11 @@ func limiterOff(tb testing.TB, log *slog.Logger) Service {
 	if err := models.Seed(ctx, db, nil); err != nil {
 		tb.Fatal(err)
 	}
-	store := models.NewStore(db)
-	authn := auth.New(store, nil, auth.WithTimeout(2*time.Second), auth.WithPasswordTTL(5*time.Minute), auth.WithKeyTTL(10*time.Second))
+	store, err := models.NewStore(db, models.StoreOptions{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	authn := auth.New(store, auth.AuthenticatorOptions{Timeout: 2 * time.Second, PasswordTTL: 5 * time.Minute, KeyTTL: 10 * time.Second})
 	svc, err := NewService(ctx, ServiceDeps{
 		Log:       log,
 		Store:     store,

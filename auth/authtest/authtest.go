@@ -10,10 +10,10 @@ import (
 	"time"
 )
 
-// Users is an auth.Users that knows one user (of Tier, "free" when empty)
+// FakeUsers is an auth.Users that knows one user (of Tier, "free" when empty)
 // and that user's API keys; it counts its calls, answers Err when set, and
 // holds every call until Release is closed when Release is not nil.
-type Users struct {
+type FakeUsers struct {
 	Name, Password, Tier string
 	Err                  error
 	Release              chan struct{} // nil: answer at once
@@ -25,7 +25,7 @@ type Users struct {
 }
 
 // CheckPassword reports whether name and password are the user's.
-func (u *Users) CheckPassword(ctx context.Context, name, password string) (string, string, bool, error) {
+func (u *FakeUsers) CheckPassword(ctx context.Context, name, password string) (string, string, bool, error) {
 	if err := u.call(ctx); err != nil {
 		return "", "", false, err
 	}
@@ -36,7 +36,7 @@ func (u *Users) CheckPassword(ctx context.Context, name, password string) (strin
 }
 
 // CheckAPIKey reports whether key is one of the user's keys, not revoked.
-func (u *Users) CheckAPIKey(ctx context.Context, key string) (string, string, bool, error) {
+func (u *FakeUsers) CheckAPIKey(ctx context.Context, key string) (string, string, bool, error) {
 	if err := u.call(ctx); err != nil {
 		return "", "", false, err
 	}
@@ -50,7 +50,7 @@ func (u *Users) CheckAPIKey(ctx context.Context, key string) (string, string, bo
 }
 
 // WaitCalls waits until n checks have been asked of u, failing t after 10s.
-func (u *Users) WaitCalls(t testing.TB, n int) {
+func (u *FakeUsers) WaitCalls(t testing.TB, n int) {
 	t.Helper()
 	timeout := time.After(10 * time.Second)
 	for {
@@ -73,7 +73,7 @@ func (u *Users) WaitCalls(t testing.TB, n int) {
 }
 
 // SetKey adds key for the user, or revokes it.
-func (u *Users) SetKey(key string, revoked bool) {
+func (u *FakeUsers) SetKey(key string, revoked bool) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.keys == nil {
@@ -83,27 +83,27 @@ func (u *Users) SetKey(key string, revoked bool) {
 }
 
 // SetErr makes the calls from now on answer err (nil: answer normally).
-func (u *Users) SetErr(err error) {
+func (u *FakeUsers) SetErr(err error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.Err = err
 }
 
 // Calls is how many checks were asked of u.
-func (u *Users) Calls() int {
+func (u *FakeUsers) Calls() int {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	return u.calls
 }
 
-func (u *Users) tier() string {
+func (u *FakeUsers) tier() string {
 	if u.Tier == "" {
 		return "free"
 	}
 	return u.Tier
 }
 
-func (u *Users) call(ctx context.Context) error {
+func (u *FakeUsers) call(ctx context.Context) error {
 	u.mu.Lock()
 	u.calls++
 	if u.called != nil {

@@ -90,8 +90,12 @@ func replay(name string, trace []time.Duration) ([]bool, error) {
 	defer m.Close()
 	rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
 	defer rdb.Close()
+	spec, err := algorithms.Lookup(name)
+	if err != nil {
+		return nil, err
+	}
 	engine := limiter.New(rdb, limiter.Options{})
-	rules := []limiter.Rule{{Algorithm: name, Limit: limit, Key: "sim:" + name + ":client"}}
+	rules := []limiter.Rule{{Algorithm: spec, Limit: limit, Key: "sim:" + name + ":client"}}
 	start := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC) // on a window edge
 	var allowed []bool
 	for _, at := range trace {
