@@ -257,7 +257,9 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, opti
 			defer stop()
 		}
 		inForce = live.New(policies, version, cfg.KeyPrefix, engine) // no overrides yet
-		limit = middleware.NewRateLimit(log, engine, inForce, cfg.FailOpen, cfg.IPv6Prefix, middleware.RateLimitOptions{Clock: opts.now})
+		limit = middleware.NewRateLimit(log, engine, inForce, cfg.FailOpen, cfg.IPv6Prefix, middleware.RateLimitOptions{Clock: opts.now,
+			// At shutdown, requests waiting for their slot are refused at once.
+			MaxWaiting: cfg.MaxWaiting, Drain: ctx.Done()})
 		limiters = []gin.HandlerFunc{limit.Handler()}
 	}
 	svc, err := routes.NewService(startCtx, routes.ServiceDeps{
@@ -295,6 +297,10 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, opti
 			}
 			return 0
 		}))
+		svc.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "tollgate_ratelimit_waiting",
+			Help: "Requests held for their slot under a limit with a delay (at most RATE_LIMIT_MAX_WAITING).",
+		}, func() float64 { return float64(limit.Waiting()) }))
 		svc.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "tollgate_ratelimit_local_mode",
 			Help: "1 while decisions are made in this process at its share of every limit, Redis being unavailable (RATE_LIMIT_ON_REDIS_ERROR=local).",

@@ -202,6 +202,10 @@ func TestBadPolicyFileStopsStartup(t *testing.T) {
 		{"calendar in no such zone", "policies: [{name: p, key: ip, limits: [{algorithm: calendar, limit: 1, period: month, timezone: Europe/Berlinn}]}]", `policy "p": limits[0].timezone: "Europe/Berlinn": want an IANA time zone`},
 		{"calendar per year", "policies: [{name: q, key: ip, limits: [{algorithm: calendar, limit: 1, period: year}]}]", `policy "q": limits[0].period: "year"`},
 		{"concurrency without a timeout", "policies: [{name: r, key: ip, limits: [{algorithm: concurrency, limit: 4, window: 1s}]}]", `policy "r": limits[0].window: concurrency has no window`},
+		{"refund on an in-flight limit", "policies: [{name: s, key: ip, refund_on: [5xx], limits: [{algorithm: concurrency, limit: 4, timeout: 30s}]}]", `policy "s": refund_on: limits[0] is an in-flight limit`},
+		{"delay on a window algorithm", "policies: [{name: u, key: ip, limits: [{algorithm: fixed_window, limit: 1, window: 1s, delay: 1s}]}]", `policy "u": limits[0].delay: fixed_window has no future slots`},
+		{"delay above the window", "policies: [{name: v, key: ip, limits: [{algorithm: gcra, limit: 1, window: 1s, delay: 3s}]}]", `policy "v": limits[0].delay: "3s"`},
+		{"refund on no status", "policies: [{name: t, key: ip, refund_on: [6xx], limits: [{algorithm: gcra, limit: 1, window: 1s}]}]", `policy "t": refund_on: "6xx"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -75,6 +75,7 @@ type Config struct {
 	PipelineWindow time.Duration // how long a batch waits to fill; 0: sends what is queued
 	DenyCacheSize  int           // denied identities remembered in memory; 0: no deny cache
 	Lease          bool          // RATE_LIMIT_LEASE=auto: large limits under heavy traffic are leased
+	MaxWaiting     int           // requests held for their slot (a limit's delay) at most per instance
 
 	IPv6Prefix int // IPv6 clients are one identity per prefix of this many bits
 
@@ -168,6 +169,7 @@ func Load(getenv func(string) string, rules Rules) (Config, error) {
 	c.PipelineWindow = p.duration("RATE_LIMIT_PIPELINE_WINDOW", "0s", 0, time.Millisecond)
 	c.DenyCacheSize = p.int("RATE_LIMIT_DENY_CACHE_SIZE", "10000", 0, 10_000_000)
 	c.Lease = p.oneOf("RATE_LIMIT_LEASE", "auto", "auto", "off") == "auto"
+	c.MaxWaiting = p.int("RATE_LIMIT_MAX_WAITING", "256", 0, 100_000)
 	c.IPv6Prefix = p.int("RATE_LIMIT_IPV6_PREFIX", "64", 1, 128)
 	c.CandidateFile = p.str("RATE_LIMIT_CANDIDATE_FILE", "")
 	c.OverridesRefresh = p.duration("RATE_LIMIT_OVERRIDES_REFRESH", "10s", 100*time.Millisecond, time.Hour)

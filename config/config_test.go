@@ -60,6 +60,7 @@ func TestLoadDefaults(t *testing.T) {
 		PipelineBatch:   16,
 		DenyCacheSize:   10_000,
 		Lease:           true,
+		MaxWaiting:      256,
 		IPv6Prefix:      64,
 
 		OverridesRefresh: 10 * time.Second,

@@ -275,6 +275,8 @@ func maxInSpan(times []time.Time, w time.Duration) int {
 }
 
 var conformanceCases = []conformanceCase{
+	{"delay: a burst is admitted for slots at the rate, up to the delay", delayCase, isBucket},
+	{"delay: a slot given back is the next request's", delayGiveBackCase, isBucket},
 	{"scripts are reloaded after Redis forgets them", func(t *testing.T, h harness, s subject) {
 		// As after a failover, a restart or SCRIPT FLUSH: EVALSHA answers
 		// NOSCRIPT and the call falls back to EVAL, which loads the script.

@@ -88,7 +88,9 @@ func (dc *denyCache) decide(ctx context.Context, rules []Rule, commit bool) ([]D
 	var wait time.Duration
 	for i, d := range ds {
 		if !d.Allowed && !heldRule(rules[i]) {
-			wait = max(wait, d.RetryAfter)
+			// With a delay, the request is admitted (for later) once its
+			// slot is no further ahead than the delay.
+			wait = max(wait, d.RetryAfter-rules[i].Delay)
 		}
 	}
 	// Denials shorter than the safety margin are not worth remembering.
@@ -114,7 +116,7 @@ func heldRule(r Rule) bool {
 
 // ruleSetKey names a set of rules: their keys, and costs other than one.
 func ruleSetKey(rules []Rule) string {
-	if len(rules) == 1 && rules[0].Cost <= 1 {
+	if len(rules) == 1 && rules[0].Cost <= 1 && rules[0].Delay == 0 {
 		return rules[0].Key
 	}
 	var b strings.Builder
@@ -123,6 +125,12 @@ func ruleSetKey(rules []Rule) string {
 		if r.Cost > 1 {
 			b.WriteByte('*')
 			b.WriteString(strconv.Itoa(r.Cost))
+		}
+		if r.Delay > 0 {
+			// Decided without its delay (no room to wait), a rule set is
+			// denied sooner: the two denials must not answer for each other.
+			b.WriteByte('~')
+			b.WriteString(strconv.FormatInt(r.Delay.Milliseconds(), 10))
 		}
 		b.WriteByte(0)
 	}

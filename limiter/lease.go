@@ -141,7 +141,7 @@ func newLeases(next, leased stage, s *scripts, timeout time.Duration, log *slog.
 // leasable reports whether rules may be leased, and resolves them.
 func leasable(rules []Rule) ([]rule, bool) {
 	for _, r := range rules {
-		if r.NoLease {
+		if r.NoLease || r.Delay > 0 {
 			return nil, false
 		}
 		if s := r.Algorithm; s.LeaseFor == nil || s.Quota(r.Limit) < minLeaseQuota {
@@ -254,7 +254,7 @@ func (l *leases) entry(rules []Rule) *lease {
 		return nil
 	}
 	for _, r := range rules {
-		if r.NoLease { // the common case of a rule set never leased: no key made
+		if r.NoLease || r.Delay > 0 { // the common case of a rule set never leased: no key made
 			return nil
 		}
 	}
@@ -321,8 +321,10 @@ func (e *lease) answerAs(now time.Time, left int) []Decision {
 	ds := make([]Decision, len(e.ds))
 	for i, d := range e.ds {
 		d.Remaining = left * e.rules[i].cost
+		d.leaseReset = d.Now.Add(d.ResetAfter).UnixMilli()
 		d.ResetAfter = max(d.ResetAfter-elapsed, 0)
 		d.Now = d.Now.Add(elapsed)
+		d.taken, d.lease, d.leaseID = &e.rules[i], e, e.id
 		ds[i] = d
 	}
 	return ds

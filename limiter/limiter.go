@@ -39,6 +39,12 @@ type Rule struct {
 	// NoLease keeps the rule sets this rule is in from being leased
 	// (Options.Lease; a policy's "lease: off").
 	NoLease bool
+	// Delay > 0 (bucket algorithms only: algorithms.Spec.Bucket) admits a
+	// request that this rule would admit within Delay now, for that moment:
+	// it is counted at once and its Decision's Wait says how long the
+	// caller must hold it (shaping). Rule sets with a delay are never
+	// leased, and one with a held rule ignores it.
+	Delay time.Duration
 
 	lease *leaseTake // the commit takes a lease (lease.go)
 }
@@ -51,7 +57,10 @@ type Decision struct {
 	Remaining  int           // left after this request, never negative
 	ResetAfter time.Duration // until the quota is fully restored
 	RetryAfter time.Duration // until a denied request could pass; 0 when Allowed
-	Now        time.Time     // Redis's clock at the decision, so Reset does not wobble with ours
+	// Wait is how long an admitted request must be held before it is
+	// served: its slot is that far ahead (Rule.Delay); 0 without a delay.
+	Wait time.Duration
+	Now  time.Time // Redis's clock at the decision, so Reset does not wobble with ours
 	// Local: decided in this process at its share of the limit (Limit is
 	// the share), Redis being unavailable (Options.Local).
 	Local bool
@@ -60,6 +69,14 @@ type Decision struct {
 	// failed is what a Redis call that failed may have taken (unsure) when
 	// the decision was then made locally: Release gives both back.
 	failed *held
+	// taken is the rule as an admitted request took it (its per-request
+	// cost), for Refund; nil for algorithms without a give-back.
+	taken *rule
+	// lease and leaseID: the lease the request was admitted from, for
+	// Refund (refund.go).
+	lease      *lease
+	leaseID    string
+	leaseReset int64 // ms since the epoch: the reset of the lease's commit
 }
 
 // held is what a held rule took in one call: Release gives it back.

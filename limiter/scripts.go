@@ -108,6 +108,7 @@ type rule struct {
 	cost  int
 	key   string
 	lease *leaseTake // Rule.lease
+	delay time.Duration
 }
 
 // scriptFor returns the script with the modules of rs, and only those: for
@@ -144,6 +145,8 @@ func (s *scripts) scriptWith(rs []rule, driver string) *redis.Script {
 		key = "release:" + key
 	case leaseDriverLua:
 		key = "lease:" + key
+	case refundLua:
+		key = "refund:" + key
 	}
 	if sc, ok := s.composed.Load(key); ok {
 		return sc.(*redis.Script)
@@ -278,6 +281,9 @@ const (
 	modeLease  = "l"
 	modeReset  = "r"
 	modeHeld   = "h"
+	// modeDelay is modeCommit for rules with a delay (Rule.Delay): each
+	// rule's delay in ms follows its cost.
+	modeDelay = "d"
 )
 
 func modeOf(commit bool) string {
@@ -337,6 +343,9 @@ func (s *scripts) run(ctx context.Context, rdb redis.Scripter, rules []rule, non
 				break
 			}
 		}
+		if mark == "" && delayed(rules) {
+			mode, args[0], single = modeDelay, modeDelay, false
+		}
 	}
 	var local time.Time // our clock, read once, if a calendar needs it
 	for i, r := range rules {
@@ -355,12 +364,15 @@ func (s *scripts) run(ctx context.Context, rdb redis.Scripter, rules []rule, non
 			}
 		}
 		args = append(args, r.cost)
+		if mode == modeDelay {
+			args = append(args, r.delay.Milliseconds())
+		}
 	}
 	var script *redis.Script
 	switch {
 	case single:
 		script = s.scriptFor(rules)
-	case mode == modeCommit || mode == modePeek:
+	case mode == modeCommit || mode == modePeek || mode == modeDelay:
 		script = s.scriptWith(rules, driverLua)
 	default:
 		// A lease taken or an admin mode: the lease accounting, with each
@@ -399,12 +411,18 @@ func (s *scripts) run(ctx context.Context, rdb redis.Scripter, rules []rule, non
 			RetryAfter: time.Duration(v[3]) * time.Millisecond,
 			Now:        now,
 		}
+		if ds[i].Allowed {
+			// An admitted request's retry is its wait (a slot ahead, modeDelay).
+			ds[i].Wait, ds[i].RetryAfter = ds[i].RetryAfter, 0
+		}
 		allowed = allowed && ds[i].Allowed
 	}
-	if mode == modeCommit && allowed {
+	if (mode == modeCommit || mode == modeDelay) && allowed {
 		for i, r := range rules {
 			if r.spec.Held {
 				ds[i].held = &held{rule: r, nonce: nonce, mark: mark}
+			} else if r.spec.LeaseFor != nil {
+				ds[i].taken = &rules[i] // for Refund
 			}
 		}
 	}
@@ -551,7 +569,10 @@ func resolve(rules []Rule) ([]rule, error) {
 		case cost == 0:
 			cost = 1
 		}
-		rs[i] = rule{spec: s, limit: r.Limit, cost: cost, key: r.Key, lease: r.lease}
+		if r.Delay < 0 || r.Delay > 0 && (!s.Bucket || cost > r.Limit.Capacity()) {
+			return nil, fmt.Errorf("rule %d: %w: delay %v under %s with cost %d: want 0, or a bucket algorithm (token_bucket, gcra) and a cost it can admit", i, ErrInvalidRule, r.Delay, s.Name, cost)
+		}
+		rs[i] = rule{spec: s, limit: r.Limit, cost: cost, key: r.Key, lease: r.lease, delay: r.Delay}
 	}
 	return rs, nil
 }
@@ -583,4 +604,14 @@ func hashTag(key string) string {
 		}
 	}
 	return key
+}
+
+// delayed reports whether a rule of rs has a delay (Rule.Delay).
+func delayed(rs []rule) bool {
+	for _, r := range rs {
+		if r.delay > 0 {
+			return true
+		}
+	}
+	return false
 }

@@ -20,6 +20,8 @@ type Metrics struct {
 	candidate   *prometheus.CounterVec
 	// asideDropped: candidate and shadow decisions dropped (Outcome.AsideDropped).
 	asideDropped prometheus.Counter
+	refunds      *prometheus.CounterVec
+	waits        prometheus.Histogram
 
 	// The series requests touch, by label values, so that a request does
 	// not hash its labels into each vector: every label comes from a small
@@ -114,8 +116,17 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "tollgate_ratelimit_candidate_dropped_total",
 			Help: "Candidate and shadow decisions not made (each set of rules decided together one): too many were under way on the instance.",
 		}),
+		refunds: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tollgate_ratelimit_refunds_total",
+			Help: "Requests whose units went back to a policy's limits, their response's status being one of its refund_on.",
+		}, []string{"policy"}),
+		waits: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "tollgate_ratelimit_wait_seconds",
+			Help:    "How long requests admitted for a later slot (a limit's delay) were held before being served.",
+			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.decisions, m.latency, m.redisErrors, m.requests, m.duration, m.candidate, m.asideDropped} {
+	for _, c := range []prometheus.Collector{m.decisions, m.latency, m.redisErrors, m.requests, m.duration, m.candidate, m.asideDropped, m.refunds, m.waits} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -146,6 +157,12 @@ func (m *Metrics) observe(method, route string, status int, seconds float64, o O
 		m.candidateSeries.get(ref, func(ref CandidateRef) prometheus.Counter {
 			return m.candidate.WithLabelValues(ref.Policy, ref.Result)
 		}).Inc()
+	}
+	if o.Waited > 0 {
+		m.waits.Observe(o.Waited.Seconds())
+	}
+	for _, p := range o.Refunded {
+		m.refunds.WithLabelValues(p).Inc()
 	}
 	if o.Policy == "" { // only shadow policies applied
 		return

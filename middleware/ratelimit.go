@@ -50,6 +50,11 @@ type Outcome struct {
 	AsideDropped int
 	// Candidate are the candidate policies' decisions (live.Policies.SetCandidate).
 	Candidate []CandidateRef
+	// Refunded are the policies whose limits the request's units went back
+	// to (refund_on).
+	Refunded []string
+	// Waited is how long the request was held for its slot (a delay).
+	Waited time.Duration
 }
 
 // A PolicyRef names one limit of a policy, for metrics.
@@ -98,6 +103,7 @@ type RateLimit struct {
 	now func() time.Time
 
 	view atomic.Pointer[view] // the header texts of the snapshot last seen
+	wait *waiting             // requests held for their slot (wait.go); nil: none wait
 }
 
 // limitText is a named limit as the headers show it. It is used by pointer
@@ -166,6 +172,9 @@ func NewRateLimit(log *slog.Logger, d decider, p *live.Policies, failOpen bool, 
 	l := &RateLimit{log: log, decider: d, live: p, failOpen: failOpen, ipv6Prefix: ipv6Prefix, now: now,
 		warn: NewThrottledLog(log, 10*time.Second), tierWarn: NewThrottledLog(log, time.Minute),
 		aside: d, asideBudget: newAsideBudget()}
+	if o.MaxWaiting > 0 {
+		l.wait = &waiting{most: int64(o.MaxWaiting), drain: o.Drain}
+	}
 	if a, ok := d.(interface{ Apart() *limiter.Limiter }); ok {
 		l.aside = a.Apart()
 	}
@@ -177,6 +186,13 @@ func NewRateLimit(log *slog.Logger, d decider, p *live.Policies, failOpen bool, 
 type RateLimitOptions struct {
 	// Clock is the clock overrides expire by; nil: time.Now. Tests move it.
 	Clock func() time.Time
+	// MaxWaiting is how many requests may wait for their slot under limits
+	// with a delay at once (RATE_LIMIT_MAX_WAITING); beyond it, such limits
+	// answer 429 as without a delay. 0: none wait.
+	MaxWaiting int
+	// Drain, when closed (shutdown), refuses the requests waiting with 503
+	// and gives their slots back; nil: never.
+	Drain <-chan struct{}
 }
 
 // caller is what the policies know of the request's sender, read from the
@@ -272,9 +288,13 @@ func (l *RateLimit) Handler() gin.HandlerFunc {
 		var ds []limiter.Decision
 		allowed, local := true, false
 		var err error
+		var res limiter.Result
+		var slot *reservation // room to wait for a slot (wait.go)
 		if len(enforced) > 0 {
-			var res limiter.Result
-			res, err = l.decider.Decide(ctx, rulesOf(enforced))
+			rules := rulesOf(enforced)
+			slot = l.reserve(rules)
+			defer slot.release()
+			res, err = l.decider.Decide(ctx, rules)
 			ds, allowed, local = res.Decisions, res.Allowed, res.Local()
 			if res.Holds() {
 				// Deferred: the places go back when the request ends, however
@@ -331,7 +351,10 @@ func (l *RateLimit) Handler() gin.HandlerFunc {
 			abortLimited(c, items[chosen].lt.headers(d).message, retryAfterSeconds(d))
 			return
 		}
-		c.Next()
+		if !l.hold(c, res, slot, &o) {
+			return
+		}
+		l.next(c, res, enforced, items, &o)
 	}
 }
 

@@ -32,6 +32,9 @@ type policyDoc struct {
 	Exempt exemptDoc             `yaml:"exempt"`
 	Limits []limitDoc            `yaml:"limits"`
 	Tiers  map[string][]limitDoc `yaml:"tiers"`
+	// RefundOn: response statuses whose requests give their units back
+	// (refund.go).
+	RefundOn []string `yaml:"refund_on"`
 }
 
 type exemptDoc struct {
@@ -48,6 +51,7 @@ type limitDoc struct {
 	Period    string      `yaml:"period"`   // calendar, instead of window
 	Timezone  string      `yaml:"timezone"` // calendar; default UTC
 	Lease     string      `yaml:"lease"`    // auto (the default) or off
+	Delay     string      `yaml:"delay"`    // token_bucket, gcra: shaping (delay.go)
 }
 
 // wholeNumber is an integer field of the file, kept as written: YAML
@@ -227,6 +231,9 @@ func (doc policyDoc) policy() (Policy, []error) {
 		}
 		p.ExemptCIDRs = append(p.ExemptCIDRs, prefix)
 	}
+	var rerrs []error
+	p.RefundOn, rerrs = refundOn(doc)
+	errs = append(errs, rerrs...)
 	if len(doc.Limits) == 0 && len(doc.Tiers) == 0 {
 		fail("limits: none: want limits, tiers, or both")
 	}
@@ -296,7 +303,12 @@ func limits(field string, docs []limitDoc, cost int) ([]LimitSpec, []error) {
 			errs = append(errs, fmt.Errorf("%s: %w", f, err))
 			continue
 		}
-		out = append(out, LimitSpec{Algorithm: spec, Limit: l, NoLease: d.Lease == "off"})
+		delay, err := delayOf(f, spec, d.Delay, l.Window)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		out = append(out, LimitSpec{Algorithm: spec, Limit: l, NoLease: d.Lease == "off", Delay: delay})
 	}
 	return out, errs
 }

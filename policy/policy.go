@@ -33,6 +33,9 @@ type Policy struct {
 	ExemptCIDRs []netip.Prefix
 	Limits      []LimitSpec            // for tiers without limits of their own
 	Tiers       map[string][]LimitSpec // by tier: "anonymous", "free", "pro", ...
+	// RefundOn: a request admitted under the policy whose response has one
+	// of these statuses gives its units back (Refunds).
+	RefundOn []int
 }
 
 // A Route is an HTTP method ("*" for any) and a gin route pattern.
@@ -47,6 +50,9 @@ type LimitSpec struct {
 	Algorithm algorithms.Spec
 	Limit     algorithms.Limit
 	NoLease   bool // lease: off: decided by Redis on every request
+	// Delay: a request this limit would admit within it waits for its
+	// slot instead of a 429 (token_bucket, gcra; limiter.Rule.Delay).
+	Delay time.Duration
 }
 
 // AnonymousTier is the tier of callers without credentials, counted by
@@ -289,7 +295,7 @@ func (s *Set) rules(anyRoute bool, method, route string, c Caller, out []Applied
 func (s *Set) applied(p *Policy, nl *NamedLimit, kind, who string, o *Override) Applied {
 	return Applied{Policy: p, Limit: nl, Override: o, Rule: limiter.Rule{
 		Algorithm: nl.Algorithm, Limit: nl.Limit, Cost: p.Cost, Key: s.prefix + "{" + kind + who + "}" + nl.keySuffix,
-		NoLease: nl.NoLease,
+		NoLease: nl.NoLease, Delay: nl.Delay,
 	}}
 }
 

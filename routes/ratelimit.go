@@ -33,7 +33,8 @@ type policyState struct {
 	Name     string         `json:"name"`
 	Routes   []string       `json:"routes"`
 	Shadow   bool           `json:"shadow"`
-	Override *overrideState `json:"override,omitempty"` // replaces the policy's limits for this caller
+	RefundOn []string       `json:"refund_on,omitempty"` // statuses whose requests give their units back
+	Override *overrideState `json:"override,omitempty"`  // replaces the policy's limits for this caller
 	Limits   []limitState   `json:"limits"`
 }
 
@@ -67,7 +68,7 @@ func showRateLimit(limit *middleware.RateLimit) gin.HandlerFunc {
 						routes = append(routes, m.Method+" "+m.Path)
 					}
 				}
-				states = append(states, policyState{Name: a.Policy.Name, Routes: routes, Shadow: a.Policy.Shadow})
+				states = append(states, policyState{Name: a.Policy.Name, Routes: routes, Shadow: a.Policy.Shadow, RefundOn: a.Policy.RefundOnText()})
 				if o := a.Override; o != nil {
 					st := &overrideState{ID: o.ID, Subject: o.Subject()}
 					if !o.Expires.IsZero() {

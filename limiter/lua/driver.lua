@@ -13,8 +13,13 @@
 --          (concurrency), the last key being the call's release mark: once
 --          it exists (its caller gave up and released), the call records
 --          nothing, as 0 (never a lease: held rules are not leased)
+--          d as 1 for rules with a delay: each rule's delay (ms) follows its
+--          cost; a rule that denies a request it would admit within its
+--          delay admits it now for then (its commit takes the slot ahead:
+--          a bucket in debt), its retry in the reply being the wait
 -- ARGV[2]: nonce, unique per call (sliding_log's members; a lease's id)
--- then per rule: algorithm name, the module's nargs arguments, cost
+-- then per rule: algorithm name, the module's nargs arguments, cost (in
+--          mode d, then its delay)
 -- then, in mode l, per rule: the member of a lease to end (used up), or ''
 -- reply:   per rule {allowed (0/1), remaining, reset_ms, retry_ms}, then now_ms.
 --          Remaining is after the request when it was recorded, 0 for a rule
@@ -23,6 +28,10 @@ local mode, nkeys = ARGV[1], #KEYS
 if mode == 'h' then
   nkeys = nkeys - 1
   mode = redis.call('EXISTS', KEYS[#KEYS]) == 1 and '0' or '1'
+end
+local delayed = mode == 'd'
+if delayed then
+  mode = '1'
 end
 local lease = mode == 'l'
 local commit = mode == '1' or lease
@@ -71,6 +80,13 @@ for i = 1, nrules do
   end
   n = next_n
   local c = m.check(KEYS[i], args, cost)
+  if delayed then
+    local delay = tonumber(ARGV[n])
+    n = n + 1
+    if not c.ok and c.retry <= delay then
+      c.ok, c.wait = true, c.retry
+    end
+  end
   rules[i] = {m = m, args = args, cost = cost, c = c}
   admit = admit and c.ok
 end
@@ -87,7 +103,7 @@ for i, r in ipairs(rules) do
   local c = r.c
   local allowed, remaining, reset, retry = 0, c.remaining, c.reset, c.retry
   if c.ok then
-    allowed, retry = 1, 0
+    allowed, retry = 1, c.wait or 0
     if commit and admit then
       remaining, reset = r.m.commit(KEYS[i], r.args, r.cost, c, nonce)
       if lease then
