@@ -54,7 +54,7 @@ func (l *RateLimit) next(c *gin.Context, res limiter.Result, enforced []policy.A
 		chosen := closest(items)
 		o.Policy, o.Algorithm, o.Remaining = items[chosen].lt.name, items[chosen].lt.algorithm, max(items[chosen].d.Remaining, 0)
 		c.Set(outcomeKey, *o)
-		setHeaders(w.ResponseWriter.Header(), items, chosen)
+		setHeaders(w.Header(), items, chosen)
 	}
 	c.Writer = w
 	c.Next()
@@ -74,7 +74,7 @@ type refundWriter struct {
 func (w *refundWriter) settle() {
 	if !w.done {
 		w.done = true
-		w.before(w.ResponseWriter.Status())
+		w.before(w.Status())
 	}
 }
 

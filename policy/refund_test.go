@@ -91,13 +91,13 @@ policies:
 // TestParseDelay: delay reaches the rules of bucket limits; elsewhere,
 // negative or beyond the window, it is refused naming the policy and field.
 func TestParseDelay(t *testing.T) {
-	ps, err := Parse(strings.NewReader(`
+	_, err := Parse(strings.NewReader(`
 policies:
   - {name: a, key: ip, limits: [{algorithm: gcra, limit: 5, window: 1s, delay: 2s}, {algorithm: token_bucket, limit: 5, window: 1m, delay: 1m}]}`))
 	if err == nil {
 		t.Fatalf("Parse() accepted a gcra delay of 2s on a window of 1s")
 	}
-	ps, err = Parse(strings.NewReader(`
+	ps, err := Parse(strings.NewReader(`
 policies:
   - {name: a, key: ip, limits: [{algorithm: gcra, limit: 5, window: 2s, delay: 2s}, {algorithm: token_bucket, limit: 5, window: 1m, delay: 500ms}, {algorithm: fixed_window, limit: 5, window: 1m}]}`))
 	if err != nil {
