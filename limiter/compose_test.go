@@ -75,13 +75,28 @@ import (
 // an outage dropped the charge of the units admitted under the old limit;
 // seed 6, a lease take that found Redis down was taken locally, all its units
 // charged back, used or not.
+//
+// Refunds and waits (issue 23) are steps too: a refund of a recent
+// admission of a set whose rules all give back (under a lease, after a
+// reset, a grant), the model un-admitting what the give-back promises and
+// Redis checked to give exactly that back (buckets: at most the cost); and
+// a burst of the set with delays, its waiting requests counted at their
+// slots, a reset while they wait, some clients gone (refunded). Seeds 1-20
+// on miniredis pass; -compose.norefund leaves both steps out. What they
+// found: a request of a rule set with a delay whose cost is above an
+// instance's share of the capacity (valid: at most the capacity) fails
+// during an outage with ErrInvalidRule in local mode, which checks the
+// delay against the share (-compose.fullcost, seed 1 step 822, seed 2
+// step 450).
 var (
-	composeSeed  = flag.Uint64("compose.seed", 0, "TestComposition: the seed of the steps (0: composeDefaultSeed; or TOLLGATE_COMPOSE_SEED, =clock for one from the clock)")
-	composeSteps = flag.Int("compose.steps", 0, "TestComposition: steps per backend (0: 1000 on miniredis, 200 on real Redis; or TOLLGATE_COMPOSE_STEPS)")
-	_            = flag.String("compose.only", "", "TestComposition: check only these invariants, by name or issue row, comma-separated (or TOLLGATE_COMPOSE_ONLY)")
-	_            = flag.String("compose.skip", "", "TestComposition: do not check these invariants, by name or issue row (or TOLLGATE_COMPOSE_SKIP)")
-	composePlain = flag.Bool("compose.plain", false, "TestComposition: instances without leases and no injected faults: a check of the model itself, which must pass")
-	_            = flag.String("compose.start", "", "TestComposition: miniredis's clock at the start, RFC 3339 (default 2026-09-05T21:00:00-04:00, before Santiago's missing midnight; or TOLLGATE_COMPOSE_START)")
+	composeSeed     = flag.Uint64("compose.seed", 0, "TestComposition: the seed of the steps (0: composeDefaultSeed; or TOLLGATE_COMPOSE_SEED, =clock for one from the clock)")
+	composeSteps    = flag.Int("compose.steps", 0, "TestComposition: steps per backend (0: 1000 on miniredis, 200 on real Redis; or TOLLGATE_COMPOSE_STEPS)")
+	_               = flag.String("compose.only", "", "TestComposition: check only these invariants, by name or issue row, comma-separated (or TOLLGATE_COMPOSE_ONLY)")
+	_               = flag.String("compose.skip", "", "TestComposition: do not check these invariants, by name or issue row (or TOLLGATE_COMPOSE_SKIP)")
+	composeNoRefund = flag.Bool("compose.norefund", false, "TestComposition: no refund steps (refunds, clients gone while waiting)")
+	composeFullCost = flag.Bool("compose.fullcost", false, "TestComposition: the set with delays has a request costing its whole capacity too (local mode fails it: a hole, off until fixed)")
+	composePlain    = flag.Bool("compose.plain", false, "TestComposition: instances without leases and no injected faults: a check of the model itself, which must pass")
+	_               = flag.String("compose.start", "", "TestComposition: miniredis's clock at the start, RFC 3339 (default 2026-09-05T21:00:00-04:00, before Santiago's missing midnight; or TOLLGATE_COMPOSE_START)")
 )
 
 // composeInvariants are the promises checked, each with the rows of issue 19
@@ -140,7 +155,7 @@ var errInjected = errors.New("injected Redis failure")
 
 // faultyRedis is one instance's connection to Redis, through which the test
 // stalls or fails the next commits (decisions that record: ARGV[1] is
-// modeCommit, modeHeld or modeLease; give-backs, releases and admin calls
+// modeCommit, modeHeld, modeLease or modeDelay; give-backs, releases and admin calls
 // pass) and counts them.
 // A stalled commit is a Redis that answers too late: it runs once its
 // caller's context is done (at once if that has no deadline within 50ms),
@@ -166,7 +181,7 @@ func (f *faultyRedis) EvalSha(ctx context.Context, sha string, keys []string, ar
 }
 
 func (f *faultyRedis) run(ctx context.Context, keys []string, args []any, call func(context.Context) *redis.Cmd) *redis.Cmd {
-	commit := len(args) > 0 && (args[0] == any(modeCommit) || args[0] == any(modeHeld) || args[0] == any(modeLease))
+	commit := len(args) > 0 && (args[0] == any(modeCommit) || args[0] == any(modeHeld) || args[0] == any(modeLease) || args[0] == any(modeDelay))
 	f.mu.Lock()
 	if f.down {
 		if commit {
@@ -264,6 +279,7 @@ type modelRule struct {
 	key    string
 	limits []algorithms.Limit // per variant of its set
 	v      int                // the variant in force
+	delay  time.Duration      // Rule.Delay (buckets): admitted requests wait for their slot
 	// doubtUntil: a commit ran after its caller gave up (it may have
 	// counted units nobody was admitted for): until then Redis may count
 	// more than the model, never less.
@@ -400,7 +416,9 @@ func (r *modelRule) over(now time.Time) string {
 			return fmt.Sprintf("estimate %d + %d×%d/%d (grants subtracted) beyond the limit %d", r.cur, r.prev, window-elapsed, window, l.Requests)
 		}
 	case "token_bucket", "gcra":
-		if b := r.truth(now); b < 0 {
+		// A request admitted with a wait (Rule.Delay) is counted at its
+		// slot, at most the delay ahead: the refill until then is its.
+		if b := r.truth(now.Add(r.delay)); b < 0 {
 			return fmt.Sprintf("%d admitted since %v: beyond capacity %d + refill + %d granted by %d", r.admitted, r.t0.Format(time.RFC3339Nano), l.Capacity(), r.given, -b)
 		}
 	case "sliding_log":
@@ -602,7 +620,7 @@ type modelSet struct {
 func (s *modelSet) decideRules(cost int) []Rule {
 	rs := make([]Rule, len(s.rules))
 	for i, r := range s.rules {
-		rs[i] = Rule{Algorithm: r.spec, Limit: r.limit(), Cost: cost, Key: r.key, NoLease: s.noLease[s.v]}
+		rs[i] = Rule{Algorithm: r.spec, Limit: r.limit(), Cost: cost, Key: r.key, NoLease: s.noLease[s.v], Delay: r.delay}
 	}
 	return rs
 }
@@ -614,6 +632,18 @@ func (s *modelSet) leasable() bool {
 	}
 	for _, r := range s.rules {
 		if r.spec.LeaseFor == nil || r.quota() < minLeaseQuota {
+			return false
+		}
+	}
+	return true
+}
+
+// refundable reports whether every rule of s has a give-back (Refund).
+func (s *modelSet) refundable() bool {
+	for _, r := range s.rules {
+		switch r.spec.Name {
+		case "fixed_window", "sliding_window", "token_bucket", "gcra":
+		default:
 			return false
 		}
 	}
@@ -668,6 +698,10 @@ func composeSets(t *testing.T, prefix string, loc *time.Location) []*modelSet {
 	rule := func(set, name string, limits []algorithms.Limit) *modelRule {
 		return &modelRule{spec: spec(name), key: prefix + "{" + set + "}:" + name, limits: limits}
 	}
+	delayed := func(r *modelRule, d time.Duration) *modelRule {
+		r.delay = d
+		return r
+	}
 	bucket := algorithms.Limit{Requests: 1000, Window: time.Hour, Burst: 1500}
 	gcra := algorithms.Limit{Requests: 1000, Window: 10 * time.Minute, Burst: 1200}
 	sets := []*modelSet{
@@ -691,6 +725,17 @@ func composeSets(t *testing.T, prefix string, loc *time.Location) []*modelSet {
 		}, noLease: []bool{false, false}, costs: []int{1, 1, 2}, burst: 10},
 		{name: "conc", rules: []*modelRule{rule("conc", "concurrency", window(10*time.Second, 4, 2))},
 			noLease: []bool{false, false}, costs: []int{1}, burst: 3},
+		// Shaping: both buckets with a delay (never leased), so that a
+		// burst waits for its slots. Costs at most every instance's
+		// share of the capacity (ceil(8/4)); -compose.fullcost adds one
+		// of the whole capacity, which local mode refuses (the report of
+		// issue 23's composition: an outage makes it an invalid rule).
+		{name: "delay", rules: []*modelRule{delayed(rule("delay", "gcra", repeat(algorithms.Limit{Requests: 20, Window: 10 * time.Second, Burst: 8}, 2)), 2*time.Second),
+			delayed(rule("delay", "token_bucket", repeat(algorithms.Limit{Requests: 30, Window: 10 * time.Second, Burst: 8}, 2)), time.Second),
+		}, noLease: []bool{false, true}, costs: []int{1, 1, 2}, burst: 12},
+	}
+	if *composeFullCost {
+		sets[len(sets)-1].costs = append(sets[len(sets)-1].costs, 8)
 	}
 	return sets
 }
@@ -712,6 +757,20 @@ type request struct {
 	about  string
 }
 
+// admission is an admitted request of a refundable set, which a refund
+// step may give back: with the model's window of each rule as it counted
+// it (fixed_window: its start; sliding_window: its aligned start).
+type admission struct {
+	e      *composeEngine
+	s      *modelSet
+	cost   int
+	res    Result
+	step   int
+	reload int     // the set's last reload then
+	window []int64 // per rule
+	wait   time.Duration
+}
+
 // composeRun is one run of the composition test on one backend.
 type composeRun struct {
 	t       *testing.T
@@ -725,6 +784,7 @@ type composeRun struct {
 	sets    []*modelSet
 	rules   []*modelRule
 	running []*request
+	recent  []*admission // the last admissions of refundable sets, to refund
 	on      map[string]bool
 	locals  []*miniredis.Miniredis // per instance: its in-process Redis, or nil
 
@@ -732,6 +792,8 @@ type composeRun struct {
 	now time.Time // miniredis's clock, steered
 
 	step      int
+	refunds   int // refunds made (waiting: of requests that waited)
+	waiting   int
 	steps     []string
 	failed    map[string]bool
 	decisions int
@@ -867,6 +929,16 @@ func (c *composeRun) decide(ctx context.Context, e *composeEngine, s *modelSet, 
 	if s.held() {
 		c.running = append(c.running, req)
 	}
+	if s.refundable() {
+		a := &admission{e: e, s: s, cost: cost, res: res, step: c.step, reload: s.rules[0].reloadAt}
+		for i, r := range s.rules {
+			a.window = append(a.window, map[bool]int64{true: r.start, false: r.w}[r.spec.Name == "fixed_window"])
+			a.wait = max(a.wait, res.Decisions[i].Wait)
+		}
+		if c.recent = append(c.recent, a); len(c.recent) > 64 {
+			c.recent = c.recent[1:]
+		}
+	}
 	return res, nil
 }
 
@@ -907,7 +979,10 @@ func (c *composeRun) decidedLocally(e *composeEngine, s *modelSet, cost int, res
 		share, elapsed := r.spec.Quota(l), now.Sub(c.downAt)
 		bound := share * (1 + int((elapsed+r.limit().Window-1)/r.limit().Window))
 		if r.spec.Bucket {
-			bound = share + int((int64(l.Requests)*elapsed.Microseconds()+l.Window.Microseconds()-1)/l.Window.Microseconds())
+			// A request with a wait (Rule.Delay) counts at its slot, at
+			// most the delay ahead: the share's refill until then too.
+			ahead := elapsed + r.delay
+			bound = share + int((int64(l.Requests)*ahead.Microseconds()+l.Window.Microseconds()-1)/l.Window.Microseconds())
 		}
 		if r.outage[e] > bound {
 			c.violate("outage", "%s: Decide(%s, cost %d) admitted locally on %s: %d in this outage (%v), beyond its share ceil(%d/%d) = %d (%d with the windows begun or refill since)%s",
@@ -933,6 +1008,7 @@ func (c *composeRun) outage(ctx context.Context) {
 	for _, r := range c.rules {
 		r.outage = nil
 	}
+	c.recent = nil // a refund during an outage is not made; not this step's
 	c.downAt = c.clock()
 	var cut []*composeEngine // the instances the outage reaches: a pipeline bypasses the faults
 	for _, e := range c.engines {
@@ -1098,6 +1174,7 @@ func (c *composeRun) quiesce() {
 		c.release(req)
 	}
 	c.running = nil
+	c.recent = nil // their engines are closed
 	for _, e := range c.engines {
 		e.l.Close()
 		c.leases += leasesTaken(e.l)
@@ -1195,12 +1272,24 @@ func (c *composeRun) next() {
 		e = c.engines[0]
 	}
 	switch {
-	case p < 25: // one request
+	case p < 21: // one request
 		res, err := c.decide(ctx, e, s, cost)
 		c.logf("%s decide %s cost %d: allowed=%v err=%v", e.about, s.name, cost, res.Allowed, err)
 		if s.held() {
 			c.checkPlaces("a decision")
 		}
+	case p < 23 && *composeNoRefund:
+		c.logf("no refund: -compose.norefund")
+	case p < 23: // an admitted request is refunded (its response is a 404, a 5xx)
+		if len(c.recent) == 0 {
+			c.logf("refund: none admitted")
+			return
+		}
+		c.refund(c.recent[c.pick(len(c.recent))], "refund")
+	case p < 25 && *composeNoRefund:
+		c.logf("no waits: -compose.norefund")
+	case p < 25: // requests wait for their slots; a client goes away meanwhile
+		c.waits(ctx)
 	case p < 42: // a burst, mostly on one instance: leases are taken
 		n := 1 + c.pick(s.burst)
 		admitted := 0
@@ -1314,6 +1403,138 @@ func (c *composeRun) next() {
 	}
 }
 
+// refund gives back a's units through the engine that admitted it, and
+// the model un-admits what the give-back's guarantee (docs/algorithms.md,
+// Refunds) says: a window's count goes down by the cost if it still is
+// the window that counted it (after a reset too: the documented
+// over-admission of at most the cost), a bucket gets at most the cost (its
+// bound takes all of it: never more than had it not been counted).
+func (c *composeRun) refund(a *admission, why string) {
+	c.t.Helper()
+	c.recent = slices.DeleteFunc(c.recent, func(x *admission) bool { return x == a })
+	now := c.clock()
+	for _, r := range a.s.rules {
+		if now.Before(r.doubtUntil) || r.reloadAt != a.reload {
+			// A late commit (the model's windows may not be Redis's) or
+			// a reload since (other windows): not modelled.
+			c.logf("%s of %s cost %d (step %d): skipped, doubt or reload since", why, a.s.name, a.cost, a.step)
+			return
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	lands := make([]bool, len(a.s.rules))
+	for i, r := range a.s.rules {
+		r.roll(now)
+		switch r.spec.Name {
+		case "fixed_window":
+			lands[i] = r.open && r.start == a.window[i]
+		case "sliding_window":
+			// After a reset the key may be gone: nothing to give back to.
+			n, err := c.rdb.Exists(ctx, r.key).Result()
+			if err != nil {
+				c.violate("errors", "EXISTS %s: %v", r.key, err)
+				return
+			}
+			lands[i] = n == 1 && (r.w == a.window[i] || r.w == a.window[i]+r.limit().Window.Milliseconds())
+		default:
+			lands[i] = true
+		}
+	}
+	before := make([]int, len(a.s.rules))
+	for i, r := range a.s.rules {
+		before[i], _ = c.peek(r)
+	}
+	out, err := a.e.l.Refund(ctx, a.res)
+	c.logf("%s %s cost %d (step %d, wait %v) via %s: lands %v, err=%v", why, a.s.name, a.cost, a.step, a.wait, a.e.about, lands, err)
+	if err != nil {
+		if !errors.Is(err, ErrCircuitOpen) {
+			c.violate("errors", "%s: Refund(%s cost %d of step %d): %v", a.e.about, a.s.name, a.cost, a.step, err)
+		}
+		return
+	}
+	c.refunds++
+	if a.wait > 0 {
+		c.waiting++
+	}
+	for i, r := range a.s.rules {
+		if lands[i] {
+			switch r.spec.Name {
+			case "fixed_window":
+				r.n -= a.cost
+			case "sliding_window":
+				if r.w == a.window[i] {
+					r.cur -= a.cost
+				} else {
+					r.prev -= a.cost
+				}
+			default:
+				r.admitted -= a.cost
+			}
+		}
+		// What Redis gives back at once: a window's whole cost where it
+		// lands (nothing if it went back to the lease it came from, in
+		// memory), a bucket at most the cost (miniredis: no refill
+		// meanwhile). Seen when nothing hides it (Remaining 0).
+		after, _ := c.peek(r)
+		got, want, lease := after-before[i], 0, a.res.Decisions[i].lease != nil
+		if lands[i] {
+			want = a.cost
+		}
+		switch {
+		case before[i] <= 0:
+		case r.exact() && (r.spec.Name == "fixed_window" || r.w == a.window[i]) && got != want && (!lease || got != 0):
+			c.violate("settle", "%s: Refund(%s cost %d of step %d) on %s: Redis gave back %d, want %d (from a lease: %v)%s", a.e.about, a.s.name, a.cost, a.step, r.spec.Name, got, want, lease, r.history())
+		case !r.exact() && c.mini != nil && (got < 0 || got > a.cost):
+			c.violate("settle", "%s: Refund(%s cost %d of step %d) on %s: the bucket gave back %d, want 0 to %d%s", a.e.about, a.s.name, a.cost, a.step, r.spec.Name, got, a.cost, r.history())
+		}
+		if truth := max(r.truth(now), 0); out.Decisions[i].Remaining > truth {
+			c.violate("remaining", "%s: Refund(%s cost %d of step %d) on %s: Remaining %d, but %d remain%s", a.e.about, a.s.name, a.cost, a.step, r.spec.Name, out.Decisions[i].Remaining, truth, r.history())
+		}
+	}
+}
+
+// waits decides a burst of the set with delays, whose requests wait for
+// their slots; meanwhile time passes, an operator may reset, and some
+// clients go away (their requests refunded, their slots given back).
+func (c *composeRun) waits(ctx context.Context) {
+	c.t.Helper()
+	var s *modelSet
+	for _, set := range c.sets {
+		if set.rules[0].delay > 0 {
+			s = set
+		}
+	}
+	cost := s.costs[c.pick(len(s.costs))]
+	n := 1 + c.pick(s.burst)
+	var waiting []*admission
+	admitted := 0
+	for range n {
+		res, err := c.decide(ctx, c.engines[c.pick(len(c.engines))], s, cost)
+		if err != nil || !res.Allowed {
+			continue
+		}
+		admitted++
+		if a := c.recent[len(c.recent)-1]; &a.res.Decisions[0] == &res.Decisions[0] && a.wait > 0 {
+			waiting = append(waiting, a)
+		}
+	}
+	c.logf("waits %s cost %d: %d of %d admitted, %d waiting", s.name, cost, admitted, n, len(waiting))
+	if c.pick(3) == 0 {
+		c.reset(ctx, s) // while requests wait
+	}
+	if c.pick(2) == 0 {
+		d := time.Duration(1+c.pick(500)) * time.Millisecond
+		c.advance(d)
+		c.logf("advance %v", d)
+	}
+	for _, a := range waiting {
+		if c.pick(2) == 0 {
+			c.refund(a, "client gone while waiting:")
+		}
+	}
+}
+
 // grant grants a rule of s a random number of units.
 func (c *composeRun) grant(ctx context.Context, s *modelSet) {
 	c.t.Helper()
@@ -1412,7 +1633,7 @@ func (c *composeRun) flood(ctx context.Context) {
 	c.t.Helper()
 	var leasable []*modelSet
 	for _, s := range c.sets {
-		if s.rules[0].spec.LeaseFor != nil {
+		if s.rules[0].spec.LeaseFor != nil && s.rules[0].delay == 0 { // delays are never leased
 			leasable = append(leasable, s)
 		}
 	}
@@ -1602,8 +1823,8 @@ func TestComposition(t *testing.T) {
 			if r.Mini != nil {
 				t.Logf("miniredis ran %d commands", r.Mini.CommandCount())
 			}
-			t.Logf("%d steps, %d decisions (%d admitted, %d leases taken, %d outages, %d decided locally) in %v: %.0f steps/s, %.0f decisions/s; seed %d",
-				n, c.decisions, c.admitted, c.leases, c.outages, c.local, elapsed.Round(time.Millisecond), float64(n)/elapsed.Seconds(), float64(c.decisions)/elapsed.Seconds(), seed)
+			t.Logf("%d steps, %d decisions (%d admitted, %d leases taken, %d outages, %d decided locally, %d refunded, %d of them waiting) in %v: %.0f steps/s, %.0f decisions/s; seed %d",
+				n, c.decisions, c.admitted, c.leases, c.outages, c.local, c.refunds, c.waiting, elapsed.Round(time.Millisecond), float64(n)/elapsed.Seconds(), float64(c.decisions)/elapsed.Seconds(), seed)
 		})
 	}
 }
