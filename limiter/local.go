@@ -197,6 +197,11 @@ func (lc *local) decideLocal(ctx context.Context, rules []Rule, commit, chargeIt
 	for i, r := range rules {
 		cut[i] = r
 		cut[i].Limit = share(r.Limit, n)
+		if r.Delay > 0 && max(r.Cost, 1) > cut[i].Limit.Capacity() {
+			// More than the share can ever hold: no slot to wait for
+			// here; decided (denied) as a rule without a delay is.
+			cut[i].Delay = 0
+		}
 	}
 	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lc.timeout)
 	defer cancel()
