@@ -270,3 +270,22 @@ func TestChargeBackAcrossAReload(t *testing.T) {
 		t.Errorf("after 3 local admissions under limit 10 and 2 under 12: Redis has %d left of 12, want 7", got)
 	}
 }
+
+// TestLocalModeDelayBeyondShare: a delayed bucket rule whose cost is more
+// than this instance's share can hold is denied locally, not refused as an
+// invalid rule (the composition test found it: cost 8 of a burst of 8, two
+// instances).
+func TestLocalModeDelayBeyondShare(t *testing.T) {
+	t.Parallel()
+	l, remote := localEngine(t, 2)
+	rules := []Rule{{Algorithm: algo("gcra"), Limit: algorithms.Limit{Requests: 20, Window: 10 * time.Second, Burst: 8},
+		Key: "t:{d}:gcra", Cost: 8, Delay: 2 * time.Second}}
+	remote.Close()
+	res, err := l.Decide(context.Background(), rules)
+	if err != nil {
+		t.Fatalf("Decide() of cost 8 on a local share of 4: %v, want a local denial", err)
+	}
+	if res.Allowed || !res.Local() {
+		t.Errorf("Decide(): Allowed %v, Local %v; want denied locally", res.Allowed, res.Local())
+	}
+}
