@@ -7,37 +7,8 @@ import (
 	"time"
 
 	"tollgate/limiter"
-	"tollgate/live"
 	"tollgate/policy"
 )
-
-// view is a live snapshot with the header texts of its limits, made once
-// per snapshot rather than on every request.
-type view struct {
-	snap *live.Snapshot
-	// texts holds each named limit's header data (by policy.NamedLimit.ID).
-	texts []limitText
-}
-
-// current returns the view of the snapshot in force: the one made for it
-// already, or a new one. Two requests that make one at once each get a
-// whole one; the last stored is kept.
-func (l *RateLimit) current() *view {
-	s := l.live.Snapshot()
-	if v := l.view.Load(); v != nil && v.snap == s {
-		return v
-	}
-	v := &view{snap: s, texts: make([]limitText, len(s.Live.Limits()))}
-	for _, nl := range s.Live.Limits() {
-		lt := &v.texts[nl.ID]
-		lt.name, lt.algorithm, lt.sfName, lt.unit = nl.Name, nl.Algorithm.Name, sfString(nl.Name), nl.Algorithm.Unit
-		if p := nl.Limit.Period; p != "" {
-			lt.per = "per " + string(p) + " in " + nl.Limit.Location.String()
-		}
-	}
-	l.view.Store(v)
-	return v
-}
 
 // Results of a candidate policy's decision. Dropped: not decided, as too
 // many candidate and shadow decisions were under way (asideBudget).
