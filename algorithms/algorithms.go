@@ -109,6 +109,14 @@ type Spec struct {
 	Doc string
 	// Lua is the module, lua/<Name>.lua.
 	Lua string
+	// Fast is the script that decides one rule of this algorithm alone,
+	// lua/fast/<Name>.lua: the module's check and commit written out flat,
+	// on the same state, with the KEYS, ARGV and reply of the engine's
+	// one-rule driver (limiter/lua/single.lua), and nothing else: Redis runs
+	// every line of a script on every call, and one limit alone is the most
+	// common rule set. "" means the module with the one-rule driver. The
+	// engine's tests compare the two on every call.
+	Fast string
 	// Args are the module's ARGV entries under l, before the cost.
 	Args func(l Limit) []any
 	// Bucket: the quota a decision reports is the capacity (Limit.Burst),
@@ -307,6 +315,7 @@ var table = []Spec{
 		Name:   "gcra",
 		Doc:    "The token bucket as one timestamp per identity (generic cell rate algorithm).",
 		Lua:    module("gcra"),
+		Fast:   fast("gcra"),
 		Args:   func(l Limit) []any { return []any{gcraInterval(l), l.Capacity()} },
 		Bucket: true,
 		// The script keeps the TAT in µs since the epoch, up to burst intervals
@@ -375,7 +384,7 @@ func gcraInterval(l Limit) int64 {
 	return max((l.Window.Microseconds()+requests-1)/requests, 1)
 }
 
-//go:embed lua/*.lua
+//go:embed lua/*.lua lua/fast/*.lua
 var modules embed.FS
 
 // module returns lua/<name>.lua; a missing file is a programming error that
@@ -386,6 +395,11 @@ func module(name string) string {
 		panic(fmt.Sprintf("algorithms: module %s: %v", name, err))
 	}
 	return string(b)
+}
+
+// fast returns lua/fast/<name>.lua, the flat one-rule script (Spec.Fast).
+func fast(name string) string {
+	return module("fast/" + name)
 }
 
 // Names lists the algorithms, in the order of the table.

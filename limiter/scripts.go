@@ -61,6 +61,15 @@ func composeSingle(spec algorithms.Spec) *redis.Script {
 	return composeWith([]algorithms.Spec{spec}, singleLua)
 }
 
+// singleScript is the script deciding one rule of spec's algorithm alone:
+// its flat script where it has one, else composeSingle's.
+func singleScript(spec algorithms.Spec) *redis.Script {
+	if spec.Fast != "" {
+		return redis.NewScript(spec.Fast)
+	}
+	return composeSingle(spec)
+}
+
 // composeWith builds a script from modules and a driver: driverLua,
 // singleLua, leaseDriverLua (lease takes and admin modes), leaseGiveBackLua,
 // or releaseLua (gives back what held rules took).
@@ -112,14 +121,15 @@ type rule struct {
 }
 
 // scriptFor returns the script with the modules of rs, and only those: for
-// one rule, its module with the one-rule driver.
+// one rule, its algorithm's flat script (Spec.Fast), or its module with the
+// one-rule driver.
 func (s *scripts) scriptFor(rs []rule) *redis.Script {
 	if len(rs) == 1 {
 		name := rs[0].spec.Name
 		if sc, ok := s.single.Load(name); ok {
 			return sc.(*redis.Script)
 		}
-		sc, _ := s.single.LoadOrStore(name, composeSingle(rs[0].spec))
+		sc, _ := s.single.LoadOrStore(name, singleScript(rs[0].spec))
 		return sc.(*redis.Script)
 	}
 	return s.scriptWith(rs, driverLua)
