@@ -268,6 +268,7 @@ var table = []Spec{
 		Name:  "sliding_log",
 		Doc:   "Exactly Limit requests in any window-long span; memory grows with the limit.",
 		Lua:   module("sliding_log"),
+		Fast:  fast("sliding_log"),
 		Args:  window,
 		Nonce: true,
 		// One sorted-set member per admitted unit: a limit caps the set's
@@ -288,6 +289,7 @@ var table = []Spec{
 		Name: "sliding_window",
 		Doc:  "Two counters weighted by overlap: at most the limit per aligned window, 2×limit-1 in any span.",
 		Lua:  module("sliding_window"),
+		Fast: fast("sliding_window"),
 		Args: window,
 		// A request counts in its own window and, weighted down to zero, in
 		// the next one: the approximation needs twice the window.
@@ -302,6 +304,7 @@ var table = []Spec{
 		Name:   "token_bucket",
 		Doc:    "Bursts up to the capacity (Burst), refilled at Limit per window, continuously.",
 		Lua:    module("token_bucket"),
+		Fast:   fast("token_bucket"),
 		Args:   func(l Limit) []any { return []any{l.Requests, l.Window.Milliseconds(), l.Capacity()} },
 		Bucket: true,
 		// An empty bucket is full again after capacity tokens' refill.

@@ -2,6 +2,7 @@ package limiter
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -22,6 +23,11 @@ import (
 // lease driver's mode g, so the states a grant leaves are decided too), and
 // clock steps from a microsecond to beyond the horizon. Every reply and the
 // state each leaves must be the same.
+// fastSteps is how many calls TestFastScriptsDecideAsTheModules makes per
+// algorithm and limit: miniredis parses a module's script on every call, so
+// the default keeps the test to seconds; more for a sweep.
+var fastSteps = flag.Int("fast.steps", 400, "calls per algorithm and limit in TestFastScriptsDecideAsTheModules")
+
 func TestFastScriptsDecideAsTheModules(t *testing.T) {
 	var fast []algorithms.Spec
 	for _, name := range algorithms.Names() {
@@ -46,7 +52,7 @@ func TestFastScriptsDecideAsTheModules(t *testing.T) {
 			}
 			t.Run(fmt.Sprintf("%s/%d", spec.Name, li), func(t *testing.T) {
 				t.Parallel()
-				compareFast(t, spec, l, uint64(li+1), 1000)
+				compareFast(t, spec, l, uint64(li+1), *fastSteps)
 			})
 		}
 	}

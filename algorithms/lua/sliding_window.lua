@@ -44,7 +44,7 @@ do
 
     -- budget: how far cur × window may go.
     local budget = limit * window - prev * (window - elapsed)
-    local c = {start = start, cur = cur, prev = prev, budget = budget,
+    local c = {start = start, stored = stored, cur = cur, prev = prev, budget = budget,
       remaining = math.floor((budget - cur * window) / window), reset = reset, retry = 0}
     -- cost × window against what is left: both sides stay below 2^53.
     c.ok = cost <= limit and cost * window <= budget - cur * window
@@ -67,8 +67,15 @@ do
     local window = tonumber(args[2])
     local cur = c.cur + cost
     local reset = c.start + 2 * window - clock.ms
-    redis.call('HSET', key, 'w', c.start, 'c', cur, 'p', c.prev)
-    redis.call('PEXPIRE', key, reset)
+    if c.stored == c.start then
+      -- The window is stored, and with it its expiry (every write of a
+      -- window's start sets it to the end of the next window): only the
+      -- count changes.
+      redis.call('HINCRBY', key, 'c', cost)
+    else
+      redis.call('HSET', key, 'w', c.start, 'c', cur, 'p', c.prev)
+      redis.call('PEXPIRE', key, reset)
+    end
     return math.floor((c.budget - cur * window) / window), reset
   end
 
