@@ -68,6 +68,7 @@ type report struct {
 	machine   machine
 	ceiling   []ceiling
 	decisions []decisionRun
+	usec      []scriptUsec
 	allocs    []allocRow
 	e2e       []e2eResult
 	leases    []leaseCheck
@@ -169,7 +170,9 @@ func (r *report) write(path string) error {
 	}
 	p("")
 
-	p("## 3. End to end: wrk on GET /continents")
+	r.usecSection(p)
+
+	p("## 4. End to end: wrk on GET /continents")
 	p("")
 	p("The service built from this repository (`go build`), on the run's Redis and on MariaDB (database `%s`),", r.options.database)
 	p("access log on (to /dev/null). `wrk -t2 -c64 -d%s --latency`, after a 1 s warm-up, %d repetitions with all", r.options.wrkDur, r.options.reps)
@@ -219,14 +222,14 @@ func (r *report) write(path string) error {
 	p("included; – for the tiny gin servers, which serve no /metrics.")
 	p("")
 
-	p("## 4. Allocations per request and per decision: go test -benchmem")
+	p("## 5. Allocations per request and per decision: go test -benchmem")
 	p("")
 	p("`go test -run '^$' -bench '^(BenchmarkLimiter|BenchmarkDecide|BenchmarkPipelined|BenchmarkDenyCache)' -benchmem ./middleware/ ./limiter/`")
 	p("on the run's Redis. *BenchmarkLimiter*: the rate-limit middleware alone in gin, its decider answering at")
 	p("once (no Redis), on an admitted and on a denied request: the middleware's own cost. The others: one")
 	p("algorithm's decision on Redis, 1000 identities at 100 requests a minute (admitted and denied mixed),")
 	p("direct, pipelined, and a denial answered by the deny cache. The service's whole stack per request is")
-	p("*allocs/req* in 3.")
+	p("*allocs/req* in 4.")
 	p("")
 	p("| benchmark | ns/op | B/op | allocs/op |")
 	p("|---|---:|---:|---:|")
@@ -234,7 +237,7 @@ func (r *report) write(path string) error {
 		p("| %s | %.0f | %.0f | %.0f |", a.name, a.nsPerOp, a.bPerOp, a.allocsPerOp)
 	}
 	p("")
-	p("## 5. Three instances with leases")
+	p("## 6. Three instances with leases")
 	p("")
 	p("Three engines with leases on (`RATE_LIMIT_LEASE=auto`, the service's pipeline and deny cache) on this")
 	p("run's Redis, as three instances of the service, and %d goroutines sending requests between them on one", leaseCheckCallers)
@@ -254,6 +257,42 @@ func (r *report) write(path string) error {
 		return fmt.Errorf("write report: %w", err)
 	}
 	return nil
+}
+
+// usecSection is section 3: Redis's time per script call of each windowed
+// algorithm against ulule/limiter's script.
+func (r *report) usecSection(p func(string, ...any)) {
+	p("## 3. Redis time per script call")
+	p("")
+	p("Redis's own time per decision: `INFO commandstats` usec per EVALSHA (the commands the script runs included),")
+	p("the part of Redis's one thread, which every instance shares, that no client-side change can save.")
+	p("Each algorithm is decided by %d goroutines on one go-redis client (pool of %d) over section 2's 10,000", usecGoroutines, usecGoroutines)
+	p("spread keys for %s, through `limiter.New(rdb, limiter.Options{Timeout: 100ms})` and `Decide` of one rule", r.options.decideDur)
+	p("(no pipeline, no deny cache, no lease: one script call per decision; the limit admits every request),")
+	p("and ulule/limiter's `Get` (its script) the same way. Redis is flushed and its statistics reset before each;")
+	p("the subjects run interleaved, %d repetitions; medians. *× ulule* is the median of each repetition's", r.options.reps)
+	p("ratio to ulule/limiter's figure of the same repetition. It is CPU time, so a loaded machine inflates it")
+	p("(Redis's thread is preempted inside scripts too), ulule's as much as anyone's: the ratio is the figure.")
+	p("Section 2's *Redis µs/script* is the same counter in its single 64-goroutine runs.")
+	p("")
+	p("| script | µs per call | × ulule | µs per call, each repetition | calls per repetition (median) |")
+	p("|---|---:|---:|---|---:|")
+	for _, u := range r.usec {
+		name, x := u.subject, fmt.Sprintf("%.2f", median(u.ratio))
+		if name == "ulule" {
+			name, x = "ulule/limiter (fixed window)", "1.00"
+		}
+		runs := make([]string, len(u.usec))
+		for i, v := range u.usec {
+			runs[i] = fmt.Sprintf("%.1f", v)
+		}
+		calls := make([]float64, len(u.calls))
+		for i, n := range u.calls {
+			calls[i] = float64(n)
+		}
+		p("| %s | %.1f | %s | %s | %.0f |", name, median(u.usec), x, strings.Join(runs, ", "), median(calls))
+	}
+	p("")
 }
 
 func isPeer(subject string) bool {
@@ -370,7 +409,7 @@ func (r *report) targets(p func(string, ...any)) {
 	for _, c := range r.leases {
 		leasesOK = leasesOK && c.admitted <= c.limit && c.admitted >= c.limit-c.bound && c.left == c.limit-c.admitted
 	}
-	p("| three instances, leases on, %d concurrent callers on limit L: admitted ≤ L and ≥ L − bound; Redis counts what was admitted after Close | see 5. | %s |",
+	p("| three instances, leases on, %d concurrent callers on limit L: admitted ≤ L and ≥ L − bound; Redis counts what was admitted after Close | see 6. | %s |",
 		leaseCheckCallers, verdict(leasesOK))
 	if len(r.e2e) == 0 {
 		return
@@ -416,9 +455,9 @@ func (r *report) targets(p func(string, ...any)) {
 			worstP99 = max(worstP99, med(e, p99)/offP99)
 		}
 	}
-	p("| 1 script call per admitted request | see script calls/req in 3. | %s |", verdict(scriptsOK))
-	p("| 0 Redis calls per denied request while the deny cache holds | see 3. | %s |", verdict(deniedZero))
-	p("| 0 DB queries per /continents request | see 3. | %s |", verdict(dbZero))
+	p("| 1 script call per admitted request | see script calls/req in 4. | %s |", verdict(scriptsOK))
+	p("| 0 Redis calls per denied request while the deny cache holds | see 4. | %s |", verdict(deniedZero))
+	p("| 0 DB queries per /continents request | see 4. | %s |", verdict(dbZero))
 	p("| end to end, all admitted, best algorithm ≥ 0.6 × limiter off | %.2f× | %s |", bestAdmitted, verdict(bestAdmitted >= 0.6))
 	bestVs := func(peer e2eResult) float64 {
 		best := 0.0
