@@ -129,7 +129,10 @@ func measureEndToEnd(ctx context.Context, log *slog.Logger, o options, s *redisS
 				cmd = exec.CommandContext(ctx, bin)
 				cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "PORT=" + strconv.Itoa(port),
 					"REDIS_URL=" + s.url(), "DB_DRIVER=mysql", "DB_DSN=" + dsn,
-					"REDIS_KEY_PREFIX=bench" + strconv.Itoa(rep) + ":"}
+					"REDIS_KEY_PREFIX=bench" + strconv.Itoa(rep) + ":",
+					// The request log on, whatever the defaults become: every
+					// service row, limiter off too, pays for its access line.
+					"LOG_LEVEL=info", "LOG_FORMAT=json"}
 				for k, v := range cfg.env {
 					cmd.Env = append(cmd.Env, k+"="+v)
 				}

@@ -175,7 +175,7 @@ func (r *report) write(path string) error {
 	p("## 4. End to end: wrk on GET /continents")
 	p("")
 	p("The service built from this repository (`go build`), on the run's Redis and on MariaDB (database `%s`),", r.options.database)
-	p("access log on (to /dev/null). `wrk -t2 -c64 -d%s --latency`, after a 1 s warm-up, %d repetitions with all", r.options.wrkDur, r.options.reps)
+	p("request log on (`LOG_LEVEL=info`, `LOG_FORMAT=json`, one line per request to /dev/null). `wrk -t2 -c64 -d%s --latency`, after a 1 s warm-up, %d repetitions with all", r.options.wrkDur, r.options.reps)
 	p("configurations interleaved; medians. Every request is anonymous from 127.0.0.1, so one identity (one hot key).")
 	p("*All admitted*: limit 10⁹ per hour; *all denied*: limit 1 per hour, so every request but the first gets 429.")
 	p("Pipelining and the deny cache are at their defaults unless the row says otherwise.")
