@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -39,9 +40,9 @@ func describeMachine(ctx context.Context, s *redisServer) machine {
 	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
 		first := strings.Fields(strings.SplitN(string(b), "\n", 2)[0]) // MemTotal: N kB
 		if len(first) >= 2 {
-			var kb int64
-			fmt.Sscan(first[1], &kb)
-			m.memory = fmt.Sprintf("%.1f GiB", float64(kb)/(1<<20))
+			if kb, err := strconv.ParseInt(first[1], 10, 64); err == nil {
+				m.memory = fmt.Sprintf("%.1f GiB", float64(kb)/(1<<20))
+			}
 		}
 	}
 	out := func(name string, args ...string) string {
