@@ -129,7 +129,10 @@ func measureEndToEnd(ctx context.Context, log *slog.Logger, o options, s *redisS
 				cmd = exec.CommandContext(ctx, bin)
 				cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "PORT=" + strconv.Itoa(port),
 					"REDIS_URL=" + s.url(), "DB_DRIVER=mysql", "DB_DSN=" + dsn,
-					"REDIS_KEY_PREFIX=bench" + strconv.Itoa(rep) + ":"}
+					"REDIS_KEY_PREFIX=bench" + strconv.Itoa(rep) + ":",
+					// The request log on, whatever the defaults become: every
+					// service row, limiter off too, pays for its access line.
+					"LOG_LEVEL=info", "LOG_FORMAT=json"}
 				for k, v := range cfg.env {
 					cmd.Env = append(cmd.Env, k+"="+v)
 				}
@@ -150,8 +153,9 @@ func measureEndToEnd(ctx context.Context, log *slog.Logger, o options, s *redisS
 			}
 			sample, err := func() (e2eSample, error) {
 				defer func() {
-					cmd.Process.Signal(os.Interrupt)
-					cmd.Wait()
+					// Its exit status is of no interest: it was told to stop.
+					_ = cmd.Process.Signal(os.Interrupt)
+					_ = cmd.Wait()
 				}()
 				if err := waitHealthy(ctx, base); err != nil {
 					return e2eSample{}, fmt.Errorf("%s: %w", cfg.name, err)

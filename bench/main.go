@@ -101,7 +101,8 @@ func run(ctx context.Context, log *slog.Logger, o options) error {
 
 	r := report{options: o, machine: describeMachine(ctx, srv)}
 	if o.only == "usec" {
-		return measureScriptUsec(ctx, log, srv, o.decideDur, o.reps)
+		_, err := measureScriptUsec(ctx, log, srv, o.decideDur, o.reps)
+		return err
 	}
 	log.Info("ceiling: redis-benchmark")
 	if r.ceiling, err = measureCeiling(ctx, srv); err != nil {
@@ -113,6 +114,10 @@ func run(ctx context.Context, log *slog.Logger, o options) error {
 	}
 	if o.only == "decisions" {
 		return nil
+	}
+	log.Info("redis µs per script call")
+	if r.usec, err = measureScriptUsec(ctx, log, srv, o.decideDur, o.reps); err != nil {
+		return err
 	}
 	log.Info("three instances with leases")
 	if r.leases, err = measureLeaseCheck(ctx, log, srv); err != nil {

@@ -51,14 +51,16 @@ func startRedis(ctx context.Context, dir string) (*redisServer, error) {
 	}
 }
 
+// stop stops the run's redis-server, killing it if it takes more than 5s;
+// its exit status is of no interest.
 func (s *redisServer) stop() {
-	s.cmd.Process.Signal(os.Interrupt)
+	_ = s.cmd.Process.Signal(os.Interrupt)
 	done := make(chan struct{})
-	go func() { s.cmd.Wait(); close(done) }()
+	go func() { _ = s.cmd.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(5 * time.Second):
-		s.cmd.Process.Kill()
+		_ = s.cmd.Process.Kill()
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"slices"
 	"time"
 
 	ulule "github.com/ulule/limiter/v3"
@@ -14,14 +13,28 @@ import (
 	"tollgate/limiter"
 )
 
+// usecGoroutines call each limiter in the usec measurement (as in issue
+// 22's first measurement), over section 2's 10,000 spread keys.
+const usecGoroutines = 8
+
+// scriptUsec is Redis's time per script call of one subject, one figure per
+// repetition.
+type scriptUsec struct {
+	subject string    // an algorithm's name, or "ulule"
+	usec    []float64 // µs per EVALSHA, the commands the script runs included
+	ratio   []float64 // usec ÷ ulule's usec of the same repetition
+	calls   []int64   // script calls counted in each repetition
+}
+
 // measureScriptUsec measures only Redis's time per script call (INFO
 // commandstats usec_per_call of EVALSHA, the commands a script runs
 // included) of each windowed algorithm's plain decision and of ulule's
-// script, from 8 goroutines over 10,000 keys, reps times interleaved, and
-// logs each run and the medians with their ratio to ulule's median. It is
+// script, from 8 goroutines over 10,000 keys, reps times interleaved. It is
 // Redis-side CPU time: noisy on a loaded machine, hence the repetitions.
-func measureScriptUsec(ctx context.Context, log *slog.Logger, s *redisServer, d time.Duration, reps int) error {
-	rdb := s.client(8)
+// ulule's row comes last; every other row's ratio is taken against ulule's
+// figure of the same repetition.
+func measureScriptUsec(ctx context.Context, log *slog.Logger, s *redisServer, d time.Duration, reps int) ([]scriptUsec, error) {
+	rdb := s.client(usecGoroutines)
 	defer rdb.Close()
 	type subject struct {
 		name string
@@ -52,40 +65,40 @@ func measureScriptUsec(ctx context.Context, log *slog.Logger, s *redisServer, d 
 			return err
 		}, func() {}, nil
 	}})
-	usec := map[string][]float64{}
+	out := make([]scriptUsec, len(subjects))
 	for rep := range reps {
-		for _, sub := range subjects {
+		for i, sub := range subjects {
 			if err := s.flush(ctx); err != nil {
-				return err
+				return nil, err
 			}
 			dec, done, err := sub.make("b:")
 			if err != nil {
-				return fmt.Errorf("%s: %w", sub.name, err)
+				return nil, fmt.Errorf("%s: %w", sub.name, err)
 			}
-			r := drive(ctx, dec, "spread", 8, d)
+			r := drive(ctx, dec, "spread", usecGoroutines, d)
 			done()
 			calls, us, err := s.commandStatsUsec(ctx)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			n := calls["evalsha"] + calls["eval"]
 			if n == 0 || r.errors > 0 {
-				return fmt.Errorf("%s: %d script calls, %d errors", sub.name, n, r.errors)
+				return nil, fmt.Errorf("script usec of %s: %d script calls, %d errors", sub.name, n, r.errors)
 			}
 			u := float64(us["evalsha"]+us["eval"]) / float64(n)
-			usec[sub.name] = append(usec[sub.name], u)
+			out[i].subject = sub.name
+			out[i].usec = append(out[i].usec, u)
+			out[i].calls = append(out[i].calls, n)
 			log.Info("script usec", "rep", rep+1, "subject", sub.name, "calls", n, "usec_per_call", fmt.Sprintf("%.2f", u))
 		}
+		peer := out[len(out)-1].usec[rep]
+		for i := range out {
+			out[i].ratio = append(out[i].ratio, out[i].usec[rep]/peer)
+		}
 	}
-	median := func(v []float64) float64 {
-		v = slices.Clone(v)
-		slices.Sort(v)
-		return v[len(v)/2]
+	for _, u := range out {
+		log.Info("script usec median", "subject", u.subject, "usec_per_call", fmt.Sprintf("%.2f", median(u.usec)),
+			"x_ulule", fmt.Sprintf("%.2f", median(u.ratio)), "runs", fmt.Sprint(u.usec))
 	}
-	base := median(usec["ulule"])
-	for _, sub := range subjects {
-		m := median(usec[sub.name])
-		log.Info("script usec median", "subject", sub.name, "usec_per_call", fmt.Sprintf("%.2f", m), "x_ulule", fmt.Sprintf("%.2f", m/base), "runs", fmt.Sprint(usec[sub.name]))
-	}
-	return nil
+	return out, nil
 }
