@@ -90,16 +90,17 @@ type leases struct {
 // lease is one rule set's lease and what sizes the next one.
 type lease struct {
 	mu     sync.Mutex
-	rules  []rule     // resolved, costs as per request
-	id     string     // of the lease in Redis (lua/lease.lua)
-	open   bool       // the lease is out in Redis: end() ends it there
-	n      int        // requests' worth it took
-	left   int        // requests this instance may still admit from it
-	ds     []Decision // of the commit that took it: Remaining after it
-	at     time.Time  // local clock at the commit
-	until  time.Time  // local clock: the lease ends
-	taking bool       // a lease is being taken: others decide plainly
-	gone   bool       // dropped from leases.entries: use a new one
+	rules  []rule        // resolved, costs as per request
+	id     string        // of the lease in Redis (lua/lease.lua)
+	open   bool          // the lease is out in Redis: end() ends it there
+	n      int           // requests' worth it took
+	left   int           // requests this instance may still admit from it
+	ds     []Decision    // of the commit that took it: Remaining after it
+	at     time.Time     // local clock at the commit
+	until  time.Time     // local clock: the lease ends
+	taking bool          // a lease is being taken: others wait for it (taken)
+	taken  chan struct{} // closed when the lease being taken is taken, or not
+	gone   bool          // dropped from leases.entries: use a new one
 
 	seen     int       // requests since since: the observed rate
 	since    time.Time //
@@ -170,6 +171,24 @@ func (l *leases) decide(ctx context.Context, rules []Rule, commit bool) ([]Decis
 	}
 	e.seen++
 	e.used = now
+	for e.taking && (e.left == 0 || !now.Before(e.until)) {
+		// A lease is being taken: wait for it rather than ask Redis alone
+		// (at 64 requests at once, those plain calls were most of a leased
+		// key's Redis calls). The take is bounded by the engine's timeout.
+		taken := e.taken
+		e.mu.Unlock()
+		select {
+		case <-taken:
+		case <-ctx.Done():
+			return l.leased.decide(ctx, rules, commit) // fails as a plain call would
+		}
+		now = l.now()
+		e.mu.Lock()
+		if e.gone {
+			e.mu.Unlock()
+			return l.decide(ctx, rules, commit)
+		}
+	}
 	if e.left > 0 && now.Before(e.until) {
 		e.left--
 		ds := e.answer(now)
@@ -178,7 +197,7 @@ func (l *leases) decide(ctx context.Context, rules []Rule, commit bool) ([]Decis
 	}
 	back := e.end()
 	n := e.size(now)
-	if n < 2 || e.taking || l.localMode != nil && l.localMode() {
+	if n < 2 || l.localMode != nil && l.localMode() {
 		e.mu.Unlock()
 		l.giveBack(back)
 		ds, allowed, err := l.leased.decide(ctx, rules, commit)
@@ -189,7 +208,7 @@ func (l *leases) decide(ctx context.Context, rules []Rule, commit bool) ([]Decis
 		}
 		return ds, allowed, err
 	}
-	e.taking = true
+	e.taking, e.taken = true, make(chan struct{})
 	e.seen, e.since = 0, now
 	e.mu.Unlock()
 	ended := back
@@ -219,6 +238,7 @@ func (l *leases) decide(ctx context.Context, rules []Rule, commit bool) ([]Decis
 	}
 	e.mu.Lock()
 	e.taking = false
+	close(e.taken)
 	if err != nil || !allowed || n == 1 {
 		if err == nil {
 			e.headroom = headroom(e.rules, ds, l.instanceCount())
