@@ -10,7 +10,12 @@
 local t = redis.call('TIME')
 local now = t[1] * 1000000 + t[2]
 local now_ms = math.floor(now / 1000)
-local key, interval, burst, cost = KEYS[1], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+-- A cost of 1 (most requests) is known without parsing it: Redis's Lua
+-- parses numbers with strtod, which is most of what a script's own
+-- arithmetic costs; likewise numbers go to Redis as %d (Redis writes a
+-- Lua number with %.17g).
+local key, interval, burst = KEYS[1], tonumber(ARGV[3]), tonumber(ARGV[4])
+local cost = ARGV[5] == '1' and 1 or tonumber(ARGV[5])
 local tolerance = interval * burst
 local ceil, floor = math.ceil, math.floor
 
@@ -67,7 +72,7 @@ tat = tat + (cost - used) * interval
 if credit > 0 or lapse > now then
   redis.call('SET', key, string.format('%.0f,%d,%.0f', tat, credit, lapse), 'PX', ceil((math.max(tat, lapse) - now) / 1000))
 elseif tat > now then
-  redis.call('SET', key, tat, 'PX', ceil((tat - now) / 1000))
+  redis.call('SET', key, string.format('%d', tat), 'PX', string.format('%d', ceil((tat - now) / 1000)))
 else
   redis.call('DEL', key)
 end

@@ -13,11 +13,13 @@ local ceil = math.ceil
 local sec, usec = t[1], t[2]
 local now = sec * 1000000 + usec
 local now_ms = math.floor(now / 1000)
-local key, limit, cost = KEYS[1], tonumber(ARGV[3]), tonumber(ARGV[5])
+-- A cost of 1 (most requests) is known without parsing it (strtod).
+local key, limit = KEYS[1], tonumber(ARGV[3])
+local cost = ARGV[5] == '1' and 1 or tonumber(ARGV[5])
 local window = tonumber(ARGV[4]) * 1000
 local credits = 4503599627370496 -- 2^52, as in the module
 
-redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+redis.call('ZREMRANGEBYSCORE', key, '-inf', string.format('%d', now - window))
 local used = redis.call('ZCARD', key)
 local credit, lapse, reset = 0, 0, 0
 if used > 0 then
@@ -69,10 +71,12 @@ if credit > 0 then
   redis.call('ZREMRANGEBYRANK', key, used, used + use - 1)
   add = cost - use
 end
--- Members from TIME's own digits (tostring of 16 digits loses precision).
-local base = sec .. string.rep('0', 6 - #usec) .. usec .. ':' .. ARGV[2] .. ':'
+-- Members from TIME's own digits (tostring of 16 digits loses precision);
+-- the score too, so Redis need not format the number.
+local stamp = sec .. string.rep('0', 6 - #usec) .. usec
+local base = stamp .. ':' .. ARGV[2] .. ':'
 if add == 1 then
-  redis.call('ZADD', key, now, base .. 1)
+  redis.call('ZADD', key, stamp, base .. 1)
 else
   local i = 1
   while i <= add do

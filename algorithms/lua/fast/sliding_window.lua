@@ -11,7 +11,10 @@
 local t = redis.call('TIME')
 local floor = math.floor
 local now = t[1] * 1000 + floor(t[2] / 1000)
-local key, limit, window, cost = KEYS[1], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+-- A cost of 1 (most requests) is known without parsing it (strtod), and
+-- numbers go to Redis as %d (Redis writes a Lua number with %.17g).
+local key, limit, window = KEYS[1], tonumber(ARGV[3]), tonumber(ARGV[4])
+local cost = ARGV[5] == '1' and 1 or tonumber(ARGV[5])
 local start = now - now % window
 local elapsed = now - start
 
@@ -53,9 +56,9 @@ end
 cur = cur + cost
 reset = start + 2 * window - now
 if stored == start then
-  redis.call('HINCRBY', key, 'c', cost)
+  redis.call('HINCRBY', key, 'c', ARGV[5])
 else
-  redis.call('HSET', key, 'w', start, 'c', cur, 'p', prev)
-  redis.call('PEXPIRE', key, reset)
+  redis.call('HSET', key, 'w', string.format('%d', start), 'c', string.format('%d', cur), 'p', string.format('%d', prev))
+  redis.call('PEXPIRE', key, string.format('%d', reset))
 end
 return {1, floor((budget - cur * window) / window), reset, 0, now}

@@ -12,7 +12,10 @@
 local t = redis.call('TIME')
 local floor, ceil, max = math.floor, math.ceil, math.max
 local clock = t[1] * 1000 + floor(t[2] / 1000)
-local key, rate, window, capacity, cost = KEYS[1], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+-- A cost of 1 (most requests) is known without parsing it (strtod), and
+-- numbers go to Redis as %d (Redis writes a Lua number with %.17g).
+local key, rate, window, capacity = KEYS[1], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local cost = ARGV[6] == '1' and 1 or tonumber(ARGV[6])
 local full = capacity * window
 
 -- A missing key is a full bucket: expiry only removes buckets that were full.
@@ -43,6 +46,6 @@ end
 
 tokens = tokens - cost * window
 reset = ceil(max(0, full - tokens) / rate)
-redis.call('HSET', key, 't', tokens, 'ts', now)
-redis.call('PEXPIRE', key, max(reset, lapse - clock, 1))
+redis.call('HSET', key, 't', string.format('%d', tokens), 'ts', string.format('%d', now))
+redis.call('PEXPIRE', key, string.format('%d', max(reset, lapse - clock, 1)))
 return {1, floor(tokens / window), reset, 0, clock}
