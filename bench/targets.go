@@ -129,8 +129,20 @@ func (r *report) targetRows() []targetRow {
 		row.figure = fmt.Sprintf("%.2f× (%.0f ÷ %.0f req/s)", row.value, median(rpsOf(*off)), median(rpsOf(*bare)))
 	}
 	rows = append(rows, row)
+	// A row whose requests were not all decided by Redis (timeouts under
+	// load answered in local mode) measures something else: say so.
+	var unfair string
+	for _, e := range admitted {
+		var calls, reqs int64
+		for _, s := range e.samples {
+			calls, reqs = calls+s.evalsha, reqs+s.requests
+		}
+		if c := ratio(calls, reqs); reqs > 0 && c < 0.98 {
+			unfair += fmt.Sprintf("; %s: %.3f script calls per request, so some were decided without Redis (local mode after timeouts), which flatters it", strings.TrimSuffix(e.cfg.name, ", all admitted"), c)
+		}
+	}
 	rows = append(rows, everyAlgorithm("all admitted, no lease ÷ limiter off ≥ 0.7, every algorithm", 0.7,
-		overOff(admitted, ", all admitted"), ""))
+		overOff(admitted, ", all admitted"), unfair))
 	row = targetRow{target: "all admitted, leases ÷ limiter off ≥ 0.95 (fixed_window)", atLeast: true, bound: 0.95}
 	if lease != nil && off != nil {
 		row.value, row.measured = vs(*lease, *off), true
