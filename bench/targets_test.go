@@ -14,12 +14,14 @@ func TestTargetRows(t *testing.T) {
 	tollgate := func(name string, env map[string]string, rps ...float64) e2eResult {
 		e := e2eResult{cfg: e2eConfig{name: name, kind: "tollgate", env: env}}
 		for _, v := range rps {
-			e.samples = append(e.samples, e2eSample{rps: v, requests: int64(v) * 10})
+			e.samples = append(e.samples, e2eSample{rps: v, requests: int64(v) * 10, evalsha: int64(v) * 10})
 		}
 		return e
 	}
 	lease := tollgate("fixed_window, all admitted, leases on", nil, 950, 980)
 	lease.samples[0].evalsha, lease.samples[1].evalsha = 50, 49 // 99 calls, 19,300 requests
+	local := tollgate("gcra, all admitted", nil, 900, 900)
+	local.samples[1].evalsha = 4500 // 13,500 calls, 18,000 requests: a quarter decided locally
 	bare := e2eResult{cfg: e2eConfig{name: "bare gin", kind: peerBare}, samples: []e2eSample{{rps: 1000}, {rps: 1250}}}
 	r := report{
 		usec: []scriptUsec{
@@ -44,7 +46,7 @@ func TestTargetRows(t *testing.T) {
 		e2e: []e2eResult{
 			tollgate("limiter off", map[string]string{"RATE_LIMIT_ENABLED": "false"}, 1000, 1000),
 			tollgate("fixed_window, all admitted", nil, 700, 800),
-			tollgate("gcra, all admitted", nil, 900, 900),
+			local,
 			lease,
 			tollgate("fixed_window, all admitted, pipeline off", nil, 100, 100),
 			tollgate("fixed_window, all denied", nil, 960, 950),
@@ -66,7 +68,7 @@ func TestTargetRows(t *testing.T) {
 		{"Redis µs per script call ÷ ulule/limiter's, gcra ≤ 1.5", "1.60× (16.0 µs; ulule/limiter 10.0 µs)", "**not met**"},
 		{"Redis µs per script call ÷ ulule/limiter's, sliding_log ≤ 2.5", "2.00× (20.0 µs; ulule/limiter 10.0 µs)", "met"},
 		{"limiter off ÷ bare gin (the service's request log on) ≥ 0.85", "1.00× (1000 ÷ 1250 req/s)", "met"},
-		{"all admitted, no lease ÷ limiter off ≥ 0.7, every algorithm", "0.80× (worst: fixed_window) to 0.90× (best: gcra)", "met"},
+		{"all admitted, no lease ÷ limiter off ≥ 0.7, every algorithm", "0.80× (worst: fixed_window) to 0.90× (best: gcra); gcra: 0.750 script calls per request, so some were decided without Redis (local mode after timeouts), which flatters it", "met"},
 		{"all admitted, leases ÷ limiter off ≥ 0.95 (fixed_window)", "0.98×", "met"},
 		{"all denied ÷ limiter off ≥ 0.95, every algorithm", "0.96× (worst: fixed_window) to 0.96× (best: fixed_window)", "met"},
 		{"decisions/s through the engine, no lease, spread keys ÷ best peer ≥ 1.5, every algorithm",
