@@ -266,6 +266,7 @@ var table = []Spec{
 		Name:    "fixed_window",
 		Doc:     "Limit requests per window, windows aligned to the epoch (a minute's starts at :00); up to twice the limit across a window edge.",
 		Lua:     module("fixed_window"),
+		Fast:    fast("fixed_window"),
 		Args:    window,
 		Epoch:   true,
 		Horizon: oneWindow,
