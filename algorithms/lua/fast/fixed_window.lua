@@ -11,8 +11,9 @@
 --          limiter/lua/single.lua's; "WRONGWINDOW <now_ms>", writing
 --          nothing, when n is not Redis's window
 local t = redis.call('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
--- Arithmetic turns the arguments into numbers: no tonumber calls.
+-- Arithmetic turns strings into numbers: no tonumber or math.floor calls.
+local us = t[2] % 1000
+local now = t[1] * 1000 + (t[2] - us) / 1000
 local limit, window, cost = ARGV[3] + 0, ARGV[4] + 0, ARGV[6] + 0
 local stop = now - now % window + window
 if stop / window - 1 ~= ARGV[5] + 0 then
