@@ -223,7 +223,7 @@ func TestFixedWindowUpgrade(t *testing.T) {
 		for decideNew() {
 			admitted++
 		}
-		if want := map[bool]int{true: limit, false: 0}[at == next]; admitted != want {
+		if want := map[bool]int{true: limit, false: 0}[at.Equal(next)]; admitted != want {
 			t.Errorf("at %v, layout 2 alone: admitted %d, want %d", at, admitted, want)
 		}
 	}
