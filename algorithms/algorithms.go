@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -146,6 +147,13 @@ type Spec struct {
 	// period starts around now (Limit.Starts). A policy file gives
 	// "period" and "timezone" instead of a window.
 	Calendar bool
+	// Epoch: windows align to the epoch (window n spans [n, n+1) × the
+	// window on Redis's clock) and window n is counted at key
+	// "<rule key>:<n>" (WindowKey): the engine passes that key as the
+	// rule's and n after Args, computed from its clock (WindowAt); the
+	// module answers "WRONGWINDOW <Redis's now_ms>" without writing when n
+	// is not Redis's window, and the engine asks again with Redis's.
+	Epoch bool
 	// Unit is what the quota counts, for RateLimit-Policy's qu; "" means
 	// requests per window.
 	Unit string
@@ -256,9 +264,11 @@ const (
 var table = []Spec{
 	{
 		Name:    "fixed_window",
-		Doc:     "Limit requests per window, which opens with the first request; up to twice the limit across a window edge.",
+		Doc:     "Limit requests per window, windows aligned to the epoch (a minute's starts at :00); up to twice the limit across a window edge.",
 		Lua:     module("fixed_window"),
+		Fast:    fast("fixed_window"),
 		Args:    window,
+		Epoch:   true,
 		Horizon: oneWindow,
 		Grants:  true,
 		// The reset after a commit is the end of the window that counted it.
@@ -377,6 +387,30 @@ var table = []Spec{
 		Horizon: oneWindow,
 		Grants:  true,
 	},
+}
+
+// WindowAt is the number of the epoch-aligned window of l holding t: the
+// windows of Epoch algorithms are [n × Window, (n+1) × Window) ms since
+// the epoch.
+func (l Limit) WindowAt(t time.Time) int64 {
+	return floorDiv(t.UnixMilli(), max(l.Window.Milliseconds(), 1))
+}
+
+// WindowKey is the key counting window n of the rule at key, under an
+// Epoch algorithm: key with ":<n>", in key's hash slot when key has a hash
+// tag. The suffix is the key layout's version: layout 1 (fixed_window
+// before it) kept a hash at key itself.
+func WindowKey(key string, n int64) string {
+	return key + ":" + strconv.FormatInt(n, 10)
+}
+
+// floorDiv is a / b rounded down (b > 0): windows before 1970 too.
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if a%b < 0 {
+		q--
+	}
+	return q
 }
 
 // gcraInterval is the emission interval in whole µs: whole microseconds keep

@@ -300,8 +300,9 @@ type modelRule struct {
 	// reset: grants keep one such quota beyond the limit at most.
 	grantQuota int
 
-	open  bool  // fixed_window: a window is open; calendar: start is known
+	open  bool  // fixed_window, calendar: start is known
 	start int64 // fixed_window, calendar: the window's (period's) start, ms
+	span  int64 // fixed_window: the window's length, ms (a reload may change it)
 	n     int   // fixed_window, calendar: its count, grants subtracted
 
 	w         int64 // sliding_window: the current aligned window's start, ms
@@ -343,8 +344,10 @@ func (r *modelRule) roll(now time.Time) {
 	ms, window := now.UnixMilli(), l.Window.Milliseconds()
 	switch r.spec.Name {
 	case "fixed_window":
-		if r.open && ms >= r.start+window {
-			r.open, r.n = false, 0
+		// Windows align to the epoch, each counted at a key of its own
+		// (<key>:<n>): another window, or another length, counts afresh.
+		if start := floorDiv(ms, window) * window; !r.open || start != r.start || window != r.span {
+			r.open, r.start, r.span, r.n = true, start, window, 0
 		}
 	case "calendar":
 		if s, _ := calendarPeriod(now, l.Location); !r.open || s.UnixMilli() != r.start {
@@ -377,12 +380,7 @@ func (r *modelRule) roll(now time.Time) {
 func (r *modelRule) admit(now time.Time, cost int) {
 	r.roll(now)
 	switch r.spec.Name {
-	case "fixed_window":
-		if !r.open {
-			r.open, r.start = true, now.UnixMilli()
-		}
-		r.n += cost
-	case "calendar":
+	case "fixed_window", "calendar":
 		r.n += cost
 	case "sliding_window":
 		r.cur += cost
@@ -440,12 +438,7 @@ func (r *modelRule) truth(now time.Time) int {
 	l := r.limit()
 	window := l.Window.Milliseconds()
 	switch r.spec.Name {
-	case "fixed_window":
-		if !r.open {
-			return l.Requests
-		}
-		return l.Requests - r.n
-	case "calendar":
+	case "fixed_window", "calendar":
 		return l.Requests - r.n
 	case "sliding_window":
 		elapsed := now.UnixMilli() - r.w
@@ -494,12 +487,7 @@ func (r *modelRule) grant(now time.Time, n int) {
 	l := r.limit()
 	r.grantQuota = max(r.grantQuota, r.quota())
 	switch r.spec.Name {
-	case "fixed_window":
-		if !r.open {
-			r.open, r.start = true, now.UnixMilli()
-		}
-		r.n = max(r.n-n, -l.Requests)
-	case "calendar":
+	case "fixed_window", "calendar":
 		r.n = max(r.n-n, -l.Requests)
 	case "sliding_window":
 		r.cur = max(r.cur-n, -l.Requests)
@@ -533,11 +521,6 @@ func (r *modelRule) doubt(now time.Time) {
 	r.roll(now)
 	l := r.limit()
 	until := now.Add(2 * l.Window)
-	if r.spec.Name == "fixed_window" && !r.open {
-		// It may have opened the window: the model opens it too, or its
-		// windows would end later than Redis's.
-		r.open, r.start, r.n = true, now.UnixMilli(), 0
-	}
 	if until.After(r.doubtUntil) {
 		r.doubtUntil = until
 	}
@@ -550,9 +533,7 @@ func (r *modelRule) edge(now time.Time) time.Time {
 	l := r.limit()
 	switch r.spec.Name {
 	case "fixed_window":
-		if r.open {
-			return time.UnixMilli(r.start + l.Window.Milliseconds())
-		}
+		return time.UnixMilli(r.start + l.Window.Milliseconds())
 	case "sliding_window":
 		return time.UnixMilli(r.w + l.Window.Milliseconds())
 	case "calendar":
@@ -1341,7 +1322,8 @@ func (c *composeRun) next() {
 		now := c.clock()
 		for _, k := range late {
 			for _, r := range c.rules {
-				if r.key == k && !r.spec.Held {
+				// An Epoch rule's script key is its window's (<key>:<n>).
+				if (r.key == k || r.spec.Epoch && strings.HasPrefix(k, r.key+":")) && !r.spec.Held {
 					r.doubt(now)
 				}
 			}
@@ -1428,7 +1410,16 @@ func (c *composeRun) refund(a *admission, why string) {
 		r.roll(now)
 		switch r.spec.Name {
 		case "fixed_window":
-			lands[i] = r.open && r.start == a.window[i]
+			// A reset deleted the window's key unless leases were out:
+			// then the give-back finds nothing, unless a request since
+			// counted in it again (its units given back once more, as
+			// Refund says).
+			n, err := c.rdb.Exists(ctx, algorithms.WindowKey(r.key, r.start/r.span)).Result()
+			if err != nil {
+				c.violate("errors", "EXISTS %s: %v", r.key, err)
+				return
+			}
+			lands[i] = n == 1 && r.start == a.window[i]
 		case "sliding_window":
 			// After a reset the key may be gone: nothing to give back to.
 			n, err := c.rdb.Exists(ctx, r.key).Result()
@@ -1592,16 +1583,7 @@ func (c *composeRun) reset(ctx context.Context, s *modelSet) {
 		c.violate("errors", "Reset(%s): %v", r.key, err)
 		return
 	}
-	r.roll(now)
-	open, start := r.open, r.start
 	r.reset(now)
-	if end := start + r.limit().Window.Milliseconds(); r.spec.Name == "fixed_window" && open && by[end] > 0 && now.UnixMilli() < end {
-		// The leases of the window keep its units counted, and so its
-		// start (docs/algorithms.md, "What holds under leases": Reset):
-		// it closes when it would have, not a window after the next
-		// request.
-		r.open, r.start = true, start
-	}
 	r.resetAt = c.step
 	r.resetLeased = leased
 	if r.spec.Held {

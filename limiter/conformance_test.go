@@ -492,8 +492,10 @@ var propertyCases = map[string][]conformanceCase{
 		{"admits up to twice the limit across a window edge", func(t *testing.T, h harness, s subject) {
 			const limit = 5
 			a := s.new(t, algorithms.Limit{Requests: limit, Window: h.unit})
-			// The first request opens a window; the rest of its quota is spent
-			// just before it closes, and the next window's just after.
+			// Windows align to the epoch: the first request just after an
+			// edge, the rest of its window's quota spent just before the
+			// next edge, and the next window's just after it.
+			h.align(h.unit)
 			allow(t, a, "k")
 			h.advance(h.unit - 100*time.Millisecond)
 			var times []time.Time

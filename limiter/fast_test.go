@@ -73,6 +73,12 @@ func compareFast(t *testing.T, spec algorithms.Spec, l algorithms.Limit, seed ui
 	capacity := spec.Quota(l)
 	horizon := spec.Horizon(l)
 	const fk, ck = "{f}:k", "{c}:k"
+	// at is the key and arguments (Args and those made per call) of a call
+	// on key now: an Epoch algorithm's window key and number.
+	at := func(key string, a []any) (string, []any) {
+		a, k := perCall(append(a, args...), rule{spec: spec, limit: l, key: key}, now)
+		return k, a
+	}
 	var log []string
 	for step := range steps {
 		var op string
@@ -81,8 +87,8 @@ func compareFast(t *testing.T, spec algorithms.Spec, l algorithms.Limit, seed ui
 			n := 1 + rnd.IntN(max(capacity, 1))
 			op = fmt.Sprintf("grant %d", n)
 			for _, key := range []string{fk, ck} {
-				a := append([]any{fmt.Sprintf("g%d", n), "n", spec.Name}, args...)
-				if err := admin.Run(ctx, rdb, []string{key, leaseSet(key)}, append(a, 1)...).Err(); err != nil {
+				k, a := at(key, []any{fmt.Sprintf("g%d", n), "n", spec.Name})
+				if err := admin.Run(ctx, rdb, []string{k, leaseSet(key)}, append(a, 1)...).Err(); err != nil {
 					t.Fatalf("step %d: %s on %s: %v", step, op, key, err)
 				}
 			}
@@ -112,12 +118,14 @@ func compareFast(t *testing.T, spec algorithms.Spec, l algorithms.Limit, seed ui
 			}
 			nonce := fmt.Sprintf("n%d", step)
 			op = fmt.Sprintf("mode %s cost %d", mode, cost)
-			a := append(append([]any{mode, nonce}, args...), cost)
-			got, err := fast.Run(ctx, rdb, []string{fk}, a...).Int64Slice()
+			fkw, a := at(fk, []any{mode, nonce})
+			a = append(a, cost)
+			got, err := fast.Run(ctx, rdb, []string{fkw}, a...).Int64Slice()
 			if err != nil {
 				t.Fatalf("step %d: %s: fast: %v", step, op, err)
 			}
-			want, err := composed.Run(ctx, rdb, []string{ck}, a...).Int64Slice()
+			ckw, _ := at(ck, nil)
+			want, err := composed.Run(ctx, rdb, []string{ckw}, a...).Int64Slice()
 			if err != nil {
 				t.Fatalf("step %d: %s: module: %v", step, op, err)
 			}
@@ -127,7 +135,9 @@ func compareFast(t *testing.T, spec algorithms.Spec, l algorithms.Limit, seed ui
 			}
 		}
 		log = append(log, fmt.Sprintf("%d: %s", step, op))
-		if f, c := dumpState(t, m, fk), dumpState(t, m, ck); f != c {
+		fkw, _ := at(fk, nil)
+		ckw, _ := at(ck, nil)
+		if f, c := dumpState(t, m, fkw), dumpState(t, m, ckw); f != c {
 			t.Fatalf("step %d: %s: fast script left %s, module %s\nlast steps:\n%s", step, op, f, c, strings.Join(log[max(len(log)-10, 0):], "\n"))
 		}
 	}

@@ -333,15 +333,12 @@ func (lc *local) chargeOne(ctx context.Context, c *charge, ttl time.Duration) er
 	if !ok {
 		sc, _ = lc.charges.LoadOrStore(c.r.spec.Name, composeWith([]algorithms.Spec{c.r.spec}, chargeBackLua))
 	}
-	args := append([]any{newNonce(), max(ttl.Milliseconds(), 1)}, lc.remote.argsOf(c.r)...)
-	if c.r.spec.Calendar {
-		for _, t := range c.r.limit.Starts(lc.remote.now()) {
-			args = append(args, t.UnixMilli())
-		}
-	}
-	args = append(args, c.units)
-	// The mark shares the rule key's hash tag: one slot on a cluster.
-	return sc.(*redis.Script).Run(ctx, lc.remote.rdb, []string{c.r.key, c.r.key + ":charged:" + c.id}, args...).Err()
+	nonce := newNonce()
+	return lc.remote.call(ctx, lc.remote.rdb, sc.(*redis.Script), false, func(at time.Time) ([]string, []any) {
+		args, key := perCall(append([]any{nonce, max(ttl.Milliseconds(), 1)}, lc.remote.argsOf(c.r)...), c.r, at)
+		// The mark shares the rule key's hash tag: one slot on a cluster.
+		return []string{key, c.r.key + ":charged:" + c.id}, append(args, c.units)
+	}).Err()
 }
 
 // release gives back in-flight places taken locally.

@@ -92,15 +92,19 @@ func (s *scripts) refundRules(ctx context.Context, rs []rule, resets []int64) ([
 	out := make([]Decision, len(rs))
 	var errs []error
 	for _, g := range groups {
-		keys := make([]string, len(g))
-		args := make([]any, 0, 6*len(g))
 		sub := make([]rule, len(g))
 		for j, i := range g {
-			keys[j], sub[j] = rs[i].key, rs[i]
-			args = append(args, s.argsOf(rs[i])...)
-			args = append(args, rs[i].cost, resets[i])
+			sub[j] = rs[i]
 		}
-		reply, err := s.scriptWith(sub, refundLua).Run(ctx, s.rdb, keys, args...).Int64Slice()
+		reply, err := s.call(ctx, s.rdb, s.scriptWith(sub, refundLua), true, func(at time.Time) ([]string, []any) {
+			keys := make([]string, len(g))
+			args := make([]any, 0, 6*len(g))
+			for j, i := range g {
+				args, keys[j] = perCall(append(args, s.argsOf(rs[i])...), rs[i], at)
+				args = append(args, rs[i].cost, resets[i])
+			}
+			return keys, args
+		}).Int64Slice()
 		if err == nil && len(reply) != 4*len(g)+1 {
 			err = fmt.Errorf("got %d values, want %d", len(reply), 4*len(g)+1)
 		}

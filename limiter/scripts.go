@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"tollgate/algorithms"
@@ -90,7 +91,10 @@ func composeWith(specs []algorithms.Spec, driver string) *redis.Script {
 // and kept; there are at most 2^len(table) sets, and a service uses a few.
 type scripts struct {
 	rdb redis.Scripter
-	now func() time.Time // our clock, for calendar periods' starts
+	now func() time.Time // our clock, for calendar periods' starts and Epoch windows
+	// offset is Redis's clock less ours (ns), as Redis's replies showed it
+	// (call): the windows and periods the engine passes are Redis's.
+	offset atomic.Int64
 
 	composed sync.Map // module names joined by "," -> *redis.Script
 	single   sync.Map // algorithm name -> *redis.Script of one rule
@@ -340,66 +344,64 @@ func (s *scripts) run(ctx context.Context, rdb redis.Scripter, rules []rule, non
 	if mode == modeCommit && rules[0].lease != nil {
 		mode = modeLease
 	}
-	keys := make([]string, len(rules), len(rules)+1)
-	args := make([]any, 0, 2+6*len(rules))
-	args = append(args, mode, nonce)
 	single := len(rules) == 1 && (mode == modeCommit || mode == modePeek)
 	var mark string // the call's release mark, when it may take places
 	if mode == modeCommit {
 		for _, r := range rules {
 			if r.spec.Held {
 				mark = markKey(r.key, nonce)
-				args[0] = modeHeld
 				break
 			}
 		}
 		if mark == "" && delayed(rules) {
-			mode, args[0], single = modeDelay, modeDelay, false
+			mode, single = modeDelay, false
 		}
 	}
-	var local time.Time // our clock, read once, if a calendar needs it
-	for i, r := range rules {
-		keys[i] = r.key
-		a := s.argsOf(r)
-		if single {
-			a = a[1:] // single.lua knows its module: no name
-		}
-		args = append(args, a...)
-		if r.spec.Calendar {
-			if local.IsZero() {
-				local = s.now()
-			}
-			for _, t := range r.limit.Starts(local) {
-				args = append(args, t.UnixMilli())
-			}
-		}
-		args = append(args, r.cost)
-		if mode == modeDelay {
-			args = append(args, r.delay.Milliseconds())
-		}
-	}
+	// A lease taken or an admin mode runs the lease accounting, with each
+	// rule's lease set after the rules' keys; a lease taken ends the rule
+	// set's previous lease, used up, if it is still out.
+	leased := mode != modeCommit && mode != modePeek && mode != modeDelay
 	var script *redis.Script
 	switch {
 	case single:
 		script = s.scriptFor(rules)
-	case mode == modeCommit || mode == modePeek || mode == modeDelay:
-		script = s.scriptWith(rules, driverLua)
+	case leased:
+		script = s.scriptWith(rules, leaseDriverLua)
 	default:
-		// A lease taken or an admin mode: the lease accounting, with each
-		// rule's lease set after the rules' keys; a lease taken ends the
-		// rule set's previous lease, used up, if it is still out.
-		for _, r := range rules {
-			keys = append(keys, leaseSet(r.key))
-			if mode == modeLease {
-				args = append(args, r.lease.ends)
+		script = s.scriptWith(rules, driverLua)
+	}
+	build := func(at time.Time) ([]string, []any) {
+		keys := make([]string, len(rules), 2*len(rules)+1)
+		args := make([]any, 0, 2+6*len(rules))
+		args = append(args, mode, nonce)
+		if mark != "" {
+			args[0] = modeHeld // the driver knows modeCommit as that
+		}
+		for i, r := range rules {
+			a := s.argsOf(r)
+			if single {
+				a = a[1:] // single.lua knows its module: no name
+			}
+			args, keys[i] = perCall(append(args, a...), r, at)
+			args = append(args, r.cost)
+			if mode == modeDelay {
+				args = append(args, r.delay.Milliseconds())
 			}
 		}
-		script = s.scriptWith(rules, leaseDriverLua)
+		if leased {
+			for _, r := range rules {
+				keys = append(keys, leaseSet(r.key))
+				if mode == modeLease {
+					args = append(args, r.lease.ends)
+				}
+			}
+		}
+		if mark != "" {
+			keys = append(keys, mark)
+		}
+		return keys, args
 	}
-	if mark != "" {
-		keys = append(keys, mark)
-	}
-	reply, err := script.Run(ctx, rdb, keys, args...).Int64Slice()
+	reply, err := s.call(ctx, rdb, script, true, build).Int64Slice()
 	if err == nil && len(reply) != 4*len(rules)+1 {
 		err = fmt.Errorf("got %d values, want %d", len(reply), 4*len(rules)+1)
 	}
@@ -437,6 +439,72 @@ func (s *scripts) run(ctx context.Context, rdb redis.Scripter, rules []rule, non
 		}
 	}
 	return ds, allowed, nil
+}
+
+// perCall appends to args the ARGV entries of r that depend on the moment
+// at (on Redis's clock, as we know it) and returns them with the key the
+// script is to use for r: a calendar's period starts around at, with the
+// rule's key; an Epoch module's window number, with that window's key.
+func perCall(args []any, r rule, at time.Time) ([]any, string) {
+	switch {
+	case r.spec.Calendar:
+		for _, t := range r.limit.Starts(at) {
+			args = append(args, t.UnixMilli())
+		}
+	case r.spec.Epoch:
+		n := r.limit.WindowAt(at)
+		return append(args, n), algorithms.WindowKey(r.key, n)
+	}
+	return args, r.key
+}
+
+// windowTries bounds the calls one script call makes while Redis answers
+// that the windows it was given are not Redis's: the second call carries
+// Redis's own, so it fails again only for windows shorter than a round trip.
+const windowTries = 3
+
+// call runs sc with the keys and arguments build makes for a moment on
+// Redis's clock, as our clock corrected by the offset Redis's replies
+// showed, and runs it again (windowTries in all) while Redis answers
+// "WRONGWINDOW <its now_ms>": the script then wrote nothing, and the next
+// call is made for Redis's clock. nowLast: the reply is an array ending
+// with Redis's now_ms, which corrects the offset too.
+func (s *scripts) call(ctx context.Context, rdb redis.Scripter, sc *redis.Script, nowLast bool, build func(at time.Time) ([]string, []any)) *redis.Cmd {
+	for try := 1; ; try++ {
+		sent := s.now()
+		keys, args := build(sent.Add(time.Duration(s.offset.Load())))
+		cmd := sc.Run(ctx, rdb, keys, args...)
+		redisNow, wrong := wrongWindow(cmd.Err())
+		if !wrong && nowLast {
+			if v, ok := cmd.Val().([]any); ok && len(v) > 0 {
+				redisNow, _ = v[len(v)-1].(int64)
+			}
+		}
+		if redisNow != 0 {
+			got := s.now()
+			s.offset.Store(int64(time.UnixMilli(redisNow).Sub(sent.Add(got.Sub(sent) / 2))))
+		}
+		if !wrong || try == windowTries {
+			return cmd
+		}
+	}
+}
+
+// wrongWindow reports whether err is a module's answer that the window it
+// was given is not Redis's (fixed_window.lua, m.verify), and Redis's now_ms.
+func wrongWindow(err error) (int64, bool) {
+	var rerr redis.Error
+	if !errors.As(err, &rerr) {
+		return 0, false
+	}
+	// Redis prefixes "ERR " and appends where the script raised it.
+	_, rest, ok := strings.Cut(rerr.Error(), "WRONGWINDOW ")
+	if !ok {
+		return 0, false
+	}
+	digits, _, _ := strings.Cut(rest, " ")
+	ms, perr := strconv.ParseInt(digits, 10, 64)
+	return ms, perr == nil
 }
 
 // unsure returns, for a call of rules that failed, the places it may have
@@ -521,8 +589,10 @@ func (s *scripts) refund(ctx context.Context, r rule, id string, taken, units in
 		sc, _ = s.giveBack.LoadOrStore(r.spec.Name, composeWith([]algorithms.Spec{r.spec}, leaseGiveBackLua))
 	}
 	member := leaseMember(id, taken, reset)
-	args := append([]any{units, reset.UnixMilli(), member}, s.argsOf(r)[1:]...)
-	n, err := sc.(*redis.Script).Run(ctx, s.rdb, []string{r.key, leaseSet(r.key)}, args...).Int()
+	n, err := s.call(ctx, s.rdb, sc.(*redis.Script), false, func(at time.Time) ([]string, []any) {
+		args, key := perCall(append([]any{units, reset.UnixMilli(), member}, s.argsOf(r)[1:]...), r, at)
+		return []string{key, leaseSet(r.key)}, args
+	}).Int()
 	if err != nil {
 		return false, fmt.Errorf("give back %d units of %s: %w", units, r.key, err)
 	}

@@ -1,93 +1,101 @@
--- Fixed window: a window opens with the first request after the previous one
--- closed (as in the tutorial: a counter that lives for one window), and admits
--- up to limit requests until it closes.
--- key:  hash of the identity {w = window start ms, n = admitted in it}
--- args: limit (requests per window), window in ms
+-- Fixed window, key layout 2: windows align to the epoch (window n spans
+-- [n × window, (n + 1) × window) ms on Redis's clock), and window n's count
+-- is a plain integer at key "<rule key>:<n>" (the :<n> suffix is the
+-- layout's version mark; layout 1 kept a hash {w, n} at the rule key, its
+-- window opening with the first request). A window's identity is the key's
+-- name: a count is current because its key is the current window's, never
+-- because of expiry, which only collects finished windows.
+-- key:  the current window's key, "<rule key>:<n>" (the engine computes n
+--       from its clock, corrected by what Redis's replies said of Redis's)
+-- args: limit (requests per window), window in ms, n
+-- Where n is not Redis's current window, every function raises
+-- "WRONGWINDOW <now_ms>" before writing anything, and the engine asks again
+-- with Redis's window: exact on Redis's clock.
 -- A cost above limit never passes: retry is one window.
 -- A grant of n lowers the current window's count by n, below zero if need be
 -- (the window then admits up to twice the limit), and lapses as the window
--- closes; with no window open, the grant opens one.
+-- closes.
 do
-  local m = {nargs = 2}
+  local m = {nargs = 3}
   algorithms.fixed_window = m
 
-  function m.check(key, args, cost)
-    local limit, window = tonumber(args[1]), tonumber(args[2])
-    local now = clock.ms
-    -- The stored window start, not the key's TTL, decides whether the count is
-    -- current: expiry only collects garbage.
-    local state = redis.call('HMGET', key, 'w', 'n')
-    local start = tonumber(state[1])
-    local used = tonumber(state[2]) or 0
-    if start == nil or now >= start + window then
-      start, used = now, 0
+  -- The window's end (ms), after checking that args name Redis's window.
+  function m.verify(args)
+    local window = tonumber(args[2])
+    local n = math.floor(clock.ms / window)
+    if tonumber(args[3]) ~= n then
+      error(string.format('WRONGWINDOW %.0f', clock.ms), 0)
     end
-    local c = {start = start, used = used, remaining = limit - used, reset = 0, retry = 0}
+    return (n + 1) * window
+  end
+
+  -- Sets the window's expiry at its end on the clock that decides (only
+  -- garbage collection: after its end the key is never read or written,
+  -- as no caller's window is it any more).
+  local function expire(key, stop)
+    redis.call('PEXPIREAT', key, stop)
+  end
+
+  function m.check(key, args, cost)
+    local limit = tonumber(args[1])
+    local stop = m.verify(args)
+    local used = tonumber(redis.call('GET', key)) or 0
+    local c = {stop = stop, used = used, remaining = limit - used, reset = 0, retry = 0}
     if used > 0 then
-      c.reset = start + window - now
+      c.reset = stop - clock.ms
     end
     c.ok = cost <= limit - used
     if cost > limit then
-      c.retry = window
+      c.retry = tonumber(args[2])
     elseif not c.ok then
-      c.retry = start + window - now
+      c.retry = stop - clock.ms
     end
     return c
   end
 
   function m.commit(key, args, cost, c)
-    local limit, window = tonumber(args[1]), tonumber(args[2])
-    local used = c.used + cost
-    local reset = c.start + window - clock.ms
-    -- The key expires when its window closes: set once, as the window opens
-    -- (HINCRBY keeps a key's expiry), not on every request; within a window
-    -- only the count changes.
-    if c.used == 0 then
-      redis.call('HSET', key, 'w', c.start, 'n', used)
-      redis.call('PEXPIRE', key, reset)
-    else
-      redis.call('HINCRBY', key, 'n', cost)
+    local used = redis.call('INCRBY', key, cost)
+    -- The expiry is set as the key is made, not on every request.
+    if used == cost then
+      expire(key, c.stop)
     end
-    return limit - used, reset
+    return tonumber(args[1]) - used, c.stop - clock.ms
   end
 
   -- by: units of the leases still out by the reset their commit returned
-  -- (lease.lua); this window's stay counted beyond the cap, so that their
-  -- exact give-backs never take the count below it (those used before the
-  -- grant stay counted: under-admission, as at a reset).
+  -- (lease.lua), the end of the window that counted them; this window's
+  -- stay counted beyond the cap, so that their exact give-backs never take
+  -- the count below it (those used before the grant stay counted:
+  -- under-admission, as at a reset).
   function m.grant(key, args, n, _, _, by)
-    local window = tonumber(args[2])
     local c = m.check(key, args, 0)
-    local out = by and by[c.start + window] or 0
+    local out = by and by[c.stop] or 0
     -- Several grants give at most one limit beyond it.
-    redis.call('HSET', key, 'w', c.start, 'n', math.max(c.used - n, out - tonumber(args[1])))
-    redis.call('PEXPIRE', key, c.start + window - clock.ms)
+    redis.call('SET', key, math.max(c.used - n, out - tonumber(args[1])))
+    expire(key, c.stop)
   end
 
-  -- Gives back units leased and not used, if the window that counted them
-  -- is still the stored one (a later window never counted them): exactly,
-  -- so a grant made meanwhile is kept whole. Never below the grant cap: a
-  -- grant left the units of the leases out counted (m.grant).
+  -- Gives back units leased and not used if their window (reset_at, the
+  -- reset their commit returned, is its end) is the current one and still
+  -- counts (a reset with no lease out deleted it): a later window never
+  -- counted them. Exactly, so a grant made meanwhile is kept whole.
   function m.refund(key, args, units, reset_at)
-    local window = tonumber(args[2])
-    local state = redis.call('HMGET', key, 'w', 'n')
-    if tonumber(state[1]) == reset_at - window then
-      redis.call('HSET', key, 'n', (tonumber(state[2]) or 0) - units)
+    if m.verify(args) == reset_at and redis.call('EXISTS', key) == 1 then
+      redis.call('DECRBY', key, units)
     end
   end
 
   -- Resets the quota, leaving counted the units of leases still out of the
-  -- current window (out: units by the reset their commit returned, which
-  -- is the window's end); the window keeps its start, so their give-backs
-  -- still find it.
+  -- current window (out: units by the reset their commit returned, the
+  -- window's end), so their give-backs still find them.
   function m.reset(key, args, out)
-    local window = tonumber(args[2])
-    local start = tonumber(redis.call('HGET', key, 'w'))
-    local units = start and out[start + window] or 0
-    if units == 0 or clock.ms >= start + window then
+    local stop = m.verify(args)
+    local units = out[stop] or 0
+    if units == 0 then
       redis.call('DEL', key)
     else
-      redis.call('HSET', key, 'n', units)
+      redis.call('SET', key, units)
+      expire(key, stop)
     end
   end
 end

@@ -61,10 +61,10 @@ func run(out string, stdout io.Writer) error {
 	return nil
 }
 
-// bursty is the request trace: offsets from the start, in order. One request
-// opens a quiet first window, then bursts arrive on both sides of its end (at
-// 10.5 s), then sustained traffic at twice the limit, then, after a pause, a
-// burst from idle.
+// bursty is the request trace: offsets from the start (a window edge), in
+// order. One request in a quiet first window, then bursts arrive on both
+// sides of its end (at 10 s: windows align to the epoch), then sustained
+// traffic at twice the limit, then, after a pause, a burst from idle.
 func bursty() []time.Duration {
 	tr := []time.Duration{500 * time.Millisecond}
 	every := func(from, to, step time.Duration) {
@@ -73,8 +73,8 @@ func bursty() []time.Duration {
 		}
 	}
 	ms := time.Millisecond
-	every(9500*ms, 10500*ms, 100*ms)  // just before the first window closes
-	every(10500*ms, 11500*ms, 100*ms) // just after
+	every(9000*ms, 10000*ms, 100*ms)  // just before the first window closes
+	every(10000*ms, 11000*ms, 100*ms) // just after
 	every(14*time.Second, 30*time.Second, 500*ms)
 	every(34*time.Second, 35500*ms, 100*ms)
 	return tr

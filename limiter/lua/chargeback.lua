@@ -14,6 +14,9 @@ local m, args, units = rule_at(3)
 if m == nil then
   return redis.error_reply('unknown algorithm ' .. tostring(ARGV[3]))
 end
+if m.verify then
+  m.verify(args) -- before the mark: a wrong window is asked again
+end
 if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[2]) then
   return 0
 end

@@ -56,6 +56,9 @@ if not commit and mode ~= '0' then
     if not (reset or m.grant) then
       return redis.error_reply('algorithm ' .. ARGV[n] .. ' cannot grant')
     end
+    if m.verify then
+      m.verify(args)
+    end
     rules[i] = {m = m, args = args}
     n = next_n
   end

@@ -8,7 +8,9 @@
 --          used up
 -- ARGV[2]: the reset (ms since the epoch, Redis's clock) of the lease's commit
 -- ARGV[3]: the lease's member in KEYS[2] ("<id>:<units taken>:<reset>")
--- then:    the module's nargs arguments
+-- then:    the module's nargs arguments (of an Epoch module, with the
+--          current window's key in KEYS[1] and its number: the lease's
+--          window is named by ARGV[2])
 -- reply:   1 if the units were given back, 0 if the lease was no longer out
 local _, m = next(algorithms) -- the script's only module
 local args = {}
@@ -16,6 +18,9 @@ for j = 1, m.nargs do
   args[j] = ARGV[3 + j]
 end
 local units = tonumber(ARGV[1])
+if m.verify then
+  m.verify(args) -- before anything is written: a wrong window is asked again
+end
 if not lease_end(KEYS[2], ARGV[3]) then
   return 0
 end

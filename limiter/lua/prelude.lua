@@ -32,12 +32,20 @@
 --                                  that took them; total: their sum), which
 --                                  stay counted where their give-backs find
 --                                  them; without it a reset deletes the key
+--   m.verify(args)                 optional, for modules whose key names its
+--                                  window (algorithms.Spec.Epoch): raises
+--                                  "WRONGWINDOW <now_ms>" when the window args
+--                                  name is not Redis's current one; m.check
+--                                  calls it, and the drivers that write
+--                                  before checking call it for every rule
+--                                  first, so a wrong window writes nothing
 -- and, for an algorithm whose requests hold what they take until they end
 -- (algorithms.Spec.Held: concurrency), in the release script (release.lua)
 --   m.release(key, args, cost, nonce)    gives back what the call with nonce
 --                                  took; returns how many units it gave back
 -- args are the module's ARGV entries as strings (a calendar's end with the
--- period starts the engine computes per call).
+-- period starts the engine computes per call, an Epoch module's with the
+-- window number; its key is then that window's).
 local algorithms = {}
 local clock = {}
 do

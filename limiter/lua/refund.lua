@@ -15,6 +15,9 @@ for i = 1, #KEYS do
   if m == nil or m.refund == nil then
     return redis.error_reply('algorithm ' .. tostring(ARGV[n]) .. ' cannot refund')
   end
+  if m.verify then
+    m.verify(args) -- before anything is written: a wrong window is asked again
+  end
   rules[i] = {m = m, args = args, units = units, reset_at = tonumber(ARGV[next_n])}
   n = next_n + 1
 end
