@@ -35,19 +35,29 @@ import (
 
 // BenchmarkService is anonymous GET /continents through the handler
 // routes.NewService builds, as run builds it with RATE_LIMIT_ENABLED=false:
-// JSON access log at info on /dev/null (as bench's runs), metrics, request
-// id, identity (auth.Authenticator on SQLite), no limiter; the http row
-// serves it with NewServer, as run does.
+// JSON access log at info on /dev/null (as bench's runs) through run's
+// LogWriter, metrics, request id, identity (auth.Authenticator on SQLite),
+// no limiter; the http row serves it with NewServer, as run does.
 func BenchmarkService(b *testing.B) {
+	log := benchLog(b)
+	svc := limiterOff(b, log)
+	b.Run("handler", func(b *testing.B) { serveParallel(b, svc.Handler) })
+	b.Run("http", func(b *testing.B) { serveHTTP(b, NewServer(svc.Handler, log)) })
+}
+
+// benchLog is run's log, JSON at info, on /dev/null (as bench's runs).
+func benchLog(b *testing.B) *slog.Logger {
+	b.Helper()
 	devNull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { devNull.Close() })
-	log := slog.New(slog.NewJSONHandler(devNull, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	svc := limiterOff(b, log)
-	b.Run("handler", func(b *testing.B) { serveParallel(b, svc.Handler) })
-	b.Run("http", func(b *testing.B) { serveHTTP(b, NewServer(svc.Handler, log)) })
+	out := middleware.NewLogWriter(devNull, 100*time.Millisecond)
+	b.Cleanup(func() {
+		out.Close()
+		devNull.Close()
+	})
+	return slog.New(slog.NewJSONHandler(out, &slog.HandlerOptions{Level: slog.LevelInfo}))
 }
 
 // limiterOff is the service as run builds it with RATE_LIMIT_ENABLED=false:
