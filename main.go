@@ -434,13 +434,14 @@ func (l redisLog) Printf(_ context.Context, format string, v ...any) {
 // under load.
 const logFlush = 100 * time.Millisecond
 
-// newLogger writes format ("json" or "text") lines at level and above.
+// newLogger writes format ("json" or "text") lines at level and above to
+// w, which must be safe for concurrent writes (LogWriter is).
 func newLogger(w io.Writer, format string, level slog.Level) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: level}
 	if format == "text" {
 		return slog.New(slog.NewTextHandler(w, opts))
 	}
-	return slog.New(slog.NewJSONHandler(w, opts))
+	return slog.New(middleware.NewLogHandler(w, level)) // slog's JSON; access lines written by hand
 }
 
 // openDB connects to the database, retrying with backoff for up to within:
