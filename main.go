@@ -97,6 +97,7 @@ type runOptions struct {
 	policySettle time.Duration
 	now          func() time.Time // the clock overrides and remembered credentials expire by
 	environ      func() []string  // the variables set, for the unknown-setting warnings; nil: none
+	logFlush     time.Duration    // how often the log's batch is written (middleware.LogWriter)
 }
 
 // runOption changes one of run's options.
@@ -110,6 +111,9 @@ func withPolicyPoll(d time.Duration) runOption { return func(o *runOptions) { o.
 
 // withPolicySettle loads a changed policy file once it stayed unchanged for d.
 func withPolicySettle(d time.Duration) runOption { return func(o *runOptions) { o.policySettle = d } }
+
+// withLogFlush writes the log's batch every d (and at the end of run).
+func withLogFlush(d time.Duration) runOption { return func(o *runOptions) { o.logFlush = d } }
 
 // withClock makes now the clock overrides and remembered credentials expire by.
 func withClock(now func() time.Time) runOption { return func(o *runOptions) { o.now = now } }
@@ -145,7 +149,7 @@ func withEnviron(environ func() []string) runOption {
 // run starts the service with the settings getenv gives and serves until ctx
 // is done, then shuts down gracefully.
 func run(ctx context.Context, getenv func(string) string, stdout io.Writer, options ...runOption) error {
-	opts := runOptions{policyPoll: live.Poll, now: time.Now}
+	opts := runOptions{policyPoll: live.Poll, now: time.Now, logFlush: logFlush}
 	for _, o := range options {
 		o(&opts)
 	}
@@ -153,7 +157,12 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, opti
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
-	log := newLogger(stdout, cfg.LogFormat, cfg.LogLevel)
+	// Lines are written in batches (a write per access line costs as much
+	// as the line's formatting); deferred first, the last batch is written
+	// after everything else run does, on every way out of it.
+	out := middleware.NewLogWriter(stdout, opts.logFlush)
+	defer out.Close()
+	log := newLogger(out, cfg.LogFormat, cfg.LogLevel)
 	if opts.environ != nil {
 		for _, w := range config.Unknown(opts.environ()) {
 			log.Warn(w) // a mistyped setting would otherwise be its default, silently
@@ -420,13 +429,19 @@ func (l redisLog) Printf(_ context.Context, format string, v ...any) {
 	l.warn.Warn("redis client", "detail", fmt.Sprintf(format, v...))
 }
 
-// newLogger writes format ("json" or "text") lines at level and above.
+// logFlush is how long a log line may wait in the batch: short enough for
+// someone watching the log, long enough for a batch to hold many lines
+// under load.
+const logFlush = 100 * time.Millisecond
+
+// newLogger writes format ("json" or "text") lines at level and above to
+// w, which must be safe for concurrent writes (LogWriter is).
 func newLogger(w io.Writer, format string, level slog.Level) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: level}
 	if format == "text" {
 		return slog.New(slog.NewTextHandler(w, opts))
 	}
-	return slog.New(slog.NewJSONHandler(w, opts))
+	return slog.New(middleware.NewLogHandler(w, level)) // slog's JSON; access lines written by hand
 }
 
 // openDB connects to the database, retrying with backoff for up to within:

@@ -819,3 +819,51 @@ func TestUnknownSettingWarned(t *testing.T) {
 		t.Errorf("log warns of a real setting or another variable:\n%s", text)
 	}
 }
+
+// TestLogWrittenAtShutdown: run writes every line it logged before it
+// returns, however long the log's batches wait (an hour here): "serving",
+// the access line of a request, "stopped". The service cannot say where it
+// listens (that is a log line), so it gets a port found free just before.
+func TestLogWrittenAtShutdown(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	env := baseEnv(t, sharedRedis(t))
+	env["PORT"] = strconv.Itoa(port)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var logs syncBuffer
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, func(k string) string { return env[k] }, &logs, withLogFlush(time.Hour)) }()
+	url := fmt.Sprintf("http://127.0.0.1:%d/healthz", port)
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if resp, err := http.Get(url); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("run() = %v before serving %s", err, url)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not answer 200 within 60s", url)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("run() = %v, want nil after shutdown", err)
+	}
+	text := logs.String()
+	for _, want := range []string{`"msg":"serving"`, `"msg":"request","method":"GET","route":"/healthz","status":200`, `"msg":"stopped"`} {
+		if !strings.Contains(text, want) {
+			t.Errorf("log written by the time run returns has no %s:\n%s", want, text)
+		}
+	}
+}

@@ -118,6 +118,10 @@ func TestRequestLogs(t *testing.T) {
 				t.Errorf("invalid X-Request-ID replaced by %q, want a fresh id", id)
 			}
 
+			// Lines reach the log in batches (LogWriter): the second
+			// request's line, written after the first's, says both are in.
+			fresh := r.header.Get("X-Request-ID")
+			waitFor(t, "the second request's log line", func() bool { return fresh != "" && strings.Contains(logs.String(), fresh) })
 			var line string
 			for _, l := range strings.Split(logs.String(), "\n") {
 				if strings.Contains(l, "abc-123") {

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"sync"
 
 	"github.com/gin-gonic/gin"
 
@@ -106,9 +107,17 @@ func Fail(c *gin.Context, warn *ThrottledLog, err error) {
 // Content-Length in the header map: with Retry-After that is a ninth entry,
 // and a map of more than eight costs two allocations of a table on every
 // 429. net/http adds Content-Length itself to a body this small.
-func abortLimited(c *gin.Context, message string, retry int64) {
+// The body's buffer comes from bodies and goes back once written (the
+// writer copies it).
+func abortLimited(c *gin.Context, bodies *sync.Pool, message string, retry int64) {
 	c.Writer.Header()["Content-Type"] = []string{"application/json; charset=utf-8"}
 	c.Writer.WriteHeader(http.StatusTooManyRequests)
-	_, _ = c.Writer.Write(deniedBody(message, retry))
+	bp, _ := bodies.Get().(*[]byte)
+	if bp == nil {
+		bp = new([]byte)
+	}
+	*bp = deniedBody((*bp)[:0], message, retry)
+	_, _ = c.Writer.Write(*bp)
+	bodies.Put(bp)
 	c.Abort()
 }

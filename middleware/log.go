@@ -18,11 +18,13 @@ const RequestIDHeader = "X-Request-ID"
 const requestIDHeader = "X-Request-Id"
 
 // RequestLog writes one access line per request and records it in m (nil:
-// no metrics). It logs the route pattern, not the raw path, the kind of
+// no metrics); a log on a LogHandler gets the line without slog's
+// formatting (the same bytes). It logs the route pattern, not the raw path, the kind of
 // identity (user, for a password; key, for an API key; or ip), never a
 // credential or a header.
 func RequestLog(log *slog.Logger, m *Metrics) gin.HandlerFunc {
 	base := log.Handler()
+	fast, _ := base.(*LogHandler) // writes the line itself
 	var lines children[lineKind, slog.Handler]
 	withKind := func(k lineKind) slog.Handler {
 		return base.WithAttrs([]slog.Attr{slog.String("method", k.method), slog.String("route", k.route), slog.Int("status", k.status)})
@@ -59,30 +61,24 @@ func RequestLog(log *slog.Logger, m *Metrics) gin.HandlerFunc {
 		o, decided := OutcomeOf(c)
 		m.observe(method, route, status, took.Seconds(), o, decided)
 		if ctx := c.Request.Context(); base.Enabled(ctx, slog.LevelInfo) {
-			// What log.LogAttrs(ctx, slog.LevelInfo, "request", method,
-			// route, status, ...) writes, without the caller's program
-			// counter, which no line shows, and with the first three
-			// fields formatted once per kind of line (lineKind). The
-			// time is the request's end.
-			r := slog.NewRecord(end, slog.LevelInfo, "request", 0)
-			r.AddAttrs(
-				slog.Float64("duration_ms", float64(took.Microseconds())/1000),
-				slog.String("request_id", id),
-			)
+			a := accessLine{end: end, method: method, route: route, status: status, took: took, requestID: id,
+				decided: decided && o.Policy != "", decision: o.Result, remaining: o.Remaining, shadowLimited: o.ShadowLimited}
 			if id := Identity(c); id.Kind != "" {
-				kind := string(id.Kind)
+				a.identity = string(id.Kind)
 				if id.ByKey {
-					kind = "key" // a user, identified by an API key
+					a.identity = "key" // a user, identified by an API key
 				}
-				r.AddAttrs(slog.String("identity", kind))
 			}
-			if decided && o.Policy != "" {
-				r.AddAttrs(slog.String("decision", o.Result), slog.Int("remaining", o.Remaining))
+			if fast == nil || !fast.writeAccess(&a) {
+				// What log.LogAttrs(ctx, slog.LevelInfo, "request", method,
+				// route, status, ...) writes, without the caller's program
+				// counter, which no line shows, and with the first three
+				// fields formatted once per kind of line (lineKind). The
+				// time is the request's end.
+				r := slog.NewRecord(end, slog.LevelInfo, "request", 0)
+				a.attrs(&r)
+				_ = lines.get(lineKind{method, route, status}, withKind).Handle(ctx, r) // as slog.Logger does: nowhere to report it
 			}
-			for _, s := range o.ShadowLimited {
-				r.AddAttrs(slog.String("shadow_limited", s.Policy))
-			}
-			_ = lines.get(lineKind{method, route, status}, withKind).Handle(ctx, r) // as slog.Logger does: nowhere to report it
 		}
 		if pooled != nil {
 			c.Keys = nil

@@ -16,7 +16,8 @@ import (
 )
 
 // TestRequestLogLine pins the access line, field by field and in order, in
-// both formats: a faster request log must write the very same line. The
+// both formats, and through LogHandler, which writes it by hand: a faster
+// request log must write the very same line. The
 // time and the duration vary; they are replaced by T and D.
 func TestRequestLogLine(t *testing.T) {
 	anonymous := func(c *gin.Context) {
@@ -98,6 +99,7 @@ func TestRequestLogLine(t *testing.T) {
 				want string
 			}{
 				{"json", func(b *strings.Builder) slog.Handler { return slog.NewJSONHandler(b, nil) }, jsonVary, tt.json},
+				{"json (LogHandler)", func(b *strings.Builder) slog.Handler { return NewLogHandler(b, nil) }, jsonVary, tt.json},
 				{"text", func(b *strings.Builder) slog.Handler { return slog.NewTextHandler(b, nil) }, textVary, tt.text},
 			} {
 				var logs strings.Builder

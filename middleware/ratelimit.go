@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -102,8 +103,9 @@ type RateLimit struct {
 	// now is the clock overrides expire by.
 	now func() time.Time
 
-	view atomic.Pointer[view] // the header texts of the snapshot last seen
-	wait *waiting             // requests held for their slot (wait.go); nil: none wait
+	view   atomic.Pointer[view] // the header texts of the snapshot last seen
+	bodies sync.Pool            // *[]byte: 429 bodies' buffers (abortLimited)
+	wait   *waiting             // requests held for their slot (wait.go); nil: none wait
 }
 
 // view is a live snapshot with the header texts of its limits, made once
@@ -376,7 +378,7 @@ func (l *RateLimit) Handler() gin.HandlerFunc {
 		c.Set(outcomeKey, o)
 		setHeaders(c.Writer.Header(), items, chosen)
 		if !allowed {
-			abortLimited(c, items[chosen].lt.headers(d).message, retryAfterSeconds(d))
+			abortLimited(c, &l.bodies, items[chosen].lt.headers(d).message, retryAfterSeconds(d))
 			return
 		}
 		if !l.hold(c, res, slot, &o) {
@@ -396,10 +398,9 @@ func (l *RateLimit) release(ctx context.Context, d decider, res limiter.Result) 
 	}
 }
 
-// deniedBody is the 429's JSON, {"error", "message", "retry_after"}. message is
+// deniedBody appends the 429's JSON, {"error", "message", "retry_after"}, to b. message is
 // the limit's text up to the seconds (digits and plain words: nothing to escape).
-func deniedBody(message string, retry int64) []byte {
-	b := make([]byte, 0, 96+len(message))
+func deniedBody(b []byte, message string, retry int64) []byte {
 	b = append(b, `{"error":"rate limit exceeded","message":"`...)
 	b = append(b, message...)
 	b = strconv.AppendInt(b, retry, 10)

@@ -26,6 +26,17 @@ func (l *RateLimit) next(c *gin.Context, res limiter.Result, enforced []policy.A
 		c.Next()
 		return
 	}
+	// The writer's hook outlives this call as far as the compiler can
+	// tell: it gets copies, so that enforced, items and o, on the
+	// handler's stack, stay there for every request that refunds nothing.
+	ro := new(Outcome)
+	*ro = *o
+	defer func() { *o = *ro }() // a panic too: the handler's deferred work reads o
+	l.nextRefunding(c, r, res, slices.Clone(enforced), slices.Clone(items), ro)
+}
+
+// nextRefunding is next for a request some status of which is refunded.
+func (l *RateLimit) nextRefunding(c *gin.Context, r refunder, res limiter.Result, enforced []policy.Applied, items []headerItem, o *Outcome) {
 	w := &refundWriter{ResponseWriter: c.Writer}
 	w.before = func(status int) {
 		var sub limiter.Result

@@ -12,14 +12,21 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/gin-gonic/gin"
+	"github.com/redis/go-redis/v9"
 
+	"tollgate/algorithms"
 	"tollgate/auth"
+	"tollgate/limiter"
+	"tollgate/live"
 	"tollgate/middleware"
 	"tollgate/models"
+	"tollgate/policy"
 )
 
 // The service's own stack against bare gin, in process: the ratio of
@@ -31,29 +38,118 @@ import (
 // Each has two rows: handler (ServeHTTP called directly: the stack's own
 // work) and http (keep-alive connections to a real listener on loopback,
 // the client's work included). allocs/op and B/op are exact on a busy
-// machine; ns/op wants a quiet one.
+// machine; ns/op wants a quiet one. cpu-ns/op is the process's CPU time
+// (user and system) per request: on a machine shared with others it moves
+// much less than ns/op, as time other processes take is not counted.
 
 // BenchmarkService is anonymous GET /continents through the handler
 // routes.NewService builds, as run builds it with RATE_LIMIT_ENABLED=false:
-// JSON access log at info on /dev/null (as bench's runs), metrics, request
-// id, identity (auth.Authenticator on SQLite), no limiter; the http row
-// serves it with NewServer, as run does.
+// JSON access log at info on /dev/null (as bench's runs) as run writes it
+// (benchLog), metrics, request id, identity (auth.Authenticator on SQLite),
+// no limiter; the http row serves it with NewServer, as run does.
 func BenchmarkService(b *testing.B) {
+	log := benchLog(b)
+	svc := limiterOff(b, log)
+	b.Run("handler", func(b *testing.B) { serveParallel(b, svc.Handler, http.StatusOK) })
+	b.Run("http", func(b *testing.B) { serveHTTP(b, NewServer(svc.Handler, log), http.StatusOK) })
+}
+
+// BenchmarkServiceDenied is BenchmarkService with the limiter on, as run
+// builds it (fixed_window, deny cache, leases, the embedded Redis), every
+// request over a limit of 1 an hour: each is answered 429 from the deny
+// cache, without Redis. Its ratio to BenchmarkService is bench's "all
+// denied / limiter off".
+func BenchmarkServiceDenied(b *testing.B) {
+	log := benchLog(b)
+	svc := newService(b, log, benchLimit(b, log, 1))
+	warm(b, svc.Handler, http.StatusTooManyRequests)
+	b.Run("handler", func(b *testing.B) { serveParallel(b, svc.Handler, http.StatusTooManyRequests) })
+	b.Run("http", func(b *testing.B) { serveHTTP(b, NewServer(svc.Handler, log), http.StatusTooManyRequests) })
+}
+
+// BenchmarkServiceLeased is BenchmarkService with the limiter on, as run
+// builds it, every request admitted under a limit of 10^9 an hour from the
+// lease its rule set holds: decided in memory, without Redis. Its ratio to
+// BenchmarkService is bench's "all admitted, leases / limiter off".
+func BenchmarkServiceLeased(b *testing.B) {
+	log := benchLog(b)
+	svc := newService(b, log, benchLimit(b, log, 1_000_000_000))
+	warm(b, svc.Handler, http.StatusOK)
+	b.Run("handler", func(b *testing.B) { serveParallel(b, svc.Handler, http.StatusOK) })
+	b.Run("http", func(b *testing.B) { serveHTTP(b, NewServer(svc.Handler, log), http.StatusOK) })
+}
+
+// benchLimit is the rate limit run builds with the default policy,
+// fixed_window, limit an hour, the deny cache and leases on, on the
+// embedded Redis.
+func benchLimit(b *testing.B, log *slog.Logger, limit int) *middleware.RateLimit {
+	b.Helper()
+	m := miniredis.RunT(b)
+	rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
+	b.Cleanup(func() { rdb.Close() })
+	engine := limiter.New(rdb, limiter.Options{Timeout: time.Second, DenyCacheSize: 10_000, Lease: true, Log: log})
+	b.Cleanup(engine.Close)
+	policies, err := policy.Default("fixed_window", algorithms.Limit{Requests: limit, Window: time.Hour})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return middleware.NewRateLimit(log, engine, live.New(policies, "", "bench:", engine), true, 64, middleware.RateLimitOptions{})
+}
+
+// warm sends h requests until it answers want, then 1000 more: past the
+// first decisions, into the deny cache or a lease. It does so for the
+// handler rows' client and for the http rows' (loopback): each is a caller
+// of its own.
+func warm(b *testing.B, h http.Handler, want int) {
+	b.Helper()
+	for _, addr := range []string{"192.0.2.1:1234", "127.0.0.1:1234"} {
+		warmFrom(b, h, want, addr)
+	}
+}
+
+func warmFrom(b *testing.B, h http.Handler, want int, addr string) {
+	b.Helper()
+	req := httptest.NewRequest(http.MethodGet, "/continents", nil)
+	req.RemoteAddr = addr
+	w := &statusWriter{h: http.Header{}}
+	for i := 0; i < 1000 || w.status != want; i++ {
+		if i > 100_000 {
+			b.Fatalf("GET /continents: status %d after 100,000 requests, want %d", w.status, want)
+		}
+		clear(w.h)
+		w.status = 0
+		h.ServeHTTP(w, req)
+	}
+}
+
+// benchLog is run's log, JSON at info (LogHandler on a LogWriter), on
+// /dev/null (as bench's runs).
+func benchLog(b *testing.B) *slog.Logger {
+	b.Helper()
 	devNull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { devNull.Close() })
-	log := slog.New(slog.NewJSONHandler(devNull, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	svc := limiterOff(b, log)
-	b.Run("handler", func(b *testing.B) { serveParallel(b, svc.Handler) })
-	b.Run("http", func(b *testing.B) { serveHTTP(b, NewServer(svc.Handler, log)) })
+	out := middleware.NewLogWriter(devNull, 100*time.Millisecond)
+	b.Cleanup(func() {
+		out.Close()
+		devNull.Close()
+	})
+	return slog.New(middleware.NewLogHandler(out, slog.LevelInfo))
 }
 
 // limiterOff is the service as run builds it with RATE_LIMIT_ENABLED=false:
 // routes.NewService on SQLite, with identity (auth.Authenticator) and no
 // limiter, logging to log.
 func limiterOff(tb testing.TB, log *slog.Logger) Service {
+	tb.Helper()
+	return newService(tb, log, nil)
+}
+
+// newService is the service as run builds it: routes.NewService on SQLite,
+// with identity (auth.Authenticator) and limit (nil: the limiter off),
+// logging to log.
+func newService(tb testing.TB, log *slog.Logger, limit *middleware.RateLimit) Service {
 	tb.Helper()
 	ctx := context.Background()
 	db, err := models.Open(ctx, slog.New(slog.DiscardHandler), "sqlite", filepath.Join(tb.TempDir(), "bench.db"))
@@ -76,15 +172,19 @@ func limiterOff(tb testing.TB, log *slog.Logger) Service {
 		tb.Fatal(err)
 	}
 	authn := auth.New(store, auth.AuthenticatorOptions{Timeout: 2 * time.Second, PasswordTTL: 5 * time.Minute, KeyTTL: 10 * time.Second})
-	svc, err := NewService(ctx, ServiceDeps{
+	deps := ServiceDeps{
 		Log:       log,
 		Store:     store,
 		SQL:       sqlDB,
 		Driver:    "sqlite",
 		PingRedis: ok,
 		Identify:  middleware.Identify(log, authn, 64),
-		Summary:   Summary{Enabled: false},
-	})
+		Summary:   Summary{Enabled: limit != nil},
+	}
+	if limit != nil {
+		deps.Limiters, deps.RateLimit = []gin.HandlerFunc{limit.Handler()}, limit
+	}
+	svc, err := NewService(ctx, deps)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -139,16 +239,19 @@ func BenchmarkBareGin(b *testing.B) {
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
 	r.GET("/continents", func(c *gin.Context) { c.JSON(http.StatusOK, continents) })
-	b.Run("handler", func(b *testing.B) { serveParallel(b, r) })
-	b.Run("http", func(b *testing.B) { serveHTTP(b, &http.Server{Handler: r, ReadHeaderTimeout: 5 * time.Second}) })
+	b.Run("handler", func(b *testing.B) { serveParallel(b, r, http.StatusOK) })
+	b.Run("http", func(b *testing.B) {
+		serveHTTP(b, &http.Server{Handler: r, ReadHeaderTimeout: 5 * time.Second}, http.StatusOK)
+	})
 }
 
 // serveParallel sends anonymous GET /continents to h from every
 // GOMAXPROCS goroutine, each with its own request and writer, and fails
-// on any answer but 200.
-func serveParallel(b *testing.B, h http.Handler) {
+// on any answer but want.
+func serveParallel(b *testing.B, h http.Handler, want int) {
 	b.Helper()
 	b.ReportAllocs()
+	defer reportCPU(b)()
 	b.RunParallel(func(pb *testing.PB) {
 		req := httptest.NewRequest(http.MethodGet, "/continents", nil)
 		req.RemoteAddr = "192.0.2.1:1234"
@@ -157,8 +260,8 @@ func serveParallel(b *testing.B, h http.Handler) {
 			clear(w.h)
 			w.status = 0
 			h.ServeHTTP(w, req)
-			if w.status != http.StatusOK {
-				b.Errorf("GET /continents status = %d, want 200", w.status)
+			if w.status != want {
+				b.Errorf("GET /continents status = %d, want %d", w.status, want)
 				return
 			}
 		}
@@ -168,8 +271,8 @@ func serveParallel(b *testing.B, h http.Handler) {
 // serveHTTP serves srv on a loopback listener and sends it anonymous GET
 // /continents over keep-alive connections, 4 per GOMAXPROCS, each written
 // and read by hand (no http.Client: less of the client in the figures);
-// it fails on any answer but 200.
-func serveHTTP(b *testing.B, srv *http.Server) {
+// it fails on any answer but want.
+func serveHTTP(b *testing.B, srv *http.Server, want int) {
 	b.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -180,6 +283,7 @@ func serveHTTP(b *testing.B, srv *http.Server) {
 	req := []byte("GET /continents HTTP/1.1\r\nHost: bench\r\n\r\n")
 	b.SetParallelism(4)
 	b.ReportAllocs()
+	defer reportCPU(b)()
 	b.RunParallel(func(pb *testing.PB) {
 		conn, err := net.Dial("tcp", ln.Addr().String())
 		if err != nil {
@@ -200,12 +304,30 @@ func serveHTTP(b *testing.B, srv *http.Server) {
 			}
 			_, err = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
-			if err != nil || resp.StatusCode != http.StatusOK {
-				b.Errorf("GET /continents: status %d, body read: %v; want 200", resp.StatusCode, err)
+			if err != nil || resp.StatusCode != want {
+				b.Errorf("GET /continents: status %d, body read: %v; want %d", resp.StatusCode, err, want)
 				return
 			}
 		}
 	})
+}
+
+// reportCPU starts counting the process's CPU time; the function it
+// returns reports it per operation as cpu-ns/op.
+func reportCPU(b *testing.B) func() {
+	start := cpuTime(b)
+	return func() {
+		b.ReportMetric(float64(cpuTime(b)-start)/float64(b.N), "cpu-ns/op")
+	}
+}
+
+// cpuTime is the CPU time the process used so far, in user and system mode.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // statusWriter keeps its header map, cleared between requests, and the
