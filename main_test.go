@@ -188,8 +188,14 @@ func sharedRedis(t *testing.T) testRedis {
 // baseEnv points a service at the test's Redis and at this run's database
 // on TEST_MYSQL_DSN's server when set (mysqlRunDSN), else at a SQLite file of its own; keys get a prefix
 // of their own.
+//
+// fixed_window's windows are aligned to the epoch: a test that counts
+// admissions under the default 1-minute window would see a second window's
+// quota if a minute ended during it. baseEnv starts every such test clear of
+// that edge (clearOfMinuteEdge).
 func baseEnv(t *testing.T, r testRedis) map[string]string {
 	t.Helper()
+	clearOfMinuteEdge(t)
 	env := map[string]string{
 		"REDIS_URL":          r.url,
 		"REDIS_KEY_PREFIX":   r.prefix,
@@ -205,6 +211,21 @@ func baseEnv(t *testing.T, r testRedis) map[string]string {
 		env["DB_DSN"] = dsn
 	}
 	return env
+}
+
+// minuteEdgeMargin is how long a test may count under one 1-minute window:
+// the longest of them (a 3-s load after the binary starts) with room to spare.
+const minuteEdgeMargin = 8 * time.Second
+
+// clearOfMinuteEdge waits, when a minute of the clock (Redis's and ours: one
+// machine) ends within minuteEdgeMargin, until just after it: the test then
+// runs inside one epoch-aligned minute.
+func clearOfMinuteEdge(t *testing.T) {
+	t.Helper()
+	now := time.Now()
+	if left := now.Truncate(time.Minute).Add(time.Minute).Sub(now); left < minuteEdgeMargin {
+		time.Sleep(left + 50*time.Millisecond)
+	}
 }
 
 // clusterEnv is baseEnv on the Redis Cluster of TEST_REDIS_CLUSTER_ADDRS; the

@@ -397,10 +397,16 @@ func (l Limit) WindowAt(t time.Time) int64 {
 }
 
 // WindowKey is the key counting window n of the rule at key, under an
-// Epoch algorithm: key with ":<n>", in key's hash slot when key has a hash
-// tag. The suffix is the key layout's version: layout 1 (fixed_window
-// before it) kept a hash at key itself.
+// Epoch algorithm: key with ":<n>", always in key's hash slot (Redis Cluster
+// runs a script only on keys of one slot): a key without a hash tag (the
+// service's keys all have one) names itself as the tag too,
+// "<key>:{<key>}:<n>", so the window key still starts with key. The suffix
+// is the key layout's version: layout 1 (fixed_window before it) kept a
+// hash at key itself.
 func WindowKey(key string, n int64) string {
+	if open := strings.IndexByte(key, '{'); open < 0 || strings.IndexByte(key[open+1:], '}') < 1 {
+		return key + ":{" + key + "}:" + strconv.FormatInt(n, 10)
+	}
 	return key + ":" + strconv.FormatInt(n, 10)
 }
 

@@ -274,7 +274,9 @@ func (l *leases) entry(rules []Rule) *lease {
 		return nil
 	}
 	for _, r := range rules {
-		if r.NoLease || r.Delay > 0 { // the common case of a rule set never leased: no key made
+		// The common cases of a rule set never leased (a small limit, say):
+		// no key made.
+		if s := r.Algorithm; r.NoLease || r.Delay > 0 || s.LeaseFor == nil || s.Quota(r.Limit) < minLeaseQuota {
 			return nil
 		}
 	}
