@@ -18,7 +18,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -149,7 +148,7 @@ type Spec struct {
 	Calendar bool
 	// Epoch: windows align to the epoch (window n spans [n, n+1) × the
 	// window on Redis's clock) and window n is counted at key
-	// "<rule key>:<n>" (WindowKey): the engine passes that key as the
+	// "<rule key>:<n>" (in the rule key's hash slot): the engine passes that key as the
 	// rule's and n after Args, computed from its clock (WindowAt); the
 	// module answers "WRONGWINDOW <Redis's now_ms>" without writing when n
 	// is not Redis's window, and the engine asks again with Redis's.
@@ -394,20 +393,6 @@ var table = []Spec{
 // the epoch.
 func (l Limit) WindowAt(t time.Time) int64 {
 	return floorDiv(t.UnixMilli(), max(l.Window.Milliseconds(), 1))
-}
-
-// WindowKey is the key counting window n of the rule at key, under an
-// Epoch algorithm: key with ":<n>", always in key's hash slot (Redis Cluster
-// runs a script only on keys of one slot): a key without a hash tag (the
-// service's keys all have one) names itself as the tag too,
-// "<key>:{<key>}:<n>", so the window key still starts with key. The suffix
-// is the key layout's version: layout 1 (fixed_window before it) kept a
-// hash at key itself.
-func WindowKey(key string, n int64) string {
-	if open := strings.IndexByte(key, '{'); open < 0 || strings.IndexByte(key[open+1:], '}') < 1 {
-		return key + ":{" + key + "}:" + strconv.FormatInt(n, 10)
-	}
-	return key + ":" + strconv.FormatInt(n, 10)
 }
 
 // floorDiv is a / b rounded down (b > 0): windows before 1970 too.

@@ -1414,7 +1414,7 @@ func (c *composeRun) refund(a *admission, why string) {
 			// then the give-back finds nothing, unless a request since
 			// counted in it again (its units given back once more, as
 			// Refund says).
-			n, err := c.rdb.Exists(ctx, algorithms.WindowKey(r.key, r.start/r.span)).Result()
+			n, err := c.rdb.Exists(ctx, windowKey(r.key, r.start/r.span)).Result()
 			if err != nil {
 				c.violate("errors", "EXISTS %s: %v", r.key, err)
 				return

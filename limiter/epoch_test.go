@@ -114,10 +114,10 @@ func TestEpochWindowsOnRedisClock(t *testing.T) {
 				t.Errorf("%d calls answered wrong window in all, want %d (the first call's)", got, tt.wrong)
 			}
 			n := l.WindowAt(redisNow)
-			if got, want := m.Keys(), []string{algorithms.WindowKey("{k}:fw", n)}; !slices.Equal(got, want) {
+			if got, want := m.Keys(), []string{windowKey("{k}:fw", n)}; !slices.Equal(got, want) {
 				t.Errorf("keys %v, want %v: Redis's window's alone", got, want)
 			}
-			if ttl := m.TTL(algorithms.WindowKey("{k}:fw", n)); ttl != 300*time.Millisecond {
+			if ttl := m.TTL(windowKey("{k}:fw", n)); ttl != 300*time.Millisecond {
 				t.Errorf("TTL of the window's key = %v, want 300ms (the window's end)", ttl)
 			}
 		})

@@ -453,7 +453,7 @@ func perCall(args []any, r rule, at time.Time) ([]any, string) {
 		}
 	case r.spec.Epoch:
 		n := r.limit.WindowAt(at)
-		return append(args, n), algorithms.WindowKey(r.key, n)
+		return append(args, n), windowKey(r.key, n)
 	}
 	return args, r.key
 }
@@ -612,6 +612,18 @@ func leaseSet(key string) string {
 		return key + ":leases"
 	}
 	return "{" + key + "}:leases"
+}
+
+// windowKey is the key counting window n of the rule at key, under an
+// Epoch algorithm: key with ":<n>", in key's hash slot: key's hash tag, or
+// key itself as the tag, named after it so that the window's key still
+// starts with key ("<key>:{<key>}:<n>"). The suffix is the key layout's
+// version: layout 1 (fixed_window before it) kept a hash at key itself.
+func windowKey(key string, n int64) string {
+	if hashTag(key) != key {
+		return key + ":" + strconv.FormatInt(n, 10)
+	}
+	return key + ":{" + key + "}:" + strconv.FormatInt(n, 10)
 }
 
 // checkSpec reports whether s is an algorithm of the table as a rule

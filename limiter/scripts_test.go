@@ -359,6 +359,24 @@ func TestHashTag(t *testing.T) {
 	}
 }
 
+// TestWindowKey: a window's key starts with its rule's key and is in its hash
+// slot: the rule's hash tag, or the rule's key as the tag when it has none.
+func TestWindowKey(t *testing.T) {
+	for _, tt := range []struct {
+		key  string
+		n    int64
+		want string
+	}{
+		{"rl:{user:ann}:default:0:fixed_window", 493524, "rl:{user:ann}:default:0:fixed_window:493524"},
+		{"k", 5, "k:{k}:5"},
+		{"k{}", -1, "k{}:{k{}}:-1"},
+	} {
+		if got := windowKey(tt.key, tt.n); got != tt.want {
+			t.Errorf("windowKey(%q, %d) = %q, want %q", tt.key, tt.n, got, tt.want)
+		}
+	}
+}
+
 func TestScriptForCarriesOnlyTheRulesModules(t *testing.T) {
 	spec := func(name string) algorithms.Spec {
 		s, err := algorithms.Lookup(name)
