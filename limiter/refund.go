@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"strings"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 )
 
 //go:embed lua/refund.lua
@@ -81,14 +79,7 @@ func (l *Limiter) Refund(ctx context.Context, res Result) (Result, error) {
 // refundRules runs the refund script for rules (per request costs) whose commits
 // returned resets, in one script per hash tag.
 func (s *scripts) refundRules(ctx context.Context, rs []rule, resets []int64) ([]Decision, error) {
-	groups := [][]int{nil}
-	if _, ok := s.rdb.(*redis.ClusterClient); ok {
-		groups = byHashTag(rs)
-	} else {
-		for i := range rs {
-			groups[0] = append(groups[0], i)
-		}
-	}
+	groups := s.scriptGroups(rs)
 	out := make([]Decision, len(rs))
 	var errs []error
 	for _, g := range groups {

@@ -542,14 +542,7 @@ func (s *scripts) release(ctx context.Context, hs []*held) error {
 	for i, h := range hs {
 		rs[i] = h.rule
 	}
-	groups := [][]int{nil}
-	if _, ok := s.rdb.(*redis.ClusterClient); ok {
-		groups = byHashTag(rs)
-	} else {
-		for i := range rs {
-			groups[0] = append(groups[0], i)
-		}
-	}
+	groups := s.scriptGroups(rs)
 	var errs []error
 	for _, g := range groups {
 		keys := make([]string, len(g), len(g)+1)
@@ -667,6 +660,19 @@ func resolve(rules []Rule) ([]rule, error) {
 		rs[i] = rule{spec: s, limit: r.Limit, cost: cost, key: r.Key, lease: r.lease, delay: r.Delay}
 	}
 	return rs, nil
+}
+
+// scriptGroups is the indexes of rs in the groups one script each may
+// decide: by hash tag on a cluster (byHashTag), else all of them at once.
+func (s *scripts) scriptGroups(rs []rule) [][]int {
+	if _, ok := s.rdb.(*redis.ClusterClient); ok {
+		return byHashTag(rs)
+	}
+	all := make([]int, len(rs))
+	for i := range rs {
+		all[i] = i
+	}
+	return [][]int{all}
 }
 
 // byHashTag groups the indexes of rs by their keys' hash tag, the part of a
