@@ -36,13 +36,13 @@ end
 local budget = limit * window - prev * (window - elapsed)
 local remaining = floor((budget - cur * window) / window)
 if cost > limit or cost * window > budget - cur * window then
-  local retry = 2 * window
-  if cost > limit then
-    retry = 2 * window
-  elseif prev > 0 and cur + cost <= limit then
-    retry = window - floor((limit - cur - cost) * window / prev) - elapsed
-  else
-    retry = 2 * window - floor((limit - cost) * window / cur) - elapsed
+  local retry = 2 * window -- a cost above the limit never passes
+  if cost <= limit then
+    if prev > 0 and cur + cost <= limit then
+      retry = window - floor((limit - cur - cost) * window / prev) - elapsed
+    else
+      retry = 2 * window - floor((limit - cost) * window / cur) - elapsed
+    end
   end
   if ARGV[1] == '1' then
     remaining = 0
