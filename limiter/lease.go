@@ -139,18 +139,16 @@ func newLeases(next, leased stage, s *scripts, timeout time.Duration, log *slog.
 	return l
 }
 
-// leasable reports whether rules may be leased, and resolves them.
-func leasable(rules []Rule) ([]rule, bool) {
+// leasable reports whether rules may be leased: checked on every request
+// before anything is made for a lease (a small limit, the common case of a
+// rule set never leased, makes no key).
+func leasable(rules []Rule) bool {
 	for _, r := range rules {
-		if r.NoLease || r.Delay > 0 {
-			return nil, false
-		}
-		if s := r.Algorithm; s.LeaseFor == nil || s.Quota(r.Limit) < minLeaseQuota {
-			return nil, false
+		if s := r.Algorithm; r.NoLease || r.Delay > 0 || s.LeaseFor == nil || s.Quota(r.Limit) < minLeaseQuota {
+			return false
 		}
 	}
-	rs, err := resolve(rules)
-	return rs, err == nil
+	return true
 }
 
 // decide admits from this instance's lease on rules if it has one, else
@@ -270,22 +268,15 @@ func (l *leases) decide(ctx context.Context, rules []Rule, commit bool) ([]Decis
 // entry returns the lease record of rules, made on first use; nil when rules
 // are not leasable, the engine is closed or too many rule sets are tracked.
 func (l *leases) entry(rules []Rule) *lease {
-	if len(rules) == 0 || l.closed.Load() {
+	if len(rules) == 0 || l.closed.Load() || !leasable(rules) {
 		return nil
-	}
-	for _, r := range rules {
-		// The common cases of a rule set never leased (a small limit, say):
-		// no key made.
-		if s := r.Algorithm; r.NoLease || r.Delay > 0 || s.LeaseFor == nil || s.Quota(r.Limit) < minLeaseQuota {
-			return nil
-		}
 	}
 	key := leaseSetKey(rules)
 	if e, ok := l.entries.Load(key); ok {
 		return e.(*lease)
 	}
-	rs, ok := leasable(rules)
-	if !ok || l.count.Load() >= maxLeases {
+	rs, err := resolve(rules)
+	if err != nil || l.count.Load() >= maxLeases {
 		return nil
 	}
 	e, loaded := l.entries.LoadOrStore(key, &lease{rules: rs, headroom: -1, since: l.now()})
