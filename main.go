@@ -98,6 +98,7 @@ type runOptions struct {
 	now          func() time.Time // the clock overrides and remembered credentials expire by
 	environ      func() []string  // the variables set, for the unknown-setting warnings; nil: none
 	logFlush     time.Duration    // how often the log's batch is written (middleware.LogWriter)
+	asideSlow    time.Duration    // middleware.RateLimitOptions.AsideSlow
 }
 
 // runOption changes one of run's options.
@@ -114,6 +115,10 @@ func withPolicySettle(d time.Duration) runOption { return func(o *runOptions) { 
 
 // withLogFlush writes the log's batch every d (and at the end of run).
 func withLogFlush(d time.Duration) runOption { return func(o *runOptions) { o.logFlush = d } }
+
+// withAsideSlow drops candidate and shadow decisions for a while only after
+// one slower than d (middleware.RateLimitOptions.AsideSlow).
+func withAsideSlow(d time.Duration) runOption { return func(o *runOptions) { o.asideSlow = d } }
 
 // withClock makes now the clock overrides and remembered credentials expire by.
 func withClock(now func() time.Time) runOption { return func(o *runOptions) { o.now = now } }
@@ -268,7 +273,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer, opti
 		inForce = live.New(policies, version, cfg.KeyPrefix, engine) // no overrides yet
 		limit = middleware.NewRateLimit(log, engine, inForce, cfg.FailOpen, cfg.IPv6Prefix, middleware.RateLimitOptions{Clock: opts.now,
 			// At shutdown, requests waiting for their slot are refused at once.
-			MaxWaiting: cfg.MaxWaiting, Drain: ctx.Done()})
+			MaxWaiting: cfg.MaxWaiting, Drain: ctx.Done(), AsideSlow: opts.asideSlow})
 		limiters = []gin.HandlerFunc{limit.Handler()}
 	}
 	svc, err := routes.NewService(startCtx, routes.ServiceDeps{

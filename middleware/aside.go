@@ -40,11 +40,17 @@ const (
 // decisions.
 type asideBudget struct {
 	slots  chan struct{}
-	paused atomic.Int64 // unix ns: no decision starts before
+	slow   time.Duration // a decision slower than this pauses the others
+	paused atomic.Int64  // unix ns: no decision starts before
 }
 
-func newAsideBudget() *asideBudget {
-	return &asideBudget{slots: make(chan struct{}, asideInFlight)}
+// newAsideBudget returns a budget pausing after decisions slower than slow
+// (0: asideSlow).
+func newAsideBudget(slow time.Duration) *asideBudget {
+	if slow <= 0 {
+		slow = asideSlow
+	}
+	return &asideBudget{slots: make(chan struct{}, asideInFlight), slow: slow}
 }
 
 // take takes a slot if one is free and no pause is on.
@@ -63,7 +69,7 @@ func (b *asideBudget) take() bool {
 // give gives a slot back after a decision that took took, pausing the
 // others if it was slow.
 func (b *asideBudget) give(took time.Duration) {
-	if took > asideSlow {
+	if took > b.slow {
 		until := time.Now().Add(asidePause * took).UnixNano()
 		for p := b.paused.Load(); p < until && !b.paused.CompareAndSwap(p, until); p = b.paused.Load() {
 		}

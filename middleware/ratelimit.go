@@ -201,7 +201,7 @@ func NewRateLimit(log *slog.Logger, d decider, p *live.Policies, failOpen bool, 
 	}
 	l := &RateLimit{log: log, decider: d, live: p, failOpen: failOpen, ipv6Prefix: ipv6Prefix, now: now,
 		warn: NewThrottledLog(log, 10*time.Second), tierWarn: NewThrottledLog(log, time.Minute),
-		aside: d, asideBudget: newAsideBudget()}
+		aside: d, asideBudget: newAsideBudget(o.AsideSlow)}
 	if o.MaxWaiting > 0 {
 		l.wait = &waiting{most: int64(o.MaxWaiting), drain: o.Drain}
 	}
@@ -223,6 +223,10 @@ type RateLimitOptions struct {
 	// Drain, when closed (shutdown), refuses the requests waiting with 503
 	// and gives their slots back; nil: never.
 	Drain <-chan struct{}
+	// AsideSlow is how long a candidate or shadow decision may take before
+	// the next ones are dropped for a while (asideBudget); 0: 25ms. Tests
+	// that count every candidate decision on a loaded machine raise it.
+	AsideSlow time.Duration
 }
 
 // caller is what the policies know of the request's sender, read from the
