@@ -222,7 +222,9 @@ func TestCandidateBudget(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: m.Addr()})
 	t.Cleanup(func() { rdb.Close() })
 	stall := &stallCandidate{Scripter: rdb, block: make(chan struct{})}
-	engine := limiter.New(stall, limiter.Options{Timeout: 50 * time.Millisecond})
+	// A timeout no live decision reaches on a loaded machine (each request
+	// is checked decided); the stalled candidate decisions fail at it.
+	engine := limiter.New(stall, limiter.Options{Timeout: time.Second})
 	l := newLimiter(discard(), engine, onePolicy("live", 100), "test:", true, 64)
 	l.live.SetCandidate(onePolicy("cand", 100), "cv")
 	const n = asideInFlight + 12
