@@ -148,25 +148,25 @@ func dumpState(t *testing.T, m *miniredis.Miniredis, key string) string {
 	if !m.Exists(key) {
 		return "none"
 	}
-	var v string
+	var v strings.Builder // a zset of thousands: no quadratic concatenation
 	switch typ := m.Type(key); typ {
 	case "string":
 		s, _ := m.Get(key)
-		v = s
+		v.WriteString(s)
 	case "hash":
 		fs, _ := m.HKeys(key)
 		slices.Sort(fs)
 		for _, f := range fs {
-			v += f + "=" + m.HGet(key, f) + " "
+			fmt.Fprintf(&v, "%s=%s ", f, m.HGet(key, f))
 		}
 	case "zset":
 		ms, _ := m.ZMembers(key)
 		for _, mem := range ms {
 			sc, _ := m.ZScore(key, mem)
-			v += fmt.Sprintf("%s@%.0f ", mem, sc)
+			fmt.Fprintf(&v, "%s@%.0f ", mem, sc)
 		}
 	default:
 		t.Fatalf("%s: type %s", key, typ)
 	}
-	return fmt.Sprintf("%s ttl %v", v, m.TTL(key))
+	return fmt.Sprintf("%s ttl %v", v.String(), m.TTL(key))
 }
