@@ -15,7 +15,7 @@ import (
 )
 
 // servicePolicies runs the service with the policy file text.
-func servicePolicies(t *testing.T, text string) string {
+func servicePolicies(t *testing.T, text string, opts ...runOption) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "policies.yaml")
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
@@ -24,7 +24,8 @@ func servicePolicies(t *testing.T, text string) string {
 	env := baseEnv(t, sharedRedis(t))
 	env["RATE_LIMIT_POLICY_FILE"] = path
 	env["RATE_LIMIT_FAIL_OPEN"] = "false"
-	return service(t, env)
+	base, _ := serviceWithLogs(t, env, opts...)
+	return base
 }
 
 // statusesOf sends n requests one after another and lists the statuses.
@@ -131,7 +132,7 @@ policies:
     key: user_or_ip
     shadow: true
     limits: [{algorithm: sliding_window, limit: 1, window: 1h}]
-`)
+`, withAsideSlow(time.Minute)) // no shadow decision dropped after a slow one on a loaded machine
 	john := basic("john_doe", "EXAMPLE_PASSWORD")
 	t.Run("anonymous tier", func(t *testing.T) {
 		if got := statusesOf(t, base+"/continents", 3, nil); countOf(got, 200) != 2 || got[2] != 429 {
